@@ -1,0 +1,355 @@
+//! The reqwest client behind one plugin's http grant.
+//!
+//! Redirects are followed here, not by reqwest, so every hop is checked against the
+//! allow-list; name resolution goes through [`GrantResolver`], so the address that is
+//! checked is the address that is connected to.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use url::Url;
+
+use super::HttpGrant;
+use crate::bindings::runcap::plugin::http as wit;
+
+/// Why a request produced no response.
+#[derive(Debug, Clone)]
+pub enum SendError {
+    Denied(String),
+    Invalid(String),
+    Timeout,
+    Connection(String),
+    Tls(String),
+}
+
+impl SendError {
+    pub fn is_denial(&self) -> bool {
+        matches!(self, SendError::Denied(_))
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            SendError::Denied(m)
+            | SendError::Invalid(m)
+            | SendError::Connection(m)
+            | SendError::Tls(m) => m.clone(),
+            SendError::Timeout => "timed out".into(),
+        }
+    }
+
+    pub fn into_wit(self) -> wit::Error {
+        match self {
+            SendError::Denied(m) => wit::Error::Denied(m),
+            SendError::Invalid(m) => wit::Error::InvalidRequest(m),
+            SendError::Timeout => wit::Error::Timeout,
+            SendError::Connection(m) => wit::Error::Connection(m),
+            SendError::Tls(m) => wit::Error::Tls(m),
+        }
+    }
+}
+
+/// An address refused by the grant's address policy, raised inside the resolver.
+#[derive(Debug)]
+struct AddressDenied(String);
+
+impl std::fmt::Display for AddressDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AddressDenied {}
+
+/// Resolves names once and hands reqwest only the addresses the grant allows.
+struct GrantResolver {
+    grant: Arc<HttpGrant>,
+}
+
+impl Resolve for GrantResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let grant = self.grant.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut allowed = Vec::new();
+            let mut first_denial = None;
+            for addr in found {
+                match grant.policy.check_address(&host, addr.ip(), &grant.key) {
+                    Ok(()) => allowed.push(addr),
+                    Err(e) => {
+                        first_denial.get_or_insert(e);
+                    }
+                }
+            }
+            if allowed.is_empty() {
+                let e = first_denial.unwrap_or_else(|| format!("{host} has no addresses"));
+                return Err(Box::new(AddressDenied(e)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// One plugin's HTTP client: connection pool, TLS roots and policy.
+pub struct HttpClient {
+    grant: Arc<HttpGrant>,
+    client: reqwest::Client,
+}
+
+impl HttpClient {
+    /// Builds the client for a grant; called once per plugin at load.
+    pub fn new(grant: Arc<HttpGrant>) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for der in &grant.ca {
+            roots
+                .add(CertificateDer::from(der.clone()))
+                .map_err(|e| format!("bad CA certificate: {e}"))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .tls_info(true)
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GrantResolver {
+                grant: grant.clone(),
+            }))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(HttpClient { grant, client })
+    }
+
+    /// Parses a URL and checks it (and, for an address literal, the address) against the grant.
+    pub fn check(&self, url: &str) -> Result<Url, SendError> {
+        let parsed =
+            Url::parse(url).map_err(|e| SendError::Invalid(format!("bad URL `{url}`: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(SendError::Invalid(format!(
+                "`{url}` is not an http or https URL"
+            )));
+        }
+        self.grant
+            .policy
+            .check_url(&parsed, &self.grant.key)
+            .map_err(SendError::Denied)?;
+        let literal: Option<IpAddr> = match parsed.host() {
+            Some(url::Host::Ipv4(a)) => Some(a.into()),
+            Some(url::Host::Ipv6(a)) => Some(a.into()),
+            _ => None,
+        };
+        if let Some(ip) = literal {
+            self.grant
+                .policy
+                .check_address(&ip.to_string(), ip, &self.grant.key)
+                .map_err(SendError::Denied)?;
+        }
+        Ok(parsed)
+    }
+
+    /// Sends a request, following at most `req.max_redirects` granted redirects.
+    pub async fn send(
+        &self,
+        req: wit::Request,
+        deadline: Duration,
+    ) -> Result<wit::Response, SendError> {
+        let timeout = req
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()))
+            .unwrap_or(deadline)
+            .min(deadline);
+        let started = Instant::now();
+        match tokio::time::timeout(timeout, self.send_following(req, started)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Timeout),
+        }
+    }
+
+    async fn send_following(
+        &self,
+        req: wit::Request,
+        started: Instant,
+    ) -> Result<wit::Response, SendError> {
+        let mut url = self.check(&req.url)?;
+        let mut method = to_reqwest_method(req.method);
+        let mut body = Some(req.body);
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &req.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| SendError::Invalid(format!("bad header name `{k}`")))?;
+            let value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| SendError::Invalid(format!("bad value for header `{k}`")))?;
+            headers.append(name, value);
+        }
+        let mut hops = 0u8;
+        loop {
+            let mut rb = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(b) = &body
+                && !b.is_empty()
+            {
+                rb = rb.body(b.clone());
+            }
+            let resp = rb.send().await.map_err(classify)?;
+            let status = resp.status();
+            if status.is_redirection() && hops < req.max_redirects {
+                if let Some(loc) = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                {
+                    let next = url.join(loc).map_err(|e| {
+                        SendError::Connection(format!("bad redirect Location `{loc}`: {e}"))
+                    })?;
+                    self.check(next.as_str()).map_err(|e| match e {
+                        SendError::Denied(m) => {
+                            SendError::Denied(format!("redirect from {url} to {next} refused: {m}"))
+                        }
+                        other => other,
+                    })?;
+                    if status == reqwest::StatusCode::SEE_OTHER
+                        || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
+                    {
+                        method = reqwest::Method::GET;
+                        body = None;
+                    }
+                    url = next;
+                    hops += 1;
+                    continue;
+                }
+            }
+            return self.finish(resp, started).await;
+        }
+    }
+
+    async fn finish(
+        &self,
+        mut resp: reqwest::Response,
+        started: Instant,
+    ) -> Result<wit::Response, SendError> {
+        let status = resp.status().as_u16();
+        let final_url = resp.url().to_string();
+        let remote_address = resp.remote_addr().map(|a| a.to_string());
+        let cert_not_after = resp
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate())
+            .and_then(cert_not_after);
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let cap = self.grant.max_body as usize;
+        let mut body = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            let room = cap - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(wit::Response {
+            status,
+            headers,
+            body,
+            body_truncated: truncated,
+            elapsed_us: started.elapsed().as_micros() as u64,
+            final_url,
+            remote_address,
+            cert_not_after,
+        })
+    }
+}
+
+/// What a mutating request returns in a dry run: nothing was sent.
+pub fn dry_run_response(url: &str) -> wit::Response {
+    wit::Response {
+        status: 204,
+        headers: vec![("x-runcap-dry-run".into(), "not sent".into())],
+        body: Vec::new(),
+        body_truncated: false,
+        elapsed_us: 0,
+        final_url: url.to_string(),
+        remote_address: None,
+        cert_not_after: None,
+    }
+}
+
+fn to_reqwest_method(m: wit::Method) -> reqwest::Method {
+    match m {
+        wit::Method::Get => reqwest::Method::GET,
+        wit::Method::Head => reqwest::Method::HEAD,
+        wit::Method::Post => reqwest::Method::POST,
+        wit::Method::Put => reqwest::Method::PUT,
+        wit::Method::Delete => reqwest::Method::DELETE,
+    }
+}
+
+/// Sorts a reqwest failure into denial, timeout, TLS or connection trouble.
+fn classify(e: reqwest::Error) -> SendError {
+    if e.is_timeout() {
+        return SendError::Timeout;
+    }
+    let mut chain: Vec<String> = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(denied) = s.downcast_ref::<AddressDenied>() {
+            return SendError::Denied(denied.0.clone());
+        }
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return SendError::Tls(s.to_string());
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && inner.downcast_ref::<rustls::Error>().is_some()
+        {
+            return SendError::Tls(inner.to_string());
+        }
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    chain.dedup();
+    SendError::Connection(chain.join(": "))
+}
+
+/// The notAfter of a DER certificate, in seconds since the Unix epoch.
+fn cert_not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Reads every certificate in a PEM file.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .map(|c| c.map(|c| c.to_vec()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    if certs.is_empty() {
+        return Err("no certificates in it".into());
+    }
+    Ok(certs)
+}

@@ -1,0 +1,229 @@
+//! Capabilities: everything a plugin can ask the host to do.
+//!
+//! Each capability is one module with the same parts, in the same order: a doc table
+//! (what it grants, manifest key, default, how it is enforced, what is audited), its
+//! grant type and validation, its per-action state, and its WIT `Host` impl on
+//! [`HostState`]. Adding one means: a WIT interface, a module here, a field in
+//! [`Grants`]/[`ValidGrants`]/[`HostState`], and an entry in [`CAPABILITIES`].
+
+pub mod http;
+pub mod log;
+pub mod wasi;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::runcap::plugin as wit;
+use crate::manifest::{KeyPath, Validator};
+
+/// `[plugins.NAME.grants]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// `[plugins.NAME.grants.http]`
+    pub http: Option<http::HttpGrantConfig>,
+}
+
+/// Validated grants of one plugin.
+#[derive(Debug, Clone, Default)]
+pub struct ValidGrants {
+    pub http: Option<Arc<http::HttpGrant>>,
+}
+
+/// Validates every grant of one plugin.
+pub fn validate_grants(v: &mut Validator, path: &KeyPath, raw: Grants) -> ValidGrants {
+    ValidGrants {
+        http: raw
+            .http
+            .and_then(|g| http::HttpGrant::validate(v, &path.key("http"), g)),
+    }
+}
+
+/// A capability interface a component may import, and what it takes to be allowed to.
+pub struct Capability {
+    /// Short name used in reports (`http`).
+    pub name: &'static str,
+    /// WIT interface without version (`runcap:plugin/http`).
+    pub interface: &'static str,
+    /// The grant key under `[plugins.NAME]` that allows importing it, if one is needed.
+    pub grant_key: Option<&'static str>,
+    /// Whether these grants allow importing it.
+    pub granted: fn(&ValidGrants) -> bool,
+    /// One line per granted entry, for `runcap caps`.
+    pub describe: fn(&ValidGrants) -> Vec<String>,
+}
+
+/// Every capability the host provides.
+pub const CAPABILITIES: &[Capability] = &[
+    Capability {
+        name: "log",
+        interface: log::INTERFACE,
+        grant_key: None,
+        granted: |_| true,
+        describe: |_| Vec::new(),
+    },
+    Capability {
+        name: "http",
+        interface: http::INTERFACE,
+        grant_key: Some("grants.http"),
+        granted: |g| g.http.is_some(),
+        describe: |g| g.http.as_ref().map(|h| h.describe()).unwrap_or_default(),
+    },
+];
+
+/// The WIT interface every world function's types come from; importing it needs no grant.
+pub const TYPES_INTERFACE: &str = "runcap:plugin/types";
+
+/// Links WASI and every capability interface into the one linker all plugins share;
+/// what a given action may do is decided by the grants in its [`HostState`].
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wit::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    wit::log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    wit::http::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// One use of a capability, allowed or denied, as run records and the audit log keep it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallRecord {
+    pub capability: &'static str,
+    pub operation: String,
+    pub target: String,
+    /// `allowed`, `denied`, or `dry-run` (allowed, recorded, not carried out).
+    pub decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    pub at_ms: u64,
+}
+
+impl CallRecord {
+    fn new(
+        capability: &'static str,
+        operation: &str,
+        target: &str,
+        decision: &'static str,
+    ) -> Self {
+        CallRecord {
+            capability,
+            operation: operation.to_string(),
+            target: target.to_string(),
+            decision,
+            reason: None,
+            result: None,
+            at_ms: now_ms(),
+        }
+    }
+
+    pub fn allowed(capability: &'static str, operation: &str, target: &str) -> Self {
+        Self::new(capability, operation, target, "allowed")
+    }
+
+    pub fn denied(capability: &'static str, operation: &str, target: &str, reason: &str) -> Self {
+        let mut r = Self::new(capability, operation, target, "denied");
+        r.reason = Some(reason.to_string());
+        r
+    }
+
+    pub fn dry_run(capability: &'static str, operation: &str, target: &str) -> Self {
+        Self::new(capability, operation, target, "dry-run")
+    }
+
+    pub fn with_result(mut self, result: String) -> Self {
+        self.result = Some(result);
+        self
+    }
+}
+
+/// Caps the linear memory and tables of one action, and remembers whether the cap was hit
+/// so a resulting trap can be reported as "out of memory".
+pub struct MemoryLimiter {
+    pub memory_limit: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Everything one action's store holds: its WASI context, limits, and one field of
+/// per-action state per capability.
+pub struct HostState {
+    /// The plugin's manifest name, for messages.
+    pub plugin: Arc<str>,
+    pub dry_run: bool,
+    pub deadline: Instant,
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub stdout: wasi::Capture,
+    pub stderr: wasi::Capture,
+    pub log: log::LogState,
+    pub http: http::HttpState,
+    /// Capability calls of this action, in order.
+    pub calls: Vec<CallRecord>,
+}
+
+impl HostState {
+    /// Records a capability call for the run record and audit log.
+    pub fn record(&mut self, call: CallRecord) {
+        tracing::debug!(
+            plugin = %self.plugin,
+            capability = call.capability,
+            operation = %call.operation,
+            decision = call.decision,
+            "capability call"
+        );
+        self.calls.push(call);
+    }
+
+    /// Time left before the action's deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::types::Host for HostState {}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,140 @@
+//! The WASI a plugin gets: clocks, random, and captured stdout/stderr. No
+//! environment, no arguments, no sockets, no preopened directories unless a
+//! filesystem grant adds them.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+
+/// WASI interface families a plugin may import; everything else (sockets, HTTP)
+/// is refused at load because runcap's own capabilities replace it.
+pub const ALLOWED_FAMILIES: &[&str] = &[
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
+
+/// Builds the WASI context of one action.
+pub fn context(stdout: &Capture, stderr: &Capture) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+#[derive(Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+/// A bounded sink for a guest's stdout or stderr: keeps the first `cap` bytes and
+/// counts the rest, so a chatty plugin neither fails nor fills the host's memory.
+#[derive(Clone)]
+pub struct Capture {
+    cap: usize,
+    buf: Arc<Mutex<Buffer>>,
+}
+
+impl Capture {
+    pub fn new(cap: usize) -> Self {
+        Capture {
+            cap,
+            buf: Arc::default(),
+        }
+    }
+
+    fn push(&self, data: &[u8]) {
+        let mut b = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        let room = self.cap.saturating_sub(b.bytes.len());
+        let keep = room.min(data.len());
+        b.bytes.extend_from_slice(&data[..keep]);
+        b.dropped += (data.len() - keep) as u64;
+    }
+
+    /// What was kept, as text, and how many bytes were dropped.
+    pub fn take(&self) -> (String, u64) {
+        let mut b = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        let text = String::from_utf8_lossy(&b.bytes).into_owned();
+        let dropped = b.dropped;
+        *b = Buffer::default();
+        (text, dropped)
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_head_and_counts_the_rest() {
+        let c = Capture::new(5);
+        c.push(b"hello world");
+        c.push(b"!");
+        assert_eq!(c.take(), ("hello".to_string(), 7));
+    }
+}

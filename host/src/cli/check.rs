@@ -1,0 +1,85 @@
+//! `runcap check`: everything that can be known without running an action.
+
+use crate::cli::EnvArgs;
+use crate::runner;
+
+pub async fn run(args: &EnvArgs) -> u8 {
+    let env = match super::load_env(args) {
+        Ok(env) => env,
+        Err(code) => return code,
+    };
+    let runtime = match super::runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let mut problems = Vec::new();
+    let mut loaded = std::collections::BTreeMap::new();
+    for (name, spec) in &env.plugins {
+        match runtime.load(spec) {
+            Ok(p) => {
+                println!(
+                    "✔ plugin {name}: sha256 {}… {}, imports {}",
+                    &p.sha256[..12],
+                    if p.from_cache {
+                        "(compiled, cached)"
+                    } else {
+                        "(compiled)"
+                    },
+                    list(&p.capabilities())
+                );
+                loaded.insert(name.clone(), p);
+            }
+            Err(e) => problems.push(format!("plugin `{name}`: {e}")),
+        }
+    }
+    for (rb_name, rb) in &env.runbooks {
+        let mut ok = true;
+        for (i, step) in rb.steps.iter().enumerate() {
+            let Some(plugin) = loaded.get(&step.uses) else {
+                continue;
+            };
+            if let Err(e) = runner::validate_params(&runtime, plugin, &step.with).await {
+                ok = false;
+                problems.push(format!(
+                    "runbooks.{rb_name}.steps[{i}] (`{}`): params rejected by `{}`: {e}",
+                    step.id, step.uses
+                ));
+            }
+        }
+        if ok {
+            println!(
+                "✔ runbook {rb_name}: {} step{}",
+                rb.steps.len(),
+                if rb.steps.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+    if problems.is_empty() {
+        println!(
+            "✔ {}: environment `{}` is valid ({} plugins, {} runbooks)",
+            env.file.display(),
+            env.name,
+            env.plugins.len(),
+            env.runbooks.len()
+        );
+        0
+    } else {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        eprintln!(
+            "{} problem{} found",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        2
+    }
+}
+
+pub(crate) fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "no capabilities".into()
+    } else {
+        items.join(", ")
+    }
+}

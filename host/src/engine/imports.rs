@@ -1,0 +1,110 @@
+//! What a component imports, and whether its grants allow it.
+//!
+//! Inspected at load, before anything runs: a plugin importing a capability its
+//! manifest entry does not grant is refused, naming the interface and the key that
+//! would grant it.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::caps::{self, CAPABILITIES, Capability, ValidGrants};
+
+/// The interfaces a component imports, without versions, sorted.
+pub fn imported_interfaces(engine: &Engine, component: &Component) -> Vec<String> {
+    let mut names: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.split('@').next().unwrap_or(name).to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Why an import is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportProblem {
+    /// A capability interface the grants do not cover.
+    NotGranted { interface: String, key: String },
+    /// An interface runcap never provides.
+    Unknown { interface: String },
+}
+
+impl std::fmt::Display for ImportProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportProblem::NotGranted { interface, key } => write!(
+                f,
+                "imports `{interface}` but the manifest does not grant it; add `{key}` to allow it"
+            ),
+            ImportProblem::Unknown { interface }
+                if interface.starts_with("wasi:sockets/")
+                    || interface.starts_with("wasi:http/") =>
+            {
+                write!(
+                    f,
+                    "imports `{interface}`; plugins reach the network only through runcap:plugin/http"
+                )
+            }
+            ImportProblem::Unknown { interface } => {
+                write!(f, "imports `{interface}`, which runcap does not provide")
+            }
+        }
+    }
+}
+
+/// The capability behind an interface name, if it is one.
+pub fn capability_of(interface: &str) -> Option<&'static Capability> {
+    CAPABILITIES.iter().find(|c| c.interface == interface)
+}
+
+/// Checks every import against the plugin's grants; `plugin` names the manifest table.
+pub fn check(plugin: &str, imports: &[String], grants: &ValidGrants) -> Vec<ImportProblem> {
+    let mut problems = Vec::new();
+    for interface in imports {
+        if interface == caps::TYPES_INTERFACE
+            || caps::wasi::ALLOWED_FAMILIES
+                .iter()
+                .any(|f| interface.starts_with(f))
+        {
+            continue;
+        }
+        match capability_of(interface) {
+            Some(cap) if (cap.granted)(grants) => {}
+            Some(cap) => problems.push(ImportProblem::NotGranted {
+                interface: interface.clone(),
+                key: format!("[plugins.{plugin}.{}]", cap.grant_key.unwrap_or("grants")),
+            }),
+            None => problems.push(ImportProblem::Unknown {
+                interface: interface.clone(),
+            }),
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ungranted_and_unknown_imports_are_named() {
+        let imports = vec![
+            "runcap:plugin/http".to_string(),
+            "runcap:plugin/log".to_string(),
+            "wasi:cli/stdout".to_string(),
+            "wasi:sockets/tcp".to_string(),
+        ];
+        let problems = check("probe", &imports, &ValidGrants::default());
+        assert_eq!(problems.len(), 2);
+        assert_eq!(
+            problems[0].to_string(),
+            "imports `runcap:plugin/http` but the manifest does not grant it; add `[plugins.probe.grants.http]` to allow it"
+        );
+        assert!(
+            problems[1]
+                .to_string()
+                .contains("only through runcap:plugin/http")
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! runcap: runs operational-runbook actions as sandboxed, capability-limited
+//! WebAssembly components, composed per environment from a TOML manifest.
+//!
+//! - [`manifest`]: TOML → validated [`manifest::Environment`], with located diagnostics.
+//! - [`engine`]: wasmtime engine, compile cache, plugin loading and import checks.
+//! - [`caps`]: one module per capability (grant, checks, host implementation, audit).
+//! - [`runner`]: one action in a fresh instance, classified however it ends.
+//! - [`runbook`]: steps in order.
+//! - [`cli`]: the `runcap` command.
+
+pub mod bindings;
+pub mod caps;
+pub mod cli;
+pub mod engine;
+pub mod manifest;
+pub mod runbook;
+pub mod runner;

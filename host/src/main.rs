@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    runcap::cli::main()
+}

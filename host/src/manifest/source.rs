@@ -1,0 +1,370 @@
+//! Where a manifest value came from, and diagnostics that point at it.
+//!
+//! The manifest is deserialized into plain serde structs; when validation finds a
+//! problem it names the key path (`plugins.probe.sha256`) and this module turns the
+//! path into a file, line and column by walking a span-preserving parse of the same text.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A dotted path to a manifest value, e.g. `runbooks.health.steps[0].uses`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<Seg>);
+
+impl KeyPath {
+    pub fn root() -> Self {
+        KeyPath(Vec::new())
+    }
+
+    /// This path extended by a key.
+    pub fn key(&self, key: impl Into<String>) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(key.into()));
+        p
+    }
+
+    /// This path extended by an array index.
+    pub fn index(&self, i: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(i));
+        p
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for seg in &self.0 {
+            match seg {
+                Seg::Key(k) => {
+                    if !first {
+                        f.write_str(".")?;
+                    }
+                    let bare = !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                    if bare {
+                        f.write_str(k)?;
+                    } else {
+                        write!(f, "{k:?}")?;
+                    }
+                }
+                Seg::Index(i) => write!(f, "[{i}]")?,
+            }
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// The text of one manifest file, kept to locate key paths and quote lines.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    pub fn new(path: PathBuf, text: String) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        SourceFile {
+            path,
+            text,
+            line_starts,
+        }
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let line = match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let start = self.line_starts[line];
+        let col = self.text[start..offset.min(self.text.len())]
+            .chars()
+            .count()
+            + 1;
+        (line + 1, col)
+    }
+
+    /// The text of a 1-based line, without its newline.
+    pub fn line_text(&self, line: usize) -> &str {
+        let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
+        let end = self
+            .line_starts
+            .get(line)
+            .map(|e| e - 1)
+            .unwrap_or(self.text.len());
+        self.text[start..end.max(start)].trim_end_matches('\r')
+    }
+
+    /// The key path of the deepest key or value that contains byte `offset`.
+    pub fn path_at(&self, offset: usize) -> Option<KeyPath> {
+        fn walk_table(t: &DeTable, offset: usize, path: &mut KeyPath) -> bool {
+            for (k, v) in t.iter() {
+                let (ks, vs) = (k.span(), v.span());
+                if ks.contains(&offset) || vs.contains(&offset) || is_header(v.get_ref(), offset) {
+                    path.0.push(Seg::Key(k.get_ref().to_string()));
+                    walk_value(v.get_ref(), offset, path);
+                    return true;
+                }
+            }
+            false
+        }
+        fn is_header(v: &DeValue, offset: usize) -> bool {
+            // A `[table]` or `[[array]]` has its entries elsewhere in the file.
+            match v {
+                DeValue::Table(t) => t.iter().any(|(k, v)| {
+                    k.span().contains(&offset)
+                        || v.span().contains(&offset)
+                        || is_header(v.get_ref(), offset)
+                }),
+                DeValue::Array(a) => a
+                    .iter()
+                    .any(|i| i.span().contains(&offset) || is_header(i.get_ref(), offset)),
+                _ => false,
+            }
+        }
+        fn walk_value(v: &DeValue, offset: usize, path: &mut KeyPath) {
+            match v {
+                DeValue::Table(t) => {
+                    walk_table(t, offset, path);
+                }
+                DeValue::Array(a) => {
+                    for (i, item) in a.iter().enumerate() {
+                        if item.span().contains(&offset) || is_header(item.get_ref(), offset) {
+                            path.0.push(Seg::Index(i));
+                            walk_value(item.get_ref(), offset, path);
+                            return;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let root = DeTable::parse(&self.text).ok()?;
+        let mut path = KeyPath::root();
+        walk_table(root.get_ref(), offset, &mut path).then_some(path)
+    }
+
+    /// The span of the value at `path`, or of its nearest ancestor that exists
+    /// (a missing key points at the table that should hold it).
+    pub fn span_of(&self, path: &KeyPath) -> Option<Range<usize>> {
+        let root = DeTable::parse(&self.text).ok()?;
+        let mut best: Option<Range<usize>> = None;
+        let mut table: Option<&DeTable> = Some(root.get_ref());
+        let mut value: Option<&DeValue> = None;
+        for seg in &path.0 {
+            match seg {
+                Seg::Key(k) => {
+                    let t = match (table, value) {
+                        (Some(t), _) => t,
+                        (None, Some(v)) => match v.as_table() {
+                            Some(t) => t,
+                            None => break,
+                        },
+                        _ => break,
+                    };
+                    let Some((key, v)) = t.get_key_value(k.as_str()) else {
+                        break;
+                    };
+                    // Point at `key = value` for scalars, at the key for tables.
+                    let (ks, vs) = (key.span(), v.span());
+                    best = Some(if v.get_ref().is_table() || v.get_ref().is_array() {
+                        ks
+                    } else {
+                        vs
+                    });
+                    table = None;
+                    value = Some(v.get_ref());
+                }
+                Seg::Index(i) => {
+                    let Some(arr) = value.and_then(|v| v.as_array()) else {
+                        break;
+                    };
+                    let Some(item) = arr.get(*i) else { break };
+                    // An array-of-tables entry has a zero-width span; keep the array's.
+                    let s = item.span();
+                    if s.start < s.end {
+                        best = Some(s);
+                    }
+                    table = None;
+                    value = Some(item.get_ref());
+                }
+            }
+        }
+        best
+    }
+}
+
+/// One problem found in a manifest: where, what, and what to do about it.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based line and column; 0 when the problem has no position (e.g. unreadable file).
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+    pub help: Option<String>,
+    /// The quoted source line.
+    pub snippet: Option<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic about the value at `path` in `source`.
+    pub fn at(
+        source: &SourceFile,
+        path: &KeyPath,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> Self {
+        let span = source.span_of(path);
+        Self::at_span(source, span, path.to_string(), message, help)
+    }
+
+    /// A diagnostic about a byte span in `source`.
+    pub fn at_span(
+        source: &SourceFile,
+        span: Option<Range<usize>>,
+        key: String,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> Self {
+        let (line, column, snippet) = match span {
+            Some(s) => {
+                let (l, c) = source.line_col(s.start);
+                (l, c, Some(source.line_text(l).to_string()))
+            }
+            None => (0, 0, None),
+        };
+        Diagnostic {
+            file: source.path.clone(),
+            line,
+            column,
+            key,
+            message: message.into(),
+            help,
+            snippet,
+        }
+    }
+
+    /// A diagnostic about a whole file (it cannot be read, say).
+    pub fn file(path: &Path, message: impl Into<String>, help: Option<String>) -> Self {
+        Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: message.into(),
+            help,
+            snippet: None,
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            writeln!(f, "error: {}", self.message)?;
+        } else {
+            writeln!(f, "error: {}: {}", self.key, self.message)?;
+        }
+        if self.line > 0 {
+            writeln!(
+                f,
+                "  --> {}:{}:{}",
+                self.file.display(),
+                self.line,
+                self.column
+            )?;
+        } else {
+            writeln!(f, "  --> {}", self.file.display())?;
+        }
+        if let Some(snippet) = &self.snippet {
+            let gutter = self.line.to_string().len();
+            writeln!(f, "{:gutter$} |", "")?;
+            writeln!(f, "{} | {}", self.line, snippet)?;
+            let pad = self.column.saturating_sub(1);
+            writeln!(f, "{:gutter$} | {:pad$}^", "", "")?;
+        }
+        if let Some(help) = &self.help {
+            for (i, line) in help.lines().enumerate() {
+                if i == 0 {
+                    writeln!(f, "  = help: {line}")?;
+                } else {
+                    writeln!(f, "          {line}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a manifest; validation collects them all before failing.
+#[derive(Debug, Clone, Default)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} problem{} found in the manifest",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> SourceFile {
+        SourceFile::new("m.toml".into(), text.into())
+    }
+
+    #[test]
+    fn finds_nested_keys_and_array_items() {
+        let s = src(
+            "environment = \"dev\"\n\n[plugins.probe]\npath = \"p.wasm\"\n\n[[runbooks.r.steps]]\nuses = \"probe\"\n\n[[runbooks.r.steps]]\nuses = \"other\"\n",
+        );
+        let p = KeyPath::root().key("plugins").key("probe").key("path");
+        assert_eq!(s.line_col(s.span_of(&p).unwrap().start).0, 4);
+        let p = KeyPath::root()
+            .key("runbooks")
+            .key("r")
+            .key("steps")
+            .index(1)
+            .key("uses");
+        assert_eq!(s.line_col(s.span_of(&p).unwrap().start).0, 10);
+        assert_eq!(p.to_string(), "runbooks.r.steps[1].uses");
+    }
+
+    #[test]
+    fn missing_key_points_at_parent() {
+        let s = src("[plugins.probe]\npath = \"p.wasm\"\n");
+        let p = KeyPath::root().key("plugins").key("probe").key("sha256");
+        let d = Diagnostic::at(&s, &p, "missing", None);
+        assert_eq!(d.line, 1);
+        assert!(d.to_string().contains("m.toml:1:"));
+    }
+}

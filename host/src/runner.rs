@@ -1,0 +1,410 @@
+//! Runs one action: a fresh instance of a plugin, one call, and a verdict.
+//!
+//! This is the one place that classifies how an action can end: an outcome
+//! (ok, warn, fail), invalid params, a denial, a plugin error, a timeout, running out
+//! of memory, a trap, or output over its limit. Whatever the plugin does, the host
+//! gets a [`ActionReport`] back and carries on.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::runcap::plugin::types as wit;
+use crate::caps::log::{LogLine, LogState};
+use crate::caps::{CallRecord, HostState, MemoryLimiter, http::HttpState, now_ms, wasi};
+use crate::engine::{EPOCH_TICK, Plugin, Runtime};
+
+/// The verdict of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+/// Why an action produced no outcome of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    InvalidParams,
+    Denied,
+    PluginError,
+    Timeout,
+    OutOfMemory,
+    Trap,
+    OutputTooLarge,
+    Load,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::InvalidParams => "invalid-params",
+            FailureKind::Denied => "denied",
+            FailureKind::PluginError => "plugin-error",
+            FailureKind::Timeout => "timeout",
+            FailureKind::OutOfMemory => "out-of-memory",
+            FailureKind::Trap => "trap",
+            FailureKind::OutputTooLarge => "output-too-large",
+            FailureKind::Load => "load",
+        }
+    }
+}
+
+/// An action that ended without an outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// Captured stdout or stderr of an action.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Captured {
+    pub text: String,
+    /// Bytes beyond the output limit that were dropped.
+    pub dropped: u64,
+}
+
+/// Everything an action produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionReport {
+    pub status: Status,
+    pub summary: String,
+    pub details: serde_json::Value,
+    pub metrics: Vec<(String, f64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: u64,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub calls: Vec<CallRecord>,
+    pub duration_ms: f64,
+}
+
+impl ActionReport {
+    /// A report for an action that never started (its plugin failed to load, say).
+    pub fn failed(kind: FailureKind, message: String) -> Self {
+        ActionReport {
+            status: Status::Fail,
+            summary: message.clone(),
+            details: serde_json::json!({}),
+            metrics: Vec::new(),
+            failure: Some(Failure { kind, message }),
+            logs: Vec::new(),
+            logs_dropped: 0,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            calls: Vec::new(),
+            duration_ms: 0.0,
+        }
+    }
+}
+
+/// Who is asking for the action, as the plugin's context will say.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub run_id: String,
+    pub environment: String,
+    pub runbook: String,
+    pub step: String,
+    pub dry_run: bool,
+    /// Overrides the plugin's time limit when shorter.
+    pub timeout: Option<Duration>,
+}
+
+/// A fresh store for one action of `plugin`.
+fn new_store(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    dry_run: bool,
+    limit: Duration,
+) -> Store<HostState> {
+    let output = plugin.spec.limits.output as usize;
+    let stdout = wasi::Capture::new(output);
+    let stderr = wasi::Capture::new(output);
+    let deadline = Instant::now() + limit;
+    let state = HostState {
+        plugin: plugin.spec.name.as_str().into(),
+        dry_run,
+        deadline,
+        wasi: wasi::context(&stdout, &stderr),
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter {
+            memory_limit: plugin.spec.limits.memory as usize,
+            hit: false,
+        },
+        stdout,
+        stderr,
+        log: LogState {
+            budget: plugin.spec.limits.output,
+            ..LogState::default()
+        },
+        http: HttpState {
+            client: plugin.http.clone(),
+        },
+        calls: Vec::new(),
+    };
+    let mut store = Store::new(runtime.engine(), state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// Instantiates `plugin` and runs it once with `params`.
+pub async fn run_action(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    inv: &Invocation,
+    params: &serde_json::Value,
+) -> ActionReport {
+    let limit = inv
+        .timeout
+        .map_or(plugin.spec.limits.time, |t| t.min(plugin.spec.limits.time));
+    let mut store = new_store(runtime, plugin, inv.dry_run, limit);
+    let ctx = wit::Context {
+        run_id: inv.run_id.clone(),
+        environment: inv.environment.clone(),
+        runbook: inv.runbook.clone(),
+        step: inv.step.clone(),
+        dry_run: inv.dry_run,
+        deadline_ms: now_ms() + limit.as_millis() as u64,
+    };
+    let params = params.to_string();
+    let started = Instant::now();
+    let call = async {
+        let instance = plugin.pre.instantiate_async(&mut store).await?;
+        instance.call_run(&mut store, &ctx, &params).await
+    };
+    // The epoch callback stops guest code at the deadline; this also stops an action
+    // that is waiting in a host call. The grace lets the epoch trap win when both apply.
+    let result = tokio::time::timeout(limit + EPOCH_TICK * 4, call).await;
+    let elapsed = started.elapsed();
+    finish(store, result, limit, plugin.spec.limits.output, elapsed)
+}
+
+type CallResult =
+    Result<wasmtime::Result<Result<wit::Outcome, wit::ActionError>>, tokio::time::error::Elapsed>;
+
+fn finish(
+    mut store: Store<HostState>,
+    result: CallResult,
+    limit: Duration,
+    output_limit: u64,
+    elapsed: Duration,
+) -> ActionReport {
+    let state = store.data_mut();
+    let (stdout, stdout_dropped) = state.stdout.take();
+    let (stderr, stderr_dropped) = state.stderr.take();
+    let mut report = ActionReport {
+        status: Status::Fail,
+        summary: String::new(),
+        details: serde_json::json!({}),
+        metrics: Vec::new(),
+        failure: None,
+        logs: std::mem::take(&mut state.log.lines),
+        logs_dropped: state.log.dropped,
+        stdout: Captured {
+            text: stdout,
+            dropped: stdout_dropped,
+        },
+        stderr: Captured {
+            text: stderr,
+            dropped: stderr_dropped,
+        },
+        calls: std::mem::take(&mut state.calls),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+    };
+    let fail = |report: &mut ActionReport, kind: FailureKind, message: String| {
+        report.status = Status::Fail;
+        report.summary = format!("{}: {message}", kind.as_str());
+        report.failure = Some(Failure { kind, message });
+    };
+    match result {
+        Err(_) => fail(
+            &mut report,
+            FailureKind::Timeout,
+            format!(
+                "did not finish within {}",
+                humantime::format_duration(limit)
+            ),
+        ),
+        Ok(Err(trap)) => {
+            let (kind, message) =
+                classify_trap(&trap, state.limiter.hit, limit, &report.stderr.text);
+            fail(&mut report, kind, message);
+        }
+        Ok(Ok(Err(e))) => {
+            let (kind, message) = match e {
+                wit::ActionError::InvalidParams(m) => (FailureKind::InvalidParams, m),
+                wit::ActionError::Denied(m) => (FailureKind::Denied, m),
+                wit::ActionError::Failed(m) => (FailureKind::PluginError, m),
+            };
+            fail(&mut report, kind, message);
+        }
+        Ok(Ok(Ok(outcome))) => {
+            let size = outcome.summary.len()
+                + outcome.details.len()
+                + outcome
+                    .metrics
+                    .iter()
+                    .map(|m| m.name.len() + 8)
+                    .sum::<usize>();
+            if size as u64 > output_limit {
+                fail(
+                    &mut report,
+                    FailureKind::OutputTooLarge,
+                    format!(
+                        "the outcome is {} bytes, over the plugin's output limit of {} (raise limits.output if this is expected)",
+                        size, output_limit
+                    ),
+                );
+                return report;
+            }
+            match serde_json::from_str::<serde_json::Value>(&outcome.details) {
+                Ok(v @ serde_json::Value::Object(_)) => report.details = v,
+                Ok(serde_json::Value::Null) | Err(_) if outcome.details.trim().is_empty() => {}
+                _ => {
+                    fail(
+                        &mut report,
+                        FailureKind::PluginError,
+                        "the plugin returned details that are not a JSON object".into(),
+                    );
+                    return report;
+                }
+            }
+            report.status = match outcome.status {
+                wit::Status::Ok => Status::Ok,
+                wit::Status::Warn => Status::Warn,
+                wit::Status::Fail => Status::Fail,
+            };
+            report.summary = one_line(&outcome.summary);
+            report.metrics = outcome
+                .metrics
+                .into_iter()
+                .filter(|m| m.value.is_finite())
+                .map(|m| (m.name, m.value))
+                .collect();
+        }
+    }
+    report
+}
+
+/// Names how a call that trapped went wrong, using what the host knows of it.
+fn classify_trap(
+    err: &wasmtime::Error,
+    memory_hit: bool,
+    limit: Duration,
+    stderr: &str,
+) -> (FailureKind, String) {
+    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return (
+            FailureKind::Trap,
+            format!("the plugin exited with code {}", exit.0),
+        );
+    }
+    let trap = err.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::Interrupt) {
+        return (
+            FailureKind::Timeout,
+            format!(
+                "did not finish within {}",
+                humantime::format_duration(limit)
+            ),
+        );
+    }
+    if memory_hit {
+        return (
+            FailureKind::OutOfMemory,
+            "ran out of memory: it asked for more than limits.memory allows".into(),
+        );
+    }
+    let panic = stderr
+        .lines()
+        .skip_while(|l| !l.contains("panicked at"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let what = match trap {
+        Some(Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(t) => t.to_string(),
+        None => format!("{err:#}"),
+    };
+    let message = if panic.is_empty() {
+        format!("trapped: {what}")
+    } else {
+        format!("trapped: {what} ({})", panic.trim())
+    };
+    (FailureKind::Trap, message)
+}
+
+fn one_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    if line.chars().count() > 300 {
+        line.chars().take(300).collect::<String>() + "…"
+    } else {
+        line.to_string()
+    }
+}
+
+/// Asks a plugin whether `params` are acceptable, without letting it touch anything:
+/// the call runs with no capability grants and a short deadline.
+pub async fn validate_params(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    params: &serde_json::Value,
+) -> Result<(), String> {
+    let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
+    let mut store = new_store(runtime, plugin, true, limit);
+    store.data_mut().http.client = None;
+    let params = params.to_string();
+    let call = async {
+        let instance = plugin.pre.instantiate_async(&mut store).await?;
+        instance.call_validate(&mut store, &params).await
+    };
+    match tokio::time::timeout(limit + EPOCH_TICK * 4, call).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(format!(
+            "the plugin failed while checking params: {}",
+            classify_trap(&e, store.data().limiter.hit, limit, "").1
+        )),
+        Err(_) => Err("the plugin did not finish checking params in time".into()),
+    }
+}
+
+/// Asks a plugin to describe itself (name, version, params schema).
+pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descriptor, String> {
+    let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
+    let mut store = new_store(runtime, plugin, true, limit);
+    store.data_mut().http.client = None;
+    let call = async {
+        let instance = plugin.pre.instantiate_async(&mut store).await?;
+        instance.call_describe(&mut store).await
+    };
+    match tokio::time::timeout(limit + EPOCH_TICK * 4, call).await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err("timed out".into()),
+    }
+}

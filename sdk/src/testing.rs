@@ -1,0 +1,49 @@
+//! A recording [`Host`] for native unit tests of plugin logic.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use crate::context::{Context, Host, Level};
+use crate::http::{HttpError, HttpRequest, HttpResponse};
+
+/// Records every capability call and answers HTTP requests from a queue of canned
+/// responses (an empty queue answers `Connection("no canned response")`).
+#[derive(Default)]
+pub struct MockHost {
+    http_answers: RefCell<VecDeque<Result<HttpResponse, HttpError>>>,
+    /// Requests the plugin sent, in order.
+    pub requests: RefCell<Vec<HttpRequest>>,
+    /// Log lines the plugin wrote, in order.
+    pub logs: RefCell<Vec<(Level, String)>>,
+}
+
+impl MockHost {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues the answer to the next HTTP request.
+    pub fn answer_http(self, answer: Result<HttpResponse, HttpError>) -> Self {
+        self.http_answers.borrow_mut().push_back(answer);
+        self
+    }
+
+    /// A context whose capabilities are this mock.
+    pub fn context(&self) -> Context<'_> {
+        Context::new(self)
+    }
+}
+
+impl Host for MockHost {
+    fn log(&self, level: Level, message: &str, _fields: &[(&str, &str)]) {
+        self.logs.borrow_mut().push((level, message.to_string()));
+    }
+
+    fn http(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.requests.borrow_mut().push(request.clone());
+        self.http_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Err(HttpError::Connection("no canned response".into())))
+    }
+}

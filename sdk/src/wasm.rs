@@ -1,0 +1,142 @@
+//! Glue between the generated component bindings and the SDK's own types.
+//! Only the functions here touch `bindings`; everything else is plain Rust.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::bindings::runcap::plugin::{http as wit_http, log as wit_log, types as wit};
+use crate::context::{Context, Level};
+use crate::http::{HttpError, HttpRequest, HttpResponse, Method};
+use crate::outcome::{ActionError, Outcome, Status};
+
+/// Writes a log line through the `log` import.
+pub(crate) fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
+    let level = match level {
+        Level::Debug => wit_log::Level::Debug,
+        Level::Info => wit_log::Level::Info,
+        Level::Warn => wit_log::Level::Warn,
+        Level::Error => wit_log::Level::Error,
+    };
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    wit_log::write(level, message, &fields);
+}
+
+/// Sends a request through the `http` import.
+pub(crate) fn http(request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+    let req = wit_http::Request {
+        method: match request.method {
+            Method::Get => wit_http::Method::Get,
+            Method::Head => wit_http::Method::Head,
+            Method::Post => wit_http::Method::Post,
+            Method::Put => wit_http::Method::Put,
+            Method::Delete => wit_http::Method::Delete,
+        },
+        url: request.url.clone(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+        timeout_ms: request
+            .timeout
+            .map(|t| t.as_millis().min(u32::MAX as u128) as u32),
+        max_redirects: request.max_redirects,
+    };
+    match wit_http::send(&req) {
+        Ok(r) => Ok(HttpResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+            body_truncated: r.body_truncated,
+            elapsed: Duration::from_micros(r.elapsed_us),
+            final_url: r.final_url,
+            remote_address: r.remote_address,
+            cert_not_after: r.cert_not_after,
+        }),
+        Err(e) => Err(match e {
+            wit_http::Error::Denied(m) => HttpError::Denied(m),
+            wit_http::Error::InvalidRequest(m) => HttpError::InvalidRequest(m),
+            wit_http::Error::Timeout => HttpError::Timeout,
+            wit_http::Error::Connection(m) => HttpError::Connection(m),
+            wit_http::Error::Tls(m) => HttpError::Tls(m),
+        }),
+    }
+}
+
+/// Parses params the way `run` will, naming the path of the first bad field.
+pub(crate) fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P, String> {
+    let text = if params.trim().is_empty() {
+        "{}"
+    } else {
+        params
+    };
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}
+
+#[doc(hidden)]
+pub fn __describe<P: schemars::JsonSchema>(
+    _run: fn(&Context, P) -> Result<Outcome, ActionError>,
+    name: &str,
+    version: &str,
+    description: &str,
+) -> wit::Descriptor {
+    let schema = schemars::schema_for!(P);
+    wit::Descriptor {
+        name: name.into(),
+        version: version.into(),
+        description: description.into(),
+        params_schema: serde_json::to_string(&schema).unwrap_or_default(),
+    }
+}
+
+#[doc(hidden)]
+pub fn __validate<P: DeserializeOwned>(
+    _run: fn(&Context, P) -> Result<Outcome, ActionError>,
+    params: &str,
+) -> Result<(), String> {
+    parse_params::<P>(params).map(|_| ())
+}
+
+#[doc(hidden)]
+pub fn __run<P: DeserializeOwned>(
+    run: fn(&Context, P) -> Result<Outcome, ActionError>,
+    ctx: wit::Context,
+    params: &str,
+) -> Result<wit::Outcome, wit::ActionError> {
+    let params = parse_params::<P>(params).map_err(wit::ActionError::InvalidParams)?;
+    let mut context = Context::component();
+    context.run_id = ctx.run_id;
+    context.environment = ctx.environment;
+    context.runbook = ctx.runbook;
+    context.step = ctx.step;
+    context.dry_run = ctx.dry_run;
+    context.deadline_ms = ctx.deadline_ms;
+    match run(&context, params) {
+        Ok(outcome) => Ok(wit::Outcome {
+            status: match outcome.status {
+                Status::Ok => wit::Status::Ok,
+                Status::Warn => wit::Status::Warn,
+                Status::Fail => wit::Status::Fail,
+            },
+            summary: outcome.summary,
+            details: serde_json::Value::Object(outcome.details).to_string(),
+            metrics: outcome
+                .metrics
+                .into_iter()
+                .map(|(name, value)| wit::Metric { name, value })
+                .collect(),
+        }),
+        Err(ActionError::InvalidParams(m)) => Err(wit::ActionError::InvalidParams(m)),
+        Err(ActionError::Denied(m)) => Err(wit::ActionError::Denied(m)),
+        Err(ActionError::Failed(m)) => Err(wit::ActionError::Failed(m)),
+    }
+}
