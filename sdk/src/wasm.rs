@@ -74,11 +74,13 @@ pub(crate) fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P, Strin
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
-            e.inner().to_string()
-        } else {
-            format!("{path}: {}", e.inner())
-        }
+        // serde_json appends "at line 1 column 8" of the JSON the host built; the path says more.
+        let inner = e.inner().to_string();
+        let inner = match inner.rfind(" at line ") {
+            Some(i) => inner[..i].to_string(),
+            None => inner,
+        };
+        if path == "." { inner } else { format!("{path}: {inner}") }
     })
 }
 

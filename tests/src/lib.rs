@@ -1,1 +1,180 @@
+//! Harness for end-to-end tests: the built `runcap` binary, the first-party plugins
+//! built for wasm32-wasip2, scratch directories with manifests, and real local
+//! services to run them against.
 
+pub mod demo_service;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+/// The workspace's target directory, found from this test binary's own path
+/// (`target/debug/deps/…`), or `CARGO_TARGET_DIR`.
+pub fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The `runcap` binary of this build profile.
+pub fn runcap_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("runcap");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p runcap` (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A plugin component built by `./dev plugins` (crate name with `-` as `_`).
+pub fn plugin_wasm(crate_name: &str) -> PathBuf {
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    let path = target_dir().join("wasm32-wasip2/release").join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the plugins with `./dev plugins` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Lower-case hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("readable file")))
+}
+
+/// `path = "…"` and `sha256 = "…"` lines declaring a built plugin.
+pub fn plugin_lines(crate_name: &str) -> String {
+    let wasm = plugin_wasm(crate_name);
+    format!(
+        "path = {:?}\nsha256 = \"{}\"\n",
+        wasm.display().to_string(),
+        sha256_file(&wasm)
+    )
+}
+
+/// A scratch directory holding manifests, state and a private compile cache.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file (creating parent directories) and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+
+    /// A `runcap` command running in this sandbox, with its own cache directory.
+    pub fn runcap(&self) -> Command {
+        let mut c = Command::new(runcap_bin());
+        c.current_dir(self.path())
+            .env("RUNCAP_CACHE_DIR", self.path().join(".cache"))
+            .env_remove("RUNCAP_ENV")
+            .env_remove("RUNCAP_LOG");
+        c
+    }
+
+    /// Runs `runcap ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.runcap().args(args).output().expect("runcap runs");
+        Run(out)
+    }
+}
+
+/// The output of one `runcap` invocation.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// Stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.0.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout(), self.stderr()))
+    }
+    /// Panics with both streams unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
+
+/// A background tokio runtime for in-process servers, shared by a test binary.
+pub fn background() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// A demo service listening on `ip` (any free port), over TLS if `tls` is given.
+pub struct Service {
+    pub addr: SocketAddr,
+    pub state: Arc<demo_service::ServiceState>,
+}
+
+impl Service {
+    pub fn start(ip: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let state = Arc::new(demo_service::ServiceState::default());
+        let listener = background()
+            .block_on(tokio::net::TcpListener::bind((ip, 0)))
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        background().spawn(demo_service::serve(listener, state.clone(), tls));
+        Service { addr, state }
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}

@@ -1,6 +1,7 @@
 //! `runcap check`: everything that can be known without running an action.
 
 use crate::cli::EnvArgs;
+use crate::manifest::{Diagnostic, KeyPath};
 use crate::runner;
 
 pub async fn run(args: &EnvArgs) -> u8 {
@@ -29,7 +30,7 @@ pub async fn run(args: &EnvArgs) -> u8 {
                 );
                 loaded.insert(name.clone(), p);
             }
-            Err(e) => problems.push(format!("plugin `{name}`: {e}")),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     for (rb_name, rb) in &env.runbooks {
@@ -40,10 +41,10 @@ pub async fn run(args: &EnvArgs) -> u8 {
             };
             if let Err(e) = runner::validate_params(&runtime, plugin, &step.with).await {
                 ok = false;
-                problems.push(format!(
-                    "runbooks.{rb_name}.steps[{i}] (`{}`): params rejected by `{}`: {e}",
-                    step.id, step.uses
-                ));
+                let path = KeyPath::root().key("runbooks").key(rb_name).key("steps").index(i).key("with");
+                let help = format!("`runcap plugin describe {}` shows the params it accepts", step.uses);
+                let d = Diagnostic::at(&env.source, &path, format!("params rejected by `{}`: {e}", step.uses), Some(help));
+                problems.push(d.to_string().trim_end().trim_start_matches("error: ").to_string());
             }
         }
         if ok {

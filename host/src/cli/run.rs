@@ -99,7 +99,7 @@ pub fn step_line(step: &StepReport) -> String {
         None => a.summary.clone(),
     };
     format!(
-        "  {mark} {word:<8} {:<16} {:>9}  {summary}",
+        "  {mark} {word:<14} {:<16} {:>9}  {summary}",
         step.id,
         format_ms(a.duration_ms)
     )

@@ -75,9 +75,18 @@ pub fn check(plugin: &str, imports: &[String], grants: &ValidGrants) -> Vec<Impo
                 interface: interface.clone(),
                 key: format!("[plugins.{plugin}.{}]", cap.grant_key.unwrap_or("grants")),
             }),
-            None => problems.push(ImportProblem::Unknown {
-                interface: interface.clone(),
-            }),
+            None => {
+                // One line per refused family is enough (`wasi:sockets/*` is seven interfaces).
+                let family = interface.split('/').next().unwrap_or(interface);
+                let seen = problems.iter().any(|p| {
+                    matches!(p, ImportProblem::Unknown { interface: i } if i.split('/').next() == Some(family))
+                });
+                if !seen {
+                    problems.push(ImportProblem::Unknown {
+                        interface: interface.clone(),
+                    });
+                }
+            }
         }
     }
     problems

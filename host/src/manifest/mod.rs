@@ -36,5 +36,6 @@ pub fn parse(source: SourceFile) -> Result<Environment, Diagnostics> {
         Ok(raw) => raw,
         Err(e) => return Err(Diagnostics(vec![validate::toml_error(&source, &e)])),
     };
+    let source = std::sync::Arc::new(source);
     validate::validate(&source, raw)
 }

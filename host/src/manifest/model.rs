@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::source::SourceFile;
 use std::time::Duration;
 
 use crate::caps::ValidGrants;
@@ -13,6 +16,8 @@ pub struct Environment {
     pub name: String,
     /// The manifest file it was loaded from.
     pub file: PathBuf,
+    /// Its text, so later checks can point at lines too.
+    pub source: Arc<SourceFile>,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub runbooks: BTreeMap<String, Runbook>,
 }

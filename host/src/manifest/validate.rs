@@ -92,7 +92,7 @@ impl<'a> Validator<'a> {
 }
 
 pub(super) fn validate(
-    source: &SourceFile,
+    source: &std::sync::Arc<SourceFile>,
     raw: raw::Manifest,
 ) -> Result<Environment, Diagnostics> {
     let mut v = Validator::new(source);
@@ -130,6 +130,7 @@ pub(super) fn validate(
     let env = Environment {
         name: raw.environment,
         file: source.path.clone(),
+        source: source.clone(),
         plugins,
         runbooks,
     };

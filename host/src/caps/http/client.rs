@@ -333,7 +333,9 @@ fn classify(e: reqwest::Error) -> SendError {
         source = s.source();
     }
     chain.dedup();
-    SendError::Connection(chain.join(": "))
+    // The outer layers repeat the URL and say "client error"; the last two say what broke.
+    let start = chain.len().saturating_sub(2);
+    SendError::Connection(chain[start..].join(": "))
 }
 
 /// The notAfter of a DER certificate, in seconds since the Unix epoch.

@@ -1,0 +1,84 @@
+//! `http-probe`: checks that an HTTP(S) endpoint answers the way a runbook expects, in
+//! the style of a Gatus endpoint check.
+//!
+//! One request is sent through the host's `http` capability; the answer is judged by the
+//! `expect` conditions (a failure makes the outcome `fail`) and the `warn` conditions (a
+//! failure makes it `warn`). Every condition is evaluated and reported, so one run shows
+//! everything that is wrong with an endpoint, not just the first thing.
+//!
+//! ```toml
+//! [[runbooks.deploy.steps]]
+//! uses = "http-probe"
+//! with = { url = "https://api.example.com/health", timeout = "5s", expect = { status = 200, json = { "/status" = "up" }, cert_days_min = 14 }, warn = { response_time_below = "300ms", cert_days_min = 30 } }
+//! ```
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use runcap_sdk::{ActionError, Context, HttpError, HttpRequest, Outcome};
+
+mod evaluate;
+mod params;
+
+pub use evaluate::{Checked, Severity, evaluate};
+pub use params::{Conditions, HumanDuration, Params, ProbeMethod, StatusSpec};
+
+/// The action: sends the probe request and judges the answer.
+///
+/// A request the grant does not allow is an error (`Denied`), since the runbook or
+/// manifest needs fixing; an endpoint that cannot be reached is a `fail` outcome, since
+/// that is exactly what a probe exists to report.
+pub fn run(ctx: &Context, params: Params) -> Result<Outcome, ActionError> {
+    if params.method == ProbeMethod::Post && ctx.dry_run {
+        return Ok(Outcome::ok(format!("dry run: would POST {}", params.url))
+            .detail("url", params.url.as_str())
+            .detail("dry_run", true));
+    }
+    match ctx.http(&request(&params)) {
+        Ok(response) => Ok(evaluate(&params, &response, now_secs())),
+        Err(HttpError::Denied(message)) => Err(ActionError::Denied(message)),
+        Err(HttpError::InvalidRequest(message)) => Err(ActionError::InvalidParams(message)),
+        Err(error) => Ok(unreachable_outcome(&params, &error)),
+    }
+}
+
+/// The single request the params describe.
+fn request(params: &Params) -> HttpRequest {
+    let mut request = HttpRequest::new(params.method.into(), params.url.as_str())
+        .timeout(params.timeout.0)
+        .follow_redirects(params.follow_redirects);
+    for (name, value) in &params.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    if let Some(body) = &params.body {
+        request = request.body(body.as_bytes());
+    }
+    request
+}
+
+/// The `fail` outcome for a request that got no response (timeout, connection or TLS failure).
+fn unreachable_outcome(params: &Params, error: &HttpError) -> Outcome {
+    Outcome::fail(format!(
+        "{} {}: {error}",
+        params.method.as_str(),
+        params.url
+    ))
+    .detail("url", params.url.as_str())
+    .detail("error", error.to_string())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+runcap_sdk::plugin!(
+    name: "http-probe",
+    description: "Checks that an HTTP(S) endpoint answers as expected: status, response time, \
+                  body text, JSON fields and certificate lifetime.",
+    run: run,
+);
+
+#[cfg(test)]
+mod tests;

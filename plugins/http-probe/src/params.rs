@@ -1,0 +1,249 @@
+//! The params a runbook step passes to the probe, and the small value types they are
+//! made of. Everything that can be checked without sending a request is checked while
+//! deserializing, so `runcap check` reports it before a run starts.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+/// What to request and what the answer must look like.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The http:// or https:// URL to request; the manifest's http grant must allow it.
+    #[serde(deserialize_with = "deserialize_url")]
+    #[schemars(with = "String", extend("format" = "uri"))]
+    pub url: String,
+    /// HTTP method. A POST is not sent in a dry run.
+    #[serde(default)]
+    pub method: ProbeMethod,
+    /// Request headers, name to value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body, sent as-is (usually with POST).
+    pub body: Option<String>,
+    /// Whole-request timeout, e.g. "5s" or "1500ms"; the host also caps it at the step's deadline.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// How many redirects to follow; 0 judges the 3xx answer itself.
+    #[serde(default)]
+    pub follow_redirects: u8,
+    /// Conditions that must hold, or the outcome is `fail`. Without `status`, the status
+    /// must be 2xx.
+    #[serde(default)]
+    pub expect: Conditions,
+    /// Conditions that should hold, or the outcome is `warn` (when every `expect`
+    /// condition holds). No status rule applies unless `status` is given.
+    #[serde(default)]
+    pub warn: Conditions,
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// The methods a probe may use: reads, plus POST for endpoints that only answer to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ProbeMethod {
+    /// GET the URL.
+    #[default]
+    Get,
+    /// HEAD the URL: status and headers only.
+    Head,
+    /// POST `body` to the URL.
+    Post,
+}
+
+impl ProbeMethod {
+    /// The method as written in summaries, e.g. "GET".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeMethod::Get => "GET",
+            ProbeMethod::Head => "HEAD",
+            ProbeMethod::Post => "POST",
+        }
+    }
+}
+
+impl From<ProbeMethod> for runcap_sdk::Method {
+    fn from(m: ProbeMethod) -> Self {
+        match m {
+            ProbeMethod::Get => runcap_sdk::Method::Get,
+            ProbeMethod::Head => runcap_sdk::Method::Head,
+            ProbeMethod::Post => runcap_sdk::Method::Post,
+        }
+    }
+}
+
+/// One set of conditions on a response; `expect` and `warn` each hold one.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// Accepted status code, or a list of accepted codes, e.g. 200 or [200, 204].
+    pub status: Option<StatusSpec>,
+    /// The response headers must arrive in less than this, e.g. "300ms".
+    pub response_time_below: Option<HumanDuration>,
+    /// Text the response body must contain.
+    pub body_contains: Option<String>,
+    /// JSON pointers (RFC 6901) into the response body and the value each must have,
+    /// e.g. {"/status": "up", "/checks/db": true}.
+    #[serde(default, deserialize_with = "deserialize_pointers")]
+    pub json: BTreeMap<String, Value>,
+    /// The https certificate must stay valid for more than this many days.
+    /// Fails on a plain http response, which has no certificate.
+    pub cert_days_min: Option<u32>,
+}
+
+/// The status codes a condition accepts: written as one number or a list of numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSpec(pub Vec<u16>);
+
+impl StatusSpec {
+    /// Whether `status` is one of the accepted codes.
+    pub fn accepts(&self, status: u16) -> bool {
+        self.0.contains(&status)
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StatusVisitor;
+
+        fn code<E: de::Error>(v: i128) -> Result<u16, E> {
+            if (100..=599).contains(&v) {
+                Ok(v as u16)
+            } else {
+                Err(E::custom(format!(
+                    "{v} is not an HTTP status code (100 to 599)"
+                )))
+            }
+        }
+
+        impl<'de> Visitor<'de> for StatusVisitor {
+            type Value = StatusSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a status code or a list of status codes")
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusSpec, E> {
+                Ok(StatusSpec(vec![code(v as i128)?]))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusSpec, E> {
+                Ok(StatusSpec(vec![code(v as i128)?]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StatusSpec, A::Error> {
+                let mut codes = Vec::new();
+                while let Some(v) = seq.next_element::<i64>()? {
+                    codes.push(code(v as i128)?);
+                }
+                if codes.is_empty() {
+                    return Err(de::Error::custom("the list of status codes is empty"));
+                }
+                Ok(StatusSpec(codes))
+            }
+        }
+
+        deserializer.deserialize_any(StatusVisitor)
+    }
+}
+
+impl JsonSchema for StatusSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "StatusSpec".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": 100, "maximum": 599 },
+                {
+                    "type": "array",
+                    "items": { "type": "integer", "minimum": 100, "maximum": 599 },
+                    "minItems": 1
+                }
+            ]
+        })
+    }
+}
+
+/// A duration written the way people write them ("300ms", "5s", "1m 30s"), so runbooks
+/// never have to spell out milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+/// Written back in the same human form; used for the schema's default values.
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "HumanDuration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "examples": ["300ms", "5s", "1m 30s"]
+        })
+    }
+}
+
+fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| de::Error::custom(format!("{url:?} is not an http:// or https:// URL")))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(de::Error::custom(format!("{url:?} has no host")));
+    }
+    Ok(url)
+}
+
+fn deserialize_pointers<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, Value>, D::Error> {
+    let map = BTreeMap::<String, Value>::deserialize(deserializer)?;
+    if let Some(bad) = map.keys().find(|k| !k.is_empty() && !k.starts_with('/')) {
+        return Err(de::Error::custom(format!(
+            "{bad:?} is not a JSON pointer: it must start with \"/\", e.g. \"/{bad}\""
+        )));
+    }
+    Ok(map)
+}

@@ -1,0 +1,179 @@
+//! A small HTTP service with the behaviours runbooks probe for: healthy, unhealthy,
+//! slow, JSON, redirects, a health flag that can be flipped, and large bodies.
+//! Runs in a test process or as the `runcap-demo-service` binary.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// Shared, switchable state of one service.
+#[derive(Debug, Default)]
+pub struct ServiceState {
+    /// When set, `/health` answers 503.
+    pub down: AtomicBool,
+    /// Requests served, by every endpoint.
+    pub requests: AtomicU64,
+    /// Requests to `/flip`, which alternates healthy and unhealthy.
+    pub flips: AtomicU64,
+}
+
+/// Serves until the listener fails; with `tls` every connection is HTTPS.
+pub async fn serve(listener: TcpListener, state: Arc<ServiceState>, tls: Option<TlsAcceptor>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, state.clone()));
+            let builder = hyper::server::conn::http1::Builder::new();
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(stream).await {
+                        let _ = builder.serve_connection(TokioIo::new(s), svc).await;
+                    }
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
+        });
+    }
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .expect("static response parts are valid")
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", value.to_string())
+}
+
+async fn handle(req: Request<Incoming>, state: Arc<ServiceState>) -> Result<Response<Full<Bytes>>, Infallible> {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    let q = query(&req);
+    let resp = match (req.method().as_str(), req.uri().path()) {
+        ("GET" | "HEAD", "/health") => {
+            if state.down.load(Ordering::Relaxed) {
+                json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "down"}))
+            } else {
+                json(StatusCode::OK, serde_json::json!({"status": "up", "checks": {"db": true, "queue": true}}))
+            }
+        }
+        ("GET", "/unhealthy") => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "down", "checks": {"db": false}}),
+        ),
+        ("GET", "/slow") => {
+            let ms = q.get("ms").and_then(|m| m.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            json(StatusCode::OK, serde_json::json!({"status": "up", "slept_ms": ms}))
+        }
+        ("GET", "/json") => json(
+            StatusCode::OK,
+            serde_json::json!({"status": "up", "version": "1.4.2", "queue": {"depth": 3, "workers": 4}}),
+        ),
+        ("GET", "/redirect") => match q.get("to") {
+            Some(to) => Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", to)
+                .body(Full::new(Bytes::new()))
+                .expect("valid redirect"),
+            None => reply(StatusCode::BAD_REQUEST, "text/plain", "missing ?to="),
+        },
+        ("GET", "/flip") => {
+            let n = state.flips.fetch_add(1, Ordering::Relaxed);
+            if n % 2 == 0 {
+                json(StatusCode::OK, serde_json::json!({"status": "up"}))
+            } else {
+                json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "down"}))
+            }
+        }
+        ("GET", "/big") => {
+            let n: usize = q.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(1 << 20);
+            reply(StatusCode::OK, "text/plain", vec![b'a'; n])
+        }
+        ("POST", "/admin/down") => {
+            state.down.store(true, Ordering::Relaxed);
+            json(StatusCode::OK, serde_json::json!({"down": true}))
+        }
+        ("POST", "/admin/up") => {
+            state.down.store(false, Ordering::Relaxed);
+            json(StatusCode::OK, serde_json::json!({"down": false}))
+        }
+        ("GET", "/stats") => json(
+            StatusCode::OK,
+            serde_json::json!({"requests": state.requests.load(Ordering::Relaxed)}),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found"),
+    };
+    Ok(resp)
+}
+
+/// A throwaway certificate authority and a server certificate it signed.
+pub struct TestPki {
+    /// PEM of the CA certificate, for a grant's `ca`.
+    pub ca_pem: String,
+    pub acceptor: TlsAcceptor,
+}
+
+/// Makes a CA and a server certificate for `localhost` valid for `days` more days
+/// (negative: already expired).
+pub fn test_pki(days: i64) -> anyhow::Result<TestPki> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "runcap test CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+    let now = std::time::SystemTime::now();
+    let not_after = if days >= 0 {
+        now + Duration::from_secs(days as u64 * 86_400)
+    } else {
+        now - Duration::from_secs((-days) as u64 * 86_400)
+    };
+    params.not_before = (now - Duration::from_secs(30 * 86_400)).into();
+    params.not_after = not_after.into();
+    let cert = params.signed_by(&key, &issuer)?;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )?;
+    Ok(TestPki {
+        ca_pem: ca.pem(),
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+    })
+}
