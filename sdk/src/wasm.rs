@@ -80,7 +80,11 @@ pub(crate) fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P, Strin
             Some(i) => inner[..i].to_string(),
             None => inner,
         };
-        if path == "." { inner } else { format!("{path}: {inner}") }
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
     })
 }
 

@@ -55,7 +55,11 @@ pub async fn serve(listener: TcpListener, state: Arc<ServiceState>, tls: Option<
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
     req.uri()
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -71,15 +75,24 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
     reply(status, "application/json", value.to_string())
 }
 
-async fn handle(req: Request<Incoming>, state: Arc<ServiceState>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<ServiceState>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let q = query(&req);
     let resp = match (req.method().as_str(), req.uri().path()) {
         ("GET" | "HEAD", "/health") => {
             if state.down.load(Ordering::Relaxed) {
-                json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "down"}))
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"status": "down"}),
+                )
             } else {
-                json(StatusCode::OK, serde_json::json!({"status": "up", "checks": {"db": true, "queue": true}}))
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"status": "up", "checks": {"db": true, "queue": true}}),
+                )
             }
         }
         ("GET", "/unhealthy") => json(
@@ -89,7 +102,10 @@ async fn handle(req: Request<Incoming>, state: Arc<ServiceState>) -> Result<Resp
         ("GET", "/slow") => {
             let ms = q.get("ms").and_then(|m| m.parse().ok()).unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            json(StatusCode::OK, serde_json::json!({"status": "up", "slept_ms": ms}))
+            json(
+                StatusCode::OK,
+                serde_json::json!({"status": "up", "slept_ms": ms}),
+            )
         }
         ("GET", "/json") => json(
             StatusCode::OK,
@@ -108,11 +124,17 @@ async fn handle(req: Request<Incoming>, state: Arc<ServiceState>) -> Result<Resp
             if n % 2 == 0 {
                 json(StatusCode::OK, serde_json::json!({"status": "up"}))
             } else {
-                json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "down"}))
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"status": "down"}),
+                )
             }
         }
         ("GET", "/big") => {
-            let n: usize = q.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(1 << 20);
+            let n: usize = q
+                .get("bytes")
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(1 << 20);
             reply(StatusCode::OK, "text/plain", vec![b'a'; n])
         }
         ("POST", "/admin/down") => {

@@ -27,7 +27,10 @@ pub fn target_dir() -> PathBuf {
 /// The `runcap` binary of this build profile.
 pub fn runcap_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("runcap");
     assert!(
         bin.is_file(),
@@ -128,8 +131,13 @@ impl Run {
     }
     /// Stdout parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.0.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout(), self.stderr()))
+        serde_json::from_slice(&self.0.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )
+        })
     }
     /// Panics with both streams unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Self {

@@ -41,10 +41,28 @@ pub async fn run(args: &EnvArgs) -> u8 {
             };
             if let Err(e) = runner::validate_params(&runtime, plugin, &step.with).await {
                 ok = false;
-                let path = KeyPath::root().key("runbooks").key(rb_name).key("steps").index(i).key("with");
-                let help = format!("`runcap plugin describe {}` shows the params it accepts", step.uses);
-                let d = Diagnostic::at(&env.source, &path, format!("params rejected by `{}`: {e}", step.uses), Some(help));
-                problems.push(d.to_string().trim_end().trim_start_matches("error: ").to_string());
+                let path = KeyPath::root()
+                    .key("runbooks")
+                    .key(rb_name)
+                    .key("steps")
+                    .index(i)
+                    .key("with");
+                let help = format!(
+                    "`runcap plugin describe {}` shows the params it accepts",
+                    step.uses
+                );
+                let d = Diagnostic::at(
+                    &env.source,
+                    &path,
+                    format!("params rejected by `{}`: {e}", step.uses),
+                    Some(help),
+                );
+                problems.push(
+                    d.to_string()
+                        .trim_end()
+                        .trim_start_matches("error: ")
+                        .to_string(),
+                );
             }
         }
         if ok {

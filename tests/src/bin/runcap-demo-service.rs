@@ -21,8 +21,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let state = Arc::new(ServiceState::default());
-    state.down.store(args.down, std::sync::atomic::Ordering::Relaxed);
-    eprintln!("demo service listening on http://{}", listener.local_addr()?);
+    state
+        .down
+        .store(args.down, std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "demo service listening on http://{}",
+        listener.local_addr()?
+    );
     serve(listener, state, None).await;
     Ok(())
 }

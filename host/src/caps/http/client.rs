@@ -299,6 +299,17 @@ pub fn dry_run_response(url: &str) -> wit::Response {
     }
 }
 
+/// The method's name as HTTP spells it.
+pub fn method_name(m: wit::Method) -> &'static str {
+    match m {
+        wit::Method::Get => "GET",
+        wit::Method::Head => "HEAD",
+        wit::Method::Post => "POST",
+        wit::Method::Put => "PUT",
+        wit::Method::Delete => "DELETE",
+    }
+}
+
 fn to_reqwest_method(m: wit::Method) -> reqwest::Method {
     match m {
         wit::Method::Get => reqwest::Method::GET,
@@ -333,6 +344,13 @@ fn classify(e: reqwest::Error) -> SendError {
         source = s.source();
     }
     chain.dedup();
+    // Connectors wrap TLS failures in layers of boxed errors; their text is unmistakable.
+    if let Some(tls) = chain.iter().rev().find(|m| {
+        let m = m.to_ascii_lowercase();
+        m.contains("certificate") || m.contains("handshake") || m.contains("tls")
+    }) {
+        return SendError::Tls(tls.clone());
+    }
     // The outer layers repeat the URL and say "client error"; the last two say what broke.
     let start = chain.len().saturating_sub(2);
     SendError::Connection(chain[start..].join(": "))

@@ -146,7 +146,7 @@ impl wit::Host for HostState {
         &mut self,
         req: wit::Request,
     ) -> wasmtime::Result<Result<wit::Response, wit::Error>> {
-        let method = format!("{:?}", req.method).to_ascii_uppercase();
+        let method = client::method_name(req.method).to_string();
         let target = req.url.clone();
         let Some(client) = self.http.client.clone() else {
             let reason = format!(

@@ -36,7 +36,7 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
         "huge-output" => Ok(Outcome::ok("x".repeat(8 << 20))),
         "stdout-flood" => {
             let line = "y".repeat(1023);
-            for _ in 0..100_000 {
+            for _ in 0..20_000 {
                 println!("{line}");
             }
             Ok(Outcome::ok("flooded stdout"))
@@ -50,7 +50,10 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
         "panic" => panic!("hostile plugin panics on purpose"),
         "stack-overflow" => Ok(Outcome::ok(format!("{}", recurse(0)))),
         "exit" => std::process::exit(3),
-        _ => Err(ActionError::InvalidParams(format!("unknown mode `{}`", p.mode))),
+        _ => Err(ActionError::InvalidParams(format!(
+            "unknown mode `{}`",
+            p.mode
+        ))),
     }
 }
 
