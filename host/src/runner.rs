@@ -408,3 +408,52 @@ pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descrip
         Err(_) => Err("timed out".into()),
     }
 }
+
+/// An instance kept alive for repeated calls. runcap gives every action a fresh
+/// instance; this exists so benchmarks can measure the cost of a bare host→guest call.
+pub struct WarmInstance {
+    store: Store<HostState>,
+    action: crate::bindings::Action,
+}
+
+impl WarmInstance {
+    /// Instantiates `plugin` once, with its grants and a one-hour deadline.
+    pub async fn new(runtime: &Runtime, plugin: &Plugin) -> Result<Self, String> {
+        let mut store = new_store(runtime, plugin, false, Duration::from_secs(3600));
+        let action = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(WarmInstance { store, action })
+    }
+
+    /// Calls the plugin's `validate` export.
+    pub async fn validate(&mut self, params: &str) -> Result<Result<(), String>, String> {
+        self.action
+            .call_validate(&mut self.store, params)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Calls the plugin's `run` export with a fixed context.
+    pub async fn run(&mut self, params: &str) -> Result<Status, String> {
+        let ctx = wit::Context {
+            run_id: "bench".into(),
+            environment: "bench".into(),
+            runbook: "bench".into(),
+            step: "bench".into(),
+            dry_run: false,
+            deadline_ms: now_ms() + 3_600_000,
+        };
+        match self.action.call_run(&mut self.store, &ctx, params).await {
+            Ok(Ok(o)) => Ok(match o.status {
+                wit::Status::Ok => Status::Ok,
+                wit::Status::Warn => Status::Warn,
+                wit::Status::Fail => Status::Fail,
+            }),
+            Ok(Err(e)) => Err(format!("{e:?}")),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+}

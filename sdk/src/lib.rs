@@ -39,6 +39,7 @@ pub mod prelude {
 /// The generated guest bindings of the `runcap:plugin` world. Plugins never use them
 /// directly; [`plugin!`] wires a function to them.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "action",

@@ -121,7 +121,7 @@ async fn handle(
         },
         ("GET", "/flip") => {
             let n = state.flips.fetch_add(1, Ordering::Relaxed);
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 json(StatusCode::OK, serde_json::json!({"status": "up"}))
             } else {
                 json(

@@ -139,7 +139,9 @@ fn print_text(env: &str, report: &[PluginCaps]) {
             Ok(i) => {
                 let caps: Vec<&str> = i
                     .iter()
-                    .filter(|x| x.starts_with("runcap:"))
+                    .filter(|x| {
+                        x.starts_with("runcap:") && x.as_str() != crate::caps::TYPES_INTERFACE
+                    })
                     .map(String::as_str)
                     .collect();
                 println!(

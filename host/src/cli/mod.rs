@@ -4,6 +4,7 @@
 
 mod caps;
 mod check;
+mod pin;
 mod run;
 
 use std::path::PathBuf;
@@ -68,6 +69,11 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Set every plugin's `sha256` to its file's current digest (after a rebuild you trust).
+    Pin {
+        #[command(flatten)]
+        env: EnvArgs,
+    },
     /// Show what each plugin can touch: digest, imported capabilities, grants, over-grants.
     Caps {
         #[command(flatten)]
@@ -107,6 +113,7 @@ pub fn main() -> ExitCode {
                 dry_run,
             } => run::run(&env, &runbook, json, dry_run).await,
             Command::Caps { env, json } => caps::run(&env, json).await,
+            Command::Pin { env } => pin::run(&env),
         }
     });
     ExitCode::from(code)

@@ -207,31 +207,32 @@ impl HttpClient {
             }
             let resp = rb.send().await.map_err(classify)?;
             let status = resp.status();
-            if status.is_redirection() && hops < req.max_redirects {
-                if let Some(loc) = resp
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                {
-                    let next = url.join(loc).map_err(|e| {
-                        SendError::Connection(format!("bad redirect Location `{loc}`: {e}"))
-                    })?;
-                    self.check(next.as_str()).map_err(|e| match e {
-                        SendError::Denied(m) => {
-                            SendError::Denied(format!("redirect from {url} to {next} refused: {m}"))
-                        }
-                        other => other,
-                    })?;
-                    if status == reqwest::StatusCode::SEE_OTHER
-                        || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
-                    {
-                        method = reqwest::Method::GET;
-                        body = None;
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok());
+            if status.is_redirection()
+                && hops < req.max_redirects
+                && let Some(loc) = location
+            {
+                let next = url.join(loc).map_err(|e| {
+                    SendError::Connection(format!("bad redirect Location `{loc}`: {e}"))
+                })?;
+                self.check(next.as_str()).map_err(|e| match e {
+                    SendError::Denied(m) => {
+                        SendError::Denied(format!("redirect from {url} to {next} refused: {m}"))
                     }
-                    url = next;
-                    hops += 1;
-                    continue;
+                    other => other,
+                })?;
+                if status == reqwest::StatusCode::SEE_OTHER
+                    || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
+                {
+                    method = reqwest::Method::GET;
+                    body = None;
                 }
+                url = next;
+                hops += 1;
+                continue;
             }
             return self.finish(resp, started).await;
         }

@@ -100,11 +100,12 @@ impl UrlPattern {
 
     /// Whether this pattern allows the scheme, host and port of `url`.
     pub fn matches(&self, url: &Url) -> bool {
-        let scheme_ok = match (self.scheme, url.scheme()) {
-            (SchemePattern::Any, "http" | "https") => true,
-            (SchemePattern::Http, "http") | (SchemePattern::Https, "https") => true,
-            _ => false,
-        };
+        let scheme_ok = matches!(
+            (self.scheme, url.scheme()),
+            (SchemePattern::Any, "http" | "https")
+                | (SchemePattern::Http, "http")
+                | (SchemePattern::Https, "https")
+        );
         if !scheme_ok {
             return false;
         }
