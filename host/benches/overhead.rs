@@ -46,6 +46,7 @@ fn main() {
         step: "noop".into(),
         dry_run: false,
         timeout: None,
+        sink: None,
     };
     let params = serde_json::json!({});
     const N: usize = 20_000;

@@ -15,3 +15,4 @@ pub mod engine;
 pub mod manifest;
 pub mod runbook;
 pub mod runner;
+pub mod store;

@@ -13,13 +13,15 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::runcap::plugin::types as wit;
 use crate::caps::log::{LogLine, LogState};
-use crate::caps::{CallRecord, HostState, MemoryLimiter, http::HttpState, now_ms, wasi};
+use crate::caps::{ActionInfo, CallRecord, CallSink, HostState, MemoryLimiter, http::HttpState, now_ms, wasi};
 use crate::engine::{EPOCH_TICK, Plugin, Runtime};
 
 /// The verdict of an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// The step's `when` was false; it did not run.
+    Skipped,
     Ok,
     Warn,
     Fail,
@@ -28,6 +30,7 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Skipped => "skipped",
             Status::Ok => "ok",
             Status::Warn => "warn",
             Status::Fail => "fail",
@@ -47,6 +50,8 @@ pub enum FailureKind {
     Trap,
     OutputTooLarge,
     Load,
+    /// The run was cancelled (Ctrl-C, SIGTERM) while the action ran.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -60,6 +65,7 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::OutputTooLarge => "output-too-large",
             FailureKind::Load => "load",
+            FailureKind::Cancelled => "cancelled",
         }
     }
 }
@@ -116,7 +122,7 @@ impl ActionReport {
 }
 
 /// Who is asking for the action, as the plugin's context will say.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Invocation {
     pub run_id: String,
     pub environment: String,
@@ -125,12 +131,15 @@ pub struct Invocation {
     pub dry_run: bool,
     /// Overrides the plugin's time limit when shorter.
     pub timeout: Option<Duration>,
+    /// Where capability calls go as they happen (the store), besides the report.
+    pub sink: Option<CallSink>,
 }
 
 /// A fresh store for one action of `plugin`.
 fn new_store(
     runtime: &Runtime,
     plugin: &Plugin,
+    inv: Option<&Invocation>,
     dry_run: bool,
     limit: Duration,
 ) -> Store<HostState> {
@@ -138,8 +147,16 @@ fn new_store(
     let stdout = wasi::Capture::new(output);
     let stderr = wasi::Capture::new(output);
     let deadline = Instant::now() + limit;
+    let action = inv.map(|i| ActionInfo {
+        run_id: i.run_id.clone(),
+        environment: i.environment.clone(),
+        runbook: i.runbook.clone(),
+        step: i.step.clone(),
+    });
     let state = HostState {
         plugin: plugin.spec.name.as_str().into(),
+        action: action.unwrap_or_default(),
+        sink: inv.and_then(|i| i.sink.clone()),
         dry_run,
         deadline,
         wasi: wasi::context(&stdout, &stderr),
@@ -182,7 +199,7 @@ pub async fn run_action(
     let limit = inv
         .timeout
         .map_or(plugin.spec.limits.time, |t| t.min(plugin.spec.limits.time));
-    let mut store = new_store(runtime, plugin, inv.dry_run, limit);
+    let mut store = new_store(runtime, plugin, Some(inv), inv.dry_run, limit);
     let ctx = wit::Context {
         run_id: inv.run_id.clone(),
         environment: inv.environment.clone(),
@@ -376,7 +393,7 @@ pub async fn validate_params(
     params: &serde_json::Value,
 ) -> Result<(), String> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
-    let mut store = new_store(runtime, plugin, true, limit);
+    let mut store = new_store(runtime, plugin, None, true, limit);
     store.data_mut().http.client = None;
     let params = params.to_string();
     let call = async {
@@ -396,7 +413,7 @@ pub async fn validate_params(
 /// Asks a plugin to describe itself (name, version, params schema).
 pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descriptor, String> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
-    let mut store = new_store(runtime, plugin, true, limit);
+    let mut store = new_store(runtime, plugin, None, true, limit);
     store.data_mut().http.client = None;
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -419,7 +436,7 @@ pub struct WarmInstance {
 impl WarmInstance {
     /// Instantiates `plugin` once, with its grants and a one-hour deadline.
     pub async fn new(runtime: &Runtime, plugin: &Plugin) -> Result<Self, String> {
-        let mut store = new_store(runtime, plugin, false, Duration::from_secs(3600));
+        let mut store = new_store(runtime, plugin, None, false, Duration::from_secs(3600));
         let action = plugin
             .pre
             .instantiate_async(&mut store)

@@ -141,6 +141,18 @@ impl CallRecord {
     }
 }
 
+/// Receives capability calls as they happen, so they are durable before the action ends.
+pub type CallSink = Arc<dyn Fn(&CallRecord) + Send + Sync>;
+
+/// The run and step an action belongs to, for capabilities that report it onward.
+#[derive(Debug, Clone, Default)]
+pub struct ActionInfo {
+    pub run_id: String,
+    pub environment: String,
+    pub runbook: String,
+    pub step: String,
+}
+
 /// Caps the linear memory and tables of one action, and remembers whether the cap was hit
 /// so a resulting trap can be reported as "out of memory".
 pub struct MemoryLimiter {
@@ -177,6 +189,10 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 pub struct HostState {
     /// The plugin's manifest name, for messages.
     pub plugin: Arc<str>,
+    /// Which run and step this action belongs to.
+    pub action: ActionInfo,
+    /// Receives every capability call as it happens.
+    pub sink: Option<CallSink>,
     pub dry_run: bool,
     pub deadline: Instant,
     pub wasi: WasiCtx,
@@ -200,6 +216,9 @@ impl HostState {
             decision = call.decision,
             "capability call"
         );
+        if let Some(sink) = &self.sink {
+            sink(&call);
+        }
         self.calls.push(call);
     }
 

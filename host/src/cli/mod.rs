@@ -2,18 +2,25 @@
 //! own module and returns an exit code: 0 all good, 1 something the command checked
 //! failed, 2 a usage or manifest error.
 
+mod audit;
+mod bundle;
 mod caps;
 mod check;
+mod history;
+mod incidents;
 mod pin;
+mod recover;
 mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::{CompileCache, Runtime};
 use crate::manifest::{self, Environment};
+use crate::store::Store;
 
 /// Runs operational-runbook actions as sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -21,12 +28,25 @@ use crate::manifest::{self, Environment};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    state: StateArgs,
     /// Log verbosity for runcap's own diagnostics on stderr (error, warn, info, debug, trace).
     #[arg(long, global = true, env = "RUNCAP_LOG", default_value = "warn")]
     log_level: String,
     /// Format of runcap's own diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; report the first broken link and exit 1 if there is one.
+    Verify {
+        #[command(flatten)]
+        env: EnvArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -46,6 +66,14 @@ pub struct EnvArgs {
         default_value = "runcap.toml"
     )]
     pub env: PathBuf,
+}
+
+/// Where run history, the audit chain and incidents live.
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// State directory (default: `.runcap/` beside the manifest).
+    #[arg(long, env = "RUNCAP_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +96,61 @@ enum Command {
         /// Plugins are told to change nothing; mutating capability calls are recorded, not made.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Recent runs, newest first.
+    History {
+        /// Only runs of this runbook.
+        runbook: Option<String>,
+        #[command(flatten)]
+        env: EnvArgs,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything recorded about one run: steps, outcomes, logs, output, capability calls.
+    Show {
+        /// A run id, or a prefix that names one run.
+        run_id: String,
+        #[command(flatten)]
+        env: EnvArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+    /// Open and past incidents with their timelines.
+    Incidents {
+        #[command(flatten)]
+        env: EnvArgs,
+        /// Include resolved incidents.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export runs, outcomes, logs, capability calls, incidents and audit rows of a time
+    /// window as one .tar.gz archive.
+    Bundle {
+        #[command(flatten)]
+        env: EnvArgs,
+        /// How far back, e.g. `15m`, `2h`, `1d`.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Archive to write (default: runcap-bundle-<time>.tar.gz).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Run the rollbacks that interrupted runs left pending.
+    Recover {
+        /// Only this run (id or prefix); default: every interrupted run of this manifest.
+        run_id: Option<String>,
+        #[command(flatten)]
+        env: EnvArgs,
     },
     /// Set every plugin's `sha256` to its file's current digest (after a rebuild you trust).
     Pin {
@@ -111,7 +194,20 @@ pub fn main() -> ExitCode {
                 env,
                 json,
                 dry_run,
-            } => run::run(&env, &runbook, json, dry_run).await,
+            } => run::run(&env, &cli.state, &runbook, json, dry_run).await,
+            Command::History {
+                runbook,
+                env,
+                limit,
+                json,
+            } => history::history(&env, &cli.state, runbook.as_deref(), limit, json),
+            Command::Show { run_id, env, json } => history::show(&env, &cli.state, &run_id, json),
+            Command::Audit {
+                action: AuditCommand::Verify { env, json },
+            } => audit::verify(&env, &cli.state, json),
+            Command::Incidents { env, all, json } => incidents::run(&env, &cli.state, all, json),
+            Command::Bundle { env, since, out } => bundle::run(&env, &cli.state, &since, out),
+            Command::Recover { run_id, env } => recover::run(&env, &cli.state, run_id.as_deref()).await,
             Command::Caps { env, json } => caps::run(&env, json).await,
             Command::Pin { env } => pin::run(&env),
         }
@@ -137,6 +233,38 @@ pub(crate) fn load_env(args: &EnvArgs) -> Result<Environment, u8> {
         eprintln!("{d}");
         2
     })
+}
+
+/// Opens the state store for a manifest and reports (and marks) runs that a crashed
+/// runcap left behind. Every command that opens the store does this first.
+pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>, u8> {
+    let dir = state.state_dir.clone().unwrap_or_else(|| Store::default_dir(&env.env));
+    let store = Store::open(&dir).map_err(|e| {
+        eprintln!("error: {e}");
+        2
+    })?;
+    match store.recover_interrupted() {
+        Ok(found) => {
+            for i in found {
+                eprintln!(
+                    "note: run {} of runbook `{}` was interrupted (the runcap running it died); {} steps had completed",
+                    i.run_id, i.runbook, i.completed_steps
+                );
+                if !i.pending_rollbacks.is_empty() {
+                    let names: Vec<&str> = i.pending_rollbacks.iter().map(|r| r.step_id.as_str()).collect();
+                    eprintln!(
+                        "      {} rollbacks are pending ({}); run them with: runcap recover {} --env {}",
+                        names.len(),
+                        names.join(", "),
+                        i.run_id,
+                        i.manifest
+                    );
+                }
+            }
+        }
+        Err(e) => eprintln!("warning: could not check for interrupted runs: {e}"),
+    }
+    Ok(Arc::new(store))
 }
 
 /// Starts the engine with the default compile cache.

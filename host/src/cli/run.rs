@@ -1,12 +1,15 @@
-//! `runcap run`: run a runbook, with live progress or one JSON document.
+//! `runcap run`: run a runbook, with live progress or one JSON document, recording it
+//! in the store. Ctrl-C or SIGTERM stops the running action and rolls back.
 
 use std::io::{IsTerminal, Write};
 
-use crate::cli::EnvArgs;
-use crate::runbook::{self, Progress, RunOptions, RunReport, StepReport};
+use tokio::sync::watch;
+
+use crate::cli::{EnvArgs, StateArgs};
+use crate::runbook::{self, Phase, Progress, RunOptions, RunReport, RunStatus, StepReport};
 use crate::runner::Status;
 
-pub async fn run(args: &EnvArgs, name: &str, json: bool, dry_run: bool) -> u8 {
+pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_run: bool) -> u8 {
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -16,20 +19,30 @@ pub async fn run(args: &EnvArgs, name: &str, json: bool, dry_run: bool) -> u8 {
         eprintln!(
             "error: no runbook `{name}` in {}; it has: {}",
             env.file.display(),
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
         );
         return 2;
+    };
+    let store = match super::open_store(args, state) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let runtime = match super::runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     let plugins = runbook::load_plugins(&runtime, &env, rb);
-    let options = RunOptions { dry_run };
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("\nstopping: cancelling the current action and rolling back…");
+        let _ = cancel_tx.send(true);
+    });
+    let options = RunOptions {
+        dry_run,
+        store: Some(store),
+        cancel: Some(cancel_rx),
+    };
     if !json {
         println!(
             "runbook {} · environment {}{}",
@@ -55,28 +68,51 @@ pub async fn run(args: &EnvArgs, name: &str, json: bool, dry_run: bool) -> u8 {
     } else {
         print_summary(&report);
     }
-    match report.status {
-        Status::Ok | Status::Warn => 0,
-        Status::Fail => 1,
+    report.status.exit_code()
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 
-fn print_progress(p: Progress<'_>) {
+pub(crate) fn print_progress(p: Progress<'_>) {
     let mut out = std::io::stdout().lock();
+    let tty = out.is_terminal();
     match p {
-        Progress::Started { step, uses } => {
-            if out.is_terminal() {
-                let _ = write!(out, "  … {step} ({uses})\r");
+        Progress::Started { step, uses, phase } => {
+            if tty {
+                let what = if phase == Phase::Main { String::new() } else { format!("{} ", phase.as_str()) };
+                let _ = write!(out, "  … {what}{step} ({uses})\r");
             }
         }
+        Progress::Retrying { step, attempt, delay, reason } => {
+            let clear = if tty { "\x1b[2K" } else { "" };
+            let _ = writeln!(
+                out,
+                "{clear}  ↻ retry    {step:<16} attempt {attempt} in {}: {reason}",
+                humantime::format_duration(std::time::Duration::from_millis(delay.as_millis() as u64))
+            );
+        }
         Progress::Finished { step } => {
-            let clear = if out.is_terminal() { "\x1b[2K" } else { "" };
+            let clear = if tty { "\x1b[2K" } else { "" };
             let _ = writeln!(out, "{clear}{}", step_line(step));
             if let Some(f) = &step.action.failure
                 && !step.action.stderr.text.is_empty()
                 && matches!(f.kind, crate::runner::FailureKind::Trap)
             {
-                for line in step.action.stderr.text.lines().take(5) {
+                for line in step.action.stderr.text.lines().filter(|l| !l.trim().is_empty()).take(5) {
                     let _ = writeln!(out, "      stderr: {line}");
                 }
             }
@@ -89,6 +125,7 @@ fn print_progress(p: Progress<'_>) {
 pub fn step_line(step: &StepReport) -> String {
     let a = &step.action;
     let (mark, word) = match (a.status, &a.failure) {
+        (Status::Skipped, _) => ("-", "skipped".to_string()),
         (Status::Ok, _) => ("✔", "ok".to_string()),
         (Status::Warn, _) => ("!", "warn".to_string()),
         (Status::Fail, Some(f)) => ("✘", f.kind.as_str().to_string()),
@@ -98,30 +135,53 @@ pub fn step_line(step: &StepReport) -> String {
         Some(f) => f.message.clone(),
         None => a.summary.clone(),
     };
-    format!(
-        "  {mark} {word:<14} {:<16} {:>9}  {summary}",
-        step.id,
-        format_ms(a.duration_ms)
-    )
+    let mut notes = Vec::new();
+    if step.phase != Phase::Main {
+        notes.push(step.phase.as_str().to_string());
+    }
+    if step.attempts > 1 {
+        notes.push(format!("{} attempts", step.attempts));
+    }
+    if step.continued {
+        notes.push("continued".into());
+    }
+    let notes = if notes.is_empty() { String::new() } else { format!(" [{}]", notes.join(", ")) };
+    let duration = if a.status == Status::Skipped { String::new() } else { format_ms(a.duration_ms) };
+    format!("  {mark} {word:<14} {:<16} {duration:>9}  {summary}{notes}", step.id)
 }
 
-fn format_ms(ms: f64) -> String {
-    if ms >= 1000.0 {
-        format!("{:.2} s", ms / 1000.0)
-    } else {
-        format!("{ms:.1} ms")
-    }
+pub(crate) fn format_ms(ms: f64) -> String {
+    if ms >= 1000.0 { format!("{:.2} s", ms / 1000.0) } else { format!("{ms:.1} ms") }
 }
 
 fn print_summary(r: &RunReport) {
-    let count = |s: Status| r.steps.iter().filter(|x| x.action.status == s).count();
-    println!(
-        "{} steps: {} ok, {} warn, {} failed · {} · run {}",
-        r.steps.len(),
+    let main: Vec<&StepReport> = r.steps.iter().filter(|s| s.phase == Phase::Main).collect();
+    let count = |s: Status| main.iter().filter(|x| x.action.status == s).count();
+    let rolled_back = r.steps.iter().filter(|s| s.phase == Phase::Rollback).count();
+    let mut line = format!(
+        "{}: {} steps, {} ok, {} warn, {} failed, {} skipped",
+        r.status.as_str(),
+        main.len(),
         count(Status::Ok),
         count(Status::Warn),
         count(Status::Fail),
-        format_ms(r.duration_ms),
-        r.run_id
+        count(Status::Skipped),
     );
+    if rolled_back > 0 {
+        line += &format!(", {rolled_back} rolled back");
+    }
+    line += &format!(" · {} · run {}", format_ms(r.duration_ms), r.run_id);
+    println!("{line}");
+    if let Some(i) = &r.incident {
+        let what = match (i.status.as_str(), i.escalated_now) {
+            (_, true) => format!("escalated after {} consecutive failures", i.failures),
+            ("resolved", _) => "resolved".to_string(),
+            _ if i.failures == 1 => "opened".to_string(),
+            _ => format!("still open ({} consecutive failures)", i.failures),
+        };
+        println!("incident #{} ({}) {what}", i.id, i.severity);
+    }
+    if r.status == RunStatus::Cancelled {
+        println!("the run was cancelled; completed steps were rolled back");
+    }
 }

@@ -13,7 +13,7 @@ mod validate;
 
 use std::path::Path;
 
-pub use model::{Environment, Limits, PluginSpec, Runbook, Step};
+pub use model::{Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step};
 pub use source::{Diagnostic, Diagnostics, KeyPath, SourceFile};
 pub use validate::{MAX_PLUGIN_FILE, Validator, file_digest, toml_to_json};
 

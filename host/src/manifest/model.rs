@@ -18,6 +18,7 @@ pub struct Environment {
     pub file: PathBuf,
     /// Its text, so later checks can point at lines too.
     pub source: Arc<SourceFile>,
+    pub vars: BTreeMap<String, String>,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub runbooks: BTreeMap<String, Runbook>,
 }
@@ -65,6 +66,16 @@ pub struct Runbook {
     pub name: String,
     pub description: Option<String>,
     pub steps: Vec<Step>,
+    /// Steps run only when a failing step's `on_failure` names them.
+    pub handlers: Vec<Step>,
+    pub incident: IncidentPolicy,
+}
+
+impl Runbook {
+    /// A handler by id.
+    pub fn handler(&self, id: &str) -> Option<&Step> {
+        self.handlers.iter().find(|h| h.id == id)
+    }
 }
 
 /// One action in a runbook.
@@ -73,6 +84,65 @@ pub struct Step {
     pub id: String,
     /// Name of the plugin it runs.
     pub uses: String,
-    /// Params as a JSON object.
+    /// Params as a JSON object; strings may be templates.
     pub with: serde_json::Value,
+    /// A condition on earlier steps; the step is skipped when it is false.
+    pub when: Option<String>,
+    /// Per-attempt time limit, if shorter than the plugin's.
+    pub timeout: Option<Duration>,
+    pub retry: Retry,
+    pub on_failure: OnFailure,
+    /// Undoes this step if the run aborts after it completed.
+    pub rollback: Option<Box<Step>>,
+}
+
+/// How a failing step is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Delay before the first retry; doubles after each, up to `max`.
+    pub backoff: Duration,
+    pub max: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            retries: 0,
+            backoff: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a step's failure does to the run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Stop, run the rollbacks of completed steps, fail the run.
+    #[default]
+    Abort,
+    /// Record the failure and go on; the run is not failed by it.
+    Continue,
+    /// Run these handlers, then abort.
+    Run(Vec<String>),
+}
+
+/// What a failed run of this runbook opens, and when it escalates.
+#[derive(Debug, Clone)]
+pub struct IncidentPolicy {
+    pub severity: String,
+    /// Consecutive failed runs that trigger `escalate`; 0 never escalates.
+    pub escalate_after: u32,
+    pub escalate: Vec<Step>,
+}
+
+impl Default for IncidentPolicy {
+    fn default() -> Self {
+        IncidentPolicy {
+            severity: "high".into(),
+            escalate_after: 0,
+            escalate: Vec::new(),
+        }
+    }
 }

@@ -13,6 +13,9 @@ use crate::caps::Grants as RawGrants;
 pub struct Manifest {
     /// `environment = "prod"`: shown to plugins and recorded with every run.
     pub environment: String,
+    /// `[vars]`: values templates can use as `{{ vars.NAME }}`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
     /// `[plugins.NAME]`: the actions this environment may run.
     #[serde(default)]
     pub plugins: BTreeMap<String, Plugin>,
@@ -59,6 +62,34 @@ pub struct Runbook {
     /// `[[runbooks.NAME.steps]]`, run in order.
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// `[[runbooks.NAME.handlers]]`: steps that run only when a step's `on_failure` names them.
+    #[serde(default)]
+    pub handlers: Vec<Step>,
+    /// `[runbooks.NAME.incident]`: what a failed run opens, and when it escalates.
+    pub incident: Option<Incident>,
+}
+
+/// `[runbooks.NAME.incident]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incident {
+    /// `severity = "high"`: critical, high, medium or low.
+    pub severity: Option<String>,
+    /// `escalate_after = 2`: consecutive failed runs that trigger the escalation steps.
+    pub escalate_after: Option<u32>,
+    /// `[[runbooks.NAME.incident.escalate]]`: steps run once when the threshold is reached.
+    #[serde(default)]
+    pub escalate: Vec<Step>,
+}
+
+/// `rollback = { uses = "…", with = { … } }`: undoes a step if the run aborts later.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    pub uses: String,
+    #[serde(default)]
+    pub with: toml::Table,
+    pub timeout: Option<String>,
 }
 
 /// `[[runbooks.NAME.steps]]`
@@ -69,7 +100,22 @@ pub struct Step {
     pub id: Option<String>,
     /// `uses = "http-probe"`: a plugin declared under `[plugins]`.
     pub uses: String,
-    /// `with = { … }`: params handed to the plugin as a JSON object.
+    /// `with = { … }`: params handed to the plugin as a JSON object; strings may hold
+    /// templates (`"{{ steps.probe.details.status }}"`).
     #[serde(default)]
     pub with: toml::Table,
+    /// `when = "steps.probe.status == 'fail'"`: run only if this is true.
+    pub when: Option<String>,
+    /// `timeout = "10s"`: shorter than the plugin's time limit, per attempt.
+    pub timeout: Option<String>,
+    /// `retries = 2`: attempts after the first when the step fails.
+    pub retries: Option<u32>,
+    /// `backoff = "1s"`: delay before the first retry; doubles each time, with jitter.
+    pub backoff: Option<String>,
+    /// `backoff_max = "30s"`: the longest delay between retries.
+    pub backoff_max: Option<String>,
+    /// `on_failure = "abort"` (default), `"continue"`, or `["handler", …]`.
+    pub on_failure: Option<toml::Value>,
+    /// `rollback = { uses = "…", with = { … } }`
+    pub rollback: Option<Rollback>,
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::model::{Environment, Limits, PluginSpec, Runbook, Step};
+use super::model::{Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step};
+use crate::runbook::template;
 use super::raw;
 use super::source::{Diagnostic, Diagnostics, KeyPath, SourceFile};
 use super::units;
@@ -110,27 +111,26 @@ pub(super) fn validate(
         }
     }
 
+    let var_names: Vec<String> = raw.vars.keys().cloned().collect();
+    for name in &var_names {
+        v.name(&root.key("vars").key(name), "var", name);
+    }
     let mut runbooks = BTreeMap::new();
     for (name, rb) in raw.runbooks {
         let path = root.key("runbooks").key(&name);
         if !v.name(&path, "runbook", &name) {
             continue;
         }
-        let steps = steps(&mut v, &path, rb.steps, &plugins);
-        runbooks.insert(
-            name.clone(),
-            Runbook {
-                name,
-                description: rb.description,
-                steps,
-            },
-        );
+        if let Some(runbook) = runbook(&mut v, &path, &name, rb, &plugins, &var_names) {
+            runbooks.insert(name, runbook);
+        }
     }
 
     let env = Environment {
         name: raw.environment,
         file: source.path.clone(),
         source: source.clone(),
+        vars: raw.vars,
         plugins,
         runbooks,
     };
@@ -205,22 +205,89 @@ fn plugin(v: &mut Validator, path: &KeyPath, name: &str, p: raw::Plugin) -> Opti
     })
 }
 
-fn steps(
+/// Where a list of steps sits in a runbook, which decides what its templates may see.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Main,
+    Handler,
+    Escalation,
+}
+
+fn runbook(
+    v: &mut Validator,
+    path: &KeyPath,
+    name: &str,
+    rb: raw::Runbook,
+    plugins: &BTreeMap<String, PluginSpec>,
+    vars: &[String],
+) -> Option<Runbook> {
+    let main_ids: Vec<String> = rb.steps.iter().map(|s| s.id.clone().unwrap_or_else(|| s.uses.clone())).collect();
+    let mut seen = HashSet::new();
+    let steps = step_list(v, &path.key("steps"), rb.steps, Phase::Main, plugins, vars, &main_ids, &mut seen);
+    let handlers = step_list(v, &path.key("handlers"), rb.handlers, Phase::Handler, plugins, vars, &main_ids, &mut seen);
+    for (i, step) in steps.iter().enumerate() {
+        if let OnFailure::Run(names) = &step.on_failure {
+            for h in names {
+                if !handlers.iter().any(|x| &x.id == h) {
+                    let ids: Vec<&str> = handlers.iter().map(|x| x.id.as_str()).collect();
+                    v.error(
+                        &path.key("steps").index(i).key("on_failure"),
+                        format!("names handler `{h}`, which is not under [[runbooks.{name}.handlers]]"),
+                        if ids.is_empty() {
+                            "add it as a handler step, or use \"abort\" or \"continue\"".to_string()
+                        } else {
+                            format!("handlers: {}", ids.join(", "))
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let mut incident = IncidentPolicy::default();
+    if let Some(raw_incident) = rb.incident {
+        let ip = path.key("incident");
+        if let Some(sev) = raw_incident.severity {
+            if ["critical", "high", "medium", "low"].contains(&sev.as_str()) {
+                incident.severity = sev;
+            } else {
+                v.error(&ip.key("severity"), format!("`{sev}` is not a severity"), "use critical, high, medium or low");
+            }
+        }
+        incident.escalate_after = raw_incident.escalate_after.unwrap_or(0);
+        incident.escalate = step_list(v, &ip.key("escalate"), raw_incident.escalate, Phase::Escalation, plugins, vars, &main_ids, &mut seen);
+        if incident.escalate_after == 0 && !incident.escalate.is_empty() {
+            v.error(
+                &ip.key("escalate_after"),
+                "escalation steps are declared but never run",
+                "set `escalate_after = N`: the number of consecutive failed runs that escalates",
+            );
+        }
+    }
+    Some(Runbook {
+        name: name.to_string(),
+        description: rb.description,
+        steps,
+        handlers,
+        incident,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_list(
     v: &mut Validator,
     path: &KeyPath,
     raw_steps: Vec<raw::Step>,
+    phase: Phase,
     plugins: &BTreeMap<String, PluginSpec>,
+    vars: &[String],
+    main_ids: &[String],
+    seen: &mut HashSet<String>,
 ) -> Vec<Step> {
-    let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, s) in raw_steps.into_iter().enumerate() {
-        let sp = path.key("steps").index(i);
+        let sp = path.index(i);
         let id = s.id.clone().unwrap_or_else(|| s.uses.clone());
-        let id_path = if s.id.is_some() {
-            sp.key("id")
-        } else {
-            sp.key("uses")
-        };
+        let id_path = if s.id.is_some() { sp.key("id") } else { sp.key("uses") };
         if v.name(&id_path, "step", &id) && !seen.insert(id.clone()) {
             v.error(
                 &id_path,
@@ -228,36 +295,136 @@ fn steps(
                 "give each step a distinct `id = \"…\"`",
             );
         }
-        if !plugins.contains_key(&s.uses) {
-            let declared: Vec<&str> = plugins.keys().map(String::as_str).collect();
-            let help = match closest(&s.uses, &declared) {
-                Some(c) => format!(
-                    "did you mean `{c}`? Declared plugins: {}",
-                    declared.join(", ")
-                ),
-                None if declared.is_empty() => {
-                    "declare it first under [plugins.NAME] with `path` and `sha256`".into()
-                }
-                None => format!(
-                    "declare it under [plugins.{}], or use one of: {}",
-                    s.uses,
-                    declared.join(", ")
-                ),
-            };
-            v.error(
-                &sp.key("uses"),
-                format!("uses `{}`, which is not declared under [plugins]", s.uses),
-                help,
-            );
-        }
+        uses(v, &sp.key("uses"), &s.uses, plugins);
+        // What templates here may refer to: earlier main steps, or all of them after the fact.
+        let earlier: Vec<&str> = match phase {
+            Phase::Main => main_ids[..i.min(main_ids.len())].iter().map(String::as_str).collect(),
+            Phase::Handler | Phase::Escalation => main_ids.iter().map(String::as_str).collect(),
+        };
+        let all: Vec<&str> = main_ids.iter().map(String::as_str).collect();
+        let var_refs: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let scope = template::Scope {
+            earlier_steps: &earlier,
+            all_steps: &all,
+            vars: &var_refs,
+            incident: phase == Phase::Escalation,
+        };
         let with = toml_to_json(toml::Value::Table(s.with));
+        check_templates(v, &sp.key("with"), &with, &scope);
+        if let Some(cond) = &s.when {
+            check_text(v, &sp.key("when"), cond, true, &scope);
+        }
+        let timeout = s.timeout.as_ref().and_then(|t| v.duration(&sp.key("timeout"), t));
+        let mut retry = Retry {
+            retries: s.retries.unwrap_or(0),
+            ..Retry::default()
+        };
+        if retry.retries > 100 {
+            v.error(&sp.key("retries"), "more than 100 retries", "use at most 100");
+        }
+        if let Some(b) = &s.backoff {
+            retry.backoff = v.duration(&sp.key("backoff"), b).unwrap_or(retry.backoff);
+        }
+        if let Some(b) = &s.backoff_max {
+            retry.max = v.duration(&sp.key("backoff_max"), b).unwrap_or(retry.max);
+        }
+        let on_failure = match &s.on_failure {
+            None => OnFailure::Abort,
+            Some(value) => on_failure(v, &sp.key("on_failure"), value, phase),
+        };
+        let rollback = s.rollback.map(|r| {
+            let rp = sp.key("rollback");
+            uses(v, &rp.key("uses"), &r.uses, plugins);
+            let mut with_self: Vec<&str> = earlier.clone();
+            with_self.push(&id);
+            let rscope = template::Scope {
+                earlier_steps: &with_self,
+                ..scope
+            };
+            let with = toml_to_json(toml::Value::Table(r.with));
+            check_templates(v, &rp.key("with"), &with, &rscope);
+            Box::new(Step {
+                id: format!("{id}.rollback"),
+                uses: r.uses,
+                with,
+                when: None,
+                timeout: r.timeout.as_ref().and_then(|t| v.duration(&rp.key("timeout"), t)),
+                retry: Retry::default(),
+                on_failure: OnFailure::Continue,
+                rollback: None,
+            })
+        });
         out.push(Step {
             id,
             uses: s.uses,
             with,
+            when: s.when,
+            timeout,
+            retry,
+            on_failure,
+            rollback,
         });
     }
     out
+}
+
+fn uses(v: &mut Validator, path: &KeyPath, name: &str, plugins: &BTreeMap<String, PluginSpec>) {
+    if plugins.contains_key(name) {
+        return;
+    }
+    let declared: Vec<&str> = plugins.keys().map(String::as_str).collect();
+    let help = match closest(name, &declared) {
+        Some(c) => format!("did you mean `{c}`? Declared plugins: {}", declared.join(", ")),
+        None if declared.is_empty() => "declare it first under [plugins.NAME] with `path` and `sha256`".into(),
+        None => format!("declare it under [plugins.{name}], or use one of: {}", declared.join(", ")),
+    };
+    v.error(path, format!("uses `{name}`, which is not declared under [plugins]"), help);
+}
+
+fn on_failure(v: &mut Validator, path: &KeyPath, value: &toml::Value, phase: Phase) -> OnFailure {
+    let help = "use \"abort\" (the default), \"continue\", or a list of handler ids like [\"page-oncall\"]";
+    match value {
+        toml::Value::String(s) if s == "abort" => OnFailure::Abort,
+        toml::Value::String(s) if s == "continue" => OnFailure::Continue,
+        toml::Value::Array(items) if phase == Phase::Main => {
+            let names: Vec<String> = items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect();
+            if names.len() != items.len() || names.is_empty() {
+                v.error(path, "the handler list must be a non-empty list of step ids", help);
+            }
+            OnFailure::Run(names)
+        }
+        toml::Value::Array(_) => {
+            v.error(path, "handlers and escalation steps cannot run handlers", "use \"abort\" or \"continue\"");
+            OnFailure::Abort
+        }
+        other => {
+            v.error(path, format!("`{other}` is not a failure policy"), help);
+            OnFailure::Abort
+        }
+    }
+}
+
+fn check_templates(v: &mut Validator, path: &KeyPath, with: &serde_json::Value, scope: &template::Scope) {
+    for (param, text) in template::template_strings(with) {
+        let mut p = path.clone();
+        for part in param.split('.') {
+            p = p.key(part);
+        }
+        check_text(v, &p, text, false, scope);
+    }
+}
+
+fn check_text(v: &mut Validator, path: &KeyPath, text: &str, condition: bool, scope: &template::Scope) {
+    match template::references(text, condition) {
+        Err(e) => v.error(path, format!("cannot parse `{text}`: {e}"), "conditions look like `steps.probe.status == 'fail'`; templates like \"{{ steps.probe.details.url }}\""),
+        Ok(refs) => {
+            for r in refs {
+                if let Err(e) = template::check_reference(&r, scope) {
+                    v.error(path, e, "");
+                }
+            }
+        }
+    }
 }
 
 /// The hex sha256 of a plugin file, refusing files too large to compile.

@@ -1,0 +1,37 @@
+//! `runcap incidents`: incidents opened by failed runs, with their timelines.
+
+use crate::cli::history::time;
+use crate::cli::{EnvArgs, StateArgs};
+use crate::runbook::incident;
+
+pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
+    let store = match super::open_store(env, state) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let list = match incident::list(&store, all, 0) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        return 0;
+    }
+    if list.is_empty() {
+        println!("{}", if all { "no incidents" } else { "no open incidents" });
+        return 0;
+    }
+    for i in list {
+        println!(
+            "incident #{} · {} · {} · runbook {} ({}) · {} consecutive failures · last failed step {}",
+            i.id, i.severity, i.status, i.runbook, i.environment, i.failures, i.failed_step
+        );
+        for e in i.timeline {
+            println!("  {} {:<9} {}{}", time(e.at), e.kind, e.message, e.run_id.map(|r| format!(" (run {r})")).unwrap_or_default());
+        }
+    }
+    0
+}

@@ -1,0 +1,293 @@
+//! Templates in step params and `when` conditions, in the Jinja syntax operators know
+//! from Ansible: `"{{ steps.probe.details.status }}"`, `when = "steps.probe.status == 'fail'"`.
+//!
+//! What a template may reference:
+//!
+//! | name | value |
+//! |---|---|
+//! | `steps.ID.status` | `ok`, `warn`, `fail` or `skipped` |
+//! | `steps.ID.summary` | the one-line summary |
+//! | `steps.ID.details.FIELD` | a field of the step's JSON details |
+//! | `steps.ID.metrics.NAME` | a metric |
+//! | `steps.ID.failure.kind`, `.message` | why it produced no outcome (`timeout`, `denied`, …) |
+//! | `steps.ID.duration_ms`, `steps.ID.attempts` | timing and retries |
+//! | `vars.NAME` | a value from the manifest's `[vars]` |
+//! | `run.id`, `run.runbook`, `run.environment`, `run.dry_run` | the run itself |
+//! | `incident.id`, `.severity`, `.failures`, `.failed_step`, `.runbook` | in escalation steps only |
+//!
+//! A param that is exactly one `{{ expression }}` keeps the expression's type (a number
+//! stays a number); anything else renders to a string. References are checked by
+//! `runcap check`: an unknown step, a step that has not run yet, an unknown step field or
+//! an undeclared var is a manifest error, not a run-time surprise.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// Fields every step result has.
+pub const STEP_FIELDS: &[&str] = &["status", "summary", "details", "metrics", "failure", "duration_ms", "attempts"];
+
+/// Names a template may start with.
+pub const ROOTS: &[&str] = &["steps", "vars", "run", "incident"];
+
+const RUN_FIELDS: &[&str] = &["id", "runbook", "environment", "dry_run"];
+const INCIDENT_FIELDS: &[&str] = &["id", "severity", "failures", "failed_step", "runbook", "status"];
+
+fn strict() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env
+    })
+}
+
+fn lenient() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        env
+    })
+}
+
+/// Whether a string contains template syntax.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+/// The expression inside a string that is exactly `{{ expr }}`.
+fn sole_expression(s: &str) -> Option<&str> {
+    let t = s.trim();
+    let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}")).then_some(inner.trim())
+}
+
+/// A reference found in a template, e.g. `steps.probe.details.status`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reference(pub Vec<String>);
+
+impl Reference {
+    pub fn root(&self) -> &str {
+        self.0.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
+/// The variables a condition or a template string refers to, or why it does not parse.
+pub fn references(text: &str, is_condition: bool) -> Result<BTreeSet<Reference>, String> {
+    let names = if is_condition {
+        strict()
+            .compile_expression(text)
+            .map_err(|e| describe(&e))?
+            .undeclared_variables(true)
+    } else if let Some(expr) = sole_expression(text) {
+        strict()
+            .compile_expression(expr)
+            .map_err(|e| describe(&e))?
+            .undeclared_variables(true)
+    } else {
+        strict()
+            .template_from_str(text)
+            .map_err(|e| describe(&e))?
+            .undeclared_variables(true)
+    };
+    Ok(names
+        .into_iter()
+        .map(|n| Reference(n.split('.').map(str::to_string).collect()))
+        .collect())
+}
+
+/// What a reference may point at, given where it appears.
+pub struct Scope<'a> {
+    /// Steps that have run before this point (ids).
+    pub earlier_steps: &'a [&'a str],
+    /// All steps of the runbook, to tell "not yet" from "no such step".
+    pub all_steps: &'a [&'a str],
+    pub vars: &'a [&'a str],
+    pub incident: bool,
+}
+
+/// Checks one reference; the error says what is wrong and what is available.
+pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), String> {
+    let parts = &r.0;
+    match r.root() {
+        "steps" => {
+            let Some(step) = parts.get(1) else {
+                return Err("`steps` needs a step id, like `steps.probe.status`".into());
+            };
+            if !scope.earlier_steps.contains(&step.as_str()) {
+                return Err(if scope.all_steps.contains(&step.as_str()) {
+                    format!("`{r}` refers to step `{step}`, which has not run at this point")
+                } else {
+                    format!(
+                        "`{r}` refers to step `{step}`, which this runbook does not have (steps: {})",
+                        scope.all_steps.join(", ")
+                    )
+                });
+            }
+            if let Some(field) = parts.get(2)
+                && !STEP_FIELDS.contains(&field.as_str())
+            {
+                return Err(format!("`{r}`: a step has no field `{field}` (fields: {})", STEP_FIELDS.join(", ")));
+            }
+            Ok(())
+        }
+        "vars" => match parts.get(1) {
+            Some(v) if scope.vars.contains(&v.as_str()) => Ok(()),
+            Some(v) => Err(format!(
+                "`{r}`: no var `{v}` in [vars] (declared: {})",
+                if scope.vars.is_empty() { "none".into() } else { scope.vars.join(", ") }
+            )),
+            None => Err("`vars` needs a name, like `vars.base_url`".into()),
+        },
+        "run" => match parts.get(1) {
+            Some(f) if RUN_FIELDS.contains(&f.as_str()) => Ok(()),
+            _ => Err(format!("`{r}`: `run` has {}", RUN_FIELDS.join(", "))),
+        },
+        "incident" if !scope.incident => Err(format!("`{r}`: `incident` is only known in escalation steps")),
+        "incident" => match parts.get(1) {
+            Some(f) if INCIDENT_FIELDS.contains(&f.as_str()) => Ok(()),
+            _ => Err(format!("`{r}`: `incident` has {}", INCIDENT_FIELDS.join(", "))),
+        },
+        other => Err(format!("unknown name `{other}` (templates can use {})", ROOTS.join(", "))),
+    }
+}
+
+/// Every template string inside a params value, with its JSON path.
+pub fn template_strings(value: &serde_json::Value) -> Vec<(String, &str)> {
+    fn walk<'v>(v: &'v serde_json::Value, path: String, out: &mut Vec<(String, &'v str)>) {
+        match v {
+            serde_json::Value::String(s) if is_template(s) => out.push((path, s)),
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, format!("{path}[{i}]"), out);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    walk(x, p, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, String::new(), &mut out);
+    out
+}
+
+/// Evaluates a `when` condition. Missing fields are undefined (falsy), not errors, so
+/// `steps.probe.details.status >= 500` is simply false when the probe had no response.
+pub fn eval_condition(expr: &str, ctx: &serde_json::Value) -> Result<bool, String> {
+    let compiled = lenient().compile_expression(expr).map_err(|e| describe(&e))?;
+    let v = compiled.eval(Value::from(minijinja::value::Serde(ctx))).map_err(|e| describe(&e))?;
+    Ok(v.is_true())
+}
+
+/// Resolves every template string in `params` against `ctx`. A reference that does not
+/// resolve is an error naming the param.
+pub fn render_params(params: &serde_json::Value, ctx: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let ctx = Value::from(minijinja::value::Serde(ctx));
+    render(params, &ctx, "")
+}
+
+fn render(v: &serde_json::Value, ctx: &Value, path: &str) -> Result<serde_json::Value, String> {
+    Ok(match v {
+        serde_json::Value::String(s) if is_template(s) => {
+            let at = |e: minijinja::Error| format!("param `{path}`: {}", describe(&e));
+            if let Some(expr) = sole_expression(s) {
+                let value = strict().compile_expression(expr).map_err(at)?.eval(ctx.clone()).map_err(at)?;
+                if value.is_undefined() {
+                    return Err(format!("param `{path}`: `{expr}` is undefined"));
+                }
+                serde_json::to_value(&value).map_err(|e| format!("param `{path}`: {e}"))?
+            } else {
+                serde_json::Value::String(strict().render_str(s, ctx.clone()).map_err(at)?)
+            }
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| render(x, ctx, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_json::Value::Object(o) => serde_json::Value::Object(
+            o.iter()
+                .map(|(k, x)| {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    Ok((k.clone(), render(x, ctx, &p)?))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> serde_json::Value {
+        json!({
+            "steps": {"probe": {"status": "fail", "details": {"status": 503, "url": "http://x"}, "metrics": {}, "attempts": 2}},
+            "vars": {"base": "http://svc"},
+            "run": {"id": "r1", "dry_run": false},
+        })
+    }
+
+    #[test]
+    fn sole_expressions_keep_their_type() {
+        let p = json!({"code": "{{ steps.probe.details.status }}", "url": "{{ vars.base }}/health", "n": 3, "list": ["{{ run.id }}"]});
+        let r = render_params(&p, &ctx()).unwrap();
+        assert_eq!(r, json!({"code": 503, "url": "http://svc/health", "n": 3, "list": ["r1"]}));
+    }
+
+    #[test]
+    fn unresolved_params_name_the_param() {
+        let e = render_params(&json!({"a": {"b": "{{ steps.probe.details.nope }}"}}), &ctx()).unwrap_err();
+        assert!(e.starts_with("param `a.b`"), "{e}");
+    }
+
+    #[test]
+    fn conditions_are_lenient_about_missing_fields() {
+        assert!(eval_condition("steps.probe.status == 'fail' and steps.probe.details.status >= 500", &ctx()).unwrap());
+        assert!(!eval_condition("steps.probe.details.missing.deeper == 1", &ctx()).unwrap());
+        assert!(eval_condition("steps.probe.attempts > 1", &ctx()).unwrap());
+    }
+
+    #[test]
+    fn references_are_checked() {
+        let refs = references("steps.probe.status == 'ok' and vars.base", true).unwrap();
+        let scope = Scope { earlier_steps: &["probe"], all_steps: &["probe", "later"], vars: &["base"], incident: false };
+        for r in &refs {
+            check_reference(r, &scope).unwrap();
+        }
+        let bad = |text: &str| {
+            let refs = references(text, true).unwrap();
+            refs.iter().find_map(|r| check_reference(r, &scope).err()).unwrap()
+        };
+        assert!(bad("steps.later.status == 'ok'").contains("has not run"));
+        assert!(bad("steps.nope.status == 'ok'").contains("does not have"));
+        assert!(bad("steps.probe.colour == 'ok'").contains("no field `colour`"));
+        assert!(bad("vars.missing").contains("no var `missing`"));
+        assert!(bad("secrets.x").contains("unknown name"));
+        assert!(bad("incident.id").contains("only known in escalation"));
+        assert!(references("steps.probe.status ==", true).is_err());
+    }
+}

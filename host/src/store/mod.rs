@@ -1,0 +1,734 @@
+//! The durable store: SQLite in WAL mode under the state directory. It is the only
+//! place runcap writes state: runs, steps, plugin logs and output, capability calls,
+//! pending rollbacks, incidents, and the audit chain.
+//!
+//! Every write is its own transaction, committed before the work it describes goes on,
+//! so a `kill -9` loses at most the step that was running. WAL with
+//! `synchronous = NORMAL` survives a crash of the process; a power cut may lose the
+//! last transactions, never corrupt the file.
+
+pub mod audit;
+mod schema;
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::caps::{CallRecord, now_ms};
+use crate::caps::log::LogLine;
+
+/// Why the store could not be used.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir { path: String, source: std::io::Error },
+    #[error("state store {path}: {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error("state store {path} has schema version {found}, newer than this runcap ({known}); upgrade runcap")]
+    TooNew { path: String, found: i64, known: i64 },
+}
+
+/// Makes every string the store writes safe to keep (see the redaction capability).
+pub type Scrubber = Arc<dyn Fn(&str) -> Cow<'_, str> + Send + Sync>;
+
+/// A handle on the state store. Cheap to share; writes are serialized.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    scrub: Mutex<Option<Scrubber>>,
+}
+
+/// A run as it starts.
+#[derive(Debug, Clone)]
+pub struct RunStart<'a> {
+    pub id: &'a str,
+    pub environment: &'a str,
+    pub runbook: &'a str,
+    pub manifest: &'a Path,
+    pub dry_run: bool,
+}
+
+/// A finished (or started) step, as stored.
+#[derive(Debug, Clone)]
+pub struct StepRecord<'a> {
+    pub seq: i64,
+    pub step_id: &'a str,
+    pub uses: &'a str,
+    pub phase: &'a str,
+    pub status: &'a str,
+    pub attempts: u32,
+    pub failure_kind: Option<&'a str>,
+    pub summary: &'a str,
+    pub details: &'a serde_json::Value,
+    pub metrics: &'a [(String, f64)],
+    pub logs: &'a [LogLine],
+    pub stdout: (&'a str, u64),
+    pub stderr: (&'a str, u64),
+    pub started_at: i64,
+    pub duration_ms: f64,
+}
+
+/// A rollback registered by a completed step, waiting in case the run aborts.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PendingRollback {
+    pub seq: i64,
+    pub step_id: String,
+    pub uses: String,
+    pub params: serde_json::Value,
+}
+
+/// One row of `runcap history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub environment: String,
+    pub runbook: String,
+    pub status: String,
+    pub dry_run: bool,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub summary: String,
+}
+
+/// A stored step with its logs, output and calls.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredStep {
+    pub seq: i64,
+    pub id: String,
+    pub uses: String,
+    pub phase: String,
+    pub status: String,
+    pub attempts: u32,
+    pub failure_kind: Option<String>,
+    pub summary: String,
+    pub details: serde_json::Value,
+    pub metrics: serde_json::Value,
+    pub started_at: i64,
+    pub duration_ms: Option<f64>,
+    pub logs: Vec<serde_json::Value>,
+    pub stdout: String,
+    pub stderr: String,
+    pub calls: Vec<serde_json::Value>,
+}
+
+/// Everything stored about one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunRow,
+    pub manifest: String,
+    pub steps: Vec<StoredStep>,
+    pub rollbacks: Vec<serde_json::Value>,
+}
+
+/// A run found still marked running whose process is gone.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interrupted {
+    pub run_id: String,
+    pub runbook: String,
+    pub manifest: String,
+    pub completed_steps: u32,
+    pub pending_rollbacks: Vec<PendingRollback>,
+}
+
+fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Store {
+    /// The default state directory for a manifest: `.runcap/` beside it.
+    pub fn default_dir(manifest: &Path) -> PathBuf {
+        manifest
+            .parent()
+            .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+            .unwrap_or(Path::new("."))
+            .join(".runcap")
+    }
+
+    /// Opens (creating and migrating as needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::StateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join("runcap.db");
+        let err = sql(&path);
+        let mut conn = Connection::open(&path).map_err(&err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(&err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(&err)?;
+        migrate(&mut conn, &path)?;
+        drop(err);
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+            scrub: Mutex::new(None),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Installs the function every stored string passes through.
+    pub fn set_scrubber(&self, scrub: Scrubber) {
+        *self.scrub.lock().unwrap_or_else(|p| p.into_inner()) = Some(scrub);
+    }
+
+    fn clean<'s>(&self, text: &'s str) -> String {
+        match &*self.scrub.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(f) => f(text).into_owned(),
+            None => text.to_string(),
+        }
+    }
+
+    fn clean_json(&self, value: &serde_json::Value) -> String {
+        self.clean(&value.to_string())
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        sql(&self.path)
+    }
+
+    /// Appends an audit row outside any run (e.g. a denied load).
+    pub fn audit(&self, kind: &str, run_id: &str, subject: &str, payload: &serde_json::Value) -> Result<i64, StoreError> {
+        let payload = self.clean_json(payload);
+        let subject = self.clean(subject);
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err())?;
+        let seq = audit::append(&tx, now_ms() as i64, kind, run_id, &subject, &payload).map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(seq)
+    }
+
+    /// Records a run as started by this process.
+    pub fn begin_run(&self, run: &RunStart) -> Result<(), StoreError> {
+        let now = now_ms() as i64;
+        let (pid, pid_start) = this_process();
+        let manifest = run.manifest.display().to_string();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO runs (id, environment, runbook, manifest, dry_run, status, started_at, pid, pid_start) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
+            params![run.id, run.environment, run.runbook, manifest, run.dry_run, now, pid, pid_start],
+        )
+        .map_err(self.err())?;
+        let payload = serde_json::json!({"environment": run.environment, "runbook": run.runbook, "manifest": manifest, "dry_run": run.dry_run, "pid": pid});
+        audit::append(&tx, now, "run.started", run.id, run.runbook, &payload.to_string()).map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Records that a step began, so an interrupted run shows where it stopped.
+    pub fn step_started(&self, run_id: &str, seq: i64, step_id: &str, uses: &str, phase: &str) -> Result<(), StoreError> {
+        let now = now_ms() as i64;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+                params![run_id, seq, step_id, uses, phase, now],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records a finished step with its logs and output, and audits it.
+    pub fn step_finished(&self, run_id: &str, s: &StepRecord) -> Result<(), StoreError> {
+        let details = self.clean_json(s.details);
+        let metrics = self.clean(&serde_json::to_string(s.metrics).unwrap_or_default());
+        let summary = self.clean(s.summary);
+        let stdout = self.clean(s.stdout.0);
+        let stderr = self.clean(s.stderr.0);
+        let logs: Vec<(String, String, String, i64)> = s
+            .logs
+            .iter()
+            .map(|l| {
+                (
+                    l.level.to_string(),
+                    self.clean(&l.message),
+                    self.clean(&serde_json::to_string(&l.fields).unwrap_or_default()),
+                    l.at_ms as i64,
+                )
+            })
+            .collect();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err())?;
+        tx.execute(
+            "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, attempts, failure_kind, summary, details, metrics, started_at, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![run_id, s.seq, s.step_id, s.uses, s.phase, s.status, s.attempts, s.failure_kind, summary, details, metrics, s.started_at, s.duration_ms],
+        )
+        .map_err(self.err())?;
+        for (level, message, fields, at) in &logs {
+            tx.execute(
+                "INSERT INTO logs (run_id, step_seq, level, message, fields, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, s.seq, level, message, fields, at],
+            )
+            .map_err(self.err())?;
+        }
+        for (stream, (text, dropped)) in [("stdout", (&stdout, s.stdout.1)), ("stderr", (&stderr, s.stderr.1))] {
+            if !text.is_empty() || dropped > 0 {
+                tx.execute(
+                    "INSERT OR REPLACE INTO outputs (run_id, step_seq, stream, text, dropped) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![run_id, s.seq, stream, text, dropped as i64],
+                )
+                .map_err(self.err())?;
+            }
+        }
+        let payload = serde_json::json!({
+            "seq": s.seq, "phase": s.phase, "uses": s.uses, "status": s.status,
+            "failure": s.failure_kind, "attempts": s.attempts, "summary": summary,
+        });
+        audit::append(&tx, now_ms() as i64, "step.finished", run_id, s.step_id, &payload.to_string()).map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Records one capability call, allowed or denied, and audits it.
+    pub fn record_call(&self, run_id: &str, step_seq: Option<i64>, plugin: &str, call: &CallRecord) -> Result<(), StoreError> {
+        let target = self.clean(&call.target);
+        let reason = call.reason.as_deref().map(|r| self.clean(r));
+        let result = call.result.as_deref().map(|r| self.clean(r));
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO calls (run_id, step_seq, plugin, capability, operation, target, decision, reason, result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![run_id, step_seq, plugin, call.capability, call.operation, target, call.decision, reason, result, call.at_ms as i64],
+        )
+        .map_err(self.err())?;
+        let payload = serde_json::json!({
+            "plugin": plugin, "step_seq": step_seq, "capability": call.capability, "operation": call.operation,
+            "target": target, "decision": call.decision, "reason": reason, "result": result,
+        });
+        audit::append(&tx, call.at_ms as i64, "call", run_id, call.capability, &payload.to_string()).map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Registers a rollback a completed step left behind.
+    pub fn add_rollback(&self, run_id: &str, rb: &PendingRollback) -> Result<(), StoreError> {
+        let params_json = self.clean_json(&rb.params);
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO rollbacks (run_id, seq, step_id, uses, params, state) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+                params![run_id, rb.seq, rb.step_id, rb.uses, params_json],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Marks a rollback done or failed; `pending` again lets it be retried.
+    pub fn set_rollback_state(&self, run_id: &str, seq: i64, state: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE rollbacks SET state = ?3 WHERE run_id = ?1 AND seq = ?2",
+                params![run_id, seq, state],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Rollbacks of a run not yet done, in the order they must run (newest first).
+    pub fn pending_rollbacks(&self, run_id: &str) -> Result<Vec<PendingRollback>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT seq, step_id, uses, params FROM rollbacks WHERE run_id = ?1 AND state != 'done' ORDER BY seq DESC")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                let params: String = r.get(3)?;
+                Ok(PendingRollback {
+                    seq: r.get(0)?,
+                    step_id: r.get(1)?,
+                    uses: r.get(2)?,
+                    params: serde_json::from_str(&params).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Closes a run with its final status, and audits it.
+    pub fn finish_run(&self, run_id: &str, status: &str, summary: &str) -> Result<(), StoreError> {
+        let now = now_ms() as i64;
+        let summary = self.clean(summary);
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err())?;
+        let payload = serde_json::json!({"status": status, "summary": summary});
+        let seq = audit::append(&tx, now, "run.finished", run_id, status, &payload.to_string()).map_err(self.err())?;
+        tx.execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4, audit_seq = ?5 WHERE id = ?1",
+            params![run_id, status, now, summary, seq],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Finds runs still marked running whose process is gone, marks them interrupted
+    /// (steps that were running become `interrupted` too) and returns them with the
+    /// rollbacks they left pending.
+    pub fn recover_interrupted(&self) -> Result<Vec<Interrupted>, StoreError> {
+        let candidates: Vec<(String, String, String, i64, i64)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare("SELECT id, runbook, manifest, pid, pid_start FROM runs WHERE status = 'running'")
+                .map_err(self.err())?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .map_err(self.err())?;
+            rows.collect::<Result<_, _>>().map_err(self.err())?
+        };
+        let mut out = Vec::new();
+        for (id, runbook, manifest, pid, pid_start) in candidates {
+            if process_alive(pid, pid_start) {
+                continue;
+            }
+            let now = now_ms() as i64;
+            let completed: u32 = {
+                let mut conn = self.conn();
+                let tx = conn.transaction().map_err(self.err())?;
+                tx.execute(
+                    "UPDATE steps SET status = 'interrupted' WHERE run_id = ?1 AND status = 'running'",
+                    [&id],
+                )
+                .map_err(self.err())?;
+                let completed: u32 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM steps WHERE run_id = ?1 AND status NOT IN ('interrupted', 'running')",
+                        [&id],
+                        |r| r.get(0),
+                    )
+                    .map_err(self.err())?;
+                let payload = serde_json::json!({"status": "interrupted", "pid": pid, "completed_steps": completed});
+                let seq = audit::append(&tx, now, "run.interrupted", &id, "interrupted", &payload.to_string())
+                    .map_err(self.err())?;
+                tx.execute(
+                    "UPDATE runs SET status = 'interrupted', finished_at = ?2, summary = 'the runcap process died during the run', audit_seq = ?3 WHERE id = ?1",
+                    params![id, now, seq],
+                )
+                .map_err(self.err())?;
+                tx.commit().map_err(self.err())?;
+                completed
+            };
+            let pending_rollbacks = self.pending_rollbacks(&id)?;
+            out.push(Interrupted {
+                run_id: id,
+                runbook,
+                manifest,
+                completed_steps: completed,
+                pending_rollbacks,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Interrupted runs that still have rollbacks to run.
+    pub fn runs_needing_recovery(&self) -> Result<Vec<Interrupted>, StoreError> {
+        let ids: Vec<(String, String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT DISTINCT r.id, r.runbook, r.manifest FROM runs r JOIN rollbacks b ON b.run_id = r.id WHERE r.status = 'interrupted' AND b.state != 'done' ORDER BY r.started_at",
+                )
+                .map_err(self.err())?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(self.err())?;
+            rows.collect::<Result<_, _>>().map_err(self.err())?
+        };
+        ids.into_iter()
+            .map(|(run_id, runbook, manifest)| {
+                Ok(Interrupted {
+                    pending_rollbacks: self.pending_rollbacks(&run_id)?,
+                    completed_steps: 0,
+                    run_id,
+                    runbook,
+                    manifest,
+                })
+            })
+            .collect()
+    }
+
+    /// Recent runs, newest first, optionally of one runbook.
+    pub fn history(&self, runbook: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary FROM runs WHERE (?1 IS NULL OR runbook = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![runbook, limit as i64], run_row)
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Runs started at or after `since_ms`, oldest first.
+    pub fn runs_since(&self, since_ms: i64) -> Result<Vec<RunRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary FROM runs WHERE started_at >= ?1 ORDER BY started_at",
+            )
+            .map_err(self.err())?;
+        let rows = stmt.query_map([since_ms], run_row).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// One run by id or unique id prefix, with everything stored about it.
+    pub fn run(&self, id_or_prefix: &str) -> Result<Option<RunDetail>, StoreError> {
+        let conn = self.conn();
+        let pattern = format!("{}%", id_or_prefix.replace(['%', '_'], ""));
+        let mut stmt = conn
+            .prepare("SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary, manifest FROM runs WHERE id LIKE ?1 LIMIT 2")
+            .map_err(self.err())?;
+        let found: Vec<(RunRow, String)> = stmt
+            .query_map([&pattern], |r| Ok((run_row(r)?, r.get(8)?)))
+            .map_err(self.err())?
+            .collect::<Result<_, _>>()
+            .map_err(self.err())?;
+        if found.len() != 1 {
+            return Ok(None);
+        }
+        let (run, manifest) = found.into_iter().next().expect("one row");
+        let steps = load_steps(&conn, &run.id).map_err(self.err())?;
+        let rollbacks = {
+            let mut stmt = conn
+                .prepare("SELECT seq, step_id, uses, params, state FROM rollbacks WHERE run_id = ?1 ORDER BY seq")
+                .map_err(self.err())?;
+            stmt.query_map([&run.id], |r| {
+                let params: String = r.get(3)?;
+                Ok(serde_json::json!({
+                    "seq": r.get::<_, i64>(0)?, "step": r.get::<_, String>(1)?, "uses": r.get::<_, String>(2)?,
+                    "params": serde_json::from_str::<serde_json::Value>(&params).unwrap_or_default(),
+                    "state": r.get::<_, String>(4)?,
+                }))
+            })
+            .map_err(self.err())?
+            .collect::<Result<_, _>>()
+            .map_err(self.err())?
+        };
+        Ok(Some(RunDetail {
+            run,
+            manifest,
+            steps,
+            rollbacks,
+        }))
+    }
+
+    /// Checks the audit chain.
+    pub fn verify_audit(&self) -> Result<audit::Verdict, StoreError> {
+        audit::verify(&self.conn()).map_err(self.err())
+    }
+
+    /// Audit rows at or after `since_ms`, as JSON objects.
+    pub fn audit_since(&self, since_ms: i64) -> Result<Vec<serde_json::Value>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT seq, at, kind, run_id, subject, payload, hash FROM audit WHERE at >= ?1 ORDER BY seq")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([since_ms], |r| {
+                let payload: String = r.get(5)?;
+                Ok(serde_json::json!({
+                    "seq": r.get::<_, i64>(0)?, "at": r.get::<_, i64>(1)?, "kind": r.get::<_, String>(2)?,
+                    "run_id": r.get::<_, String>(3)?, "subject": r.get::<_, String>(4)?,
+                    "payload": serde_json::from_str::<serde_json::Value>(&payload).unwrap_or_default(),
+                    "hash": r.get::<_, String>(6)?,
+                }))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Runs a closure with the connection, for modules that own their own tables
+    /// (incidents, faults).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        f(&mut self.conn()).map_err(self.err())
+    }
+
+    /// A string made safe to store.
+    pub fn scrubbed(&self, text: &str) -> String {
+        self.clean(text)
+    }
+}
+
+fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        environment: r.get(1)?,
+        runbook: r.get(2)?,
+        status: r.get(3)?,
+        dry_run: r.get(4)?,
+        started_at: r.get(5)?,
+        finished_at: r.get(6)?,
+        summary: r.get(7)?,
+    })
+}
+
+fn load_steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StoredStep>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, step_id, uses, phase, status, attempts, failure_kind, summary, details, metrics, started_at, duration_ms FROM steps WHERE run_id = ?1 ORDER BY seq",
+    )?;
+    let mut steps: Vec<StoredStep> = stmt
+        .query_map([run_id], |r| {
+            let details: String = r.get(8)?;
+            let metrics: String = r.get(9)?;
+            Ok(StoredStep {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                uses: r.get(2)?,
+                phase: r.get(3)?,
+                status: r.get(4)?,
+                attempts: r.get(5)?,
+                failure_kind: r.get(6)?,
+                summary: r.get(7)?,
+                details: serde_json::from_str(&details).unwrap_or_default(),
+                metrics: serde_json::from_str(&metrics).unwrap_or_default(),
+                started_at: r.get(10)?,
+                duration_ms: r.get(11)?,
+                logs: Vec::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+                calls: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    for step in &mut steps {
+        let mut logs = conn.prepare("SELECT level, message, fields, at FROM logs WHERE run_id = ?1 AND step_seq = ?2 ORDER BY rowid")?;
+        step.logs = logs
+            .query_map(params![run_id, step.seq], |r| {
+                let fields: String = r.get(2)?;
+                Ok(serde_json::json!({
+                    "level": r.get::<_, String>(0)?, "message": r.get::<_, String>(1)?,
+                    "fields": serde_json::from_str::<serde_json::Value>(&fields).unwrap_or_default(),
+                    "at": r.get::<_, i64>(3)?,
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut out = conn.prepare("SELECT stream, text FROM outputs WHERE run_id = ?1 AND step_seq = ?2")?;
+        for row in out.query_map(params![run_id, step.seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (stream, text) = row?;
+            if stream == "stdout" {
+                step.stdout = text;
+            } else {
+                step.stderr = text;
+            }
+        }
+        let mut calls = conn.prepare(
+            "SELECT capability, operation, target, decision, reason, result, at FROM calls WHERE run_id = ?1 AND step_seq = ?2 ORDER BY id",
+        )?;
+        step.calls = calls
+            .query_map(params![run_id, step.seq], |r| {
+                Ok(serde_json::json!({
+                    "capability": r.get::<_, String>(0)?, "operation": r.get::<_, String>(1)?,
+                    "target": r.get::<_, String>(2)?, "decision": r.get::<_, String>(3)?,
+                    "reason": r.get::<_, Option<String>>(4)?, "result": r.get::<_, Option<String>>(5)?,
+                    "at": r.get::<_, i64>(6)?,
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(steps)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = sql(path);
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&err)?;
+    let known = schema::MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: version,
+            known,
+        });
+    }
+    if version == known {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(&err)?;
+    for (i, m) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(m).map_err(&err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).map_err(&err)?;
+    }
+    tx.commit().map_err(&err)
+}
+
+/// This process's pid and start time (clock ticks since boot), which together name it
+/// uniquely even after the pid is reused.
+fn this_process() -> (i64, i64) {
+    let pid = std::process::id() as i64;
+    (pid, process_start(pid).unwrap_or(0))
+}
+
+fn process_start(pid: i64) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the parenthesised command name (which may hold spaces).
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn process_alive(pid: i64, start: i64) -> bool {
+    match process_start(pid) {
+        Some(s) => s == start,
+        None => false,
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Looks up one value, for small queries elsewhere.
+pub fn optional<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
+    r.optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_records_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .begin_run(&RunStart {
+                id: "r1",
+                environment: "dev",
+                runbook: "rb",
+                manifest: Path::new("m.toml"),
+                dry_run: false,
+            })
+            .unwrap();
+        store
+            .record_call("r1", Some(0), "probe", &CallRecord::denied("http", "GET", "http://x", "nope"))
+            .unwrap();
+        store.finish_run("r1", "ok", "fine").unwrap();
+        let v = store.verify_audit().unwrap();
+        assert_eq!(v.rows, 3);
+        assert!(v.broken.is_none());
+        drop(store);
+        // Reopening does not re-run migrations.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.history(None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_a_made_up_one_is_not() {
+        let (pid, start) = this_process();
+        assert!(process_alive(pid, start));
+        assert!(!process_alive(pid, start + 1));
+        assert!(!process_alive(i32::MAX as i64, 0));
+    }
+}
