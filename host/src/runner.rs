@@ -13,7 +13,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::runcap::plugin::types as wit;
 use crate::caps::log::{LogLine, LogState};
-use crate::caps::{ActionInfo, CallRecord, CallSink, HostState, MemoryLimiter, http::HttpState, now_ms, wasi};
+use crate::caps::{ActionInfo, CallRecord, CallSink, HostState, MemoryLimiter, now_ms, wasi};
 use crate::engine::{EPOCH_TICK, Plugin, Runtime};
 
 /// The verdict of an action.
@@ -171,9 +171,7 @@ fn new_store(
             budget: plugin.spec.limits.output,
             ..LogState::default()
         },
-        http: HttpState {
-            client: plugin.http.clone(),
-        },
+        granted: plugin.granted.clone(),
         calls: Vec::new(),
     };
     let mut store = Store::new(runtime.engine(), state);
@@ -394,7 +392,8 @@ pub async fn validate_params(
 ) -> Result<(), String> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
     let mut store = new_store(runtime, plugin, None, true, limit);
-    store.data_mut().http.client = None;
+    // Nothing is granted while a plugin describes itself or checks params.
+    store.data_mut().granted = crate::caps::Prepared::default();
     let params = params.to_string();
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -414,7 +413,8 @@ pub async fn validate_params(
 pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descriptor, String> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
     let mut store = new_store(runtime, plugin, None, true, limit);
-    store.data_mut().http.client = None;
+    // Nothing is granted while a plugin describes itself or checks params.
+    store.data_mut().granted = crate::caps::Prepared::default();
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
         instance.call_describe(&mut store).await

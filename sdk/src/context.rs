@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::{HttpError, HttpRequest, HttpResponse};
+use crate::notify::{Notification, NotifyError};
 
 /// Severity of a log line written to the run record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,6 +24,13 @@ pub trait Host {
     fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]);
     /// Sends one HTTP request through the host's allow-listed client.
     fn http(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError>;
+    /// Sends a message to a notification channel the manifest grants.
+    fn notify(&self, channel: &str, message: &Notification) -> Result<(), NotifyError> {
+        let _ = message;
+        Err(NotifyError::Denied(format!(
+            "channel `{channel}` is not available here"
+        )))
+    }
 }
 
 /// Where an action runs, and the door to the host's capabilities.
@@ -80,6 +88,14 @@ impl<'h> Context<'h> {
         match self.host {
             Some(h) => h.http(request),
             None => crate::wasm::http(request),
+        }
+    }
+
+    /// Sends a message to a named channel (needs `grants.notify` in the manifest).
+    pub fn notify(&self, channel: &str, message: &Notification) -> Result<(), NotifyError> {
+        match self.host {
+            Some(h) => h.notify(channel, message),
+            None => crate::wasm::notify(channel, message),
         }
     }
 

@@ -22,12 +22,14 @@ extern crate self as runcap_sdk;
 
 mod context;
 mod http;
+mod notify;
 mod outcome;
 pub mod testing;
 mod wasm;
 
 pub use context::{Context, Host, Level};
 pub use http::{HttpError, HttpRequest, HttpResponse, Method};
+pub use notify::{Notification, NotifyError};
 pub use outcome::{ActionError, Outcome, Status};
 
 /// Everything a plugin usually imports.

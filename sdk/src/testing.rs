@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use crate::context::{Context, Host, Level};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
+use crate::notify::{Notification, NotifyError};
 
 /// Records every capability call and answers HTTP requests from a queue of canned
 /// responses (an empty queue answers `Connection("no canned response")`).
@@ -15,6 +16,10 @@ pub struct MockHost {
     pub requests: RefCell<Vec<HttpRequest>>,
     /// Log lines the plugin wrote, in order.
     pub logs: RefCell<Vec<(Level, String)>>,
+    /// Messages the plugin sent, with their channel, in order.
+    pub notifications: RefCell<Vec<(String, Notification)>>,
+    /// Channels that accept messages; others are denied.
+    pub channels: Vec<String>,
 }
 
 impl MockHost {
@@ -28,6 +33,12 @@ impl MockHost {
         self
     }
 
+    /// Accepts messages to `channel`.
+    pub fn grant_channel(mut self, channel: &str) -> Self {
+        self.channels.push(channel.to_string());
+        self
+    }
+
     /// A context whose capabilities are this mock.
     pub fn context(&self) -> Context<'_> {
         Context::new(self)
@@ -37,6 +48,18 @@ impl MockHost {
 impl Host for MockHost {
     fn log(&self, level: Level, message: &str, _fields: &[(&str, &str)]) {
         self.logs.borrow_mut().push((level, message.to_string()));
+    }
+
+    fn notify(&self, channel: &str, message: &Notification) -> Result<(), NotifyError> {
+        if !self.channels.iter().any(|c| c == channel) {
+            return Err(NotifyError::Denied(format!(
+                "channel `{channel}` is not granted"
+            )));
+        }
+        self.notifications
+            .borrow_mut()
+            .push((channel.to_string(), message.clone()));
+        Ok(())
     }
 
     fn http(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {

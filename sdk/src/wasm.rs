@@ -64,6 +64,24 @@ pub(crate) fn http(request: &HttpRequest) -> Result<HttpResponse, HttpError> {
     }
 }
 
+/// Sends a message through the `notify` import.
+pub(crate) fn notify(
+    channel: &str,
+    message: &crate::notify::Notification,
+) -> Result<(), crate::notify::NotifyError> {
+    use crate::bindings::runcap::plugin::notify as wit_notify;
+    let m = wit_notify::Message {
+        severity: message.severity.clone(),
+        title: message.title.clone(),
+        text: message.text.clone(),
+        fields: message.fields.clone(),
+    };
+    wit_notify::send(channel, &m).map_err(|e| match e {
+        wit_notify::Error::Denied(m) => crate::notify::NotifyError::Denied(m),
+        wit_notify::Error::Failed(m) => crate::notify::NotifyError::Failed(m),
+    })
+}
+
 /// Parses params the way `run` will, naming the path of the first bad field.
 pub(crate) fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P, String> {
     let text = if params.trim().is_empty() {

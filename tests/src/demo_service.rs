@@ -25,6 +25,10 @@ pub struct ServiceState {
     pub requests: AtomicU64,
     /// Requests to `/flip`, which alternates healthy and unhealthy.
     pub flips: AtomicU64,
+    /// Requests to `/fail-first`, which fails until it has been asked `n` times.
+    pub attempts: AtomicU64,
+    /// Bodies POSTed to `/hooks/NAME`, as (NAME, JSON).
+    pub hooks: std::sync::Mutex<Vec<(String, serde_json::Value)>>,
 }
 
 /// Serves until the listener fails; with `tls` every connection is HTTPS.
@@ -79,9 +83,29 @@ async fn handle(
     req: Request<Incoming>,
     state: Arc<ServiceState>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    use http_body_util::BodyExt;
     state.requests.fetch_add(1, Ordering::Relaxed);
     let q = query(&req);
-    let resp = match (req.method().as_str(), req.uri().path()) {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    if method == "POST"
+        && let Some(name) = path.strip_prefix("/hooks/")
+    {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        state
+            .hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_string(), value));
+        return Ok(json(StatusCode::OK, serde_json::json!({"received": true})));
+    }
+    let resp = match (method.as_str(), path.as_str()) {
         ("GET" | "HEAD", "/health") => {
             if state.down.load(Ordering::Relaxed) {
                 json(
@@ -127,6 +151,21 @@ async fn handle(
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     serde_json::json!({"status": "down"}),
+                )
+            }
+        }
+        ("GET", "/fail-first") => {
+            let n: u64 = q.get("n").and_then(|b| b.parse().ok()).unwrap_or(1);
+            let seen = state.attempts.fetch_add(1, Ordering::Relaxed);
+            if seen < n {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"status": "starting", "attempt": seen + 1}),
+                )
+            } else {
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"status": "up", "attempt": seen + 1}),
                 )
             }
         }

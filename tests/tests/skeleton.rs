@@ -146,7 +146,7 @@ fn hostile_plugin_is_stopped_and_the_next_step_runs() {
     let svc = Service::start("127.0.0.1", None);
     let sb = Sandbox::new();
     let modes = [
-        "fetch-ungranted",
+        "fetch_ungranted",
         "loop",
         "memory-bomb",
         "huge-output",
@@ -156,13 +156,14 @@ fn hostile_plugin_is_stopped_and_the_next_step_runs() {
     ];
     let mut steps = String::new();
     for m in modes {
-        let with = if m == "fetch-ungranted" {
+        let with = if m == "fetch_ungranted" {
             r#"{ mode = "fetch", url = "http://example.com/" }"#.to_string()
         } else {
             format!(r#"{{ mode = "{m}" }}"#)
         };
         steps += &format!(
-            "\n[[runbooks.evil.steps]]\nid = \"{m}\"\nuses = \"hostile\"\non_failure = \"continue\"\nwith = {with}\n"
+            "\n[[runbooks.evil.steps]]\nid = \"{}\"\nuses = \"hostile\"\non_failure = \"continue\"\nwith = {with}\n",
+            m.replace('-', "_")
         );
     }
     sb.write(
@@ -189,13 +190,13 @@ grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
 [runbooks.evil]
 {steps}
 [[runbooks.evil.steps]]
-id = "ungranted-import"
+id = "ungranted_import"
 uses = "hostile-ungranted"
 on_failure = "continue"
 with = {{ mode = "panic" }}
 
 [[runbooks.evil.steps]]
-id = "raw-sockets"
+id = "raw_sockets"
 uses = "sockets"
 on_failure = "continue"
 with = {{ addr = "127.0.0.1:{port}" }}
@@ -220,18 +221,18 @@ with = {{ url = "{url}" }}
     );
 
     let expect = [
-        ("fetch-ungranted", "denied", "example.com"),
+        ("fetch_ungranted", "denied", "example.com"),
         ("loop", "timeout", "3s"),
-        ("memory-bomb", "out-of-memory", "limits.memory"),
-        ("huge-output", "output-too-large", "limits.output"),
+        ("memory_bomb", "out-of-memory", "limits.memory"),
+        ("huge_output", "output-too-large", "limits.output"),
         ("panic", "trap", "panics on purpose"),
         ("exit", "trap", "exited"),
         (
-            "ungranted-import",
+            "ungranted_import",
             "load",
             "[plugins.hostile-ungranted.grants.http]",
         ),
-        ("raw-sockets", "load", "wasi:sockets"),
+        ("raw_sockets", "load", "wasi:sockets"),
     ];
     for (id, kind, needle) in expect {
         let s = step(&r, id);
@@ -239,7 +240,7 @@ with = {{ url = "{url}" }}
         let msg = s["failure"]["message"].as_str().unwrap();
         assert!(msg.contains(needle), "{id}: `{msg}` lacks `{needle}`");
     }
-    let flood = step(&r, "stdout-flood");
+    let flood = step(&r, "stdout_flood");
     assert_eq!(
         flood["status"], "ok",
         "a chatty plugin still finishes: {flood:#}"
@@ -272,21 +273,21 @@ grants.http = {{ allow = ["https://localhost:*"] }}
 
 [runbooks.tls]
 steps = [
-  {{ id = "days-ok", uses = "trusting", on_failure = "continue", with = {{ url = "{url}", expect = {{ cert_days_min = 5 }} }} }},
-  {{ id = "days-short", uses = "trusting", on_failure = "continue", with = {{ url = "{url}", expect = {{ cert_days_min = 30 }} }} }},
-  {{ id = "unknown-ca", uses = "untrusting", on_failure = "continue", with = {{ url = "{url}" }} }},
+  {{ id = "days_ok", uses = "trusting", on_failure = "continue", with = {{ url = "{url}", expect = {{ cert_days_min = 5 }} }} }},
+  {{ id = "days_short", uses = "trusting", on_failure = "continue", with = {{ url = "{url}", expect = {{ cert_days_min = 30 }} }} }},
+  {{ id = "unknown_ca", uses = "untrusting", on_failure = "continue", with = {{ url = "{url}" }} }},
 ]
 "#,
             probe = plugin_lines("http-probe"),
         ),
     );
     let r = sb.run(&["run", "tls", "--json"]).expect_code(0).json();
-    let ok = step(&r, "days-ok");
+    let ok = step(&r, "days_ok");
     assert_eq!(ok["status"], "ok", "{ok:#}");
     let days = ok["details"]["cert_days_left"].as_f64().unwrap();
     assert!((9.0..=10.0).contains(&days), "cert_days_left = {days}");
-    assert_eq!(step(&r, "days-short")["status"], "fail");
-    let unknown = step(&r, "unknown-ca");
+    assert_eq!(step(&r, "days_short")["status"], "fail");
+    let unknown = step(&r, "unknown_ca");
     assert_eq!(unknown["status"], "fail");
     assert!(
         unknown["summary"].as_str().unwrap().contains("TLS"),
@@ -315,8 +316,8 @@ grants.http = {{ allow = ["http://localhost:{port}", "http://127.0.0.1:{port}"],
 
 [runbooks.net]
 steps = [
-  {{ id = "via-name", uses = "probe", on_failure = "continue", with = {{ url = "http://localhost:{port}/health" }} }},
-  {{ id = "via-named-localhost", uses = "named", with = {{ url = "http://localhost:{port}/health" }} }},
+  {{ id = "via_name", uses = "probe", on_failure = "continue", with = {{ url = "http://localhost:{port}/health" }} }},
+  {{ id = "via_named_localhost", uses = "named", with = {{ url = "http://localhost:{port}/health" }} }},
   {{ id = "big", uses = "named", on_failure = "continue", with = {{ url = "http://127.0.0.1:{port}/big?bytes=100000", expect = {{ body_contains = "zzz" }} }} }},
 ]
 "#,
@@ -324,7 +325,7 @@ steps = [
         ),
     );
     let r = sb.run(&["run", "net", "--json"]).expect_code(0).json();
-    let via_name = step(&r, "via-name");
+    let via_name = step(&r, "via_name");
     assert_eq!(
         failure_kind(via_name),
         "denied",
@@ -336,7 +337,7 @@ steps = [
             .unwrap()
             .contains("loopback")
     );
-    assert_eq!(step(&r, "via-named-localhost")["status"], "ok");
+    assert_eq!(step(&r, "via_named_localhost")["status"], "ok");
     let big = step(&r, "big");
     assert_eq!(big["details"]["body_truncated"], true, "{big:#}");
 }

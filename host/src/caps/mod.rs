@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod log;
+pub mod notify;
 pub mod wasi;
 
 use std::sync::Arc;
@@ -26,12 +27,15 @@ use crate::manifest::{KeyPath, Validator};
 pub struct Grants {
     /// `[plugins.NAME.grants.http]`
     pub http: Option<http::HttpGrantConfig>,
+    /// `[plugins.NAME.grants.notify]`
+    pub notify: Option<notify::NotifyGrantConfig>,
 }
 
 /// Validated grants of one plugin.
 #[derive(Debug, Clone, Default)]
 pub struct ValidGrants {
     pub http: Option<Arc<http::HttpGrant>>,
+    pub notify: Option<Arc<notify::NotifyGrant>>,
 }
 
 /// Validates every grant of one plugin.
@@ -40,6 +44,32 @@ pub fn validate_grants(v: &mut Validator, path: &KeyPath, raw: Grants) -> ValidG
         http: raw
             .http
             .and_then(|g| http::HttpGrant::validate(v, &path.key("http"), g)),
+        notify: raw
+            .notify
+            .and_then(|g| notify::NotifyGrant::validate(v, &path.key("notify"), g)),
+    }
+}
+
+/// A plugin's grants turned into what its actions use (HTTP clients, webhook
+/// channels), built once when the plugin loads and shared by its actions.
+#[derive(Clone, Default)]
+pub struct Prepared {
+    pub http: Option<Arc<http::HttpClient>>,
+    pub notify: Option<Arc<notify::Notifier>>,
+}
+
+impl Prepared {
+    pub fn new(grants: &ValidGrants) -> Result<Self, String> {
+        Ok(Prepared {
+            http: match &grants.http {
+                Some(g) => Some(Arc::new(http::HttpClient::new(g.clone())?)),
+                None => None,
+            },
+            notify: match &grants.notify {
+                Some(g) => Some(Arc::new(notify::Notifier::new(g.clone())?)),
+                None => None,
+            },
+        })
     }
 }
 
@@ -73,6 +103,13 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |g| g.http.is_some(),
         describe: |g| g.http.as_ref().map(|h| h.describe()).unwrap_or_default(),
     },
+    Capability {
+        name: "notify",
+        interface: notify::INTERFACE,
+        grant_key: Some("grants.notify"),
+        granted: |g| g.notify.is_some(),
+        describe: |g| g.notify.as_ref().map(|n| n.describe()).unwrap_or_default(),
+    },
 ];
 
 /// The WIT interface every world function's types come from; importing it needs no grant.
@@ -85,6 +122,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::http::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    wit::notify::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -201,7 +239,8 @@ pub struct HostState {
     pub stdout: wasi::Capture,
     pub stderr: wasi::Capture,
     pub log: log::LogState,
-    pub http: http::HttpState,
+    /// What this plugin's grants allow, ready to use.
+    pub granted: Prepared,
     /// Capability calls of this action, in order.
     pub calls: Vec<CallRecord>,
 }

@@ -15,7 +15,10 @@ pub fn verify(env: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&verdict).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&verdict).unwrap_or_default()
+        );
     } else {
         match &verdict.broken {
             None => println!(

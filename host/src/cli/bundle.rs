@@ -25,7 +25,11 @@ pub fn run(env: &EnvArgs, state: &StateArgs, since: &str, out: Option<PathBuf>) 
     let out = out.unwrap_or_else(|| PathBuf::from(format!("runcap-bundle-{now}.tar.gz")));
     match write(&store, since_ms, since, &out) {
         Ok(n) => {
-            println!("wrote {} ({n} runs since {})", out.display(), super::history::time(since_ms));
+            println!(
+                "wrote {} ({n} runs since {})",
+                out.display(),
+                super::history::time(since_ms)
+            );
             0
         }
         Err(e) => {
@@ -35,7 +39,12 @@ pub fn run(env: &EnvArgs, state: &StateArgs, since: &str, out: Option<PathBuf>) 
     }
 }
 
-fn write(store: &crate::store::Store, since_ms: i64, since: &str, out: &std::path::Path) -> anyhow::Result<usize> {
+fn write(
+    store: &crate::store::Store,
+    since_ms: i64,
+    since: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<usize> {
     let runs = store.runs_since(since_ms)?;
     let mut details = Vec::new();
     for r in &runs {
@@ -47,16 +56,24 @@ fn write(store: &crate::store::Store, since_ms: i64, since: &str, out: &std::pat
     let audit = store.audit_since(since_ms)?;
     let verdict = store.verify_audit()?;
 
-    let file = tempfile::NamedTempFile::new_in(out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")))?;
+    let file = tempfile::NamedTempFile::new_in(
+        out.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new(".")),
+    )?;
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let mut add = |name: &str, bytes: Vec<u8>| -> std::io::Result<()> {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
         header.set_mode(0o644);
-        header.set_mtime((now_ms() / 1000) as u64);
+        header.set_mtime(now_ms() / 1000);
         header.set_cksum();
-        tar.append_data(&mut header, format!("runcap-bundle/{name}"), bytes.as_slice())
+        tar.append_data(
+            &mut header,
+            format!("runcap-bundle/{name}"),
+            bytes.as_slice(),
+        )
     };
     let readme = format!(
         "runcap incident bundle\nwindow: since {since} ({})\nruns: {}\nincidents: {}\naudit rows: {}\naudit chain: {}\n\nruns.json       every run in the window with its steps, outcomes, logs, output and capability calls\nincidents.json  incidents updated in the window, with timelines\naudit.jsonl     audit rows in the window (hash-chained; see `runcap audit verify`)\n",

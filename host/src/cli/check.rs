@@ -39,7 +39,12 @@ pub async fn run(args: &EnvArgs) -> u8 {
             let Some(plugin) = loaded.get(&step.uses) else {
                 continue;
             };
-            if let Err(e) = runner::validate_params(&runtime, plugin, &step.with).await {
+            // Params that depend on earlier steps can only be checked when they run;
+            // the rest are resolved with the manifest's vars and checked now.
+            let Some(params) = static_params(&env, rb_name, &step.with) else {
+                continue;
+            };
+            if let Err(e) = runner::validate_params(&runtime, plugin, &params).await {
                 ok = false;
                 let path = KeyPath::root()
                     .key("runbooks")
@@ -101,4 +106,29 @@ pub(crate) fn list(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// A step's params with vars and run fields filled in, or `None` when they refer to
+/// results of other steps (or an incident) that only exist at run time.
+fn static_params(
+    env: &crate::manifest::Environment,
+    runbook: &str,
+    with: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    use crate::runbook::template;
+    for (_, text) in template::template_strings(with) {
+        let refs = template::references(text, false).ok()?;
+        if refs
+            .iter()
+            .any(|r| matches!(r.root(), "steps" | "incident"))
+        {
+            return None;
+        }
+    }
+    let ctx = serde_json::json!({
+        "vars": env.vars,
+        "run": {"id": "check", "runbook": runbook, "environment": env.name, "dry_run": false},
+        "steps": {},
+    });
+    template::render_params(with, &ctx).ok()
 }

@@ -1,14 +1,23 @@
 //! `runcap history` and `runcap show`: what ran, from the store.
 
-use crate::cli::{EnvArgs, StateArgs};
 use crate::cli::run::format_ms;
+use crate::cli::{EnvArgs, StateArgs};
 
 /// Formats milliseconds since the epoch as a UTC timestamp.
 pub(crate) fn time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
 }
 
-pub fn history(env: &EnvArgs, state: &StateArgs, runbook: Option<&str>, limit: usize, json: bool) -> u8 {
+pub fn history(
+    env: &EnvArgs,
+    state: &StateArgs,
+    runbook: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> u8 {
     let store = match super::open_store(env, state) {
         Ok(s) => s,
         Err(code) => return code,
@@ -21,18 +30,39 @@ pub fn history(env: &EnvArgs, state: &StateArgs, runbook: Option<&str>, limit: u
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).unwrap_or_default()
+        );
         return 0;
     }
     if runs.is_empty() {
         println!("no runs recorded in {}", store.path().display());
         return 0;
     }
-    println!("{:<18} {:<20} {:<20} {:<11} {:>9}  summary", "run", "started (UTC)", "runbook", "status", "took");
+    println!(
+        "{:<18} {:<20} {:<20} {:<11} {:>9}  summary",
+        "run", "started (UTC)", "runbook", "status", "took"
+    );
     for r in runs {
-        let took = r.finished_at.map(|f| format_ms((f - r.started_at) as f64)).unwrap_or_else(|| "-".into());
-        let status = if r.dry_run { format!("{} (dry)", r.status) } else { r.status.clone() };
-        println!("{:<18} {:<20} {:<20} {:<11} {:>9}  {}", r.id, time(r.started_at), r.runbook, status, took, r.summary);
+        let took = r
+            .finished_at
+            .map(|f| format_ms((f - r.started_at) as f64))
+            .unwrap_or_else(|| "-".into());
+        let status = if r.dry_run {
+            format!("{} (dry)", r.status)
+        } else {
+            r.status.clone()
+        };
+        println!(
+            "{:<18} {:<20} {:<20} {:<11} {:>9}  {}",
+            r.id,
+            time(r.started_at),
+            r.runbook,
+            status,
+            took,
+            r.summary
+        );
     }
     0
 }
@@ -45,7 +75,10 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
     let run = match store.run(run_id) {
         Ok(Some(r)) => r,
         Ok(None) => {
-            eprintln!("error: no single run matches `{run_id}` in {}; `runcap history` lists them", store.path().display());
+            eprintln!(
+                "error: no single run matches `{run_id}` in {}; `runcap history` lists them",
+                store.path().display()
+            );
             return 2;
         }
         Err(e) => {
@@ -58,14 +91,32 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
         return 0;
     }
     let r = &run.run;
-    println!("run {} · runbook {} · environment {}{}", r.id, r.runbook, r.environment, if r.dry_run { " · dry run" } else { "" });
-    println!("status {} · started {} · {}", r.status, time(r.started_at), r.summary);
+    println!(
+        "run {} · runbook {} · environment {}{}",
+        r.id,
+        r.runbook,
+        r.environment,
+        if r.dry_run { " · dry run" } else { "" }
+    );
+    println!(
+        "status {} · started {} · {}",
+        r.status,
+        time(r.started_at),
+        r.summary
+    );
     println!("manifest {}", run.manifest);
     for s in &run.steps {
         println!();
-        let failure = s.failure_kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default();
+        let failure = s
+            .failure_kind
+            .as_deref()
+            .map(|k| format!(" ({k})"))
+            .unwrap_or_default();
         let took = s.duration_ms.map(format_ms).unwrap_or_default();
-        println!("[{}] {} · {} · {}{failure} · {} attempt(s) · {took}", s.phase, s.id, s.uses, s.status, s.attempts);
+        println!(
+            "[{}] {} · {} · {}{failure} · {} attempt(s) · {took}",
+            s.phase, s.id, s.uses, s.status, s.attempts
+        );
         if !s.summary.is_empty() {
             println!("  {}", s.summary);
         }
@@ -76,11 +127,19 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
                 c["operation"].as_str().unwrap_or(""),
                 c["target"].as_str().unwrap_or(""),
                 c["decision"].as_str().unwrap_or(""),
-                c["reason"].as_str().or(c["result"].as_str()).map(|x| format!(": {x}")).unwrap_or_default()
+                c["reason"]
+                    .as_str()
+                    .or(c["result"].as_str())
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
             );
         }
         for l in &s.logs {
-            println!("  log {} {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
+            println!(
+                "  log {} {}",
+                l["level"].as_str().unwrap_or(""),
+                l["message"].as_str().unwrap_or("")
+            );
         }
         for (name, text) in [("stdout", &s.stdout), ("stderr", &s.stderr)] {
             for line in text.lines().take(20) {
@@ -91,7 +150,12 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
     if !run.rollbacks.is_empty() {
         println!();
         for rb in &run.rollbacks {
-            println!("rollback {} ({}) {}", rb["step"].as_str().unwrap_or(""), rb["uses"].as_str().unwrap_or(""), rb["state"].as_str().unwrap_or(""));
+            println!(
+                "rollback {} ({}) {}",
+                rb["step"].as_str().unwrap_or(""),
+                rb["uses"].as_str().unwrap_or(""),
+                rb["state"].as_str().unwrap_or("")
+            );
         }
     }
     0

@@ -17,11 +17,21 @@ pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
         return 0;
     }
     if list.is_empty() {
-        println!("{}", if all { "no incidents" } else { "no open incidents" });
+        println!(
+            "{}",
+            if all {
+                "no incidents"
+            } else {
+                "no open incidents"
+            }
+        );
         return 0;
     }
     for i in list {
@@ -30,7 +40,13 @@ pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
             i.id, i.severity, i.status, i.runbook, i.environment, i.failures, i.failed_step
         );
         for e in i.timeline {
-            println!("  {} {:<9} {}{}", time(e.at), e.kind, e.message, e.run_id.map(|r| format!(" (run {r})")).unwrap_or_default());
+            println!(
+                "  {} {:<9} {}{}",
+                time(e.at),
+                e.kind,
+                e.message,
+                e.run_id.map(|r| format!(" (run {r})")).unwrap_or_default()
+            );
         }
     }
     0

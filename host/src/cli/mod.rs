@@ -207,7 +207,9 @@ pub fn main() -> ExitCode {
             } => audit::verify(&env, &cli.state, json),
             Command::Incidents { env, all, json } => incidents::run(&env, &cli.state, all, json),
             Command::Bundle { env, since, out } => bundle::run(&env, &cli.state, &since, out),
-            Command::Recover { run_id, env } => recover::run(&env, &cli.state, run_id.as_deref()).await,
+            Command::Recover { run_id, env } => {
+                recover::run(&env, &cli.state, run_id.as_deref()).await
+            }
             Command::Caps { env, json } => caps::run(&env, json).await,
             Command::Pin { env } => pin::run(&env),
         }
@@ -238,7 +240,10 @@ pub(crate) fn load_env(args: &EnvArgs) -> Result<Environment, u8> {
 /// Opens the state store for a manifest and reports (and marks) runs that a crashed
 /// runcap left behind. Every command that opens the store does this first.
 pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>, u8> {
-    let dir = state.state_dir.clone().unwrap_or_else(|| Store::default_dir(&env.env));
+    let dir = state
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| Store::default_dir(&env.env));
     let store = Store::open(&dir).map_err(|e| {
         eprintln!("error: {e}");
         2
@@ -251,7 +256,11 @@ pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>,
                     i.run_id, i.runbook, i.completed_steps
                 );
                 if !i.pending_rollbacks.is_empty() {
-                    let names: Vec<&str> = i.pending_rollbacks.iter().map(|r| r.step_id.as_str()).collect();
+                    let names: Vec<&str> = i
+                        .pending_rollbacks
+                        .iter()
+                        .map(|r| r.step_id.as_str())
+                        .collect();
                     eprintln!(
                         "      {} rollbacks are pending ({}); run them with: runcap recover {} --env {}",
                         names.len(),

@@ -34,8 +34,21 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
     };
     let mut failed = false;
     for i in todo {
-        println!("recovering run {} of runbook `{}`: {} rollbacks", i.run_id, i.runbook, i.pending_rollbacks.len());
-        let reports = runbook::recover(&runtime, &env, &store, &i.run_id, &i.pending_rollbacks, super::run::print_progress).await;
+        println!(
+            "recovering run {} of runbook `{}`: {} rollbacks",
+            i.run_id,
+            i.runbook,
+            i.pending_rollbacks.len()
+        );
+        let reports = runbook::recover(
+            &runtime,
+            &env,
+            &store,
+            &i.run_id,
+            &i.pending_rollbacks,
+            super::run::print_progress,
+        )
+        .await;
         failed |= reports.iter().any(|r| r.action.status == Status::Fail);
     }
     if failed { 1 } else { 0 }

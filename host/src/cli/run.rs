@@ -19,7 +19,11 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         eprintln!(
             "error: no runbook `{name}` in {}; it has: {}",
             env.file.display(),
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
         );
         return 2;
     };
@@ -93,16 +97,27 @@ pub(crate) fn print_progress(p: Progress<'_>) {
     match p {
         Progress::Started { step, uses, phase } => {
             if tty {
-                let what = if phase == Phase::Main { String::new() } else { format!("{} ", phase.as_str()) };
+                let what = if phase == Phase::Main {
+                    String::new()
+                } else {
+                    format!("{} ", phase.as_str())
+                };
                 let _ = write!(out, "  … {what}{step} ({uses})\r");
             }
         }
-        Progress::Retrying { step, attempt, delay, reason } => {
+        Progress::Retrying {
+            step,
+            attempt,
+            delay,
+            reason,
+        } => {
             let clear = if tty { "\x1b[2K" } else { "" };
             let _ = writeln!(
                 out,
                 "{clear}  ↻ retry    {step:<16} attempt {attempt} in {}: {reason}",
-                humantime::format_duration(std::time::Duration::from_millis(delay.as_millis() as u64))
+                humantime::format_duration(std::time::Duration::from_millis(
+                    delay.as_millis() as u64
+                ))
             );
         }
         Progress::Finished { step } => {
@@ -112,7 +127,14 @@ pub(crate) fn print_progress(p: Progress<'_>) {
                 && !step.action.stderr.text.is_empty()
                 && matches!(f.kind, crate::runner::FailureKind::Trap)
             {
-                for line in step.action.stderr.text.lines().filter(|l| !l.trim().is_empty()).take(5) {
+                for line in step
+                    .action
+                    .stderr
+                    .text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .take(5)
+                {
                     let _ = writeln!(out, "      stderr: {line}");
                 }
             }
@@ -145,19 +167,38 @@ pub fn step_line(step: &StepReport) -> String {
     if step.continued {
         notes.push("continued".into());
     }
-    let notes = if notes.is_empty() { String::new() } else { format!(" [{}]", notes.join(", ")) };
-    let duration = if a.status == Status::Skipped { String::new() } else { format_ms(a.duration_ms) };
-    format!("  {mark} {word:<14} {:<16} {duration:>9}  {summary}{notes}", step.id)
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", notes.join(", "))
+    };
+    let duration = if a.status == Status::Skipped {
+        String::new()
+    } else {
+        format_ms(a.duration_ms)
+    };
+    format!(
+        "  {mark} {word:<14} {:<16} {duration:>9}  {summary}{notes}",
+        step.id
+    )
 }
 
 pub(crate) fn format_ms(ms: f64) -> String {
-    if ms >= 1000.0 { format!("{:.2} s", ms / 1000.0) } else { format!("{ms:.1} ms") }
+    if ms >= 1000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        format!("{ms:.1} ms")
+    }
 }
 
 fn print_summary(r: &RunReport) {
     let main: Vec<&StepReport> = r.steps.iter().filter(|s| s.phase == Phase::Main).collect();
     let count = |s: Status| main.iter().filter(|x| x.action.status == s).count();
-    let rolled_back = r.steps.iter().filter(|s| s.phase == Phase::Rollback).count();
+    let rolled_back = r
+        .steps
+        .iter()
+        .filter(|s| s.phase == Phase::Rollback)
+        .count();
     let mut line = format!(
         "{}: {} steps, {} ok, {} warn, {} failed, {} skipped",
         r.status.as_str(),

@@ -178,22 +178,17 @@ impl Runtime {
         };
         let pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
         let pre = ActionPre::new(pre).map_err(link_err)?;
-        let http = match &spec.grants.http {
-            Some(g) => Some(Arc::new(caps::http::HttpClient::new(g.clone()).map_err(
-                |message| LoadError::Grant {
-                    plugin: spec.name.clone(),
-                    message,
-                },
-            )?)),
-            None => None,
-        };
+        let granted = caps::Prepared::new(&spec.grants).map_err(|message| LoadError::Grant {
+            plugin: spec.name.clone(),
+            message,
+        })?;
         Ok(Plugin {
             spec: spec.clone(),
             sha256,
             imports,
             from_cache: cached,
             pre,
-            http,
+            granted,
         })
     }
 }
@@ -213,7 +208,8 @@ pub struct Plugin {
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
     pub(crate) pre: ActionPre<HostState>,
-    pub(crate) http: Option<Arc<caps::http::HttpClient>>,
+    /// Per-plugin capability state (clients, channels) built once from its grants.
+    pub(crate) granted: caps::Prepared,
 }
 
 impl Plugin {

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::model::{Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step};
-use crate::runbook::template;
+use super::model::{
+    Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step,
+};
 use super::raw;
 use super::source::{Diagnostic, Diagnostics, KeyPath, SourceFile};
 use super::units;
+use crate::runbook::template;
 
 /// The largest plugin file runcap will hash and compile.
 pub const MAX_PLUGIN_FILE: u64 = 64 << 20;
@@ -83,6 +85,30 @@ impl<'a> Validator<'a> {
         ok
     }
 
+    /// Checks a name templates refer to (a step id, a var): it must read as one word
+    /// in `steps.NAME.status`, so `-` is not allowed.
+    pub fn ident(&mut self, path: &KeyPath, what: &str, name: &str) -> bool {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            let hint = if name.contains('-') {
+                format!(" (try `{}`)", name.replace('-', "_"))
+            } else {
+                String::new()
+            };
+            self.error(
+                path,
+                format!("`{name}` is not a valid {what} name{hint}"),
+                format!("{what} names appear in templates like `steps.probe.status`: use lower-case letters, digits and `_`, starting with a letter"),
+            );
+        }
+        ok
+    }
+
     fn finish<T>(self, value: T) -> Result<T, Diagnostics> {
         if self.diags.is_empty() {
             Ok(value)
@@ -113,7 +139,7 @@ pub(super) fn validate(
 
     let var_names: Vec<String> = raw.vars.keys().cloned().collect();
     for name in &var_names {
-        v.name(&root.key("vars").key(name), "var", name);
+        v.ident(&root.key("vars").key(name), "var", name);
     }
     let mut runbooks = BTreeMap::new();
     for (name, rb) in raw.runbooks {
@@ -221,10 +247,28 @@ fn runbook(
     plugins: &BTreeMap<String, PluginSpec>,
     vars: &[String],
 ) -> Option<Runbook> {
-    let main_ids: Vec<String> = rb.steps.iter().map(|s| s.id.clone().unwrap_or_else(|| s.uses.clone())).collect();
+    let main_ids: Vec<String> = rb.steps.iter().map(default_id).collect();
     let mut seen = HashSet::new();
-    let steps = step_list(v, &path.key("steps"), rb.steps, Phase::Main, plugins, vars, &main_ids, &mut seen);
-    let handlers = step_list(v, &path.key("handlers"), rb.handlers, Phase::Handler, plugins, vars, &main_ids, &mut seen);
+    let steps = step_list(
+        v,
+        &path.key("steps"),
+        rb.steps,
+        Phase::Main,
+        plugins,
+        vars,
+        &main_ids,
+        &mut seen,
+    );
+    let handlers = step_list(
+        v,
+        &path.key("handlers"),
+        rb.handlers,
+        Phase::Handler,
+        plugins,
+        vars,
+        &main_ids,
+        &mut seen,
+    );
     for (i, step) in steps.iter().enumerate() {
         if let OnFailure::Run(names) = &step.on_failure {
             for h in names {
@@ -232,7 +276,9 @@ fn runbook(
                     let ids: Vec<&str> = handlers.iter().map(|x| x.id.as_str()).collect();
                     v.error(
                         &path.key("steps").index(i).key("on_failure"),
-                        format!("names handler `{h}`, which is not under [[runbooks.{name}.handlers]]"),
+                        format!(
+                            "names handler `{h}`, which is not under [[runbooks.{name}.handlers]]"
+                        ),
                         if ids.is_empty() {
                             "add it as a handler step, or use \"abort\" or \"continue\"".to_string()
                         } else {
@@ -250,11 +296,24 @@ fn runbook(
             if ["critical", "high", "medium", "low"].contains(&sev.as_str()) {
                 incident.severity = sev;
             } else {
-                v.error(&ip.key("severity"), format!("`{sev}` is not a severity"), "use critical, high, medium or low");
+                v.error(
+                    &ip.key("severity"),
+                    format!("`{sev}` is not a severity"),
+                    "use critical, high, medium or low",
+                );
             }
         }
         incident.escalate_after = raw_incident.escalate_after.unwrap_or(0);
-        incident.escalate = step_list(v, &ip.key("escalate"), raw_incident.escalate, Phase::Escalation, plugins, vars, &main_ids, &mut seen);
+        incident.escalate = step_list(
+            v,
+            &ip.key("escalate"),
+            raw_incident.escalate,
+            Phase::Escalation,
+            plugins,
+            vars,
+            &main_ids,
+            &mut seen,
+        );
         if incident.escalate_after == 0 && !incident.escalate.is_empty() {
             v.error(
                 &ip.key("escalate_after"),
@@ -286,9 +345,13 @@ fn step_list(
     let mut out = Vec::new();
     for (i, s) in raw_steps.into_iter().enumerate() {
         let sp = path.index(i);
-        let id = s.id.clone().unwrap_or_else(|| s.uses.clone());
-        let id_path = if s.id.is_some() { sp.key("id") } else { sp.key("uses") };
-        if v.name(&id_path, "step", &id) && !seen.insert(id.clone()) {
+        let id = default_id(&s);
+        let id_path = if s.id.is_some() {
+            sp.key("id")
+        } else {
+            sp.key("uses")
+        };
+        if v.ident(&id_path, "step", &id) && !seen.insert(id.clone()) {
             v.error(
                 &id_path,
                 format!("step id `{id}` is used twice in this runbook"),
@@ -298,7 +361,10 @@ fn step_list(
         uses(v, &sp.key("uses"), &s.uses, plugins);
         // What templates here may refer to: earlier main steps, or all of them after the fact.
         let earlier: Vec<&str> = match phase {
-            Phase::Main => main_ids[..i.min(main_ids.len())].iter().map(String::as_str).collect(),
+            Phase::Main => main_ids[..i.min(main_ids.len())]
+                .iter()
+                .map(String::as_str)
+                .collect(),
             Phase::Handler | Phase::Escalation => main_ids.iter().map(String::as_str).collect(),
         };
         let all: Vec<&str> = main_ids.iter().map(String::as_str).collect();
@@ -314,13 +380,20 @@ fn step_list(
         if let Some(cond) = &s.when {
             check_text(v, &sp.key("when"), cond, true, &scope);
         }
-        let timeout = s.timeout.as_ref().and_then(|t| v.duration(&sp.key("timeout"), t));
+        let timeout = s
+            .timeout
+            .as_ref()
+            .and_then(|t| v.duration(&sp.key("timeout"), t));
         let mut retry = Retry {
             retries: s.retries.unwrap_or(0),
             ..Retry::default()
         };
         if retry.retries > 100 {
-            v.error(&sp.key("retries"), "more than 100 retries", "use at most 100");
+            v.error(
+                &sp.key("retries"),
+                "more than 100 retries",
+                "use at most 100",
+            );
         }
         if let Some(b) = &s.backoff {
             retry.backoff = v.duration(&sp.key("backoff"), b).unwrap_or(retry.backoff);
@@ -348,7 +421,10 @@ fn step_list(
                 uses: r.uses,
                 with,
                 when: None,
-                timeout: r.timeout.as_ref().and_then(|t| v.duration(&rp.key("timeout"), t)),
+                timeout: r
+                    .timeout
+                    .as_ref()
+                    .and_then(|t| v.duration(&rp.key("timeout"), t)),
                 retry: Retry::default(),
                 on_failure: OnFailure::Continue,
                 rollback: None,
@@ -368,17 +444,34 @@ fn step_list(
     out
 }
 
+/// A step's id: its `id`, or the plugin it uses with `-` read as `_`.
+fn default_id(s: &raw::Step) -> String {
+    s.id.clone().unwrap_or_else(|| s.uses.replace('-', "_"))
+}
+
 fn uses(v: &mut Validator, path: &KeyPath, name: &str, plugins: &BTreeMap<String, PluginSpec>) {
     if plugins.contains_key(name) {
         return;
     }
     let declared: Vec<&str> = plugins.keys().map(String::as_str).collect();
     let help = match closest(name, &declared) {
-        Some(c) => format!("did you mean `{c}`? Declared plugins: {}", declared.join(", ")),
-        None if declared.is_empty() => "declare it first under [plugins.NAME] with `path` and `sha256`".into(),
-        None => format!("declare it under [plugins.{name}], or use one of: {}", declared.join(", ")),
+        Some(c) => format!(
+            "did you mean `{c}`? Declared plugins: {}",
+            declared.join(", ")
+        ),
+        None if declared.is_empty() => {
+            "declare it first under [plugins.NAME] with `path` and `sha256`".into()
+        }
+        None => format!(
+            "declare it under [plugins.{name}], or use one of: {}",
+            declared.join(", ")
+        ),
     };
-    v.error(path, format!("uses `{name}`, which is not declared under [plugins]"), help);
+    v.error(
+        path,
+        format!("uses `{name}`, which is not declared under [plugins]"),
+        help,
+    );
 }
 
 fn on_failure(v: &mut Validator, path: &KeyPath, value: &toml::Value, phase: Phase) -> OnFailure {
@@ -387,14 +480,25 @@ fn on_failure(v: &mut Validator, path: &KeyPath, value: &toml::Value, phase: Pha
         toml::Value::String(s) if s == "abort" => OnFailure::Abort,
         toml::Value::String(s) if s == "continue" => OnFailure::Continue,
         toml::Value::Array(items) if phase == Phase::Main => {
-            let names: Vec<String> = items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect();
+            let names: Vec<String> = items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect();
             if names.len() != items.len() || names.is_empty() {
-                v.error(path, "the handler list must be a non-empty list of step ids", help);
+                v.error(
+                    path,
+                    "the handler list must be a non-empty list of step ids",
+                    help,
+                );
             }
             OnFailure::Run(names)
         }
         toml::Value::Array(_) => {
-            v.error(path, "handlers and escalation steps cannot run handlers", "use \"abort\" or \"continue\"");
+            v.error(
+                path,
+                "handlers and escalation steps cannot run handlers",
+                "use \"abort\" or \"continue\"",
+            );
             OnFailure::Abort
         }
         other => {
@@ -404,7 +508,12 @@ fn on_failure(v: &mut Validator, path: &KeyPath, value: &toml::Value, phase: Pha
     }
 }
 
-fn check_templates(v: &mut Validator, path: &KeyPath, with: &serde_json::Value, scope: &template::Scope) {
+fn check_templates(
+    v: &mut Validator,
+    path: &KeyPath,
+    with: &serde_json::Value,
+    scope: &template::Scope,
+) {
     for (param, text) in template::template_strings(with) {
         let mut p = path.clone();
         for part in param.split('.') {
@@ -414,7 +523,13 @@ fn check_templates(v: &mut Validator, path: &KeyPath, with: &serde_json::Value, 
     }
 }
 
-fn check_text(v: &mut Validator, path: &KeyPath, text: &str, condition: bool, scope: &template::Scope) {
+fn check_text(
+    v: &mut Validator,
+    path: &KeyPath,
+    text: &str,
+    condition: bool,
+    scope: &template::Scope,
+) {
     match template::references(text, condition) {
         Err(e) => v.error(path, format!("cannot parse `{text}`: {e}"), "conditions look like `steps.probe.status == 'fail'`; templates like \"{{ steps.probe.details.url }}\""),
         Ok(refs) => {

@@ -114,7 +114,12 @@ pub fn on_run_failed(
 }
 
 /// Resolves the runbook's open incident, if any, after a run that did not fail.
-pub fn on_run_succeeded(store: &Store, env: &Environment, runbook: &Runbook, run_id: &str) -> Result<Option<IncidentUpdate>, StoreError> {
+pub fn on_run_succeeded(
+    store: &Store,
+    env: &Environment,
+    runbook: &Runbook,
+    run_id: &str,
+) -> Result<Option<IncidentUpdate>, StoreError> {
     store.with_conn(|conn| {
         let tx = conn.transaction()?;
         let open: Option<(i64, String, u32, String)> = tx
@@ -149,7 +154,13 @@ pub fn on_run_succeeded(store: &Store, env: &Environment, runbook: &Runbook, run
 }
 
 /// Adds a line to an incident's timeline.
-pub fn add_event(store: &Store, id: i64, kind: &str, run_id: &str, message: &str) -> Result<(), StoreError> {
+pub fn add_event(
+    store: &Store,
+    id: i64,
+    kind: &str,
+    run_id: &str,
+    message: &str,
+) -> Result<(), StoreError> {
     let message = store.scrubbed(message);
     store.with_conn(|conn| {
         let tx = conn.transaction()?;
@@ -158,7 +169,14 @@ pub fn add_event(store: &Store, id: i64, kind: &str, run_id: &str, message: &str
     })
 }
 
-fn event(tx: &rusqlite::Transaction, id: i64, at: i64, kind: &str, run_id: &str, message: &str) -> rusqlite::Result<()> {
+fn event(
+    tx: &rusqlite::Transaction,
+    id: i64,
+    at: i64,
+    kind: &str,
+    run_id: &str,
+    message: &str,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO incident_events (incident_id, at, kind, run_id, message) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id, at, kind, run_id, message],
@@ -168,7 +186,11 @@ fn event(tx: &rusqlite::Transaction, id: i64, at: i64, kind: &str, run_id: &str,
 
 /// Incidents, newest first: all, or only those not resolved; optionally only those
 /// updated since `since_ms`.
-pub fn list(store: &Store, include_resolved: bool, since_ms: i64) -> Result<Vec<Incident>, StoreError> {
+pub fn list(
+    store: &Store,
+    include_resolved: bool,
+    since_ms: i64,
+) -> Result<Vec<Incident>, StoreError> {
     store.with_conn(|conn| {
         let mut stmt = conn.prepare(
             "SELECT id, environment, runbook, severity, status, failures, failed_step, opened_at, updated_at, resolved_at FROM incidents WHERE (?1 OR status != 'resolved') AND updated_at >= ?2 ORDER BY id DESC",

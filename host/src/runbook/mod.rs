@@ -121,9 +121,20 @@ pub struct RunOptions {
 
 /// Live progress of a run, for the terminal.
 pub enum Progress<'a> {
-    Started { step: &'a str, uses: &'a str, phase: Phase },
-    Retrying { step: &'a str, attempt: u32, delay: Duration, reason: &'a str },
-    Finished { step: &'a StepReport },
+    Started {
+        step: &'a str,
+        uses: &'a str,
+        phase: Phase,
+    },
+    Retrying {
+        step: &'a str,
+        attempt: u32,
+        delay: Duration,
+        reason: &'a str,
+    },
+    Finished {
+        step: &'a StepReport,
+    },
 }
 
 /// Plugins loaded for a run, or why each could not be.
@@ -207,7 +218,10 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
             phase,
         });
         if let Some(store) = self.store() {
-            self.note("a step start", store.step_started(&self.run_id, seq, &step.id, &step.uses, phase.as_str()));
+            self.note(
+                "a step start",
+                store.step_started(&self.run_id, seq, &step.id, &step.uses, phase.as_str()),
+            );
         }
         let started_at = now_ms();
         let started = Instant::now();
@@ -218,13 +232,21 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
             let retryable = report.status == Status::Fail
                 && !matches!(
                     report.failure.as_ref().map(|f| f.kind),
-                    Some(FailureKind::Denied | FailureKind::InvalidParams | FailureKind::Load | FailureKind::Cancelled)
+                    Some(
+                        FailureKind::Denied
+                            | FailureKind::InvalidParams
+                            | FailureKind::Load
+                            | FailureKind::Cancelled
+                    )
                 );
             if !retryable || attempts > step.retry.retries || self.cancelled() {
                 break report;
             }
             let delay = backoff(step, attempts);
-            let reason = report.failure.as_ref().map_or(report.summary.as_str(), |f| f.message.as_str());
+            let reason = report
+                .failure
+                .as_ref()
+                .map_or(report.summary.as_str(), |f| f.message.as_str());
             (self.progress)(Progress::Retrying {
                 step: &step.id,
                 attempt: attempts + 1,
@@ -258,13 +280,23 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
         } else {
             match template::render_params(&step.with, &self.context) {
                 Ok(p) => p,
-                Err(e) => return ActionReport::failed(FailureKind::InvalidParams, format!("cannot resolve params: {e}")),
+                Err(e) => {
+                    return ActionReport::failed(
+                        FailureKind::InvalidParams,
+                        format!("cannot resolve params: {e}"),
+                    );
+                }
             }
         };
         let plugin = match self.plugins.get(&step.uses) {
             Some(Ok(p)) => p,
             Some(Err(e)) => return ActionReport::failed(FailureKind::Load, e.clone()),
-            None => return ActionReport::failed(FailureKind::Load, format!("plugin `{}` is not loaded", step.uses)),
+            None => {
+                return ActionReport::failed(
+                    FailureKind::Load,
+                    format!("plugin `{}` is not loaded", step.uses),
+                );
+            }
         };
         let inv = Invocation {
             run_id: self.run_id.clone(),
@@ -330,8 +362,11 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
     /// Makes a step's result visible to later templates.
     fn remember(&mut self, r: &StepReport) {
         let a = &r.action;
-        let metrics: serde_json::Map<String, serde_json::Value> =
-            a.metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        let metrics: serde_json::Map<String, serde_json::Value> = a
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect();
         let value = serde_json::json!({
             "status": a.status.as_str(),
             "summary": a.summary,
@@ -369,7 +404,8 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
     fn condition(&self, step: &Step) -> Result<bool, String> {
         match &step.when {
             None => Ok(true),
-            Some(c) => template::eval_condition(c, &self.context).map_err(|e| format!("cannot evaluate `when`: {e}")),
+            Some(c) => template::eval_condition(c, &self.context)
+                .map_err(|e| format!("cannot evaluate `when`: {e}")),
         }
     }
 
@@ -431,9 +467,16 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
                 rollback: None,
             };
             let report = self.step(&step, Phase::Rollback).await;
-            let state = if report.action.status == Status::Fail { "failed" } else { "done" };
+            let state = if report.action.status == Status::Fail {
+                "failed"
+            } else {
+                "done"
+            };
             if let Some(store) = self.store() {
-                self.note("a rollback state", store.set_rollback_state(&self.run_id, rb.seq, state));
+                self.note(
+                    "a rollback state",
+                    store.set_rollback_state(&self.run_id, rb.seq, state),
+                );
             }
             (self.progress)(Progress::Finished { step: &report });
             self.reports.push(report);
@@ -442,7 +485,8 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
 }
 
 fn backoff(step: &Step, attempt: u32) -> Duration {
-    let base = step.retry.backoff.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+    let base =
+        step.retry.backoff.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
     let capped = base.min(step.retry.max.as_secs_f64());
     // "Equal jitter": half fixed, half random, so retries of many runs spread out.
     let jittered = capped / 2.0 + rand::rng().random_range(0.0..=capped / 2.0);
@@ -529,7 +573,10 @@ pub async fn run(
         match &step.on_failure {
             OnFailure::Continue if !run.cancelled() => continue,
             OnFailure::Run(names) => {
-                let handlers: Vec<Step> = names.iter().filter_map(|n| runbook.handler(n).cloned()).collect();
+                let handlers: Vec<Step> = names
+                    .iter()
+                    .filter_map(|n| runbook.handler(n).cloned())
+                    .collect();
                 run.side_steps(&handlers, Phase::Handler).await;
             }
             _ => {}
@@ -564,7 +611,10 @@ pub async fn run(
         (None, s) => format!("{} steps, {}", runbook.steps.len(), s.as_str()),
     };
     if let Some(store) = run.store() {
-        run.note("the run result", store.finish_run(&run.run_id, status.as_str(), &summary));
+        run.note(
+            "the run result",
+            store.finish_run(&run.run_id, status.as_str(), &summary),
+        );
     }
 
     let mut incident = None;
@@ -586,8 +636,15 @@ pub async fn run(
                     let before = run.reports.len();
                     run.side_steps(&steps, Phase::Escalation).await;
                     for r in &run.reports[before..] {
-                        let message = format!("escalation step {} {}: {}", r.id, r.action.status.as_str(), r.action.summary);
-                        if let Err(e) = incident::add_event(&store, u.id, "notified", &run.run_id, &message) {
+                        let message = format!(
+                            "escalation step {} {}: {}",
+                            r.id,
+                            r.action.status.as_str(),
+                            r.action.summary
+                        );
+                        if let Err(e) =
+                            incident::add_event(&store, u.id, "notified", &run.run_id, &message)
+                        {
                             tracing::error!("could not record an incident event: {e}");
                         }
                     }
@@ -647,7 +704,11 @@ pub async fn recover(
         if !plugins.contains_key(&rb.uses) {
             let loaded = match env.plugins.get(&rb.uses) {
                 Some(spec) => runtime.load(spec).map_err(|e| e.to_string()),
-                None => Err(format!("plugin `{}` is no longer declared in {}", rb.uses, env.file.display())),
+                None => Err(format!(
+                    "plugin `{}` is no longer declared in {}",
+                    rb.uses,
+                    env.file.display()
+                )),
             };
             plugins.insert(rb.uses.clone(), loaded);
         }
@@ -677,7 +738,11 @@ pub async fn recover(
             Some(Err(e)) => ActionReport::failed(FailureKind::Load, e.clone()),
             None => ActionReport::failed(FailureKind::Load, "not loaded".into()),
         };
-        let state = if action.status == Status::Fail { "failed" } else { "done" };
+        let state = if action.status == Status::Fail {
+            "failed"
+        } else {
+            "done"
+        };
         let report = StepReport {
             id: rb.step_id.clone(),
             uses: rb.uses.clone(),
@@ -704,7 +769,10 @@ pub async fn recover(
             started_at: started_at as i64,
             duration_ms: a.duration_ms,
         };
-        if let Err(e) = store.step_finished(run_id, &record).and_then(|_| store.set_rollback_state(run_id, rb.seq, state)) {
+        if let Err(e) = store
+            .step_finished(run_id, &record)
+            .and_then(|_| store.set_rollback_state(run_id, rb.seq, state))
+        {
             tracing::error!("could not record the recovery of {run_id}: {e}");
         }
         progress(Progress::Finished { step: &report });
@@ -712,7 +780,12 @@ pub async fn recover(
     }
     let ok = reports.iter().all(|r| r.action.status != Status::Fail);
     let payload = serde_json::json!({"rollbacks": reports.len(), "all_succeeded": ok});
-    if let Err(e) = store.audit("run.recovered", run_id, if ok { "ok" } else { "fail" }, &payload) {
+    if let Err(e) = store.audit(
+        "run.recovered",
+        run_id,
+        if ok { "ok" } else { "fail" },
+        &payload,
+    ) {
         tracing::error!("could not audit the recovery of {run_id}: {e}");
     }
     reports

@@ -15,6 +15,9 @@
 //! | `run.id`, `run.runbook`, `run.environment`, `run.dry_run` | the run itself |
 //! | `incident.id`, `.severity`, `.failures`, `.failed_step`, `.runbook` | in escalation steps only |
 //!
+//! Step ids and var names are single words (letters, digits, `_`), so they read plainly
+//! in expressions.
+//!
 //! A param that is exactly one `{{ expression }}` keeps the expression's type (a number
 //! stays a number); anything else renders to a string. References are checked by
 //! `runcap check`: an unknown step, a step that has not run yet, an unknown step field or
@@ -26,13 +29,28 @@ use std::sync::OnceLock;
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 /// Fields every step result has.
-pub const STEP_FIELDS: &[&str] = &["status", "summary", "details", "metrics", "failure", "duration_ms", "attempts"];
+pub const STEP_FIELDS: &[&str] = &[
+    "status",
+    "summary",
+    "details",
+    "metrics",
+    "failure",
+    "duration_ms",
+    "attempts",
+];
 
 /// Names a template may start with.
 pub const ROOTS: &[&str] = &["steps", "vars", "run", "incident"];
 
 const RUN_FIELDS: &[&str] = &["id", "runbook", "environment", "dry_run"];
-const INCIDENT_FIELDS: &[&str] = &["id", "severity", "failures", "failed_step", "runbook", "status"];
+const INCIDENT_FIELDS: &[&str] = &[
+    "id",
+    "severity",
+    "failures",
+    "failed_step",
+    "runbook",
+    "status",
+];
 
 fn strict() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -135,7 +153,10 @@ pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), String> {
             if let Some(field) = parts.get(2)
                 && !STEP_FIELDS.contains(&field.as_str())
             {
-                return Err(format!("`{r}`: a step has no field `{field}` (fields: {})", STEP_FIELDS.join(", ")));
+                return Err(format!(
+                    "`{r}`: a step has no field `{field}` (fields: {})",
+                    STEP_FIELDS.join(", ")
+                ));
             }
             Ok(())
         }
@@ -143,7 +164,11 @@ pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), String> {
             Some(v) if scope.vars.contains(&v.as_str()) => Ok(()),
             Some(v) => Err(format!(
                 "`{r}`: no var `{v}` in [vars] (declared: {})",
-                if scope.vars.is_empty() { "none".into() } else { scope.vars.join(", ") }
+                if scope.vars.is_empty() {
+                    "none".into()
+                } else {
+                    scope.vars.join(", ")
+                }
             )),
             None => Err("`vars` needs a name, like `vars.base_url`".into()),
         },
@@ -151,12 +176,20 @@ pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), String> {
             Some(f) if RUN_FIELDS.contains(&f.as_str()) => Ok(()),
             _ => Err(format!("`{r}`: `run` has {}", RUN_FIELDS.join(", "))),
         },
-        "incident" if !scope.incident => Err(format!("`{r}`: `incident` is only known in escalation steps")),
+        "incident" if !scope.incident => Err(format!(
+            "`{r}`: `incident` is only known in escalation steps"
+        )),
         "incident" => match parts.get(1) {
             Some(f) if INCIDENT_FIELDS.contains(&f.as_str()) => Ok(()),
-            _ => Err(format!("`{r}`: `incident` has {}", INCIDENT_FIELDS.join(", "))),
+            _ => Err(format!(
+                "`{r}`: `incident` has {}",
+                INCIDENT_FIELDS.join(", ")
+            )),
         },
-        other => Err(format!("unknown name `{other}` (templates can use {})", ROOTS.join(", "))),
+        other => Err(format!(
+            "unknown name `{other}` (templates can use {})",
+            ROOTS.join(", ")
+        )),
     }
 }
 
@@ -172,7 +205,11 @@ pub fn template_strings(value: &serde_json::Value) -> Vec<(String, &str)> {
             }
             serde_json::Value::Object(o) => {
                 for (k, x) in o {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     walk(x, p, out);
                 }
             }
@@ -187,14 +224,21 @@ pub fn template_strings(value: &serde_json::Value) -> Vec<(String, &str)> {
 /// Evaluates a `when` condition. Missing fields are undefined (falsy), not errors, so
 /// `steps.probe.details.status >= 500` is simply false when the probe had no response.
 pub fn eval_condition(expr: &str, ctx: &serde_json::Value) -> Result<bool, String> {
-    let compiled = lenient().compile_expression(expr).map_err(|e| describe(&e))?;
-    let v = compiled.eval(Value::from(minijinja::value::Serde(ctx))).map_err(|e| describe(&e))?;
+    let compiled = lenient()
+        .compile_expression(expr)
+        .map_err(|e| describe(&e))?;
+    let v = compiled
+        .eval(Value::from(minijinja::value::Serde(ctx)))
+        .map_err(|e| describe(&e))?;
     Ok(v.is_true())
 }
 
 /// Resolves every template string in `params` against `ctx`. A reference that does not
 /// resolve is an error naming the param.
-pub fn render_params(params: &serde_json::Value, ctx: &serde_json::Value) -> Result<serde_json::Value, String> {
+pub fn render_params(
+    params: &serde_json::Value,
+    ctx: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
     let ctx = Value::from(minijinja::value::Serde(ctx));
     render(params, &ctx, "")
 }
@@ -204,7 +248,11 @@ fn render(v: &serde_json::Value, ctx: &Value, path: &str) -> Result<serde_json::
         serde_json::Value::String(s) if is_template(s) => {
             let at = |e: minijinja::Error| format!("param `{path}`: {}", describe(&e));
             if let Some(expr) = sole_expression(s) {
-                let value = strict().compile_expression(expr).map_err(at)?.eval(ctx.clone()).map_err(at)?;
+                let value = strict()
+                    .compile_expression(expr)
+                    .map_err(at)?
+                    .eval(ctx.clone())
+                    .map_err(at)?;
                 if value.is_undefined() {
                     return Err(format!("param `{path}`: `{expr}` is undefined"));
                 }
@@ -222,7 +270,11 @@ fn render(v: &serde_json::Value, ctx: &Value, path: &str) -> Result<serde_json::
         serde_json::Value::Object(o) => serde_json::Value::Object(
             o.iter()
                 .map(|(k, x)| {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     Ok((k.clone(), render(x, ctx, &p)?))
                 })
                 .collect::<Result<_, String>>()?,
@@ -255,18 +307,31 @@ mod tests {
     fn sole_expressions_keep_their_type() {
         let p = json!({"code": "{{ steps.probe.details.status }}", "url": "{{ vars.base }}/health", "n": 3, "list": ["{{ run.id }}"]});
         let r = render_params(&p, &ctx()).unwrap();
-        assert_eq!(r, json!({"code": 503, "url": "http://svc/health", "n": 3, "list": ["r1"]}));
+        assert_eq!(
+            r,
+            json!({"code": 503, "url": "http://svc/health", "n": 3, "list": ["r1"]})
+        );
     }
 
     #[test]
     fn unresolved_params_name_the_param() {
-        let e = render_params(&json!({"a": {"b": "{{ steps.probe.details.nope }}"}}), &ctx()).unwrap_err();
+        let e = render_params(
+            &json!({"a": {"b": "{{ steps.probe.details.nope }}"}}),
+            &ctx(),
+        )
+        .unwrap_err();
         assert!(e.starts_with("param `a.b`"), "{e}");
     }
 
     #[test]
     fn conditions_are_lenient_about_missing_fields() {
-        assert!(eval_condition("steps.probe.status == 'fail' and steps.probe.details.status >= 500", &ctx()).unwrap());
+        assert!(
+            eval_condition(
+                "steps.probe.status == 'fail' and steps.probe.details.status >= 500",
+                &ctx()
+            )
+            .unwrap()
+        );
         assert!(!eval_condition("steps.probe.details.missing.deeper == 1", &ctx()).unwrap());
         assert!(eval_condition("steps.probe.attempts > 1", &ctx()).unwrap());
     }
@@ -274,13 +339,20 @@ mod tests {
     #[test]
     fn references_are_checked() {
         let refs = references("steps.probe.status == 'ok' and vars.base", true).unwrap();
-        let scope = Scope { earlier_steps: &["probe"], all_steps: &["probe", "later"], vars: &["base"], incident: false };
+        let scope = Scope {
+            earlier_steps: &["probe"],
+            all_steps: &["probe", "later"],
+            vars: &["base"],
+            incident: false,
+        };
         for r in &refs {
             check_reference(r, &scope).unwrap();
         }
         let bad = |text: &str| {
             let refs = references(text, true).unwrap();
-            refs.iter().find_map(|r| check_reference(r, &scope).err()).unwrap()
+            refs.iter()
+                .find_map(|r| check_reference(r, &scope).err())
+                .unwrap()
         };
         assert!(bad("steps.later.status == 'ok'").contains("has not run"));
         assert!(bad("steps.nope.status == 'ok'").contains("does not have"));

@@ -19,7 +19,15 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// One row's hash: every field, length-prefixed so no two rows can collide by shifting
 /// text between fields.
-pub fn row_hash(seq: i64, at: i64, kind: &str, run_id: &str, subject: &str, payload: &str, prev: &str) -> String {
+pub fn row_hash(
+    seq: i64,
+    at: i64,
+    kind: &str,
+    run_id: &str,
+    subject: &str,
+    payload: &str,
+    prev: &str,
+) -> String {
     let mut h = Sha256::new();
     for field in [
         seq.to_string().as_str(),
@@ -37,11 +45,20 @@ pub fn row_hash(seq: i64, at: i64, kind: &str, run_id: &str, subject: &str, payl
 }
 
 /// Appends one row inside `tx`; returns its sequence number.
-pub fn append(tx: &Transaction, at: i64, kind: &str, run_id: &str, subject: &str, payload: &str) -> rusqlite::Result<i64> {
+pub fn append(
+    tx: &Transaction,
+    at: i64,
+    kind: &str,
+    run_id: &str,
+    subject: &str,
+    payload: &str,
+) -> rusqlite::Result<i64> {
     let last: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
     let (seq, prev) = match last {
         Some((s, h)) => (s + 1, h),
@@ -123,11 +140,7 @@ pub fn verify(conn: &Connection) -> rusqlite::Result<Verdict> {
     }
     // Runs remember the audit row that closed them; a chain shorter than that lost its tail.
     let referenced: Option<i64> = conn
-        .query_row(
-            "SELECT MAX(seq) FROM audit_refs",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT MAX(seq) FROM audit_refs", [], |r| r.get(0))
         .optional()?
         .flatten();
     if let Some(max_ref) = referenced

@@ -18,18 +18,30 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::caps::{CallRecord, now_ms};
 use crate::caps::log::LogLine;
+use crate::caps::{CallRecord, now_ms};
 
 /// Why the store could not be used.
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("cannot create the state directory {path}: {source}")]
-    StateDir { path: String, source: std::io::Error },
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("state store {path}: {source}")]
-    Sqlite { path: String, source: rusqlite::Error },
-    #[error("state store {path} has schema version {found}, newer than this runcap ({known}); upgrade runcap")]
-    TooNew { path: String, found: i64, known: i64 },
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state store {path} has schema version {found}, newer than this runcap ({known}); upgrade runcap"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// Makes every string the store writes safe to keep (see the redaction capability).
@@ -147,7 +159,13 @@ impl Store {
     pub fn default_dir(manifest: &Path) -> PathBuf {
         manifest
             .parent()
-            .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
             .unwrap_or(Path::new("."))
             .join(".runcap")
     }
@@ -161,10 +179,14 @@ impl Store {
         let path = dir.join("runcap.db");
         let err = sql(&path);
         let mut conn = Connection::open(&path).map_err(&err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(&err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(&err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(&err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(&err)?;
         migrate(&mut conn, &path)?;
         drop(err);
         Ok(Store {
@@ -184,7 +206,7 @@ impl Store {
         *self.scrub.lock().unwrap_or_else(|p| p.into_inner()) = Some(scrub);
     }
 
-    fn clean<'s>(&self, text: &'s str) -> String {
+    fn clean(&self, text: &str) -> String {
         match &*self.scrub.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(f) => f(text).into_owned(),
             None => text.to_string(),
@@ -204,12 +226,19 @@ impl Store {
     }
 
     /// Appends an audit row outside any run (e.g. a denied load).
-    pub fn audit(&self, kind: &str, run_id: &str, subject: &str, payload: &serde_json::Value) -> Result<i64, StoreError> {
+    pub fn audit(
+        &self,
+        kind: &str,
+        run_id: &str,
+        subject: &str,
+        payload: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
         let payload = self.clean_json(payload);
         let subject = self.clean(subject);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.err())?;
-        let seq = audit::append(&tx, now_ms() as i64, kind, run_id, &subject, &payload).map_err(self.err())?;
+        let seq = audit::append(&tx, now_ms() as i64, kind, run_id, &subject, &payload)
+            .map_err(self.err())?;
         tx.commit().map_err(self.err())?;
         Ok(seq)
     }
@@ -227,12 +256,27 @@ impl Store {
         )
         .map_err(self.err())?;
         let payload = serde_json::json!({"environment": run.environment, "runbook": run.runbook, "manifest": manifest, "dry_run": run.dry_run, "pid": pid});
-        audit::append(&tx, now, "run.started", run.id, run.runbook, &payload.to_string()).map_err(self.err())?;
+        audit::append(
+            &tx,
+            now,
+            "run.started",
+            run.id,
+            run.runbook,
+            &payload.to_string(),
+        )
+        .map_err(self.err())?;
         tx.commit().map_err(self.err())
     }
 
     /// Records that a step began, so an interrupted run shows where it stopped.
-    pub fn step_started(&self, run_id: &str, seq: i64, step_id: &str, uses: &str, phase: &str) -> Result<(), StoreError> {
+    pub fn step_started(
+        &self,
+        run_id: &str,
+        seq: i64,
+        step_id: &str,
+        uses: &str,
+        phase: &str,
+    ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         self.conn()
             .execute(
@@ -276,7 +320,10 @@ impl Store {
             )
             .map_err(self.err())?;
         }
-        for (stream, (text, dropped)) in [("stdout", (&stdout, s.stdout.1)), ("stderr", (&stderr, s.stderr.1))] {
+        for (stream, (text, dropped)) in [
+            ("stdout", (&stdout, s.stdout.1)),
+            ("stderr", (&stderr, s.stderr.1)),
+        ] {
             if !text.is_empty() || dropped > 0 {
                 tx.execute(
                     "INSERT OR REPLACE INTO outputs (run_id, step_seq, stream, text, dropped) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -289,12 +336,26 @@ impl Store {
             "seq": s.seq, "phase": s.phase, "uses": s.uses, "status": s.status,
             "failure": s.failure_kind, "attempts": s.attempts, "summary": summary,
         });
-        audit::append(&tx, now_ms() as i64, "step.finished", run_id, s.step_id, &payload.to_string()).map_err(self.err())?;
+        audit::append(
+            &tx,
+            now_ms() as i64,
+            "step.finished",
+            run_id,
+            s.step_id,
+            &payload.to_string(),
+        )
+        .map_err(self.err())?;
         tx.commit().map_err(self.err())
     }
 
     /// Records one capability call, allowed or denied, and audits it.
-    pub fn record_call(&self, run_id: &str, step_seq: Option<i64>, plugin: &str, call: &CallRecord) -> Result<(), StoreError> {
+    pub fn record_call(
+        &self,
+        run_id: &str,
+        step_seq: Option<i64>,
+        plugin: &str,
+        call: &CallRecord,
+    ) -> Result<(), StoreError> {
         let target = self.clean(&call.target);
         let reason = call.reason.as_deref().map(|r| self.clean(r));
         let result = call.result.as_deref().map(|r| self.clean(r));
@@ -309,7 +370,15 @@ impl Store {
             "plugin": plugin, "step_seq": step_seq, "capability": call.capability, "operation": call.operation,
             "target": target, "decision": call.decision, "reason": reason, "result": result,
         });
-        audit::append(&tx, call.at_ms as i64, "call", run_id, call.capability, &payload.to_string()).map_err(self.err())?;
+        audit::append(
+            &tx,
+            call.at_ms as i64,
+            "call",
+            run_id,
+            call.capability,
+            &payload.to_string(),
+        )
+        .map_err(self.err())?;
         tx.commit().map_err(self.err())
     }
 
@@ -326,7 +395,12 @@ impl Store {
     }
 
     /// Marks a rollback done or failed; `pending` again lets it be retried.
-    pub fn set_rollback_state(&self, run_id: &str, seq: i64, state: &str) -> Result<(), StoreError> {
+    pub fn set_rollback_state(
+        &self,
+        run_id: &str,
+        seq: i64,
+        state: &str,
+    ) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "UPDATE rollbacks SET state = ?3 WHERE run_id = ?1 AND seq = ?2",
@@ -363,7 +437,15 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.err())?;
         let payload = serde_json::json!({"status": status, "summary": summary});
-        let seq = audit::append(&tx, now, "run.finished", run_id, status, &payload.to_string()).map_err(self.err())?;
+        let seq = audit::append(
+            &tx,
+            now,
+            "run.finished",
+            run_id,
+            status,
+            &payload.to_string(),
+        )
+        .map_err(self.err())?;
         tx.execute(
             "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4, audit_seq = ?5 WHERE id = ?1",
             params![run_id, status, now, summary, seq],
@@ -382,7 +464,9 @@ impl Store {
                 .prepare("SELECT id, runbook, manifest, pid, pid_start FROM runs WHERE status = 'running'")
                 .map_err(self.err())?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .map_err(self.err())?;
             rows.collect::<Result<_, _>>().map_err(self.err())?
         };
@@ -408,8 +492,15 @@ impl Store {
                     )
                     .map_err(self.err())?;
                 let payload = serde_json::json!({"status": "interrupted", "pid": pid, "completed_steps": completed});
-                let seq = audit::append(&tx, now, "run.interrupted", &id, "interrupted", &payload.to_string())
-                    .map_err(self.err())?;
+                let seq = audit::append(
+                    &tx,
+                    now,
+                    "run.interrupted",
+                    &id,
+                    "interrupted",
+                    &payload.to_string(),
+                )
+                .map_err(self.err())?;
                 tx.execute(
                     "UPDATE runs SET status = 'interrupted', finished_at = ?2, summary = 'the runcap process died during the run', audit_seq = ?3 WHERE id = ?1",
                     params![id, now, seq],
@@ -551,7 +642,10 @@ impl Store {
 
     /// Runs a closure with the connection, for modules that own their own tables
     /// (incidents, faults).
-    pub fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         f(&mut self.conn()).map_err(self.err())
     }
 
@@ -614,8 +708,11 @@ fn load_steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StoredSte
                 }))
             })?
             .collect::<Result<_, _>>()?;
-        let mut out = conn.prepare("SELECT stream, text FROM outputs WHERE run_id = ?1 AND step_seq = ?2")?;
-        for row in out.query_map(params![run_id, step.seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let mut out =
+            conn.prepare("SELECT stream, text FROM outputs WHERE run_id = ?1 AND step_seq = ?2")?;
+        for row in out.query_map(params![run_id, step.seq], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })? {
             let (stream, text) = row?;
             if stream == "stdout" {
                 step.stdout = text;
@@ -642,7 +739,9 @@ fn load_steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StoredSte
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let err = sql(path);
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&err)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(&err)?;
     let known = schema::MIGRATIONS.len() as i64;
     if version > known {
         return Err(StoreError::TooNew {
@@ -657,7 +756,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(&err)?;
     for (i, m) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(m).map_err(&err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1).map_err(&err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(&err)?;
     }
     tx.commit().map_err(&err)
 }
@@ -712,7 +812,12 @@ mod tests {
             })
             .unwrap();
         store
-            .record_call("r1", Some(0), "probe", &CallRecord::denied("http", "GET", "http://x", "nope"))
+            .record_call(
+                "r1",
+                Some(0),
+                "probe",
+                &CallRecord::denied("http", "GET", "http://x", "nope"),
+            )
             .unwrap();
         store.finish_run("r1", "ok", "fine").unwrap();
         let v = store.verify_audit().unwrap();

@@ -28,12 +28,17 @@ pub use params::{Conditions, HumanDuration, Params, ProbeMethod, StatusSpec};
 /// manifest needs fixing; an endpoint that cannot be reached is a `fail` outcome, since
 /// that is exactly what a probe exists to report.
 pub fn run(ctx: &Context, params: Params) -> Result<Outcome, ActionError> {
-    if params.method == ProbeMethod::Post && ctx.dry_run {
-        return Ok(Outcome::ok(format!("dry run: would POST {}", params.url))
-            .detail("url", params.url.as_str())
-            .detail("dry_run", true));
-    }
     match ctx.http(&request(&params)) {
+        // In a dry run the host records a mutating request instead of sending it.
+        Ok(response) if ctx.dry_run && response.header("x-runcap-dry-run").is_some() => {
+            Ok(Outcome::ok(format!(
+                "dry run: would {} {}",
+                params.method.as_str(),
+                params.url
+            ))
+            .detail("url", params.url.as_str())
+            .detail("dry_run", true))
+        }
         Ok(response) => Ok(evaluate(&params, &response, now_secs())),
         Err(HttpError::Denied(message)) => Err(ActionError::Denied(message)),
         Err(HttpError::InvalidRequest(message)) => Err(ActionError::InvalidParams(message)),

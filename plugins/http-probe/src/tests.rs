@@ -507,15 +507,22 @@ fn run_timeout_and_tls_errors_are_fail_outcomes() {
 }
 
 #[test]
-fn dry_run_does_not_send_a_post() {
-    let host = MockHost::new();
+fn dry_run_reports_the_post_the_host_did_not_send() {
+    // In a dry run the host answers a mutating request itself, marked as not sent.
+    let mut answer = response(204, "", 0);
+    answer
+        .headers
+        .push(("x-runcap-dry-run".into(), "not sent".into()));
+    let host = MockHost::new().answer_http(Ok(answer));
     let mut ctx = host.context();
     ctx.dry_run = true;
-    let p = params(json!({ "url": "http://svc/reindex", "method": "POST", "body": "{}" }));
+    let p = params(
+        json!({ "url": "http://svc/reindex", "method": "POST", "body": "{}", "expect": { "status": 200 } }),
+    );
     let out = run(&ctx, p).unwrap();
     assert_eq!(out.status, Status::Ok);
     assert_eq!(out.summary, "dry run: would POST http://svc/reindex");
-    assert!(host.requests.borrow().is_empty());
+    assert_eq!(host.requests.borrow()[0].method, runcap_sdk::Method::Post);
 }
 
 #[test]

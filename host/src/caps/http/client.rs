@@ -105,20 +105,7 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds the client for a grant; called once per plugin at load.
     pub fn new(grant: Arc<HttpGrant>) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for der in &grant.ca {
-            roots
-                .add(CertificateDer::from(der.clone()))
-                .map_err(|e| format!("bad CA certificate: {e}"))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = tls_config(&grant.ca)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .tls_info(true)
@@ -284,6 +271,26 @@ impl HttpClient {
             cert_not_after,
         })
     }
+}
+
+/// TLS settings for runcap's HTTP clients: the web PKI roots plus `extra_roots` (DER),
+/// with ring as the crypto provider.
+pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra_roots {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| format!("bad CA certificate: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
 }
 
 /// What a mutating request returns in a dry run: nothing was sent.

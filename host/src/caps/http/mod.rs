@@ -19,7 +19,7 @@ use crate::bindings::runcap::plugin::http as wit;
 use crate::caps::{CallRecord, HostState};
 use crate::manifest::{KeyPath, Validator};
 
-pub use client::HttpClient;
+pub use client::{HttpClient, tls_config};
 use policy::{Policy, UrlPattern};
 
 /// The WIT interface this module implements.
@@ -135,12 +135,6 @@ impl HttpGrant {
     }
 }
 
-/// Per-action state: the plugin's client, if it has a grant.
-#[derive(Default)]
-pub struct HttpState {
-    pub client: Option<Arc<HttpClient>>,
-}
-
 impl wit::Host for HostState {
     async fn send(
         &mut self,
@@ -148,7 +142,7 @@ impl wit::Host for HostState {
     ) -> wasmtime::Result<Result<wit::Response, wit::Error>> {
         let method = client::method_name(req.method).to_string();
         let target = req.url.clone();
-        let Some(client) = self.http.client.clone() else {
+        let Some(client) = self.granted.http.clone() else {
             let reason = format!(
                 "no http grant; add [plugins.{}.grants.http] with an allow list",
                 self.plugin
