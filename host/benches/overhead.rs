@@ -38,7 +38,13 @@ fn main() {
         .build()
         .unwrap();
     let runtime = Runtime::new(CompileCache::disabled(), 64).expect("engine");
-    let plugin = runtime.load(&spec).expect("load noop");
+    let shared = runcap::caps::Shared {
+        services: std::sync::Arc::new(runcap::caps::services::ServiceManager::new(
+            Default::default(),
+            std::path::Path::new("."),
+        )),
+    };
+    let plugin = runtime.load(&spec, &shared).expect("load noop");
     let inv = Invocation {
         run_id: "bench".into(),
         environment: "bench".into(),

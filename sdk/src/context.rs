@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
+use crate::services::{ServiceError, ServiceStatus, Verb};
 
 /// Severity of a log line written to the run record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,6 +30,13 @@ pub trait Host {
         let _ = message;
         Err(NotifyError::Denied(format!(
             "channel `{channel}` is not available here"
+        )))
+    }
+    /// Applies a verb to a service the manifest grants.
+    fn service(&self, name: &str, verb: Verb) -> Result<ServiceStatus, ServiceError> {
+        Err(ServiceError::Denied(format!(
+            "{} of service `{name}` is not available here",
+            verb.as_str()
         )))
     }
 }
@@ -96,6 +104,14 @@ impl<'h> Context<'h> {
         match self.host {
             Some(h) => h.notify(channel, message),
             None => crate::wasm::notify(channel, message),
+        }
+    }
+
+    /// Applies a verb to a service (needs `grants.services` in the manifest).
+    pub fn service(&self, name: &str, verb: Verb) -> Result<ServiceStatus, ServiceError> {
+        match self.host {
+            Some(h) => h.service(name, verb),
+            None => crate::wasm::service(name, verb),
         }
     }
 

@@ -24,6 +24,7 @@ mod context;
 mod http;
 mod notify;
 mod outcome;
+mod services;
 pub mod testing;
 mod wasm;
 
@@ -31,6 +32,7 @@ pub use context::{Context, Host, Level};
 pub use http::{HttpError, HttpRequest, HttpResponse, Method};
 pub use notify::{Notification, NotifyError};
 pub use outcome::{ActionError, Outcome, Status};
+pub use services::{ServiceError, ServiceState, ServiceStatus, Verb};
 
 /// Everything a plugin usually imports.
 pub mod prelude {

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use crate::context::{Context, Host, Level};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
+use crate::services::{ServiceError, ServiceStatus, Verb};
 
 /// Records every capability call and answers HTTP requests from a queue of canned
 /// responses (an empty queue answers `Connection("no canned response")`).
@@ -20,6 +21,10 @@ pub struct MockHost {
     pub notifications: RefCell<Vec<(String, Notification)>>,
     /// Channels that accept messages; others are denied.
     pub channels: Vec<String>,
+    /// Answers to service verbs, in order; an empty queue denies.
+    service_answers: RefCell<VecDeque<Result<ServiceStatus, ServiceError>>>,
+    /// Service verbs the plugin asked for, in order.
+    pub service_calls: RefCell<Vec<(String, Verb)>>,
 }
 
 impl MockHost {
@@ -30,6 +35,12 @@ impl MockHost {
     /// Queues the answer to the next HTTP request.
     pub fn answer_http(self, answer: Result<HttpResponse, HttpError>) -> Self {
         self.http_answers.borrow_mut().push_back(answer);
+        self
+    }
+
+    /// Queues the answer to the next service verb.
+    pub fn answer_service(self, answer: Result<ServiceStatus, ServiceError>) -> Self {
+        self.service_answers.borrow_mut().push_back(answer);
         self
     }
 
@@ -60,6 +71,20 @@ impl Host for MockHost {
             .borrow_mut()
             .push((channel.to_string(), message.clone()));
         Ok(())
+    }
+
+    fn service(&self, name: &str, verb: Verb) -> Result<ServiceStatus, ServiceError> {
+        self.service_calls
+            .borrow_mut()
+            .push((name.to_string(), verb));
+        self.service_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| {
+                Err(ServiceError::Denied(format!(
+                    "service `{name}` is not granted"
+                )))
+            })
     }
 
     fn http(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {

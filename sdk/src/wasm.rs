@@ -82,6 +82,38 @@ pub(crate) fn notify(
     })
 }
 
+/// Applies a verb through the `services` import.
+pub(crate) fn service(
+    name: &str,
+    verb: crate::services::Verb,
+) -> Result<crate::services::ServiceStatus, crate::services::ServiceError> {
+    use crate::bindings::runcap::plugin::services as wit_services;
+    use crate::services::{ServiceError, ServiceState, ServiceStatus, Verb};
+    let verb = match verb {
+        Verb::Status => wit_services::Verb::Status,
+        Verb::Start => wit_services::Verb::Start,
+        Verb::Stop => wit_services::Verb::Stop,
+        Verb::Restart => wit_services::Verb::Restart,
+    };
+    match wit_services::control(name, verb) {
+        Ok(s) => Ok(ServiceStatus {
+            name: s.name,
+            state: match s.state {
+                wit_services::State::Running => ServiceState::Running,
+                wit_services::State::Stopped => ServiceState::Stopped,
+                wit_services::State::Unknown => ServiceState::Unknown,
+            },
+            pid: s.pid,
+            uptime_ms: s.uptime_ms,
+            last_exit_code: s.last_exit_code,
+            health_url: s.health_url,
+            detail: s.detail,
+        }),
+        Err(wit_services::Error::Denied(m)) => Err(ServiceError::Denied(m)),
+        Err(wit_services::Error::Failed(m)) => Err(ServiceError::Failed(m)),
+    }
+}
+
 /// Parses params the way `run` will, naming the path of the first bad field.
 pub(crate) fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P, String> {
     let text = if params.trim().is_empty() {

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod log;
 pub mod notify;
+pub mod services;
 pub mod wasi;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct Grants {
     pub http: Option<http::HttpGrantConfig>,
     /// `[plugins.NAME.grants.notify]`
     pub notify: Option<notify::NotifyGrantConfig>,
+    /// `[plugins.NAME.grants.services]`
+    pub services: Option<services::ServicesGrantConfig>,
 }
 
 /// Validated grants of one plugin.
@@ -36,11 +39,25 @@ pub struct Grants {
 pub struct ValidGrants {
     pub http: Option<Arc<http::HttpGrant>>,
     pub notify: Option<Arc<notify::NotifyGrant>>,
+    pub services: Option<Arc<services::ServicesGrant>>,
+}
+
+/// What the environment declares outside the plugins, which grants refer to.
+pub struct Declared<'a> {
+    pub services: &'a std::collections::BTreeMap<String, services::ServiceDef>,
 }
 
 /// Validates every grant of one plugin.
-pub fn validate_grants(v: &mut Validator, path: &KeyPath, raw: Grants) -> ValidGrants {
+pub fn validate_grants(
+    v: &mut Validator,
+    path: &KeyPath,
+    raw: Grants,
+    declared: &Declared,
+) -> ValidGrants {
     ValidGrants {
+        services: raw.services.and_then(|g| {
+            services::ServicesGrant::validate(v, &path.key("services"), g, declared.services)
+        }),
         http: raw
             .http
             .and_then(|g| http::HttpGrant::validate(v, &path.key("http"), g)),
@@ -56,11 +73,36 @@ pub fn validate_grants(v: &mut Validator, path: &KeyPath, raw: Grants) -> ValidG
 pub struct Prepared {
     pub http: Option<Arc<http::HttpClient>>,
     pub notify: Option<Arc<notify::Notifier>>,
+    pub services: Option<Arc<services::ServicesAccess>>,
+}
+
+/// Host-side state shared by every plugin of an environment: its services and where
+/// their state lives. Built once per command.
+#[derive(Clone)]
+pub struct Shared {
+    pub services: Arc<services::ServiceManager>,
+}
+
+impl Shared {
+    pub fn new(env: &crate::manifest::Environment, state_dir: &std::path::Path) -> Self {
+        Shared {
+            services: Arc::new(services::ServiceManager::new(
+                env.services.clone(),
+                state_dir,
+            )),
+        }
+    }
 }
 
 impl Prepared {
-    pub fn new(grants: &ValidGrants) -> Result<Self, String> {
+    pub fn new(grants: &ValidGrants, shared: &Shared) -> Result<Self, String> {
         Ok(Prepared {
+            services: grants.services.as_ref().map(|g| {
+                Arc::new(services::ServicesAccess {
+                    grant: g.clone(),
+                    manager: shared.services.clone(),
+                })
+            }),
             http: match &grants.http {
                 Some(g) => Some(Arc::new(http::HttpClient::new(g.clone())?)),
                 None => None,
@@ -110,6 +152,18 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |g| g.notify.is_some(),
         describe: |g| g.notify.as_ref().map(|n| n.describe()).unwrap_or_default(),
     },
+    Capability {
+        name: "services",
+        interface: services::INTERFACE,
+        grant_key: Some("grants.services"),
+        granted: |g| g.services.is_some(),
+        describe: |g| {
+            g.services
+                .as_ref()
+                .map(|s| s.describe())
+                .unwrap_or_default()
+        },
+    },
 ];
 
 /// The WIT interface every world function's types come from; importing it needs no grant.
@@ -123,6 +177,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::http::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::notify::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    wit::services::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::caps::CAPABILITIES;
-use crate::cli::EnvArgs;
+use crate::cli::{EnvArgs, StateArgs};
 use crate::engine::imports;
 
 /// One plugin's capability report.
@@ -37,7 +37,7 @@ pub struct Grant {
     pub entries: Vec<String>,
 }
 
-pub async fn run(args: &EnvArgs, json: bool) -> u8 {
+pub async fn run(args: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -46,9 +46,10 @@ pub async fn run(args: &EnvArgs, json: bool) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
+    let shared = super::shared(&env, args, state);
     let mut report = Vec::new();
     for (name, spec) in &env.plugins {
-        let imports = match runtime.load(spec) {
+        let imports = match runtime.load(spec, &shared) {
             Ok(p) => Ok(p.imports),
             Err(crate::engine::LoadError::Imports { .. }) => {
                 // Still show what it imports: that is what a reviewer needs to see.

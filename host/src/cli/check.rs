@@ -1,10 +1,10 @@
 //! `runcap check`: everything that can be known without running an action.
 
-use crate::cli::EnvArgs;
+use crate::cli::{EnvArgs, StateArgs};
 use crate::manifest::{Diagnostic, KeyPath};
 use crate::runner;
 
-pub async fn run(args: &EnvArgs) -> u8 {
+pub async fn run(args: &EnvArgs, state: &StateArgs) -> u8 {
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -13,10 +13,11 @@ pub async fn run(args: &EnvArgs) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
+    let shared = super::shared(&env, args, state);
     let mut problems = Vec::new();
     let mut loaded = std::collections::BTreeMap::new();
     for (name, spec) in &env.plugins {
-        match runtime.load(spec) {
+        match runtime.load(spec, &shared) {
             Ok(p) => {
                 println!(
                     "✔ plugin {name}: sha256 {}… {}, imports {}",

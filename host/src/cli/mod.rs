@@ -11,6 +11,7 @@ mod incidents;
 mod pin;
 mod recover;
 mod run;
+mod services;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,6 +146,27 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// The services the manifest defines and their state (pid, uptime, last exit code).
+    Services {
+        #[command(flatten)]
+        env: EnvArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs one service under runcap's supervision (started by the process driver).
+    #[command(hide = true)]
+    SuperviseService {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        cwd: PathBuf,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run the rollbacks that interrupted runs left pending.
     Recover {
         /// Only this run (id or prefix); default: every interrupted run of this manifest.
@@ -169,12 +191,25 @@ enum Command {
 
 /// Entry point of the `runcap` binary.
 pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The supervisor of a service must stay small: no async runtime, no logging set-up.
+    if let Command::SuperviseService {
+        state,
+        log,
+        cwd,
+        pid_file,
+        command,
+    } = &cli.command
+    {
+        let code = crate::caps::services::supervise(state, log, cwd, pid_file.as_deref(), command);
+        return ExitCode::from(code as u8);
+    }
     // Die quietly when the reader of our output goes away (`runcap … | head`).
     // SAFETY: called before any thread starts; SIG_DFL is always a valid disposition.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+
     init_tracing(&cli.log_level, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -188,7 +223,7 @@ pub fn main() -> ExitCode {
     };
     let code = rt.block_on(async {
         match cli.command {
-            Command::Check { env } => check::run(&env).await,
+            Command::Check { env } => check::run(&env, &cli.state).await,
             Command::Run {
                 runbook,
                 env,
@@ -210,7 +245,9 @@ pub fn main() -> ExitCode {
             Command::Recover { run_id, env } => {
                 recover::run(&env, &cli.state, run_id.as_deref()).await
             }
-            Command::Caps { env, json } => caps::run(&env, json).await,
+            Command::Caps { env, json } => caps::run(&env, &cli.state, json).await,
+            Command::Services { env, json } => services::run(&env, &cli.state, json).await,
+            Command::SuperviseService { .. } => 2,
             Command::Pin { env } => pin::run(&env),
         }
     });
@@ -240,10 +277,7 @@ pub(crate) fn load_env(args: &EnvArgs) -> Result<Environment, u8> {
 /// Opens the state store for a manifest and reports (and marks) runs that a crashed
 /// runcap left behind. Every command that opens the store does this first.
 pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>, u8> {
-    let dir = state
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| Store::default_dir(&env.env));
+    let dir = state_dir(env, state);
     let store = Store::open(&dir).map_err(|e| {
         eprintln!("error: {e}");
         2
@@ -274,6 +308,19 @@ pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>,
         Err(e) => eprintln!("warning: could not check for interrupted runs: {e}"),
     }
     Ok(Arc::new(store))
+}
+
+/// The state directory: `--state-dir`, `$RUNCAP_STATE_DIR`, or `.runcap/` beside the manifest.
+pub(crate) fn state_dir(env: &EnvArgs, state: &StateArgs) -> PathBuf {
+    state
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| Store::default_dir(&env.env))
+}
+
+/// Host-side state every plugin of the environment shares (its services).
+pub(crate) fn shared(env: &Environment, args: &EnvArgs, state: &StateArgs) -> crate::caps::Shared {
+    crate::caps::Shared::new(env, &state_dir(args, state))
 }
 
 /// Starts the engine with the default compile cache.

@@ -40,9 +40,11 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
             i.runbook,
             i.pending_rollbacks.len()
         );
+        let shared = super::shared(&env, env_args, state);
         let reports = runbook::recover(
             &runtime,
             &env,
+            &shared,
             &store,
             &i.run_id,
             &i.pending_rollbacks,

@@ -35,7 +35,8 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         Ok(r) => r,
         Err(code) => return code,
     };
-    let plugins = runbook::load_plugins(&runtime, &env, rb);
+    let shared = super::shared(&env, args, state);
+    let plugins = runbook::load_plugins(&runtime, &env, &shared, rb);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -200,9 +201,10 @@ fn print_summary(r: &RunReport) {
         .filter(|s| s.phase == Phase::Rollback)
         .count();
     let mut line = format!(
-        "{}: {} steps, {} ok, {} warn, {} failed, {} skipped",
+        "{}: {} step{}, {} ok, {} warn, {} failed, {} skipped",
         r.status.as_str(),
         main.len(),
+        if main.len() == 1 { "" } else { "s" },
         count(Status::Ok),
         count(Status::Warn),
         count(Status::Fail),

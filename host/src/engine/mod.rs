@@ -119,7 +119,7 @@ impl Runtime {
 
     /// Reads the plugin file, checks it against its pin, compiles it (or takes it from
     /// the cache), checks its imports against its grants and prepares instantiation.
-    pub fn load(&self, spec: &PluginSpec) -> Result<Plugin, LoadError> {
+    pub fn load(&self, spec: &PluginSpec, shared: &caps::Shared) -> Result<Plugin, LoadError> {
         let path = spec.path.display().to_string();
         let size = std::fs::metadata(&spec.path)
             .map_err(|source| LoadError::Read {
@@ -161,12 +161,13 @@ impl Runtime {
                 problems,
             });
         }
-        self.prepare(spec, component, actual, imports, cached)
+        self.prepare(spec, shared, component, actual, imports, cached)
     }
 
     fn prepare(
         &self,
         spec: &PluginSpec,
+        shared: &caps::Shared,
         component: Component,
         sha256: String,
         imports: Vec<String>,
@@ -178,10 +179,11 @@ impl Runtime {
         };
         let pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
         let pre = ActionPre::new(pre).map_err(link_err)?;
-        let granted = caps::Prepared::new(&spec.grants).map_err(|message| LoadError::Grant {
-            plugin: spec.name.clone(),
-            message,
-        })?;
+        let granted =
+            caps::Prepared::new(&spec.grants, shared).map_err(|message| LoadError::Grant {
+                plugin: spec.name.clone(),
+                message,
+            })?;
         Ok(Plugin {
             spec: spec.clone(),
             sha256,

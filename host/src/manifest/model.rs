@@ -19,6 +19,8 @@ pub struct Environment {
     /// Its text, so later checks can point at lines too.
     pub source: Arc<SourceFile>,
     pub vars: BTreeMap<String, String>,
+    /// Services plugins may control, by name.
+    pub services: BTreeMap<String, crate::caps::services::ServiceDef>,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub runbooks: BTreeMap<String, Runbook>,
 }

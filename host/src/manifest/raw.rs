@@ -16,6 +16,9 @@ pub struct Manifest {
     /// `[vars]`: values templates can use as `{{ vars.NAME }}`.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// `[services.NAME]`: services plugins may control, and how runcap drives them.
+    #[serde(default)]
+    pub services: BTreeMap<String, crate::caps::services::ServiceConfig>,
     /// `[plugins.NAME]`: the actions this environment may run.
     #[serde(default)]
     pub plugins: BTreeMap<String, Plugin>,

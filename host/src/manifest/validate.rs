@@ -126,13 +126,17 @@ pub(super) fn validate(
     let root = KeyPath::root();
     v.name(&root.key("environment"), "environment", &raw.environment);
 
+    let services = crate::caps::services::validate_services(&mut v, raw.services);
+    let declared = crate::caps::Declared {
+        services: &services,
+    };
     let mut plugins = BTreeMap::new();
     for (name, p) in raw.plugins {
         let path = root.key("plugins").key(&name);
         if !v.name(&path, "plugin", &name) {
             continue;
         }
-        if let Some(spec) = plugin(&mut v, &path, &name, p) {
+        if let Some(spec) = plugin(&mut v, &path, &name, p, &declared) {
             plugins.insert(name, spec);
         }
     }
@@ -157,13 +161,20 @@ pub(super) fn validate(
         file: source.path.clone(),
         source: source.clone(),
         vars: raw.vars,
+        services,
         plugins,
         runbooks,
     };
     v.finish(env)
 }
 
-fn plugin(v: &mut Validator, path: &KeyPath, name: &str, p: raw::Plugin) -> Option<PluginSpec> {
+fn plugin(
+    v: &mut Validator,
+    path: &KeyPath,
+    name: &str,
+    p: raw::Plugin,
+    declared: &crate::caps::Declared,
+) -> Option<PluginSpec> {
     let file = v.resolve(&p.path);
     let pin = p.sha256.trim().to_ascii_lowercase();
     let pin_ok = pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit());
@@ -221,7 +232,7 @@ fn plugin(v: &mut Validator, path: &KeyPath, name: &str, p: raw::Plugin) -> Opti
         limits.output = bytes;
     }
 
-    let grants = crate::caps::validate_grants(v, &path.key("grants"), p.grants);
+    let grants = crate::caps::validate_grants(v, &path.key("grants"), p.grants, declared);
     Some(PluginSpec {
         name: name.to_string(),
         path: file,

@@ -21,7 +21,7 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::caps::{CallRecord, CallSink, now_ms};
+use crate::caps::{CallRecord, CallSink, Shared, now_ms};
 use crate::engine::{Plugin, Runtime};
 use crate::manifest::{Environment, OnFailure, Runbook, Step};
 use crate::runner::{self, ActionReport, FailureKind, Invocation, Status};
@@ -142,7 +142,12 @@ pub type Loaded = BTreeMap<String, Result<Plugin, String>>;
 
 /// Loads every plugin a runbook may use (steps, handlers, rollbacks, escalations); a
 /// plugin that fails to load is kept as its error, so only the steps using it fail.
-pub fn load_plugins(runtime: &Runtime, env: &Environment, runbook: &Runbook) -> Loaded {
+pub fn load_plugins(
+    runtime: &Runtime,
+    env: &Environment,
+    shared: &Shared,
+    runbook: &Runbook,
+) -> Loaded {
     let mut loaded = Loaded::new();
     let all = runbook
         .steps
@@ -155,7 +160,7 @@ pub fn load_plugins(runtime: &Runtime, env: &Environment, runbook: &Runbook) -> 
             continue;
         }
         let result = match env.plugins.get(&step.uses) {
-            Some(spec) => runtime.load(spec).map_err(|e| e.to_string()),
+            Some(spec) => runtime.load(spec, shared).map_err(|e| e.to_string()),
             None => Err(format!("plugin `{}` is not declared", step.uses)),
         };
         loaded.insert(step.uses.clone(), result);
@@ -693,6 +698,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
 pub async fn recover(
     runtime: &Runtime,
     env: &Environment,
+    shared: &Shared,
     store: &Arc<Store>,
     run_id: &str,
     pending: &[PendingRollback],
@@ -703,7 +709,7 @@ pub async fn recover(
     for rb in pending {
         if !plugins.contains_key(&rb.uses) {
             let loaded = match env.plugins.get(&rb.uses) {
-                Some(spec) => runtime.load(spec).map_err(|e| e.to_string()),
+                Some(spec) => runtime.load(spec, shared).map_err(|e| e.to_string()),
                 None => Err(format!(
                     "plugin `{}` is no longer declared in {}",
                     rb.uses,

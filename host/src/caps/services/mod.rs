@@ -1,0 +1,462 @@
+//! `services`: status, start, stop and restart of services the manifest defines.
+//!
+//! | | |
+//! |---|---|
+//! | grants | the verbs listed per service: `[plugins.NAME.grants.services]` `api = ["status", "restart"]` |
+//! | manifest | `[services.NAME]` with `driver = "process"` (runcap supervises a local process) or `driver = "command"` (operator-written shell commands per verb) |
+//! | default | no grant: the interface cannot be imported; an unlisted service or verb is denied |
+//! | enforced | the plugin chooses only a service and a verb, never a command line; a pid is trusted only if the process's start time matches what the supervisor recorded; mutating verbs of one service are serialized across processes (a lock file); dry-run records them without acting |
+//! | audit | one call record per verb: service, decision, resulting state |
+
+mod command;
+mod process;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::runcap::plugin::services as wit;
+use crate::caps::{CallRecord, HostState};
+use crate::manifest::{KeyPath, Validator};
+
+pub use process::supervise;
+
+/// The WIT interface this module implements.
+pub const INTERFACE: &str = "runcap:plugin/services";
+
+/// `[services.NAME]` as written. Keys belong to one driver or the other.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `driver = "process"` or `"command"`.
+    pub driver: String,
+    /// process: `command = "bin/api"` (relative to the manifest, or found on PATH).
+    pub command: Option<String>,
+    /// process: `args = ["--port", "8080"]`
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// process and command: working directory (default: the manifest's directory).
+    pub cwd: Option<String>,
+    /// process: extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// process: also write the pid here, for other tools.
+    pub pid_file: Option<String>,
+    /// process: `stop_signal = "SIGTERM"` (default).
+    pub stop_signal: Option<String>,
+    /// process: `grace = "10s"`: how long to wait after the stop signal before SIGKILL.
+    pub grace: Option<String>,
+    /// `health_url = "http://127.0.0.1:8080/health"`: where plugins can check it is up.
+    pub health_url: Option<String>,
+    /// command: shell command per verb.
+    pub start: Option<String>,
+    pub stop: Option<String>,
+    /// command: default is `stop` then `start`.
+    pub restart: Option<String>,
+    /// command: exit 0 = running, 3 = stopped (the LSB convention), other = unknown.
+    pub status: Option<String>,
+    /// command: limit per command (default 60s).
+    pub timeout: Option<String>,
+}
+
+/// A verb a plugin may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Status,
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Status => "status",
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Restart => "restart",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "status" => Verb::Status,
+            "start" => Verb::Start,
+            "stop" => Verb::Stop,
+            "restart" => Verb::Restart,
+            _ => return None,
+        })
+    }
+}
+
+/// How runcap drives one service.
+#[derive(Debug, Clone)]
+pub enum Driver {
+    Process(process::ProcessDef),
+    Command(command::CommandDef),
+}
+
+/// A validated `[services.NAME]`.
+#[derive(Debug, Clone)]
+pub struct ServiceDef {
+    pub name: String,
+    pub driver: Driver,
+    pub health_url: Option<String>,
+}
+
+/// Validates every `[services.NAME]`.
+pub fn validate_services(
+    v: &mut Validator,
+    raw: BTreeMap<String, ServiceConfig>,
+) -> BTreeMap<String, ServiceDef> {
+    let mut out = BTreeMap::new();
+    for (name, c) in raw {
+        let path = KeyPath::root().key("services").key(&name);
+        if !v.name(&path, "service", &name) {
+            continue;
+        }
+        let cwd = c
+            .cwd
+            .as_ref()
+            .map(|d| v.resolve(d))
+            .unwrap_or_else(|| v.dir.clone());
+        let health_url = c.health_url.clone();
+        if let Some(u) = &health_url
+            && url::Url::parse(u).is_err()
+        {
+            v.error(&path.key("health_url"), format!("`{u}` is not a URL"), "");
+        }
+        let driver = match c.driver.as_str() {
+            "process" => process::validate(v, &path, c, cwd).map(Driver::Process),
+            "command" => command::validate(v, &path, c, cwd).map(Driver::Command),
+            other => {
+                v.error(&path.key("driver"), format!("`{other}` is not a driver"), "use \"process\" (runcap supervises it) or \"command\" (shell commands per verb)");
+                None
+            }
+        };
+        if let Some(driver) = driver {
+            out.insert(
+                name.clone(),
+                ServiceDef {
+                    name,
+                    driver,
+                    health_url,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Rejects keys that belong to the other driver.
+fn only_for(v: &mut Validator, path: &KeyPath, driver: &str, present: &[(&str, bool)]) {
+    for (key, set) in present {
+        if *set {
+            v.error(
+                &path.key(*key),
+                format!("`{key}` does not apply to the {driver} driver"),
+                "remove it, or change `driver`",
+            );
+        }
+    }
+}
+
+/// `[plugins.NAME.grants.services]`: service name → verbs.
+pub type ServicesGrantConfig = BTreeMap<String, Vec<String>>;
+
+/// A validated services grant.
+#[derive(Debug, Clone)]
+pub struct ServicesGrant {
+    pub services: BTreeMap<String, BTreeSet<Verb>>,
+    /// `plugins.NAME.grants.services`, for denial messages.
+    pub key: String,
+}
+
+impl ServicesGrant {
+    pub fn validate(
+        v: &mut Validator,
+        path: &KeyPath,
+        raw: ServicesGrantConfig,
+        declared: &BTreeMap<String, ServiceDef>,
+    ) -> Option<Arc<Self>> {
+        let mut ok = true;
+        let mut services = BTreeMap::new();
+        for (name, verbs) in raw {
+            let sp = path.key(&name);
+            if !declared.contains_key(&name) {
+                ok = false;
+                let names: Vec<&str> = declared.keys().map(String::as_str).collect();
+                v.error(
+                    &sp,
+                    format!("grants service `{name}`, which is not defined under [services]"),
+                    if names.is_empty() {
+                        format!(
+                            "define it: [services.{name}] with driver = \"process\" or \"command\""
+                        )
+                    } else {
+                        format!("defined services: {}", names.join(", "))
+                    },
+                );
+            }
+            let mut set = BTreeSet::new();
+            for (i, verb) in verbs.iter().enumerate() {
+                match Verb::parse(verb) {
+                    Some(vb) => {
+                        set.insert(vb);
+                    }
+                    None => {
+                        ok = false;
+                        v.error(
+                            &sp.index(i),
+                            format!("`{verb}` is not a verb"),
+                            "verbs are status, start, stop and restart",
+                        );
+                    }
+                }
+            }
+            services.insert(name, set);
+        }
+        ok.then(|| {
+            Arc::new(ServicesGrant {
+                services,
+                key: path.to_string(),
+            })
+        })
+    }
+
+    /// One line per service, for `runcap caps`.
+    pub fn describe(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .map(|(name, verbs)| {
+                let verbs: Vec<&str> = verbs.iter().map(|v| v.as_str()).collect();
+                format!("service {name}: {}", verbs.join(", "))
+            })
+            .collect()
+    }
+}
+
+/// What a driver reports about a service.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    pub name: String,
+    /// running, stopped or unknown.
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub uptime_ms: Option<u64>,
+    pub last_exit_code: Option<i32>,
+    pub health_url: Option<String>,
+    pub detail: String,
+}
+
+/// Drives the environment's services; shared by every plugin of a run.
+pub struct ServiceManager {
+    defs: BTreeMap<String, ServiceDef>,
+    dir: PathBuf,
+}
+
+impl ServiceManager {
+    /// Services of an environment, with their state files under `state_dir/services`.
+    pub fn new(defs: BTreeMap<String, ServiceDef>, state_dir: &Path) -> Self {
+        ServiceManager {
+            defs,
+            dir: state_dir.join("services"),
+        }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.defs.keys()
+    }
+
+    /// Applies a verb. Mutating verbs hold the service's lock, so concurrent restarts of
+    /// one service (from any runcap process) happen one after the other.
+    pub async fn control(&self, name: &str, verb: Verb) -> Result<Status, String> {
+        let def = self
+            .defs
+            .get(name)
+            .ok_or_else(|| format!("no service `{name}` is defined"))?
+            .clone();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<Status, String> {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let _lock = if verb == Verb::Status {
+                None
+            } else {
+                Some(lock(&dir, &def.name)?)
+            };
+            let mut status = match &def.driver {
+                Driver::Process(p) => process::control(&def.name, p, &dir, verb),
+                Driver::Command(c) => command::control(&def.name, c, verb),
+            }?;
+            status.health_url = def.health_url.clone();
+            Ok(status)
+        })
+        .await
+        .map_err(|e| format!("the service driver failed: {e}"))?
+    }
+}
+
+/// An exclusive lock on one service, released when dropped.
+struct ServiceLock(std::fs::File);
+
+fn lock(dir: &Path, name: &str) -> Result<ServiceLock, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(format!("{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; blocks until the other holder releases it.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "cannot lock {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(ServiceLock(file))
+}
+
+impl Drop for ServiceLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: unlocking a descriptor we own.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+/// Per-plugin access: its grant and the environment's services.
+pub struct ServicesAccess {
+    pub grant: Arc<ServicesGrant>,
+    pub manager: Arc<ServiceManager>,
+}
+
+fn to_wit(s: Status) -> wit::ServiceStatus {
+    wit::ServiceStatus {
+        name: s.name,
+        state: match s.state {
+            "running" => wit::State::Running,
+            "stopped" => wit::State::Stopped,
+            _ => wit::State::Unknown,
+        },
+        pid: s.pid,
+        uptime_ms: s.uptime_ms,
+        last_exit_code: s.last_exit_code,
+        health_url: s.health_url,
+        detail: s.detail,
+    }
+}
+
+impl wit::Host for HostState {
+    async fn control(
+        &mut self,
+        service: String,
+        verb: wit::Verb,
+    ) -> wasmtime::Result<Result<wit::ServiceStatus, wit::Error>> {
+        let verb = match verb {
+            wit::Verb::Status => Verb::Status,
+            wit::Verb::Start => Verb::Start,
+            wit::Verb::Stop => Verb::Stop,
+            wit::Verb::Restart => Verb::Restart,
+        };
+        let op = verb.as_str();
+        let Some(access) = self.granted.services.clone() else {
+            let reason = format!(
+                "no services grant; add [plugins.{}.grants.services] with {service} = [\"{op}\"]",
+                self.plugin
+            );
+            self.record(CallRecord::denied("services", op, &service, &reason));
+            return Ok(Err(wit::Error::Denied(reason)));
+        };
+        let allowed = access
+            .grant
+            .services
+            .get(&service)
+            .is_some_and(|v| v.contains(&verb));
+        if !allowed {
+            let reason = match access.grant.services.get(&service) {
+                None => format!(
+                    "service `{service}` is not granted; add {service} = [\"{op}\"] to [{}]",
+                    access.grant.key
+                ),
+                Some(_) => format!(
+                    "`{op}` of service `{service}` is not granted; add \"{op}\" to {}.{service}",
+                    access.grant.key
+                ),
+            };
+            self.record(CallRecord::denied("services", op, &service, &reason));
+            return Ok(Err(wit::Error::Denied(reason)));
+        }
+        if self.dry_run && verb != Verb::Status {
+            let mut status = access
+                .manager
+                .control(&service, Verb::Status)
+                .await
+                .unwrap_or_else(|e| Status {
+                    name: service.clone(),
+                    state: "unknown",
+                    pid: None,
+                    uptime_ms: None,
+                    last_exit_code: None,
+                    health_url: None,
+                    detail: e,
+                });
+            status.detail = format!("dry run: would {op} {service} (now {})", status.state);
+            self.record(
+                CallRecord::dry_run("services", op, &service).with_result(status.detail.clone()),
+            );
+            return Ok(Ok(to_wit(status)));
+        }
+        match access.manager.control(&service, verb).await {
+            Ok(status) => {
+                self.record(
+                    CallRecord::allowed("services", op, &service)
+                        .with_result(format!("{}: {}", status.state, status.detail)),
+                );
+                Ok(Ok(to_wit(status)))
+            }
+            Err(e) => {
+                self.record(
+                    CallRecord::allowed("services", op, &service)
+                        .with_result(format!("failed: {e}")),
+                );
+                Ok(Err(wit::Error::Failed(e)))
+            }
+        }
+    }
+}
+
+/// Parses a signal name (`SIGTERM`, `TERM`, `sigint`).
+pub(crate) fn parse_signal(name: &str) -> Option<(i32, String)> {
+    let upper = name.trim().to_ascii_uppercase();
+    let short = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match short {
+        "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "HUP" => libc::SIGHUP,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        _ => return None,
+    };
+    Some((n, format!("SIG{short}")))
+}
+
+fn parse_duration_or(
+    v: &mut Validator,
+    path: &KeyPath,
+    text: Option<&String>,
+    default: Duration,
+) -> Duration {
+    text.and_then(|t| v.duration(path, t)).unwrap_or(default)
+}

@@ -1,0 +1,410 @@
+//! The `process` driver: runcap starts the service under a small supervisor (a detached
+//! `runcap supervise-service` process) that records the child's pid, its start time and,
+//! when it ends, its exit code, in a state file. Status trusts a pid only while the
+//! process with that pid still has the recorded start time, so a stale pid file can
+//! never make runcap signal an unrelated process.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ServiceConfig, Status, Verb, only_for, parse_duration_or, parse_signal};
+use crate::caps::now_ms;
+use crate::engine::cache::write_atomically;
+use crate::manifest::{KeyPath, Validator};
+
+/// A validated process service.
+#[derive(Debug, Clone)]
+pub struct ProcessDef {
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub pid_file: Option<PathBuf>,
+    pub stop_signal: (i32, String),
+    pub grace: Duration,
+}
+
+pub(super) fn validate(
+    v: &mut Validator,
+    path: &KeyPath,
+    c: ServiceConfig,
+    cwd: PathBuf,
+) -> Option<ProcessDef> {
+    only_for(
+        v,
+        path,
+        "process",
+        &[
+            ("start", c.start.is_some()),
+            ("stop", c.stop.is_some()),
+            ("restart", c.restart.is_some()),
+            ("status", c.status.is_some()),
+            ("timeout", c.timeout.is_some()),
+        ],
+    );
+    let Some(cmd) = &c.command else {
+        v.error(
+            path,
+            "a process service needs `command`",
+            "add command = \"path/to/binary\" (and args = [...])",
+        );
+        return None;
+    };
+    // A path with a slash is relative to the manifest; a bare name is looked up on PATH.
+    let command = if cmd.contains('/') {
+        let p = v.resolve(cmd);
+        if !p.is_file() {
+            v.error(
+                &path.key("command"),
+                format!("{} does not exist", p.display()),
+                "fix the path; it is relative to the manifest's directory",
+            );
+        }
+        p
+    } else {
+        PathBuf::from(cmd)
+    };
+    let stop_signal = match &c.stop_signal {
+        None => (libc::SIGTERM, "SIGTERM".to_string()),
+        Some(s) => match parse_signal(s) {
+            Some(sig) => sig,
+            None => {
+                v.error(
+                    &path.key("stop_signal"),
+                    format!("`{s}` is not a signal runcap knows"),
+                    "use SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 or SIGUSR2",
+                );
+                (libc::SIGTERM, "SIGTERM".to_string())
+            }
+        },
+    };
+    let grace = parse_duration_or(
+        v,
+        &path.key("grace"),
+        c.grace.as_ref(),
+        Duration::from_secs(10),
+    );
+    Some(ProcessDef {
+        command,
+        args: c.args,
+        cwd,
+        env: c.env,
+        pid_file: c.pid_file.as_ref().map(|p| v.resolve(p)),
+        stop_signal,
+        grace,
+    })
+}
+
+/// What the supervisor records about its child.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateFile {
+    pub supervisor_pid: u32,
+    pub pid: Option<u32>,
+    /// Start time of `pid` in clock ticks since boot (/proc/PID/stat field 22).
+    pub pid_start: Option<u64>,
+    pub command: String,
+    pub started_at_ms: u64,
+    pub exited_at_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+}
+
+fn state_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
+}
+
+fn log_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.log"))
+}
+
+fn read_state(dir: &Path, name: &str) -> Option<StateFile> {
+    let text = std::fs::read_to_string(state_path(dir, name)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The start time of a live process, in clock ticks since boot.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace();
+    // A zombie has exited; it only waits to be reaped.
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether `pid` is still the process the state file describes.
+fn is_ours(s: &StateFile) -> Option<u32> {
+    let pid = s.pid?;
+    (s.exited_at_ms.is_none() && process_start(pid)? == s.pid_start?).then_some(pid)
+}
+
+fn status_of(name: &str, dir: &Path) -> Status {
+    let mut st = Status {
+        name: name.to_string(),
+        state: "stopped",
+        pid: None,
+        uptime_ms: None,
+        last_exit_code: None,
+        health_url: None,
+        detail: "never started by runcap".into(),
+    };
+    let Some(s) = read_state(dir, name) else {
+        return st;
+    };
+    if let Some(pid) = is_ours(&s) {
+        st.state = "running";
+        st.pid = Some(pid);
+        st.uptime_ms = Some(now_ms().saturating_sub(s.started_at_ms));
+        st.detail = format!("running as pid {pid}");
+        return st;
+    }
+    st.last_exit_code = match (s.exit_code, s.signal) {
+        (Some(c), _) => Some(c),
+        (None, Some(sig)) => Some(128 + sig),
+        _ => None,
+    };
+    st.detail = match (&s.error, s.exit_code, s.signal, s.pid) {
+        (Some(e), _, _, _) => format!("failed to start: {e}"),
+        (_, Some(c), _, _) => format!("exited with code {c}"),
+        (_, _, Some(sig), _) => format!("killed by signal {sig}"),
+        (_, _, _, Some(pid)) => format!(
+            "pid {pid} is gone (or belongs to another process now); not trusting the old pid"
+        ),
+        _ => "not running".into(),
+    };
+    st
+}
+
+pub(super) fn control(
+    name: &str,
+    def: &ProcessDef,
+    dir: &Path,
+    verb: Verb,
+) -> Result<Status, String> {
+    match verb {
+        Verb::Status => Ok(status_of(name, dir)),
+        Verb::Start => start(name, def, dir),
+        Verb::Stop => stop(name, def, dir),
+        Verb::Restart => {
+            stop(name, def, dir)?;
+            let mut st = start(name, def, dir)?;
+            st.detail = format!("restarted: {}", st.detail);
+            Ok(st)
+        }
+    }
+}
+
+fn start(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
+    let current = status_of(name, dir);
+    if current.state == "running" {
+        let mut st = current;
+        st.detail = format!("already running as pid {}", st.pid.unwrap_or_default());
+        return Ok(st);
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the runcap binary: {e}"))?;
+    let state = state_path(dir, name);
+    let _ = std::fs::remove_file(&state);
+    let mut cmd = Command::new(exe);
+    cmd.arg("supervise-service")
+        .arg("--state")
+        .arg(&state)
+        .arg("--log")
+        .arg(log_path(dir, name))
+        .arg("--cwd")
+        .arg(&def.cwd);
+    if let Some(p) = &def.pid_file {
+        cmd.arg("--pid-file").arg(p);
+    }
+    cmd.arg("--").arg(&def.command).args(&def.args);
+    cmd.envs(&def.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; the supervisor leaves runcap's session so a
+    // Ctrl-C in runcap's terminal does not reach the service.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+    // Reap the supervisor if it ends while this process still runs.
+    std::thread::spawn(move || child.wait());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = read_state(dir, name) {
+            if let Some(pid) = is_ours(&s) {
+                // A child that dies at once (bad args) should be reported as a failed start.
+                std::thread::sleep(Duration::from_millis(50));
+                if is_ours(&s).is_some() {
+                    let mut st = status_of(name, dir);
+                    st.detail = format!("started as pid {pid}");
+                    return Ok(st);
+                }
+            }
+            if s.exited_at_ms.is_some() || s.error.is_some() {
+                let st = status_of(name, dir);
+                return Err(format!(
+                    "{} ({}); last log lines: {}",
+                    st.detail,
+                    def.command.display(),
+                    log_tail(dir, name)
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{name} did not start within 10s; last log lines: {}",
+                log_tail(dir, name)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stop(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
+    let Some(s) = read_state(dir, name) else {
+        let mut st = status_of(name, dir);
+        st.detail = "already stopped".into();
+        return Ok(st);
+    };
+    let Some(pid) = is_ours(&s) else {
+        let mut st = status_of(name, dir);
+        st.detail = format!("already stopped ({})", st.detail);
+        return Ok(st);
+    };
+    let signal = |sig: i32| {
+        // SAFETY: plain kill(2) on a pid whose identity was just checked.
+        unsafe { libc::kill(pid as i32, sig) }
+    };
+    signal(def.stop_signal.0);
+    let mut how = def.stop_signal.1.clone();
+    let deadline = Instant::now() + def.grace;
+    while is_ours(&s).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if is_ours(&s).is_some() {
+        signal(libc::SIGKILL);
+        how = format!(
+            "{how}, then SIGKILL after {}",
+            humantime::format_duration(def.grace)
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_ours(&s).is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Give the supervisor a moment to record the exit code.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while read_state(dir, name).is_some_and(|s| s.exited_at_ms.is_none())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut st = status_of(name, dir);
+    if st.state == "running" {
+        return Err(format!("pid {pid} did not stop after {how}"));
+    }
+    st.detail = format!("stopped pid {pid} with {how}; {}", st.detail);
+    Ok(st)
+}
+
+fn log_tail(dir: &Path, name: &str) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(log_path(dir, name)) {
+        let _ = f.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    if lines.is_empty() {
+        "(none)".into()
+    } else {
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+/// The supervisor's main: start `command`, record it, wait, record how it ended.
+/// Runs as `runcap supervise-service` in its own session.
+pub fn supervise(
+    state: &Path,
+    log: &Path,
+    cwd: &Path,
+    pid_file: Option<&Path>,
+    command: &[String],
+) -> i32 {
+    let mut record = StateFile {
+        supervisor_pid: std::process::id(),
+        command: command.join(" "),
+        started_at_ms: now_ms(),
+        ..StateFile::default()
+    };
+    let save = |r: &StateFile| {
+        let _ = write_atomically(
+            state,
+            serde_json::to_string_pretty(r)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    };
+    let Some((program, args)) = command.split_first() else {
+        record.error = Some("no command".into());
+        save(&record);
+        return 2;
+    };
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log);
+    let (out, err) = match log_file.and_then(|f| Ok((f.try_clone()?, f))) {
+        Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
+        Err(_) => (Stdio::null(), Stdio::null()),
+    };
+    let spawned = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            record.error = Some(format!("cannot run {program}: {e}"));
+            record.exited_at_ms = Some(now_ms());
+            save(&record);
+            return 1;
+        }
+    };
+    record.pid = Some(child.id());
+    record.pid_start = process_start(child.id());
+    save(&record);
+    if let Some(p) = pid_file {
+        let _ = write_atomically(p, format!("{}\n", child.id()).as_bytes());
+    }
+    let status = child.wait();
+    record.exited_at_ms = Some(now_ms());
+    match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            record.exit_code = s.code();
+            record.signal = s.signal();
+        }
+        Err(e) => record.error = Some(format!("lost track of the child: {e}")),
+    }
+    save(&record);
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    0
+}

@@ -1,0 +1,435 @@
+//! The services capability on real processes: a supervised process killed with SIGKILL
+//! and brought back by a runbook, a command driver driving a real script, denials, pid
+//! files that lie, and concurrent restarts.
+
+use std::time::{Duration, Instant};
+
+use runcap_e2e::{Sandbox, plugin_lines};
+
+const DEMO: &str = env!("CARGO_BIN_EXE_runcap-demo-service");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
+}
+
+fn alive(pid: i64) -> bool {
+    // A zombie has exited; only a process that can still run counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+}
+
+/// Kills whatever service processes a test leaves behind, even when it fails.
+struct Cleanup(Vec<std::path::PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            if let Ok(text) = std::fs::read_to_string(f)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(pid) = v["pid"].as_i64()
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+fn services(sb: &Sandbox) -> serde_json::Value {
+    sb.run(&["services", "--json"]).expect_code(0).json()
+}
+
+fn manifest(port: u16, extra: &str) -> String {
+    format!(
+        r#"
+environment = "test"
+
+[vars]
+health = "http://127.0.0.1:{port}/health"
+
+[services.api]
+driver = "process"
+command = "{DEMO}"
+args = ["--listen", "127.0.0.1:{port}"]
+stop_signal = "SIGTERM"
+grace = "3s"
+health_url = "http://127.0.0.1:{port}/health"
+
+[plugins.probe]
+{probe}
+grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+
+[plugins.control]
+{control}
+grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+grants.services = {{ api = ["status", "start", "stop", "restart"] }}
+
+[plugins.readonly]
+{control}
+# It imports http (to wait for health) but may reach nothing.
+grants.http = {{ allow = [] }}
+grants.services = {{ api = ["status"] }}
+
+[runbooks.start]
+steps = [{{ uses = "control", with = {{ service = "api", action = "start", healthy_within = "10s" }} }}]
+
+[runbooks.stop]
+steps = [{{ uses = "control", with = {{ service = "api", action = "stop" }} }}]
+
+[runbooks.restart]
+steps = [{{ uses = "control", with = {{ service = "api", action = "restart", healthy_within = "10s" }} }}]
+
+[runbooks.service-down]
+description = "Probe, restart if down, verify"
+[[runbooks.service-down.steps]]
+id = "probe"
+uses = "probe"
+on_failure = "continue"
+with = {{ url = "{{{{ vars.health }}}}", timeout = "2s" }}
+[[runbooks.service-down.steps]]
+id = "restart"
+uses = "control"
+when = "steps.probe.status == 'fail'"
+with = {{ service = "api", action = "restart", healthy_within = "10s" }}
+[[runbooks.service-down.steps]]
+id = "verify"
+uses = "probe"
+with = {{ url = "{{{{ vars.health }}}}", expect = {{ json = {{ "/status" = "up" }} }} }}
+{extra}
+"#,
+        probe = plugin_lines("http-probe"),
+        control = plugin_lines("service-control"),
+    )
+}
+
+#[test]
+fn a_killed_process_is_detected_restarted_and_its_recovery_timed() {
+    let port = free_port();
+    let sb = Sandbox::new();
+    let _cleanup = Cleanup(vec![sb.path().join(".runcap/services/api.json")]);
+    sb.write("runcap.toml", &manifest(port, ""));
+    sb.run(&["check"]).expect_code(0);
+
+    let caps = sb.run(&["caps"]).expect_code(0).stdout();
+    assert!(
+        caps.contains("service api: status, start, stop, restart"),
+        "{caps}"
+    );
+    assert!(caps.contains("service api: status\n"), "{caps}");
+
+    let started = sb.run(&["run", "start", "--json"]).expect_code(0).json();
+    assert!(
+        step(&started, "control")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("healthy after")
+    );
+    let s = services(&sb);
+    assert_eq!(s[0]["state"], "running");
+    let pid = s[0]["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+
+    // Nothing changes when the service is already up.
+    let r = sb
+        .run(&["run", "service-down", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(step(&r, "restart")["status"], "skipped");
+
+    // Kill it the hard way, as a crash would.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while services(&sb)[0]["state"] == "running" {
+        assert!(Instant::now() < deadline, "the supervisor never noticed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = services(&sb);
+    assert_eq!(s[0]["last_exit_code"], 137, "killed by SIGKILL: {s:#}");
+
+    let r = sb
+        .run(&["run", "service-down", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(step(&r, "probe")["status"], "fail");
+    let restart = step(&r, "restart");
+    assert_eq!(restart["status"], "ok", "{restart:#}");
+    let ttr = restart["details"]["time_to_healthy_ms"].as_f64().unwrap();
+    assert!(ttr > 0.0 && ttr < 10_000.0, "time to healthy {ttr}");
+    assert_eq!(step(&r, "verify")["status"], "ok");
+    let human = sb
+        .run(&["show", r["run_id"].as_str().unwrap()])
+        .expect_code(0)
+        .stdout();
+    assert!(human.contains("healthy after"), "{human}");
+
+    let s = services(&sb);
+    let new_pid = s[0]["pid"].as_i64().unwrap();
+    assert_ne!(new_pid, pid);
+    assert!(alive(new_pid));
+
+    sb.run(&["run", "stop"]).expect_code(0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(new_pid) {
+        assert!(Instant::now() < deadline, "stop did not stop the process");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Stopping a stopped service is not an error.
+    let again = sb.run(&["run", "stop", "--json"]).expect_code(0).json();
+    assert!(
+        step(&again, "control")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("already stopped"),
+        "{again:#}"
+    );
+}
+
+#[test]
+fn ungranted_services_and_verbs_are_denied_and_recorded() {
+    let port = free_port();
+    let sb = Sandbox::new();
+    let _cleanup = Cleanup(vec![sb.path().join(".runcap/services/api.json")]);
+    sb.write(
+        "runcap.toml",
+        &manifest(
+            port,
+            r#"
+[runbooks.overreach]
+steps = [
+  { id = "restart_readonly", uses = "readonly", on_failure = "continue", with = { service = "api", action = "restart" } },
+  { id = "other_service", uses = "control", on_failure = "continue", with = { service = "db", action = "status" } },
+  { id = "allowed_status", uses = "readonly", on_failure = "continue", with = { service = "api", action = "status" } },
+]
+"#,
+        ),
+    );
+    let r = sb
+        .run(&["run", "overreach", "--json"])
+        .expect_code(0)
+        .json();
+    let verb = step(&r, "restart_readonly");
+    assert_eq!(verb["failure"]["kind"], "denied");
+    assert!(
+        verb["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("add \"restart\" to plugins.readonly.grants.services.api"),
+        "{verb:#}"
+    );
+    let other = step(&r, "other_service");
+    assert_eq!(other["failure"]["kind"], "denied");
+    assert!(
+        other["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("service `db` is not granted")
+    );
+    assert_eq!(
+        step(&r, "allowed_status")["status"],
+        "fail",
+        "api is stopped, which status reports as a failure"
+    );
+    assert!(
+        services(&sb)[0]["state"] == "stopped",
+        "nothing was started"
+    );
+    let shown = sb
+        .run(&["show", r["run_id"].as_str().unwrap(), "--json"])
+        .expect_code(0)
+        .json();
+    let decisions: Vec<&str> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["calls"].as_array().unwrap())
+        .map(|c| c["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["denied", "denied", "allowed"]);
+}
+
+#[test]
+fn a_pid_file_pointing_at_another_process_is_not_trusted() {
+    let port = free_port();
+    let sb = Sandbox::new();
+    sb.write("runcap.toml", &manifest(port, ""));
+    // An unrelated process, and a state file that claims it is the service.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = bystander.id();
+    std::fs::create_dir_all(sb.path().join(".runcap/services")).unwrap();
+    sb.write(
+        ".runcap/services/api.json",
+        &serde_json::json!({"supervisor_pid": 1, "pid": pid, "pid_start": 1, "command": DEMO, "started_at_ms": 0}).to_string(),
+    );
+    let s = services(&sb);
+    assert_eq!(s[0]["state"], "stopped");
+    assert!(
+        s[0]["detail"].as_str().unwrap().contains("not trusting"),
+        "{s:#}"
+    );
+    let r = sb.run(&["run", "stop", "--json"]).expect_code(0).json();
+    assert!(
+        step(&r, "control")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("already stopped")
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was not signalled"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+}
+
+#[test]
+fn concurrent_restarts_of_one_service_take_turns() {
+    let port = free_port();
+    let sb = Sandbox::new();
+    let _cleanup = Cleanup(vec![sb.path().join(".runcap/services/api.json")]);
+    sb.write("runcap.toml", &manifest(port, ""));
+    sb.run(&["run", "start"]).expect_code(0);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            sb.runcap()
+                .args(["run", "restart", "--json"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Exactly one service process is left, the one the state file names.
+    let listening: Vec<i64> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| {
+            alive(*pid)
+                && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c).contains(&format!("127.0.0.1:{port}"))
+                        && String::from_utf8_lossy(&c).starts_with(DEMO)
+                })
+        })
+        .collect();
+    let s = services(&sb);
+    assert_eq!(listening, vec![s[0]["pid"].as_i64().unwrap()], "{s:#}");
+    sb.run(&["run", "stop"]).expect_code(0);
+}
+
+#[test]
+fn the_command_driver_runs_the_operators_script() {
+    let port = free_port();
+    let sb = Sandbox::new();
+    let pidfile = sb.path().join("web.pid");
+    let _cleanup_pid = PidFileCleanup(pidfile.clone());
+    sb.write(
+        "web.sh",
+        &format!(
+            r#"#!/bin/sh
+# start | stop | status for a demo web server, the way init scripts do it.
+PIDFILE="{pid}"
+case "$1" in
+  start)
+    "{DEMO}" --listen 127.0.0.1:{port} >/dev/null 2>&1 &
+    echo $! > "$PIDFILE"
+    echo "started $!" ;;
+  stop)
+    [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null
+    rm -f "$PIDFILE"
+    echo stopped ;;
+  status)
+    [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null && exit 0
+    exit 3 ;;
+esac
+"#,
+            pid = pidfile.display()
+        ),
+    );
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[services.web]
+driver = "command"
+start = "sh web.sh start"
+stop = "sh web.sh stop"
+status = "sh web.sh status"
+timeout = "10s"
+health_url = "http://127.0.0.1:{port}/health"
+
+[plugins.control]
+{control}
+grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+grants.services = {{ web = ["status", "start", "stop", "restart"] }}
+
+[runbooks.cycle]
+steps = [
+  {{ id = "before", uses = "control", on_failure = "continue", with = {{ service = "web", action = "status" }} }},
+  {{ id = "restart", uses = "control", with = {{ service = "web", action = "restart", healthy_within = "10s" }} }},
+  {{ id = "after", uses = "control", with = {{ service = "web", action = "status" }} }},
+  {{ id = "stop", uses = "control", with = {{ service = "web", action = "stop" }} }},
+]
+"#,
+            control = plugin_lines("service-control"),
+        ),
+    );
+    let r = sb.run(&["run", "cycle", "--json"]).expect_code(0).json();
+    assert_eq!(
+        step(&r, "before")["status"],
+        "fail",
+        "stopped before: {r:#}"
+    );
+    let restart = step(&r, "restart");
+    assert_eq!(restart["status"], "ok", "{restart:#}");
+    assert!(restart["details"]["time_to_healthy_ms"].as_f64().is_some());
+    assert_eq!(step(&r, "after")["status"], "ok");
+    assert_eq!(step(&r, "stop")["status"], "ok");
+    assert!(!pidfile.exists());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server is gone"
+    );
+}
+
+struct PidFileCleanup(std::path::PathBuf);
+
+impl Drop for PidFileCleanup {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+    }
+}
