@@ -1,0 +1,507 @@
+//! The `api_key` rule: credentials recognised by a keyword or a vendor prefix.
+//!
+//! Trigger words are found with a byte-pair filter: every position's two case-folded bytes are
+//! looked up in an 8 KiB bitset of the triggers' first two bytes, and only the ~1-2% of
+//! positions that hit are compared against the triggers. Unlike a DFA walk, the lookups do not
+//! depend on each other, so the loop runs at memory-level parallelism on any target (including
+//! `wasm32` without SIMD). A small hand-written check at each trigger then decides whether a
+//! credential really follows.
+
+use crate::chars::{ALNUM, DIGIT, IDENT, TOKEN, at, before, is, is_word, run_end};
+use crate::engine::Span;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    Bearer,
+    Sk,
+    Aws,
+    Github,
+    GithubPat,
+    Jwt,
+    KeyValue,
+}
+
+/// Trigger words, matched ASCII-case-insensitively (handlers check case where it matters).
+const TRIGGERS: &[(&str, Trigger)] = &[
+    ("bearer", Trigger::Bearer),
+    ("sk-", Trigger::Sk),
+    ("sk_live_", Trigger::Sk),
+    ("sk_test_", Trigger::Sk),
+    ("akia", Trigger::Aws),
+    ("asia", Trigger::Aws),
+    ("ghp_", Trigger::Github),
+    ("gho_", Trigger::Github),
+    ("ghu_", Trigger::Github),
+    ("ghs_", Trigger::Github),
+    ("ghr_", Trigger::Github),
+    ("github_pat_", Trigger::GithubPat),
+    ("eyj", Trigger::Jwt),
+    ("token", Trigger::KeyValue),
+    ("secret", Trigger::KeyValue),
+    ("passw", Trigger::KeyValue),
+    ("api_key", Trigger::KeyValue),
+    ("apikey", Trigger::KeyValue),
+    ("api-key", Trigger::KeyValue),
+    ("access_key", Trigger::KeyValue),
+    ("accesskey", Trigger::KeyValue),
+    ("access-key", Trigger::KeyValue),
+    ("private_key", Trigger::KeyValue),
+    ("privatekey", Trigger::KeyValue),
+    ("private-key", Trigger::KeyValue),
+];
+
+/// Key names whose values are credentials. A key matches when it is one of these or ends with
+/// one after `_`, `-`, `.` or a camelCase hump (`access_token`, `X-Api-Key`, `clientSecret`).
+const SENSITIVE_SUFFIXES: &[&[u8]] = &[
+    b"token",
+    b"secret",
+    b"password",
+    b"passwd",
+    b"api_key",
+    b"apikey",
+    b"api-key",
+    b"access_key",
+    b"accesskey",
+    b"access-key",
+    b"secret_key",
+    b"secretkey",
+    b"secret-key",
+    b"private_key",
+    b"privatekey",
+    b"private-key",
+];
+
+const MIN_SK_BODY: usize = 20;
+const MIN_BEARER: usize = 8;
+const MIN_GITHUB_BODY: usize = 30;
+const MIN_GITHUB_PAT_BODY: usize = 22;
+const AWS_BODY: usize = 16;
+
+/// Two bytes folded the way the filter folds them: `| 0x20` lower-cases ASCII letters, and a
+/// true case-insensitive match always folds to the same value, so the filter has no false
+/// negatives.
+#[inline(always)]
+fn fold_pair(a: u8, b: u8) -> u16 {
+    u16::from_le_bytes([a, b]) | 0x2020
+}
+
+/// Trigger finder plus the rule index to report.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    /// One bit per folded byte pair that starts a trigger.
+    pairs: Box<[u64; 1024]>,
+    /// Folded first pair of each trigger, parallel to `TRIGGERS`.
+    firsts: Vec<u16>,
+    rule: u32,
+}
+
+impl Keys {
+    pub(crate) fn new(rule: u32) -> Keys {
+        let mut pairs = Box::new([0u64; 1024]);
+        let mut firsts = Vec::with_capacity(TRIGGERS.len());
+        for (word, _) in TRIGGERS {
+            let b = word.as_bytes();
+            let k = fold_pair(b[0], b[1]);
+            pairs[usize::from(k >> 6)] |= 1 << (k & 63);
+            firsts.push(k);
+        }
+        Keys {
+            pairs,
+            firsts,
+            rule,
+        }
+    }
+
+    /// The trigger starting at `i` whose folded first pair is `k`, if any.
+    fn trigger_at(&self, line: &[u8], i: usize, k: u16) -> Option<(usize, Trigger)> {
+        let rest = &line[i..];
+        for (t, &first) in self.firsts.iter().enumerate() {
+            let (word, trigger) = TRIGGERS[t];
+            if first == k
+                && rest.len() >= word.len()
+                && rest[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+            {
+                return Some((i + word.len(), trigger));
+            }
+        }
+        None
+    }
+
+    /// Pushes a span for every credential in `line`.
+    pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
+        let mut i = 0;
+        while i + 1 < line.len() {
+            let k = fold_pair(line[i], line[i + 1]);
+            if self.pairs[usize::from(k >> 6)] & (1 << (k & 63)) == 0 {
+                i += 1;
+                continue;
+            }
+            let found = self
+                .trigger_at(line, i, k)
+                .and_then(|(he, trigger)| match trigger {
+                    Trigger::Bearer => bearer(line, i, he),
+                    Trigger::Sk => sk_key(line, i, he),
+                    Trigger::Aws => aws(line, i),
+                    Trigger::Github => github(line, i, he, MIN_GITHUB_BODY, ALNUM),
+                    Trigger::GithubPat => github(line, i, he, MIN_GITHUB_PAT_BODY, IDENT),
+                    Trigger::Jwt => jwt(line, i),
+                    Trigger::KeyValue => key_value(line, i, he),
+                });
+            match found {
+                Some((start, end)) => {
+                    out.push(Span {
+                        start,
+                        end,
+                        rule: self.rule,
+                    });
+                    i = end.max(i + 1);
+                }
+                None => i += 1,
+            }
+        }
+    }
+}
+
+/// True when a key (query parameter, header, JSON or YAML key) names a credential.
+pub(crate) fn sensitive_key(key: &[u8]) -> bool {
+    SENSITIVE_SUFFIXES.iter().any(|suffix| {
+        let Some(cut) = key.len().checked_sub(suffix.len()) else {
+            return false;
+        };
+        if !key[cut..].eq_ignore_ascii_case(suffix) {
+            return false;
+        }
+        cut == 0
+            || matches!(key[cut - 1], b'_' | b'-' | b'.')
+            || (key[cut].is_ascii_uppercase()
+                && (key[cut - 1].is_ascii_lowercase() || key[cut - 1].is_ascii_digit()))
+    })
+}
+
+/// True when a value next to a sensitive key is a real value rather than a placeholder
+/// (`null`, `***`, an earlier redaction marker).
+pub(crate) fn is_secret_value(v: &[u8]) -> bool {
+    if v.is_empty() || v.iter().all(|&b| b == b'*') {
+        return false;
+    }
+    if v.first() == Some(&b'[') && v.last() == Some(&b']') && v.ends_with(b"REDACTED]") {
+        return false;
+    }
+    !["null", "none", "true", "false", "nil", "undefined"]
+        .iter()
+        .any(|w| v.eq_ignore_ascii_case(w.as_bytes()))
+}
+
+/// `Bearer <token>`: the token only, so the scheme word stays readable.
+fn bearer(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    if is_word(before(line, hs, 1)) {
+        return None;
+    }
+    let mut t = he;
+    while t < line.len() && matches!(line[t], b' ' | b'\t') {
+        t += 1;
+    }
+    if t == he {
+        return None;
+    }
+    let body_end = run_end(line, t, TOKEN);
+    let body = &line[t..body_end];
+    let mut end = body_end;
+    while at(line, end) == b'=' {
+        end += 1;
+    }
+    let has_digit = body.iter().any(u8::is_ascii_digit);
+    let mixed_case =
+        body.iter().any(u8::is_ascii_uppercase) && body.iter().any(u8::is_ascii_lowercase);
+    let plausible = body.len() >= MIN_BEARER && (has_digit || (body.len() >= 16 && mixed_case));
+    (plausible && !is_word(at(line, end))).then_some((t, end))
+}
+
+/// `sk-...`, `sk-live-...`, `sk-proj-...`, `sk_live_...`: at least 20 key characters after
+/// `sk-`, including a digit (so `sk-` in prose or kebab-case names does not match).
+fn sk_key(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    let prev = before(line, hs, 1);
+    if is_word(prev) || prev == b'-' || !line[hs..hs + 2].eq_ignore_ascii_case(b"sk") {
+        return None;
+    }
+    if line[hs..he].iter().any(u8::is_ascii_uppercase) {
+        return None;
+    }
+    let body_start = hs + 3;
+    let end = run_end(line, body_start, IDENT);
+    let body = &line[body_start..end];
+    (body.len() >= MIN_SK_BODY && body.iter().any(|&b| is(b, DIGIT))).then_some((hs, end))
+}
+
+/// AWS access key ids: `AKIA` or `ASIA` and exactly 16 upper-case letters or digits.
+fn aws(line: &[u8], hs: usize) -> Option<(usize, usize)> {
+    let prefix = &line[hs..hs + 4];
+    if prefix != b"AKIA" && prefix != b"ASIA" || is(before(line, hs, 1), ALNUM) {
+        return None;
+    }
+    let body_end = hs + 4 + AWS_BODY;
+    if body_end > line.len()
+        || !line[hs + 4..body_end]
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        || is(at(line, body_end), ALNUM)
+    {
+        return None;
+    }
+    Some((hs, body_end))
+}
+
+/// GitHub tokens: `ghp_`/`gho_`/`ghu_`/`ghs_`/`ghr_` + 30+ alphanumerics, or `github_pat_` +
+/// 22+ of `[A-Za-z0-9_]`.
+fn github(line: &[u8], hs: usize, he: usize, min: usize, class: u8) -> Option<(usize, usize)> {
+    if line[hs..he].iter().any(u8::is_ascii_uppercase) || is(before(line, hs, 1), ALNUM) {
+        return None;
+    }
+    let end = run_end(line, he, class);
+    (end - he >= min && !is_word(at(line, end))).then_some((hs, end))
+}
+
+/// JSON Web Tokens: three base64url segments, the first starting `eyJ` (a JSON object).
+fn jwt(line: &[u8], hs: usize) -> Option<(usize, usize)> {
+    if &line[hs..hs + 3] != b"eyJ" || is_word(before(line, hs, 1)) {
+        return None;
+    }
+    let e1 = run_end(line, hs, IDENT);
+    if e1 - hs < 10 || at(line, e1) != b'.' {
+        return None;
+    }
+    let e2 = run_end(line, e1 + 1, IDENT);
+    if e2 - (e1 + 1) < 2 || at(line, e2) != b'.' {
+        return None;
+    }
+    let e3 = run_end(line, e2 + 1, IDENT);
+    Some((hs, e3))
+}
+
+/// `key=value`, `key: value`, `"key": "value"`, `key := value`, `"key" => "value"` where the key
+/// names a credential: the value only, so the key stays readable.
+fn key_value(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    let mut ks = hs;
+    while ks > 0 && is(line[ks - 1], IDENT) {
+        ks -= 1;
+    }
+    let ke = run_end(line, he, IDENT);
+    if !sensitive_key(&line[ks..ke]) || matches!(before(line, ks, 1), b'/' | b'\\') {
+        return None;
+    }
+    let mut p = ke;
+    // Closing quote of a quoted key, possibly escaped inside a JSON string.
+    match at(line, p) {
+        b'"' | b'\'' => p += 1,
+        b'\\' if at(line, p + 1) == b'"' => p += 2,
+        _ => {}
+    }
+    p = skip_blanks(line, p);
+    match at(line, p) {
+        b'=' => {
+            p += 1;
+            if at(line, p) == b'>' {
+                p += 1;
+            }
+        }
+        b':' => {
+            p += 1;
+            match at(line, p) {
+                b'=' => p += 1,
+                b':' => return None,
+                _ => {}
+            }
+        }
+        _ => return None,
+    }
+    p = skip_blanks(line, p);
+    if p >= line.len() {
+        return None;
+    }
+    let (vs, ve) = match line[p] {
+        q @ (b'"' | b'\'') => match closing_quote(line, p + 1, q) {
+            Some(c) => (p + 1, c),
+            None => (p + 1, unquoted_end(line, p + 1)),
+        },
+        b'\\' if at(line, p + 1) == b'"' => {
+            let vs = p + 2;
+            let ve = memchr::memmem::find(&line[vs..], b"\\\"")
+                .map_or_else(|| unquoted_end(line, vs), |k| vs + k);
+            (vs, ve)
+        }
+        b'{' | b'[' => return None,
+        _ => (p, unquoted_end(line, p)),
+    };
+    let value = &line[vs..ve];
+    if !is_secret_value(value) || value.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    Some((vs, ve))
+}
+
+fn skip_blanks(line: &[u8], mut p: usize) -> usize {
+    while p < line.len() && matches!(line[p], b' ' | b'\t') {
+        p += 1;
+    }
+    p
+}
+
+/// Position of the quote closing a value that starts at `from`, honouring backslash escapes.
+fn closing_quote(line: &[u8], from: usize, q: u8) -> Option<usize> {
+    let mut i = from;
+    while i < line.len() {
+        match line[i] {
+            b'\\' => i += 2,
+            b if b == q => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// End of an unquoted value: the next blank, separator or closing bracket.
+fn unquoted_end(line: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while i < line.len()
+        && !matches!(
+            line[i],
+            b' ' | b'\t'
+                | b'\r'
+                | b'\n'
+                | b'&'
+                | b','
+                | b';'
+                | b'"'
+                | b'\''
+                | b')'
+                | b'}'
+                | b']'
+                | b'<'
+                | b'>'
+                | b'|'
+                | b'\\'
+        )
+    {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(s: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        Keys::new(0).find(s.as_bytes(), &mut out);
+        out.iter().map(|sp| &s[sp.start..sp.end]).collect()
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(
+            keys("Authorization: Bearer abc123DEF456ghi789"),
+            ["abc123DEF456ghi789"]
+        );
+        assert_eq!(
+            keys("authorization: bearer Zm9vYmFy1234=="),
+            ["Zm9vYmFy1234=="]
+        );
+        assert!(keys("missing Bearer token in request").is_empty());
+        assert!(keys("trailing Bearer ").is_empty());
+        assert!(keys("Bearer").is_empty());
+        assert!(keys("token= ").is_empty());
+        assert!(keys("Bearer authentication failed").is_empty());
+        assert!(keys(r#"WWW-Authenticate: Bearer realm="api""#).is_empty());
+    }
+
+    #[test]
+    fn sk_keys() {
+        for k in [
+            "sk-abcdefghij0123456789ABCD",
+            "sk-live-4eC39HqLyjWDarjtT1zdp7dc",
+            "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        ] {
+            assert_eq!(keys(&format!("key {k} end")), [k]);
+        }
+        for bad in [
+            "sk-short123",
+            "skip-this-step",
+            "asking for help",
+            "task-0123456789abcdefghijk",
+            "sk-this-is-a-long-kebab-case-name",
+            "disk-sk-0123456789abcdefghijk",
+        ] {
+            assert!(keys(bad).is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn vendor_prefixes() {
+        assert_eq!(keys("id=AKIAIOSFODNN7EXAMPLE,"), ["AKIAIOSFODNN7EXAMPLE"]);
+        assert_eq!(keys("ASIAY34FZKBOKMUTVV7A"), ["ASIAY34FZKBOKMUTVV7A"]);
+        assert!(keys("AKIAIOSFODNN7EXAMPLEX").is_empty());
+        assert!(keys("Asia/Tokyo ASIA PACIFIC").is_empty());
+        let gh = "ghp_1234567890abcdefghijABCDEFGHIJ123456";
+        assert_eq!(keys(&format!("push {gh}")), [gh]);
+        let pat = "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz";
+        assert_eq!(keys(pat), [pat]);
+        assert!(keys("ghp_short").is_empty());
+        let jwt =
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+        assert_eq!(keys(&format!("jwt={jwt}")), [jwt]);
+        assert!(keys("eyJustKidding.no").is_empty());
+    }
+
+    #[test]
+    fn key_values() {
+        for (text, want) in [
+            ("GET /x?api_key=abc123&b=2", "abc123"),
+            ("url?apikey=XYZ987;", "XYZ987"),
+            ("token=s3cr3t-value", "s3cr3t-value"),
+            ("access_token: ya29.a0AfH6SMB", "ya29.a0AfH6SMB"),
+            (r#"{"secret": "hunter2", "x": 1}"#, "hunter2"),
+            ("X-Api-Key: 0123abcd", "0123abcd"),
+            ("clientSecret = 'sh-h'", "sh-h"),
+            ("password:=pa55", "pa55"),
+            (r#"msg="login token=\"abc987\"""#, "abc987"),
+            ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI", "wJalrXUtnFEMI"),
+        ] {
+            assert_eq!(keys(text), [want], "{text}");
+        }
+        for bad in [
+            "tokenizer=bert",
+            "max_tokens=512",
+            "token_count: 5",
+            "Token expired",
+            "csrftoken=abc",
+            "cat /etc/passwd: denied",
+            "token=null",
+            r#"{"token": null}"#,
+            "token: [API_KEY_REDACTED]",
+            "secret={\"a\":1}",
+            "token::new()",
+        ] {
+            assert!(keys(bad).is_empty(), "{bad}: {:?}", keys(bad));
+        }
+    }
+
+    #[test]
+    fn sensitive_keys() {
+        for k in [
+            "token",
+            "access_token",
+            "X-Api-Key",
+            "clientSecret",
+            "db.password",
+            "PASSWORD",
+            "apiKey",
+        ] {
+            assert!(sensitive_key(k.as_bytes()), "{k}");
+        }
+        for k in ["tokenizer", "tokens", "csrftoken", "secretary", "keys"] {
+            assert!(!sensitive_key(k.as_bytes()), "{k}");
+        }
+    }
+}

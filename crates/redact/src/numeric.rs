@@ -1,0 +1,517 @@
+//! Digit-based rules: SSNs, payment cards, phone numbers and IPv4 addresses.
+//!
+//! One pass finds the maximal runs of digits in a line; each rule only looks at runs whose
+//! length and neighbours can start its format, so timestamps, versions and ids are dismissed
+//! after a couple of byte comparisons. Boundary checks are done here in code, since the `regex`
+//! crate has no look-around.
+
+use crate::chars::{DIGIT, at, before, is_word, run_end};
+use crate::engine::Span;
+use crate::luhn::{luhn_valid, plausible_card};
+
+/// Rule indices of the enabled digit-based rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Numeric {
+    pub ssn: Option<u32>,
+    pub card: Option<u32>,
+    pub phone: Option<u32>,
+    pub ipv4: Option<u32>,
+}
+
+impl Numeric {
+    pub(crate) fn any(&self) -> bool {
+        self.ssn.is_some() || self.card.is_some() || self.phone.is_some() || self.ipv4.is_some()
+    }
+
+    /// Pushes spans for every enabled digit-based rule.
+    pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
+        let mut i = 0;
+        while let Some(start) = next_digit(line, i) {
+            let end = run_end(line, start + 1, DIGIT);
+            self.at_run(line, start, end, out);
+            i = end;
+        }
+    }
+
+    fn at_run(&self, line: &[u8], s: usize, e: usize, out: &mut Vec<Span>) {
+        let prev = before(line, s, 1);
+        let len = e - s;
+        // Most runs (timestamp fields, counters, durations) cannot start any format: rule them
+        // out by length before looking at their surroundings.
+        if prev != b'+'
+            && prev != b'('
+            && !matches!(len, 3 | 4 | 13..=19)
+            && !(len == 1 && line[s] == b'1')
+            && !(self.ipv4.is_some() && len <= 3)
+        {
+            return;
+        }
+        let prev2 = before(line, s, 2);
+        if prev == b'+' {
+            if let Some(rule) = self.phone
+                && !is_word(prev2)
+                && let Some(end) = international(line, s)
+            {
+                out.push(Span {
+                    start: s - 1,
+                    end,
+                    rule,
+                });
+            }
+            return;
+        }
+        if is_word(prev) {
+            return;
+        }
+        // A run right after `digit.` or `digit-` continues a longer number (date, version,
+        // decimal, dashed id): it cannot start a match of its own.
+        if matches!(prev, b'.' | b'-') && prev2.is_ascii_digit() {
+            return;
+        }
+        let next = at(line, e);
+
+        if let Some(rule) = self.phone {
+            let found = if prev == b'(' && len == 3 && !is_word(prev2) {
+                nanp(line, s - 1).map(|end| (s - 1, end))
+            } else if len == 3 && matches!(next, b'-' | b'.') {
+                nanp(line, s).map(|end| (s, end))
+            } else if len == 1 && line[s] == b'1' && matches!(next, b'-' | b'.') {
+                nanp(line, s + 2).map(|end| (s, end))
+            } else {
+                None
+            };
+            if let Some((start, end)) = found {
+                out.push(Span { start, end, rule });
+            }
+        }
+        if let Some(rule) = self.ssn
+            && len == 3
+            && next == b'-'
+            && let Some(end) = ssn(line, s)
+        {
+            out.push(Span {
+                start: s,
+                end,
+                rule,
+            });
+        }
+        if let Some(rule) = self.card {
+            let found = if (13..=19).contains(&len) {
+                (right_ok(line, e) && plausible_card(&line[s..e]) && luhn_valid(&line[s..e]))
+                    .then_some(e)
+            } else if len == 4 && matches!(next, b' ' | b'-') {
+                // A space-separated group after another number is that number's tail.
+                if next == b' ' && prev == b' ' && s >= 2 && number_ends_at(line, s - 1) {
+                    None
+                } else {
+                    grouped_card(line, s, next)
+                }
+            } else {
+                None
+            };
+            if let Some(end) = found {
+                out.push(Span {
+                    start: s,
+                    end,
+                    rule,
+                });
+            }
+        }
+        if let Some(rule) = self.ipv4
+            && len <= 3
+            && next == b'.'
+            && let Some(end) = ipv4(line, s)
+        {
+            out.push(Span {
+                start: s,
+                end,
+                rule,
+            });
+        }
+    }
+}
+
+/// Position of the first ASCII digit at or after `from`.
+///
+/// Scans eight bytes per step with plain 64-bit arithmetic (fast natively and in `wasm32`,
+/// where 64-bit integers are native): for each byte `x = b ^ b'0'`, a digit is one with
+/// `x < 10` and the top bit clear.
+#[inline]
+fn next_digit(line: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= line.len() {
+        let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes"));
+        let x = w ^ (LO * u64::from(b'0'));
+        let ge10 = (x | HI).wrapping_sub(LO * 10) & HI;
+        let digits = !ge10 & !x & HI;
+        if digits != 0 {
+            return Some(i + (digits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    line[i.min(line.len())..]
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|p| i + p)
+}
+
+/// True when a standalone number (digits not glued to a word, like `12` but not `af8`) ends
+/// right before `end`.
+fn number_ends_at(line: &[u8], end: usize) -> bool {
+    let mut i = end;
+    while i > 0 && line[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    i < end && !is_word(before(line, i, 1))
+}
+
+/// A match may end at `end` when the next byte does not extend it into a longer token:
+/// not a word character, and not `.`/`-` followed by another digit.
+fn right_ok(line: &[u8], end: usize) -> bool {
+    let next = at(line, end);
+    let continues_number = matches!(next, b'.' | b'-') && at(line, end + 1).is_ascii_digit();
+    !is_word(next) && !continues_number
+}
+
+/// Exactly `count` digits at `pos`, followed by a non-digit; returns their value.
+fn digits_exact(line: &[u8], pos: usize, count: usize) -> Option<u32> {
+    if pos + count > line.len() || at(line, pos + count).is_ascii_digit() {
+        return None;
+    }
+    let mut v = 0u32;
+    for &b in &line[pos..pos + count] {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(b - b'0');
+    }
+    Some(v)
+}
+
+/// `ddd-dd-dddd` at `s` with valid area, group and serial numbers.
+fn ssn(line: &[u8], s: usize) -> Option<usize> {
+    let area = digits_exact(line, s, 3)?;
+    if at(line, s + 3) != b'-' || at(line, s + 6) != b'-' {
+        return None;
+    }
+    let group = digits_exact(line, s + 4, 2)?;
+    let serial = digits_exact(line, s + 7, 4)?;
+    let end = s + 11;
+    let valid = area != 0 && area != 666 && area < 900 && group != 0 && serial != 0;
+    (valid && right_ok(line, end)).then_some(end)
+}
+
+/// Card numbers written in groups: `4-4-4-4` (last group 1-4 digits, 4-5 groups) or the
+/// Amex/Diners `4-6-5` / `4-6-4` layouts, with one consistent separator.
+fn grouped_card(line: &[u8], s: usize, sep: u8) -> Option<usize> {
+    let mut digits = [0u8; 19];
+    let mut count = 0;
+    let mut groups = [0usize; 5];
+    let mut ngroups = 0;
+    let mut pos = s;
+    loop {
+        let end = run_end(line, pos, DIGIT);
+        let glen = end - pos;
+        if ngroups == groups.len() || count + glen > digits.len() {
+            return None;
+        }
+        digits[count..count + glen].copy_from_slice(&line[pos..end]);
+        count += glen;
+        groups[ngroups] = glen;
+        ngroups += 1;
+        if at(line, end) == sep && at(line, end + 1).is_ascii_digit() {
+            pos = end + 1;
+        } else {
+            pos = end;
+            break;
+        }
+    }
+    let g = &groups[..ngroups];
+    let layout_ok = match g {
+        [4, 6, 5] | [4, 6, 4] => true,
+        [first @ .., last] if ngroups >= 4 => {
+            first.iter().all(|&x| x == 4) && (1..=4).contains(last)
+        }
+        _ => false,
+    };
+    let d = &digits[..count];
+    (layout_ok && right_ok(line, pos) && plausible_card(d) && luhn_valid(d)).then_some(pos)
+}
+
+/// North American numbers from `p`: `(415) 555-2671`, `(415)555-2671`, `415-555-2671`,
+/// `415.555.2671`, optionally after `1-`. Area code and exchange must start with 2-9.
+fn nanp(line: &[u8], p: usize) -> Option<usize> {
+    let (area_pos, mut q, sep) = if at(line, p) == b'(' {
+        if at(line, p + 4) != b')' {
+            return None;
+        }
+        let mut q = p + 5;
+        if at(line, q) == b' ' {
+            q += 1;
+        }
+        (p + 1, q, None)
+    } else {
+        // Space-only layouts (`415 555 2671`) are left out: too many log lines carry three
+        // space-separated numbers (status, size, latency).
+        let sep = at(line, p + 3);
+        if !matches!(sep, b'-' | b'.') {
+            return None;
+        }
+        (p, p + 4, Some(sep))
+    };
+    let area = digits_exact(line, area_pos, 3)?;
+    let exchange = digits_exact(line, q, 3)?;
+    let sep2 = at(line, q + 3);
+    match sep {
+        Some(s) if s != sep2 => return None,
+        None if !matches!(sep2, b'-' | b'.' | b' ') => return None,
+        _ => {}
+    }
+    q += 4;
+    digits_exact(line, q, 4)?;
+    let end = q + 4;
+    let valid = area >= 200 && exchange >= 200;
+    (valid && right_ok(line, end)).then_some(end)
+}
+
+/// International numbers after a `+` (the `+` is at `s - 1`): E.164 `+14155552671`, or a
+/// country code followed by groups separated by single spaces, dashes or dots, optionally with
+/// a parenthesised area code: `+44 20 7946 0958`, `+1 (415) 555-2671`. 8-15 digits in all.
+fn international(line: &[u8], s: usize) -> Option<usize> {
+    let mut pos = s;
+    let mut digits = 0;
+    let mut groups = 0;
+    let mut first_len = 0;
+    let mut short_groups = 0;
+    let mut best = None;
+    loop {
+        let paren = groups > 0 && at(line, pos) == b'(';
+        let dstart = pos + usize::from(paren);
+        let dend = run_end(line, dstart, DIGIT);
+        let glen = dend - dstart;
+        if glen == 0 || glen > 12 {
+            break;
+        }
+        let mut gend = dend;
+        if paren {
+            if at(line, dend) != b')' {
+                break;
+            }
+            gend += 1;
+        }
+        digits += glen;
+        groups += 1;
+        if groups == 1 {
+            first_len = glen;
+        } else if glen == 1 {
+            short_groups += 1;
+        }
+        if digits > 15 || short_groups > 1 {
+            break;
+        }
+        if digits >= 8 && (groups == 1 || first_len <= 3) && !is_word(at(line, gend)) {
+            best = Some(gend);
+        }
+        let mut q = gend;
+        if matches!(at(line, q), b' ' | b'-' | b'.') {
+            q += 1;
+        } else if !paren {
+            break;
+        }
+        let nb = at(line, q);
+        if nb.is_ascii_digit() || nb == b'(' {
+            pos = q;
+        } else {
+            break;
+        }
+    }
+    let end = best?;
+    (!(at(line, end) == b'.' && at(line, end + 1).is_ascii_digit())).then_some(end)
+}
+
+/// Dotted-quad IPv4 address at `s`, octets 0-255 without leading zeros.
+fn ipv4(line: &[u8], s: usize) -> Option<usize> {
+    let mut pos = s;
+    for k in 0..4 {
+        let end = run_end(line, pos, DIGIT);
+        let len = end - pos;
+        if len == 0 || len > 3 || (len > 1 && line[pos] == b'0') {
+            return None;
+        }
+        let v = line[pos..end]
+            .iter()
+            .fold(0u32, |a, &b| a * 10 + u32::from(b - b'0'));
+        if v > 255 {
+            return None;
+        }
+        pos = end;
+        if k < 3 {
+            if at(line, pos) != b'.' {
+                return None;
+            }
+            pos += 1;
+        }
+    }
+    right_ok(line, pos).then_some(pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Numeric = Numeric {
+        ssn: Some(0),
+        card: Some(1),
+        phone: Some(2),
+        ipv4: Some(3),
+    };
+    const NAMES: [&str; 4] = ["ssn", "card", "phone", "ipv4"];
+
+    fn found(s: &str) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        ALL.find(s.as_bytes(), &mut out);
+        // Drop spans nested in an earlier one (the engine's overlap pass does the same).
+        let mut kept: Vec<Span> = Vec::new();
+        for sp in out {
+            if !kept.iter().any(|k| k.start <= sp.start && sp.end <= k.end) {
+                kept.push(sp);
+            }
+        }
+        kept.iter()
+            .map(|sp| (NAMES[sp.rule as usize], &s[sp.start..sp.end]))
+            .collect()
+    }
+
+    #[test]
+    fn next_digit_matches_naive() {
+        let mut text: Vec<u8> = (0u8..=255).collect();
+        text.extend_from_slice(b"abc/:;xyz 9 and tail 7");
+        for from in 0..text.len() {
+            let naive = text[from..]
+                .iter()
+                .position(u8::is_ascii_digit)
+                .map(|p| from + p);
+            assert_eq!(next_digit(&text, from), naive, "from {from}");
+        }
+        assert_eq!(next_digit(b"", 0), None);
+        assert_eq!(next_digit(b"abcdefghijklmnop", 3), None);
+    }
+
+    #[test]
+    fn ssn_forms() {
+        assert_eq!(found("ssn 123-45-6789."), [("ssn", "123-45-6789")]);
+        assert_eq!(found("id=078-05-1120,"), [("ssn", "078-05-1120")]);
+        for bad in [
+            "000-12-3456",
+            "666-12-3456",
+            "900-12-3456",
+            "999-12-3456",
+            "123-00-4567",
+            "123-45-0000",
+            "1123-45-6789",
+            "123-45-67890",
+            "x123-45-6789",
+            "1-123-45-6789",
+            "123-45-6789-1",
+            "123-45-6789.5",
+        ] {
+            assert!(found(bad).is_empty(), "{bad}: {:?}", found(bad));
+        }
+    }
+
+    #[test]
+    fn card_forms() {
+        assert_eq!(
+            found("cc 4111111111111111 ok"),
+            [("card", "4111111111111111")]
+        );
+        assert_eq!(
+            found("cc 4111 1111 1111 1111 ok"),
+            [("card", "4111 1111 1111 1111")]
+        );
+        assert_eq!(
+            found("cc 5555-5555-5555-4444"),
+            [("card", "5555-5555-5555-4444")]
+        );
+        assert_eq!(
+            found("amex 3782 822463 10005"),
+            [("card", "3782 822463 10005")]
+        );
+        assert_eq!(
+            found("t=12:00 4111111111111111"),
+            [("card", "4111111111111111")]
+        );
+        assert_eq!(
+            found("sha af8 4111 1111 1111 1111"),
+            [("card", "4111 1111 1111 1111")]
+        );
+        for bad in [
+            "4111111111111112",
+            "41111111111111111111",
+            "order 1234567812345678",
+            "ts 1714566896789",
+            "isbn 9780306406157",
+            "4111-1111 1111-1111",
+            "x4111111111111111",
+            "0.4111111111111111",
+            "4111111111111111.5",
+            "7 4111 1111 1111 1111",
+            "12 4111 1111 1111 1111",
+            "4111 1111 1111 1111 1111 1",
+        ] {
+            assert!(found(bad).is_empty(), "{bad}: {:?}", found(bad));
+        }
+    }
+
+    #[test]
+    fn phone_forms() {
+        for (text, want) in [
+            ("call +14155552671 now", "+14155552671"),
+            ("(415) 555-2671", "(415) 555-2671"),
+            ("tel:(415)555-2671", "(415)555-2671"),
+            ("415-555-2671", "415-555-2671"),
+            ("415.555.2671", "415.555.2671"),
+            ("+44 20 7946 0958", "+44 20 7946 0958"),
+            ("+1 (415) 555-2671", "+1 (415) 555-2671"),
+            ("+1-415-555-2671", "+1-415-555-2671"),
+            ("1-800-555-0199", "1-800-555-0199"),
+            ("+33 1 23 45 67 89", "+33 1 23 45 67 89"),
+        ] {
+            assert_eq!(found(text), [("phone", want)], "{text}");
+        }
+        for bad in [
+            "+05:30",
+            "+1234",
+            "123-456-7890",
+            "415-155-2671",
+            "415-555-26710",
+            "415-555.2671",
+            "v415.555.2671",
+            "2024-05-01",
+            "c++14",
+            "+12.50",
+            "+1 2 3 4 5 6 7 8",
+            "GET /x 200 512 1234 ms",
+        ] {
+            assert!(found(bad).is_empty(), "{bad}: {:?}", found(bad));
+        }
+    }
+
+    #[test]
+    fn ipv4_forms() {
+        assert_eq!(found("from 10.0.0.1:8080"), [("ipv4", "10.0.0.1")]);
+        assert_eq!(found("ip=192.168.1.254."), [("ipv4", "192.168.1.254")]);
+        for bad in [
+            "1.2.3",
+            "v1.2.3.4",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "01.2.3.4",
+            "10.4.1-rc2",
+        ] {
+            assert!(found(bad).is_empty(), "{bad}: {:?}", found(bad));
+        }
+    }
+}
