@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
+use crate::outcome::ActionError;
 use crate::services::{ServiceError, ServiceStatus, Verb};
 
 /// Severity of a log line written to the run record.
@@ -30,6 +31,12 @@ pub trait Host {
         let _ = message;
         Err(NotifyError::Denied(format!(
             "channel `{channel}` is not available here"
+        )))
+    }
+    /// Reads a secret the manifest grants.
+    fn secret(&self, name: &str) -> Result<String, ActionError> {
+        Err(ActionError::Denied(format!(
+            "secret `{name}` is not available here"
         )))
     }
     /// Applies a verb to a service the manifest grants.
@@ -104,6 +111,15 @@ impl<'h> Context<'h> {
         match self.host {
             Some(h) => h.notify(channel, message),
             None => crate::wasm::notify(channel, message),
+        }
+    }
+
+    /// Reads a secret (needs `grants.secrets` in the manifest). A secret the host cannot
+    /// read is a `Failed` error; one that is not granted, `Denied`.
+    pub fn secret(&self, name: &str) -> Result<String, ActionError> {
+        match self.host {
+            Some(h) => h.secret(name),
+            None => crate::wasm::secret(name),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct MockHost {
     service_answers: RefCell<VecDeque<Result<ServiceStatus, ServiceError>>>,
     /// Service verbs the plugin asked for, in order.
     pub service_calls: RefCell<Vec<(String, Verb)>>,
+    /// Secrets the plugin may read, by name.
+    pub secrets: Vec<(String, String)>,
 }
 
 impl MockHost {
@@ -41,6 +43,12 @@ impl MockHost {
     /// Queues the answer to the next service verb.
     pub fn answer_service(self, answer: Result<ServiceStatus, ServiceError>) -> Self {
         self.service_answers.borrow_mut().push_back(answer);
+        self
+    }
+
+    /// Lets the plugin read a secret.
+    pub fn grant_secret(mut self, name: &str, value: &str) -> Self {
+        self.secrets.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -71,6 +79,14 @@ impl Host for MockHost {
             .borrow_mut()
             .push((channel.to_string(), message.clone()));
         Ok(())
+    }
+
+    fn secret(&self, name: &str) -> Result<String, crate::ActionError> {
+        self.secrets
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| crate::ActionError::Denied(format!("secret `{name}` is not granted")))
     }
 
     fn service(&self, name: &str, verb: Verb) -> Result<ServiceStatus, ServiceError> {

@@ -82,6 +82,15 @@ pub(crate) fn notify(
     })
 }
 
+/// Reads a secret through the `secrets` import.
+pub(crate) fn secret(name: &str) -> Result<String, ActionError> {
+    use crate::bindings::runcap::plugin::secrets as wit_secrets;
+    wit_secrets::get(name).map_err(|e| match e {
+        wit_secrets::Error::Denied(m) => ActionError::Denied(m),
+        wit_secrets::Error::Unavailable(m) => ActionError::Failed(m),
+    })
+}
+
 /// Applies a verb through the `services` import.
 pub(crate) fn service(
     name: &str,

@@ -528,3 +528,62 @@ with = { channel = "slack", severity = "{{ incident.severity }}", title = "{{ ru
     assert_eq!(runs.as_array().unwrap().len(), 4);
     assert!(runs_json.contains("page_slack"));
 }
+
+#[test]
+fn secrets_are_granted_by_name() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = Sandbox::new();
+    sb.write("key.txt", "file-secret-value\n");
+    let text = manifest(
+        &svc,
+        r#"
+[secrets.api-token]
+env = "RUNCAP_TEST_API_TOKEN"
+
+[secrets.file-key]
+file = "key.txt"
+
+[secrets.missing]
+env = "RUNCAP_TEST_NOT_SET"
+
+[runbooks.secrets]
+steps = [
+  { id = "granted", uses = "hostile", on_failure = "continue", with = { mode = "leak-secret", url = "file-key" } },
+  { id = "ungranted", uses = "hostile", on_failure = "continue", with = { mode = "leak-secret", url = "api-token" } },
+  { id = "unset", uses = "hostile", on_failure = "continue", with = { mode = "leak-secret", url = "missing" } },
+]
+"#,
+    )
+    .replace("[plugins.hostile]\n", "[plugins.hostile]\ngrants.secrets = [\"file-key\", \"missing\"]\n");
+    sb.write("runcap.toml", &text);
+    let out = sb
+        .runcap()
+        .args(["run", "secrets", "--json"])
+        .env("RUNCAP_TEST_API_TOKEN", "tok-123456")
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(step(&r, "granted")["status"], "ok", "{r:#}");
+    let ungranted = step(&r, "ungranted");
+    assert_eq!(ungranted["failure"]["kind"], "denied");
+    assert!(
+        ungranted["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("add \"api-token\" to plugins.hostile.grants.secrets")
+    );
+    let unset = step(&r, "unset");
+    assert_eq!(unset["failure"]["kind"], "plugin-error");
+    assert!(
+        unset["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("RUNCAP_TEST_NOT_SET is not set")
+    );
+    // The audit trail names secrets, never their values.
+    let calls = step(&r, "granted")["calls"].to_string();
+    assert!(
+        calls.contains("file-key") && !calls.contains("file-secret-value"),
+        "{calls}"
+    );
+}

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod log;
 pub mod notify;
+pub mod secrets;
 pub mod services;
 pub mod wasi;
 
@@ -32,6 +33,8 @@ pub struct Grants {
     pub notify: Option<notify::NotifyGrantConfig>,
     /// `[plugins.NAME.grants.services]`
     pub services: Option<services::ServicesGrantConfig>,
+    /// `secrets = ["NAME", …]` under `[plugins.NAME.grants]`
+    pub secrets: Option<secrets::SecretsGrantConfig>,
 }
 
 /// Validated grants of one plugin.
@@ -40,11 +43,13 @@ pub struct ValidGrants {
     pub http: Option<Arc<http::HttpGrant>>,
     pub notify: Option<Arc<notify::NotifyGrant>>,
     pub services: Option<Arc<services::ServicesGrant>>,
+    pub secrets: Option<Arc<secrets::SecretsGrant>>,
 }
 
 /// What the environment declares outside the plugins, which grants refer to.
 pub struct Declared<'a> {
     pub services: &'a std::collections::BTreeMap<String, services::ServiceDef>,
+    pub secrets: &'a std::collections::BTreeMap<String, secrets::SecretSource>,
 }
 
 /// Validates every grant of one plugin.
@@ -55,6 +60,9 @@ pub fn validate_grants(
     declared: &Declared,
 ) -> ValidGrants {
     ValidGrants {
+        secrets: raw.secrets.and_then(|g| {
+            secrets::SecretsGrant::validate(v, &path.key("secrets"), g, declared.secrets)
+        }),
         services: raw.services.and_then(|g| {
             services::ServicesGrant::validate(v, &path.key("services"), g, declared.services)
         }),
@@ -74,6 +82,7 @@ pub struct Prepared {
     pub http: Option<Arc<http::HttpClient>>,
     pub notify: Option<Arc<notify::Notifier>>,
     pub services: Option<Arc<services::ServicesAccess>>,
+    pub secrets: Option<Arc<secrets::SecretsAccess>>,
 }
 
 /// Host-side state shared by every plugin of an environment: its services and where
@@ -81,6 +90,7 @@ pub struct Prepared {
 #[derive(Clone)]
 pub struct Shared {
     pub services: Arc<services::ServiceManager>,
+    pub secrets: Arc<secrets::SecretStore>,
 }
 
 impl Shared {
@@ -90,6 +100,18 @@ impl Shared {
                 env.services.clone(),
                 state_dir,
             )),
+            secrets: Arc::new(secrets::SecretStore::new(env.secrets.clone())),
+        }
+    }
+
+    /// An environment with no services and no secrets (benchmarks, plugin tooling).
+    pub fn none() -> Self {
+        Shared {
+            services: Arc::new(services::ServiceManager::new(
+                Default::default(),
+                std::path::Path::new("."),
+            )),
+            secrets: Arc::default(),
         }
     }
 }
@@ -97,6 +119,12 @@ impl Shared {
 impl Prepared {
     pub fn new(grants: &ValidGrants, shared: &Shared) -> Result<Self, String> {
         Ok(Prepared {
+            secrets: grants.secrets.as_ref().map(|g| {
+                Arc::new(secrets::SecretsAccess {
+                    grant: g.clone(),
+                    store: shared.secrets.clone(),
+                })
+            }),
             services: grants.services.as_ref().map(|g| {
                 Arc::new(services::ServicesAccess {
                     grant: g.clone(),
@@ -164,6 +192,13 @@ pub const CAPABILITIES: &[Capability] = &[
                 .unwrap_or_default()
         },
     },
+    Capability {
+        name: "secrets",
+        interface: secrets::INTERFACE,
+        grant_key: Some("grants.secrets"),
+        granted: |g| g.secrets.is_some(),
+        describe: |g| g.secrets.as_ref().map(|s| s.describe()).unwrap_or_default(),
+    },
 ];
 
 /// The WIT interface every world function's types come from; importing it needs no grant.
@@ -178,6 +213,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::http::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::notify::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::services::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    wit::secrets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 

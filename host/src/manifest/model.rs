@@ -21,6 +21,8 @@ pub struct Environment {
     pub vars: BTreeMap<String, String>,
     /// Services plugins may control, by name.
     pub services: BTreeMap<String, crate::caps::services::ServiceDef>,
+    /// Secrets plugins may be granted, by name.
+    pub secrets: BTreeMap<String, crate::caps::secrets::SecretSource>,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub runbooks: BTreeMap<String, Runbook>,
 }

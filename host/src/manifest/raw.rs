@@ -19,6 +19,9 @@ pub struct Manifest {
     /// `[services.NAME]`: services plugins may control, and how runcap drives them.
     #[serde(default)]
     pub services: BTreeMap<String, crate::caps::services::ServiceConfig>,
+    /// `[secrets.NAME]`: secret values plugins may be granted, by where they come from.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, crate::caps::secrets::SecretConfig>,
     /// `[plugins.NAME]`: the actions this environment may run.
     #[serde(default)]
     pub plugins: BTreeMap<String, Plugin>,

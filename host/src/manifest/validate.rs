@@ -127,8 +127,10 @@ pub(super) fn validate(
     v.name(&root.key("environment"), "environment", &raw.environment);
 
     let services = crate::caps::services::validate_services(&mut v, raw.services);
+    let secrets = crate::caps::secrets::validate_secrets(&mut v, raw.secrets);
     let declared = crate::caps::Declared {
         services: &services,
+        secrets: &secrets,
     };
     let mut plugins = BTreeMap::new();
     for (name, p) in raw.plugins {
@@ -162,6 +164,7 @@ pub(super) fn validate(
         source: source.clone(),
         vars: raw.vars,
         services,
+        secrets,
         plugins,
         runbooks,
     };

@@ -9,7 +9,7 @@ struct Params {
     /// What to try: `fetch`, `loop`, `memory-bomb`, `huge-output`, `stdout-flood`,
     /// `log-flood`, `panic`, `stack-overflow`, `exit`, `bad-details`.
     mode: String,
-    /// URL for `fetch`.
+    /// URL for `fetch`; the secret's name for `leak-secret`.
     #[serde(default)]
     url: String,
 }
@@ -46,6 +46,14 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
                 ctx.info(&format!("line {i} {}", "z".repeat(100)));
             }
             Ok(Outcome::ok("flooded the log"))
+        }
+        "leak-secret" => {
+            // Tries every way out for a secret: summary, details, log, stdout, stderr.
+            let value = ctx.secret(&p.url)?;
+            ctx.info(&format!("the secret is {value}"));
+            println!("stdout: {value}");
+            eprintln!("stderr: {value}");
+            Ok(Outcome::ok(format!("the secret is {value}")).detail("secret", value.as_str()))
         }
         "panic" => panic!("hostile plugin panics on purpose"),
         "stack-overflow" => Ok(Outcome::ok(format!("{}", recurse(0)))),
