@@ -13,6 +13,7 @@ pub mod caps;
 pub mod cli;
 pub mod engine;
 pub mod manifest;
+pub mod procinfo;
 pub mod runbook;
 pub mod runner;
 pub mod store;

@@ -159,7 +159,15 @@ fn new_store(
         sink: inv.and_then(|i| i.sink.clone()),
         dry_run,
         deadline,
-        wasi: wasi::context(&stdout, &stderr),
+        wasi: wasi::context(
+            &stdout,
+            &stderr,
+            plugin
+                .granted
+                .clocks
+                .as_ref()
+                .map_or(0, |c| c.clock_offset(&plugin.spec.name)),
+        ),
         table: ResourceTable::new(),
         limiter: MemoryLimiter {
             memory_limit: plugin.spec.limits.memory as usize,

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
 use crate::outcome::ActionError;
@@ -32,6 +33,21 @@ pub trait Host {
         Err(NotifyError::Denied(format!(
             "channel `{channel}` is not available here"
         )))
+    }
+    /// Injects a fault the manifest grants.
+    fn inject(&self, spec: &FaultSpec) -> Result<Fault, FaultError> {
+        Err(FaultError::Denied(format!(
+            "{} faults are not available here",
+            spec.kind.as_str()
+        )))
+    }
+    /// Reverts one of this run's faults.
+    fn revert_fault(&self, id: &str) -> Result<(), FaultError> {
+        Err(FaultError::Denied(format!("fault {id} is not known here")))
+    }
+    /// This run's active faults.
+    fn active_faults(&self) -> Vec<Fault> {
+        Vec::new()
     }
     /// Reads a secret the manifest grants.
     fn secret(&self, name: &str) -> Result<String, ActionError> {
@@ -111,6 +127,31 @@ impl<'h> Context<'h> {
         match self.host {
             Some(h) => h.notify(channel, message),
             None => crate::wasm::notify(channel, message),
+        }
+    }
+
+    /// Injects a fault (needs `grants.faults`). It is reverted when the run ends at the
+    /// latest, and when its duration runs out.
+    pub fn inject(&self, spec: &FaultSpec) -> Result<Fault, FaultError> {
+        match self.host {
+            Some(h) => h.inject(spec),
+            None => crate::wasm::inject(spec),
+        }
+    }
+
+    /// Reverts one of this run's faults now.
+    pub fn revert_fault(&self, id: &str) -> Result<(), FaultError> {
+        match self.host {
+            Some(h) => h.revert_fault(id),
+            None => crate::wasm::revert_fault(id),
+        }
+    }
+
+    /// This run's faults that are still active.
+    pub fn active_faults(&self) -> Vec<Fault> {
+        match self.host {
+            Some(h) => h.active_faults(),
+            None => crate::wasm::active_faults(),
         }
     }
 

@@ -21,6 +21,7 @@
 extern crate self as runcap_sdk;
 
 mod context;
+mod faults;
 mod http;
 mod notify;
 mod outcome;
@@ -29,6 +30,7 @@ pub mod testing;
 mod wasm;
 
 pub use context::{Context, Host, Level};
+pub use faults::{Fault, FaultError, FaultKind, FaultSpec};
 pub use http::{HttpError, HttpRequest, HttpResponse, Method};
 pub use notify::{Notification, NotifyError};
 pub use outcome::{ActionError, Outcome, Status};

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use crate::context::{Context, Host, Level};
+use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
 use crate::services::{ServiceError, ServiceStatus, Verb};
@@ -27,6 +28,12 @@ pub struct MockHost {
     pub service_calls: RefCell<Vec<(String, Verb)>>,
     /// Secrets the plugin may read, by name.
     pub secrets: Vec<(String, String)>,
+    /// Faults injected (and not reverted), in order.
+    pub faults: RefCell<Vec<Fault>>,
+    /// Fault ids reverted, in order.
+    pub reverted: RefCell<Vec<String>>,
+    /// Whether `inject` succeeds.
+    pub allow_faults: bool,
 }
 
 impl MockHost {
@@ -43,6 +50,12 @@ impl MockHost {
     /// Queues the answer to the next service verb.
     pub fn answer_service(self, answer: Result<ServiceStatus, ServiceError>) -> Self {
         self.service_answers.borrow_mut().push_back(answer);
+        self
+    }
+
+    /// Lets the plugin inject faults (each is recorded, nothing happens).
+    pub fn grant_faults(mut self) -> Self {
+        self.allow_faults = true;
         self
     }
 
@@ -79,6 +92,41 @@ impl Host for MockHost {
             .borrow_mut()
             .push((channel.to_string(), message.clone()));
         Ok(())
+    }
+
+    fn inject(&self, spec: &FaultSpec) -> Result<Fault, FaultError> {
+        if !self.allow_faults {
+            return Err(FaultError::Denied(format!(
+                "{} faults are not granted",
+                spec.kind.as_str()
+            )));
+        }
+        let n = self.faults.borrow().len() + self.reverted.borrow().len();
+        let f = Fault {
+            id: format!("f-{n}"),
+            kind: spec.kind,
+            target: spec.target.clone(),
+            injected_at_ms: crate::context::now_ms(),
+            expires_at_ms: crate::context::now_ms() + spec.duration.as_millis() as u64,
+            detail: format!("{} on {}", spec.kind.as_str(), spec.target),
+        };
+        self.faults.borrow_mut().push(f.clone());
+        Ok(f)
+    }
+
+    fn revert_fault(&self, id: &str) -> Result<(), FaultError> {
+        let mut faults = self.faults.borrow_mut();
+        let before = faults.len();
+        faults.retain(|f| f.id != id);
+        if faults.len() == before {
+            return Err(FaultError::Failed(format!("no active fault {id}")));
+        }
+        self.reverted.borrow_mut().push(id.to_string());
+        Ok(())
+    }
+
+    fn active_faults(&self) -> Vec<Fault> {
+        self.faults.borrow().clone()
     }
 
     fn secret(&self, name: &str) -> Result<String, crate::ActionError> {

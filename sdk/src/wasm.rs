@@ -82,6 +82,82 @@ pub(crate) fn notify(
     })
 }
 
+fn fault_kind(k: crate::bindings::runcap::plugin::faults::Kind) -> crate::faults::FaultKind {
+    use crate::bindings::runcap::plugin::faults::Kind as K;
+    use crate::faults::FaultKind as F;
+    match k {
+        K::Kill => F::Kill,
+        K::Stop => F::Stop,
+        K::Latency => F::Latency,
+        K::Drop => F::Drop,
+        K::Partition => F::Partition,
+        K::CorruptFile => F::CorruptFile,
+        K::CertExpiry => F::CertExpiry,
+    }
+}
+
+fn fault(f: crate::bindings::runcap::plugin::faults::Fault) -> crate::faults::Fault {
+    crate::faults::Fault {
+        id: f.id,
+        kind: fault_kind(f.kind),
+        target: f.target,
+        injected_at_ms: f.injected_at_ms,
+        expires_at_ms: f.expires_at_ms,
+        detail: f.detail,
+    }
+}
+
+fn fault_error(e: crate::bindings::runcap::plugin::faults::Error) -> crate::faults::FaultError {
+    match e {
+        crate::bindings::runcap::plugin::faults::Error::Denied(m) => {
+            crate::faults::FaultError::Denied(m)
+        }
+        crate::bindings::runcap::plugin::faults::Error::Failed(m) => {
+            crate::faults::FaultError::Failed(m)
+        }
+    }
+}
+
+/// Injects a fault through the `faults` import.
+pub(crate) fn inject(
+    spec: &crate::faults::FaultSpec,
+) -> Result<crate::faults::Fault, crate::faults::FaultError> {
+    use crate::bindings::runcap::plugin::faults as w;
+    use crate::faults::FaultKind as F;
+    let kind = match spec.kind {
+        F::Kill => w::Kind::Kill,
+        F::Stop => w::Kind::Stop,
+        F::Latency => w::Kind::Latency,
+        F::Drop => w::Kind::Drop,
+        F::Partition => w::Kind::Partition,
+        F::CorruptFile => w::Kind::CorruptFile,
+        F::CertExpiry => w::Kind::CertExpiry,
+    };
+    let s = w::Spec {
+        kind,
+        target: spec.target.clone(),
+        duration_ms: spec.duration.as_millis() as u64,
+        latency_ms: spec.latency.map(|l| l.as_millis() as u32),
+        drop_rate: spec.drop_rate,
+        path: spec.path.clone(),
+        days: spec.days,
+    };
+    w::inject(&s).map(fault).map_err(fault_error)
+}
+
+/// Reverts a fault through the `faults` import.
+pub(crate) fn revert_fault(id: &str) -> Result<(), crate::faults::FaultError> {
+    crate::bindings::runcap::plugin::faults::revert(id).map_err(fault_error)
+}
+
+/// Lists active faults through the `faults` import.
+pub(crate) fn active_faults() -> Vec<crate::faults::Fault> {
+    crate::bindings::runcap::plugin::faults::active()
+        .into_iter()
+        .map(fault)
+        .collect()
+}
+
 /// Reads a secret through the `secrets` import.
 pub(crate) fn secret(name: &str) -> Result<String, ActionError> {
     use crate::bindings::runcap::plugin::secrets as wit_secrets;

@@ -6,6 +6,7 @@
 //! [`HostState`]. Adding one means: a WIT interface, a module here, a field in
 //! [`Grants`]/[`ValidGrants`]/[`HostState`], and an entry in [`CAPABILITIES`].
 
+pub mod faults;
 pub mod http;
 pub mod log;
 pub mod notify;
@@ -35,6 +36,8 @@ pub struct Grants {
     pub services: Option<services::ServicesGrantConfig>,
     /// `secrets = ["NAME", …]` under `[plugins.NAME.grants]`
     pub secrets: Option<secrets::SecretsGrantConfig>,
+    /// `[plugins.NAME.grants.faults]`
+    pub faults: Option<faults::FaultsGrantConfig>,
 }
 
 /// Validated grants of one plugin.
@@ -44,12 +47,14 @@ pub struct ValidGrants {
     pub notify: Option<Arc<notify::NotifyGrant>>,
     pub services: Option<Arc<services::ServicesGrant>>,
     pub secrets: Option<Arc<secrets::SecretsGrant>>,
+    pub faults: Option<Arc<faults::FaultsGrant>>,
 }
 
 /// What the environment declares outside the plugins, which grants refer to.
 pub struct Declared<'a> {
     pub services: &'a std::collections::BTreeMap<String, services::ServiceDef>,
     pub secrets: &'a std::collections::BTreeMap<String, secrets::SecretSource>,
+    pub proxies: &'a std::collections::BTreeMap<String, faults::ProxyDef>,
 }
 
 /// Validates every grant of one plugin.
@@ -60,6 +65,15 @@ pub fn validate_grants(
     declared: &Declared,
 ) -> ValidGrants {
     ValidGrants {
+        faults: raw.faults.and_then(|g| {
+            faults::FaultsGrant::validate(
+                v,
+                &path.key("faults"),
+                g,
+                declared.services,
+                declared.proxies,
+            )
+        }),
         secrets: raw.secrets.and_then(|g| {
             secrets::SecretsGrant::validate(v, &path.key("secrets"), g, declared.secrets)
         }),
@@ -83,6 +97,9 @@ pub struct Prepared {
     pub notify: Option<Arc<notify::Notifier>>,
     pub services: Option<Arc<services::ServicesAccess>>,
     pub secrets: Option<Arc<secrets::SecretsAccess>>,
+    pub faults: Option<Arc<faults::FaultsAccess>>,
+    /// The environment's fault manager, whose cert-expiry faults move plugin clocks.
+    pub clocks: Option<Arc<faults::FaultManager>>,
 }
 
 /// Host-side state shared by every plugin of an environment: its services and where
@@ -91,27 +108,50 @@ pub struct Prepared {
 pub struct Shared {
     pub services: Arc<services::ServiceManager>,
     pub secrets: Arc<secrets::SecretStore>,
+    pub proxies: Arc<faults::ProxyManager>,
+    pub faults: Arc<faults::FaultManager>,
 }
 
 impl Shared {
-    pub fn new(env: &crate::manifest::Environment, state_dir: &std::path::Path) -> Self {
+    /// The environment's shared state; faults need `store` for their journal.
+    pub fn new(
+        env: &crate::manifest::Environment,
+        state_dir: &std::path::Path,
+        store: Option<Arc<crate::store::Store>>,
+    ) -> Self {
+        let services = Arc::new(services::ServiceManager::new(
+            env.services.clone(),
+            state_dir,
+        ));
+        let proxies = Arc::new(faults::ProxyManager::new(env.proxies.clone(), state_dir));
         Shared {
-            services: Arc::new(services::ServiceManager::new(
-                env.services.clone(),
+            faults: Arc::new(faults::FaultManager::new(
+                store,
+                services.clone(),
+                proxies.clone(),
                 state_dir,
             )),
+            services,
             secrets: Arc::new(secrets::SecretStore::new(env.secrets.clone())),
+            proxies,
         }
     }
 
-    /// An environment with no services and no secrets (benchmarks, plugin tooling).
+    /// An environment with no services, secrets or faults (benchmarks, plugin tooling).
     pub fn none() -> Self {
+        let dir = std::path::Path::new(".");
+        let services = Arc::new(services::ServiceManager::new(Default::default(), dir));
+        let proxies = Arc::new(faults::ProxyManager::new(Default::default(), dir));
         Shared {
-            services: Arc::new(services::ServiceManager::new(
-                Default::default(),
-                std::path::Path::new("."),
+            faults: Arc::new(faults::FaultManager::new(
+                None,
+                services.clone(),
+                proxies.clone(),
+                dir,
             )),
+            services,
             secrets: Arc::default(),
+            proxies,
         }
     }
 }
@@ -119,6 +159,13 @@ impl Shared {
 impl Prepared {
     pub fn new(grants: &ValidGrants, shared: &Shared) -> Result<Self, String> {
         Ok(Prepared {
+            clocks: Some(shared.faults.clone()),
+            faults: grants.faults.as_ref().map(|g| {
+                Arc::new(faults::FaultsAccess {
+                    grant: g.clone(),
+                    manager: shared.faults.clone(),
+                })
+            }),
             secrets: grants.secrets.as_ref().map(|g| {
                 Arc::new(secrets::SecretsAccess {
                     grant: g.clone(),
@@ -199,6 +246,13 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |g| g.secrets.is_some(),
         describe: |g| g.secrets.as_ref().map(|s| s.describe()).unwrap_or_default(),
     },
+    Capability {
+        name: "faults",
+        interface: faults::INTERFACE,
+        grant_key: Some("grants.faults"),
+        granted: |g| g.faults.is_some(),
+        describe: |g| g.faults.as_ref().map(|f| f.describe()).unwrap_or_default(),
+    },
 ];
 
 /// The WIT interface every world function's types come from; importing it needs no grant.
@@ -214,6 +268,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::notify::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::services::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::secrets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    wit::faults::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 

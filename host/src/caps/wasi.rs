@@ -21,9 +21,12 @@ pub const ALLOWED_FAMILIES: &[&str] = &[
 ];
 
 /// Builds the WASI context of one action.
-pub fn context(stdout: &Capture, stderr: &Capture) -> WasiCtx {
-    WasiCtxBuilder::new()
-        .stdout(stdout.clone())
+pub fn context(stdout: &Capture, stderr: &Capture, clock_offset_secs: i64) -> WasiCtx {
+    let mut b = WasiCtxBuilder::new();
+    if clock_offset_secs != 0 {
+        b.wall_clock(crate::caps::faults::OffsetClock(clock_offset_secs));
+    }
+    b.stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_tcp(false)
         .allow_udp(false)

@@ -46,7 +46,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let shared = super::shared(&env, args, state);
+    let shared = super::shared(&env, args, state, None);
     let mut report = Vec::new();
     for (name, spec) in &env.plugins {
         let imports = match runtime.load(spec, &shared) {

@@ -13,7 +13,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let shared = super::shared(&env, args, state);
+    let shared = super::shared(&env, args, state, None);
     let mut problems = Vec::new();
     let mut loaded = std::collections::BTreeMap::new();
     for (name, spec) in &env.plugins {

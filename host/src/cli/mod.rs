@@ -6,6 +6,7 @@ mod audit;
 mod bundle;
 mod caps;
 mod check;
+mod faults;
 mod history;
 mod incidents;
 mod pin;
@@ -167,6 +168,33 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Open and past faults from the fault journal.
+    Faults {
+        #[command(flatten)]
+        env: EnvArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The drill proxies and their processes.
+    Proxies {
+        #[command(flatten)]
+        env: EnvArgs,
+        /// Stop every proxy.
+        #[arg(long)]
+        stop: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs one drill proxy (started by runcap when a run needs it).
+    #[command(hide = true)]
+    ProxyServe {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long)]
+        control: PathBuf,
+    },
     /// Run the rollbacks that interrupted runs left pending.
     Recover {
         /// Only this run (id or prefix); default: every interrupted run of this manifest.
@@ -248,6 +276,21 @@ pub fn main() -> ExitCode {
             Command::Caps { env, json } => caps::run(&env, &cli.state, json).await,
             Command::Services { env, json } => services::run(&env, &cli.state, json).await,
             Command::SuperviseService { .. } => 2,
+            Command::Faults { env, json } => faults::list(&env, &cli.state, json),
+            Command::Proxies { env, stop, json } => {
+                faults::proxies(&env, &cli.state, stop, json).await
+            }
+            Command::ProxyServe {
+                listen,
+                upstream,
+                control,
+            } => match crate::caps::faults::proxy::serve(listen, upstream, control).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: proxy on {listen}: {e}");
+                    2
+                }
+            },
             Command::Pin { env } => pin::run(&env),
         }
     });
@@ -307,20 +350,44 @@ pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>,
         }
         Err(e) => eprintln!("warning: could not check for interrupted runs: {e}"),
     }
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    // Faults left open by a runcap that died are reverted now, from the journal alone.
+    let reverted = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(crate::caps::faults::recover(&store))
+    });
+    for (f, result) in reverted {
+        match result {
+            Ok(how) => eprintln!(
+                "note: reverted fault {} ({} on {}) left open by a runcap that died: {how}",
+                f.id, f.kind, f.target
+            ),
+            Err(e) => eprintln!(
+                "error: could not revert fault {} ({} on {}) left open by a runcap that died: {e}",
+                f.id, f.kind, f.target
+            ),
+        }
+    }
+    Ok(store)
 }
 
 /// The state directory: `--state-dir`, `$RUNCAP_STATE_DIR`, or `.runcap/` beside the manifest.
 pub(crate) fn state_dir(env: &EnvArgs, state: &StateArgs) -> PathBuf {
-    state
+    let dir = state
         .state_dir
         .clone()
-        .unwrap_or_else(|| Store::default_dir(&env.env))
+        .unwrap_or_else(|| Store::default_dir(&env.env));
+    // Absolute, because supervised processes (services, proxies) run elsewhere.
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Host-side state every plugin of the environment shares (its services).
-pub(crate) fn shared(env: &Environment, args: &EnvArgs, state: &StateArgs) -> crate::caps::Shared {
-    crate::caps::Shared::new(env, &state_dir(args, state))
+pub(crate) fn shared(
+    env: &Environment,
+    args: &EnvArgs,
+    state: &StateArgs,
+    store: Option<Arc<Store>>,
+) -> crate::caps::Shared {
+    crate::caps::Shared::new(env, &state_dir(args, state), store)
 }
 
 /// Starts the engine with the default compile cache.

@@ -40,7 +40,7 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
             i.runbook,
             i.pending_rollbacks.len()
         );
-        let shared = super::shared(&env, env_args, state);
+        let shared = super::shared(&env, env_args, state, Some(store.clone()));
         let reports = runbook::recover(
             &runtime,
             &env,

@@ -35,7 +35,10 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         Ok(r) => r,
         Err(code) => return code,
     };
-    let shared = super::shared(&env, args, state);
+    let shared = super::shared(&env, args, state, Some(store.clone()));
+    for problem in shared.proxies.ensure_all().await {
+        eprintln!("warning: {problem}");
+    }
     let plugins = runbook::load_plugins(&runtime, &env, &shared, rb);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -47,6 +50,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         dry_run,
         store: Some(store),
         cancel: Some(cancel_rx),
+        faults: Some(shared.faults.clone()),
     };
     if !json {
         println!(
@@ -223,6 +227,16 @@ fn print_summary(r: &RunReport) {
             _ => format!("still open ({} consecutive failures)", i.failures),
         };
         println!("incident #{} ({}) {what}", i.id, i.severity);
+    }
+    for f in &r.reverted_faults {
+        println!(
+            "{} fault {} ({} on {}) reverted: {}",
+            if f.ok { "↺" } else { "✘" },
+            f.id,
+            f.kind,
+            f.target,
+            f.result
+        );
     }
     if r.status == RunStatus::Cancelled {
         println!("the run was cancelled; completed steps were rolled back");

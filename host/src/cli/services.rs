@@ -8,7 +8,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
         Ok(env) => env,
         Err(code) => return code,
     };
-    let shared = super::shared(&env, args, state);
+    let shared = super::shared(&env, args, state, None);
     let mut all = Vec::new();
     for name in shared.services.names() {
         match shared.services.control(name, Verb::Status).await {

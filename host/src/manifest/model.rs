@@ -23,6 +23,8 @@ pub struct Environment {
     pub services: BTreeMap<String, crate::caps::services::ServiceDef>,
     /// Secrets plugins may be granted, by name.
     pub secrets: BTreeMap<String, crate::caps::secrets::SecretSource>,
+    /// Drill proxies, by name.
+    pub proxies: BTreeMap<String, crate::caps::faults::ProxyDef>,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub runbooks: BTreeMap<String, Runbook>,
 }

@@ -22,6 +22,9 @@ pub struct Manifest {
     /// `[secrets.NAME]`: secret values plugins may be granted, by where they come from.
     #[serde(default)]
     pub secrets: BTreeMap<String, crate::caps::secrets::SecretConfig>,
+    /// `[proxies.NAME]`: loopback proxies drills reach services through.
+    #[serde(default)]
+    pub proxies: BTreeMap<String, crate::caps::faults::ProxyConfig>,
     /// `[plugins.NAME]`: the actions this environment may run.
     #[serde(default)]
     pub plugins: BTreeMap<String, Plugin>,

@@ -128,9 +128,11 @@ pub(super) fn validate(
 
     let services = crate::caps::services::validate_services(&mut v, raw.services);
     let secrets = crate::caps::secrets::validate_secrets(&mut v, raw.secrets);
+    let proxies = crate::caps::faults::proxy::validate_proxies(&mut v, raw.proxies);
     let declared = crate::caps::Declared {
         services: &services,
         secrets: &secrets,
+        proxies: &proxies,
     };
     let mut plugins = BTreeMap::new();
     for (name, p) in raw.plugins {
@@ -165,6 +167,7 @@ pub(super) fn validate(
         vars: raw.vars,
         services,
         secrets,
+        proxies,
         plugins,
         runbooks,
     };

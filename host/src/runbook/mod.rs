@@ -107,6 +107,19 @@ pub struct RunReport {
     pub steps: Vec<StepReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident: Option<incident::IncidentUpdate>,
+    /// Faults still open when the run ended, and how each was reverted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reverted_faults: Vec<RevertedFault>,
+}
+
+/// A fault the end of a run reverted.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevertedFault {
+    pub id: String,
+    pub kind: String,
+    pub target: String,
+    pub ok: bool,
+    pub result: String,
 }
 
 /// Options of one run.
@@ -117,6 +130,8 @@ pub struct RunOptions {
     pub store: Option<Arc<Store>>,
     /// Becomes true when the run must stop (Ctrl-C, SIGTERM).
     pub cancel: Option<watch::Receiver<bool>>,
+    /// Faults injected during the run are reverted through it when the run ends.
+    pub faults: Option<Arc<crate::caps::faults::FaultManager>>,
 }
 
 /// Live progress of a run, for the terminal.
@@ -594,6 +609,24 @@ pub async fn run(
     if failed_step.is_some() || cancelled {
         run.roll_back().await;
     }
+    // Every fault this run injected is reverted now, whatever happened.
+    let mut reverted_faults = Vec::new();
+    if let Some(f) = &options.faults {
+        let by = if cancelled { "signal" } else { "run-end" };
+        for (row, result) in f.revert_run(&run.run_id, by).await {
+            let (ok, result) = match result {
+                Ok(t) => (true, t),
+                Err(e) => (false, e),
+            };
+            reverted_faults.push(RevertedFault {
+                id: row.id,
+                kind: row.kind,
+                target: row.target,
+                ok,
+                result,
+            });
+        }
+    }
     let worst = run
         .reports
         .iter()
@@ -672,6 +705,7 @@ pub async fn run(
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         steps: run.reports,
         incident,
+        reverted_faults,
     }
 }
 

@@ -762,25 +762,13 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     tx.commit().map_err(&err)
 }
 
-/// This process's pid and start time (clock ticks since boot), which together name it
-/// uniquely even after the pid is reused.
 fn this_process() -> (i64, i64) {
-    let pid = std::process::id() as i64;
-    (pid, process_start(pid).unwrap_or(0))
-}
-
-fn process_start(pid: i64) -> Option<i64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22, counted after the parenthesised command name (which may hold spaces).
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    let (pid, start) = crate::procinfo::this_process();
+    (pid as i64, start as i64)
 }
 
 fn process_alive(pid: i64, start: i64) -> bool {
-    match process_start(pid) {
-        Some(s) => s == start,
-        None => false,
-    }
+    crate::procinfo::alive(pid as u32, start as u64)
 }
 
 impl std::fmt::Debug for Store {
@@ -827,13 +815,5 @@ mod tests {
         // Reopening does not re-run migrations.
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.history(None, 10).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn own_process_is_alive_and_a_made_up_one_is_not() {
-        let (pid, start) = this_process();
-        assert!(process_alive(pid, start));
-        assert!(!process_alive(pid, start + 1));
-        assert!(!process_alive(i32::MAX as i64, 0));
     }
 }

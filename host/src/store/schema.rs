@@ -114,4 +114,27 @@ pub const MIGRATIONS: &[&str] = &[
         message       TEXT NOT NULL
     );
     "#,
+    // 3: the fault journal. A row is written (and synced) before its fault is applied and
+    // carries everything needed to revert it without the manifest.
+    r#"
+    CREATE TABLE faults (
+        id            TEXT PRIMARY KEY,
+        run_id        TEXT NOT NULL,
+        plugin        TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        spec          TEXT NOT NULL,          -- JSON of what was asked
+        revert        TEXT NOT NULL,          -- JSON recipe that undoes it
+        state         TEXT NOT NULL,          -- pending | active | reverted | revert-failed
+        detail        TEXT NOT NULL DEFAULT '',
+        injected_at   INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        reverted_at   INTEGER,
+        reverted_by   TEXT,                   -- plugin | run-end | expiry | signal | recovery
+        revert_result TEXT,
+        pid           INTEGER NOT NULL,
+        pid_start     INTEGER NOT NULL
+    );
+    CREATE INDEX faults_open ON faults (state);
+    "#,
 ];

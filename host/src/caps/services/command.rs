@@ -11,7 +11,7 @@ use super::{ServiceConfig, Status, Verb, only_for, parse_duration_or};
 use crate::manifest::{KeyPath, Validator};
 
 /// A validated command service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CommandDef {
     pub start: Option<String>,
     pub stop: Option<String>,

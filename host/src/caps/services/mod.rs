@@ -22,7 +22,8 @@ use crate::bindings::runcap::plugin::services as wit;
 use crate::caps::{CallRecord, HostState};
 use crate::manifest::{KeyPath, Validator};
 
-pub use process::supervise;
+pub use command::CommandDef;
+pub use process::{ProcessDef, supervise};
 
 /// The WIT interface this module implements.
 pub const INTERFACE: &str = "runcap:plugin/services";
@@ -94,7 +95,8 @@ impl Verb {
 }
 
 /// How runcap drives one service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "driver", rename_all = "lowercase")]
 pub enum Driver {
     Process(process::ProcessDef),
     Command(command::CommandDef),
@@ -298,6 +300,72 @@ impl ServiceManager {
         })
         .await
         .map_err(|e| format!("the service driver failed: {e}"))?
+    }
+}
+
+impl ServiceManager {
+    /// Whether a service is defined.
+    pub fn has(&self, name: &str) -> bool {
+        self.defs.contains_key(name)
+    }
+
+    /// SIGKILLs a process-driver service, as a crash would. Only process services have a
+    /// pid runcap can vouch for.
+    pub async fn kill(&self, name: &str) -> Result<u32, String> {
+        let def = self
+            .defs
+            .get(name)
+            .ok_or_else(|| format!("no service `{name}` is defined"))?
+            .clone();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let _lock = lock(&dir, &def.name)?;
+            match &def.driver {
+                Driver::Process(_) => process::kill(&def.name, &dir),
+                Driver::Command(_) => Err(format!(
+                    "`{}` uses the command driver, so runcap knows no pid to kill; use a stop fault instead",
+                    def.name
+                )),
+            }
+        })
+        .await
+        .map_err(|e| format!("the service driver failed: {e}"))?
+    }
+}
+
+/// Applies a verb to a service known only by its driver (a proxy, or a service being
+/// restored after a crash, when the manifest is not at hand).
+pub async fn control_with(
+    name: &str,
+    driver: &Driver,
+    dir: &Path,
+    verb: Verb,
+) -> Result<Status, String> {
+    let (name, driver, dir) = (name.to_string(), driver.clone(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let _lock = if verb == Verb::Status {
+            None
+        } else {
+            Some(lock(&dir, &name)?)
+        };
+        match &driver {
+            Driver::Process(p) => process::control(&name, p, &dir, verb),
+            Driver::Command(c) => command::control(&name, c, verb),
+        }
+    })
+    .await
+    .map_err(|e| format!("the service driver failed: {e}"))?
+}
+
+impl ServiceManager {
+    /// A service's driver and the directory its state lives in, for a fault journal
+    /// that must be able to restart it without the manifest.
+    pub fn driver(&self, name: &str) -> Option<(Driver, PathBuf)> {
+        self.defs
+            .get(name)
+            .map(|d| (d.driver.clone(), self.dir.clone()))
     }
 }
 

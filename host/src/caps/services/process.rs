@@ -19,7 +19,7 @@ use crate::engine::cache::write_atomically;
 use crate::manifest::{KeyPath, Validator};
 
 /// A validated process service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessDef {
     pub command: PathBuf,
     pub args: Vec<String>,
@@ -129,22 +129,10 @@ fn read_state(dir: &Path, name: &str) -> Option<StateFile> {
     serde_json::from_str(&text).ok()
 }
 
-/// The start time of a live process, in clock ticks since boot.
-pub(crate) fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let mut fields = after.split_whitespace();
-    // A zombie has exited; it only waits to be reaped.
-    if fields.next()? == "Z" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
-
 /// Whether `pid` is still the process the state file describes.
 fn is_ours(s: &StateFile) -> Option<u32> {
     let pid = s.pid?;
-    (s.exited_at_ms.is_none() && process_start(pid)? == s.pid_start?).then_some(pid)
+    (s.exited_at_ms.is_none() && crate::procinfo::start_time(pid)? == s.pid_start?).then_some(pid)
 }
 
 fn status_of(name: &str, dir: &Path) -> Status {
@@ -321,6 +309,24 @@ fn stop(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
     Ok(st)
 }
 
+/// Kills the service's process with SIGKILL, as a crash would; returns the pid killed.
+pub(super) fn kill(name: &str, dir: &Path) -> Result<u32, String> {
+    let s = read_state(dir, name).ok_or_else(|| format!("{name} was never started by runcap"))?;
+    let pid = is_ours(&s).ok_or_else(|| format!("{name} is not running"))?;
+    // SAFETY: kill(2) on a pid whose identity (start time) was just checked.
+    if unsafe { libc::kill(pid as i32, libc::SIGKILL) } != 0 {
+        return Err(format!(
+            "cannot kill pid {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_ours(&s).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(pid)
+}
+
 fn log_tail(dir: &Path, name: &str) -> String {
     let mut text = String::new();
     if let Ok(mut f) = std::fs::File::open(log_path(dir, name)) {
@@ -387,7 +393,7 @@ pub fn supervise(
         }
     };
     record.pid = Some(child.id());
-    record.pid_start = process_start(child.id());
+    record.pid_start = crate::procinfo::start_time(child.id());
     save(&record);
     if let Some(p) = pid_file {
         let _ = write_atomically(p, format!("{}\n", child.id()).as_bytes());

@@ -12,6 +12,9 @@ struct Params {
     /// URL for `fetch`; the secret's name for `leak-secret`.
     #[serde(default)]
     url: String,
+    /// How long an injected fault may last.
+    #[serde(default)]
+    seconds: Option<u64>,
 }
 
 fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
@@ -54,6 +57,26 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
             println!("stdout: {value}");
             eprintln!("stderr: {value}");
             Ok(Outcome::ok(format!("the secret is {value}")).detail("secret", value.as_str()))
+        }
+        "inject-then-panic" | "inject-then-loop" => {
+            // Leaves a partition behind and then misbehaves; the host must still heal it.
+            let spec = runcap_sdk::FaultSpec {
+                kind: runcap_sdk::FaultKind::Partition,
+                target: p.url.clone(),
+                duration: std::time::Duration::from_secs(p.seconds.unwrap_or(60)),
+                latency: None,
+                drop_rate: None,
+                path: None,
+                days: None,
+            };
+            ctx.inject(&spec)?;
+            if p.mode == "inject-then-panic" {
+                panic!("hostile plugin panics with a fault in place");
+            }
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
         }
         "panic" => panic!("hostile plugin panics on purpose"),
         "stack-overflow" => Ok(Outcome::ok(format!("{}", recurse(0)))),
