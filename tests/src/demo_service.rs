@@ -29,6 +29,8 @@ pub struct ServiceState {
     pub attempts: AtomicU64,
     /// Bodies POSTed to `/hooks/NAME`, as (NAME, JSON).
     pub hooks: std::sync::Mutex<Vec<(String, serde_json::Value)>>,
+    /// A JSON file `/data` reads on every request: 200 while it parses, 500 once damaged.
+    pub data_file: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// Serves until the listener fails; with `tls` every connection is HTTPS.
@@ -154,6 +156,25 @@ async fn handle(
                 )
             }
         }
+        ("GET", "/data") => match state.data_file.get() {
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "no --data file"),
+            Some(f) => {
+                match std::fs::read(f).map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
+                    Ok(Ok(v)) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"status": "ok", "records": v.as_array().map_or(0, |a| a.len())}),
+                    ),
+                    Ok(Err(e)) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"status": "corrupt", "error": e.to_string()}),
+                    ),
+                    Err(e) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"status": "unreadable", "error": e.to_string()}),
+                    ),
+                }
+            }
+        },
         ("GET", "/fail-first") => {
             let n: u64 = q.get("n").and_then(|b| b.parse().ok()).unwrap_or(1);
             let seen = state.attempts.fetch_add(1, Ordering::Relaxed);
@@ -191,6 +212,23 @@ async fn handle(
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found"),
     };
     Ok(resp)
+}
+
+/// A TLS acceptor from PEM files (certificate chain and PKCS#8 key).
+pub fn acceptor_from_pem(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    let certs =
+        rustls::pki_types::CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A throwaway certificate authority and a server certificate it signed.

@@ -152,6 +152,27 @@ impl Run {
     }
 }
 
+/// A loopback port nobody listens on, for a service a test will start. Ports come from a
+/// range below the kernel's ephemeral ports and are never handed out twice in one test
+/// binary, so parallel tests do not race each other for the same port.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 500) as u16 * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "ran out of test ports");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A background tokio runtime for in-process servers, shared by a test binary.
 pub fn background() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

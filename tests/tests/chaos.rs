@@ -8,17 +8,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use runcap_e2e::{Sandbox, plugin_lines};
+use runcap_e2e::{Sandbox, free_port, plugin_lines};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_runcap-demo-service");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     report["steps"]
@@ -132,10 +124,9 @@ grants.services = {{ api = ["status", "start", "stop", "restart"] }}
 limits = {{ time = "2m" }}
 grants.http = {{ allow = ["http://127.0.0.1:{proxy}", "http://127.0.0.1:{api}", "http://127.0.0.1:{hold_port}"] }}
 
-[plugins.hostile]
-{hostile}
+[plugins.sneaky]
+{sneaky}
 limits = {{ time = "3s" }}
-grants.http = {{ allow = [] }}
 grants.secrets = []
 grants.faults.partition = {{ targets = ["api"], max_duration = "1m" }}
 
@@ -149,11 +140,12 @@ steps = [{{ uses = "control", with = {{ service = "api", action = "stop" }} }}]
                 chaos = plugin_lines("chaos"),
                 control = plugin_lines("service-control"),
                 probe = plugin_lines("http-probe"),
-                hostile = plugin_lines("hostile"),
+                sneaky = plugin_lines("sneaky"),
                 hold_url = hold.url(""),
                 hold_port = hold.addr.port(),
             ),
         );
+        // Built before anything starts, so its Drop cleans up whatever fails below.
         let d = Drill {
             sb,
             api,
@@ -481,13 +473,13 @@ fn a_plugin_that_traps_or_loops_after_injecting_still_gets_its_fault_reverted() 
     let d = Drill::new(
         r#"
 [runbooks.trap]
-steps = [{ uses = "hostile", with = { mode = "inject-then-panic", url = "api" } }]
+steps = [{ uses = "sneaky", with = { mode = "inject-then-panic", target = "api" } }]
 
 [runbooks.loop]
-steps = [{ uses = "hostile", with = { mode = "inject-then-loop", url = "api" } }]
+steps = [{ uses = "sneaky", with = { mode = "inject-then-loop", target = "api" } }]
 
 [runbooks.expire]
-steps = [{ uses = "hostile", with = { mode = "inject-then-loop", url = "api", seconds = 1 } }]
+steps = [{ uses = "sneaky", with = { mode = "inject-then-loop", target = "api", seconds = 1 } }]
 "#,
     );
     let r = d.sb.run(&["run", "trap", "--json"]).expect_code(1).json();
@@ -520,7 +512,7 @@ fn denied_faults_are_audited_and_caps_shows_the_blast_radius() {
 steps = [
   { id = "ungranted_target", uses = "chaos", on_failure = "continue", with = { action = "inject", fault = { kind = "kill", target = "db" } } },
   { id = "too_long", uses = "chaos", on_failure = "continue", with = { action = "inject", fault = { kind = "partition", target = "api", duration = "2h" } } },
-  { id = "ungranted_kind", uses = "hostile", on_failure = "continue", with = { mode = "inject-then-panic", url = "elsewhere" } },
+  { id = "ungranted_kind", uses = "sneaky", on_failure = "continue", with = { mode = "inject-then-panic", target = "elsewhere" } },
 ]
 "#,
     );
@@ -640,4 +632,64 @@ with = {{ url = "{url}", expect = {{ cert_days_min = 14 }} }}
     let again = sb.run(&["run", "expiry", "--json"]).expect_code(0).json();
     assert_eq!(step(&again, "before")["status"], "ok");
     let _ = Path::new("");
+}
+
+#[test]
+fn the_game_day_example_runs_every_drill_and_leaves_nothing_behind() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/game-day");
+    let manifest = root.join("runcap.toml");
+    let index = std::fs::read(root.join("data/index.json")).unwrap();
+    let sb = Sandbox::new();
+    let state = sb.path().join("state");
+    let (m, s) = (manifest.to_str().unwrap(), state.to_str().unwrap());
+    /// Stops the example's service and proxy however the test ends.
+    struct Stop<'a>(&'a Sandbox, &'a str, &'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0
+                .run(&["run", "stop", "--env", self.1, "--state-dir", self.2]);
+            self.0
+                .run(&["proxies", "--stop", "--env", self.1, "--state-dir", self.2]);
+        }
+    }
+    let _stop = Stop(&sb, m, s);
+    let r = sb
+        .run(&["run", "game-day", "--env", m, "--state-dir", s, "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(r["status"], "ok", "{r:#}");
+    for id in [
+        "kill_recovered",
+        "stop_recovered",
+        "latency",
+        "drop",
+        "partition",
+        "corrupt_index",
+    ] {
+        let s = step(&r, id);
+        assert_eq!(s["details"]["met_rto"], true, "{id}: {s:#}");
+        assert!(
+            s["details"]["time_to_recovery_ms"].as_f64().is_some(),
+            "{id}"
+        );
+    }
+    assert_eq!(step(&r, "cert_alert")["status"], "ok");
+    assert_eq!(
+        std::fs::read(root.join("data/index.json")).unwrap(),
+        index,
+        "the index is whole again"
+    );
+    let faults = sb
+        .run(&["faults", "--env", m, "--state-dir", s, "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(faults.as_array().unwrap().len(), 7, "one fault per kind");
+    assert!(
+        faults
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["state"] == "reverted"),
+        "{faults:#}"
+    );
 }

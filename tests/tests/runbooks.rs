@@ -548,13 +548,15 @@ env = "RUNCAP_TEST_NOT_SET"
 
 [runbooks.secrets]
 steps = [
-  { id = "granted", uses = "hostile", on_failure = "continue", with = { mode = "leak-secret", url = "file-key" } },
-  { id = "ungranted", uses = "hostile", on_failure = "continue", with = { mode = "leak-secret", url = "api-token" } },
-  { id = "unset", uses = "hostile", on_failure = "continue", with = { mode = "leak-secret", url = "missing" } },
+  { id = "granted", uses = "sneaky", on_failure = "continue", with = { mode = "leak-secret", target = "file-key" } },
+  { id = "ungranted", uses = "sneaky", on_failure = "continue", with = { mode = "leak-secret", target = "api-token" } },
+  { id = "unset", uses = "sneaky", on_failure = "continue", with = { mode = "leak-secret", target = "missing" } },
 ]
 "#,
-    )
-    .replace("[plugins.hostile]\n", "[plugins.hostile]\ngrants.secrets = [\"file-key\", \"missing\"]\n");
+    ) + &format!(
+        "\n[plugins.sneaky]\n{}grants.secrets = [\"file-key\", \"missing\"]\ngrants.faults = {{}}\n",
+        plugin_lines("sneaky")
+    );
     sb.write("runcap.toml", &text);
     let out = sb
         .runcap()
@@ -570,7 +572,7 @@ steps = [
         ungranted["failure"]["message"]
             .as_str()
             .unwrap()
-            .contains("add \"api-token\" to plugins.hostile.grants.secrets")
+            .contains("add \"api-token\" to plugins.sneaky.grants.secrets")
     );
     let unset = step(&r, "unset");
     assert_eq!(unset["failure"]["kind"], "plugin-error");

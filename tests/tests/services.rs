@@ -4,17 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use runcap_e2e::{Sandbox, plugin_lines};
+use runcap_e2e::{Sandbox, free_port, plugin_lines};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_runcap-demo-service");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     report["steps"]

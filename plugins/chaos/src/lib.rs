@@ -77,6 +77,9 @@ pub struct Params {
     /// observe: when the fault began (milliseconds since the epoch), e.g.
     /// "{{ steps.inject.details.injected_at_ms }}".
     pub since_ms: Option<u64>,
+    /// observe: the fault to revert once observation ends, e.g.
+    /// "{{ steps.inject.details.fault_id }}" (otherwise it lasts until the run ends).
+    pub fault_id: Option<String>,
 }
 
 fn drill() -> Action {
@@ -120,7 +123,10 @@ pub struct Probe {
 pub fn probe(ctx: &Context, s: &SteadyState) -> Result<Probe, ActionError> {
     let within = duration("steady_state.within", &s.within)?;
     let started = Instant::now();
-    let req = HttpRequest::get(&s.url).timeout(within + Duration::from_secs(1));
+    // A fresh connection each time, so faults on new connections (latency, drops) show.
+    let req = HttpRequest::get(&s.url)
+        .header("connection", "close")
+        .timeout(within + Duration::from_secs(1));
     let result = ctx.http(&req);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(match result {
@@ -258,6 +264,9 @@ pub fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
                 ActionError::InvalidParams("observe needs `since_ms` (the injection time)".into())
             })?;
             let recovery = wait_recovery(ctx, steady, since, rto, interval)?;
+            if let Some(id) = &p.fault_id {
+                ctx.revert_fault(id)?;
+            }
             let o = match recovery.recovered_after_ms {
                 Some(ms) => Outcome::ok(format!(
                     "recovered {ms} ms after the fault, within the {} RTO",
@@ -386,6 +395,7 @@ mod tests {
             rto: "5s".into(),
             interval: "5ms".into(),
             since_ms: None,
+            fault_id: None,
         }
     }
 

@@ -39,11 +39,40 @@ pub fn run(ctx: &Context, params: Params) -> Result<Outcome, ActionError> {
             .detail("url", params.url.as_str())
             .detail("dry_run", true))
         }
-        Ok(response) => Ok(evaluate(&params, &response, now_secs())),
+        Ok(response) => Ok(invert_if_asked(
+            &params,
+            evaluate(&params, &response, now_secs()),
+        )),
         Err(HttpError::Denied(message)) => Err(ActionError::Denied(message)),
         Err(HttpError::InvalidRequest(message)) => Err(ActionError::InvalidParams(message)),
-        Err(error) => Ok(unreachable_outcome(&params, &error)),
+        Err(error) => Ok(invert_if_asked(
+            &params,
+            unreachable_outcome(&params, &error),
+        )),
     }
+}
+
+/// With `expect_fail`, a failing check is the expected result and a passing one is not.
+fn invert_if_asked(params: &Params, outcome: Outcome) -> Outcome {
+    if !params.expect_fail {
+        return outcome;
+    }
+    let (status, summary) = match outcome.status {
+        runcap_sdk::Status::Fail => (
+            runcap_sdk::Status::Ok,
+            format!("failed as expected: {}", outcome.summary),
+        ),
+        _ => (
+            runcap_sdk::Status::Fail,
+            format!("expected this check to fail, but: {}", outcome.summary),
+        ),
+    };
+    Outcome {
+        status,
+        summary,
+        ..outcome
+    }
+    .detail("expect_fail", true)
 }
 
 /// The single request the params describe.

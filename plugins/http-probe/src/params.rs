@@ -42,6 +42,10 @@ pub struct Params {
     /// condition holds). No status rule applies unless `status` is given.
     #[serde(default)]
     pub warn: Conditions,
+    /// Invert the verdict: the `expect` conditions must fail. Drills use it to prove a
+    /// check notices a fault (an expired certificate, a corrupt index).
+    #[serde(default)]
+    pub expect_fail: bool,
 }
 
 fn default_timeout() -> HumanDuration {

@@ -640,3 +640,26 @@ fn params_schema_documents_every_field() {
         );
     }
 }
+
+#[test]
+fn expect_fail_inverts_the_verdict() {
+    let host = MockHost::new().answer_http(Ok(response(503, "", 3)));
+    let out = run(
+        &host.context(),
+        params(json!({ "url": "http://svc/health", "expect_fail": true })),
+    )
+    .unwrap();
+    assert_eq!(out.status, Status::Ok);
+    assert!(
+        out.summary.starts_with("failed as expected"),
+        "{}",
+        out.summary
+    );
+    let host = MockHost::new().answer_http(Ok(response(200, "", 3)));
+    let out = run(
+        &host.context(),
+        params(json!({ "url": "http://svc/health", "expect_fail": true })),
+    )
+    .unwrap();
+    assert_eq!(out.status, Status::Fail);
+}

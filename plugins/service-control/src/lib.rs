@@ -190,6 +190,17 @@ pub fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
             let health = wait_healthy(ctx, &url, within, interval, started, &|d| {
                 std::thread::sleep(d)
             })?;
+            // A health URL answered by some other process (an old instance holding the port)
+            // must not pass for a successful start.
+            if let Health::Healthy { .. } = health
+                && let Ok(now) = ctx.service(&p.service, Verb::Status)
+                && now.state == ServiceState::Stopped
+            {
+                return Ok(base(Outcome::fail(format!(
+                    "{did}, and {url} answers, but the started process is gone ({}): another process may hold its port",
+                    now.detail
+                ))));
+            }
             Ok(base(match health {
                 Health::Healthy { after, checks } => {
                     let ms = after.as_secs_f64() * 1000.0;

@@ -14,6 +14,18 @@ struct Args {
     /// Start with /health answering 503.
     #[arg(long)]
     down: bool,
+    /// Also serve HTTPS here (needs --tls-cert and --tls-key).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<String>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long)]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM (PKCS#8) private key for --tls-listen.
+    #[arg(long)]
+    tls_key: Option<std::path::PathBuf>,
+    /// A JSON file that GET /data checks on every request.
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -24,6 +36,15 @@ async fn main() -> anyhow::Result<()> {
     state
         .down
         .store(args.down, std::sync::atomic::Ordering::Relaxed);
+    if let Some(d) = args.data {
+        let _ = state.data_file.set(d);
+    }
+    if let (Some(addr), Some(cert), Some(key)) = (&args.tls_listen, &args.tls_cert, &args.tls_key) {
+        let acceptor = runcap_e2e::demo_service::acceptor_from_pem(cert, key)?;
+        let tls = tokio::net::TcpListener::bind(addr).await?;
+        eprintln!("demo service listening on https://{}", tls.local_addr()?);
+        tokio::spawn(serve(tls, state.clone(), Some(acceptor)));
+    }
     eprintln!(
         "demo service listening on http://{}",
         listener.local_addr()?

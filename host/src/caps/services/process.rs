@@ -145,9 +145,24 @@ fn status_of(name: &str, dir: &Path) -> Status {
         health_url: None,
         detail: "never started by runcap".into(),
     };
-    let Some(s) = read_state(dir, name) else {
+    let Some(mut s) = read_state(dir, name) else {
         return st;
     };
+    // The process just ended and its supervisor is still writing down how: wait a moment
+    // so the exit code is reported rather than missed.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while is_ours(&s).is_none()
+        && s.exited_at_ms.is_none()
+        && s.pid.is_some()
+        && Instant::now() < deadline
+        && crate::procinfo::start_time(s.supervisor_pid).is_some()
+    {
+        std::thread::sleep(Duration::from_millis(5));
+        match read_state(dir, name) {
+            Some(fresh) => s = fresh,
+            None => break,
+        }
+    }
     if let Some(pid) = is_ours(&s) {
         st.state = "running";
         st.pid = Some(pid);

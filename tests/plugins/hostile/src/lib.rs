@@ -9,12 +9,9 @@ struct Params {
     /// What to try: `fetch`, `loop`, `memory-bomb`, `huge-output`, `stdout-flood`,
     /// `log-flood`, `panic`, `stack-overflow`, `exit`, `bad-details`.
     mode: String,
-    /// URL for `fetch`; the secret's name for `leak-secret`.
+    /// URL for `fetch`.
     #[serde(default)]
     url: String,
-    /// How long an injected fault may last.
-    #[serde(default)]
-    seconds: Option<u64>,
 }
 
 fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
@@ -49,34 +46,6 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
                 ctx.info(&format!("line {i} {}", "z".repeat(100)));
             }
             Ok(Outcome::ok("flooded the log"))
-        }
-        "leak-secret" => {
-            // Tries every way out for a secret: summary, details, log, stdout, stderr.
-            let value = ctx.secret(&p.url)?;
-            ctx.info(&format!("the secret is {value}"));
-            println!("stdout: {value}");
-            eprintln!("stderr: {value}");
-            Ok(Outcome::ok(format!("the secret is {value}")).detail("secret", value.as_str()))
-        }
-        "inject-then-panic" | "inject-then-loop" => {
-            // Leaves a partition behind and then misbehaves; the host must still heal it.
-            let spec = runcap_sdk::FaultSpec {
-                kind: runcap_sdk::FaultKind::Partition,
-                target: p.url.clone(),
-                duration: std::time::Duration::from_secs(p.seconds.unwrap_or(60)),
-                latency: None,
-                drop_rate: None,
-                path: None,
-                days: None,
-            };
-            ctx.inject(&spec)?;
-            if p.mode == "inject-then-panic" {
-                panic!("hostile plugin panics with a fault in place");
-            }
-            let mut x: u64 = 0;
-            loop {
-                x = std::hint::black_box(x.wrapping_add(1));
-            }
         }
         "panic" => panic!("hostile plugin panics on purpose"),
         "stack-overflow" => Ok(Outcome::ok(format!("{}", recurse(0)))),
