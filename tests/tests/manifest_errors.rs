@@ -172,3 +172,38 @@ fn missing_manifest_and_unknown_runbook() {
     let e = sb.run(&["run", "nope"]).expect_code(2).stderr();
     assert_all(&e, &["no runbook `nope`"]);
 }
+
+#[test]
+fn oversized_and_invalid_plugin_files_are_refused_without_compiling() {
+    let sb = Sandbox::new();
+    // A file over the 64 MiB limit is refused before it is even hashed.
+    let big = sb.path().join("big.wasm");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(65 << 20).unwrap();
+    sb.write(
+        "runcap.toml",
+        &format!(
+            "environment = \"dev\"\n[plugins.big]\npath = \"big.wasm\"\nsha256 = \"{}\"\n",
+            "00".repeat(32)
+        ),
+    );
+    let e = sb.run(&["check"]).expect_code(2).stderr();
+    assert_all(
+        &e,
+        &["plugins.big.path", "more than the 64.0 MiB runcap accepts"],
+    );
+
+    // Garbage with a correct pin fails to compile with a clear message, and nothing else breaks.
+    sb.write("junk.wasm", "\0asm this is not a component");
+    let digest = sha256_file(&sb.path().join("junk.wasm"));
+    sb.write(
+        "runcap.toml",
+        &format!(
+            "environment = \"dev\"\n[plugins.junk]\npath = \"junk.wasm\"\nsha256 = \"{digest}\"\n[plugins.noop]\n{}",
+            plugin_lines("noop")
+        ),
+    );
+    let out = sb.run(&["check"]).expect_code(2);
+    assert_all(&out.stderr(), &["junk.wasm is not a valid component"]);
+    assert!(out.stdout().contains("✔ plugin noop"), "{}", out.stdout());
+}
