@@ -4,6 +4,7 @@
 //! - [`manifest`]: TOML → validated [`manifest::Environment`], with located diagnostics.
 //! - [`engine`]: wasmtime engine, compile cache, plugin loading and import checks.
 //! - [`caps`]: one module per capability (grant, checks, host implementation, audit).
+//! - [`policy`]: ceilings on what any plugin may be granted per environment.
 //! - [`runner`]: one action in a fresh instance, classified however it ends.
 //! - [`runbook`]: steps in order.
 //! - [`cli`]: the `runcap` command.
@@ -13,6 +14,7 @@ pub mod caps;
 pub mod cli;
 pub mod engine;
 pub mod manifest;
+pub mod policy;
 pub mod runbook;
 pub mod runner;
 pub mod store;
