@@ -6,10 +6,13 @@ mod audit;
 mod bundle;
 mod caps;
 mod check;
+mod config;
 mod history;
 mod incidents;
+mod lock;
 mod pin;
 mod recover;
+mod review;
 mod run;
 mod services;
 
@@ -84,6 +87,8 @@ enum Command {
     Check {
         #[command(flatten)]
         env: EnvArgs,
+        #[command(flatten)]
+        review: check::ReviewArgs,
     },
     /// Run a runbook.
     Run {
@@ -184,6 +189,31 @@ enum Command {
         #[command(flatten)]
         env: EnvArgs,
         /// Machine-readable output.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// A review document in Markdown.
+        #[arg(long)]
+        markdown: bool,
+        /// Compare with another environment's manifest, or with a lockfile: every
+        /// capability added, removed or widened, changed digests, new plugins. Exits 1
+        /// when anything widened.
+        #[arg(long, value_name = "OTHER")]
+        diff: Option<PathBuf>,
+    },
+    /// Record the environment's plugin digests, imports, limits and grants in
+    /// runcap.lock beside the manifest, for review; `check --locked` holds it to them.
+    Lock {
+        #[command(flatten)]
+        env: EnvArgs,
+        /// The lockfile (default: runcap.lock beside the manifest).
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+    },
+    /// Print the environment as composed from its `extends` chain, each value with
+    /// the file and line it came from.
+    Config {
+        #[command(flatten)]
+        env: EnvArgs,
         #[arg(long)]
         json: bool,
     },
@@ -223,7 +253,7 @@ pub fn main() -> ExitCode {
     };
     let code = rt.block_on(async {
         match cli.command {
-            Command::Check { env } => check::run(&env, &cli.state).await,
+            Command::Check { env, review } => check::run(&env, &cli.state, &review).await,
             Command::Run {
                 runbook,
                 env,
@@ -245,7 +275,21 @@ pub fn main() -> ExitCode {
             Command::Recover { run_id, env } => {
                 recover::run(&env, &cli.state, run_id.as_deref()).await
             }
-            Command::Caps { env, json } => caps::run(&env, &cli.state, json).await,
+            Command::Caps {
+                env,
+                json,
+                markdown,
+                diff,
+            } => {
+                let format = match (json, markdown) {
+                    (true, _) => caps::Format::Json,
+                    (_, true) => caps::Format::Markdown,
+                    _ => caps::Format::Text,
+                };
+                caps::run(&env, &cli.state, format, diff.as_deref()).await
+            }
+            Command::Lock { env, lock } => lock::run(&env, &cli.state, lock.as_deref()).await,
+            Command::Config { env, json } => config::run(&env, json),
             Command::Services { env, json } => services::run(&env, &cli.state, json).await,
             Command::SuperviseService { .. } => 2,
             Command::Pin { env } => pin::run(&env),
