@@ -323,7 +323,8 @@ pub fn diff(old: &EnvLock, new: &EnvLock) -> Vec<Change> {
                 .into_iter()
                 .map(|c| c.under(&at)),
         );
-        let grants = |t: &toml::Table| toml::Value::Table(t.clone()).try_into::<crate::caps::Grants>();
+        let grants =
+            |t: &toml::Table| toml::Value::Table(t.clone()).try_into::<crate::caps::Grants>();
         match (grants(&o.grants), grants(&n.grants)) {
             (Ok(og), Ok(ng)) => out.extend(
                 compare::diff_grants(&og, &ng)
@@ -347,7 +348,13 @@ pub fn diff(old: &EnvLock, new: &EnvLock) -> Vec<Change> {
             ));
         }
     }
-    declarations(&mut out, "services", "service", &old.services, &new.services);
+    declarations(
+        &mut out,
+        "services",
+        "service",
+        &old.services,
+        &new.services,
+    );
     declarations(&mut out, "secrets", "secret", &old.secrets, &new.secrets);
     out
 }
@@ -373,7 +380,10 @@ fn declarations(
                 out.push(Change::new(
                     root.key(name),
                     ChangeKind::Changed,
-                    format!("{what} `{name}` is defined differently ({})", keys.join(", ")),
+                    format!(
+                        "{what} `{name}` is defined differently ({})",
+                        keys.join(", ")
+                    ),
                 ));
             }
             _ => {}
@@ -409,8 +419,10 @@ fn limits(l: &LimitsLock) -> crate::manifest::Limits {
     compare::limits_from(Some(&toml::Value::Table(t)))
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
+/// The first characters of a digest, for messages (a lockfile is user input: never
+/// split a character).
+fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
 }
 
 #[cfg(test)]
@@ -454,12 +466,18 @@ mod tests {
             "prod".into(),
             env(vec![(
                 "probe",
-                plugin(&"a".repeat(64), "[http]\nallow = [\"https://api.internal\"]\n"),
+                plugin(
+                    &"a".repeat(64),
+                    "[http]\nallow = [\"https://api.internal\"]\n",
+                ),
             )]),
         );
         let text = lock.to_text();
         assert!(text.starts_with("# runcap.lock"));
-        assert!(text.contains("[environments.prod.plugins.probe.grants.http]"), "{text}");
+        assert!(
+            text.contains("[environments.prod.plugins.probe.grants.http]"),
+            "{text}"
+        );
         let back: Lockfile = toml::from_str(&text).unwrap();
         assert_eq!(back, lock);
         assert_eq!(text, back.to_text());
@@ -469,7 +487,10 @@ mod tests {
     fn diff_names_digests_grants_and_new_plugins() {
         let old = env(vec![(
             "probe",
-            plugin(&"a".repeat(64), "[http]\nallow = [\"https://api.internal\"]\n"),
+            plugin(
+                &"a".repeat(64),
+                "[http]\nallow = [\"https://api.internal\"]\n",
+            ),
         )]);
         let mut new = env(vec![
             (
@@ -488,15 +509,30 @@ mod tests {
             .map(|c| format!("{} {}: {}", c.kind.as_str(), c.path, c.what))
             .collect();
         let all = text.join("\n");
-        assert!(all.contains("added plugins.extra: new plugin `extra`"), "{all}");
-        assert!(all.contains("changed plugins.probe.sha256: different code"), "{all}");
-        assert!(all.contains("widened plugins.probe.limits.memory: memory 16MiB → 32MiB"), "{all}");
         assert!(
-            all.contains("added plugins.probe.grants.http.allow[1]: allows `https://*.example.com`"),
+            all.contains("added plugins.extra: new plugin `extra`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("changed plugins.probe.sha256: different code"),
+            "{all}"
+        );
+        assert!(
+            all.contains("widened plugins.probe.limits.memory: memory 16MiB → 32MiB"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "added plugins.probe.grants.http.allow[1]: allows `https://*.example.com`"
+            ),
             "{all}"
         );
         assert!(diff(&old, &old).is_empty());
         let back = diff(&new, &old);
-        assert!(back.iter().all(|c| !c.widens() || c.kind == ChangeKind::Changed), "{back:?}");
+        assert!(
+            back.iter()
+                .all(|c| !c.widens() || c.kind == ChangeKind::Changed),
+            "{back:?}"
+        );
     }
 }

@@ -86,14 +86,16 @@ impl Policy {
             Diagnostics(vec![Diagnostic::file(
                 path,
                 format!("cannot read the policy: {e}"),
-                Some("pass the path of a policy file (TOML with [environments.NAME] ceilings)".into()),
+                Some(
+                    "pass the path of a policy file (TOML with [environments.NAME] ceilings)"
+                        .into(),
+                ),
             )])
         })?;
         let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let source = Arc::new(SourceFile::new(file, text));
-        let raw: RawPolicy = toml::from_str(&source.text).map_err(|e| {
-            Diagnostics(vec![crate::manifest::validate::toml_error(&source, &e)])
-        })?;
+        let raw: RawPolicy = toml::from_str(&source.text)
+            .map_err(|e| Diagnostics(vec![crate::manifest::validate::toml_error(&source, &e)]))?;
         let mut problems = Vec::new();
         let mut ceilings = BTreeMap::new();
         let known: Vec<&str> = CAPABILITIES
@@ -194,7 +196,11 @@ impl Policy {
                 for d in compare::per_capability(&ceiling.grants, &grants) {
                     let gp = at.key("grants").key(d.capability);
                     if d.new && ceiling.deny.iter().any(|x| x == d.capability) {
-                        let i = ceiling.deny.iter().position(|x| x == d.capability).unwrap_or(0);
+                        let i = ceiling
+                            .deny
+                            .iter()
+                            .position(|x| x == d.capability)
+                            .unwrap_or(0);
                         out.push(Diagnostic::at(
                             &env.source,
                             &gp,
@@ -228,15 +234,33 @@ impl Policy {
                 let limits = [
                     (
                         "memory",
-                        ceiling.memory.map(|c| (spec.limits.memory > c, fmt_size(spec.limits.memory), fmt_size(c))),
+                        ceiling.memory.map(|c| {
+                            (
+                                spec.limits.memory > c,
+                                fmt_size(spec.limits.memory),
+                                fmt_size(c),
+                            )
+                        }),
                     ),
                     (
                         "time",
-                        ceiling.time.map(|c| (spec.limits.time > c, fmt_duration(spec.limits.time), fmt_duration(c))),
+                        ceiling.time.map(|c| {
+                            (
+                                spec.limits.time > c,
+                                fmt_duration(spec.limits.time),
+                                fmt_duration(c),
+                            )
+                        }),
                     ),
                     (
                         "output",
-                        ceiling.output.map(|c| (spec.limits.output > c, fmt_size(spec.limits.output), fmt_size(c))),
+                        ceiling.output.map(|c| {
+                            (
+                                spec.limits.output > c,
+                                fmt_size(spec.limits.output),
+                                fmt_size(c),
+                            )
+                        }),
                     ),
                 ];
                 for (key, check) in limits {

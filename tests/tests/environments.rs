@@ -78,7 +78,10 @@ api = ["status"]
     let out = sb.run(&["check", "--env", "prod.toml"]).expect_code(0);
     assert_all(&out.stdout(), &["environment `prod` is valid"]);
 
-    let text = sb.run(&["config", "--env", "prod.toml"]).expect_code(0).stdout();
+    let text = sb
+        .run(&["config", "--env", "prod.toml"])
+        .expect_code(0)
+        .stdout();
     let base = base();
     let allow = text
         .lines()
@@ -101,7 +104,10 @@ api = ["status"]
         .lines()
         .find(|l| l.starts_with("plugins.probe.limits.time = "))
         .unwrap();
-    assert!(time.contains("\"5s\"") && time.contains("# prod.toml:8"), "{time}");
+    assert!(
+        time.contains("\"5s\"") && time.contains("# prod.toml:8"),
+        "{time}"
+    );
 
     let j = sb
         .run(&["config", "--env", "prod.toml", "--json"])
@@ -138,7 +144,10 @@ api = ["status", "restart", "stop"]
     };
     let prod = overlay("");
     sb.write("prod.toml", &prod);
-    let e = sb.run(&["check", "--env", "prod.toml"]).expect_code(2).stderr();
+    let e = sb
+        .run(&["check", "--env", "prod.toml"])
+        .expect_code(2)
+        .stderr();
     let base = base();
     assert_all(
         &e,
@@ -167,7 +176,10 @@ api = ["status", "restart", "stop"]
         "widen = [\"plugins.probe\", \"plugins.control.grants.services\", \"plugins.control.grants.http\"]\n",
     );
     sb.write("prod.toml", &prod);
-    let e = sb.run(&["check", "--env", "prod.toml"]).expect_code(2).stderr();
+    let e = sb
+        .run(&["check", "--env", "prod.toml"])
+        .expect_code(2)
+        .stderr();
     assert_all(
         &e,
         &[
@@ -182,7 +194,10 @@ api = ["status", "restart", "stop"]
         "prod.toml",
         "extends = \"base.toml\"\nenvironment = \"prod\"\nremove = [\"plugins.control.grants.services\", \"plugins.probe.limits\"]\n",
     );
-    let e = sb.run(&["check", "--env", "prod.toml"]).expect_code(2).stderr();
+    let e = sb
+        .run(&["check", "--env", "prod.toml"])
+        .expect_code(2)
+        .stderr();
     assert_all(
         &e,
         &[
@@ -200,13 +215,25 @@ fn a_cycle_of_extends_is_reported_with_the_chain() {
     sb.write("a.toml", "extends = \"b.toml\"\nenvironment = \"a\"\n");
     sb.write("b.toml", "environment = \"b\"\nextends = \"c.toml\"\n");
     sb.write("c.toml", "\nextends = \"a.toml\"\n");
-    let e = sb.run(&["check", "--env", "a.toml"]).expect_code(2).stderr();
+    let e = sb
+        .run(&["check", "--env", "a.toml"])
+        .expect_code(2)
+        .stderr();
     assert_all(
         &e,
-        &["closes a cycle", "a.toml → ", "b.toml → ", "c.toml → ", "c.toml:2:"],
+        &[
+            "closes a cycle",
+            "a.toml → ",
+            "b.toml → ",
+            "c.toml → ",
+            "c.toml:2:",
+        ],
     );
     // `config` says the same.
-    let e = sb.run(&["config", "--env", "a.toml"]).expect_code(2).stderr();
+    let e = sb
+        .run(&["config", "--env", "a.toml"])
+        .expect_code(2)
+        .stderr();
     assert!(e.contains("closes a cycle"), "{e}");
 }
 
@@ -219,7 +246,10 @@ fn errors_name_the_file_of_the_chain_that_wrote_the_value() {
         "prod.toml",
         "extends = \"base.toml\"\nenvironment = \"prod\"\n",
     );
-    let e = sb.run(&["check", "--env", "prod.toml"]).expect_code(2).stderr();
+    let e = sb
+        .run(&["check", "--env", "prod.toml"])
+        .expect_code(2)
+        .stderr();
     assert_all(
         &e,
         &[
@@ -232,7 +262,10 @@ fn errors_name_the_file_of_the_chain_that_wrote_the_value() {
     sb.write("base.toml", &self::base());
     let prod = "extends = \"base.toml\"\nenvironment = \"prod\"\n\n[plugins.control.grants.services]\napi = [\"status\", \"reboot\"]\n";
     sb.write("prod.toml", prod);
-    let e = sb.run(&["check", "--env", "prod.toml"]).expect_code(2).stderr();
+    let e = sb
+        .run(&["check", "--env", "prod.toml"])
+        .expect_code(2)
+        .stderr();
     assert_all(&e, &["`reboot` is not a verb", "prod.toml:5:"]);
 
     // A relative path in a base resolves against the base's own directory.
@@ -330,7 +363,14 @@ fn diff_names_a_wider_host_a_new_verb_a_new_secret_and_a_changed_digest() {
     );
 
     let j = sb
-        .run(&["caps", "--env", "prod.toml", "--diff", "runcap.lock", "--json"])
+        .run(&[
+            "caps",
+            "--env",
+            "prod.toml",
+            "--diff",
+            "runcap.lock",
+            "--json",
+        ])
         .expect_code(1)
         .json();
     assert_eq!(j["widened"], true);
@@ -354,7 +394,10 @@ fn diff_names_a_wider_host_a_new_verb_a_new_secret_and_a_changed_digest() {
         .expect_code(0);
     assert_all(
         &out.stdout(),
-        &["removed  plugins.control: plugin `control` is gone", "none widens"],
+        &[
+            "removed  plugins.control: plugin `control` is gone",
+            "none widens",
+        ],
     );
 
     // Two environments: prod against a staging that grants more.
@@ -415,7 +458,10 @@ fn the_lockfile_catches_a_swapped_plugin_binary_with_the_same_name() {
 
     // Approving it is re-locking, which prints what was approved.
     let out = sb.run(&["lock"]).expect_code(0).stdout();
-    assert!(out.contains("plugins.probe.sha256: different code"), "{out}");
+    assert!(
+        out.contains("plugins.probe.sha256: different code"),
+        "{out}"
+    );
     sb.run(&["check", "--locked"]).expect_code(0);
 }
 
@@ -467,10 +513,7 @@ allow = []
     assert!(!e.contains("staging"), "{e}");
 
     // Named by the manifest, the policy holds for every command, not only check.
-    sb.write(
-        "prod.toml",
-        &format!("policy = \"policy.toml\"\n{prod}"),
-    );
+    sb.write("prod.toml", &format!("policy = \"policy.toml\"\n{prod}"));
     let e = sb
         .run(&["caps", "--env", "prod.toml"])
         .expect_code(2)
@@ -483,23 +526,29 @@ allow = []
         .run(&["check", "--env", "base.toml", "--policy", "bad.toml"])
         .expect_code(2)
         .stderr();
-    assert!(e.contains("`secret` is not a capability") && e.contains("bad.toml:2:"), "{e}");
+    assert!(
+        e.contains("`secret` is not a capability") && e.contains("bad.toml:2:"),
+        "{e}"
+    );
 }
 
 #[test]
 fn pin_edits_the_file_of_the_chain_that_writes_the_digest() {
     let sb = Sandbox::new();
-    let stale = base().replace(
-        &sha256_file(&plugin_wasm("http-probe")),
-        &"0".repeat(64),
-    );
+    let stale = base().replace(&sha256_file(&plugin_wasm("http-probe")), &"0".repeat(64));
     sb.write("base.toml", &stale);
     let prod = "extends = \"base.toml\"\nenvironment = \"prod\"\n";
     sb.write("prod.toml", prod);
     sb.run(&["check", "--env", "prod.toml"]).expect_code(2);
-    let out = sb.run(&["pin", "--env", "prod.toml"]).expect_code(0).stdout();
+    let out = sb
+        .run(&["pin", "--env", "prod.toml"])
+        .expect_code(0)
+        .stdout();
     assert!(out.contains("(in base.toml)"), "{out}");
-    assert_eq!(std::fs::read_to_string(sb.path().join("prod.toml")).unwrap(), prod);
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("prod.toml")).unwrap(),
+        prod
+    );
     assert_eq!(
         std::fs::read_to_string(sb.path().join("base.toml")).unwrap(),
         base()
@@ -540,7 +589,11 @@ fn the_example_environments_check_and_a_widened_prod_fails_both_gates() {
         .expect_code(0);
     assert_all(
         &out.stdout(),
-        &["matches", "runcap.lock (environment prod)", "within the ceilings of"],
+        &[
+            "matches",
+            "runcap.lock (environment prod)",
+            "within the ceilings of",
+        ],
     );
     let md = sb
         .run(&["caps", "--env", prod, "--markdown", "--state-dir", state])
@@ -598,5 +651,8 @@ fn the_example_environments_check_and_a_widened_prod_fails_both_gates() {
         .run(&["caps", "--env", "prod.toml", "--markdown"])
         .expect_code(0)
         .stdout();
-    assert!(md.contains("| ⚠ added | `plugins.http-probe.grants.http.allow[1]`"), "{md}");
+    assert!(
+        md.contains("| ⚠ added | `plugins.http-probe.grants.http.allow[1]`"),
+        "{md}"
+    );
 }

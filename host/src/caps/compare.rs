@@ -117,7 +117,13 @@ pub fn per_capability(old: &Grants, new: &Grants) -> Vec<CapabilityDiff> {
         &new.services,
         services::diff,
     );
-    one(&mut out, "secrets", &old.secrets, &new.secrets, secrets::diff);
+    one(
+        &mut out,
+        "secrets",
+        &old.secrets,
+        &new.secrets,
+        secrets::diff,
+    );
     out
 }
 
@@ -184,21 +190,15 @@ pub fn diff_limits(old: &Limits, new: &Limits) -> Vec<Change> {
             format!("{key} {} → {}", show(o), show(n)),
         ));
     };
-    push(
-        "memory",
-        old.memory.into(),
-        new.memory.into(),
-        &|b| fmt_size(b as u64),
-    );
+    push("memory", old.memory.into(), new.memory.into(), &|b| {
+        fmt_size(b as u64)
+    });
     push("time", old.time.as_millis(), new.time.as_millis(), &|ms| {
         fmt_duration(Duration::from_millis(ms as u64))
     });
-    push(
-        "output",
-        old.output.into(),
-        new.output.into(),
-        &|b| fmt_size(b as u64),
-    );
+    push("output", old.output.into(), new.output.into(), &|b| {
+        fmt_size(b as u64)
+    });
     out
 }
 
@@ -246,7 +246,7 @@ pub fn diff_plugin(old: &toml::Value, new: &toml::Value) -> Vec<Change> {
 /// A size as a manifest would write it: `16MiB`, `1536KiB`, `100B`.
 pub fn fmt_size(bytes: u64) -> String {
     for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
@@ -280,8 +280,11 @@ mod tests {
         let narrower = "[http]\nallow = [\"https://api.internal\", \"https://main.db.internal\"]\naddresses = [\"10.1.0.0/16\"]\nmax_body = \"256KiB\"\n";
         assert!(widening(base, narrower).is_empty());
         let changes = diff_grants(&grants(base), &grants(narrower));
-        assert!(changes.iter().any(|c| c.kind == ChangeKind::Removed
-            && c.what.contains("*.db.internal")));
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.kind == ChangeKind::Removed && c.what.contains("*.db.internal"))
+        );
         assert!(widening(base, base).is_empty());
     }
 
@@ -297,7 +300,10 @@ mod tests {
             all.contains("grants.http.allow[0]: allows `https://*.internal`, which matches more than `https://api.internal`"),
             "{all}"
         );
-        assert!(all.contains("allow[1]") && all.contains("127.0.0.1"), "{all}");
+        assert!(
+            all.contains("allow[1]") && all.contains("127.0.0.1"),
+            "{all}"
+        );
         assert!(all.contains("addresses[0]"), "{all}");
         assert!(all.contains("max_body 1MiB → 2MiB"), "{all}");
         assert!(all.contains("ca[0]"), "{all}");
@@ -316,12 +322,30 @@ mod tests {
             "[services]\napi = [\"status\", \"restart\"]\nweb = [\"status\"]\n",
         );
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("services.api[1]") && w[0].contains("restart"), "{w:?}");
+        assert!(
+            w[0].contains("services.api[1]") && w[0].contains("restart"),
+            "{w:?}"
+        );
         assert!(w[1].contains("services.web"), "{w:?}");
-        assert!(widening("[services]\napi = [\"status\", \"restart\"]\n", "[services]\napi = [\"status\"]\n").is_empty());
-        assert!(widening("[services]\n\"*\" = [\"status\"]\n", "[services]\napi = [\"status\"]\n").is_empty());
+        assert!(
+            widening(
+                "[services]\napi = [\"status\", \"restart\"]\n",
+                "[services]\napi = [\"status\"]\n"
+            )
+            .is_empty()
+        );
+        assert!(
+            widening(
+                "[services]\n\"*\" = [\"status\"]\n",
+                "[services]\napi = [\"status\"]\n"
+            )
+            .is_empty()
+        );
         let w = widening("secrets = [\"a\"]\n", "secrets = [\"a\", \"b\"]\n");
-        assert_eq!(w, vec!["grants.secrets[1]: may read secret `b`".to_string()]);
+        assert_eq!(
+            w,
+            vec!["grants.secrets[1]: may read secret `b`".to_string()]
+        );
         let w = widening(
             "[notify.channels.ops]\nurl = \"https://hooks.internal/a\"\n",
             "[notify.channels.ops]\nurl = \"https://evil.example/a\"\n[notify.channels.dev]\nurl = \"https://hooks.internal/b\"\n",
@@ -337,7 +361,10 @@ mod tests {
     #[test]
     fn a_new_capability_widens_and_a_dropped_one_narrows() {
         let w = widening("", "secrets = []\n");
-        assert_eq!(w, vec!["grants.secrets: grants secrets (not granted before)".to_string()]);
+        assert_eq!(
+            w,
+            vec!["grants.secrets: grants secrets (not granted before)".to_string()]
+        );
         assert!(widening("secrets = []\n", "").is_empty());
     }
 

@@ -163,7 +163,10 @@ pub fn diff(old: &NotifyGrantConfig, new: &NotifyGrantConfig) -> Vec<Change> {
             Some(o) => out.push(Change::new(
                 at.key("url"),
                 ChangeKind::Changed,
-                format!("channel `{name}` posts to `{}` instead of `{}`", c.url, o.url),
+                format!(
+                    "channel `{name}` posts to `{}` instead of `{}`",
+                    c.url, o.url
+                ),
             )),
             None => out.push(Change::new(
                 at,

@@ -55,7 +55,10 @@ pub fn validate_secrets(
                 out.insert(name, SecretSource::Env(var));
             }
             (None, Some(file)) => {
-                out.insert(name, SecretSource::File(v.resolve(&path.key("file"), &file)));
+                out.insert(
+                    name,
+                    SecretSource::File(v.resolve(&path.key("file"), &file)),
+                );
             }
             _ => v.error(
                 &path,

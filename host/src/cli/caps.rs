@@ -134,7 +134,9 @@ pub(crate) fn report(
                     .iter()
                     .chain(&rb.handlers)
                     .chain(&rb.incident.escalate)
-                    .any(|s| &s.uses == name || s.rollback.as_ref().is_some_and(|r| &r.uses == name))
+                    .any(|s| {
+                        &s.uses == name || s.rollback.as_ref().is_some_and(|r| &r.uses == name)
+                    })
             })
             .map(|rb| rb.name.clone())
             .collect();
@@ -169,9 +171,9 @@ fn written_at(env: &Environment, key: &KeyPath) -> String {
         let path = key.key(&child);
         let file = env.source.origin(&path);
         let pos = env.source.position(&path);
-        let seen = at.iter().any(|a| {
-            a.rsplit_once(':').map(|(f, _)| f) == Some(display_path(&file.path).as_str())
-        });
+        let seen = at
+            .iter()
+            .any(|a| a.rsplit_once(':').map(|(f, _)| f) == Some(display_path(&file.path).as_str()));
         if !seen {
             at.push(pos);
         }
@@ -354,11 +356,7 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
         })
         .collect();
     if !widen.is_empty() {
-        let _ = writeln!(
-            md,
-            "| widens its base | {} |",
-            widen.join(", ")
-        );
+        let _ = writeln!(md, "| widens its base | {} |", widen.join(", "));
     }
     let over: usize = report.iter().map(|p| p.over_grants.len()).sum();
     let refused: usize = report.iter().map(|p| p.ungranted_imports.len()).sum();
@@ -395,7 +393,7 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
             md,
             "| `{}` | `{}…` | {} | {} | {} | {} |",
             p.name,
-            &p.sha256[..p.sha256.len().min(12)],
+            p.sha256.chars().take(12).collect::<String>(),
             imports,
             if granted.is_empty() {
                 "nothing".into()
@@ -444,7 +442,9 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
                             .join(", ")
                     },
                     if other > 0 {
-                        format!(" (and {other} WASI interfaces, which reach nothing runcap does not grant)")
+                        format!(
+                            " (and {other} WASI interfaces, which reach nothing runcap does not grant)"
+                        )
                     } else {
                         String::new()
                     }
@@ -469,12 +469,12 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
         );
         let _ = writeln!(md);
         if p.grants.is_empty() {
-            let _ = writeln!(md, "Granted nothing: it can compute and log, and nothing else.");
-        } else {
             let _ = writeln!(
                 md,
-                "| capability | granted | written at |\n|---|---|---|"
+                "Granted nothing: it can compute and log, and nothing else."
             );
+        } else {
+            let _ = writeln!(md, "| capability | granted | written at |\n|---|---|---|");
             for g in &p.grants {
                 let flag = if p.over_grants.iter().any(|o| o == g.capability) {
                     " ⚠ over-grant"
@@ -585,7 +585,10 @@ fn since_approval(md: &mut String, env: &Environment, report: &[PluginCaps]) {
 }
 
 fn change_table(md: &mut String, changes: &[LocatedChange]) {
-    let _ = writeln!(md, "| change | key | what | written at |\n|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| change | key | what | written at |\n|---|---|---|---|"
+    );
     for c in changes {
         let _ = writeln!(
             md,
@@ -647,7 +650,9 @@ pub(crate) fn change_lines(changes: &[LocatedChange]) -> Vec<String> {
                 c.change.kind.as_str(),
                 c.change.path,
                 c.change.what,
-                c.at.as_ref().map(|a| format!("  ({a})")).unwrap_or_default()
+                c.at.as_ref()
+                    .map(|a| format!("  ({a})"))
+                    .unwrap_or_default()
             )
         })
         .collect()
@@ -707,7 +712,11 @@ fn run_diff(
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         Format::Markdown => {
-            let mut md = format!("# Capability changes: `{}` against `{}`\n\n", cell(&subject), cell(&label));
+            let mut md = format!(
+                "# Capability changes: `{}` against `{}`\n\n",
+                cell(&subject),
+                cell(&label)
+            );
             if changes.is_empty() {
                 md.push_str("No changes.\n");
             } else {
@@ -729,7 +738,11 @@ fn run_diff(
             if changes.is_empty() {
                 println!("✔ no changes");
             } else if widened == 0 {
-                println!("✔ {} changes, none widens what {} may do", changes.len(), env.name);
+                println!(
+                    "✔ {} changes, none widens what {} may do",
+                    changes.len(),
+                    env.name
+                );
             } else {
                 println!(
                     "✘ {} changes, {widened} widen what {} may do",
@@ -750,7 +763,10 @@ fn report_for(
     let r = report(env, runtime, shared);
     for p in &r {
         if let Err(e) = &p.imports {
-            eprintln!("warning: plugin {} of {}: cannot read its imports: {e}", p.name, env.name);
+            eprintln!(
+                "warning: plugin {} of {}: cannot read its imports: {e}",
+                p.name, env.name
+            );
         }
     }
     r

@@ -56,7 +56,11 @@ pub fn run(args: &EnvArgs, json: bool) -> u8 {
     for (k, v) in &sources.merged {
         flatten(sources, &KeyPath::root().key(k), v, &name, &mut entries);
     }
-    let files: Vec<String> = sources.files.iter().map(|f| display_path(&f.path)).collect();
+    let files: Vec<String> = sources
+        .files
+        .iter()
+        .map(|f| display_path(&f.path))
+        .collect();
     if json {
         let doc = serde_json::json!({
             "files": files,

@@ -67,8 +67,7 @@ pub fn run(args: &EnvArgs) -> u8 {
             .unwrap_or(0);
         match origin.span_of(&key) {
             Some(span)
-                if origin.text[span.clone()].starts_with('"')
-                    && plugin.get("sha256").is_some() =>
+                if origin.text[span.clone()].starts_with('"') && plugin.get("sha256").is_some() =>
             {
                 let shown = if idx == 0 {
                     String::new()

@@ -72,10 +72,7 @@ pub(crate) fn gates(
                     println!("note: {}: {}", n.change.path, n.change.what);
                 }
                 if changes.is_empty() {
-                    ok.push(format!(
-                        "✔ matches {shown} (environment {})",
-                        env.name
-                    ));
+                    ok.push(format!("✔ matches {shown} (environment {})", env.name));
                 }
                 let count = changes.len();
                 for (i, c) in changes.iter().enumerate() {

@@ -184,7 +184,10 @@ pub fn compose(top: SourceFile) -> Result<Composed, Diagnostics> {
     }
 
     let composed = chain.iter().any(|l| {
-        l.extends.is_some() || !l.widen.is_empty() || !l.remove.is_empty() || l.info.policy.is_some()
+        l.extends.is_some()
+            || !l.widen.is_empty()
+            || !l.remove.is_empty()
+            || l.info.policy.is_some()
     });
     let mut problems = Vec::new();
     let n = chain.len();
@@ -248,12 +251,9 @@ pub fn compose(top: SourceFile) -> Result<Composed, Diagnostics> {
             }
         }
     }
-    let policy = chain.iter().find_map(|l| {
-        l.info
-            .policy
-            .as_ref()
-            .map(|p| dir_of(&l.file.path).join(p))
-    });
+    let policy = chain
+        .iter()
+        .find_map(|l| l.info.policy.as_ref().map(|p| dir_of(&l.file.path).join(p)));
     let sources = Sources {
         layers: chain.iter().map(|l| l.info.clone()).collect(),
         files: chain.into_iter().map(|l| l.file).collect(),
@@ -496,11 +496,7 @@ impl Base<'_> {
         };
         let file = &self.files[idx];
         match file.span_of(path) {
-            Some(s) => format!(
-                "{}:{}",
-                display_path(&file.path),
-                file.line_col(s.start).0
-            ),
+            Some(s) => format!("{}:{}", display_path(&file.path), file.line_col(s.start).0),
             None => display_path(&file.path),
         }
     }
@@ -626,7 +622,10 @@ mod tests {
             .key("allow")
             .index(2);
         assert!(is_prefix(&k, &full));
-        assert!(!is_prefix(&parse_key("plugins.probe.limits").unwrap(), &full));
+        assert!(!is_prefix(
+            &parse_key("plugins.probe.limits").unwrap(),
+            &full
+        ));
         assert!(!is_prefix(&parse_key("plugins.prob").unwrap(), &full));
     }
 
@@ -675,7 +674,10 @@ mod tests {
         let e = compose_file(&dir.path().join("a.toml")).err().unwrap();
         let text = e.to_string();
         assert!(text.contains("closes a cycle"), "{text}");
-        assert!(text.contains("a.toml → ") && text.contains("b.toml → "), "{text}");
+        assert!(
+            text.contains("a.toml → ") && text.contains("b.toml → "),
+            "{text}"
+        );
         assert!(text.contains("b.toml:2:"), "{text}");
     }
 
@@ -688,7 +690,10 @@ mod tests {
             "environment = \"prod\"\nextends = \"nope.toml\"\n",
         );
         let text = compose_file(&top).err().unwrap().to_string();
-        assert!(text.contains("prod.toml:2:") && text.contains("nope.toml"), "{text}");
+        assert!(
+            text.contains("prod.toml:2:") && text.contains("nope.toml"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -704,6 +709,9 @@ mod tests {
         let text = Diagnostics(c.problems).to_string();
         assert!(text.contains("nothing to remove"), "{text}");
         assert!(text.contains("widens nothing"), "{text}");
-        assert!(text.contains("prod.toml:2:") && text.contains("prod.toml:3:"), "{text}");
+        assert!(
+            text.contains("prod.toml:2:") && text.contains("prod.toml:3:"),
+            "{text}"
+        );
     }
 }

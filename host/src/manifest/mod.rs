@@ -16,8 +16,8 @@ pub(crate) mod validate;
 
 use std::path::Path;
 
-pub use model::{Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step};
 pub use compose::Sources;
+pub use model::{Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step};
 pub use source::{Diagnostic, Diagnostics, KeyPath, Locate, Seg, SourceFile};
 pub use validate::{MAX_PLUGIN_FILE, Validator, file_digest, toml_to_json};
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::compose::{self, Sources};
 use super::model::{
     Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step,
 };
 use super::raw;
-use super::compose::{self, Sources};
 use super::source::{Diagnostic, Diagnostics, KeyPath, SourceFile};
 use super::units;
 use crate::runbook::template;

@@ -466,8 +466,14 @@ mod tests {
         assert!(p("https://api.internal:*").covers(&p("https://api.internal:8443")));
         assert!(!p("https://api.internal:8443").covers(&p("https://api.internal:*")));
         assert!(!p("http://127.0.0.1:*").covers(&p("http://127.0.0.2:80")));
-        assert_eq!(p("http://127.0.0.1:*").unlocks().as_deref(), Some("127.0.0.1"));
-        assert_eq!(p("http://localhost").unlocks().as_deref(), Some("localhost"));
+        assert_eq!(
+            p("http://127.0.0.1:*").unlocks().as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            p("http://localhost").unlocks().as_deref(),
+            Some("localhost")
+        );
         assert_eq!(p("https://93.184.216.34").unlocks(), None);
     }
 

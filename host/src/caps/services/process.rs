@@ -95,7 +95,10 @@ pub(super) fn validate(
         args: c.args,
         cwd,
         env: c.env,
-        pid_file: c.pid_file.as_ref().map(|p| v.resolve(&path.key("pid_file"), p)),
+        pid_file: c
+            .pid_file
+            .as_ref()
+            .map(|p| v.resolve(&path.key("pid_file"), p)),
         stop_signal,
         grace,
     })
