@@ -31,7 +31,9 @@ const HEADER: &str = "# runcap.lock: what each environment's plugins may do, as 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Lockfile {
+    /// The format's version, [`VERSION`].
     pub version: u32,
+    /// Environment name → what was approved.
     #[serde(default)]
     pub environments: BTreeMap<String, EnvLock>,
 }
@@ -45,6 +47,7 @@ pub struct EnvLock {
     /// The files it extends, in order, relative to the lockfile.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extends: Vec<String>,
+    /// Plugin name → what it is and may do.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginLock>,
     /// `[services.NAME]` as composed.
@@ -59,6 +62,7 @@ pub struct EnvLock {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLock {
+    /// The component file's digest.
     pub sha256: String,
     /// The component's file, as the manifest writes it.
     pub path: String,
@@ -84,14 +88,17 @@ pub struct LimitsLock {
 /// Why a lockfile cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// The file cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{} is not a runcap lockfile: {message}", path.display())]
+    /// The file is not a lockfile this runcap reads.
     Invalid { path: PathBuf, message: String },
     #[error("{} has no entry for environment `{env}`{}", path.display(), list(known))]
+    /// The lockfile has no entry for the environment.
     Missing {
         path: PathBuf,
         env: String,

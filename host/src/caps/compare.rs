@@ -66,6 +66,7 @@ fn as_string<S: serde::Serializer>(path: &KeyPath, s: S) -> Result<S::Ok, S::Err
 }
 
 impl Change {
+    /// A change at `path` (relative to what was compared).
     pub fn new(path: KeyPath, kind: ChangeKind, what: impl Into<String>) -> Self {
         Change {
             path,

@@ -19,8 +19,11 @@ use crate::manifest::{Environment, KeyPath};
 /// How `runcap caps` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// For a terminal.
     Text,
+    /// For tools.
     Json,
+    /// A review document.
     Markdown,
 }
 

@@ -51,9 +51,13 @@ pub struct Sources {
 /// The composition keys of one file of a chain, for `runcap config` and reports.
 #[derive(Debug, Clone, Default)]
 pub struct LayerInfo {
+    /// `extends = "…"` as written.
     pub extends: Option<String>,
+    /// `widen = [...]`: keys this file may grant more than its base.
     pub widen: Vec<String>,
+    /// `remove = [...]`: keys of the base this file deletes.
     pub remove: Vec<String>,
+    /// `policy = "…"` as written.
     pub policy: Option<String>,
 }
 
