@@ -4,6 +4,8 @@
 //! - [`manifest`]: TOML → validated [`manifest::Environment`], with located diagnostics.
 //! - [`engine`]: wasmtime engine, compile cache, plugin loading and import checks.
 //! - [`caps`]: one module per capability (grant, checks, host implementation, audit).
+//! - [`lockfile`]: `runcap.lock`, what each environment may do as last approved, and diffs.
+//! - [`policy`]: ceilings on what any plugin may be granted per environment.
 //! - [`runner`]: one action in a fresh instance, classified however it ends.
 //! - [`runbook`]: steps in order.
 //! - [`cli`]: the `runcap` command.
@@ -12,7 +14,9 @@ pub mod bindings;
 pub mod caps;
 pub mod cli;
 pub mod engine;
+pub mod lockfile;
 pub mod manifest;
+pub mod policy;
 pub mod procinfo;
 pub mod runbook;
 pub mod runner;

@@ -6,6 +6,7 @@
 //! [`HostState`]. Adding one means: a WIT interface, a module here, a field in
 //! [`Grants`]/[`ValidGrants`]/[`HostState`], and an entry in [`CAPABILITIES`].
 
+pub mod compare;
 pub mod faults;
 pub mod http;
 pub mod log;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::bindings::runcap::plugin::notify as wit;
+use crate::caps::compare::{Change, ChangeKind};
 use crate::caps::{ActionInfo, CallRecord, HostState, now_ms};
 use crate::manifest::{KeyPath, Validator};
 
@@ -132,6 +133,58 @@ impl NotifyGrant {
             })
             .collect()
     }
+}
+
+/// Compares two notify grants as written: a new channel, or a channel that posts
+/// somewhere else, widens. A channel is within an old one of the same name (or `*`,
+/// in a ceiling) whose URL its URL starts with.
+pub fn diff(old: &NotifyGrantConfig, new: &NotifyGrantConfig) -> Vec<Change> {
+    let mut out = Vec::new();
+    let root = KeyPath::root().key("channels");
+    for (name, c) in &new.channels {
+        let at = root.key(name);
+        let bounds: Vec<&ChannelConfig> = [old.channels.get(name), old.channels.get("*")]
+            .into_iter()
+            .flatten()
+            .collect();
+        if bounds.iter().any(|b| c.url.starts_with(&b.url)) {
+            if let Some(o) = old.channels.get(name)
+                && o.format != c.format
+            {
+                out.push(Change::new(
+                    at.key("format"),
+                    ChangeKind::Note,
+                    format!("channel `{name}` changes its payload format"),
+                ));
+            }
+            continue;
+        }
+        match old.channels.get(name) {
+            Some(o) => out.push(Change::new(
+                at.key("url"),
+                ChangeKind::Changed,
+                format!(
+                    "channel `{name}` posts to `{}` instead of `{}`",
+                    c.url, o.url
+                ),
+            )),
+            None => out.push(Change::new(
+                at,
+                ChangeKind::Added,
+                format!("may post to channel `{name}` (`{}`)", c.url),
+            )),
+        }
+    }
+    for name in old.channels.keys() {
+        if name != "*" && !new.channels.contains_key(name) {
+            out.push(Change::new(
+                root.clone(),
+                ChangeKind::Removed,
+                format!("may no longer post to channel `{name}`"),
+            ));
+        }
+    }
+    out
 }
 
 /// Sends messages for one plugin's grant.

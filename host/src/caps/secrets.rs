@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::bindings::runcap::plugin::secrets as wit;
+use crate::caps::compare::{Change, ChangeKind};
 use crate::caps::{CallRecord, HostState};
 use crate::manifest::{KeyPath, Validator};
 
@@ -54,7 +55,10 @@ pub fn validate_secrets(
                 out.insert(name, SecretSource::Env(var));
             }
             (None, Some(file)) => {
-                out.insert(name, SecretSource::File(v.resolve(&file)));
+                out.insert(
+                    name,
+                    SecretSource::File(v.resolve(&path.key("file"), &file)),
+                );
             }
             _ => v.error(
                 &path,
@@ -144,6 +148,32 @@ impl SecretsGrant {
     pub fn describe(&self) -> Vec<String> {
         self.names.iter().map(|n| format!("secret {n}")).collect()
     }
+}
+
+/// Compares two secrets grants as written: every name not granted before widens
+/// (`*`, in a ceiling, stands for any name).
+pub fn diff(old: &SecretsGrantConfig, new: &SecretsGrantConfig) -> Vec<Change> {
+    let mut out = Vec::new();
+    let any = old.iter().any(|n| n == "*");
+    for (i, name) in new.iter().enumerate() {
+        if !any && !old.contains(name) {
+            out.push(Change::new(
+                KeyPath::root().index(i),
+                ChangeKind::Added,
+                format!("may read secret `{name}`"),
+            ));
+        }
+    }
+    for name in old {
+        if name != "*" && !new.contains(name) {
+            out.push(Change::new(
+                KeyPath::root(),
+                ChangeKind::Removed,
+                format!("may no longer read secret `{name}`"),
+            ));
+        }
+    }
+    out
 }
 
 /// Per-plugin access: its grant and the environment's secrets.

@@ -1,10 +1,27 @@
 //! `runcap check`: everything that can be known without running an action.
 
+use std::path::PathBuf;
+
 use crate::cli::{EnvArgs, StateArgs};
 use crate::manifest::{Diagnostic, KeyPath};
 use crate::runner;
 
-pub async fn run(args: &EnvArgs, state: &StateArgs) -> u8 {
+/// Review gates `runcap check` can add: the lockfile and a policy.
+#[derive(Debug, Default, clap::Args)]
+pub struct ReviewArgs {
+    /// Also fail, naming each difference, unless the environment matches its entry in
+    /// the lockfile (plugin digests, imports, limits, grants, services, secrets).
+    #[arg(long)]
+    pub locked: bool,
+    /// The lockfile for --locked (default: runcap.lock beside the manifest).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Also check every grant and limit against the ceilings of this policy file.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -79,7 +96,11 @@ pub async fn run(args: &EnvArgs, state: &StateArgs) -> u8 {
             );
         }
     }
+    let review_ok = super::review::gates(&env, review, &loaded, &mut problems);
     if problems.is_empty() {
+        for line in review_ok {
+            println!("{line}");
+        }
         println!(
             "✔ {}: environment `{}` is valid ({} plugins, {} runbooks)",
             env.file.display(),

@@ -6,11 +6,14 @@ mod audit;
 mod bundle;
 mod caps;
 mod check;
+mod config;
 mod faults;
 mod history;
 mod incidents;
+mod lock;
 mod pin;
 mod recover;
+mod review;
 mod run;
 mod services;
 
@@ -85,6 +88,8 @@ enum Command {
     Check {
         #[command(flatten)]
         env: EnvArgs,
+        #[command(flatten)]
+        review: check::ReviewArgs,
     },
     /// Run a runbook.
     Run {
@@ -212,6 +217,31 @@ enum Command {
         #[command(flatten)]
         env: EnvArgs,
         /// Machine-readable output.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// A review document in Markdown.
+        #[arg(long)]
+        markdown: bool,
+        /// Compare with another environment's manifest, or with a lockfile: every
+        /// capability added, removed or widened, changed digests, new plugins. Exits 1
+        /// when anything widened.
+        #[arg(long, value_name = "OTHER")]
+        diff: Option<PathBuf>,
+    },
+    /// Record the environment's plugin digests, imports, limits and grants in
+    /// runcap.lock beside the manifest, for review; `check --locked` holds it to them.
+    Lock {
+        #[command(flatten)]
+        env: EnvArgs,
+        /// The lockfile (default: runcap.lock beside the manifest).
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+    },
+    /// Print the environment as composed from its `extends` chain, each value with
+    /// the file and line it came from.
+    Config {
+        #[command(flatten)]
+        env: EnvArgs,
         #[arg(long)]
         json: bool,
     },
@@ -251,7 +281,7 @@ pub fn main() -> ExitCode {
     };
     let code = rt.block_on(async {
         match cli.command {
-            Command::Check { env } => check::run(&env, &cli.state).await,
+            Command::Check { env, review } => check::run(&env, &cli.state, &review).await,
             Command::Run {
                 runbook,
                 env,
@@ -273,7 +303,21 @@ pub fn main() -> ExitCode {
             Command::Recover { run_id, env } => {
                 recover::run(&env, &cli.state, run_id.as_deref()).await
             }
-            Command::Caps { env, json } => caps::run(&env, &cli.state, json).await,
+            Command::Caps {
+                env,
+                json,
+                markdown,
+                diff,
+            } => {
+                let format = match (json, markdown) {
+                    (true, _) => caps::Format::Json,
+                    (_, true) => caps::Format::Markdown,
+                    _ => caps::Format::Text,
+                };
+                caps::run(&env, &cli.state, format, diff.as_deref()).await
+            }
+            Command::Lock { env, lock } => lock::run(&env, &cli.state, lock.as_deref()).await,
+            Command::Config { env, json } => config::run(&env, json),
             Command::Services { env, json } => services::run(&env, &cli.state, json).await,
             Command::SuperviseService { .. } => 2,
             Command::Faults { env, json } => faults::list(&env, &cli.state, json),

@@ -2,10 +2,15 @@
 //!
 //! For plugin authors who just rebuilt a plugin. It edits only the digest strings,
 //! keeping the rest of the file as written, and prints every change so it can be
-//! reviewed like any other diff.
+//! reviewed like any other diff. For a manifest that `extends` others, each digest is
+//! edited in the file of the chain that writes it (usually the base).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::cli::EnvArgs;
-use crate::manifest::{KeyPath, SourceFile, file_digest, raw};
+use crate::manifest::compose::{self, dir_of, display_path};
+use crate::manifest::{KeyPath, SourceFile, file_digest};
 
 pub fn run(args: &EnvArgs) -> u8 {
     let text = match std::fs::read_to_string(&args.env) {
@@ -15,59 +20,86 @@ pub fn run(args: &EnvArgs) -> u8 {
             return 2;
         }
     };
-    let source = SourceFile::new(args.env.clone(), text);
-    let raw: raw::Manifest = match toml::from_str(&source.text) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {}: {}", args.env.display(), e.message());
+    let file = std::path::absolute(&args.env).unwrap_or_else(|_| args.env.clone());
+    let sources = match compose::compose(SourceFile::new(file, text)) {
+        Ok(c) => c.sources,
+        Err(d) => {
+            eprintln!("{d}");
             return 2;
         }
     };
-    let dir = args
-        .env
-        .parent()
-        .map(|d| d.to_path_buf())
+    let plugins = sources
+        .merged
+        .get("plugins")
+        .and_then(|p| p.as_table())
+        .cloned()
         .unwrap_or_default();
-    let mut edits = Vec::new();
+    // Edits per file of the chain: (span of the digest string, new text).
+    let mut edits: BTreeMap<usize, Vec<(std::ops::Range<usize>, String)>> = BTreeMap::new();
     let mut failed = false;
-    for (name, plugin) in &raw.plugins {
-        let file = dir.join(&plugin.path);
-        match file_digest(&file) {
-            Ok(actual) if actual == plugin.sha256.trim().to_ascii_lowercase() => {
-                println!("  plugins.{name}: unchanged");
-            }
-            Ok(actual) => {
-                let key = KeyPath::root().key("plugins").key(name).key("sha256");
-                match source.span_of(&key) {
-                    Some(span) if source.text[span.clone()].starts_with('"') => {
-                        println!("  plugins.{name}: {} → {actual}", plugin.sha256);
-                        edits.push((span, format!("\"{actual}\"")));
-                    }
-                    _ => {
-                        eprintln!(
-                            "error: plugins.{name}.sha256 is not a plain string; edit it by hand: {actual}"
-                        );
-                        failed = true;
-                    }
-                }
-            }
+    for (name, plugin) in &plugins {
+        let at = KeyPath::root().key("plugins").key(name);
+        let Some(path) = plugin.get("path").and_then(|p| p.as_str()) else {
+            eprintln!("error: plugins.{name}: no `path`");
+            failed = true;
+            continue;
+        };
+        let pinned = plugin.get("sha256").and_then(|s| s.as_str()).unwrap_or("");
+        let wasm = dir_of(&sources.origin(&at.key("path")).path).join(path);
+        let actual = match file_digest(&wasm) {
+            Ok(d) => d,
             Err(e) => {
-                eprintln!("error: plugins.{name}: {}: {e}", file.display());
+                eprintln!("error: plugins.{name}: {}: {e}", wasm.display());
+                failed = true;
+                continue;
+            }
+        };
+        if actual == pinned.trim().to_ascii_lowercase() {
+            println!("  plugins.{name}: unchanged");
+            continue;
+        }
+        let key = at.key("sha256");
+        let origin = sources.origin(&key);
+        let idx = sources
+            .files
+            .iter()
+            .position(|f| Arc::ptr_eq(f, origin))
+            .unwrap_or(0);
+        match origin.span_of(&key) {
+            Some(span)
+                if origin.text[span.clone()].starts_with('"') && plugin.get("sha256").is_some() =>
+            {
+                let shown = if idx == 0 {
+                    String::new()
+                } else {
+                    format!(" (in {})", display_path(&origin.path))
+                };
+                println!("  plugins.{name}: {pinned} → {actual}{shown}");
+                edits
+                    .entry(idx)
+                    .or_default()
+                    .push((span, format!("\"{actual}\"")));
+            }
+            _ => {
+                eprintln!(
+                    "error: plugins.{name}.sha256 is missing or not a plain string; set it by hand: sha256 = \"{actual}\""
+                );
                 failed = true;
             }
         }
     }
-    if !edits.is_empty() {
-        edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
-        let mut text = source.text.clone();
-        for (span, value) in edits {
+    for (idx, mut list) in edits {
+        let file = &sources.files[idx];
+        list.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
+        let mut text = file.text.clone();
+        for (span, value) in list {
             text.replace_range(span, &value);
         }
-        if let Err(e) = crate::engine::cache::write_atomically(&args.env, text.as_bytes()) {
-            eprintln!("error: cannot write {}: {e}", args.env.display());
+        if let Err(e) = crate::engine::cache::write_atomically(&file.path, text.as_bytes()) {
+            eprintln!("error: cannot write {}: {e}", file.path.display());
             return 2;
         }
-        println!("pinned {}", args.env.display());
+        println!("pinned {}", display_path(&file.path));
     }
     if failed { 2 } else { 0 }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::source::SourceFile;
+use super::compose::Sources;
 use std::time::Duration;
 
 use crate::caps::ValidGrants;
@@ -16,8 +16,9 @@ pub struct Environment {
     pub name: String,
     /// The manifest file it was loaded from.
     pub file: PathBuf,
-    /// Its text, so later checks can point at lines too.
-    pub source: Arc<SourceFile>,
+    /// Its text and that of every base it extends, and which file wrote each value,
+    /// so later checks can point at lines too.
+    pub source: Arc<Sources>,
     pub vars: BTreeMap<String, String>,
     /// Services plugins may control, by name.
     pub services: BTreeMap<String, crate::caps::services::ServiceDef>,

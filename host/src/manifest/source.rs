@@ -210,6 +210,26 @@ impl SourceFile {
     }
 }
 
+/// Finds the file and span where the value at a key path was written: one file, or,
+/// for a manifest that extends others, whichever file of the chain wrote it.
+pub trait Locate {
+    /// The file that wrote the value at `path` (or its nearest written ancestor) and
+    /// the value's span in it.
+    fn locate(&self, path: &KeyPath) -> (&SourceFile, Option<Range<usize>>);
+}
+
+impl Locate for SourceFile {
+    fn locate(&self, path: &KeyPath) -> (&SourceFile, Option<Range<usize>>) {
+        (self, self.span_of(path))
+    }
+}
+
+impl<T: Locate + ?Sized> Locate for std::sync::Arc<T> {
+    fn locate(&self, path: &KeyPath) -> (&SourceFile, Option<Range<usize>>) {
+        (**self).locate(path)
+    }
+}
+
 /// One problem found in a manifest: where, what, and what to do about it.
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
@@ -225,15 +245,15 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    /// A diagnostic about the value at `path` in `source`.
-    pub fn at(
-        source: &SourceFile,
+    /// A diagnostic about the value at `path`, in the file that wrote it.
+    pub fn at<L: Locate + ?Sized>(
+        source: &L,
         path: &KeyPath,
         message: impl Into<String>,
         help: Option<String>,
     ) -> Self {
-        let span = source.span_of(path);
-        Self::at_span(source, span, path.to_string(), message, help)
+        let (file, span) = source.locate(path);
+        Self::at_span(file, span, path.to_string(), message, help)
     }
 
     /// A diagnostic about a byte span in `source`.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::compose::{self, Sources};
 use super::model::{
     Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step,
 };
@@ -20,37 +21,35 @@ pub const MAX_PLUGIN_FILE: u64 = 64 << 20;
 /// Shared state while validating one manifest: where problems are collected and
 /// how relative paths resolve. Capability modules validate their grants with it.
 pub struct Validator<'a> {
-    pub source: &'a SourceFile,
-    /// Directory relative paths resolve against (the manifest's).
+    /// The files the manifest was composed from, and which wrote each value.
+    pub sources: &'a Sources,
+    /// The directory of the manifest given (the top of an `extends` chain).
     pub dir: PathBuf,
     diags: Vec<Diagnostic>,
 }
 
 impl<'a> Validator<'a> {
-    pub fn new(source: &'a SourceFile) -> Self {
-        let dir = source
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+    pub fn new(sources: &'a Sources) -> Self {
+        let dir = compose::dir_of(&sources.top().path);
         Validator {
-            source,
+            sources,
             dir,
             diags: Vec::new(),
         }
     }
 
-    /// Records a problem with the value at `path`.
+    /// Records a problem with the value at `path`, located in the file that wrote it.
     pub fn error(&mut self, path: &KeyPath, message: impl Into<String>, help: impl Into<String>) {
         let help = help.into();
         let help = (!help.is_empty()).then_some(help);
         self.diags
-            .push(Diagnostic::at(self.source, path, message, help));
+            .push(Diagnostic::at(self.sources, path, message, help));
     }
 
-    /// Resolves a manifest path against the manifest's directory.
-    pub fn resolve(&self, path: &str) -> PathBuf {
-        self.dir.join(path)
+    /// Resolves the manifest path written at `key` against the directory of the file
+    /// that wrote it (a base in another directory keeps its own relative paths).
+    pub fn resolve(&self, key: &KeyPath, path: &str) -> PathBuf {
+        compose::dir_of(&self.sources.origin(key).path).join(path)
     }
 
     /// Parses a human duration, recording a problem if it is not one.
@@ -119,7 +118,7 @@ impl<'a> Validator<'a> {
 }
 
 pub(super) fn validate(
-    source: &std::sync::Arc<SourceFile>,
+    source: &std::sync::Arc<Sources>,
     raw: raw::Manifest,
 ) -> Result<Environment, Diagnostics> {
     let mut v = Validator::new(source);
@@ -162,7 +161,7 @@ pub(super) fn validate(
 
     let env = Environment {
         name: raw.environment,
-        file: source.path.clone(),
+        file: source.top().path.clone(),
         source: source.clone(),
         vars: raw.vars,
         services,
@@ -181,7 +180,7 @@ fn plugin(
     p: raw::Plugin,
     declared: &crate::caps::Declared,
 ) -> Option<PluginSpec> {
-    let file = v.resolve(&p.path);
+    let file = v.resolve(&path.key("path"), &p.path);
     let pin = p.sha256.trim().to_ascii_lowercase();
     let pin_ok = pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit());
     if !pin_ok {
@@ -603,14 +602,36 @@ pub fn toml_to_json(value: toml::Value) -> serde_json::Value {
 }
 
 /// Turns a TOML syntax or shape error into a diagnostic with a suggestion.
-pub(super) fn toml_error(source: &SourceFile, e: &toml::de::Error) -> Diagnostic {
+pub(crate) fn toml_error(source: &SourceFile, e: &toml::de::Error) -> Diagnostic {
     let message = e.message().trim().to_string();
     let key = e
         .span()
         .and_then(|s| source.path_at(s.start))
         .map(|p| p.to_string())
         .unwrap_or_default();
-    let help = if let Some(rest) = message.strip_prefix("unknown field `") {
+    let help = toml_help(&message);
+    Diagnostic::at_span(source, e.span(), key, message, Some(help))
+}
+
+/// A shape error in a composed manifest: `merged` is the composed text the error's
+/// span points into; the diagnostic names the file of the chain that wrote the key.
+pub(super) fn composed_toml_error(
+    sources: &Sources,
+    merged: &SourceFile,
+    e: &toml::de::Error,
+) -> Diagnostic {
+    let message = e.message().trim().to_string();
+    let key = e
+        .span()
+        .and_then(|s| merged.path_at(s.start))
+        .unwrap_or_default();
+    let help = toml_help(&message);
+    Diagnostic::at(sources, &key, message, Some(help))
+}
+
+/// What to do about a TOML error message.
+fn toml_help(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         match closest(field, &choices) {
@@ -626,8 +647,7 @@ pub(super) fn toml_error(source: &SourceFile, e: &toml::de::Error) -> Diagnostic
         format!("add `{field} = …` to this table")
     } else {
         "see the manifest reference in README.md".into()
-    };
-    Diagnostic::at_span(source, e.span(), key, message, Some(help))
+    }
 }
 
 #[cfg(test)]

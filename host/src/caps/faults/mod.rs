@@ -156,7 +156,7 @@ impl FaultsGrant {
                     Kind::Kill | Kind::Stop => services.contains_key(t),
                     Kind::Latency | Kind::Drop | Kind::Partition => proxies.contains_key(t),
                     Kind::CorruptFile => {
-                        let dir = v.resolve(t);
+                        let dir = v.resolve(&tp, t);
                         let is_dir = dir.is_dir();
                         if is_dir {
                             dirs.insert(t.clone(), dir);
@@ -235,6 +235,112 @@ impl FaultsGrant {
         lines.push(format!("at most {} at once", self.max_concurrent));
         lines
     }
+}
+
+impl FaultsGrantConfig {
+    fn kinds(&self) -> [(Kind, Option<&KindGrantConfig>); 7] {
+        [
+            (Kind::Kill, self.kill.as_ref()),
+            (Kind::Stop, self.stop.as_ref()),
+            (Kind::Latency, self.latency.as_ref()),
+            (Kind::Drop, self.drop.as_ref()),
+            (Kind::Partition, self.partition.as_ref()),
+            (Kind::CorruptFile, self.corrupt_file.as_ref()),
+            (Kind::CertExpiry, self.cert_expiry.as_ref()),
+        ]
+    }
+}
+
+/// What `new` lets a plugin inject that `old` did not, and what it no longer may.
+pub fn diff(old: &FaultsGrantConfig, new: &FaultsGrantConfig) -> Vec<crate::caps::compare::Change> {
+    use crate::caps::compare::{Change, ChangeKind};
+    use crate::manifest::units::parse_duration;
+    let mut out = Vec::new();
+    for ((kind, o), (_, n)) in old.kinds().into_iter().zip(new.kinds()) {
+        let k = KeyPath::root().key(kind.as_str());
+        match (o, n) {
+            (None, Some(n)) => out.push(Change::new(
+                k,
+                ChangeKind::Added,
+                format!(
+                    "may inject {} faults on {} for up to {}",
+                    kind.as_str(),
+                    n.targets.join(", "),
+                    n.max_duration
+                ),
+            )),
+            (Some(_), None) => out.push(Change::new(
+                k,
+                ChangeKind::Removed,
+                format!("may no longer inject {} faults", kind.as_str()),
+            )),
+            (Some(o), Some(n)) => {
+                for (i, t) in n.targets.iter().enumerate() {
+                    if !o.targets.contains(t) {
+                        out.push(Change::new(
+                            k.key("targets").index(i),
+                            ChangeKind::Added,
+                            format!("may inject {} faults on `{t}`", kind.as_str()),
+                        ));
+                    }
+                }
+                for t in &o.targets {
+                    if !n.targets.contains(t) {
+                        out.push(Change::new(
+                            k.key("targets"),
+                            ChangeKind::Removed,
+                            format!("may no longer inject {} faults on `{t}`", kind.as_str()),
+                        ));
+                    }
+                }
+                match (
+                    parse_duration(&o.max_duration),
+                    parse_duration(&n.max_duration),
+                ) {
+                    (Ok(a), Ok(b)) if b > a => out.push(Change::new(
+                        k.key("max_duration"),
+                        ChangeKind::Widened,
+                        format!(
+                            "{} faults may last {} instead of {}",
+                            kind.as_str(),
+                            n.max_duration,
+                            o.max_duration
+                        ),
+                    )),
+                    (Ok(a), Ok(b)) if b < a => out.push(Change::new(
+                        k.key("max_duration"),
+                        ChangeKind::Narrowed,
+                        format!("{} faults may last only {}", kind.as_str(), n.max_duration),
+                    )),
+                    (Ok(_), Ok(_)) => {}
+                    _ => out.push(Change::new(
+                        k.key("max_duration"),
+                        ChangeKind::Changed,
+                        format!("{} → {}", o.max_duration, n.max_duration),
+                    )),
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    let (a, b) = (
+        old.max_concurrent.unwrap_or(1),
+        new.max_concurrent.unwrap_or(1),
+    );
+    if b > a {
+        out.push(Change::new(
+            KeyPath::root().key("max_concurrent"),
+            ChangeKind::Widened,
+            format!("{b} faults may be active at once instead of {a}"),
+        ));
+    } else if b < a {
+        out.push(Change::new(
+            KeyPath::root().key("max_concurrent"),
+            ChangeKind::Narrowed,
+            format!("at most {b} faults at once"),
+        ));
+    }
+    out
 }
 
 /// What undoes a fault, self-contained so it works after a crash without the manifest.
@@ -1148,6 +1254,53 @@ impl wasmtime_wasi::HostWallClock for OffsetClock {
             real + Duration::from_secs(self.0 as u64)
         } else {
             real.saturating_sub(Duration::from_secs(self.0.unsigned_abs()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(text: &str) -> FaultsGrantConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn diff_names_new_kinds_targets_longer_durations_and_concurrency() {
+        let old = grant("kill = { targets = [\"api\"], max_duration = \"1m\" }");
+        let new = grant(
+            "kill = { targets = [\"api\", \"db\"], max_duration = \"5m\" }\npartition = { targets = [\"api\"], max_duration = \"1m\" }\nmax_concurrent = 3",
+        );
+        let changes = diff(&old, &new);
+        let widening: Vec<String> = changes
+            .iter()
+            .filter(|c| c.widens())
+            .map(|c| c.path.to_string())
+            .collect();
+        assert_eq!(
+            widening,
+            [
+                "kill.targets[1]",
+                "kill.max_duration",
+                "partition",
+                "max_concurrent"
+            ]
+        );
+        assert!(
+            diff(&new, &old).iter().all(|c| !c.widens()),
+            "the reverse only narrows"
+        );
+    }
+
+    #[test]
+    fn paths_cannot_leave_the_granted_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok.db"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        assert!(contained_file(dir.path(), "ok.db").is_ok());
+        for bad in ["../ok.db", "/etc/passwd", "link", "./ok.db", "missing"] {
+            assert!(contained_file(dir.path(), bad).is_err(), "{bad}");
         }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::bindings::runcap::plugin::http as wit;
+use crate::caps::compare::{Change, ChangeKind, fmt_size};
 use crate::caps::{CallRecord, HostState};
 use crate::manifest::{KeyPath, Validator};
 
@@ -92,7 +93,7 @@ impl HttpGrant {
         };
         let mut ca = Vec::new();
         for (i, file) in raw.ca.iter().enumerate() {
-            match client::read_pem_certs(&v.resolve(file)) {
+            match client::read_pem_certs(&v.resolve(&path.key("ca").index(i), file)) {
                 Ok(certs) => ca.extend(certs),
                 Err(e) => {
                     ok = false;
@@ -133,6 +134,172 @@ impl HttpGrant {
         lines.extend(self.ca_files.iter().map(|c| format!("ca {c}")));
         lines
     }
+}
+
+/// Compares two http grants as written: an allow pattern or address block that the
+/// old grant does not cover, a larger `max_body` or an extra CA widens.
+pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
+    let mut out = Vec::new();
+    let root = KeyPath::root();
+    let same = |list: &[String], text: &str| list.iter().any(|x| x.trim() == text.trim());
+    let old_p: Vec<UrlPattern> = old
+        .allow
+        .iter()
+        .filter_map(|a| UrlPattern::parse(a).ok())
+        .collect();
+    let new_p: Vec<UrlPattern> = new
+        .allow
+        .iter()
+        .filter_map(|a| UrlPattern::parse(a).ok())
+        .collect();
+    let old_nets: Vec<ipnet::IpNet> = old
+        .addresses
+        .iter()
+        .filter_map(|a| policy::parse_net(a).ok())
+        .collect();
+    let new_nets: Vec<ipnet::IpNet> = new
+        .addresses
+        .iter()
+        .filter_map(|a| policy::parse_net(a).ok())
+        .collect();
+    // Non-public destinations the old grant reaches: named in allow, or in addresses.
+    let old_reaches = |dest: &str| {
+        old_p.iter().any(|p| p.unlocks().as_deref() == Some(dest))
+            || dest
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| old_nets.iter().any(|n| n.contains(&ip)))
+    };
+    for (i, text) in new.allow.iter().enumerate() {
+        if same(&old.allow, text) {
+            continue;
+        }
+        let at = root.key("allow").index(i);
+        let Ok(p) = UrlPattern::parse(text) else {
+            out.push(Change::new(
+                at,
+                ChangeKind::Changed,
+                format!("allows `{text}`, which is not a pattern and cannot be compared"),
+            ));
+            continue;
+        };
+        if let Some(dest) = p.unlocks().filter(|d| !old_reaches(d)) {
+            out.push(Change::new(
+                at,
+                ChangeKind::Added,
+                format!("allows `{text}`, which reaches the non-public {dest}"),
+            ));
+        } else if let Some(o) = old_p.iter().find(|o| o.covers(&p)) {
+            out.push(Change::new(
+                at,
+                ChangeKind::Narrowed,
+                format!("allows `{text}`, within `{o}`"),
+            ));
+        } else {
+            let replaced: Vec<String> = old_p
+                .iter()
+                .filter(|o| p.covers(o) && !same(&new.allow, &o.text))
+                .map(|o| format!("`{o}`"))
+                .collect();
+            out.push(if replaced.is_empty() {
+                Change::new(at, ChangeKind::Added, format!("allows `{text}`"))
+            } else {
+                Change::new(
+                    at,
+                    ChangeKind::Widened,
+                    format!(
+                        "allows `{text}`, which matches more than {}",
+                        replaced.join(", ")
+                    ),
+                )
+            });
+        }
+    }
+    for text in &old.allow {
+        let covered = UrlPattern::parse(text).is_ok_and(|p| new_p.iter().any(|n| n.covers(&p)));
+        if !same(&new.allow, text) && !covered {
+            out.push(Change::new(
+                root.key("allow"),
+                ChangeKind::Removed,
+                format!("no longer allows `{text}`"),
+            ));
+        }
+    }
+    for (i, text) in new.addresses.iter().enumerate() {
+        if same(&old.addresses, text) {
+            continue;
+        }
+        let at = root.key("addresses").index(i);
+        match policy::parse_net(text) {
+            Err(_) => out.push(Change::new(
+                at,
+                ChangeKind::Changed,
+                format!("addresses `{text}`, which is not an address block"),
+            )),
+            Ok(n) => match old_nets.iter().find(|o| o.contains(&n)) {
+                Some(o) => out.push(Change::new(
+                    at,
+                    ChangeKind::Narrowed,
+                    format!("addresses `{text}`, within `{o}`"),
+                )),
+                None => out.push(Change::new(
+                    at,
+                    ChangeKind::Added,
+                    format!("lets allowed hosts resolve to the non-public `{text}`"),
+                )),
+            },
+        }
+    }
+    for text in &old.addresses {
+        let covered =
+            policy::parse_net(text).is_ok_and(|o| new_nets.iter().any(|n| n.contains(&o)));
+        if !same(&new.addresses, text) && !covered {
+            out.push(Change::new(
+                root.key("addresses"),
+                ChangeKind::Removed,
+                format!("no longer reaches `{text}`"),
+            ));
+        }
+    }
+    let size = |s: &Option<String>| match s {
+        None => Some(HttpGrant::DEFAULT_MAX_BODY),
+        Some(s) => crate::manifest::units::parse_size(s).ok(),
+    };
+    match (size(&old.max_body), size(&new.max_body)) {
+        (Some(a), Some(b)) if a != b => out.push(Change::new(
+            root.key("max_body"),
+            if b > a {
+                ChangeKind::Widened
+            } else {
+                ChangeKind::Narrowed
+            },
+            format!("max_body {} → {}", fmt_size(a), fmt_size(b)),
+        )),
+        (_, None) => out.push(Change::new(
+            root.key("max_body"),
+            ChangeKind::Changed,
+            "max_body is not a size and cannot be compared",
+        )),
+        _ => {}
+    }
+    for (i, ca) in new.ca.iter().enumerate() {
+        if !same(&old.ca, ca) {
+            out.push(Change::new(
+                root.key("ca").index(i),
+                ChangeKind::Added,
+                format!("trusts the CA certificates in `{ca}`"),
+            ));
+        }
+    }
+    for ca in &old.ca {
+        if !same(&new.ca, ca) {
+            out.push(Change::new(
+                root.key("ca"),
+                ChangeKind::Removed,
+                format!("no longer trusts `{ca}`"),
+            ));
+        }
+    }
+    out
 }
 
 impl wit::Host for HostState {

@@ -137,6 +137,59 @@ impl UrlPattern {
     }
 }
 
+impl UrlPattern {
+    /// Whether every URL `other` matches is also matched by `self`: the test behind
+    /// "does this grant widen that one".
+    pub fn covers(&self, other: &UrlPattern) -> bool {
+        let schemes = |p: &UrlPattern| match p.scheme {
+            SchemePattern::Http => &["http"][..],
+            SchemePattern::Https => &["https"][..],
+            SchemePattern::Any => &["http", "https"][..],
+        };
+        let port = |p: &UrlPattern, scheme: &str| match p.port {
+            PortPattern::Any => None,
+            PortPattern::Exact(n) => Some(n),
+            PortPattern::Default => Some(if scheme == "https" { 443 } else { 80 }),
+        };
+        let ports_ok = schemes(other).iter().all(|s| {
+            schemes(self).contains(s)
+                && match (port(self, s), port(other, s)) {
+                    (None, _) => true,
+                    (Some(a), Some(b)) => a == b,
+                    (Some(_), None) => false,
+                }
+        });
+        ports_ok && host_covers(&self.host, &other.host)
+    }
+
+    /// The non-public destination this pattern makes reachable by naming it: a
+    /// non-public address, or `localhost`.
+    pub fn unlocks(&self) -> Option<String> {
+        match &self.host {
+            HostPattern::Ip(ip) if non_public_kind(*ip).is_some() => Some(ip.to_string()),
+            HostPattern::Name(n) if n == "localhost" => Some(n.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether host pattern `a` matches every host `b` matches.
+fn host_covers(a: &HostPattern, b: &HostPattern) -> bool {
+    let below = |name: &str, domain: &str| {
+        name.len() > domain.len() + 1
+            && name.ends_with(domain)
+            && name.as_bytes()[name.len() - domain.len() - 1] == b'.'
+    };
+    match (a, b) {
+        (HostPattern::Any, _) => true,
+        (HostPattern::Subdomain(d), HostPattern::Name(n)) => below(n, d),
+        (HostPattern::Subdomain(d), HostPattern::Subdomain(e)) => d == e || below(e, d),
+        (HostPattern::Name(x), HostPattern::Name(y)) => x == y,
+        (HostPattern::Ip(x), HostPattern::Ip(y)) => x == y,
+        _ => false,
+    }
+}
+
 fn split_host_port(rest: &str) -> Result<(&str, Option<&str>), String> {
     if let Some(inner) = rest.strip_prefix('[') {
         let (host, after) = inner
@@ -396,6 +449,32 @@ mod tests {
             p.check_address("evil.example", "127.0.0.2".parse().unwrap(), "g")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn coverage_orders_patterns() {
+        let p = |s: &str| UrlPattern::parse(s).unwrap();
+        assert!(p("https://*.internal").covers(&p("https://api.internal")));
+        assert!(p("https://*.internal").covers(&p("https://*.db.internal")));
+        assert!(!p("https://*.internal").covers(&p("https://internal")));
+        assert!(!p("https://*.internal").covers(&p("https://*.internal:8443")));
+        assert!(!p("https://*.internal").covers(&p("http://api.internal")));
+        assert!(!p("https://api.internal").covers(&p("https://*.internal")));
+        assert!(p("*://*:*").covers(&p("http://127.0.0.1:8080")));
+        assert!(p("*://api.internal").covers(&p("http://api.internal:80")));
+        assert!(!p("*://api.internal").covers(&p("http://api.internal:443")));
+        assert!(p("https://api.internal:*").covers(&p("https://api.internal:8443")));
+        assert!(!p("https://api.internal:8443").covers(&p("https://api.internal:*")));
+        assert!(!p("http://127.0.0.1:*").covers(&p("http://127.0.0.2:80")));
+        assert_eq!(
+            p("http://127.0.0.1:*").unlocks().as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            p("http://localhost").unlocks().as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(p("https://93.184.216.34").unlocks(), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::runcap::plugin::services as wit;
+use crate::caps::compare::{Change, ChangeKind};
 use crate::caps::{CallRecord, HostState};
 use crate::manifest::{KeyPath, Validator};
 
@@ -124,8 +125,8 @@ pub fn validate_services(
         let cwd = c
             .cwd
             .as_ref()
-            .map(|d| v.resolve(d))
-            .unwrap_or_else(|| v.dir.clone());
+            .map(|d| v.resolve(&path.key("cwd"), d))
+            .unwrap_or_else(|| v.resolve(&path, ""));
         let health_url = c.health_url.clone();
         if let Some(u) = &health_url
             && url::Url::parse(u).is_err()
@@ -240,6 +241,55 @@ impl ServicesGrant {
             })
             .collect()
     }
+}
+
+/// Compares two services grants as written: a service or a verb not granted before
+/// widens (`*`, in a ceiling, stands for any service).
+pub fn diff(old: &ServicesGrantConfig, new: &ServicesGrantConfig) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (name, verbs) in new {
+        let at = KeyPath::root().key(name);
+        let bounds: Vec<&Vec<String>> = [old.get(name), old.get("*")]
+            .into_iter()
+            .flatten()
+            .collect();
+        if bounds.is_empty() {
+            out.push(Change::new(
+                at,
+                ChangeKind::Added,
+                format!("may control service `{name}`: {}", verbs.join(", ")),
+            ));
+            continue;
+        }
+        for (i, verb) in verbs.iter().enumerate() {
+            if !bounds.iter().any(|b| b.contains(verb)) {
+                out.push(Change::new(
+                    at.index(i),
+                    ChangeKind::Added,
+                    format!("may `{verb}` service `{name}`"),
+                ));
+            }
+        }
+        if let Some(o) = old.get(name) {
+            for verb in o.iter().filter(|v| !verbs.contains(v)) {
+                out.push(Change::new(
+                    at.clone(),
+                    ChangeKind::Removed,
+                    format!("may no longer `{verb}` service `{name}`"),
+                ));
+            }
+        }
+    }
+    for name in old.keys() {
+        if name != "*" && !new.contains_key(name) {
+            out.push(Change::new(
+                KeyPath::root(),
+                ChangeKind::Removed,
+                format!("may no longer control service `{name}`"),
+            ));
+        }
+    }
+    out
 }
 
 /// What a driver reports about a service.

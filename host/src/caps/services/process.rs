@@ -58,7 +58,7 @@ pub(super) fn validate(
     };
     // A path with a slash is relative to the manifest; a bare name is looked up on PATH.
     let command = if cmd.contains('/') {
-        let p = v.resolve(cmd);
+        let p = v.resolve(&path.key("command"), cmd);
         if !p.is_file() {
             v.error(
                 &path.key("command"),
@@ -95,7 +95,10 @@ pub(super) fn validate(
         args: c.args,
         cwd,
         env: c.env,
-        pid_file: c.pid_file.as_ref().map(|p| v.resolve(p)),
+        pid_file: c
+            .pid_file
+            .as_ref()
+            .map(|p| v.resolve(&path.key("pid_file"), p)),
         stop_signal,
         grace,
     })

@@ -1,0 +1,286 @@
+//! Policy ceilings: the most any plugin may be granted in an environment.
+//!
+//! A policy file (TOML) is kept apart from the manifests, typically by whoever
+//! approves what runs in prod. `runcap check --policy policy.toml`, or `policy =
+//! "policy.toml"` in a manifest (then every command enforces it), reports every grant
+//! and limit above its ceiling, at the file and line that wrote it.
+//!
+//! ```toml
+//! [environments.prod]
+//! deny = ["secrets"]                  # capabilities no plugin may have here
+//!
+//! [environments.prod.limits]          # the largest limits (defaults count)
+//! memory = "64MiB"
+//!
+//! [environments.prod.grants.http]     # written like a grant: no grant may be wider
+//! allow = ["https://*.internal"]
+//! addresses = ["10.0.0.0/8"]
+//!
+//! [environments.prod.grants.services]
+//! "*" = ["status", "restart"]          # `*`: any service (secrets and channels too)
+//!
+//! [environments."*"]                  # ceilings for every environment
+//! ```
+//!
+//! A ceiling grant is compared with a plugin's grant by the same per-capability
+//! `diff` that checks overlays and lockfiles, so a capability added to runcap gets a
+//! ceiling without any code here. A capability the ceiling does not name is not
+//! capped; keys a ceiling grant leaves out take their grant defaults.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::caps::compare::{self, fmt_duration, fmt_size};
+use crate::caps::{CAPABILITIES, Grants};
+use crate::manifest::compose::display_path;
+use crate::manifest::{Diagnostic, Diagnostics, Environment, KeyPath, SourceFile, raw, units};
+
+/// A policy file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    /// `[environments.NAME]`, or `[environments."*"]` for all.
+    #[serde(default)]
+    environments: BTreeMap<String, RawCeiling>,
+}
+
+/// `[environments.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCeiling {
+    /// `deny = ["secrets"]`: capabilities no plugin may be granted.
+    #[serde(default)]
+    deny: Vec<String>,
+    /// `[environments.NAME.limits]`: the largest limits a plugin may have.
+    #[serde(default)]
+    limits: raw::Limits,
+    /// `[environments.NAME.grants.CAP]`: the widest grant of each capability.
+    #[serde(default)]
+    grants: Grants,
+}
+
+/// The ceilings of one environment (or of all, for `*`).
+#[derive(Debug)]
+struct Ceiling {
+    deny: Vec<String>,
+    memory: Option<u64>,
+    time: Option<std::time::Duration>,
+    output: Option<u64>,
+    grants: Grants,
+}
+
+/// A loaded, checked policy file.
+#[derive(Debug)]
+pub struct Policy {
+    source: Arc<SourceFile>,
+    ceilings: BTreeMap<String, Ceiling>,
+}
+
+impl Policy {
+    /// Reads and checks a policy file; problems name the policy's file and line.
+    pub fn load(path: &Path) -> Result<Policy, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::file(
+                path,
+                format!("cannot read the policy: {e}"),
+                Some(
+                    "pass the path of a policy file (TOML with [environments.NAME] ceilings)"
+                        .into(),
+                ),
+            )])
+        })?;
+        let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let source = Arc::new(SourceFile::new(file, text));
+        let raw: RawPolicy = toml::from_str(&source.text)
+            .map_err(|e| Diagnostics(vec![crate::manifest::validate::toml_error(&source, &e)]))?;
+        let mut problems = Vec::new();
+        let mut ceilings = BTreeMap::new();
+        let known: Vec<&str> = CAPABILITIES
+            .iter()
+            .filter(|c| c.grant_key.is_some())
+            .map(|c| c.name)
+            .collect();
+        for (env, c) in raw.environments {
+            let at = KeyPath::root().key("environments").key(&env);
+            for (i, name) in c.deny.iter().enumerate() {
+                if !known.contains(&name.as_str()) {
+                    problems.push(Diagnostic::at(
+                        &*source,
+                        &at.key("deny").index(i),
+                        format!("`{name}` is not a capability runcap grants"),
+                        Some(format!("capabilities: {}", known.join(", "))),
+                    ));
+                }
+            }
+            let lp = at.key("limits");
+            let mut size = |key: &str, text: &Option<String>| {
+                text.as_ref().and_then(|t| {
+                    units::parse_size(t)
+                        .map_err(|e| problems.push(Diagnostic::at(&*source, &lp.key(key), e, None)))
+                        .ok()
+                })
+            };
+            let memory = size("memory", &c.limits.memory);
+            let output = size("output", &c.limits.output);
+            let time = c.limits.time.as_ref().and_then(|t| {
+                units::parse_duration(t)
+                    .map_err(|e| problems.push(Diagnostic::at(&*source, &lp.key("time"), e, None)))
+                    .ok()
+            });
+            ceilings.insert(
+                env,
+                Ceiling {
+                    deny: c.deny,
+                    memory,
+                    time,
+                    output,
+                    grants: c.grants,
+                },
+            );
+        }
+        if problems.is_empty() {
+            Ok(Policy { source, ceilings })
+        } else {
+            Err(Diagnostics(problems))
+        }
+    }
+
+    /// `file:line` of a key of the policy.
+    fn position(&self, path: &KeyPath) -> String {
+        match self.source.span_of(path) {
+            Some(s) => format!(
+                "{}:{}",
+                display_path(&self.source.path),
+                self.source.line_col(s.start).0
+            ),
+            None => display_path(&self.source.path),
+        }
+    }
+
+    /// Every grant and limit of `env` above a ceiling, located where the manifest (or
+    /// the base it extends) wrote it.
+    pub fn check(&self, env: &Environment) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let plugins = env
+            .source
+            .merged
+            .get("plugins")
+            .and_then(|p| p.as_table())
+            .cloned()
+            .unwrap_or_default();
+        let policy_name = self
+            .source
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let help = format!("narrow it, or raise the ceiling in {policy_name}");
+        for (scope, ceiling) in &self.ceilings {
+            if scope != "*" && scope != &env.name {
+                continue;
+            }
+            let cp = KeyPath::root().key("environments").key(scope);
+            let label = if scope == "*" {
+                "every environment's".to_string()
+            } else {
+                format!("the {scope}")
+            };
+            for (name, table) in &plugins {
+                let at = KeyPath::root().key("plugins").key(name);
+                let Some(grants) = compare::grants_of(table) else {
+                    continue;
+                };
+                for d in compare::per_capability(&ceiling.grants, &grants) {
+                    let gp = at.key("grants").key(d.capability);
+                    if d.new && ceiling.deny.iter().any(|x| x == d.capability) {
+                        let i = ceiling
+                            .deny
+                            .iter()
+                            .position(|x| x == d.capability)
+                            .unwrap_or(0);
+                        out.push(Diagnostic::at(
+                            &env.source,
+                            &gp,
+                            format!(
+                                "grants {}, which {label} policy denies ({})",
+                                d.capability,
+                                self.position(&cp.key("deny").index(i))
+                            ),
+                            Some(format!("remove the grant, or the denial in {policy_name}")),
+                        ));
+                        continue;
+                    }
+                    if !(d.old && d.new) {
+                        continue;
+                    }
+                    let ceiling_at = self.position(&cp.key("grants").key(d.capability));
+                    for c in d.changes.into_iter().filter(|c| c.widens()) {
+                        let path = crate::manifest::compose::concat(&gp, &c.path);
+                        out.push(Diagnostic::at(
+                            &env.source,
+                            &path,
+                            format!("{}: above {label} ceiling ({ceiling_at})", c.what),
+                            Some(help.clone()),
+                        ));
+                    }
+                }
+                let Some(spec) = env.plugins.get(name) else {
+                    continue;
+                };
+                let lp = at.key("limits");
+                let limits = [
+                    (
+                        "memory",
+                        ceiling.memory.map(|c| {
+                            (
+                                spec.limits.memory > c,
+                                fmt_size(spec.limits.memory),
+                                fmt_size(c),
+                            )
+                        }),
+                    ),
+                    (
+                        "time",
+                        ceiling.time.map(|c| {
+                            (
+                                spec.limits.time > c,
+                                fmt_duration(spec.limits.time),
+                                fmt_duration(c),
+                            )
+                        }),
+                    ),
+                    (
+                        "output",
+                        ceiling.output.map(|c| {
+                            (
+                                spec.limits.output > c,
+                                fmt_size(spec.limits.output),
+                                fmt_size(c),
+                            )
+                        }),
+                    ),
+                ];
+                for (key, check) in limits {
+                    let Some((true, value, max)) = check else {
+                        continue;
+                    };
+                    let written = table.get("limits").and_then(|l| l.get(key)).is_some();
+                    out.push(Diagnostic::at(
+                        &env.source,
+                        &lp.key(key),
+                        format!(
+                            "{key} {value}{} is above {label} ceiling of {max} ({})",
+                            if written { "" } else { " (the default)" },
+                            self.position(&cp.key("limits").key(key))
+                        ),
+                        Some(help.clone()),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
