@@ -6,6 +6,7 @@
 //! [`HostState`]. Adding one means: a WIT interface, a module here, a field in
 //! [`Grants`]/[`ValidGrants`]/[`HostState`], and an entry in [`CAPABILITIES`].
 
+pub mod backup;
 pub mod http;
 pub mod log;
 pub mod notify;
@@ -35,6 +36,8 @@ pub struct Grants {
     pub services: Option<services::ServicesGrantConfig>,
     /// `secrets = ["NAME", …]` under `[plugins.NAME.grants]`
     pub secrets: Option<secrets::SecretsGrantConfig>,
+    /// `[plugins.NAME.grants.backup]`
+    pub backup: Option<backup::BackupGrantConfig>,
 }
 
 /// Validated grants of one plugin.
@@ -44,6 +47,7 @@ pub struct ValidGrants {
     pub notify: Option<Arc<notify::NotifyGrant>>,
     pub services: Option<Arc<services::ServicesGrant>>,
     pub secrets: Option<Arc<secrets::SecretsGrant>>,
+    pub backup: Option<Arc<backup::BackupGrant>>,
 }
 
 /// What the environment declares outside the plugins, which grants refer to.
@@ -60,6 +64,9 @@ pub fn validate_grants(
     declared: &Declared,
 ) -> ValidGrants {
     ValidGrants {
+        backup: raw.backup.and_then(|g| {
+            backup::BackupGrant::validate(v, &path.key("backup"), g, declared.secrets)
+        }),
         secrets: raw.secrets.and_then(|g| {
             secrets::SecretsGrant::validate(v, &path.key("secrets"), g, declared.secrets)
         }),
@@ -83,6 +90,7 @@ pub struct Prepared {
     pub notify: Option<Arc<notify::Notifier>>,
     pub services: Option<Arc<services::ServicesAccess>>,
     pub secrets: Option<Arc<secrets::SecretsAccess>>,
+    pub backup: Option<Arc<backup::BackupAccess>>,
 }
 
 /// Host-side state shared by every plugin of an environment: its services and where
@@ -119,6 +127,10 @@ impl Shared {
 impl Prepared {
     pub fn new(grants: &ValidGrants, shared: &Shared) -> Result<Self, String> {
         Ok(Prepared {
+            backup: grants
+                .backup
+                .as_ref()
+                .map(|g| Arc::new(backup::BackupAccess::new(g.clone(), shared.secrets.clone()))),
             secrets: grants.secrets.as_ref().map(|g| {
                 Arc::new(secrets::SecretsAccess {
                     grant: g.clone(),
@@ -199,6 +211,13 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |g| g.secrets.is_some(),
         describe: |g| g.secrets.as_ref().map(|s| s.describe()).unwrap_or_default(),
     },
+    Capability {
+        name: "backup",
+        interface: backup::INTERFACE,
+        grant_key: Some("grants.backup"),
+        granted: |g| g.backup.is_some(),
+        describe: |g| g.backup.as_ref().map(|b| b.describe()).unwrap_or_default(),
+    },
 ];
 
 /// The WIT interface every world function's types come from; importing it needs no grant.
@@ -214,6 +233,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::notify::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::services::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::secrets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    wit::backup::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
