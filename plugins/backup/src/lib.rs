@@ -146,6 +146,9 @@ fn bytes(n: u64) -> String {
 /// `3d 4h`, `12m 5s`, `800ms`: short human durations for summaries.
 fn human(d: Duration) -> String {
     let ms = d.as_millis() as u64;
+    if ms == 0 {
+        return "0s".into();
+    }
     if ms < 1000 {
         return format!("{ms}ms");
     }
@@ -156,6 +159,15 @@ fn human(d: Duration) -> String {
         (0, 0, _) => format!("{m}m {sec}s"),
         (0, _, _) => format!("{h}h {m}m"),
         _ => format!("{d_}d {h}h"),
+    }
+}
+
+/// `1 file`, `3 files`
+fn files(n: u64) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
     }
 }
 
@@ -385,15 +397,15 @@ fn snapshot_outcome(source: &str, r: &SnapshotReport, rpo: Option<Duration>) -> 
     let missed = matches!((previous, rpo), (Some(p), Some(rpo)) if p > rpo);
     let summary = if r.dry_run {
         format!(
-            "dry run: would back up {source}: {} files, {}{prev_text}",
-            r.snapshot.files,
+            "dry run: would back up {source}: {}, {}{prev_text}",
+            files(r.snapshot.files),
             bytes(r.snapshot.size)
         )
     } else {
         format!(
-            "snapshot {} of {source}: {} files, {} read, {} stored, dedup {:.0}%, {}{prev_text}{}",
+            "snapshot {} of {source}: {}, {} read, {} stored, dedup {:.0}%, {}{prev_text}{}",
             short(&r.snapshot.id),
-            r.snapshot.files,
+            files(r.snapshot.files),
             bytes(r.bytes_read),
             bytes(r.bytes_stored),
             r.dedup_ratio * 100.0,
@@ -442,9 +454,9 @@ fn restore_outcome(target: &str, r: &RestoreReport) -> Outcome {
     let summary = if r.dry_run {
         let overwritten = r.planned.iter().filter(|p| p.exists).count();
         format!(
-            "dry run: would restore snapshot {} into {target}: {} files, {}; {} entries already exist{}",
+            "dry run: would restore snapshot {} into {target}: {}, {}; {} entries already exist{}",
             short(&r.snapshot.id),
-            r.files,
+            files(r.files),
             bytes(r.bytes),
             r.existing,
             if overwritten > 0 {
@@ -462,9 +474,9 @@ fn restore_outcome(target: &str, r: &RestoreReport) -> Outcome {
         )
     } else {
         format!(
-            "restored snapshot {} into {target}: {} files, {} in {}{}{}",
+            "restored snapshot {} into {target}: {}, {} in {}{}{}",
             short(&r.snapshot.id),
-            r.files,
+            files(r.files),
             bytes(r.bytes),
             human(Duration::from_millis(r.duration_ms)),
             if r.skipped_existing.is_empty() {
@@ -547,10 +559,10 @@ fn drill(ctx: &Context, d: &Drill) -> Result<Outcome, ActionError> {
         return Ok(base(Outcome::new(
             status,
             format!(
-                "dry run: would restore snapshot {} of {} ({} files, {}) into {}; snapshot age {} (RPO {}: {})",
+                "dry run: would restore snapshot {} of {} ({}, {}) into {}; snapshot age {} (RPO {}: {})",
                 short(&restored.snapshot.id),
                 d.source,
-                restored.files,
+                files(restored.files),
                 bytes(restored.bytes),
                 d.target,
                 human(age),

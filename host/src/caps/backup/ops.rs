@@ -315,7 +315,11 @@ pub(super) fn verify(
         .iter()
         .take(MAX_PROBLEMS)
         .map(|p| {
-            let mut line = format!("{:?}", p.kind).to_lowercase();
+            let mut line = serde_json::to_value(p.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+                .replace('_', " ");
             if let Some(c) = &p.chunk {
                 line += &format!(" chunk {c}");
             }
@@ -382,8 +386,9 @@ pub(super) fn restore(
     dry_run: bool,
     cancel: CancelFlag,
 ) -> Result<wit::RestoreReport, wit::Error> {
-    let started = Instant::now();
     let repo = open(access, &req.repository, false)?;
+    // The clock starts once the key is derived: what is timed is the restore itself.
+    let started = Instant::now();
     let summary = chosen(access, &repo, req)?;
     match target {
         Target::Dir { path, .. } => {
