@@ -66,7 +66,7 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 4 == 0 {
+        if x.is_multiple_of(4) {
             out.extend_from_slice(b"the quick brown fox jumps over the lazy dog\n");
         } else {
             out.extend_from_slice(&x.to_le_bytes());

@@ -398,8 +398,12 @@ impl BackupGrant {
 pub struct BackupAccess {
     pub grant: Arc<BackupGrant>,
     pub secrets: Arc<SecretStore>,
-    open: Mutex<BTreeMap<String, ([u8; 32], Arc<runcap_repo::Repository>)>>,
+    open: Mutex<BTreeMap<String, OpenRepository>>,
 }
+
+/// A repository opened for a plugin, with the digest of the secret that opened it (a changed
+/// secret opens it again).
+type OpenRepository = ([u8; 32], Arc<runcap_repo::Repository>);
 
 impl BackupAccess {
     pub fn new(grant: Arc<BackupGrant>, secrets: Arc<SecretStore>) -> Self {
