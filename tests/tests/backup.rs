@@ -872,3 +872,31 @@ fn the_backup_example_runs_as_shipped_with_sqlite() {
         "{r:#}"
     );
 }
+
+#[test]
+fn bad_backup_grants_are_reported_with_their_line_and_fix() {
+    let sb = Sandbox::new();
+    sb.write("key.txt", "k");
+    let grants = r#"
+sources.both = { dir = "src", command = "pg_dump app" }
+sources.files = { dir = "src" }
+sources.dump = { command = "pg_dump app", file = "../escape.sql" }
+repositories.main = { dir = "repo", secret = "nope" }
+targets.wipe-src = { dir = "src/..//src", scratch = true }
+targets.db = { command = "psql", scratch = true }
+queries.empty = { command = "  " }
+"#;
+    sb.write("runcap.toml", &manifest(grants, &[]));
+    let out = sb.run(&["check"]).expect_code(2).stderr();
+    for needle in [
+        "a backup source needs exactly one of `dir` or `command`",
+        "`../escape.sql` is not a plain file name",
+        "names secret `nope`, which is not defined under [secrets]",
+        "overlaps the source files",
+        "`scratch` applies only to directory targets",
+        "the query command is empty",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(out.contains("runcap.toml:"), "{out}");
+}
