@@ -767,7 +767,9 @@ fn a_failing_dump_records_nothing() {
     sb.write("key.txt", "k");
     let grants = r#"
 sources.broken = { command = "printf 'half a dump'; echo 'pg_dump: error: connection refused' >&2; exit 1" }
+sources.good = { command = "head -c 3000000 /dev/zero" }
 repositories.main = { dir = "repo", secret = "key" }
+targets.quitter = { command = "echo 'psql: FATAL: database does not exist' >&2; exit 3" }
 "#;
     let runbooks = [
         (
@@ -775,6 +777,14 @@ repositories.main = { dir = "repo", secret = "key" }
             r#"action = "snapshot", source = "broken", repository = "main""#,
         ),
         ("list", r#"action = "list", repository = "main""#),
+        (
+            "good",
+            r#"action = "snapshot", source = "good", repository = "main""#,
+        ),
+        (
+            "restore",
+            r#"action = "restore", source = "good", repository = "main", target = "quitter""#,
+        ),
     ];
     sb.write("runcap.toml", &manifest(grants, &runbooks));
     let r = run(&sb, "snap", 1);
@@ -785,6 +795,16 @@ repositories.main = { dir = "repo", secret = "key" }
     );
     let r = run(&sb, "list", 0);
     assert!(summary(&r, "s").contains("no snapshots"), "{r:#}");
+
+    // A restore command that gives up early fails the step with its own words; runcap,
+    // which was writing to it, is not killed by SIGPIPE.
+    run(&sb, "good", 0);
+    let r = run(&sb, "restore", 1);
+    let text = summary(&r, "s");
+    assert!(
+        text.contains("exited with code 3") && text.contains("database does not exist"),
+        "{text}"
+    );
 }
 
 #[test]
