@@ -436,7 +436,8 @@ repositories.main = { dir = "repo", secret = "key" }
         ("verify", r#"action = "verify", repository = "main""#),
         ("list", r#"action = "list", repository = "main""#),
     ];
-    sb.write("runcap.toml", &manifest(grants, &runbooks));
+    let hurry = "\n[runbooks.hurry]\nsteps = [{ id = \"s\", uses = \"backup\", timeout = \"1s\", with = { action = \"snapshot\", source = \"slow\", repository = \"main\" } }]\n";
+    sb.write("runcap.toml", &(manifest(grants, &runbooks) + hurry));
     let r = run(&sb, "first", 0);
     let first_id = step(&r, "s")["details"]["snapshot_id"].clone();
     let repo = sb.path().join("repo");
@@ -477,6 +478,26 @@ repositories.main = { dir = "repo", secret = "key" }
     // The lock died with the process: the next snapshot runs.
     let r = run(&sb, "first", 0);
     assert_eq!(step(&r, "s")["details"]["report"]["previous_id"], first_id);
+    // A snapshot that runs out of time is cancelled: its dump is killed, nothing is
+    // recorded, and runcap does not wait for the dump to finish on its own.
+    let started = Instant::now();
+    let r = run(&sb, "hurry", 1);
+    assert_eq!(step(&r, "s")["failure"]["kind"], "timeout", "{r:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = run(&sb, "list", 0);
+    assert_eq!(
+        step(&r, "s")["details"]["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    run(&sb, "verify", 0);
+
     // runcap's own store saw the interrupted run.
     let history = sb.run(&["history", "--json"]).expect_code(0).json();
     assert!(history.to_string().contains("interrupted"), "{history:#}");
