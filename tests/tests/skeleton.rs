@@ -176,6 +176,8 @@ environment = "test"
 {hostile}
 limits = {{ memory = "32MiB", time = "3s", output = "64KiB" }}
 grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+# It can also try to leak a secret; it is granted none.
+grants.secrets = []
 
 [plugins.hostile-ungranted]
 {hostile}
