@@ -675,7 +675,10 @@ impl wit::Host for HostState {
             (None, None) => {
                 let m =
                     "name a snapshot id, or a source whose latest snapshot to restore".to_string();
-                self.record(CallRecord::denied("backup", op, &target_text, &m));
+                self.record(
+                    CallRecord::allowed("backup", op, &target_text)
+                        .with_result(format!("failed: {m}")),
+                );
                 return Ok(Err(wit::Error::Failed(m)));
             }
             (None, Some(source)) if !access.grant.sources.contains_key(source) => {
@@ -757,7 +760,10 @@ impl wit::Host for HostState {
                 let m = format!(
                     "target `{target}` is a restore command; compare works on directory targets (check a restored database with a query)"
                 );
-                self.record(CallRecord::denied("backup", op, &target_text, &m));
+                self.record(
+                    CallRecord::allowed("backup", op, &target_text)
+                        .with_result(format!("failed: {m}")),
+                );
                 return Ok(Err(wit::Error::Failed(m)));
             }
             None => {
