@@ -2,6 +2,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::backup::{
+    BackupError, CompareReport, ForgetPolicy, ForgetReport, QueryResult, RestoreReport,
+    RestoreRequest, SnapshotInfo, SnapshotReport, VerifyReport,
+};
 use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
@@ -62,6 +66,68 @@ pub trait Host {
             verb.as_str()
         )))
     }
+    /// Backs up a granted source into a granted repository.
+    fn backup_snapshot(
+        &self,
+        source: &str,
+        repository: &str,
+        tags: &[String],
+    ) -> Result<SnapshotReport, BackupError> {
+        let _ = tags;
+        Err(backup_denied(&format!(
+            "snapshot of `{source}` into `{repository}`"
+        )))
+    }
+    /// Checks a granted repository (with `read_data`, every chunk).
+    fn backup_verify(
+        &self,
+        repository: &str,
+        read_data: bool,
+    ) -> Result<VerifyReport, BackupError> {
+        let _ = read_data;
+        Err(backup_denied(&format!("verify of `{repository}`")))
+    }
+    /// Restores a snapshot into a granted target.
+    fn backup_restore(&self, request: &RestoreRequest) -> Result<RestoreReport, BackupError> {
+        Err(backup_denied(&format!("restore into `{}`", request.target)))
+    }
+    /// Compares a granted directory target with a snapshot.
+    fn backup_compare(
+        &self,
+        repository: &str,
+        snapshot: &str,
+        target: &str,
+    ) -> Result<CompareReport, BackupError> {
+        let _ = (repository, snapshot);
+        Err(backup_denied(&format!("compare of `{target}`")))
+    }
+    /// Applies a retention policy to a granted repository.
+    fn backup_forget(
+        &self,
+        repository: &str,
+        policy: &ForgetPolicy,
+        prune: bool,
+    ) -> Result<ForgetReport, BackupError> {
+        let _ = (policy, prune);
+        Err(backup_denied(&format!("forget in `{repository}`")))
+    }
+    /// Snapshots of a granted repository, newest first.
+    fn backup_list(
+        &self,
+        repository: &str,
+        source: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>, BackupError> {
+        let _ = source;
+        Err(backup_denied(&format!("list of `{repository}`")))
+    }
+    /// Runs a granted query command.
+    fn backup_query(&self, name: &str) -> Result<QueryResult, BackupError> {
+        Err(backup_denied(&format!("query `{name}`")))
+    }
+}
+
+fn backup_denied(what: &str) -> BackupError {
+    BackupError::Denied(format!("{what} is not available here"))
 }
 
 /// Where an action runs, and the door to the host's capabilities.
@@ -169,6 +235,85 @@ impl<'h> Context<'h> {
         match self.host {
             Some(h) => h.service(name, verb),
             None => crate::wasm::service(name, verb),
+        }
+    }
+
+    /// Backs up a granted source into a granted repository (needs `grants.backup`).
+    pub fn backup_snapshot(
+        &self,
+        source: &str,
+        repository: &str,
+        tags: &[String],
+    ) -> Result<SnapshotReport, BackupError> {
+        match self.host {
+            Some(h) => h.backup_snapshot(source, repository, tags),
+            None => crate::wasm::backup_snapshot(source, repository, tags),
+        }
+    }
+
+    /// Checks a granted repository; with `read_data`, re-reads and authenticates every chunk.
+    pub fn backup_verify(
+        &self,
+        repository: &str,
+        read_data: bool,
+    ) -> Result<VerifyReport, BackupError> {
+        match self.host {
+            Some(h) => h.backup_verify(repository, read_data),
+            None => crate::wasm::backup_verify(repository, read_data),
+        }
+    }
+
+    /// Restores a snapshot into a granted target (a directory or a restore command).
+    pub fn backup_restore(&self, request: &RestoreRequest) -> Result<RestoreReport, BackupError> {
+        match self.host {
+            Some(h) => h.backup_restore(request),
+            None => crate::wasm::backup_restore(request),
+        }
+    }
+
+    /// Compares a granted directory target with a snapshot, byte for byte.
+    pub fn backup_compare(
+        &self,
+        repository: &str,
+        snapshot: &str,
+        target: &str,
+    ) -> Result<CompareReport, BackupError> {
+        match self.host {
+            Some(h) => h.backup_compare(repository, snapshot, target),
+            None => crate::wasm::backup_compare(repository, snapshot, target),
+        }
+    }
+
+    /// Removes the snapshots a policy does not keep; with `prune`, frees their data.
+    pub fn backup_forget(
+        &self,
+        repository: &str,
+        policy: &ForgetPolicy,
+        prune: bool,
+    ) -> Result<ForgetReport, BackupError> {
+        match self.host {
+            Some(h) => h.backup_forget(repository, policy, prune),
+            None => crate::wasm::backup_forget(repository, policy, prune),
+        }
+    }
+
+    /// Snapshots in a granted repository, newest first (of one source, when given).
+    pub fn backup_list(
+        &self,
+        repository: &str,
+        source: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>, BackupError> {
+        match self.host {
+            Some(h) => h.backup_list(repository, source),
+            None => crate::wasm::backup_list(repository, source),
+        }
+    }
+
+    /// Runs a granted query command (a check of a restored database, say).
+    pub fn backup_query(&self, name: &str) -> Result<QueryResult, BackupError> {
+        match self.host {
+            Some(h) => h.backup_query(name),
+            None => crate::wasm::backup_query(name),
         }
     }
 

@@ -20,6 +20,7 @@
 
 extern crate self as runcap_sdk;
 
+mod backup;
 mod context;
 mod faults;
 mod http;
@@ -29,6 +30,10 @@ mod services;
 pub mod testing;
 mod wasm;
 
+pub use backup::{
+    BackupError, CompareReport, ForgetItem, ForgetPolicy, ForgetReport, PlannedItem, QueryResult,
+    RestoreReport, RestoreRequest, SnapshotInfo, SnapshotReport, VerifyReport,
+};
 pub use context::{Context, Host, Level};
 pub use faults::{Fault, FaultError, FaultKind, FaultSpec};
 pub use http::{HttpError, HttpRequest, HttpResponse, Method};

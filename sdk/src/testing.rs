@@ -3,6 +3,10 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
+use crate::backup::{
+    BackupError, CompareReport, ForgetPolicy, ForgetReport, QueryResult, RestoreReport,
+    RestoreRequest, SnapshotInfo, SnapshotReport, VerifyReport,
+};
 use crate::context::{Context, Host, Level};
 use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
@@ -34,6 +38,23 @@ pub struct MockHost {
     pub reverted: RefCell<Vec<String>>,
     /// Whether `inject` succeeds.
     pub allow_faults: bool,
+    /// Answers to backup operations, in order; an empty queue denies.
+    backup_answers: RefCell<VecDeque<BackupAnswer>>,
+    /// Backup operations the plugin asked for, in order, one line each
+    /// (`snapshot db main`, `restore latest of db from main into scratch`, ...).
+    pub backup_calls: RefCell<Vec<String>>,
+}
+
+/// The canned answer to one backup operation; it must match the operation asked for.
+#[derive(Debug, Clone)]
+pub enum BackupAnswer {
+    Snapshot(Result<SnapshotReport, BackupError>),
+    Verify(Result<VerifyReport, BackupError>),
+    Restore(Result<RestoreReport, BackupError>),
+    Compare(Result<CompareReport, BackupError>),
+    Forget(Result<ForgetReport, BackupError>),
+    List(Result<Vec<SnapshotInfo>, BackupError>),
+    Query(Result<QueryResult, BackupError>),
 }
 
 impl MockHost {
@@ -57,6 +78,17 @@ impl MockHost {
     pub fn grant_faults(mut self) -> Self {
         self.allow_faults = true;
         self
+    }
+
+    /// Queues the answer to the next backup operation.
+    pub fn answer_backup(self, answer: BackupAnswer) -> Self {
+        self.backup_answers.borrow_mut().push_back(answer);
+        self
+    }
+
+    fn next_backup(&self, call: String) -> Option<BackupAnswer> {
+        self.backup_calls.borrow_mut().push(call);
+        self.backup_answers.borrow_mut().pop_front()
     }
 
     /// Lets the plugin read a secret.
@@ -151,11 +183,126 @@ impl Host for MockHost {
             })
     }
 
+    fn backup_snapshot(
+        &self,
+        source: &str,
+        repository: &str,
+        _tags: &[String],
+    ) -> Result<SnapshotReport, BackupError> {
+        match self.next_backup(format!("snapshot {source} {repository}")) {
+            Some(BackupAnswer::Snapshot(r)) => r,
+            other => unexpected("snapshot", other),
+        }
+    }
+
+    fn backup_verify(
+        &self,
+        repository: &str,
+        read_data: bool,
+    ) -> Result<VerifyReport, BackupError> {
+        let call = format!(
+            "verify {repository}{}",
+            if read_data { " read-data" } else { "" }
+        );
+        match self.next_backup(call) {
+            Some(BackupAnswer::Verify(r)) => r,
+            other => unexpected("verify", other),
+        }
+    }
+
+    fn backup_restore(&self, r: &RestoreRequest) -> Result<RestoreReport, BackupError> {
+        let what = match (&r.snapshot, &r.source) {
+            (Some(id), _) => id.clone(),
+            (None, Some(s)) => format!("latest of {s}"),
+            (None, None) => "nothing".into(),
+        };
+        let mut call = format!("restore {what} from {} into {}", r.repository, r.target);
+        for (flag, on) in [
+            ("dry-run", r.dry_run),
+            ("overwrite", r.overwrite),
+            ("clean", r.clean),
+        ] {
+            if on {
+                call += &format!(" {flag}");
+            }
+        }
+        match self.next_backup(call) {
+            Some(BackupAnswer::Restore(r)) => r,
+            other => unexpected("restore", other),
+        }
+    }
+
+    fn backup_compare(
+        &self,
+        repository: &str,
+        snapshot: &str,
+        target: &str,
+    ) -> Result<CompareReport, BackupError> {
+        match self.next_backup(format!(
+            "compare {snapshot} from {repository} with {target}"
+        )) {
+            Some(BackupAnswer::Compare(r)) => r,
+            other => unexpected("compare", other),
+        }
+    }
+
+    fn backup_forget(
+        &self,
+        repository: &str,
+        p: &ForgetPolicy,
+        prune: bool,
+    ) -> Result<ForgetReport, BackupError> {
+        let call = format!(
+            "forget {repository} last {} daily {} weekly {} monthly {}{}",
+            p.keep_last,
+            p.keep_daily,
+            p.keep_weekly,
+            p.keep_monthly,
+            if prune { " prune" } else { "" }
+        );
+        match self.next_backup(call) {
+            Some(BackupAnswer::Forget(r)) => r,
+            other => unexpected("forget", other),
+        }
+    }
+
+    fn backup_list(
+        &self,
+        repository: &str,
+        source: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>, BackupError> {
+        let call = match source {
+            Some(s) => format!("list {repository} {s}"),
+            None => format!("list {repository}"),
+        };
+        match self.next_backup(call) {
+            Some(BackupAnswer::List(r)) => r,
+            other => unexpected("list", other),
+        }
+    }
+
+    fn backup_query(&self, name: &str) -> Result<QueryResult, BackupError> {
+        match self.next_backup(format!("query {name}")) {
+            Some(BackupAnswer::Query(r)) => r,
+            other => unexpected("query", other),
+        }
+    }
+
     fn http(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         self.requests.borrow_mut().push(request.clone());
         self.http_answers
             .borrow_mut()
             .pop_front()
             .unwrap_or_else(|| Err(HttpError::Connection("no canned response".into())))
+    }
+}
+
+/// An empty queue denies (as an ungranted host would); a wrong answer is a bug in the test.
+fn unexpected<T>(op: &str, answer: Option<BackupAnswer>) -> Result<T, BackupError> {
+    match answer {
+        None => Err(BackupError::Denied(format!(
+            "backup {op} is not granted (no canned answer)"
+        ))),
+        Some(a) => panic!("the plugin asked for backup {op}, but the next canned answer is {a:?}"),
     }
 }

@@ -199,6 +199,235 @@ pub(crate) fn service(
     }
 }
 
+/// Glue for the `backup` import: conversions between the SDK's and the generated types.
+mod backup_glue {
+    use crate::backup::*;
+    use crate::bindings::runcap::plugin::backup as w;
+
+    pub(super) fn err(e: w::Error) -> BackupError {
+        match e {
+            w::Error::Denied(m) => BackupError::Denied(m),
+            w::Error::WrongKey(m) => BackupError::WrongKey(m),
+            w::Error::NotFound(m) => BackupError::NotFound(m),
+            w::Error::Failed(m) => BackupError::Failed(m),
+        }
+    }
+
+    pub(super) fn info(s: w::SnapshotInfo) -> SnapshotInfo {
+        SnapshotInfo {
+            id: s.id,
+            source: s.source,
+            kind: s.kind,
+            time_ms: s.time_ms,
+            age_seconds: s.age_seconds,
+            files: s.files,
+            size: s.size,
+            bytes_stored: s.bytes_stored,
+            file_name: s.file_name,
+            tags: s.tags,
+        }
+    }
+
+    pub(super) fn snapshot(r: w::SnapshotReport) -> SnapshotReport {
+        SnapshotReport {
+            snapshot: info(r.snapshot),
+            bytes_read: r.bytes_read,
+            bytes_new: r.bytes_new,
+            bytes_stored: r.bytes_stored,
+            files_unchanged: r.files_unchanged,
+            chunks_total: r.chunks_total,
+            chunks_new: r.chunks_new,
+            dedup_ratio: r.dedup_ratio,
+            compression_ratio: r.compression_ratio,
+            duration_ms: r.duration_ms,
+            throughput_mib_s: r.throughput_mib_s,
+            previous_id: r.previous_id,
+            previous_age_seconds: r.previous_age_seconds,
+            warnings: r.warnings,
+            warnings_total: r.warnings_total,
+            dry_run: r.dry_run,
+        }
+    }
+
+    pub(super) fn verify(r: w::VerifyReport) -> VerifyReport {
+        VerifyReport {
+            read_data: r.read_data,
+            snapshots: r.snapshots,
+            chunks_referenced: r.chunks_referenced,
+            chunks_read: r.chunks_read,
+            bytes_read: r.bytes_read,
+            chunks_missing: r.chunks_missing,
+            chunks_corrupt: r.chunks_corrupt,
+            snapshots_unreadable: r.snapshots_unreadable,
+            chunks_unreferenced: r.chunks_unreferenced,
+            problems: r.problems,
+            problems_total: r.problems_total,
+            ok: r.ok,
+            duration_ms: r.duration_ms,
+        }
+    }
+
+    pub(super) fn request(r: &RestoreRequest) -> w::RestoreRequest {
+        w::RestoreRequest {
+            repository: r.repository.clone(),
+            snapshot: r.snapshot.clone(),
+            source: r.source.clone(),
+            target: r.target.clone(),
+            dry_run: r.dry_run,
+            overwrite: r.overwrite,
+            clean: r.clean,
+            paths: r.paths.clone(),
+        }
+    }
+
+    pub(super) fn restore(r: w::RestoreReport) -> RestoreReport {
+        RestoreReport {
+            snapshot: info(r.snapshot),
+            target: r.target,
+            dry_run: r.dry_run,
+            files: r.files,
+            dirs: r.dirs,
+            bytes: r.bytes,
+            existing: r.existing,
+            planned: r
+                .planned
+                .into_iter()
+                .map(|p| PlannedItem {
+                    path: p.path,
+                    kind: p.kind,
+                    size: p.size,
+                    exists: p.exists,
+                })
+                .collect(),
+            skipped_existing: r.skipped_existing,
+            failed: r.failed,
+            duration_ms: r.duration_ms,
+            throughput_mib_s: r.throughput_mib_s,
+            complete: r.complete,
+            command_output: r.command_output,
+        }
+    }
+
+    pub(super) fn compare(r: w::CompareReport) -> CompareReport {
+        CompareReport {
+            files: r.files,
+            files_matched: r.files_matched,
+            bytes: r.bytes,
+            differences: r.differences,
+            differences_total: r.differences_total,
+            ok: r.ok,
+            duration_ms: r.duration_ms,
+        }
+    }
+
+    pub(super) fn forget(r: w::ForgetReport) -> ForgetReport {
+        let item = |i: w::ForgetItem| ForgetItem {
+            id: i.id,
+            source: i.source,
+            time_ms: i.time_ms,
+            reasons: i.reasons,
+        };
+        ForgetReport {
+            dry_run: r.dry_run,
+            kept: r.kept.into_iter().map(item).collect(),
+            removed: r.removed.into_iter().map(item).collect(),
+            chunks_removed: r.chunks_removed,
+            bytes_freed: r.bytes_freed,
+            bytes_kept: r.bytes_kept,
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+/// Backs up a source through the `backup` import.
+pub(crate) fn backup_snapshot(
+    source: &str,
+    repository: &str,
+    tags: &[String],
+) -> Result<crate::backup::SnapshotReport, crate::backup::BackupError> {
+    use crate::bindings::runcap::plugin::backup as w;
+    w::snapshot(source, repository, tags)
+        .map(backup_glue::snapshot)
+        .map_err(backup_glue::err)
+}
+
+/// Verifies a repository through the `backup` import.
+pub(crate) fn backup_verify(
+    repository: &str,
+    read_data: bool,
+) -> Result<crate::backup::VerifyReport, crate::backup::BackupError> {
+    use crate::bindings::runcap::plugin::backup as w;
+    w::verify(repository, read_data)
+        .map(backup_glue::verify)
+        .map_err(backup_glue::err)
+}
+
+/// Restores through the `backup` import.
+pub(crate) fn backup_restore(
+    request: &crate::backup::RestoreRequest,
+) -> Result<crate::backup::RestoreReport, crate::backup::BackupError> {
+    use crate::bindings::runcap::plugin::backup as w;
+    w::restore(&backup_glue::request(request))
+        .map(backup_glue::restore)
+        .map_err(backup_glue::err)
+}
+
+/// Compares a target with a snapshot through the `backup` import.
+pub(crate) fn backup_compare(
+    repository: &str,
+    snapshot: &str,
+    target: &str,
+) -> Result<crate::backup::CompareReport, crate::backup::BackupError> {
+    use crate::bindings::runcap::plugin::backup as w;
+    w::compare(repository, snapshot, target)
+        .map(backup_glue::compare)
+        .map_err(backup_glue::err)
+}
+
+/// Applies a retention policy through the `backup` import.
+pub(crate) fn backup_forget(
+    repository: &str,
+    policy: &crate::backup::ForgetPolicy,
+    prune: bool,
+) -> Result<crate::backup::ForgetReport, crate::backup::BackupError> {
+    use crate::bindings::runcap::plugin::backup as w;
+    let p = w::ForgetPolicy {
+        keep_last: policy.keep_last,
+        keep_daily: policy.keep_daily,
+        keep_weekly: policy.keep_weekly,
+        keep_monthly: policy.keep_monthly,
+    };
+    w::forget(repository, p, prune)
+        .map(backup_glue::forget)
+        .map_err(backup_glue::err)
+}
+
+/// Lists snapshots through the `backup` import.
+pub(crate) fn backup_list(
+    repository: &str,
+    source: Option<&str>,
+) -> Result<Vec<crate::backup::SnapshotInfo>, crate::backup::BackupError> {
+    use crate::bindings::runcap::plugin::backup as w;
+    w::list_snapshots(repository, source)
+        .map(|v| v.into_iter().map(backup_glue::info).collect())
+        .map_err(backup_glue::err)
+}
+
+/// Runs a granted query through the `backup` import.
+pub(crate) fn backup_query(
+    name: &str,
+) -> Result<crate::backup::QueryResult, crate::backup::BackupError> {
+    use crate::bindings::runcap::plugin::backup as w;
+    w::query(name)
+        .map(|r| crate::backup::QueryResult {
+            exit_code: r.exit_code,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            duration_ms: r.duration_ms,
+        })
+        .map_err(backup_glue::err)
+}
+
 /// Parses params the way `run` will, naming the path of the first bad field.
 pub(crate) fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P, String> {
     let text = if params.trim().is_empty() {

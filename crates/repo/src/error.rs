@@ -192,6 +192,13 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The caller cancelled the operation (its time ran out, say); a snapshot cancelled this way
+    /// records nothing, and earlier snapshots are intact.
+    #[error(
+        "the operation was cancelled before it finished; nothing was recorded and earlier snapshots are intact"
+    )]
+    Cancelled,
+
     /// An internal invariant broke (a bug); the repository is left consistent.
     #[error("internal error: {0}; earlier snapshots are intact, please report this")]
     Internal(String),

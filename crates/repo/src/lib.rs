@@ -35,6 +35,7 @@
 mod atomic;
 mod chunker;
 mod chunks;
+mod compare;
 pub mod config;
 mod error;
 mod forget;
@@ -49,6 +50,7 @@ mod tree;
 mod verify;
 mod walk;
 
+pub use compare::{CompareReport, Difference};
 pub use config::{ChunkerParams, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use forget::{ForgetDecision, ForgetPolicy, ForgetReport, PruneReport, plan_forget};
@@ -61,6 +63,28 @@ pub use snapshot::{
     PreviousSnapshot, SnapshotKind, SnapshotOptions, SnapshotReport, SnapshotSummary, Totals,
 };
 pub use verify::{Problem, ProblemKind, VerifyReport};
+
+/// A flag another thread sets to stop a long operation (a snapshot or restore whose caller
+/// gave up), checked between files and chunks.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the operation to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`CancelFlag::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
 
 #[cfg(test)]
 mod tests;

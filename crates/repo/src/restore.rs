@@ -48,6 +48,9 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     /// Restore only these paths (and what is beneath them); empty restores everything.
     pub paths: Vec<String>,
+    /// Stops the restore (with [`Error::Cancelled`]) once set; files already restored stay.
+    #[serde(skip)]
+    pub cancel: Option<crate::CancelFlag>,
 }
 
 /// One entry a dry run would restore.
@@ -122,7 +125,7 @@ pub struct StreamRestoreReport {
 }
 
 /// Checks a recorded path is relative and stays inside the target.
-fn check_path(p: &RawPath) -> std::result::Result<(), &'static str> {
+pub(crate) fn check_path(p: &RawPath) -> std::result::Result<(), &'static str> {
     if p.0.is_empty() {
         return Err("has an empty path");
     }
@@ -148,7 +151,7 @@ fn ancestors(p: &RawPath) -> impl Iterator<Item = &[u8]> {
         .map(|(i, _)| &p.0[..i])
 }
 
-fn selected(p: &RawPath, includes: &[Vec<u8>]) -> bool {
+pub(crate) fn selected(p: &RawPath, includes: &[Vec<u8>]) -> bool {
     includes.is_empty()
         || includes
             .iter()
@@ -171,7 +174,7 @@ fn system_time(ns: i64) -> SystemTime {
     }
 }
 
-fn mib_per_s(bytes: u64, secs: f64) -> f64 {
+pub(crate) fn mib_per_s(bytes: u64, secs: f64) -> f64 {
     if secs <= 0.0 {
         0.0
     } else {
@@ -180,7 +183,7 @@ fn mib_per_s(bytes: u64, secs: f64) -> f64 {
 }
 
 /// A step of the write plan, carried behind the chunk it needs.
-enum Action {
+pub(crate) enum Action {
     Begin(Entry),
     Write(Slice),
     End,
@@ -192,9 +195,9 @@ struct Job {
     actions: Vec<Action>,
 }
 
-struct Fetched {
-    chunk: Option<(ChunkId, std::result::Result<Vec<u8>, String>)>,
-    actions: Vec<Action>,
+pub(crate) struct Fetched {
+    pub(crate) chunk: Option<(ChunkId, std::result::Result<Vec<u8>, String>)>,
+    pub(crate) actions: Vec<Action>,
 }
 
 /// Cuts the write plan into jobs of one chunk each and submits them.
@@ -646,7 +649,13 @@ impl Repository {
             chunk: None,
             report: &mut report,
         };
-        self.run_restore_pipeline(&record, &includes, &mut |f| writer.accept(f))?;
+        let cancel = options.cancel.clone();
+        self.run_restore_pipeline(&record, &includes, &mut |f| {
+            if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                return Err(Error::Cancelled);
+            }
+            writer.accept(f)
+        })?;
         writer.finish_dirs()?;
         drop(writer);
         sync_filesystem(&target_dir)?;
@@ -659,7 +668,7 @@ impl Repository {
     }
 
     /// Streams the selected entries of a snapshot through the worker pool to `sink`.
-    fn run_restore_pipeline(
+    pub(crate) fn run_restore_pipeline(
         &self,
         record: &SnapshotRecord,
         includes: &[Vec<u8>],

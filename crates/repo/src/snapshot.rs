@@ -140,6 +140,9 @@ pub struct SnapshotOptions {
     pub time: Option<OffsetDateTime>,
     /// Do not cross into other file systems below the source directory.
     pub one_file_system: bool,
+    /// Stops the snapshot (with [`Error::Cancelled`], recording nothing) once set.
+    #[serde(skip)]
+    pub cancel: Option<crate::CancelFlag>,
 }
 
 /// The previous snapshot of a source, for recovery-point monitoring.
@@ -430,11 +433,11 @@ impl Repository {
                     .map(|p| TreeReader::new(&self.store, p.tree.clone(), None, &p.summary.id)),
             );
             let mut last_present: Option<ChunkId> = None;
-            walk(
-                &src,
-                options.one_file_system,
-                repo_dir,
-                &mut |item| match item {
+            walk(&src, options.one_file_system, repo_dir, &mut |item| {
+                if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                    return Err(Error::Cancelled);
+                }
+                match item {
                     Walked::Dir(e) => {
                         totals.dirs += 1;
                         ingest.add_entry(e)
@@ -470,6 +473,9 @@ impl Repository {
                         };
                         let expected = e.size;
                         let read = ingest.add_file(e, &mut file)?;
+                        if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                            return Err(Error::Cancelled);
+                        }
                         if let Some(err) = read.error {
                             totals.skipped += 1;
                             warnings.push(format!(
@@ -488,8 +494,8 @@ impl Repository {
                         }
                         Ok(())
                     }
-                },
-            )?;
+                }
+            })?;
             if let Some(msg) = cursor.failed.take() {
                 warnings.push(format!(
                     "the parent snapshot's file list could not be read ({msg}); files were read again"

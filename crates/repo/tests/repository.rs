@@ -846,3 +846,88 @@ fn concurrent_snapshots_of_the_same_data_share_a_handle_safely() {
         assert!(out == data);
     }
 }
+
+#[test]
+fn compare_finds_every_kind_of_difference_after_a_restore() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 300, 2, 3 << 20);
+    let repo = quick_init(&work.path().join("repo"));
+    let snap = repo
+        .snapshot_dir("tree", &src, &SnapshotOptions::default())
+        .unwrap();
+    let out = work.path().join("out");
+    let restored = repo
+        .restore(&snap.snapshot.id, &out, &RestoreOptions::default())
+        .unwrap();
+    assert!(restored.complete);
+
+    let same = repo.compare(&snap.snapshot.id, &out).unwrap();
+    assert!(same.ok, "{same:#?}");
+    assert_eq!(same.files, snap.snapshot.totals.files);
+    assert_eq!(same.files_matched, same.files);
+    assert_eq!(same.bytes, snap.snapshot.totals.size);
+
+    // One flipped byte deep inside a large file, a truncated file, a missing file, a file
+    // that grew, and a symlink pointing elsewhere.
+    let large = out.join("large1.bin");
+    let mut data = fs::read(&large).unwrap();
+    data[2_000_000] ^= 1;
+    fs::write(&large, &data).unwrap();
+    let small = out.join("d02/sub2/f00002.txt");
+    let len = fs::metadata(&small).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&small).unwrap();
+    f.set_len(len - 1).unwrap();
+    fs::remove_file(out.join("d03/sub0/f00003.txt")).unwrap();
+    let grown = out.join("d04/sub1/f00004.txt");
+    let mut g = fs::read(&grown).unwrap();
+    g.push(b'!');
+    fs::write(&grown, g).unwrap();
+    fs::remove_file(out.join("link")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", out.join("link")).unwrap();
+
+    let diff = repo.compare(&snap.snapshot.id, &out).unwrap();
+    assert!(!diff.ok);
+    let reasons: BTreeMap<String, String> = diff
+        .differences
+        .iter()
+        .map(|d| (d.path.clone(), d.reason.clone()))
+        .collect();
+    assert_eq!(diff.differences_total, 5, "{reasons:#?}");
+    assert!(
+        reasons["large1.bin"].contains("content differs"),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons["d02/sub2/f00002.txt"].contains("size"),
+        "{reasons:#?}"
+    );
+    assert_eq!(reasons["d03/sub0/f00003.txt"], "missing");
+    assert!(
+        reasons["d04/sub1/f00004.txt"].contains("size"),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons["link"].contains("points to elsewhere"),
+        "{reasons:#?}"
+    );
+    assert_eq!(diff.files_matched, diff.files - 4);
+}
+
+#[test]
+fn a_cancelled_snapshot_records_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 50, 0, 0);
+    let repo = quick_init(&work.path().join("repo"));
+    let cancel = runcap_repo::CancelFlag::new();
+    cancel.cancel();
+    let options = SnapshotOptions {
+        cancel: Some(cancel),
+        ..SnapshotOptions::default()
+    };
+    let err = repo.snapshot_dir("tree", &src, &options).unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    assert!(repo.list().unwrap().is_empty());
+    assert!(repo.verify(true).unwrap().ok);
+}

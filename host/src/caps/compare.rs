@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Grants, faults, http, notify, secrets, services};
+use super::{Grants, backup, faults, http, notify, secrets, services};
 use crate::manifest::{KeyPath, Limits, units};
 
 /// What kind of difference a [`Change`] is.
@@ -126,6 +126,7 @@ pub fn per_capability(old: &Grants, new: &Grants) -> Vec<CapabilityDiff> {
         secrets::diff,
     );
     one(&mut out, "faults", &old.faults, &new.faults, faults::diff);
+    one(&mut out, "backup", &old.backup, &new.backup, backup::diff);
     out
 }
 

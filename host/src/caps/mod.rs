@@ -6,6 +6,7 @@
 //! [`HostState`]. Adding one means: a WIT interface, a module here, a field in
 //! [`Grants`]/[`ValidGrants`]/[`HostState`], and an entry in [`CAPABILITIES`].
 
+pub mod backup;
 pub mod compare;
 pub mod faults;
 pub mod http;
@@ -39,6 +40,8 @@ pub struct Grants {
     pub secrets: Option<secrets::SecretsGrantConfig>,
     /// `[plugins.NAME.grants.faults]`
     pub faults: Option<faults::FaultsGrantConfig>,
+    /// `[plugins.NAME.grants.backup]`
+    pub backup: Option<backup::BackupGrantConfig>,
 }
 
 /// Validated grants of one plugin.
@@ -49,6 +52,7 @@ pub struct ValidGrants {
     pub services: Option<Arc<services::ServicesGrant>>,
     pub secrets: Option<Arc<secrets::SecretsGrant>>,
     pub faults: Option<Arc<faults::FaultsGrant>>,
+    pub backup: Option<Arc<backup::BackupGrant>>,
 }
 
 /// What the environment declares outside the plugins, which grants refer to.
@@ -74,6 +78,9 @@ pub fn validate_grants(
                 declared.services,
                 declared.proxies,
             )
+        }),
+        backup: raw.backup.and_then(|g| {
+            backup::BackupGrant::validate(v, &path.key("backup"), g, declared.secrets)
         }),
         secrets: raw.secrets.and_then(|g| {
             secrets::SecretsGrant::validate(v, &path.key("secrets"), g, declared.secrets)
@@ -101,6 +108,7 @@ pub struct Prepared {
     pub faults: Option<Arc<faults::FaultsAccess>>,
     /// The environment's fault manager, whose cert-expiry faults move plugin clocks.
     pub clocks: Option<Arc<faults::FaultManager>>,
+    pub backup: Option<Arc<backup::BackupAccess>>,
 }
 
 /// Host-side state shared by every plugin of an environment: its services and where
@@ -167,6 +175,10 @@ impl Prepared {
                     manager: shared.faults.clone(),
                 })
             }),
+            backup: grants
+                .backup
+                .as_ref()
+                .map(|g| Arc::new(backup::BackupAccess::new(g.clone(), shared.secrets.clone()))),
             secrets: grants.secrets.as_ref().map(|g| {
                 Arc::new(secrets::SecretsAccess {
                     grant: g.clone(),
@@ -254,6 +266,13 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |g| g.faults.is_some(),
         describe: |g| g.faults.as_ref().map(|f| f.describe()).unwrap_or_default(),
     },
+    Capability {
+        name: "backup",
+        interface: backup::INTERFACE,
+        grant_key: Some("grants.backup"),
+        granted: |g| g.backup.is_some(),
+        describe: |g| g.backup.as_ref().map(|b| b.describe()).unwrap_or_default(),
+    },
 ];
 
 /// The WIT interface every world function's types come from; importing it needs no grant.
@@ -270,6 +289,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::services::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::secrets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     wit::faults::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    wit::backup::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
