@@ -173,6 +173,16 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The step with id `id` in a `runcap run --json` report.
+pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .expect("a run report has steps")
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
+}
+
 /// A background tokio runtime for in-process servers, shared by a test binary.
 pub fn background() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

@@ -8,17 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use runcap_e2e::{Sandbox, plugin_lines, plugin_wasm};
+use runcap_e2e::{Sandbox, plugin_lines, plugin_wasm, step};
 use sha2::{Digest, Sha256};
-
-fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
-}
 
 fn summary(report: &serde_json::Value, id: &str) -> String {
     step(report, id)["summary"]

@@ -5,16 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use runcap_e2e::{Sandbox, Service, plugin_lines};
-
-fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
-}
+use runcap_e2e::{Sandbox, Service, plugin_lines, step};
 
 /// A manifest with http-probe (as `probe`, granted the service), `hostile` and `notify`.
 fn manifest(svc: &Service, runbooks: &str) -> String {

@@ -4,18 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use runcap_e2e::{Sandbox, free_port, plugin_lines};
+use runcap_e2e::{Sandbox, free_port, plugin_lines, step};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_runcap-demo-service");
-
-fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
-}
 
 fn alive(pid: i64) -> bool {
     // A zombie has exited; only a process that can still run counts.

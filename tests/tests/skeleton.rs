@@ -1,16 +1,7 @@
 //! The walking skeleton end to end: the `runcap` binary, real plugins built for
 //! wasm32-wasip2, and real HTTP(S) servers on loopback.
 
-use runcap_e2e::{Sandbox, Service, plugin_lines};
-
-fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
-}
+use runcap_e2e::{Sandbox, Service, plugin_lines, step};
 
 fn failure_kind(step: &serde_json::Value) -> &str {
     step["failure"]["kind"].as_str().unwrap_or("")

@@ -358,24 +358,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
 
     fn record(&self, seq: i64, started_at: u64, r: &StepReport) {
         let Some(store) = self.store() else { return };
-        let a = &r.action;
-        let rec = StepRecord {
-            seq,
-            step_id: &r.id,
-            uses: &r.uses,
-            phase: r.phase.as_str(),
-            status: a.status.as_str(),
-            attempts: r.attempts,
-            failure_kind: a.failure.as_ref().map(|f| f.kind.as_str()),
-            summary: &a.summary,
-            details: &a.details,
-            metrics: &a.metrics,
-            logs: &a.logs,
-            stdout: (&a.stdout.text, a.stdout.dropped),
-            stderr: (&a.stderr.text, a.stderr.dropped),
-            started_at: started_at as i64,
-            duration_ms: a.duration_ms,
-        };
+        let rec = record_of(seq, started_at, r);
         self.note("a step result", store.step_finished(&self.run_id, &rec));
     }
 
@@ -791,24 +774,7 @@ pub async fn recover(
             continued: false,
             action,
         };
-        let a = &report.action;
-        let record = StepRecord {
-            seq,
-            step_id: &report.id,
-            uses: &report.uses,
-            phase: "rollback",
-            status: a.status.as_str(),
-            attempts: 1,
-            failure_kind: a.failure.as_ref().map(|f| f.kind.as_str()),
-            summary: &a.summary,
-            details: &a.details,
-            metrics: &a.metrics,
-            logs: &a.logs,
-            stdout: (&a.stdout.text, a.stdout.dropped),
-            stderr: (&a.stderr.text, a.stderr.dropped),
-            started_at: started_at as i64,
-            duration_ms: a.duration_ms,
-        };
+        let record = record_of(seq, started_at, &report);
         if let Err(e) = store
             .step_finished(run_id, &record)
             .and_then(|_| store.set_rollback_state(run_id, rb.seq, state))
@@ -829,6 +795,28 @@ pub async fn recover(
         tracing::error!("could not audit the recovery of {run_id}: {e}");
     }
     reports
+}
+
+/// How a finished step is stored.
+fn record_of(seq: i64, started_at: u64, r: &StepReport) -> StepRecord<'_> {
+    let a = &r.action;
+    StepRecord {
+        seq,
+        step_id: &r.id,
+        uses: &r.uses,
+        phase: r.phase.as_str(),
+        status: a.status.as_str(),
+        attempts: r.attempts,
+        failure_kind: a.failure.as_ref().map(|f| f.kind.as_str()),
+        summary: &a.summary,
+        details: &a.details,
+        metrics: &a.metrics,
+        logs: &a.logs,
+        stdout: (&a.stdout.text, a.stdout.dropped),
+        stderr: (&a.stderr.text, a.stderr.dropped),
+        started_at: started_at as i64,
+        duration_ms: a.duration_ms,
+    }
 }
 
 /// A run id that sorts by time: milliseconds since the epoch and a random suffix.
