@@ -5,6 +5,7 @@
 //! - [`engine`]: wasmtime engine, compile cache, plugin loading and import checks.
 //! - [`caps`]: one module per capability (grant, checks, host implementation, audit).
 //! - [`runner`]: one action in a fresh instance, classified however it ends.
+//! - [`redaction`]: what is stored or printed carries no personal data or secret value.
 //! - [`runbook`]: steps in order.
 //! - [`cli`]: the `runcap` command.
 
@@ -13,6 +14,7 @@ pub mod caps;
 pub mod cli;
 pub mod engine;
 pub mod manifest;
+pub mod redaction;
 pub mod runbook;
 pub mod runner;
 pub mod store;

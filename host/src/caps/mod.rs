@@ -6,6 +6,7 @@
 //! [`HostState`]. Adding one means: a WIT interface, a module here, a field in
 //! [`Grants`]/[`ValidGrants`]/[`HostState`], and an entry in [`CAPABILITIES`].
 
+pub mod fs;
 pub mod http;
 pub mod log;
 pub mod notify;
@@ -35,6 +36,8 @@ pub struct Grants {
     pub services: Option<services::ServicesGrantConfig>,
     /// `secrets = ["NAME", …]` under `[plugins.NAME.grants]`
     pub secrets: Option<secrets::SecretsGrantConfig>,
+    /// `[plugins.NAME.grants.fs]`
+    pub fs: Option<fs::FsGrantConfig>,
 }
 
 /// Validated grants of one plugin.
@@ -44,6 +47,7 @@ pub struct ValidGrants {
     pub notify: Option<Arc<notify::NotifyGrant>>,
     pub services: Option<Arc<services::ServicesGrant>>,
     pub secrets: Option<Arc<secrets::SecretsGrant>>,
+    pub fs: Option<Arc<fs::FsGrant>>,
 }
 
 /// What the environment declares outside the plugins, which grants refer to.
@@ -72,6 +76,9 @@ pub fn validate_grants(
         notify: raw
             .notify
             .and_then(|g| notify::NotifyGrant::validate(v, &path.key("notify"), g)),
+        fs: raw
+            .fs
+            .and_then(|g| fs::FsGrant::validate(v, &path.key("fs"), g)),
     }
 }
 
@@ -83,24 +90,31 @@ pub struct Prepared {
     pub notify: Option<Arc<notify::Notifier>>,
     pub services: Option<Arc<services::ServicesAccess>>,
     pub secrets: Option<Arc<secrets::SecretsAccess>>,
+    /// Directories preopened for each action.
+    pub fs: Option<Arc<fs::FsGrant>>,
 }
 
 /// Host-side state shared by every plugin of an environment: its services and where
-/// their state lives. Built once per command.
+/// their state lives, its secrets, and the redaction every record passes through. Built
+/// once per command.
 #[derive(Clone)]
 pub struct Shared {
     pub services: Arc<services::ServiceManager>,
     pub secrets: Arc<secrets::SecretStore>,
+    /// The `[redaction]` rules plus every known secret value (see [`crate::redaction`]).
+    pub redactor: Arc<runcap_redact::Redactor>,
 }
 
 impl Shared {
     pub fn new(env: &crate::manifest::Environment, state_dir: &std::path::Path) -> Self {
+        let secrets = Arc::new(secrets::SecretStore::new(env.secrets.clone()));
         Shared {
             services: Arc::new(services::ServiceManager::new(
                 env.services.clone(),
                 state_dir,
             )),
-            secrets: Arc::new(secrets::SecretStore::new(env.secrets.clone())),
+            redactor: crate::redaction::host_redactor(&env.redaction, &secrets),
+            secrets,
         }
     }
 
@@ -112,6 +126,7 @@ impl Shared {
                 std::path::Path::new("."),
             )),
             secrets: Arc::default(),
+            redactor: Arc::default(),
         }
     }
 }
@@ -119,6 +134,7 @@ impl Shared {
 impl Prepared {
     pub fn new(grants: &ValidGrants, shared: &Shared) -> Result<Self, String> {
         Ok(Prepared {
+            fs: grants.fs.clone(),
             secrets: grants.secrets.as_ref().map(|g| {
                 Arc::new(secrets::SecretsAccess {
                     grant: g.clone(),
@@ -199,7 +215,23 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |g| g.secrets.is_some(),
         describe: |g| g.secrets.as_ref().map(|s| s.describe()).unwrap_or_default(),
     },
+    Capability {
+        name: "fs",
+        interface: fs::INTERFACE,
+        grant_key: Some("grants.fs"),
+        granted: |g| g.fs.is_some(),
+        describe: |g| g.fs.as_ref().map(|f| f.describe()).unwrap_or_default(),
+    },
 ];
+
+impl Capability {
+    /// Whether importing the interface without a grant refuses the plugin. WASI interfaces
+    /// (the file system) are imported by every standard-library component and grant
+    /// nothing by themselves, so only runcap's own interfaces need a grant to be imported.
+    pub fn import_needs_grant(&self) -> bool {
+        self.grant_key.is_some() && !self.interface.starts_with("wasi:")
+    }
+}
 
 /// The WIT interface every world function's types come from; importing it needs no grant.
 pub const TYPES_INTERFACE: &str = "runcap:plugin/types";
@@ -334,11 +366,17 @@ pub struct HostState {
     pub granted: Prepared,
     /// Capability calls of this action, in order.
     pub calls: Vec<CallRecord>,
+    /// What every string this action reports passes through.
+    pub redactor: Arc<runcap_redact::Redactor>,
 }
 
 impl HostState {
-    /// Records a capability call for the run record and audit log.
-    pub fn record(&mut self, call: CallRecord) {
+    /// Records a capability call for the run record and audit log, redacted first.
+    pub fn record(&mut self, mut call: CallRecord) {
+        crate::redaction::scrub_string(&self.redactor, &mut call.target);
+        for s in [&mut call.reason, &mut call.result].into_iter().flatten() {
+            crate::redaction::scrub_string(&self.redactor, s);
+        }
         tracing::debug!(
             plugin = %self.plugin,
             capability = call.capability,

@@ -22,13 +22,19 @@ pub const ALLOWED_FAMILIES: &[&str] = &[
 
 /// Builds the WASI context of one action.
 pub fn context(stdout: &Capture, stderr: &Capture) -> WasiCtx {
-    WasiCtxBuilder::new()
-        .stdout(stdout.clone())
+    builder(stdout, stderr).build()
+}
+
+/// The WASI context of one action before it is built, for grants (the `fs` capability's
+/// preopens) to add to.
+pub fn builder(stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build()
+        .allow_ip_name_lookup(false);
+    b
 }
 
 #[derive(Default)]

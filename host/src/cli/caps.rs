@@ -81,7 +81,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
             if granted && !uses && imports.is_ok() {
                 over.push(cap.name.to_string());
             }
-            if uses && !granted {
+            if uses && !granted && cap.import_needs_grant() {
                 ungranted.push(cap.name.to_string());
             }
         }

@@ -36,6 +36,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         Err(code) => return code,
     };
     let shared = super::shared(&env, args, state);
+    store.set_scrubber(shared.redactor.clone());
     let plugins = runbook::load_plugins(&runtime, &env, &shared, rb);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     tokio::spawn(async move {

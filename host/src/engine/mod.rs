@@ -191,6 +191,7 @@ impl Runtime {
             from_cache: cached,
             pre,
             granted,
+            redactor: shared.redactor.clone(),
         })
     }
 }
@@ -212,14 +213,18 @@ pub struct Plugin {
     pub(crate) pre: ActionPre<HostState>,
     /// Per-plugin capability state (clients, channels) built once from its grants.
     pub(crate) granted: caps::Prepared,
+    /// The environment's redaction, applied to everything an action reports.
+    pub(crate) redactor: Arc<runcap_redact::Redactor>,
 }
 
 impl Plugin {
-    /// Names of the runcap capabilities this plugin imports.
+    /// Names of the capabilities this plugin imports and may use (a WASI interface such as
+    /// the file system counts only when it is granted: every component imports it).
     pub fn capabilities(&self) -> Vec<&'static str> {
         self.imports
             .iter()
             .filter_map(|i| imports::capability_of(i))
+            .filter(|c| c.import_needs_grant() || (c.granted)(&self.spec.grants))
             .map(|c| c.name)
             .collect()
     }

@@ -23,6 +23,8 @@ pub struct Environment {
     pub services: BTreeMap<String, crate::caps::services::ServiceDef>,
     /// Secrets plugins may be granted, by name.
     pub secrets: BTreeMap<String, crate::caps::secrets::SecretSource>,
+    /// Rules for host-side redaction (`[redaction]`), already checked to build.
+    pub redaction: runcap_redact::Config,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub runbooks: BTreeMap<String, Runbook>,
 }

@@ -22,6 +22,10 @@ pub struct Manifest {
     /// `[secrets.NAME]`: secret values plugins may be granted, by where they come from.
     #[serde(default)]
     pub secrets: BTreeMap<String, crate::caps::secrets::SecretConfig>,
+    /// `[redaction]`: the rules every string runcap stores or prints passes through
+    /// (default: the built-in default set); secret values are always redacted.
+    #[serde(default)]
+    pub redaction: Option<runcap_redact::Config>,
     /// `[plugins.NAME]`: the actions this environment may run.
     #[serde(default)]
     pub plugins: BTreeMap<String, Plugin>,
