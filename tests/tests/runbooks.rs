@@ -33,6 +33,7 @@ grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
 {hostile}
 limits = {{ time = "5s" }}
 grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+grants.secrets = []
 
 [plugins.notify]
 {notify}
@@ -554,7 +555,7 @@ steps = [
 ]
 "#,
     )
-    .replace("[plugins.hostile]\n", "[plugins.hostile]\ngrants.secrets = [\"file-key\", \"missing\"]\n");
+    .replace("grants.secrets = []\n", "grants.secrets = [\"file-key\", \"missing\"]\n");
     sb.write("runcap.toml", &text);
     let out = sb
         .runcap()
@@ -586,4 +587,10 @@ steps = [
         calls.contains("file-key") && !calls.contains("file-secret-value"),
         "{calls}"
     );
+    // What the plugin did with the value is recorded redacted, wherever it put it.
+    assert_eq!(
+        step(&r, "granted")["summary"],
+        "the secret is [SECRET_REDACTED]"
+    );
+    assert!(!r.to_string().contains("file-secret-value"), "{r:#}");
 }

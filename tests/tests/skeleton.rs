@@ -176,6 +176,7 @@ environment = "test"
 {hostile}
 limits = {{ memory = "32MiB", time = "3s", output = "64KiB" }}
 grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+grants.secrets = []
 
 [plugins.hostile-ungranted]
 {hostile}

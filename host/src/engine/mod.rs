@@ -85,6 +85,10 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // `RUNCAP_PROFILE=perfmap` writes /tmp/perf-PID.map, so `perf` names guest functions.
+        if std::env::var_os("RUNCAP_PROFILE").is_some_and(|v| v == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);

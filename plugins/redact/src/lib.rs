@@ -18,8 +18,10 @@
 //! `format` says otherwise. Each copy is written under a temporary name and renamed into
 //! place when complete. In a dry run nothing is written: the files are read and counted.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+mod files;
+
+use std::fs;
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,7 +29,10 @@ use runcap_redact::{Config, Counts, CustomRule, Redactor, Stats};
 use runcap_sdk::{ActionError, Context, Outcome, Status};
 use serde_json::{Map, Value, json};
 
-/// Bytes moved per read and per write: large, so each crossing into the host carries a lot.
+pub use files::Files;
+
+/// Buffer size of native file reads and writes (the component uses WASI streams, see
+/// [`Files`]).
 pub const IO_BUF: usize = 256 * 1024;
 /// Per-file entries kept in the outcome's details; further files are counted, not listed.
 pub const MAX_FILE_ENTRIES: usize = 500;
@@ -155,12 +160,15 @@ pub struct FileReport {
     pub error: Option<String>,
 }
 
+/// Entries not processed, and why (symlinks, special files, too deep).
+pub type Skipped = Vec<(String, &'static str)>;
+
 /// Everything one run did.
 #[derive(Debug, Default)]
 pub struct Report {
     pub files: Vec<FileReport>,
-    /// Entries not processed, and why (symlinks, special files, too deep).
-    pub skipped: Vec<(String, &'static str)>,
+    /// Entries not processed, and why.
+    pub skipped: Skipped,
     pub counts: Counts,
     pub seconds: f64,
 }
@@ -177,7 +185,7 @@ impl Report {
 
 /// Finds every regular file below `root`, sorted, as paths relative to it. Symlinks are not
 /// followed (a link could lead back up the tree) and are listed as skipped.
-pub fn list_files(root: &Path) -> io::Result<(Vec<PathBuf>, Vec<(String, &'static str)>)> {
+pub fn list_files(root: &Path) -> io::Result<(Vec<PathBuf>, Skipped)> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     walk(root, Path::new(""), 0, &mut files, &mut skipped)?;
@@ -189,7 +197,7 @@ fn walk(
     rel: &Path,
     depth: usize,
     files: &mut Vec<PathBuf>,
-    skipped: &mut Vec<(String, &'static str)>,
+    skipped: &mut Skipped,
 ) -> io::Result<()> {
     let mut entries: Vec<fs::DirEntry> = fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
@@ -216,13 +224,14 @@ fn walk(
 /// Streams `src` through the rules into `dst` (through a temporary file renamed into place),
 /// or into nothing when `dst` is `None` (a dry run).
 pub fn redact_file(
+    files: &Files,
     r: &Redactor,
     src: &Path,
     dst: Option<&Path>,
     format: FileFormat,
     counts: &mut Counts,
 ) -> io::Result<Stats> {
-    let reader = BufReader::with_capacity(IO_BUF, File::open(src)?);
+    let reader = files.open(src)?;
     let Some(dst) = dst else {
         return stream(r, reader, io::sink(), format, counts);
     };
@@ -235,7 +244,7 @@ pub fn redact_file(
         .unwrap_or_default();
     let tmp = dst.with_file_name(format!(".{name}.redact-tmp"));
     let result = (|| {
-        let mut w = BufWriter::with_capacity(IO_BUF, File::create(&tmp)?);
+        let mut w = files.create(&tmp)?;
         let stats = stream(r, reader, &mut w, format, counts)?;
         w.flush()?;
         drop(w);
@@ -248,9 +257,9 @@ pub fn redact_file(
     result
 }
 
-fn stream<W: Write>(
+fn stream<R: BufRead, W: Write>(
     r: &Redactor,
-    reader: BufReader<File>,
+    reader: R,
     writer: W,
     format: FileFormat,
     counts: &mut Counts,
@@ -269,6 +278,7 @@ pub fn redact_tree(
     format: Format,
 ) -> io::Result<Report> {
     let started = Instant::now();
+    let files = Files::new();
     let (paths, skipped) = list_files(input)?;
     let mut report = Report {
         skipped,
@@ -279,7 +289,7 @@ pub fn redact_tree(
         let dst = output.map(|o| o.join(&rel));
         let fmt = FileFormat::of(&rel, format);
         let mut counts = Counts::new();
-        let (stats, error) = match redact_file(r, &src, dst.as_deref(), fmt, &mut counts) {
+        let (stats, error) = match redact_file(&files, r, &src, dst.as_deref(), fmt, &mut counts) {
             Ok(s) => {
                 report.counts.merge(&counts);
                 (s, None)
