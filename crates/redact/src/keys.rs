@@ -213,6 +213,23 @@ impl Keys {
         self.pairs[usize::from(k >> 6)] & (1 << (k & 63)) != 0
     }
 
+    /// Which of the (up to) 16 positions from `i` start a trigger pair, one bit each; `line`
+    /// holds at least 17 bytes and `i + 1 < line.len()`. Near the end, the last 17 bytes are
+    /// read and shifted, so bits past the last pair are 0.
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
+    #[inline(always)]
+    fn pair_window(&self, line: &[u8], i: usize) -> u32 {
+        if i + 17 <= line.len() {
+            crate::simd::pair_mask(&line[i..i + 17], &FIRST_PAIRS)
+        } else {
+            let start = line.len() - 17;
+            crate::simd::pair_mask(&line[start..], &FIRST_PAIRS) >> (i - start)
+        }
+    }
+
     /// The first position at or after `i` whose byte pair starts a trigger.
     ///
     /// Sixteen positions per step are compared with the trigger pairs in vector registers
@@ -227,18 +244,21 @@ impl Keys {
             all(target_arch = "wasm32", target_feature = "simd128")
         ))]
         if line.len() >= 17 {
-            while i + 17 <= line.len() {
-                let m = crate::simd::pair_mask(&line[i..i + 17], &FIRST_PAIRS);
+            // The first step outside the loop: most calls end there (see `next_digit`).
+            if i + 1 >= line.len() {
+                return None;
+            }
+            let m = self.pair_window(line, i);
+            if m != 0 {
+                return Some(i + m.trailing_zeros() as usize);
+            }
+            i += 16;
+            while i + 1 < line.len() {
+                let m = self.pair_window(line, i);
                 if m != 0 {
                     return Some(i + m.trailing_zeros() as usize);
                 }
                 i += 16;
-            }
-            // The rest of the line in one more window, overlapping the last one.
-            let start = line.len() - 17;
-            if i + 1 < line.len() {
-                let m = crate::simd::pair_mask(&line[start..], &FIRST_PAIRS) >> (i - start);
-                return (m != 0).then(|| i + m.trailing_zeros() as usize);
             }
             return None;
         }

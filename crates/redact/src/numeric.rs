@@ -131,66 +131,83 @@ impl Numeric {
     }
 }
 
+/// Which of the (up to) 16 bytes from `i` are ASCII digits, one bit per byte; `line` holds at
+/// least 16 bytes and `i < line.len()`. Near the end, the last 16 bytes of the line are read
+/// and shifted, so bits past the end are 0.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+#[inline(always)]
+fn digit_window(line: &[u8], i: usize) -> u32 {
+    if i + 16 <= line.len() {
+        crate::simd::digit_mask(&line[i..i + 16])
+    } else {
+        let start = line.len() - 16;
+        crate::simd::digit_mask(&line[start..]) >> (i - start)
+    }
+}
+
 /// Position of the first ASCII digit at or after `from`: sixteen bytes per step where the
-/// target has 128-bit vectors (x86_64; wasm32 with `simd128`), then eight per step.
+/// target has 128-bit vectors (x86_64; wasm32 with `simd128`), eight otherwise. The first step
+/// is outside the loop: most calls end there, and a `wasm32` guest pays a deadline check for
+/// every loop it enters.
 #[inline]
 fn next_digit(line: &[u8], from: usize) -> Option<usize> {
-    #[allow(unused_mut)]
-    let mut i = from;
     #[cfg(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     ))]
     if line.len() >= 16 {
-        while i + 16 <= line.len() {
-            let m = crate::simd::digit_mask(&line[i..i + 16]);
+        let mut i = from;
+        if i >= line.len() {
+            return None;
+        }
+        let m = digit_window(line, i);
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 16;
+        while i < line.len() {
+            let m = digit_window(line, i);
             if m != 0 {
                 return Some(i + m.trailing_zeros() as usize);
             }
             i += 16;
         }
-        // The rest of the line in one more window, overlapping the last one.
-        let start = line.len() - 16;
-        if i < line.len() {
-            let m = crate::simd::digit_mask(&line[start..]) >> (i - start);
-            return (m != 0).then(|| i + m.trailing_zeros() as usize);
-        }
         return None;
     }
-    next_digit_swar(line, i)
+    next_digit_swar(line, from)
 }
 
 /// End of the run of ASCII digits starting at `from`: like `run_end(line, from, DIGIT)`, but
 /// sixteen (or eight) bytes per step, so the common short run takes one step.
 #[inline]
 fn digits_end(line: &[u8], from: usize) -> usize {
-    #[allow(unused_mut)]
-    let mut i = from;
     #[cfg(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     ))]
     if line.len() >= 16 {
-        while i + 16 <= line.len() {
-            let m = !crate::simd::digit_mask(&line[i..i + 16]) & 0xFFFF;
+        let mut i = from;
+        if i >= line.len() {
+            return line.len();
+        }
+        let m = !digit_window(line, i) & 0xFFFF;
+        if m != 0 {
+            return (i + m.trailing_zeros() as usize).min(line.len());
+        }
+        i += 16;
+        while i < line.len() {
+            let m = !digit_window(line, i) & 0xFFFF;
             if m != 0 {
-                return i + m.trailing_zeros() as usize;
+                return (i + m.trailing_zeros() as usize).min(line.len());
             }
             i += 16;
         }
-        // The rest of the line in one more window, overlapping the last one.
-        let start = line.len() - 16;
-        if i < line.len() {
-            let m = (!crate::simd::digit_mask(&line[start..]) & 0xFFFF) >> (i - start);
-            return if m != 0 {
-                i + m.trailing_zeros() as usize
-            } else {
-                line.len()
-            };
-        }
-        return line.len().max(i);
+        return line.len();
     }
-    digits_end_swar(line, i)
+    digits_end_swar(line, from)
 }
 
 /// Position of the first ASCII digit at or after `from`.

@@ -30,7 +30,7 @@ use core::arch::x86_64::{
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 use core::arch::wasm32::{
-    u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, u8x16_sub, v128, v128_and, v128_load, v128_or,
+    u8x16_bitmask, u8x16_eq, u8x16_min, u8x16_splat, u8x16_sub, v128, v128_and, v128_load, v128_or,
 };
 
 /// Bit `i` set when `chunk[i]` is an ASCII digit, for the first 16 bytes of `chunk`.
@@ -56,7 +56,9 @@ pub(crate) fn digit_mask(chunk: &[u8]) -> u32 {
     // SAFETY: the load reads 16 bytes the slice holds; `v128_load` needs no alignment.
     let v = unsafe { v128_load(chunk.as_ptr().cast()) };
     let x = u8x16_sub(v, u8x16_splat(b'0'));
-    u32::from(u8x16_bitmask(u8x16_lt(x, u8x16_splat(10))))
+    // `min(x, 9) == x`, that is `x <= 9`: a min and a compare on x86 hosts, where `x < 10`
+    // would need a negation too.
+    u32::from(u8x16_bitmask(u8x16_eq(u8x16_min(x, u8x16_splat(9)), x)))
 }
 
 /// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in (ASCII letters

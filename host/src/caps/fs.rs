@@ -180,7 +180,7 @@ impl FsGrant {
         let mut records = Vec::new();
         // File operations run on the thread running the action instead of being handed to a
         // blocking-pool thread each: a 64 KiB read from the page cache takes microseconds,
-        // less than the hand-off. (Output streams still write in the background.)
+        // less than the hand-off. (WASI streams still read and write on blocking threads.)
         builder.allow_blocking_current_thread(true);
         for d in &self.dirs {
             let target = format!("{} = {} ({})", d.guest, d.host.display(), d.mode.as_str());

@@ -141,7 +141,10 @@ fn print_text(env: &str, report: &[PluginCaps]) {
                 let caps: Vec<&str> = i
                     .iter()
                     .filter(|x| {
-                        x.starts_with("runcap:") && x.as_str() != crate::caps::TYPES_INTERFACE
+                        (x.starts_with("runcap:") && x.as_str() != crate::caps::TYPES_INTERFACE)
+                            // A WASI interface every component imports matters with a grant.
+                            || imports::capability_of(x)
+                                .is_some_and(|c| p.grants.iter().any(|g| g.capability == c.name))
                     })
                     .map(String::as_str)
                     .collect();
