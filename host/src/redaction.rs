@@ -97,12 +97,13 @@ fn scrub_keys(r: &Redactor, value: &mut Value) {
 }
 
 /// Text that was cut at a size limit can end in the first part of a value that no rule
-/// recognises any more; the cut line is dropped so no value is kept half-redacted.
-pub fn drop_cut_line(text: &mut String) {
-    match text.rfind('\n') {
-        Some(i) => text.truncate(i + 1),
-        None => text.clear(),
-    }
+/// recognises any more; the cut line is dropped so no value is kept half-redacted. Returns
+/// how many bytes were dropped.
+pub fn drop_cut_line(text: &mut String) -> u64 {
+    let keep = text.rfind('\n').map_or(0, |i| i + 1);
+    let dropped = (text.len() - keep) as u64;
+    text.truncate(keep);
+    dropped
 }
 
 /// Redacts a printable record read back from the store, through its JSON form. A record that
@@ -147,10 +148,10 @@ mod tests {
     #[test]
     fn cut_line_is_dropped() {
         let mut s = "line one\nsecret Zq7-hu".to_string();
-        drop_cut_line(&mut s);
+        assert_eq!(drop_cut_line(&mut s), 13);
         assert_eq!(s, "line one\n");
         let mut s = "no newline".to_string();
-        drop_cut_line(&mut s);
+        assert_eq!(drop_cut_line(&mut s), 10);
         assert_eq!(s, "");
     }
 

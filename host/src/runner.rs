@@ -286,11 +286,14 @@ fn finish(
 ) -> ActionReport {
     let state = store.data_mut();
     let redactor = state.redactor.clone();
-    let (mut stdout, stdout_dropped) = state.stdout.take();
-    let (mut stderr, stderr_dropped) = state.stderr.take();
-    for (text, dropped) in [(&mut stdout, stdout_dropped), (&mut stderr, stderr_dropped)] {
-        if dropped > 0 {
-            crate::redaction::drop_cut_line(text);
+    let (mut stdout, mut stdout_dropped) = state.stdout.take();
+    let (mut stderr, mut stderr_dropped) = state.stderr.take();
+    for (text, dropped) in [
+        (&mut stdout, &mut stdout_dropped),
+        (&mut stderr, &mut stderr_dropped),
+    ] {
+        if *dropped > 0 {
+            *dropped += crate::redaction::drop_cut_line(text);
         }
     }
     let mut report = ActionReport {
