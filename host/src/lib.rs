@@ -7,6 +7,7 @@
 //! - [`lockfile`]: `runcap.lock`, what each environment may do as last approved, and diffs.
 //! - [`policy`]: ceilings on what any plugin may be granted per environment.
 //! - [`runner`]: one action in a fresh instance, classified however it ends.
+//! - [`redaction`]: what is stored or printed carries no personal data or secret value.
 //! - [`runbook`]: steps in order.
 //! - [`cli`]: the `runcap` command.
 
@@ -18,6 +19,7 @@ pub mod lockfile;
 pub mod manifest;
 pub mod policy;
 pub mod procinfo;
+pub mod redaction;
 pub mod runbook;
 pub mod runner;
 pub mod store;

@@ -135,17 +135,33 @@ pub struct Invocation {
     pub sink: Option<CallSink>,
 }
 
-/// A fresh store for one action of `plugin`.
+/// A fresh store for one action of `plugin`. With `granted` false (describing itself,
+/// checking params) the plugin gets none of its grants: no capability, no directory.
 fn new_store(
     runtime: &Runtime,
     plugin: &Plugin,
     inv: Option<&Invocation>,
     dry_run: bool,
     limit: Duration,
-) -> Store<HostState> {
+    granted: bool,
+) -> Result<Store<HostState>, String> {
     let output = plugin.spec.limits.output as usize;
     let stdout = wasi::Capture::new(output);
     let stderr = wasi::Capture::new(output);
+    let mut wasi = wasi::builder(&stdout, &stderr);
+    // A cert-expiry fault on this plugin moves the wall clock its actions see.
+    let offset = plugin
+        .granted
+        .clocks
+        .as_ref()
+        .map_or(0, |c| c.clock_offset(&plugin.spec.name));
+    if offset != 0 {
+        wasi.wall_clock(crate::caps::faults::OffsetClock(offset));
+    }
+    let preopens = match &plugin.granted.fs {
+        Some(fs) if granted => fs.preopen(&mut wasi, dry_run)?,
+        _ => Vec::new(),
+    };
     let deadline = Instant::now() + limit;
     let action = inv.map(|i| ActionInfo {
         run_id: i.run_id.clone(),
@@ -159,15 +175,7 @@ fn new_store(
         sink: inv.and_then(|i| i.sink.clone()),
         dry_run,
         deadline,
-        wasi: wasi::context(
-            &stdout,
-            &stderr,
-            plugin
-                .granted
-                .clocks
-                .as_ref()
-                .map_or(0, |c| c.clock_offset(&plugin.spec.name)),
-        ),
+        wasi: wasi.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter {
             memory_limit: plugin.spec.limits.memory as usize,
@@ -179,10 +187,18 @@ fn new_store(
             budget: plugin.spec.limits.output,
             ..LogState::default()
         },
-        granted: plugin.granted.clone(),
+        granted: if granted {
+            plugin.granted.clone()
+        } else {
+            crate::caps::Prepared::default()
+        },
         calls: Vec::new(),
+        redactor: plugin.redactor.clone(),
     };
     let mut store = Store::new(runtime.engine(), state);
+    for call in preopens {
+        store.data_mut().record(call);
+    }
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
@@ -192,7 +208,7 @@ fn new_store(
             Ok(UpdateDeadline::Yield(1))
         }
     });
-    store
+    Ok(store)
 }
 
 /// Instantiates `plugin` and runs it once with `params`.
@@ -205,7 +221,14 @@ pub async fn run_action(
     let limit = inv
         .timeout
         .map_or(plugin.spec.limits.time, |t| t.min(plugin.spec.limits.time));
-    let mut store = new_store(runtime, plugin, Some(inv), inv.dry_run, limit);
+    let mut store = match new_store(runtime, plugin, Some(inv), inv.dry_run, limit, true) {
+        Ok(s) => s,
+        Err(message) => {
+            let mut report = ActionReport::failed(FailureKind::Load, message);
+            report.scrub(&plugin.redactor);
+            return report;
+        }
+    };
     let ctx = wit::Context {
         run_id: inv.run_id.clone(),
         environment: inv.environment.clone(),
@@ -227,6 +250,39 @@ pub async fn run_action(
     finish(store, result, limit, plugin.spec.limits.output, elapsed)
 }
 
+impl ActionReport {
+    /// Redacts everything the report carries, in place: summary, details (values and keys),
+    /// metric names, failure message, log lines, captured output and call records. Every
+    /// report runcap keeps, prints or shows to a later step's templates goes through this
+    /// once, where it is made.
+    pub fn scrub(&mut self, r: &runcap_redact::Redactor) {
+        use crate::redaction::{scrub_json, scrub_string};
+        scrub_string(r, &mut self.summary);
+        scrub_json(r, &mut self.details);
+        for (name, _) in &mut self.metrics {
+            scrub_string(r, name);
+        }
+        if let Some(f) = &mut self.failure {
+            scrub_string(r, &mut f.message);
+        }
+        for line in &mut self.logs {
+            scrub_string(r, &mut line.message);
+            for (k, v) in &mut line.fields {
+                scrub_string(r, k);
+                scrub_string(r, v);
+            }
+        }
+        scrub_string(r, &mut self.stdout.text);
+        scrub_string(r, &mut self.stderr.text);
+        for call in &mut self.calls {
+            scrub_string(r, &mut call.target);
+            for s in [&mut call.reason, &mut call.result].into_iter().flatten() {
+                scrub_string(r, s);
+            }
+        }
+    }
+}
+
 type CallResult =
     Result<wasmtime::Result<Result<wit::Outcome, wit::ActionError>>, tokio::time::error::Elapsed>;
 
@@ -238,8 +294,17 @@ fn finish(
     elapsed: Duration,
 ) -> ActionReport {
     let state = store.data_mut();
-    let (stdout, stdout_dropped) = state.stdout.take();
-    let (stderr, stderr_dropped) = state.stderr.take();
+    let redactor = state.redactor.clone();
+    let (mut stdout, mut stdout_dropped) = state.stdout.take();
+    let (mut stderr, mut stderr_dropped) = state.stderr.take();
+    for (text, dropped) in [
+        (&mut stdout, &mut stdout_dropped),
+        (&mut stderr, &mut stderr_dropped),
+    ] {
+        if *dropped > 0 {
+            *dropped += crate::redaction::drop_cut_line(text);
+        }
+    }
     let mut report = ActionReport {
         status: Status::Fail,
         summary: String::new(),
@@ -303,6 +368,7 @@ fn finish(
                         size, output_limit
                     ),
                 );
+                report.scrub(&redactor);
                 return report;
             }
             match serde_json::from_str::<serde_json::Value>(&outcome.details) {
@@ -314,6 +380,7 @@ fn finish(
                         FailureKind::PluginError,
                         "the plugin returned details that are not a JSON object".into(),
                     );
+                    report.scrub(&redactor);
                     return report;
                 }
             }
@@ -322,7 +389,8 @@ fn finish(
                 wit::Status::Warn => Status::Warn,
                 wit::Status::Fail => Status::Fail,
             };
-            report.summary = one_line(&outcome.summary);
+            // Redacted before it is cut to one line, so no value is kept half-redacted.
+            report.summary = one_line(&redactor.redact_str(&outcome.summary));
             report.metrics = outcome
                 .metrics
                 .into_iter()
@@ -331,6 +399,7 @@ fn finish(
                 .collect();
         }
     }
+    report.scrub(&redactor);
     report
 }
 
@@ -399,9 +468,8 @@ pub async fn validate_params(
     params: &serde_json::Value,
 ) -> Result<(), String> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
-    let mut store = new_store(runtime, plugin, None, true, limit);
     // Nothing is granted while a plugin describes itself or checks params.
-    store.data_mut().granted = crate::caps::Prepared::default();
+    let mut store = new_store(runtime, plugin, None, true, limit, false)?;
     let params = params.to_string();
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -420,9 +488,8 @@ pub async fn validate_params(
 /// Asks a plugin to describe itself (name, version, params schema).
 pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descriptor, String> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
-    let mut store = new_store(runtime, plugin, None, true, limit);
     // Nothing is granted while a plugin describes itself or checks params.
-    store.data_mut().granted = crate::caps::Prepared::default();
+    let mut store = new_store(runtime, plugin, None, true, limit, false)?;
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
         instance.call_describe(&mut store).await
@@ -444,7 +511,14 @@ pub struct WarmInstance {
 impl WarmInstance {
     /// Instantiates `plugin` once, with its grants and a one-hour deadline.
     pub async fn new(runtime: &Runtime, plugin: &Plugin) -> Result<Self, String> {
-        let mut store = new_store(runtime, plugin, None, false, Duration::from_secs(3600));
+        let mut store = new_store(
+            runtime,
+            plugin,
+            None,
+            false,
+            Duration::from_secs(3600),
+            true,
+        )?;
         let action = plugin
             .pre
             .instantiate_async(&mut store)

@@ -579,4 +579,10 @@ steps = [
         calls.contains("file-key") && !calls.contains("file-secret-value"),
         "{calls}"
     );
+    // What the plugin did with the value is recorded redacted, wherever it put it.
+    assert_eq!(
+        step(&r, "granted")["summary"],
+        "the secret is [SECRET_REDACTED]"
+    );
+    assert!(!r.to_string().contains("file-secret-value"), "{r:#}");
 }

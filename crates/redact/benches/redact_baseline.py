@@ -321,6 +321,19 @@ def redact(line, prefilter, counts):
     return b"".join(parts)
 
 
+def peak_rss_kb():
+    """Peak RSS of this process. Linux's VmHWM starts afresh at exec; ru_maxrss does not (it
+    keeps the peak of the process that forked us), so it is only the fallback."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def main():
     src, dst = sys.argv[1], sys.argv[2]
     prefilter = "--prefilter" in sys.argv[3:]
@@ -345,7 +358,7 @@ def main():
         "bytes": size,
         "lines": lines,
         "counts": counts,
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_kb": peak_rss_kb(),
     }))
 
 

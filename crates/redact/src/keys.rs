@@ -50,6 +50,67 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("private-key", Trigger::KeyValue),
 ];
 
+/// The distinct folded first pairs of the triggers, computed from `TRIGGERS` at compile time
+/// (at most 32), and how many there are.
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
+const fn first_pairs() -> ([(u8, u8); 32], usize) {
+    let mut out = [(0u8, 0u8); 32];
+    let mut n = 0;
+    let mut t = 0;
+    while t < TRIGGERS.len() {
+        let w = TRIGGERS[t].0.as_bytes();
+        let pair = (w[0] | 0x20, w[1] | 0x20);
+        let mut seen = false;
+        let mut j = 0;
+        while j < n {
+            if out[j].0 == pair.0 && out[j].1 == pair.1 {
+                seen = true;
+            }
+            j += 1;
+        }
+        if !seen {
+            out[n] = pair;
+            n += 1;
+        }
+        t += 1;
+    }
+    (out, n)
+}
+
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
+const FIRST_PAIR_COUNT: usize = first_pairs().1;
+
+/// The folded byte pairs a trigger can start with, for the vector scan in [`Keys::next_hit`].
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
+const FIRST_PAIRS: [(u8, u8); FIRST_PAIR_COUNT] = {
+    let all = first_pairs().0;
+    let mut out = [(0u8, 0u8); FIRST_PAIR_COUNT];
+    let mut i = 0;
+    while i < FIRST_PAIR_COUNT {
+        out[i] = all[i];
+        i += 1;
+    }
+    out
+};
+
 /// Key names whose values are credentials. A key matches when it is one of these or ends with
 /// one after `_`, `-`, `.` or a camelCase hump (`access_token`, `X-Api-Key`, `clientSecret`).
 const SENSITIVE_SUFFIXES: &[&[u8]] = &[
@@ -92,6 +153,10 @@ pub(crate) struct Keys {
     pairs: Box<[u64; 1024]>,
     /// Folded first pair of each trigger, parallel to `TRIGGERS`.
     firsts: Vec<u16>,
+    /// Trigger indices grouped by folded first byte, in `TRIGGERS` order within a group.
+    order: Vec<u8>,
+    /// For each folded first byte, its group in `order` (start, end).
+    by_first: Box<[(u8, u8); 256]>,
     rule: u32,
 }
 
@@ -105,19 +170,34 @@ impl Keys {
             pairs[usize::from(k >> 6)] |= 1 << (k & 63);
             firsts.push(k);
         }
+        let mut order: Vec<u8> = (0..TRIGGERS.len() as u8).collect();
+        order.sort_by_key(|&t| firsts[usize::from(t)] & 0xFF);
+        let mut by_first = Box::new([(0u8, 0u8); 256]);
+        for (pos, &t) in order.iter().enumerate() {
+            let slot = &mut by_first[usize::from(firsts[usize::from(t)] & 0xFF)];
+            if slot.0 == slot.1 {
+                *slot = (pos as u8, pos as u8);
+            }
+            slot.1 = pos as u8 + 1;
+        }
         Keys {
             pairs,
             firsts,
+            order,
+            by_first,
             rule,
         }
     }
 
-    /// The trigger starting at `i` whose folded first pair is `k`, if any.
+    /// The trigger starting at `i` whose folded first pair is `k`, if any. Only the triggers
+    /// sharing its first byte are compared (at most eight), not the whole list.
     fn trigger_at(&self, line: &[u8], i: usize, k: u16) -> Option<(usize, Trigger)> {
         let rest = &line[i..];
-        for (t, &first) in self.firsts.iter().enumerate() {
+        let (start, end) = self.by_first[usize::from(k & 0xFF)];
+        for &t in &self.order[usize::from(start)..usize::from(end)] {
+            let t = usize::from(t);
             let (word, trigger) = TRIGGERS[t];
-            if first == k
+            if self.firsts[t] == k
                 && rest.len() >= word.len()
                 && rest[..word.len()].eq_ignore_ascii_case(word.as_bytes())
             {
@@ -127,15 +207,89 @@ impl Keys {
         None
     }
 
+    /// Whether the folded pair `k` starts a trigger.
+    #[inline(always)]
+    fn hit(&self, k: u16) -> bool {
+        self.pairs[usize::from(k >> 6)] & (1 << (k & 63)) != 0
+    }
+
+    /// Which of the (up to) 16 positions from `i` start a trigger pair, one bit each; `line`
+    /// holds at least 17 bytes and `i + 1 < line.len()`. Near the end, the last 17 bytes are
+    /// read and shifted, so bits past the last pair are 0.
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
+    #[inline(always)]
+    fn pair_window(&self, line: &[u8], i: usize) -> u32 {
+        if i + 17 <= line.len() {
+            crate::simd::pair_mask(&line[i..i + 17], &FIRST_PAIRS)
+        } else {
+            let start = line.len() - 17;
+            crate::simd::pair_mask(&line[start..], &FIRST_PAIRS) >> (i - start)
+        }
+    }
+
+    /// The first position at or after `i` whose byte pair starts a trigger.
+    ///
+    /// Sixteen positions per step are compared with the trigger pairs in vector registers
+    /// where the target has them (x86_64; wasm32 with `simd128`); then eight per step, from
+    /// two overlapping 8-byte loads, with no branch until all eight are known. Few steps
+    /// matter most in a `wasm32` guest, which checks its deadline at every loop back-edge.
+    #[inline(always)]
+    fn next_hit(&self, line: &[u8], mut i: usize) -> Option<usize> {
+        const FOLD: u64 = 0x2020_2020_2020_2020;
+        #[cfg(any(
+            target_arch = "x86_64",
+            all(target_arch = "wasm32", target_feature = "simd128")
+        ))]
+        if line.len() >= 17 {
+            // The first step outside the loop: most calls end there (see `next_digit`).
+            if i + 1 >= line.len() {
+                return None;
+            }
+            let m = self.pair_window(line, i);
+            if m != 0 {
+                return Some(i + m.trailing_zeros() as usize);
+            }
+            i += 16;
+            while i + 1 < line.len() {
+                let m = self.pair_window(line, i);
+                if m != 0 {
+                    return Some(i + m.trailing_zeros() as usize);
+                }
+                i += 16;
+            }
+            return None;
+        }
+        while i + 9 <= line.len() {
+            let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes")) | FOLD;
+            let n = u64::from_le_bytes(line[i + 1..i + 9].try_into().expect("8 bytes")) | FOLD;
+            let mut hits = 0u32;
+            for j in 0..8 {
+                let k = ((w >> (8 * j)) & 0xFF) as u16 | ((((n >> (8 * j)) & 0xFF) as u16) << 8);
+                hits |= u32::from(self.hit(k)) << j;
+            }
+            if hits != 0 {
+                return Some(i + hits.trailing_zeros() as usize);
+            }
+            i += 8;
+        }
+        while i + 1 < line.len() {
+            if self.hit(fold_pair(line[i], line[i + 1])) {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
+    }
+
     /// Pushes a span for every credential in `line`.
     pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
         let mut i = 0;
-        while i + 1 < line.len() {
+        while let Some(p) = self.next_hit(line, i) {
+            i = p;
             let k = fold_pair(line[i], line[i + 1]);
-            if self.pairs[usize::from(k >> 6)] & (1 << (k & 63)) == 0 {
-                i += 1;
-                continue;
-            }
             let found = self
                 .trigger_at(line, i, k)
                 .and_then(|(he, trigger)| match trigger {
@@ -395,6 +549,47 @@ mod tests {
         let mut out = Vec::new();
         Keys::new(0).find(s.as_bytes(), &mut out);
         out.iter().map(|sp| &s[sp.start..sp.end]).collect()
+    }
+
+    #[test]
+    fn first_pairs_are_the_bitset() {
+        let k = Keys::new(0);
+        let mut from_bits = Vec::new();
+        for pair in 0..=u16::MAX {
+            if k.hit(pair) {
+                from_bits.push(pair);
+            }
+        }
+        let mut listed: Vec<u16> = FIRST_PAIRS
+            .iter()
+            .map(|&(a, b)| u16::from_le_bytes([a, b]))
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(listed, from_bits);
+    }
+
+    #[test]
+    fn next_hit_matches_a_byte_by_byte_scan() {
+        let k = Keys::new(0);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let alphabet = b"abeghijkoprstyABEGKS-_ 09=:\"";
+        for len in 0..70usize {
+            for _ in 0..40 {
+                let line: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        alphabet[(state % alphabet.len() as u64) as usize]
+                    })
+                    .collect();
+                for from in 0..=len {
+                    let naive = (from..len.saturating_sub(1))
+                        .find(|&i| k.hit(fold_pair(line[i], line[i + 1])));
+                    assert_eq!(k.next_hit(&line, from), naive, "{:?} from {from}", line);
+                }
+            }
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod literals;
 pub mod luhn;
 mod numeric;
 mod rules;
+mod simd;
 mod stream;
 
 pub use config::{Config, CustomRule};

@@ -27,7 +27,7 @@ impl Numeric {
     pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
         let mut i = 0;
         while let Some(start) = next_digit(line, i) {
-            let end = run_end(line, start + 1, DIGIT);
+            let end = digits_end(line, start + 1);
             self.at_run(line, start, end, out);
             i = end;
         }
@@ -131,13 +131,92 @@ impl Numeric {
     }
 }
 
+/// Which of the (up to) 16 bytes from `i` are ASCII digits, one bit per byte; `line` holds at
+/// least 16 bytes and `i < line.len()`. Near the end, the last 16 bytes of the line are read
+/// and shifted, so bits past the end are 0.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+#[inline(always)]
+fn digit_window(line: &[u8], i: usize) -> u32 {
+    if i + 16 <= line.len() {
+        crate::simd::digit_mask(&line[i..i + 16])
+    } else {
+        let start = line.len() - 16;
+        crate::simd::digit_mask(&line[start..]) >> (i - start)
+    }
+}
+
+/// Position of the first ASCII digit at or after `from`: sixteen bytes per step where the
+/// target has 128-bit vectors (x86_64; wasm32 with `simd128`), eight otherwise. The first step
+/// is outside the loop: most calls end there, and a `wasm32` guest pays a deadline check for
+/// every loop it enters.
+#[inline]
+fn next_digit(line: &[u8], from: usize) -> Option<usize> {
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
+    if line.len() >= 16 {
+        let mut i = from;
+        if i >= line.len() {
+            return None;
+        }
+        let m = digit_window(line, i);
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 16;
+        while i < line.len() {
+            let m = digit_window(line, i);
+            if m != 0 {
+                return Some(i + m.trailing_zeros() as usize);
+            }
+            i += 16;
+        }
+        return None;
+    }
+    next_digit_swar(line, from)
+}
+
+/// End of the run of ASCII digits starting at `from`: like `run_end(line, from, DIGIT)`, but
+/// sixteen (or eight) bytes per step, so the common short run takes one step.
+#[inline]
+fn digits_end(line: &[u8], from: usize) -> usize {
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
+    if line.len() >= 16 {
+        let mut i = from;
+        if i >= line.len() {
+            return line.len();
+        }
+        let m = !digit_window(line, i) & 0xFFFF;
+        if m != 0 {
+            return (i + m.trailing_zeros() as usize).min(line.len());
+        }
+        i += 16;
+        while i < line.len() {
+            let m = !digit_window(line, i) & 0xFFFF;
+            if m != 0 {
+                return (i + m.trailing_zeros() as usize).min(line.len());
+            }
+            i += 16;
+        }
+        return line.len();
+    }
+    digits_end_swar(line, from)
+}
+
 /// Position of the first ASCII digit at or after `from`.
 ///
 /// Scans eight bytes per step with plain 64-bit arithmetic (fast natively and in `wasm32`,
 /// where 64-bit integers are native): for each byte `x = b ^ b'0'`, a digit is one with
 /// `x < 10` and the top bit clear.
 #[inline]
-fn next_digit(line: &[u8], from: usize) -> Option<usize> {
+fn next_digit_swar(line: &[u8], from: usize) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let mut i = from;
@@ -155,6 +234,25 @@ fn next_digit(line: &[u8], from: usize) -> Option<usize> {
         .iter()
         .position(u8::is_ascii_digit)
         .map(|p| i + p)
+}
+
+/// End of the run of ASCII digits starting at `from`, eight bytes per step.
+#[inline]
+fn digits_end_swar(line: &[u8], from: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= line.len() {
+        let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes"));
+        let x = w ^ (LO * u64::from(b'0'));
+        let ge10 = (x | HI).wrapping_sub(LO * 10) & HI;
+        let not_digits = (ge10 | x) & HI;
+        if not_digits != 0 {
+            return i + (not_digits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    run_end(line, i, DIGIT)
 }
 
 /// True when a standalone number (digits not glued to a word, like `12` but not `af8`) ends
@@ -385,6 +483,17 @@ mod tests {
     }
 
     #[test]
+    fn digits_end_matches_run_end() {
+        let mut text: Vec<u8> = (0u8..=255).collect();
+        text.extend_from_slice(b"12345678901234567890x1 22 333-4444/55555555");
+        for from in 0..=text.len() {
+            let want = run_end(&text, from, DIGIT);
+            assert_eq!(digits_end(&text, from), want, "from {from}");
+            assert_eq!(digits_end_swar(&text, from), want, "from {from}");
+        }
+    }
+
+    #[test]
     fn next_digit_matches_naive() {
         let mut text: Vec<u8> = (0u8..=255).collect();
         text.extend_from_slice(b"abc/:;xyz 9 and tail 7");
@@ -394,6 +503,7 @@ mod tests {
                 .position(u8::is_ascii_digit)
                 .map(|p| from + p);
             assert_eq!(next_digit(&text, from), naive, "from {from}");
+            assert_eq!(next_digit_swar(&text, from), naive, "from {from}");
         }
         assert_eq!(next_digit(b"", 0), None);
         assert_eq!(next_digit(b"abcdefghijklmnop", 3), None);

@@ -525,7 +525,13 @@ fn failing_source_records_nothing_and_leaves_repository_healthy() {
     assert_eq!(before as u64, dry.chunks_total, "dry run deleted nothing");
     let pruned = repo.prune(false).unwrap();
     assert_eq!(pruned.chunks_removed, dry.chunks_removed);
-    assert!(pruned.bytes_freed > 15 * 1024 * 1024);
+    // How much of the 20 MiB was stored before the pipeline saw the error depends on
+    // timing; whatever was stored is exactly what prune removes.
+    assert!(pruned.bytes_freed > 0);
+    assert_eq!(
+        chunk_files(&repo_dir).len() as u64,
+        before as u64 - pruned.chunks_removed
+    );
     assert_eq!(pruned.chunks_missing, 0);
     let v = repo.verify(true).unwrap();
     assert!(v.ok && v.chunks_unreferenced == 0);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Grants, backup, faults, http, notify, secrets, services};
+use super::{Grants, backup, faults, fs, http, notify, secrets, services};
 use crate::manifest::{KeyPath, Limits, units};
 
 /// What kind of difference a [`Change`] is.
@@ -127,6 +127,7 @@ pub fn per_capability(old: &Grants, new: &Grants) -> Vec<CapabilityDiff> {
     );
     one(&mut out, "faults", &old.faults, &new.faults, faults::diff);
     one(&mut out, "backup", &old.backup, &new.backup, backup::diff);
+    one(&mut out, "fs", &old.fs, &new.fs, fs::diff);
     out
 }
 
@@ -359,6 +360,31 @@ mod tests {
             "[notify.channels.ops]\nurl = \"https://hooks.internal/a\"\n",
         );
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn fs_directories_widen_when_added_moved_or_made_writable() {
+        let base = "[fs]\nlogs = { path = \"logs\" }\nout = { path = \"out\", mode = \"rw\" }\n";
+        assert!(widening(base, "[fs]\nlogs = { path = \"logs\", mode = \"ro\" }\n").is_empty());
+        assert!(
+            widening(
+                base,
+                "[fs]\nlogs = { path = \"logs\" }\nout = { path = \"out\", mode = \"ro\" }\n"
+            )
+            .is_empty()
+        );
+        let w = widening(
+            base,
+            "[fs]\nlogs = { path = \"logs\", mode = \"rw\" }\nout = { path = \"/var\", mode = \"rw\" }\netc = { path = \"/etc\" }\n",
+        );
+        assert_eq!(
+            w,
+            vec![
+                "grants.fs.etc: may use directory /etc as /etc (ro)".to_string(),
+                "grants.fs.logs.mode: /logs is now rw (was ro)".to_string(),
+                "grants.fs.out.path: /out is now /var (was out)".to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod compare;
 pub mod faults;
+pub mod fs;
 pub mod http;
 pub mod log;
 pub mod notify;
@@ -42,6 +43,8 @@ pub struct Grants {
     pub faults: Option<faults::FaultsGrantConfig>,
     /// `[plugins.NAME.grants.backup]`
     pub backup: Option<backup::BackupGrantConfig>,
+    /// `[plugins.NAME.grants.fs]`
+    pub fs: Option<fs::FsGrantConfig>,
 }
 
 /// Validated grants of one plugin.
@@ -53,6 +56,7 @@ pub struct ValidGrants {
     pub secrets: Option<Arc<secrets::SecretsGrant>>,
     pub faults: Option<Arc<faults::FaultsGrant>>,
     pub backup: Option<Arc<backup::BackupGrant>>,
+    pub fs: Option<Arc<fs::FsGrant>>,
 }
 
 /// What the environment declares outside the plugins, which grants refer to.
@@ -94,6 +98,9 @@ pub fn validate_grants(
         notify: raw
             .notify
             .and_then(|g| notify::NotifyGrant::validate(v, &path.key("notify"), g)),
+        fs: raw
+            .fs
+            .and_then(|g| fs::FsGrant::validate(v, &path.key("fs"), g)),
     }
 }
 
@@ -109,16 +116,21 @@ pub struct Prepared {
     /// The environment's fault manager, whose cert-expiry faults move plugin clocks.
     pub clocks: Option<Arc<faults::FaultManager>>,
     pub backup: Option<Arc<backup::BackupAccess>>,
+    /// Directories preopened for each action.
+    pub fs: Option<Arc<fs::FsGrant>>,
 }
 
 /// Host-side state shared by every plugin of an environment: its services and where
-/// their state lives. Built once per command.
+/// their state lives, its secrets, and the redaction every record passes through. Built
+/// once per command.
 #[derive(Clone)]
 pub struct Shared {
     pub services: Arc<services::ServiceManager>,
     pub secrets: Arc<secrets::SecretStore>,
     pub proxies: Arc<faults::ProxyManager>,
     pub faults: Arc<faults::FaultManager>,
+    /// The `[redaction]` rules plus every known secret value (see [`crate::redaction`]).
+    pub redactor: Arc<runcap_redact::Redactor>,
 }
 
 impl Shared {
@@ -128,6 +140,7 @@ impl Shared {
         state_dir: &std::path::Path,
         store: Option<Arc<crate::store::Store>>,
     ) -> Self {
+        let secrets = Arc::new(secrets::SecretStore::new(env.secrets.clone()));
         let services = Arc::new(services::ServiceManager::new(
             env.services.clone(),
             state_dir,
@@ -141,7 +154,8 @@ impl Shared {
                 state_dir,
             )),
             services,
-            secrets: Arc::new(secrets::SecretStore::new(env.secrets.clone())),
+            redactor: crate::redaction::host_redactor(&env.redaction, &secrets),
+            secrets,
             proxies,
         }
     }
@@ -161,6 +175,7 @@ impl Shared {
             services,
             secrets: Arc::default(),
             proxies,
+            redactor: Arc::default(),
         }
     }
 }
@@ -179,6 +194,7 @@ impl Prepared {
                 .backup
                 .as_ref()
                 .map(|g| Arc::new(backup::BackupAccess::new(g.clone(), shared.secrets.clone()))),
+            fs: grants.fs.clone(),
             secrets: grants.secrets.as_ref().map(|g| {
                 Arc::new(secrets::SecretsAccess {
                     grant: g.clone(),
@@ -273,7 +289,23 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |g| g.backup.is_some(),
         describe: |g| g.backup.as_ref().map(|b| b.describe()).unwrap_or_default(),
     },
+    Capability {
+        name: "fs",
+        interface: fs::INTERFACE,
+        grant_key: Some("grants.fs"),
+        granted: |g| g.fs.is_some(),
+        describe: |g| g.fs.as_ref().map(|f| f.describe()).unwrap_or_default(),
+    },
 ];
+
+impl Capability {
+    /// Whether importing the interface without a grant refuses the plugin. WASI interfaces
+    /// (the file system) are imported by every standard-library component and grant
+    /// nothing by themselves, so only runcap's own interfaces need a grant to be imported.
+    pub fn import_needs_grant(&self) -> bool {
+        self.grant_key.is_some() && !self.interface.starts_with("wasi:")
+    }
+}
 
 /// The WIT interface every world function's types come from; importing it needs no grant.
 pub const TYPES_INTERFACE: &str = "runcap:plugin/types";
@@ -410,11 +442,17 @@ pub struct HostState {
     pub granted: Prepared,
     /// Capability calls of this action, in order.
     pub calls: Vec<CallRecord>,
+    /// What every string this action reports passes through.
+    pub redactor: Arc<runcap_redact::Redactor>,
 }
 
 impl HostState {
-    /// Records a capability call for the run record and audit log.
-    pub fn record(&mut self, call: CallRecord) {
+    /// Records a capability call for the run record and audit log, redacted first.
+    pub fn record(&mut self, mut call: CallRecord) {
+        crate::redaction::scrub_string(&self.redactor, &mut call.target);
+        for s in [&mut call.reason, &mut call.result].into_iter().flatten() {
+            crate::redaction::scrub_string(&self.redactor, s);
+        }
         tracing::debug!(
             plugin = %self.plugin,
             capability = call.capability,

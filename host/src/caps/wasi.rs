@@ -21,17 +21,20 @@ pub const ALLOWED_FAMILIES: &[&str] = &[
 ];
 
 /// Builds the WASI context of one action.
-pub fn context(stdout: &Capture, stderr: &Capture, clock_offset_secs: i64) -> WasiCtx {
+pub fn context(stdout: &Capture, stderr: &Capture) -> WasiCtx {
+    builder(stdout, stderr).build()
+}
+
+/// The WASI context of one action before it is built, for grants (the `fs` capability's
+/// preopens) to add to.
+pub fn builder(stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
     let mut b = WasiCtxBuilder::new();
-    if clock_offset_secs != 0 {
-        b.wall_clock(crate::caps::faults::OffsetClock(clock_offset_secs));
-    }
     b.stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build()
+        .allow_ip_name_lookup(false);
+    b
 }
 
 #[derive(Default)]

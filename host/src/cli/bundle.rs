@@ -23,7 +23,8 @@ pub fn run(env: &EnvArgs, state: &StateArgs, since: &str, out: Option<PathBuf>) 
     let now = now_ms() as i64;
     let since_ms = now - window.as_millis() as i64;
     let out = out.unwrap_or_else(|| PathBuf::from(format!("runcap-bundle-{now}.tar.gz")));
-    match write(&store, since_ms, since, &out) {
+    let redactor = super::output_redactor(env);
+    match write(&store, &redactor, since_ms, since, &out) {
         Ok(n) => {
             println!(
                 "wrote {} ({n} runs since {})",
@@ -41,6 +42,7 @@ pub fn run(env: &EnvArgs, state: &StateArgs, since: &str, out: Option<PathBuf>) 
 
 fn write(
     store: &crate::store::Store,
+    redactor: &runcap_redact::Redactor,
     since_ms: i64,
     since: &str,
     out: &std::path::Path,
@@ -53,7 +55,16 @@ fn write(
         }
     }
     let incidents = incident::list(store, true, since_ms)?;
-    let audit = store.audit_since(since_ms)?;
+    let mut audit = store.audit_since(since_ms)?;
+    // Redacted again on the way out (see `crate::redaction`); the audit rows keep their
+    // hashes, which `runcap audit verify` checks against the store itself.
+    let details = crate::redaction::scrub_serde(redactor, &details)
+        .ok_or_else(|| anyhow::anyhow!("the runs could not be redacted"))?;
+    let incidents = crate::redaction::scrub_serde(redactor, &incidents)
+        .ok_or_else(|| anyhow::anyhow!("the incidents could not be redacted"))?;
+    for row in &mut audit {
+        crate::redaction::scrub_json(redactor, row);
+    }
     let verdict = store.verify_audit()?;
 
     let file = tempfile::NamedTempFile::new_in(

@@ -125,7 +125,7 @@ pub(crate) fn report(
             if granted && !uses && imports.is_ok() {
                 over.push(cap.name.to_string());
             }
-            if uses && !granted {
+            if uses && !granted && cap.import_needs_grant() {
                 ungranted.push(cap.name.to_string());
             }
         }
@@ -244,10 +244,17 @@ fn inspect_only(
 }
 
 /// The runcap capability interfaces among a component's imports.
-fn capability_imports(imports: &[String]) -> Vec<&str> {
+/// The imports a reviewer cares about: runcap's capability interfaces, and a WASI
+/// interface every component imports when a grant gives it meaning (`wasi:filesystem/preopens`
+/// with an fs grant).
+fn capability_imports<'a>(imports: &'a [String], grants: &[Grant]) -> Vec<&'a str> {
     imports
         .iter()
-        .filter(|x| x.starts_with("runcap:") && x.as_str() != crate::caps::TYPES_INTERFACE)
+        .filter(|x| {
+            (x.starts_with("runcap:") && x.as_str() != crate::caps::TYPES_INTERFACE)
+                || imports::capability_of(x)
+                    .is_some_and(|c| grants.iter().any(|g| g.capability == c.name))
+        })
         .map(String::as_str)
         .collect()
 }
@@ -264,7 +271,7 @@ fn print_text(env: &str, report: &[PluginCaps]) {
         );
         match &p.imports {
             Ok(i) => {
-                let caps = capability_imports(i);
+                let caps = capability_imports(i, &p.grants);
                 println!(
                     "  imports  {}",
                     if caps.is_empty() {
@@ -379,7 +386,7 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
     for p in report {
         let imports = match &p.imports {
             Ok(i) => {
-                let caps: Vec<&str> = capability_imports(i)
+                let caps: Vec<&str> = capability_imports(i, &p.grants)
                     .into_iter()
                     .map(|c| c.rsplit('/').next().unwrap_or(c))
                     .collect();
@@ -427,7 +434,7 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
         );
         match &p.imports {
             Ok(i) => {
-                let caps = capability_imports(i);
+                let caps = capability_imports(i, &p.grants);
                 let other = i.len()
                     - caps.len()
                     - i.iter()

@@ -29,6 +29,10 @@ pub fn history(
             return 2;
         }
     };
+    let runs = match super::redacted(&super::output_redactor(env), &runs) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     if json {
         println!(
             "{}",
@@ -85,6 +89,10 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
             eprintln!("error: {e}");
             return 2;
         }
+    };
+    let run = match super::redacted(&super::output_redactor(env), &run) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());

@@ -16,6 +16,10 @@ pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
             return 2;
         }
     };
+    let list = match super::redacted(&super::output_redactor(env), &list) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     if json {
         println!(
             "{}",

@@ -434,6 +434,30 @@ pub(crate) fn shared(
     crate::caps::Shared::new(env, &state_dir(args, state), store)
 }
 
+/// The redaction for what a command prints from the store: the manifest's rules and secret
+/// values when the manifest loads, the default rules otherwise. Records were redacted when
+/// they were written; this catches any written before a rule or a secret was added.
+pub(crate) fn output_redactor(args: &EnvArgs) -> Arc<runcap_redact::Redactor> {
+    match manifest::load(&args.env) {
+        Ok(env) => {
+            let secrets = crate::caps::secrets::SecretStore::new(env.secrets.clone());
+            crate::redaction::host_redactor(&env.redaction, &secrets)
+        }
+        Err(_) => Arc::default(),
+    }
+}
+
+/// A record read from the store, redacted for printing; exits 2 if it cannot be.
+pub(crate) fn redacted<T: serde::Serialize + serde::de::DeserializeOwned>(
+    r: &runcap_redact::Redactor,
+    value: &T,
+) -> Result<T, u8> {
+    crate::redaction::scrub_serde(r, value).ok_or_else(|| {
+        eprintln!("error: a stored record could not be redacted for printing; nothing printed");
+        2
+    })
+}
+
 /// Starts the engine with the default compile cache.
 pub(crate) fn runtime() -> Result<Runtime, u8> {
     Runtime::new(CompileCache::open(CompileCache::default_dir()), 1000).map_err(|e| {

@@ -86,6 +86,10 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // `RUNCAP_PROFILE=perfmap` writes /tmp/perf-PID.map, so `perf` names guest functions.
+        if std::env::var_os("RUNCAP_PROFILE").is_some_and(|v| v == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
@@ -192,6 +196,7 @@ impl Runtime {
             from_cache: cached,
             pre,
             granted,
+            redactor: shared.redactor.clone(),
         })
     }
 }
@@ -213,14 +218,18 @@ pub struct Plugin {
     pub(crate) pre: ActionPre<HostState>,
     /// Per-plugin capability state (clients, channels) built once from its grants.
     pub(crate) granted: caps::Prepared,
+    /// The environment's redaction, applied to everything an action reports.
+    pub(crate) redactor: Arc<runcap_redact::Redactor>,
 }
 
 impl Plugin {
-    /// Names of the runcap capabilities this plugin imports.
+    /// Names of the capabilities this plugin imports and may use (a WASI interface such as
+    /// the file system counts only when it is granted: every component imports it).
     pub fn capabilities(&self) -> Vec<&'static str> {
         self.imports
             .iter()
             .filter_map(|i| imports::capability_of(i))
+            .filter(|c| c.import_needs_grant() || (c.granted)(&self.spec.grants))
             .map(|c| c.name)
             .collect()
     }

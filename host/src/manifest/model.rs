@@ -26,6 +26,8 @@ pub struct Environment {
     pub secrets: BTreeMap<String, crate::caps::secrets::SecretSource>,
     /// Drill proxies, by name.
     pub proxies: BTreeMap<String, crate::caps::faults::ProxyDef>,
+    /// Rules for host-side redaction (`[redaction]`), already checked to build.
+    pub redaction: runcap_redact::Config,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub runbooks: BTreeMap<String, Runbook>,
 }

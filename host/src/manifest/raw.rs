@@ -25,6 +25,10 @@ pub struct Manifest {
     /// `[proxies.NAME]`: loopback proxies drills reach services through.
     #[serde(default)]
     pub proxies: BTreeMap<String, crate::caps::faults::ProxyConfig>,
+    /// `[redaction]`: the rules every string runcap stores or prints passes through
+    /// (default: the built-in default set); secret values are always redacted.
+    #[serde(default)]
+    pub redaction: Option<runcap_redact::Config>,
     /// `[plugins.NAME]`: the actions this environment may run.
     #[serde(default)]
     pub plugins: BTreeMap<String, Plugin>,

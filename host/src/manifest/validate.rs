@@ -128,6 +128,7 @@ pub(super) fn validate(
     let services = crate::caps::services::validate_services(&mut v, raw.services);
     let secrets = crate::caps::secrets::validate_secrets(&mut v, raw.secrets);
     let proxies = crate::caps::faults::proxy::validate_proxies(&mut v, raw.proxies);
+    let redaction = redaction(&mut v, raw.redaction.unwrap_or_default());
     let declared = crate::caps::Declared {
         services: &services,
         secrets: &secrets,
@@ -167,10 +168,57 @@ pub(super) fn validate(
         services,
         secrets,
         proxies,
+        redaction,
         plugins,
         runbooks,
     };
     v.finish(env)
+}
+
+/// Checks `[redaction]` by building it, and points at the rule that does not build.
+fn redaction(v: &mut Validator, config: runcap_redact::Config) -> runcap_redact::Config {
+    use runcap_redact::Error;
+    let Err(e) = config.build() else {
+        return config;
+    };
+    let root = KeyPath::root().key("redaction");
+    let custom_at = |name: &str| {
+        config
+            .custom
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| root.key("custom").index(i))
+    };
+    let (path, help) = match &e {
+        Error::UnknownRule { name, known } => (
+            config
+                .rules
+                .as_ref()
+                .and_then(|r| r.iter().position(|x| x == name))
+                .map_or(root.key("rules"), |i| root.key("rules").index(i)),
+            format!("built-in rules: {known}; add your own under [[redaction.custom]]"),
+        ),
+        Error::DuplicateRule(name) => (
+            custom_at(name).unwrap_or_else(|| root.key("rules")),
+            "give every rule a different name".to_string(),
+        ),
+        Error::InvalidPattern { name, .. } | Error::EmptyMatch { name } => (
+            custom_at(name).map_or(root.clone(), |p| p.key("pattern")),
+            "patterns use Rust regex syntax (no look-around) and must match at least one character"
+                .to_string(),
+        ),
+        Error::InvalidName { name, .. } => (
+            custom_at(name).map_or(root.clone(), |p| p.key("name")),
+            "use ASCII letters, digits, `_`, `-` and `.`, not a built-in rule's name".to_string(),
+        ),
+        Error::InvalidReplacement { name, .. } => (
+            custom_at(name).map_or(root.clone(), |p| p.key("replacement")),
+            "a replacement is one line of text, like \"[EMPLOYEE_ID]\"".to_string(),
+        ),
+        _ => (root.clone(), String::new()),
+    };
+    v.error(&path, e.to_string(), help);
+    runcap_redact::Config::default()
 }
 
 fn plugin(

@@ -2,7 +2,7 @@
 //! that succeeds resolves it, and `escalate_after` consecutive failures escalate it once.
 
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::caps::now_ms;
 use crate::manifest::{Environment, Runbook};
@@ -24,7 +24,7 @@ pub struct IncidentUpdate {
 }
 
 /// One incident with its timeline, for `runcap incidents` and bundles.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Incident {
     pub id: i64,
     pub environment: String,
@@ -40,7 +40,7 @@ pub struct Incident {
 }
 
 /// One entry of an incident's timeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub at: i64,
     pub kind: String,

@@ -10,12 +10,11 @@
 pub mod audit;
 mod schema;
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::caps::log::LogLine;
@@ -44,8 +43,8 @@ pub enum StoreError {
     },
 }
 
-/// Makes every string the store writes safe to keep (see the redaction capability).
-pub type Scrubber = Arc<dyn Fn(&str) -> Cow<'_, str> + Send + Sync>;
+/// Makes every string the store writes safe to keep (see [`crate::redaction`]).
+pub type Scrubber = Arc<runcap_redact::Redactor>;
 
 /// A handle on the state store. Cheap to share; writes are serialized.
 pub struct Store {
@@ -94,7 +93,7 @@ pub struct PendingRollback {
 }
 
 /// One row of `runcap history`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRow {
     pub id: String,
     pub environment: String,
@@ -107,7 +106,7 @@ pub struct RunRow {
 }
 
 /// A stored step with its logs, output and calls.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredStep {
     pub seq: i64,
     pub id: String,
@@ -128,7 +127,7 @@ pub struct StoredStep {
 }
 
 /// Everything stored about one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: RunRow,
@@ -206,15 +205,27 @@ impl Store {
         *self.scrub.lock().unwrap_or_else(|p| p.into_inner()) = Some(scrub);
     }
 
+    fn scrubber(&self) -> Option<Scrubber> {
+        self.scrub.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn clean(&self, text: &str) -> String {
-        match &*self.scrub.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(f) => f(text).into_owned(),
+        match self.scrubber() {
+            Some(r) => r.redact_str(text).into_owned(),
             None => text.to_string(),
         }
     }
 
+    /// JSON is redacted as a value (string values and keys), so it stays valid JSON.
     fn clean_json(&self, value: &serde_json::Value) -> String {
-        self.clean(&value.to_string())
+        match self.scrubber() {
+            Some(r) => {
+                let mut v = value.clone();
+                crate::redaction::scrub_json(&r, &mut v);
+                v.to_string()
+            }
+            None => value.to_string(),
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -290,7 +301,7 @@ impl Store {
     /// Records a finished step with its logs and output, and audits it.
     pub fn step_finished(&self, run_id: &str, s: &StepRecord) -> Result<(), StoreError> {
         let details = self.clean_json(s.details);
-        let metrics = self.clean(&serde_json::to_string(s.metrics).unwrap_or_default());
+        let metrics = self.clean_json(&serde_json::to_value(s.metrics).unwrap_or_default());
         let summary = self.clean(s.summary);
         let stdout = self.clean(s.stdout.0);
         let stderr = self.clean(s.stderr.0);
@@ -301,7 +312,7 @@ impl Store {
                 (
                     l.level.to_string(),
                     self.clean(&l.message),
-                    self.clean(&serde_json::to_string(&l.fields).unwrap_or_default()),
+                    self.clean_json(&serde_json::to_value(&l.fields).unwrap_or_default()),
                     l.at_ms as i64,
                 )
             })

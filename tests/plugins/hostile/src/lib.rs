@@ -7,11 +7,15 @@ use runcap_sdk::{ActionError, Context, HttpRequest, Outcome};
 #[serde(deny_unknown_fields)]
 struct Params {
     /// What to try: `fetch`, `loop`, `memory-bomb`, `huge-output`, `stdout-flood`,
-    /// `log-flood`, `panic`, `stack-overflow`, `exit`, `bad-details`.
+    /// `log-flood`, `panic`, `stack-overflow`, `exit`, `bad-details`, `fs-read`,
+    /// `fs-write`, `leak-pii`.
     mode: String,
     /// URL for `fetch`.
     #[serde(default)]
     url: String,
+    /// The path `fs-read` reads or `fs-write` writes, as the plugin sees it.
+    #[serde(default)]
+    path: String,
 }
 
 fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
@@ -46,6 +50,38 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
                 ctx.info(&format!("line {i} {}", "z".repeat(100)));
             }
             Ok(Outcome::ok("flooded the log"))
+        }
+        "fs-read" => {
+            let text = std::fs::read_to_string(&p.path)
+                .map_err(|e| ActionError::Failed(format!("cannot read {}: {e}", p.path)))?;
+            Ok(
+                Outcome::ok(format!("read {} bytes from {}", text.len(), p.path))
+                    .detail("content", text),
+            )
+        }
+        "fs-write" => {
+            std::fs::write(&p.path, "written by the hostile plugin\n")
+                .map_err(|e| ActionError::Failed(format!("cannot write {}: {e}", p.path)))?;
+            Ok(Outcome::ok(format!("wrote {}", p.path)))
+        }
+        "leak-pii" => {
+            // Tries every way out for personal data and a credential, keys included.
+            let pii = "mail jane.roe@example.com ssn 219-09-9999 card 4111 1111 1111 1111 \
+                       call +1 415 555 2671 key sk-live4f3kR9x2Lq8mW7vT1zY6pN0b";
+            ctx.log(
+                runcap_sdk::Level::Warn,
+                &format!("leaking {pii}"),
+                &[("jane.roe@example.com", pii)],
+            );
+            let _ = ctx.http(&HttpRequest::get(
+                "http://127.0.0.1:9/lookup?email=jane.roe@example.com&token=tok_9f8e7d6c5b4a",
+            ));
+            println!("stdout {pii}");
+            eprintln!("stderr {pii}");
+            Ok(Outcome::warn(format!("leaked {pii}"))
+                .detail("pii", pii)
+                .detail("jane.roe@example.com", "as a key")
+                .metric("jane.roe@example.com", 1.0))
         }
         "panic" => panic!("hostile plugin panics on purpose"),
         "stack-overflow" => Ok(Outcome::ok(format!("{}", recurse(0)))),

@@ -1,0 +1,111 @@
+//! The few scans that use 128-bit vectors where every build of the target has them: x86_64
+//! (SSE2 is baseline) and wasm32 built with `simd128` (the `redact` plugin is). Each returns
+//! one bit per byte of a 16-byte window; callers fall back to 64-bit scalar code elsewhere and
+//! for the last bytes of a line.
+
+/// Runs `body` for `k` in `0..n` (`n` at most 32) as straight-line code. A loop here would stay
+/// a loop in `wasm32` (LLVM does not unroll it for that target), paying a deadline check and
+/// a table load per pair; unrolled, each pair's bytes become constants.
+#[allow(unused_macros)]
+macro_rules! unrolled {
+    ($n:expr, |$k:ident| $body:block) => {
+        unrolled!(@ $n, |$k| $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31)
+    };
+    (@ $n:expr, |$k:ident| $body:block, $($i:literal)*) => {
+        const { assert!($n <= 32) };
+        $(
+            if $i < $n {
+                let $k = $i;
+                $body
+            }
+        )*
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+use core::arch::x86_64::{
+    __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+    _mm_set1_epi8, _mm_setzero_si128, _mm_sub_epi8, _mm_subs_epu8,
+};
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use core::arch::wasm32::{
+    u8x16_bitmask, u8x16_eq, u8x16_min, u8x16_splat, u8x16_sub, v128, v128_and, v128_load, v128_or,
+};
+
+/// Bit `i` set when `chunk[i]` is an ASCII digit, for the first 16 bytes of `chunk`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn digit_mask(chunk: &[u8]) -> u32 {
+    assert!(chunk.len() >= 16);
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load reads 16 bytes the
+    // slice holds.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let x = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+        let over = _mm_subs_epu8(x, _mm_set1_epi8(9));
+        _mm_movemask_epi8(_mm_cmpeq_epi8(over, _mm_setzero_si128())) as u32
+    }
+}
+
+/// Bit `i` set when `chunk[i]` is an ASCII digit, for the first 16 bytes of `chunk`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn digit_mask(chunk: &[u8]) -> u32 {
+    assert!(chunk.len() >= 16);
+    // SAFETY: the load reads 16 bytes the slice holds; `v128_load` needs no alignment.
+    let v = unsafe { v128_load(chunk.as_ptr().cast()) };
+    let x = u8x16_sub(v, u8x16_splat(b'0'));
+    // `min(x, 9) == x`, that is `x <= 9`: a min and a compare on x86 hosts, where `x < 10`
+    // would need a negation too.
+    u32::from(u8x16_bitmask(u8x16_eq(u8x16_min(x, u8x16_splat(9)), x)))
+}
+
+/// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in (ASCII letters
+/// lower-cased), equal one of `pairs`, for `i` in `0..16`. `chunk` holds at least 17 bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn pair_mask<const N: usize>(chunk: &[u8], pairs: &[(u8, u8); N]) -> u32 {
+    assert!(chunk.len() >= 17);
+    // SAFETY: SSE2 is part of the x86_64 baseline, and both unaligned loads read 16 bytes the
+    // slice holds (offsets 0 and 1 of at least 17).
+    unsafe {
+        let fold = _mm_set1_epi8(0x20);
+        let a = _mm_or_si128(_mm_loadu_si128(chunk.as_ptr().cast()), fold);
+        let b = _mm_or_si128(_mm_loadu_si128(chunk.as_ptr().add(1).cast()), fold);
+        let mut hits: __m128i = _mm_setzero_si128();
+        unrolled!(N, |k| {
+            let (x, y) = pairs[k];
+            let both = _mm_and_si128(
+                _mm_cmpeq_epi8(a, _mm_set1_epi8(x as i8)),
+                _mm_cmpeq_epi8(b, _mm_set1_epi8(y as i8)),
+            );
+            hits = _mm_or_si128(hits, both);
+        });
+        _mm_movemask_epi8(hits) as u32
+    }
+}
+
+/// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in (ASCII letters
+/// lower-cased), equal one of `pairs`, for `i` in `0..16`. `chunk` holds at least 17 bytes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn pair_mask<const N: usize>(chunk: &[u8], pairs: &[(u8, u8); N]) -> u32 {
+    assert!(chunk.len() >= 17);
+    let fold = u8x16_splat(0x20);
+    // SAFETY: both loads read 16 bytes the slice holds (offsets 0 and 1 of at least 17);
+    // `v128_load` needs no alignment.
+    let (a, b) = unsafe {
+        (
+            v128_or(v128_load(chunk.as_ptr().cast()), fold),
+            v128_or(v128_load(chunk.as_ptr().add(1).cast()), fold),
+        )
+    };
+    let mut hits: v128 = u8x16_splat(0);
+    unrolled!(N, |k| {
+        let (x, y) = pairs[k];
+        let both = v128_and(u8x16_eq(a, u8x16_splat(x)), u8x16_eq(b, u8x16_splat(y)));
+        hits = v128_or(hits, both);
+    });
+    u32::from(u8x16_bitmask(hits))
+}
