@@ -19,6 +19,10 @@
 //! [environments.prod.grants.services]
 //! "*" = ["status", "restart"]          # `*`: any service (secrets and channels too)
 //!
+//! [environments.prod.grants.fs]       # read anything, write only below /var/backups
+//! any = { path = "/", mode = "ro" }
+//! backups = { path = "/var/backups", mode = "rw" }
+//!
 //! [environments."*"]                  # ceilings for every environment
 //! ```
 //!
@@ -34,8 +38,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::caps::compare::{self, fmt_duration, fmt_size};
-use crate::caps::{CAPABILITIES, Grants};
-use crate::manifest::compose::display_path;
+use crate::caps::{CAPABILITIES, Grants, fs};
+use crate::manifest::compose::{dir_of, display_path};
 use crate::manifest::{Diagnostic, Diagnostics, Environment, KeyPath, SourceFile, raw, units};
 
 /// A policy file as written.
@@ -130,6 +134,11 @@ impl Policy {
                     .map_err(|e| problems.push(Diagnostic::at(&*source, &lp.key("time"), e, None)))
                     .ok()
             });
+            let mut grants = c.grants;
+            if let Some(fs) = &mut grants.fs {
+                // A ceiling's relative directories are relative to the policy file.
+                fs::resolve_paths(fs, |_| dir_of(&source.path));
+            }
             ceilings.insert(
                 env,
                 Ceiling {
@@ -137,7 +146,7 @@ impl Policy {
                     memory,
                     time,
                     output,
-                    grants: c.grants,
+                    grants,
                 },
             );
         }
@@ -190,9 +199,15 @@ impl Policy {
             };
             for (name, table) in &plugins {
                 let at = KeyPath::root().key("plugins").key(name);
-                let Some(grants) = compare::grants_of(table) else {
+                let Some(mut grants) = compare::grants_of(table) else {
                     continue;
                 };
+                if let Some(fs) = &mut grants.fs {
+                    let fp = at.key("grants").key("fs");
+                    fs::resolve_paths(fs, |dir| {
+                        dir_of(&env.source.origin(&fp.key(dir).key("path")).path)
+                    });
+                }
                 for d in compare::per_capability(&ceiling.grants, &grants) {
                     let gp = at.key("grants").key(d.capability);
                     if d.new && ceiling.deny.iter().any(|x| x == d.capability) {

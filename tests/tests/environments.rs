@@ -656,3 +656,75 @@ fn the_example_environments_check_and_a_widened_prod_fails_both_gates() {
         "{md}"
     );
 }
+
+#[test]
+fn directories_are_diffed_locked_and_held_to_a_policy_ceiling() {
+    let sb = sandbox_with_base();
+    for d in ["logs", "backups/db", "outside"] {
+        std::fs::create_dir_all(sb.path().join(d)).unwrap();
+    }
+    let prod = "extends = \"base.toml\"\nenvironment = \"prod\"\nwiden = [\"plugins.probe.grants.fs\"]\n\n[plugins.probe.grants.fs]\nlogs = { path = \"logs\" }\ndump = { path = \"backups/db\", mode = \"rw\" }\n";
+    sb.write("prod.toml", prod);
+    // Read anything, write only below backups/ (relative to the policy file).
+    sb.write(
+        "policy.toml",
+        "[environments.prod.grants.fs]\nany = { path = \"/\", mode = \"ro\" }\nbackups = { path = \"backups\", mode = \"rw\" }\n",
+    );
+    sb.run(&["check", "--env", "prod.toml", "--policy", "policy.toml"])
+        .expect_code(0);
+    let md = sb
+        .run(&["caps", "--env", "prod.toml", "--markdown"])
+        .expect_code(0)
+        .stdout();
+    let root = sb.path().canonicalize().unwrap();
+    assert_all(
+        &md,
+        &[
+            &format!("/dump = {} (read-write)", root.join("backups/db").display()),
+            &format!("/logs = {} (read-only)", root.join("logs").display()),
+        ],
+    );
+    sb.run(&["lock", "--env", "prod.toml"]).expect_code(0);
+
+    // A new read-write directory outside backups/, and logs/ made writable.
+    let wider = prod.replace(
+        "logs = { path = \"logs\" }",
+        "logs = { path = \"logs\", mode = \"rw\" }\nscratch = { path = \"backups/../outside\", mode = \"rw\" }",
+    );
+    sb.write("prod.toml", &wider);
+    let out = sb.run(&["check", "--env", "prod.toml", "--policy", "policy.toml"]);
+    let e = out.stderr();
+    assert_eq!(out.code(), 2, "{e}");
+    assert_all(
+        &e,
+        &[
+            &format!(
+                "plugins.probe.grants.fs.logs: may use directory {} as /logs (rw): above the prod ceiling (policy.toml:1)",
+                root.join("logs").display()
+            ),
+            &format!(
+                "plugins.probe.grants.fs.scratch: may use directory {} as /scratch (rw)",
+                root.join("outside").display()
+            ),
+            &format!("prod.toml:{}:", line_of(&wider, "scratch =")),
+            "2 problems found",
+        ],
+    );
+    assert!(!e.contains("fs.dump"), "{e}");
+    let out = sb
+        .run(&["caps", "--env", "prod.toml", "--diff", "runcap.lock"])
+        .expect_code(1)
+        .stdout();
+    assert_all(
+        &out,
+        &[
+            "widened  plugins.probe.grants.fs.logs.mode: /logs is now rw (was ro)",
+            "added    plugins.probe.grants.fs.scratch: may use directory backups/../outside as /scratch (rw)",
+        ],
+    );
+    let e = sb
+        .run(&["check", "--env", "prod.toml", "--locked"])
+        .expect_code(2)
+        .stderr();
+    assert!(e.contains("plugins.probe.grants.fs.scratch"), "{e}");
+}

@@ -388,6 +388,28 @@ mod tests {
     }
 
     #[test]
+    fn an_fs_ceiling_bounds_directories_by_path_and_mode() {
+        let ceiling = "[fs]\nany = { path = \"/\", mode = \"ro\" }\nbackups = { path = \"/var/backups\", mode = \"rw\" }\n";
+        assert!(
+            widening(
+                ceiling,
+                "[fs]\ndump = { path = \"/var/backups/db\", mode = \"rw\" }\nlogs = { path = \"/var/log\" }\n"
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            widening(
+                ceiling,
+                "[fs]\nout = { path = \"/srv/out\", mode = \"rw\" }\nsly = { path = \"/var/backups/../../etc\", mode = \"rw\" }\n"
+            ),
+            vec![
+                "grants.fs.out: may use directory /srv/out as /out (rw)".to_string(),
+                "grants.fs.sly: may use directory /var/backups/../../etc as /sly (rw)".to_string(),
+            ]
+        );
+    }
+
+    #[test]
     fn a_new_capability_widens_and_a_dropped_one_narrows() {
         let w = widening("", "secrets = []\n");
         assert_eq!(

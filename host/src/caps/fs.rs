@@ -259,38 +259,50 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// Compares two fs grants as written: a new directory, a different path or a read-only
-/// directory made read-write widens; a dropped directory or `rw` → `ro` narrows.
+/// Compares two fs grants by what they reach: a directory widens unless an old one (of
+/// any name) contains it with at least its mode, so a ceiling can say "read anything,
+/// write only below /var/backups" with `any = { path = "/", mode = "ro" }` and `backups =
+/// { path = "/var/backups", mode = "rw" }`. Paths compare as written once `.` and `..` are
+/// settled; [`resolve_paths`] first when the two grants were written in different places.
 pub fn diff(old: &FsGrantConfig, new: &FsGrantConfig) -> Vec<Change> {
     let mode = |c: &DirConfig| c.mode.clone().unwrap_or_else(|| "ro".into());
+    let covers = |o: &DirConfig, n: &DirConfig| {
+        lexical(&n.path).starts_with(lexical(&o.path)) && (mode(n) == "ro" || mode(o) == "rw")
+    };
     let mut out = Vec::new();
     for (name, n) in new {
         let at = KeyPath::root().key(name);
-        match old.get(name) {
-            None => out.push(Change::new(
+        let same = old.get(name);
+        if same.is_some_and(|o| lexical(&o.path) == lexical(&n.path) && mode(o) == mode(n)) {
+            continue;
+        }
+        let change = match same {
+            _ if old.values().any(|o| covers(o, n)) => Change::new(
+                at,
+                ChangeKind::Narrowed,
+                format!(
+                    "/{name} = {} ({}), within what was granted",
+                    n.path,
+                    mode(n)
+                ),
+            ),
+            None => Change::new(
                 at,
                 ChangeKind::Added,
                 format!("may use directory {} as /{name} ({})", n.path, mode(n)),
-            )),
-            Some(o) if o.path != n.path => out.push(Change::new(
+            ),
+            Some(o) if lexical(&o.path) == lexical(&n.path) => Change::new(
+                at.key("mode"),
+                ChangeKind::Widened,
+                format!("/{name} is now {} (was {})", mode(n), mode(o)),
+            ),
+            Some(o) => Change::new(
                 at.key("path"),
                 ChangeKind::Changed,
                 format!("/{name} is now {} (was {})", n.path, o.path),
-            )),
-            Some(o) if mode(o) != mode(n) => {
-                let kind = if mode(n) == "rw" {
-                    ChangeKind::Widened
-                } else {
-                    ChangeKind::Narrowed
-                };
-                out.push(Change::new(
-                    at.key("mode"),
-                    kind,
-                    format!("/{name} is now {} (was {})", mode(n), mode(o)),
-                ));
-            }
-            Some(_) => {}
-        }
+            ),
+        };
+        out.push(change);
     }
     for name in old.keys().filter(|k| !new.contains_key(*k)) {
         out.push(Change::new(
@@ -298,6 +310,32 @@ pub fn diff(old: &FsGrantConfig, new: &FsGrantConfig) -> Vec<Change> {
             ChangeKind::Removed,
             format!("may no longer use directory /{name}"),
         ));
+    }
+    out
+}
+
+/// Makes every directory of `grant` absolute, resolving a relative one against
+/// `dir_of(name)` (the directory of the file that wrote it), as the grant itself does.
+pub fn resolve_paths(grant: &mut FsGrantConfig, dir_of: impl Fn(&str) -> PathBuf) {
+    for (name, d) in grant.iter_mut() {
+        d.path = normalize(&dir_of(name).join(&d.path))
+            .to_string_lossy()
+            .into_owned();
+    }
+}
+
+/// `path` with `.` dropped and each `..` taking away the name before it, without looking
+/// at the disk.
+fn lexical(path: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
     out
 }
