@@ -3,16 +3,7 @@
 
 use std::path::Path;
 
-use runcap_e2e::{Sandbox, plugin_lines};
-
-fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
-}
+use runcap_e2e::{Sandbox, plugin_lines, step};
 
 const OUTSIDE: &str = "OUTSIDE-THE-GRANT\n";
 

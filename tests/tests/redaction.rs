@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use runcap_e2e::{Run, Sandbox, plugin_lines, plugin_wasm};
+use runcap_e2e::{Run, Sandbox, plugin_lines, plugin_wasm, step};
 
 /// Every personal value, credential and secret planted in `examples/scrub-logs/logs`.
 const PLANTED: &[&str] = &[
@@ -318,12 +318,7 @@ severity = "low"
     let report = json.json();
 
     // The leaks happened, and what reached the record is redacted, not dropped.
-    let pii = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "pii")
-        .unwrap();
+    let pii = step(&report, "pii");
     assert_eq!(pii["status"], "warn", "{pii:#}");
     assert!(
         pii["summary"]
@@ -355,12 +350,7 @@ severity = "low"
         call.contains("[EMAIL_REDACTED]") && call.contains("[API_KEY_REDACTED]"),
         "{call}"
     );
-    let secret = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "secret")
-        .unwrap();
+    let secret = step(&report, "secret");
     assert_eq!(secret["status"], "ok", "{secret:#}");
     assert!(
         secret["summary"]
