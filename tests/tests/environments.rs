@@ -728,3 +728,45 @@ fn directories_are_diffed_locked_and_held_to_a_policy_ceiling() {
         .stderr();
     assert!(e.contains("plugins.probe.grants.fs.scratch"), "{e}");
 }
+
+#[test]
+fn an_overlay_elsewhere_cannot_repoint_a_directory_with_the_same_words() {
+    // The base grants shared/logs; an overlay in envs/ that writes `path = "logs"` means
+    // envs/logs, a different directory, and needs approval. Narrowing to a subdirectory
+    // written from the overlay's own directory does not.
+    let sb = Sandbox::new();
+    for d in ["shared/logs/api", "envs/logs"] {
+        std::fs::create_dir_all(sb.path().join(d)).unwrap();
+    }
+    sb.write(
+        "shared/base.toml",
+        &format!(
+            "environment = \"base\"\n[plugins.noop]\n{}grants.fs = {{ logs = {{ path = \"logs\" }} }}\n",
+            plugin_lines("noop")
+        ),
+    );
+    let prod = "extends = \"../shared/base.toml\"\nenvironment = \"prod\"\n[plugins.noop.grants.fs]\nlogs = { path = \"logs\" }\n";
+    sb.write("envs/prod.toml", prod);
+    let e = sb
+        .run(&["check", "--env", "envs/prod.toml"])
+        .expect_code(2)
+        .stderr();
+    let root = sb.path().canonicalize().unwrap();
+    assert_all(
+        &e,
+        &[
+            &format!(
+                "plugins.noop.grants.fs.logs.path: /logs is now {} (was {}): wider than the base grants",
+                root.join("envs/logs").display(),
+                root.join("shared/logs").display()
+            ),
+            "prod.toml:4:",
+            "widen = [\"plugins.noop.grants.fs\"]",
+        ],
+    );
+    sb.write(
+        "envs/prod.toml",
+        &prod.replace("\"logs\" }", "\"../shared/logs/api\" }"),
+    );
+    sb.run(&["check", "--env", "envs/prod.toml"]).expect_code(0);
+}

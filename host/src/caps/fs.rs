@@ -318,9 +318,31 @@ pub fn diff(old: &FsGrantConfig, new: &FsGrantConfig) -> Vec<Change> {
 /// `dir_of(name)` (the directory of the file that wrote it), as the grant itself does.
 pub fn resolve_paths(grant: &mut FsGrantConfig, dir_of: impl Fn(&str) -> PathBuf) {
     for (name, d) in grant.iter_mut() {
-        d.path = normalize(&dir_of(name).join(&d.path))
-            .to_string_lossy()
-            .into_owned();
+        d.path = resolved(&dir_of(name), &d.path);
+    }
+}
+
+/// `written`, resolved against `dir` and normalized, as text.
+fn resolved(dir: &Path, written: &str) -> String {
+    normalize(&dir.join(written)).to_string_lossy().into_owned()
+}
+
+/// [`resolve_paths`] on a plugin's table as written (`grants.fs.NAME.path`), for
+/// comparisons made before the grants are read.
+pub fn resolve_plugin_paths(plugin: &mut toml::Value, dir_of: impl Fn(&str) -> PathBuf) {
+    let Some(dirs) = plugin
+        .get_mut("grants")
+        .and_then(|g| g.get_mut("fs"))
+        .and_then(|f| f.as_table_mut())
+    else {
+        return;
+    };
+    for (name, dir) in dirs.iter_mut() {
+        if let Some(path) = dir.get_mut("path")
+            && let Some(written) = path.as_str()
+        {
+            *path = toml::Value::String(resolved(&dir_of(name), written));
+        }
     }
 }
 

@@ -240,7 +240,12 @@ pub fn compose(top: SourceFile) -> Result<Composed, Diagnostics> {
                 origins: &old_origins,
                 files: &files,
             };
-            check_widening(&mut chain[idx], &base, &merged, &mut problems);
+            let now = Base {
+                table: &merged,
+                origins: &origins,
+                files: &files,
+            };
+            check_widening(&mut chain[idx], &base, &now, &mut problems);
         }
     }
     for layer in &chain {
@@ -487,8 +492,8 @@ struct Base<'a> {
 }
 
 impl Base<'_> {
-    /// `file:line` where the base wrote `path`.
-    fn position(&self, path: &KeyPath) -> String {
+    /// The file that wrote `path`, or its nearest written ancestor.
+    fn file_of(&self, path: &KeyPath) -> &Arc<SourceFile> {
         let mut p = path.clone();
         let idx = loop {
             if let Some(i) = self.origins.get(&p.to_string()) {
@@ -498,7 +503,27 @@ impl Base<'_> {
                 break self.files.len() - 1;
             }
         };
-        let file = &self.files[idx];
+        &self.files[idx]
+    }
+
+    /// The plugin `name` as composed so far, with its granted directories resolved
+    /// against the files that wrote them, so that two layers compare where they point.
+    fn plugin(&self, name: &str) -> Option<toml::Value> {
+        let mut plugin = self.table.get("plugins")?.get(name)?.clone();
+        let at = KeyPath::root()
+            .key("plugins")
+            .key(name)
+            .key("grants")
+            .key("fs");
+        crate::caps::fs::resolve_plugin_paths(&mut plugin, |dir| {
+            dir_of(&self.file_of(&at.key(dir).key("path")).path)
+        });
+        Some(plugin)
+    }
+
+    /// `file:line` where the base wrote `path`.
+    fn position(&self, path: &KeyPath) -> String {
+        let file = self.file_of(path);
         match file.span_of(path) {
             Some(s) => format!("{}:{}", display_path(&file.path), file.line_col(s.start).0),
             None => display_path(&file.path),
@@ -508,14 +533,8 @@ impl Base<'_> {
 
 /// Reports every way the overlay `layer` widens what its base grants a plugin, unless
 /// the overlay's `widen` list covers it.
-fn check_widening(
-    layer: &mut Layer,
-    base: &Base,
-    merged: &toml::Table,
-    problems: &mut Vec<Diagnostic>,
-) {
-    let plugins = |t: &toml::Table| t.get("plugins").and_then(|p| p.as_table()).cloned();
-    let (Some(old), Some(new)) = (plugins(base.table), plugins(merged)) else {
+fn check_widening(layer: &mut Layer, base: &Base, now: &Base, problems: &mut Vec<Diagnostic>) {
+    let Some(old) = base.table.get("plugins").and_then(|p| p.as_table()) else {
         return;
     };
     let base_name = layer
@@ -523,12 +542,12 @@ fn check_widening(
         .as_ref()
         .map(|(w, _)| w.clone())
         .unwrap_or_default();
-    for (name, old_plugin) in &old {
-        let Some(new_plugin) = new.get(name) else {
+    for name in old.keys() {
+        let (Some(old_plugin), Some(new_plugin)) = (base.plugin(name), now.plugin(name)) else {
             continue;
         };
         let at = KeyPath::root().key("plugins").key(name);
-        for change in crate::caps::compare::diff_plugin(old_plugin, new_plugin) {
+        for change in crate::caps::compare::diff_plugin(&old_plugin, &new_plugin) {
             if !change.widens() {
                 continue;
             }
