@@ -274,8 +274,10 @@ steps = [
     let ok = sb.run(&["audit", "verify"]).expect_code(0).stdout();
     assert!(ok.contains("intact"), "{ok}");
 
-    let db = sb.path().join(".runcap/runcap.db");
-    let tamper = |sql: &str| {
+    let anchor = sb.run(&["audit", "head"]).expect_code(0).stdout();
+    let anchor = anchor.trim();
+    let (seq, _) = anchor.split_once(':').expect("SEQ:HASH");
+    let tamper_with = |sql: &str, extra: &[&str]| {
         let copy = tempfile::tempdir().unwrap();
         for f in ["runcap.db", "runcap.db-wal", "runcap.db-shm"] {
             let from = sb.path().join(".runcap").join(f);
@@ -286,15 +288,17 @@ steps = [
         let conn = rusqlite::Connection::open(copy.path().join("runcap.db")).unwrap();
         conn.execute_batch(sql).unwrap();
         drop(conn);
-        let out = sb.run(&[
+        let mut args = vec![
             "audit",
             "verify",
             "--state-dir",
             copy.path().to_str().unwrap(),
-        ]);
+        ];
+        args.extend(extra);
+        let out = sb.run(&args);
         (out.code(), out.stdout())
     };
-    let _ = &db;
+    let tamper = |sql: &str| tamper_with(sql, &[]);
     // Edit a row's payload.
     let (code, out) = tamper(
         "UPDATE audit SET payload = replace(payload, 'denied', 'allowed') WHERE kind = 'call';",
@@ -315,6 +319,53 @@ steps = [
     let (code, out) = tamper("DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit);");
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("deleted from the end"), "{out}");
+
+    // An anchor kept elsewhere catches what the chain alone cannot: the tail dropped
+    // together with the runs that refer to it, and a chain rebuilt from scratch.
+    let (code, out) = tamper_with("", &["--anchor", anchor]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("still holds anchor {anchor}")),
+        "{out}"
+    );
+    let (code, out) = tamper_with(
+        &format!("UPDATE runs SET audit_seq = NULL; DELETE FROM audit WHERE seq >= {seq};"),
+        &[],
+    );
+    assert_eq!(code, 0, "without an anchor the cut is invisible: {out}");
+    let (code, out) = tamper_with(
+        &format!("UPDATE runs SET audit_seq = NULL; DELETE FROM audit WHERE seq >= {seq};"),
+        &["--anchor", anchor],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("the anchor {anchor} records row {seq}"))
+            && out.contains("deleted from the end"),
+        "{out}"
+    );
+    let (code, out) = tamper_with(
+        &format!(
+            "UPDATE audit SET hash = '{}' WHERE seq = {seq};",
+            "0".repeat(64)
+        ),
+        &["--anchor", &format!("{seq}:{}", "0".repeat(64))],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("was edited"),
+        "an edited row still fails first: {out}"
+    );
+    let (code, out) = tamper_with("", &["--anchor", &format!("{seq}:{}", "a".repeat(64))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rebuilt after the anchor was taken"), "{out}");
+    let bad = sb
+        .run(&["audit", "verify", "--anchor", "nope"])
+        .expect_code(2);
+    assert!(
+        bad.stderr().contains("expected SEQ:HASH"),
+        "{}",
+        bad.stderr()
+    );
 }
 
 #[test]

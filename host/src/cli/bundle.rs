@@ -65,7 +65,7 @@ fn write(
     for row in &mut audit {
         crate::redaction::scrub_json(redactor, row);
     }
-    let verdict = store.verify_audit()?;
+    let verdict = store.verify_audit(None)?;
 
     let file = tempfile::NamedTempFile::new_in(
         out.parent()

@@ -49,6 +49,18 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         env: EnvArgs,
+        /// An anchor printed earlier by `runcap audit head` (SEQ:HASH): the chain must
+        /// still hold that row, unchanged, which catches a chain rebuilt or cut short.
+        #[arg(long)]
+        anchor: Option<crate::store::audit::Anchor>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the head of a verified chain as an anchor (SEQ:HASH), to keep where this
+    /// host cannot rewrite it: a central log, a ticket, another machine.
+    Head {
+        #[command(flatten)]
+        env: EnvArgs,
         #[arg(long)]
         json: bool,
     },
@@ -296,8 +308,11 @@ pub fn main() -> ExitCode {
             } => history::history(&env, &cli.state, runbook.as_deref(), limit, json),
             Command::Show { run_id, env, json } => history::show(&env, &cli.state, &run_id, json),
             Command::Audit {
-                action: AuditCommand::Verify { env, json },
-            } => audit::verify(&env, &cli.state, json),
+                action: AuditCommand::Verify { env, anchor, json },
+            } => audit::verify(&env, &cli.state, anchor.as_ref(), json),
+            Command::Audit {
+                action: AuditCommand::Head { env, json },
+            } => audit::head(&env, &cli.state, json),
             Command::Incidents { env, all, json } => incidents::run(&env, &cli.state, all, json),
             Command::Bundle { env, since, out } => bundle::run(&env, &cli.state, &since, out),
             Command::Recover { run_id, env } => {

@@ -7,8 +7,13 @@
 //!
 //! The chain proves integrity relative to its own head: someone who can rewrite the
 //! whole database can rebuild a consistent chain, and dropping rows from the end is
-//! only caught when a run references an audit row that no longer exists. Shipping the
-//! head hash elsewhere (see `runcap audit head`) closes that gap.
+//! only caught when a run references an audit row that no longer exists. An [`Anchor`]
+//! closes that gap: `runcap audit head` prints the head as `SEQ:HASH` to ship to a log
+//! runcap's host cannot rewrite, and `runcap audit verify --anchor SEQ:HASH` later proves
+//! the chain still holds that row, unchanged.
+
+use std::fmt;
+use std::str::FromStr;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -72,6 +77,40 @@ pub fn append(
     Ok(seq)
 }
 
+/// A row of the chain recorded outside the database (`SEQ:HASH`), so that a chain
+/// rewritten or cut short after it was taken no longer verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl fmt::Display for Anchor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("`{s}` is not an anchor: expected SEQ:HASH, as `runcap audit head` prints it")
+        };
+        let (seq, hash) = s.trim().split_once(':').ok_or_else(bad)?;
+        let seq: i64 = seq.parse().map_err(|_| bad())?;
+        let hex = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if seq < 1 || !hex {
+            return Err(bad());
+        }
+        Ok(Anchor {
+            seq,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
+}
+
 /// The outcome of checking the chain.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Verdict {
@@ -79,6 +118,8 @@ pub struct Verdict {
     pub rows: u64,
     /// The head hash when the chain is intact.
     pub head: Option<String>,
+    /// The head as an anchor (`SEQ:HASH`) when the chain is intact and not empty.
+    pub anchor: Option<String>,
     /// The first broken link, if any.
     pub broken: Option<BrokenLink>,
 }
@@ -90,8 +131,9 @@ pub struct BrokenLink {
     pub problem: String,
 }
 
-/// Walks the whole chain in sequence order.
-pub fn verify(conn: &Connection) -> rusqlite::Result<Verdict> {
+/// Walks the whole chain in sequence order; with an anchor, the chain must also still
+/// hold the anchored row, unchanged.
+pub fn verify(conn: &Connection, anchor: Option<&Anchor>) -> rusqlite::Result<Verdict> {
     let mut stmt = conn.prepare(
         "SELECT seq, at, kind, run_id, subject, payload, prev_hash, hash FROM audit ORDER BY seq",
     )?;
@@ -111,6 +153,7 @@ pub fn verify(conn: &Connection) -> rusqlite::Result<Verdict> {
         let broken = |problem: String| Verdict {
             rows: checked,
             head: None,
+            anchor: None,
             broken: Some(BrokenLink { seq, problem }),
         };
         if seq != expected_seq {
@@ -134,9 +177,35 @@ pub fn verify(conn: &Connection) -> rusqlite::Result<Verdict> {
                 "its contents do not match its hash: the row ({kind} {subject}) was edited"
             )));
         }
+        if let Some(a) = anchor
+            && a.seq == seq
+            && a.hash != hash
+        {
+            return Ok(broken(format!(
+                "it is not the row anchored as {a}: the chain was rebuilt after the anchor was taken"
+            )));
+        }
         prev = hash;
         expected_seq += 1;
         checked += 1;
+    }
+    let cut = |problem: String| Verdict {
+        rows: checked,
+        head: None,
+        anchor: None,
+        broken: Some(BrokenLink {
+            seq: expected_seq,
+            problem,
+        }),
+    };
+    if let Some(a) = anchor
+        && a.seq >= expected_seq
+    {
+        return Ok(cut(format!(
+            "the chain ends at row {} but the anchor {a} records row {}: rows were deleted from the end",
+            expected_seq - 1,
+            a.seq
+        )));
     }
     // Runs remember the audit row that closed them; a chain shorter than that lost its tail.
     let referenced: Option<i64> = conn
@@ -146,20 +215,20 @@ pub fn verify(conn: &Connection) -> rusqlite::Result<Verdict> {
     if let Some(max_ref) = referenced
         && max_ref >= expected_seq
     {
-        return Ok(Verdict {
-            rows: checked,
-            head: None,
-            broken: Some(BrokenLink {
-                seq: expected_seq,
-                problem: format!(
-                    "the chain ends at row {} but a run refers to row {max_ref}: rows were deleted from the end",
-                    expected_seq - 1
-                ),
-            }),
-        });
+        return Ok(cut(format!(
+            "the chain ends at row {} but a run refers to row {max_ref}: rows were deleted from the end",
+            expected_seq - 1
+        )));
     }
     Ok(Verdict {
         rows: checked,
+        anchor: (checked > 0).then(|| {
+            Anchor {
+                seq: expected_seq - 1,
+                hash: prev.clone(),
+            }
+            .to_string()
+        }),
         head: Some(prev),
         broken: None,
     })

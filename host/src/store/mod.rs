@@ -627,8 +627,11 @@ impl Store {
     }
 
     /// Checks the audit chain.
-    pub fn verify_audit(&self) -> Result<audit::Verdict, StoreError> {
-        audit::verify(&self.conn()).map_err(self.err())
+    pub fn verify_audit(
+        &self,
+        anchor: Option<&audit::Anchor>,
+    ) -> Result<audit::Verdict, StoreError> {
+        audit::verify(&self.conn(), anchor).map_err(self.err())
     }
 
     /// Audit rows at or after `since_ms`, as JSON objects.
@@ -819,7 +822,7 @@ mod tests {
             )
             .unwrap();
         store.finish_run("r1", "ok", "fine").unwrap();
-        let v = store.verify_audit().unwrap();
+        let v = store.verify_audit(None).unwrap();
         assert_eq!(v.rows, 3);
         assert!(v.broken.is_none());
         drop(store);
