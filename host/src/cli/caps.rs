@@ -62,15 +62,10 @@ pub struct Grant {
 }
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, format: Format, diff: Option<&Path>) -> u8 {
-    let env = match super::load_env(args) {
-        Ok(env) => env,
+    let (env, runtime, shared) = match super::for_review(args, state) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let runtime = match super::runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let shared = super::shared(&env, args, state, None);
     let report = report(&env, &runtime, &shared);
     if let Some(other) = diff {
         return run_diff(&env, &report, other, args, state, &runtime, format);

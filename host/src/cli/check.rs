@@ -22,15 +22,10 @@ pub struct ReviewArgs {
 }
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
-    let env = match super::load_env(args) {
-        Ok(env) => env,
+    let (env, runtime, shared) = match super::for_review(args, state) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let runtime = match super::runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let shared = super::shared(&env, args, state, None);
     let mut problems = Vec::new();
     let mut loaded = std::collections::BTreeMap::new();
     for (name, spec) in &env.plugins {

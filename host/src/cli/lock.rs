@@ -12,15 +12,10 @@ use crate::lockfile::{self, Lockfile};
 use crate::manifest::compose::{dir_of, display_path};
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, lock: Option<&Path>) -> u8 {
-    let env = match super::load_env(args) {
-        Ok(env) => env,
+    let (env, runtime, shared) = match super::for_review(args, state) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let runtime = match super::runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let shared = super::shared(&env, args, state, None);
     let mut imports = std::collections::BTreeMap::new();
     let mut failed = false;
     for (name, spec) in &env.plugins {

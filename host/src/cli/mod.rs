@@ -439,14 +439,31 @@ pub(crate) fn state_dir(env: &EnvArgs, state: &StateArgs) -> PathBuf {
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
-/// Host-side state every plugin of the environment shares (its services).
+/// Host-side state every plugin of the environment shares (its services). A store
+/// given here redacts what it writes with the environment's rules from now on.
 pub(crate) fn shared(
     env: &Environment,
     args: &EnvArgs,
     state: &StateArgs,
     store: Option<Arc<Store>>,
 ) -> crate::caps::Shared {
-    crate::caps::Shared::new(env, &state_dir(args, state), store)
+    let shared = crate::caps::Shared::new(env, &state_dir(args, state), store.clone());
+    if let Some(store) = store {
+        store.set_scrubber(shared.redactor.clone());
+    }
+    shared
+}
+
+/// What the review commands (check, caps, lock) start from: the environment, an engine
+/// to compile its plugins, and the host state their grants are validated against.
+pub(crate) fn for_review(
+    args: &EnvArgs,
+    state: &StateArgs,
+) -> Result<(Environment, Runtime, crate::caps::Shared), u8> {
+    let env = load_env(args)?;
+    let runtime = runtime()?;
+    let shared = shared(&env, args, state, None);
+    Ok((env, runtime, shared))
 }
 
 /// The redaction for what a command prints from the store: the manifest's rules and secret

@@ -41,7 +41,6 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
             i.pending_rollbacks.len()
         );
         let shared = super::shared(&env, env_args, state, Some(store.clone()));
-        store.set_scrubber(shared.redactor.clone());
         let reports = runbook::recover(
             &runtime,
             &env,

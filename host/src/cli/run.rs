@@ -39,7 +39,6 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
     for problem in shared.proxies.ensure_all().await {
         eprintln!("warning: {problem}");
     }
-    store.set_scrubber(shared.redactor.clone());
     let plugins = runbook::load_plugins(&runtime, &env, &shared, rb);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     tokio::spawn(async move {
