@@ -15,7 +15,10 @@
 //! - to every string the store writes ([`crate::store::Store::set_scrubber`]), which also
 //!   covers incident texts, rollback params and audit payloads;
 //! - to what `runcap show`, `history`, `incidents` and `bundle` print from the store, as a
-//!   second line of defence for records written before a rule or a secret was added.
+//!   second line of defence for records written before a rule or a secret was added;
+//! - to the stdout and stderr of every service runcap supervises, line by line, on its way
+//!   into `services/NAME.log` (the supervisor receives the [`Spec`] on its stdin, never in
+//!   its arguments or environment).
 
 use std::sync::Arc;
 
@@ -27,10 +30,38 @@ pub use runcap_redact::{Config, Counts, Redactor};
 
 use crate::caps::secrets::SecretStore;
 
+/// Everything a redactor is built from, so another process (a service's supervisor) can
+/// build the same one.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Spec {
+    /// The manifest's `[redaction]` table.
+    pub config: Config,
+    /// `(name, value)` of every secret that could be read.
+    pub literals: Vec<(String, String)>,
+}
+
+impl Spec {
+    /// The environment's rules and the secret values readable now. A secret whose value
+    /// cannot be read (an unset variable) cannot leak either.
+    pub fn new(config: &Config, secrets: &SecretStore) -> Spec {
+        Spec {
+            config: config.clone(),
+            literals: secrets.known_values(),
+        }
+    }
+
+    /// The redactor, or why the rules do not build.
+    pub fn build(&self) -> Result<Redactor, runcap_redact::Error> {
+        self.config
+            .build()?
+            .with_literals(self.literals.iter().cloned())
+    }
+}
+
 /// The host's redactor: the configured rules plus the literal value of every secret that can
-/// be read now. A secret whose value cannot be read (an unset variable) cannot leak either.
-pub fn host_redactor(config: &Config, secrets: &SecretStore) -> Arc<Redactor> {
-    let base = match config.build() {
+/// be read now.
+pub fn host_redactor(spec: &Spec) -> Arc<Redactor> {
+    let base = match spec.config.build() {
         Ok(r) => r,
         Err(e) => {
             // The manifest validator builds the same config, so this is not reached from a
@@ -39,8 +70,7 @@ pub fn host_redactor(config: &Config, secrets: &SecretStore) -> Arc<Redactor> {
             Redactor::default()
         }
     };
-    let values = secrets.known_values();
-    match base.clone().with_literals(values) {
+    match base.clone().with_literals(spec.literals.iter().cloned()) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             tracing::error!("cannot add secret values to the redaction rules: {e}");
@@ -167,7 +197,7 @@ mod tests {
             )]
             .into(),
         );
-        let r = host_redactor(&Config::default(), &store);
+        let r = host_redactor(&Spec::new(&Config::default(), &store));
         assert_eq!(
             r.redact_str("v=file-secret-123 mail a@example.com"),
             "v=[SECRET_REDACTED] mail [EMAIL_REDACTED]"

@@ -416,3 +416,109 @@ impl Drop for PidFileCleanup {
         }
     }
 }
+
+#[test]
+fn a_services_output_reaches_its_log_redacted() {
+    let sb = Sandbox::new();
+    let secret = "s3cr3t-db-password-42";
+    sb.write("db-password.txt", secret);
+    // Personal data on stdout, a credential and a customer id on stderr, a last line
+    // without a newline, then it waits to be stopped.
+    sb.write(
+        "emit.sh",
+        "echo \"login ada.lovelace@example.com paid with 4111 1111 1111 1111\"\n\
+         echo \"connecting with $(cat db-password.txt) for CUST-123456\" >&2\n\
+         printf 'last words: ssn 078-05-1120'\n\
+         exec sleep 60\n",
+    );
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[secrets.db]
+file = "db-password.txt"
+
+[[redaction.custom]]
+name = "customer_id"
+pattern = "CUST-[0-9]{{6}}"
+
+[services.chatty]
+driver = "process"
+command = "sh"
+args = ["emit.sh"]
+grace = "2s"
+
+[plugins.control]
+{control}
+grants.http = {{ allow = [] }}
+grants.services = {{ chatty = ["start", "stop"] }}
+
+[runbooks.start]
+steps = [{{ uses = "control", with = {{ service = "chatty", action = "start", no_wait = true }} }}]
+
+[runbooks.stop]
+steps = [{{ uses = "control", with = {{ service = "chatty", action = "stop" }} }}]
+"#,
+            control = plugin_lines("service-control"),
+        ),
+    );
+    let state = sb.path().join(".runcap");
+    let _cleanup = Cleanup(vec![state.join("services/chatty.json")]);
+    sb.run(&["run", "start"]).expect_code(0);
+    let log = state.join("services/chatty.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("connecting")) {
+        assert!(
+            Instant::now() < deadline,
+            "the service's lines never reached its log"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sb.run(&["run", "stop"]).expect_code(0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    for token in [
+        "login [EMAIL_REDACTED] paid with [CC_REDACTED]\n",
+        "connecting with [SECRET_REDACTED] for [CUSTOMER_ID_REDACTED]\n",
+        // Written when the service ended, though it never finished the line.
+        "last words: ssn [SSN_REDACTED]",
+    ] {
+        assert!(
+            text.contains(token),
+            "`{token}` missing from the log:\n{text}"
+        );
+    }
+    // Nothing under the state directory keeps a planted value.
+    for entry in walk(&state) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let content = String::from_utf8_lossy(&bytes);
+        for planted in [
+            "ada.lovelace@example.com",
+            "4111 1111 1111 1111",
+            secret,
+            "CUST-123456",
+            "078-05-1120",
+        ] {
+            assert!(
+                !content.contains(planted),
+                "{} keeps `{planted}`",
+                entry.display()
+            );
+        }
+    }
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -141,9 +141,11 @@ impl Shared {
         store: Option<Arc<crate::store::Store>>,
     ) -> Self {
         let secrets = Arc::new(secrets::SecretStore::new(env.secrets.clone()));
+        let redaction = Arc::new(crate::redaction::Spec::new(&env.redaction, &secrets));
         let services = Arc::new(services::ServiceManager::new(
             env.services.clone(),
             state_dir,
+            redaction.clone(),
         ));
         let proxies = Arc::new(faults::ProxyManager::new(env.proxies.clone(), state_dir));
         Shared {
@@ -154,7 +156,7 @@ impl Shared {
                 state_dir,
             )),
             services,
-            redactor: crate::redaction::host_redactor(&env.redaction, &secrets),
+            redactor: crate::redaction::host_redactor(&redaction),
             secrets,
             proxies,
         }
@@ -163,7 +165,11 @@ impl Shared {
     /// An environment with no services, secrets or faults (benchmarks, plugin tooling).
     pub fn none() -> Self {
         let dir = std::path::Path::new(".");
-        let services = Arc::new(services::ServiceManager::new(Default::default(), dir));
+        let services = Arc::new(services::ServiceManager::new(
+            Default::default(),
+            dir,
+            Arc::default(),
+        ));
         let proxies = Arc::new(faults::ProxyManager::new(Default::default(), dir));
         Shared {
             faults: Arc::new(faults::FaultManager::new(

@@ -473,7 +473,7 @@ pub(crate) fn output_redactor(args: &EnvArgs) -> Arc<runcap_redact::Redactor> {
     match manifest::load(&args.env) {
         Ok(env) => {
             let secrets = crate::caps::secrets::SecretStore::new(env.secrets.clone());
-            crate::redaction::host_redactor(&env.redaction, &secrets)
+            crate::redaction::host_redactor(&crate::redaction::Spec::new(&env.redaction, &secrets))
         }
         Err(_) => Arc::default(),
     }

@@ -370,14 +370,19 @@ pub enum Revert {
 }
 
 impl Revert {
-    async fn run(&self, clocks: Option<&Mutex<HashMap<String, i64>>>) -> Result<String, String> {
+    async fn run(
+        &self,
+        clocks: Option<&Mutex<HashMap<String, i64>>>,
+        redaction: Arc<crate::redaction::Spec>,
+    ) -> Result<String, String> {
         match self {
             Revert::StartService {
                 service,
                 driver,
                 dir,
             } => {
-                let st = services::control_with(service, driver, dir, Verb::Start).await?;
+                let st =
+                    services::control_with(service, driver, dir, Verb::Start, redaction).await?;
                 Ok(format!("{service}: {}", st.detail))
             }
             Revert::RemoveNetFault {
@@ -620,7 +625,9 @@ impl FaultManager {
             }
             Err(e) => {
                 // Undo whatever part of it took hold, then report.
-                let undo = revert.run(Some(&self.clocks)).await;
+                let undo = revert
+                    .run(Some(&self.clocks), self.services.redaction())
+                    .await;
                 let result = format!("apply failed: {e}; undo: {}", undo.unwrap_or_else(|u| u));
                 let _ = journal::finish(store, &id, "reverted", "apply-failed", &result);
                 Err(InjectError::Failed(e))
@@ -773,7 +780,9 @@ impl FaultManager {
         let Some((row, revert)) = journal::open_fault(store, id)? else {
             return Ok(format!("{id} was already reverted"));
         };
-        let result = revert.run(Some(&self.clocks)).await;
+        let result = revert
+            .run(Some(&self.clocks), self.services.redaction())
+            .await;
         let (state, text) = match &result {
             Ok(t) => ("reverted", t.clone()),
             Err(e) => ("revert-failed", e.clone()),
@@ -906,7 +915,8 @@ pub async fn recover(store: &Arc<Store>) -> Vec<(FaultRow, Result<String, String
     };
     let mut out = Vec::new();
     for (row, revert) in orphans {
-        let result = revert.run(None).await;
+        // Without the manifest at hand, a restarted service's log gets the default rules.
+        let result = revert.run(None, Arc::default()).await;
         let (state, text) = match &result {
             Ok(t) => ("reverted", t.clone()),
             Err(e) => ("revert-failed", e.clone()),

@@ -217,7 +217,7 @@ impl ProxyManager {
             .get(name)
             .ok_or_else(|| format!("no proxy `{name}` is defined"))?;
         let driver = self.process(def)?;
-        let mut st = services::control_with(name, &driver, &self.dir, verb).await?;
+        let mut st = services::control_with(name, &driver, &self.dir, verb, Arc::default()).await?;
         st.detail = format!("{} → {}: {}", def.listen, def.upstream, st.detail);
         Ok(st)
     }

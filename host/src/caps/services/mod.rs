@@ -309,14 +309,21 @@ pub struct Status {
 pub struct ServiceManager {
     defs: BTreeMap<String, ServiceDef>,
     dir: PathBuf,
+    /// What supervised services' output is redacted with on its way to their logs.
+    redaction: Arc<crate::redaction::Spec>,
 }
 
 impl ServiceManager {
     /// Services of an environment, with their state files under `state_dir/services`.
-    pub fn new(defs: BTreeMap<String, ServiceDef>, state_dir: &Path) -> Self {
+    pub fn new(
+        defs: BTreeMap<String, ServiceDef>,
+        state_dir: &Path,
+        redaction: Arc<crate::redaction::Spec>,
+    ) -> Self {
         ServiceManager {
             defs,
             dir: state_dir.join("services"),
+            redaction,
         }
     }
 
@@ -333,6 +340,7 @@ impl ServiceManager {
             .ok_or_else(|| format!("no service `{name}` is defined"))?
             .clone();
         let dir = self.dir.clone();
+        let redaction = self.redaction.clone();
         tokio::task::spawn_blocking(move || -> Result<Status, String> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -342,7 +350,7 @@ impl ServiceManager {
                 Some(lock(&dir, &def.name)?)
             };
             let mut status = match &def.driver {
-                Driver::Process(p) => process::control(&def.name, p, &dir, verb),
+                Driver::Process(p) => process::control(&def.name, p, &dir, verb, &redaction),
                 Driver::Command(c) => command::control(&def.name, c, verb),
             }?;
             status.health_url = def.health_url.clone();
@@ -354,6 +362,11 @@ impl ServiceManager {
 }
 
 impl ServiceManager {
+    /// What supervised services' output is redacted with.
+    pub fn redaction(&self) -> Arc<crate::redaction::Spec> {
+        self.redaction.clone()
+    }
+
     /// Whether a service is defined.
     pub fn has(&self, name: &str) -> bool {
         self.defs.contains_key(name)
@@ -384,12 +397,14 @@ impl ServiceManager {
 }
 
 /// Applies a verb to a service known only by its driver (a proxy, or a service being
-/// restored after a crash, when the manifest is not at hand).
+/// restored after a crash, when the manifest is not at hand and `redaction` holds only
+/// the default rules).
 pub async fn control_with(
     name: &str,
     driver: &Driver,
     dir: &Path,
     verb: Verb,
+    redaction: Arc<crate::redaction::Spec>,
 ) -> Result<Status, String> {
     let (name, driver, dir) = (name.to_string(), driver.clone(), dir.to_path_buf());
     tokio::task::spawn_blocking(move || {
@@ -401,7 +416,7 @@ pub async fn control_with(
             Some(lock(&dir, &name)?)
         };
         match &driver {
-            Driver::Process(p) => process::control(&name, p, &dir, verb),
+            Driver::Process(p) => process::control(&name, p, &dir, verb, &redaction),
             Driver::Command(c) => command::control(&name, c, verb),
         }
     })

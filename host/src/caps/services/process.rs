@@ -5,10 +5,12 @@
 //! never make runcap signal an unrelated process.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, LineWriter, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,7 @@ use super::{ServiceConfig, Status, Verb, only_for, parse_duration_or, parse_sign
 use crate::caps::now_ms;
 use crate::engine::cache::write_atomically;
 use crate::manifest::{KeyPath, Validator};
+use crate::redaction::Spec;
 
 /// A validated process service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,21 +198,22 @@ pub(super) fn control(
     def: &ProcessDef,
     dir: &Path,
     verb: Verb,
+    redaction: &Spec,
 ) -> Result<Status, String> {
     match verb {
         Verb::Status => Ok(status_of(name, dir)),
-        Verb::Start => start(name, def, dir),
+        Verb::Start => start(name, def, dir, redaction),
         Verb::Stop => stop(name, def, dir),
         Verb::Restart => {
             stop(name, def, dir)?;
-            let mut st = start(name, def, dir)?;
+            let mut st = start(name, def, dir, redaction)?;
             st.detail = format!("restarted: {}", st.detail);
             Ok(st)
         }
     }
 }
 
-fn start(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
+fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<Status, String> {
     let current = status_of(name, dir);
     if current.state == "running" {
         let mut st = current;
@@ -232,7 +236,7 @@ fn start(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
     }
     cmd.arg("--").arg(&def.command).args(&def.args);
     cmd.envs(&def.env)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe; the supervisor leaves runcap's session so a
@@ -246,6 +250,17 @@ fn start(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+    // The redaction rules and secret values go through a pipe, never into the supervisor's
+    // arguments or environment, where other local users could read them.
+    if let Some(mut stdin) = child.stdin.take() {
+        let spec = serde_json::to_vec(redaction).unwrap_or_default();
+        if let Err(e) = stdin.write_all(&spec) {
+            let _ = child.kill();
+            return Err(format!(
+                "cannot hand the redaction rules to the supervisor: {e}"
+            ));
+        }
+    }
     // Reap the supervisor if it ends while this process still runs.
     std::thread::spawn(move || child.wait());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -345,6 +360,45 @@ pub(super) fn kill(name: &str, dir: &Path) -> Result<u32, String> {
     Ok(pid)
 }
 
+/// Reads the redaction [`Spec`] runcap writes to the supervisor's stdin, and builds it.
+fn read_spec() -> Result<runcap_redact::Redactor, String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the rules: {e}"))?;
+    let spec: Spec = serde_json::from_str(&text).map_err(|e| format!("bad rules: {e}"))?;
+    spec.build()
+        .map(|r| r.with_max_line(PUMP_LINE))
+        .map_err(|e| e.to_string())
+}
+
+/// The longest line redacted in one piece in a service's log (longer ones are cut).
+const PUMP_LINE: usize = 64 * 1024;
+
+/// Copies one output stream of the service into its log, redacted, whole lines at a time
+/// so that stdout and stderr interleave by line.
+fn pump(redactor: &runcap_redact::Redactor, output: Box<dyn Read + Send>, log: &Mutex<File>) {
+    let reader = BufReader::with_capacity(PUMP_LINE, output);
+    let writer = LineWriter::with_capacity(PUMP_LINE, SharedLog(log));
+    let mut counts = runcap_redact::Counts::new();
+    let _ = redactor.redact_text_stream(reader, writer, &mut counts);
+}
+
+/// The log file, locked for each write.
+struct SharedLog<'a>(&'a Mutex<File>);
+
+impl Write for SharedLog<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn log_tail(dir: &Path, name: &str) -> String {
     let mut text = String::new();
     if let Ok(mut f) = std::fs::File::open(log_path(dir, name)) {
@@ -386,20 +440,36 @@ pub fn supervise(
         save(&record);
         return 2;
     };
-    let log_file = std::fs::OpenOptions::new()
+    // A service whose output cannot be redacted is not started: its log would keep what
+    // runcap promises never to store.
+    let redactor = match read_spec() {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            record.error = Some(format!("cannot set up log redaction: {e}"));
+            record.exited_at_ms = Some(now_ms());
+            save(&record);
+            return 2;
+        }
+    };
+    let log_file = match std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log);
-    let (out, err) = match log_file.and_then(|f| Ok((f.try_clone()?, f))) {
-        Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
-        Err(_) => (Stdio::null(), Stdio::null()),
+        .open(log)
+    {
+        Ok(f) => Arc::new(Mutex::new(f)),
+        Err(e) => {
+            record.error = Some(format!("cannot open {}: {e}", log.display()));
+            record.exited_at_ms = Some(now_ms());
+            save(&record);
+            return 2;
+        }
     };
     let spawned = Command::new(program)
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
@@ -410,6 +480,20 @@ pub fn supervise(
             return 1;
         }
     };
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut pumps = 0;
+    let outputs: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|o| Box::new(o) as _),
+        child.stderr.take().map(|e| Box::new(e) as _),
+    ];
+    for output in outputs.into_iter().flatten() {
+        let (redactor, log_file, done) = (redactor.clone(), log_file.clone(), done_tx.clone());
+        pumps += 1;
+        std::thread::spawn(move || {
+            pump(&redactor, output, &log_file);
+            let _ = done.send(());
+        });
+    }
     record.pid = Some(child.id());
     record.pid_start = crate::procinfo::start_time(child.id());
     save(&record);
@@ -427,6 +511,15 @@ pub fn supervise(
         Err(e) => record.error = Some(format!("lost track of the child: {e}")),
     }
     save(&record);
+    // Let the pumps write the service's last lines; a process it left behind may hold
+    // its pipes open, so do not wait for that.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for _ in 0..pumps {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
