@@ -261,11 +261,13 @@ fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<S
             ));
         }
     }
+    let supervisor = child.id();
     // Reap the supervisor if it ends while this process still runs.
     std::thread::spawn(move || child.wait());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(s) = read_state(dir, name) {
+        // Only this start's supervisor counts, not a late word from the one before.
+        if let Some(s) = read_state(dir, name).filter(|s| s.supervisor_pid == supervisor) {
             if let Some(pid) = is_ours(&s) {
                 // A child that dies at once (bad args) should be reported as a failed start.
                 std::thread::sleep(Duration::from_millis(50));
@@ -501,7 +503,19 @@ pub fn supervise(
         let _ = write_atomically(p, format!("{}\n", child.id()).as_bytes());
     }
     let status = child.wait();
-    record.exited_at_ms = Some(now_ms());
+    let exited_at = now_ms();
+    // Let the pumps write the service's last lines before the exit is recorded (whoever
+    // waits for the exit then finds them in the log). A process the service left behind
+    // may hold its pipes open, so wait only a moment for that (well within the moment
+    // `status_of` gives a supervisor to record an exit).
+    let deadline = Instant::now() + Duration::from_millis(300);
+    for _ in 0..pumps {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    record.exited_at_ms = Some(exited_at);
     match status {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;
@@ -510,16 +524,15 @@ pub fn supervise(
         }
         Err(e) => record.error = Some(format!("lost track of the child: {e}")),
     }
-    save(&record);
-    // Let the pumps write the service's last lines; a process it left behind may hold
-    // its pipes open, so do not wait for that.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    for _ in 0..pumps {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            break;
-        }
+    // Once the child is gone, a restart may already have handed the state file (and the
+    // pid file) to a new supervisor; leave them to it.
+    let current = std::fs::read_to_string(state)
+        .ok()
+        .and_then(|t| serde_json::from_str::<StateFile>(&t).ok());
+    if current.is_some_and(|c| c.supervisor_pid != record.supervisor_pid) {
+        return 0;
     }
+    save(&record);
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
