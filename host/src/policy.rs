@@ -187,6 +187,25 @@ impl Policy {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         let help = format!("narrow it, or raise the ceiling in {policy_name}");
+        // Each plugin's grants, read once, with its directories resolved against the files
+        // that wrote them (ceilings' were resolved against the policy file at load).
+        let granted: Vec<(&String, &toml::Value, Option<Grants>)> = plugins
+            .iter()
+            .map(|(name, table)| {
+                let mut grants = compare::grants_of(table);
+                if let Some(fs) = grants.as_mut().and_then(|g| g.fs.as_mut()) {
+                    let fp = KeyPath::root()
+                        .key("plugins")
+                        .key(name)
+                        .key("grants")
+                        .key("fs");
+                    fs::resolve_paths(fs, |dir| {
+                        dir_of(&env.source.origin(&fp.key(dir).key("path")).path)
+                    });
+                }
+                (name, table, grants)
+            })
+            .collect();
         for (scope, ceiling) in &self.ceilings {
             if scope != "*" && scope != &env.name {
                 continue;
@@ -197,18 +216,12 @@ impl Policy {
             } else {
                 format!("the {scope}")
             };
-            for (name, table) in &plugins {
+            for &(name, table, ref grants) in &granted {
                 let at = KeyPath::root().key("plugins").key(name);
-                let Some(mut grants) = compare::grants_of(table) else {
+                let Some(grants) = grants else {
                     continue;
                 };
-                if let Some(fs) = &mut grants.fs {
-                    let fp = at.key("grants").key("fs");
-                    fs::resolve_paths(fs, |dir| {
-                        dir_of(&env.source.origin(&fp.key(dir).key("path")).path)
-                    });
-                }
-                for d in compare::per_capability(&ceiling.grants, &grants) {
+                for d in compare::per_capability(&ceiling.grants, grants) {
                     let gp = at.key("grants").key(d.capability);
                     if d.new && ceiling.deny.iter().any(|x| x == d.capability) {
                         let i = ceiling

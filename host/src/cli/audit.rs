@@ -65,7 +65,7 @@ pub fn head(env: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
             "{}",
             serde_json::json!({ "rows": verdict.rows, "anchor": verdict.anchor })
         );
-        return 0;
+        return if verdict.anchor.is_some() { 0 } else { 1 };
     }
     match &verdict.anchor {
         Some(a) => {
