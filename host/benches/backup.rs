@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runcap::caps::backup::{BackupGrant, RepositoryDef, Source};
-use runcap::caps::secrets::{SecretSource, SecretStore};
-use runcap::caps::{Shared, ValidGrants};
+use runcap::caps::backup::{Backup, BackupGrant, RepositoryDef, Source};
+use runcap::caps::{Resources, ValidGrants};
 use runcap::engine::{CompileCache, Runtime};
 use runcap::manifest::{Limits, PluginSpec};
 use runcap::runner::{self, Invocation, Status};
+use runcap::secrets::{SecretSource, SecretStore};
 use runcap_repo::{Repository, SnapshotOptions};
 
 const MIB: u64 = 1 << 20;
@@ -153,12 +153,13 @@ fn main() {
             time: Duration::from_secs(3600),
             ..Limits::default()
         },
-        grants: ValidGrants {
-            backup: Some(Arc::new(grant)),
-            ..ValidGrants::default()
+        grants: {
+            let mut g = ValidGrants::default();
+            g.insert::<Backup, BackupGrant>(Arc::new(grant));
+            g
         },
     };
-    let mut shared = Shared::none();
+    let mut shared = Resources::none();
     shared.secrets = Arc::new(SecretStore::new(BTreeMap::from([(
         "key".to_string(),
         SecretSource::File(work.path().join("key")),

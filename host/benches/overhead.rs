@@ -38,7 +38,7 @@ fn main() {
         .build()
         .unwrap();
     let runtime = Runtime::new(CompileCache::disabled(), 64).expect("engine");
-    let shared = runcap::caps::Shared::none();
+    let shared = runcap::caps::Resources::none();
     let plugin = runtime.load(&spec, &shared).expect("load noop");
     let inv = Invocation {
         run_id: "bench".into(),

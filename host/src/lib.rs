@@ -3,7 +3,10 @@
 //!
 //! - [`manifest`]: TOML → validated [`manifest::Environment`], with located diagnostics.
 //! - [`engine`]: wasmtime engine, compile cache, plugin loading and import checks.
-//! - [`caps`]: one module per capability (grant, checks, host implementation, audit).
+//! - [`caps`]: one module per capability (grant, checks, host implementation, audit),
+//!   each implementing [`caps::Capability`] and listed once in [`caps::REGISTRY`].
+//! - [`services`], [`secrets`], [`chaos`]: what the environment declares and runcap drives
+//!   (supervised services, secret values, faults and drill proxies), which capabilities use.
 //! - [`lockfile`]: `runcap.lock`, what each environment may do as last approved, and diffs.
 //! - [`policy`]: ceilings on what any plugin may be granted per environment.
 //! - [`runner`]: one action in a fresh instance, classified however it ends.
@@ -13,13 +16,17 @@
 
 pub mod bindings;
 pub mod caps;
+pub mod chaos;
 pub mod cli;
 pub mod engine;
 pub mod lockfile;
 pub mod manifest;
+pub mod net;
 pub mod policy;
 pub mod procinfo;
 pub mod redaction;
 pub mod runbook;
 pub mod runner;
+pub mod secrets;
+pub mod services;
 pub mod store;

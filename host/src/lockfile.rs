@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::caps::compare::{self, Change, ChangeKind, fmt_duration, fmt_size};
+use crate::caps::compare::{Change, ChangeKind, fmt_duration, fmt_size};
 use crate::manifest::{Environment, KeyPath};
 
 /// The lockfile's name, beside the manifest.
@@ -326,24 +326,29 @@ pub fn diff(old: &EnvLock, new: &EnvLock) -> Vec<Change> {
             ));
         }
         out.extend(
-            compare::diff_limits(&limits(&o.limits), &limits(&n.limits))
+            limits(&o.limits)
+                .diff(&limits(&n.limits))
                 .into_iter()
                 .map(|c| c.under(&at)),
         );
-        let grants =
-            |t: &toml::Table| toml::Value::Table(t.clone()).try_into::<crate::caps::Grants>();
-        match (grants(&o.grants), grants(&n.grants)) {
-            (Ok(og), Ok(ng)) => out.extend(
-                compare::diff_grants(&og, &ng)
+        let grants = |t: &toml::Table| -> crate::caps::Grants {
+            t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let readable = crate::caps::per_capability(&grants(&o.grants), &grants(&n.grants))
+            .iter()
+            .all(|d| d.changes.is_ok());
+        if readable {
+            out.extend(
+                crate::caps::diff_grants(&grants(&o.grants), &grants(&n.grants))
                     .into_iter()
                     .map(|c| c.under(&at)),
-            ),
-            _ if o.grants != n.grants => out.push(Change::new(
+            );
+        } else if o.grants != n.grants {
+            out.push(Change::new(
                 at.key("grants"),
                 ChangeKind::Changed,
                 "grants changed and cannot be compared (they do not read as grants)",
-            )),
-            _ => {}
+            ));
         }
     }
     for name in old.plugins.keys() {
@@ -423,7 +428,7 @@ fn limits(l: &LimitsLock) -> crate::manifest::Limits {
     t.insert("memory".into(), l.memory.clone().into());
     t.insert("time".into(), l.time.clone().into());
     t.insert("output".into(), l.output.clone().into());
-    compare::limits_from(Some(&toml::Value::Table(t)))
+    crate::manifest::Limits::from_written(Some(&toml::Value::Table(t)))
 }
 
 /// The first characters of a digest, for messages (a lockfile is user input: never

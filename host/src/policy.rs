@@ -37,8 +37,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::caps::compare::{self, fmt_duration, fmt_size};
-use crate::caps::{CAPABILITIES, Grants, fs};
+use crate::caps::compare::{fmt_duration, fmt_size};
+use crate::caps::{self, Grants};
 use crate::manifest::compose::{dir_of, display_path};
 use crate::manifest::{Diagnostic, Diagnostics, Environment, KeyPath, SourceFile, raw, units};
 
@@ -102,11 +102,7 @@ impl Policy {
             .map_err(|e| Diagnostics(vec![crate::manifest::validate::toml_error(&source, &e)]))?;
         let mut problems = Vec::new();
         let mut ceilings = BTreeMap::new();
-        let known: Vec<&str> = CAPABILITIES
-            .iter()
-            .filter(|c| c.grant_key.is_some())
-            .map(|c| c.name)
-            .collect();
+        let known: Vec<&str> = caps::grantable().map(|c| c.name()).collect();
         for (env, c) in raw.environments {
             let at = KeyPath::root().key("environments").key(&env);
             for (i, name) in c.deny.iter().enumerate() {
@@ -135,10 +131,25 @@ impl Policy {
                     .ok()
             });
             let mut grants = c.grants;
-            if let Some(fs) = &mut grants.fs {
-                // A ceiling's relative directories are relative to the policy file.
-                fs::resolve_paths(fs, |_| dir_of(&source.path));
+            for (name, ceiling) in &grants {
+                let gp = at.key("grants").key(name);
+                match caps::by_name(name).filter(|c| known.contains(&c.name())) {
+                    None => problems.push(Diagnostic::at(
+                        &*source,
+                        &gp,
+                        format!("`{name}` is not a capability runcap grants"),
+                        Some(format!("capabilities: {}", known.join(", "))),
+                    )),
+                    Some(cap) => {
+                        // A ceiling is written like a grant: it must read as one.
+                        if let Err(e) = cap.diff(ceiling, ceiling) {
+                            problems.push(Diagnostic::at(&*source, &gp, e, None));
+                        }
+                    }
+                }
             }
+            // A ceiling's relative directories are relative to the policy file.
+            caps::resolve_grant_paths(&mut grants, &|_| dir_of(&source.path));
             ceilings.insert(
                 env,
                 Ceiling {
@@ -192,15 +203,12 @@ impl Policy {
         let granted: Vec<(&String, &toml::Value, Option<Grants>)> = plugins
             .iter()
             .map(|(name, table)| {
-                let mut grants = compare::grants_of(table);
-                if let Some(fs) = grants.as_mut().and_then(|g| g.fs.as_mut()) {
-                    let fp = KeyPath::root()
-                        .key("plugins")
-                        .key(name)
-                        .key("grants")
-                        .key("fs");
-                    fs::resolve_paths(fs, |dir| {
-                        dir_of(&env.source.origin(&fp.key(dir).key("path")).path)
+                let mut grants = caps::grants_of(table);
+                if let Some(g) = grants.as_mut() {
+                    let gp = KeyPath::root().key("plugins").key(name).key("grants");
+                    caps::resolve_grant_paths(g, &|p| {
+                        let at = crate::manifest::compose::concat(&gp, p);
+                        dir_of(&env.source.origin(&at).path)
                     });
                 }
                 (name, table, grants)
@@ -221,7 +229,7 @@ impl Policy {
                 let Some(grants) = grants else {
                     continue;
                 };
-                for d in compare::per_capability(&ceiling.grants, grants) {
+                for d in caps::per_capability(&ceiling.grants, grants) {
                     let gp = at.key("grants").key(d.capability);
                     if d.new && ceiling.deny.iter().any(|x| x == d.capability) {
                         let i = ceiling
@@ -245,7 +253,8 @@ impl Policy {
                         continue;
                     }
                     let ceiling_at = self.position(&cp.key("grants").key(d.capability));
-                    for c in d.changes.into_iter().filter(|c| c.widens()) {
+                    let changes = d.changes.unwrap_or_default();
+                    for c in changes.into_iter().filter(|c| c.widens()) {
                         let path = crate::manifest::compose::concat(&gp, &c.path);
                         out.push(Diagnostic::at(
                             &env.source,

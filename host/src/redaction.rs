@@ -5,7 +5,7 @@
 //! streams log files through; the manifest's `[redaction]` table selects them (default: the
 //! crate's default set) and adds custom ones, and the value of every `[secrets.NAME]` runcap
 //! can read is added as a literal. The redactor is built once per command
-//! ([`crate::caps::Shared`]) and applied:
+//! ([`crate::caps::Resources`]) and applied:
 //!
 //! - to every action's report, once, where it is made ([`crate::runner`]): outcome summary,
 //!   details (string values and object keys), metric names, failure message, log lines,
@@ -28,7 +28,7 @@ use serde_json::Value;
 
 pub use runcap_redact::{Config, Counts, Redactor};
 
-use crate::caps::secrets::SecretStore;
+use crate::secrets::SecretStore;
 
 /// Everything a redactor is built from, so another process (a service's supervisor) can
 /// build the same one.
@@ -190,13 +190,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("k");
         std::fs::write(&file, "file-secret-123\n").unwrap();
-        let store = SecretStore::new(
-            [(
-                "k".to_string(),
-                crate::caps::secrets::SecretSource::File(file),
-            )]
-            .into(),
-        );
+        let store =
+            SecretStore::new([("k".to_string(), crate::secrets::SecretSource::File(file))].into());
         let r = host_redactor(&Spec::new(&Config::default(), &store));
         assert_eq!(
             r.redact_str("v=file-secret-123 mail a@example.com"),

@@ -8,67 +8,17 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::runcap::plugin::types as wit;
-use crate::caps::log::{LogLine, LogState};
-use crate::caps::{ActionInfo, CallRecord, CallSink, HostState, MemoryLimiter, now_ms, wasi};
+use crate::caps::log::{Log, LogLine};
+use crate::caps::{
+    self, ActionCore, ActionInfo, ActionSetup, CallRecord, CallSink, HostState, MemoryLimiter,
+    Prepared, now_ms, wasi,
+};
 use crate::engine::{EPOCH_TICK, Plugin, Runtime};
 
-/// The verdict of an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The step's `when` was false; it did not run.
-    Skipped,
-    Ok,
-    Warn,
-    Fail,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Skipped => "skipped",
-            Status::Ok => "ok",
-            Status::Warn => "warn",
-            Status::Fail => "fail",
-        }
-    }
-}
-
-/// Why an action produced no outcome of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    InvalidParams,
-    Denied,
-    PluginError,
-    Timeout,
-    OutOfMemory,
-    Trap,
-    OutputTooLarge,
-    Load,
-    /// The run was cancelled (Ctrl-C, SIGTERM) while the action ran.
-    Cancelled,
-}
-
-impl FailureKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::InvalidParams => "invalid-params",
-            FailureKind::Denied => "denied",
-            FailureKind::PluginError => "plugin-error",
-            FailureKind::Timeout => "timeout",
-            FailureKind::OutOfMemory => "out-of-memory",
-            FailureKind::Trap => "trap",
-            FailureKind::OutputTooLarge => "output-too-large",
-            FailureKind::Load => "load",
-            FailureKind::Cancelled => "cancelled",
-        }
-    }
-}
+pub use crate::store::records::{FailureKind, StepStatus as Status};
 
 /// An action that ended without an outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -150,18 +100,22 @@ fn new_store(
     let stderr = wasi::Capture::new(output);
     let mut wasi = wasi::builder(&stdout, &stderr);
     // A cert-expiry fault on this plugin moves the wall clock its actions see.
-    let offset = plugin
-        .granted
-        .clocks
-        .as_ref()
-        .map_or(0, |c| c.clock_offset(&plugin.spec.name));
+    let offset = plugin.resources.faults.clock_offset(&plugin.spec.name);
     if offset != 0 {
-        wasi.wall_clock(crate::caps::faults::OffsetClock(offset));
+        wasi.wall_clock(crate::chaos::OffsetClock(offset));
     }
-    let preopens = match &plugin.granted.fs {
-        Some(fs) if granted => fs.preopen(&mut wasi, dry_run)?,
-        _ => Vec::new(),
+    let granted = if granted {
+        plugin.granted.clone()
+    } else {
+        std::sync::Arc::new(Prepared::default())
     };
+    let mut setup = ActionSetup {
+        wasi: &mut wasi,
+        dry_run,
+        records: Vec::new(),
+    };
+    caps::begin_action(&granted, &mut setup).map_err(|e| e.to_string())?;
+    let preopens = setup.records;
     let deadline = Instant::now() + limit;
     let action = inv.map(|i| ActionInfo {
         run_id: i.run_id.clone(),
@@ -169,35 +123,24 @@ fn new_store(
         runbook: i.runbook.clone(),
         step: i.step.clone(),
     });
-    let state = HostState {
+    let core = ActionCore {
         plugin: plugin.spec.name.as_str().into(),
         action: action.unwrap_or_default(),
         sink: inv.and_then(|i| i.sink.clone()),
         dry_run,
         deadline,
-        wasi: wasi.build(),
-        table: ResourceTable::new(),
-        limiter: MemoryLimiter {
-            memory_limit: plugin.spec.limits.memory as usize,
-            hit: false,
-        },
-        stdout,
-        stderr,
-        log: LogState {
-            budget: plugin.spec.limits.output,
-            ..LogState::default()
-        },
-        granted: if granted {
-            plugin.granted.clone()
-        } else {
-            crate::caps::Prepared::default()
-        },
+        output_limit: plugin.spec.limits.output,
         calls: Vec::new(),
-        redactor: plugin.redactor.clone(),
+        redactor: plugin.resources.redactor.clone(),
     };
+    let limiter = MemoryLimiter {
+        memory_limit: plugin.spec.limits.memory as usize,
+        hit: false,
+    };
+    let state = HostState::new(core, wasi.build(), limiter, stdout, stderr, granted);
     let mut store = Store::new(runtime.engine(), state);
     for call in preopens {
-        store.data_mut().record(call);
+        store.data_mut().core.record(call);
     }
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
@@ -225,7 +168,7 @@ pub async fn run_action(
         Ok(s) => s,
         Err(message) => {
             let mut report = ActionReport::failed(FailureKind::Load, message);
-            report.scrub(&plugin.redactor);
+            report.scrub(&plugin.resources.redactor);
             return report;
         }
     };
@@ -293,8 +236,9 @@ fn finish(
     output_limit: u64,
     elapsed: Duration,
 ) -> ActionReport {
+    let log = store.data_mut().take_state::<Log>();
     let state = store.data_mut();
-    let redactor = state.redactor.clone();
+    let redactor = state.core.redactor.clone();
     let (mut stdout, mut stdout_dropped) = state.stdout.take();
     let (mut stderr, mut stderr_dropped) = state.stderr.take();
     for (text, dropped) in [
@@ -311,8 +255,8 @@ fn finish(
         details: serde_json::json!({}),
         metrics: Vec::new(),
         failure: None,
-        logs: std::mem::take(&mut state.log.lines),
-        logs_dropped: state.log.dropped,
+        logs: log.lines,
+        logs_dropped: log.dropped,
         stdout: Captured {
             text: stdout,
             dropped: stdout_dropped,
@@ -321,7 +265,7 @@ fn finish(
             text: stderr,
             dropped: stderr_dropped,
         },
-        calls: std::mem::take(&mut state.calls),
+        calls: std::mem::take(&mut state.core.calls),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
     };
     let fail = |report: &mut ActionReport, kind: FailureKind, message: String| {

@@ -37,7 +37,7 @@ pub use backup::{
 pub use context::{Context, Host, Level};
 pub use faults::{Fault, FaultError, FaultKind, FaultSpec};
 pub use http::{HttpError, HttpRequest, HttpResponse, Method};
-pub use notify::{Notification, NotifyError};
+pub use notify::{Notification, NotifyError, Severity};
 pub use outcome::{ActionError, Outcome, Status};
 pub use services::{ServiceError, ServiceState, ServiceStatus, Verb};
 

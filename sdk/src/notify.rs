@@ -2,11 +2,45 @@
 
 use crate::outcome::ActionError;
 
+/// How urgent a message is; params name it in lower case (`"high"`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    #[default]
+    Info,
+}
+
+impl Severity {
+    /// The word messages use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::Info => "info",
+        }
+    }
+}
+
 /// A message for a notification channel.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Notification {
-    /// critical, high, medium, low or info.
-    pub severity: String,
+    pub severity: Severity,
     pub title: String,
     pub text: String,
     pub fields: Vec<(String, String)>,

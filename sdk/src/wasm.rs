@@ -70,8 +70,15 @@ pub(crate) fn notify(
     message: &crate::notify::Notification,
 ) -> Result<(), crate::notify::NotifyError> {
     use crate::bindings::runcap::plugin::notify as wit_notify;
+    use crate::notify::Severity as S;
     let m = wit_notify::Message {
-        severity: message.severity.clone(),
+        severity: match message.severity {
+            S::Critical => wit_notify::Severity::Critical,
+            S::High => wit_notify::Severity::High,
+            S::Medium => wit_notify::Severity::Medium,
+            S::Low => wit_notify::Severity::Low,
+            S::Info => wit_notify::Severity::Info,
+        },
         title: message.title.clone(),
         text: message.text.clone(),
         fields: message.fields.clone(),

@@ -369,7 +369,16 @@ fn killed_mid_fault(
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(in_effect(&d), "nothing reverted it yet ({active})");
+    // A read-only command says what was left behind and changes nothing.
     let out = d.sb.run(&["faults"]);
+    assert!(
+        out.stderr().contains("was left open by a runcap that died")
+            && out.stderr().contains("runcap recover"),
+        "{}",
+        out.stderr()
+    );
+    assert!(in_effect(&d), "`runcap faults` reverted nothing");
+    let out = d.sb.run(&["recover"]);
     assert!(
         out.stderr().contains("reverted fault")
             && out.stderr().contains("left open by a runcap that died"),

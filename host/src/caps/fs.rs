@@ -17,14 +17,82 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use wasmtime::component::Linker;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::caps::CallRecord;
 use crate::caps::compare::{Change, ChangeKind};
+use crate::caps::core::{
+    ActionSetup, CallRecord, Capability, Declared, Granted, HostState, PrepareError, Resources,
+};
 use crate::manifest::{KeyPath, Validator};
 
-/// The WASI interface whose import means "uses its fs grant".
-pub const INTERFACE: &str = "wasi:filesystem/preopens";
+/// The `fs` capability.
+pub struct Fs;
+
+impl Capability for Fs {
+    const NAME: &'static str = "fs";
+    /// The WASI interface whose import means "uses its fs grant".
+    const INTERFACE: &'static str = "wasi:filesystem/preopens";
+    const GRANTED: Granted = Granted::ByGrantImportFree;
+    type Config = FsGrantConfig;
+    type Grant = FsGrant;
+    type Access = Arc<FsGrant>;
+    type State = ();
+
+    fn hint(plugin: &str) -> String {
+        format!(
+            "[plugins.{plugin}.grants.fs]   # name = {{ path = \"dir\", mode = \"ro\" }}, seen by the plugin as /name"
+        )
+    }
+
+    fn validate(
+        v: &mut Validator,
+        at: &KeyPath,
+        raw: FsGrantConfig,
+        _: &Declared,
+    ) -> Option<FsGrant> {
+        FsGrant::validate(v, at, raw)
+    }
+
+    fn diff(old: &FsGrantConfig, new: &FsGrantConfig) -> Vec<Change> {
+        diff(old, new)
+    }
+
+    fn describe(grant: &FsGrant) -> Vec<String> {
+        grant.describe()
+    }
+
+    fn resolve_paths(raw: &mut toml::Value, dir_of: &dyn Fn(&KeyPath) -> PathBuf) {
+        let Some(dirs) = raw.as_table_mut() else {
+            return;
+        };
+        for (name, dir) in dirs.iter_mut() {
+            if let Some(path) = dir.get_mut("path")
+                && let Some(written) = path.as_str()
+            {
+                let at = KeyPath::root().key(name.as_str()).key("path");
+                *path = toml::Value::String(resolved(&dir_of(&at), written));
+            }
+        }
+    }
+
+    fn prepare(grant: Arc<FsGrant>, _: &Resources) -> Result<Arc<FsGrant>, PrepareError> {
+        Ok(grant)
+    }
+
+    fn begin_action(grant: &Arc<FsGrant>, setup: &mut ActionSetup) -> Result<(), PrepareError> {
+        let records = grant
+            .preopen(setup.wasi, setup.dry_run)
+            .map_err(PrepareError)?;
+        setup.records.extend(records);
+        Ok(())
+    }
+
+    fn add_to_linker(_: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        // WASI's file system is linked with the rest of WASI; a grant adds preopens.
+        Ok(())
+    }
+}
 
 /// `[plugins.NAME.grants.fs]` as written: directory name → where and how.
 pub type FsGrantConfig = BTreeMap<String, DirConfig>;
@@ -77,7 +145,7 @@ pub struct FsGrant {
 }
 
 impl FsGrant {
-    pub fn validate(v: &mut Validator, path: &KeyPath, raw: FsGrantConfig) -> Option<Arc<Self>> {
+    pub fn validate(v: &mut Validator, path: &KeyPath, raw: FsGrantConfig) -> Option<Self> {
         let mut ok = true;
         let mut dirs: Vec<Dir> = Vec::new();
         for (name, c) in raw {
@@ -148,11 +216,9 @@ impl FsGrant {
                 mode,
             });
         }
-        ok.then(|| {
-            Arc::new(FsGrant {
-                dirs,
-                key: path.to_string(),
-            })
+        ok.then(|| FsGrant {
+            dirs,
+            key: path.to_string(),
         })
     }
 
@@ -189,8 +255,8 @@ impl FsGrant {
             if d.mode == Mode::ReadWrite && !d.host.exists() {
                 if dry_run {
                     records.push(
-                        CallRecord::dry_run("fs", "preopen", &target)
-                            .with_result("not created in a dry run; not available".into()),
+                        CallRecord::dry_run(Fs::NAME, "preopen", &target)
+                            .with_result("not created in a dry run; not available"),
                     );
                     continue;
                 }
@@ -219,10 +285,10 @@ impl FsGrant {
                     )
                 })?;
             records.push(if d.mode == Mode::ReadWrite && dry_run {
-                CallRecord::dry_run("fs", "preopen", &target)
-                    .with_result("read-only in a dry run".into())
+                CallRecord::dry_run(Fs::NAME, "preopen", &target)
+                    .with_result("read-only in a dry run")
             } else {
-                CallRecord::allowed("fs", "preopen", &target)
+                CallRecord::allowed(Fs::NAME, "preopen", &target)
             });
         }
         Ok(records)
@@ -314,36 +380,9 @@ pub fn diff(old: &FsGrantConfig, new: &FsGrantConfig) -> Vec<Change> {
     out
 }
 
-/// Makes every directory of `grant` absolute, resolving a relative one against
-/// `dir_of(name)` (the directory of the file that wrote it), as the grant itself does.
-pub fn resolve_paths(grant: &mut FsGrantConfig, dir_of: impl Fn(&str) -> PathBuf) {
-    for (name, d) in grant.iter_mut() {
-        d.path = resolved(&dir_of(name), &d.path);
-    }
-}
-
 /// `written`, resolved against `dir` and normalized, as text.
 fn resolved(dir: &Path, written: &str) -> String {
     normalize(&dir.join(written)).to_string_lossy().into_owned()
-}
-
-/// [`resolve_paths`] on a plugin's table as written (`grants.fs.NAME.path`), for
-/// comparisons made before the grants are read.
-pub fn resolve_plugin_paths(plugin: &mut toml::Value, dir_of: impl Fn(&str) -> PathBuf) {
-    let Some(dirs) = plugin
-        .get_mut("grants")
-        .and_then(|g| g.get_mut("fs"))
-        .and_then(|f| f.as_table_mut())
-    else {
-        return;
-    };
-    for (name, dir) in dirs.iter_mut() {
-        if let Some(path) = dir.get_mut("path")
-            && let Some(written) = path.as_str()
-        {
-            *path = toml::Value::String(resolved(&dir_of(name), written));
-        }
-    }
 }
 
 /// `path` with `.` dropped and each `..` taking away the name before it, without looking
@@ -365,6 +404,73 @@ fn lexical(path: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::testing::{self, Decl};
+
+    fn begin(grant: &Arc<FsGrant>, dry_run: bool) -> Vec<CallRecord> {
+        let out = crate::caps::wasi::Capture::new(16);
+        let mut wasi = crate::caps::wasi::builder(&out, &out);
+        let mut setup = ActionSetup {
+            wasi: &mut wasi,
+            dry_run,
+            records: Vec::new(),
+        };
+        Fs::begin_action(grant, &mut setup).unwrap();
+        setup.records
+    }
+
+    #[test]
+    fn granted_directories_are_preopened_and_recorded() {
+        let (_d, dir) = testing::dir();
+        std::fs::create_dir(dir.join("logs")).unwrap();
+        let grant = testing::grant::<Fs>(
+            "[plugins.p.grants.fs]\ninput = { path = \"logs\" }\noutput = { path = \"out\", mode = \"rw\" }\n",
+            &dir,
+            &Decl::default(),
+        )
+        .unwrap();
+        let dry = begin(&grant, true);
+        assert!(!dir.join("out").exists(), "a dry run creates nothing");
+        assert_eq!(
+            dry.iter().map(|r| r.decision).collect::<Vec<_>>(),
+            [
+                crate::caps::Decision::Allowed,
+                crate::caps::Decision::DryRun
+            ]
+        );
+        let records = begin(&grant, false);
+        assert!(
+            dir.join("out").is_dir(),
+            "a read-write directory is created on first use"
+        );
+        let targets: Vec<&str> = records.iter().map(|r| r.target.as_str()).collect();
+        assert!(
+            targets[0].starts_with("/input = ") && targets[0].ends_with("(ro)"),
+            "{targets:?}"
+        );
+        assert!(
+            targets[1].starts_with("/output = ") && targets[1].ends_with("(rw)"),
+            "{targets:?}"
+        );
+    }
+
+    #[test]
+    fn grant_errors_name_the_line_and_the_fix() {
+        let (_d, dir) = testing::dir();
+        std::fs::create_dir_all(dir.join("logs/app")).unwrap();
+        std::fs::write(dir.join("file"), "x").unwrap();
+        let errors = testing::grant::<Fs>(
+            "[plugins.p.grants.fs]\na = { path = \"logs\" }\nb = { path = \"logs/app\" }\nc = { path = \"file\" }\nd = { path = \"missing\" }\ne = { path = \"logs\", mode = \"rwx\" }\n",
+            &dir,
+            &Decl::default(),
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errors.contains("overlaps `a`"), "{errors}");
+        assert!(errors.contains("is not a directory"), "{errors}");
+        assert!(errors.contains("cannot use directory"), "{errors}");
+        assert!(errors.contains("`rwx` is not a mode"), "{errors}");
+        testing::grant::<Fs>(&Fs::hint("p"), &dir, &Decl::default()).unwrap();
+    }
 
     #[test]
     fn normalize_settles_dots_and_missing_tails() {

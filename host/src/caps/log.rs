@@ -7,35 +7,75 @@
 //! | enforced | lines count against the plugin's `limits.output`; the excess is dropped and counted |
 //! | audit | lines are kept with the step, not as capability calls |
 
-use serde::Serialize;
+use std::sync::Arc;
+
+use wasmtime::component::Linker;
 
 use crate::bindings::runcap::plugin::log as wit;
-use crate::caps::HostState;
+use crate::caps::compare::Change;
+use crate::caps::core::{
+    CapCtx, CapData, Capability, Declared, Granted, HostState, PrepareError, Resources, now_ms,
+};
+use crate::manifest::{KeyPath, Validator};
+pub use crate::store::records::{Level, LogLine};
 
-/// The WIT interface this module implements.
-pub const INTERFACE: &str = "runcap:plugin/log";
-
-/// One line a plugin wrote.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LogLine {
-    pub level: &'static str,
-    pub message: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<(String, String)>,
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-}
+/// The `log` capability.
+pub struct Log;
 
 /// Lines of the current action, bounded by the output limit.
 #[derive(Default)]
 pub struct LogState {
     pub lines: Vec<LogLine>,
     pub bytes: u64,
-    pub budget: u64,
     pub dropped: u64,
 }
 
-impl wit::Host for HostState {
+impl Capability for Log {
+    const NAME: &'static str = "log";
+    const INTERFACE: &'static str = "runcap:plugin/log";
+    const GRANTED: Granted = Granted::Always;
+    type Config = ();
+    type Grant = ();
+    type Access = ();
+    type State = LogState;
+
+    fn hint(_plugin: &str) -> String {
+        String::new()
+    }
+
+    fn validate(_: &mut Validator, _: &KeyPath, _: (), _: &Declared) -> Option<()> {
+        Some(())
+    }
+
+    fn diff(_: &(), _: &()) -> Vec<Change> {
+        Vec::new()
+    }
+
+    fn describe(_: &()) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn prepare(_: Arc<()>, _: &Resources) -> Result<(), PrepareError> {
+        Ok(())
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
+    }
+}
+
+impl From<wit::Level> for Level {
+    fn from(l: wit::Level) -> Self {
+        match l {
+            wit::Level::Debug => Level::Debug,
+            wit::Level::Info => Level::Info,
+            wit::Level::Warn => Level::Warn,
+            wit::Level::Error => Level::Error,
+        }
+    }
+}
+
+impl wit::Host for CapCtx<'_, Log> {
     async fn write(
         &mut self,
         level: wit::Level,
@@ -47,24 +87,56 @@ impl wit::Host for HostState {
                 .iter()
                 .map(|(k, v)| (k.len() + v.len()) as u64)
                 .sum::<u64>();
-        let log = &mut self.log;
-        if log.bytes + size > log.budget {
+        let budget = self.core.output_limit;
+        let log = &mut *self.state;
+        if log.bytes + size > budget {
             log.dropped += 1;
             return Ok(());
         }
         log.bytes += size;
-        let level = match level {
-            wit::Level::Debug => "debug",
-            wit::Level::Info => "info",
-            wit::Level::Warn => "warn",
-            wit::Level::Error => "error",
-        };
         log.lines.push(LogLine {
-            level,
+            level: level.into(),
             message,
             fields,
-            at_ms: crate::caps::now_ms(),
+            at_ms: now_ms(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::testing::action;
+
+    #[tokio::test]
+    async fn lines_are_kept_until_the_output_limit_then_counted() {
+        let mut state = action(crate::caps::Prepared::default(), false, 40);
+        {
+            let mut ctx = state.view::<Log>();
+            wit::Host::write(&mut ctx, wit::Level::Warn, "disk at 91%".into(), vec![])
+                .await
+                .unwrap();
+            wit::Host::write(
+                &mut ctx,
+                wit::Level::Info,
+                "x".repeat(20),
+                vec![("mount".into(), "/var".into())],
+            )
+            .await
+            .unwrap();
+            wit::Host::write(&mut ctx, wit::Level::Error, "over".repeat(10), vec![])
+                .await
+                .unwrap();
+        }
+        let log = state.take_state::<Log>();
+        assert_eq!(log.lines.len(), 2);
+        assert_eq!(log.lines[0].level, Level::Warn);
+        assert_eq!(log.lines[1].fields, vec![("mount".into(), "/var".into())]);
+        assert_eq!(log.dropped, 1);
+        assert!(
+            state.core.calls.is_empty(),
+            "log lines are not capability calls"
+        );
     }
 }

@@ -1,13 +1,19 @@
 //! Capabilities: everything a plugin can ask the host to do.
 //!
-//! Each capability is one module with the same parts, in the same order: a doc table
-//! (what it grants, manifest key, default, how it is enforced, what is audited), its
-//! grant type and validation, its per-action state, and its WIT `Host` impl on
-//! [`HostState`]. Adding one means: a WIT interface, a module here, a field in
-//! [`Grants`]/[`ValidGrants`]/[`HostState`], and an entry in [`CAPABILITIES`].
+//! Each capability is one module implementing [`Capability`] once (see
+//! [`core`](self::core) and `README.md` in this directory for how to add one), and one
+//! line in [`REGISTRY`]. Everything that concerns all capabilities iterates that list:
+//! validating a plugin's grants ([`validate_grants`]), comparing grants for overlays,
+//! lockfiles and policy ceilings ([`per_capability`]), checking a component's imports
+//! ([`by_interface`]), describing grants for `runcap caps`, preparing a plugin's access
+//! ([`prepare`]) and per-action set-up ([`begin_action`]), and linking ([`add_to_linker`]).
+//!
+//! Capability modules import [`core`](self::core), [`compare`] and [`wasi`], never each
+//! other and never this file.
 
 pub mod backup;
 pub mod compare;
+pub mod core;
 pub mod faults;
 pub mod fs;
 pub mod http;
@@ -15,484 +21,390 @@ pub mod log;
 pub mod notify;
 pub mod secrets;
 pub mod services;
+#[cfg(test)]
+pub mod testing;
 pub mod wasi;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::runcap::plugin as wit;
 use crate::manifest::{KeyPath, Validator};
+use compare::{Change, ChangeKind};
+pub use core::{
+    ActionCore, ActionInfo, ActionSetup, CallRecord, CallSink, Capability, Decision, Declared,
+    Entry, Granted, HostState, MemoryLimiter, PrepareError, Prepared, Resources, ValidGrants,
+    now_ms,
+};
 
-/// `[plugins.NAME.grants]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    /// `[plugins.NAME.grants.http]`
-    pub http: Option<http::HttpGrantConfig>,
-    /// `[plugins.NAME.grants.notify]`
-    pub notify: Option<notify::NotifyGrantConfig>,
-    /// `[plugins.NAME.grants.services]`
-    pub services: Option<services::ServicesGrantConfig>,
-    /// `secrets = ["NAME", …]` under `[plugins.NAME.grants]`
-    pub secrets: Option<secrets::SecretsGrantConfig>,
-    /// `[plugins.NAME.grants.faults]`
-    pub faults: Option<faults::FaultsGrantConfig>,
-    /// `[plugins.NAME.grants.backup]`
-    pub backup: Option<backup::BackupGrantConfig>,
-    /// `[plugins.NAME.grants.fs]`
-    pub fs: Option<fs::FsGrantConfig>,
+/// Every capability the host provides, in the order reports list them. Adding a
+/// capability adds one line here.
+pub static REGISTRY: &[&dyn Entry] = &[
+    &core::Registered::<log::Log>::ENTRY,
+    &core::Registered::<http::Http>::ENTRY,
+    &core::Registered::<notify::Notify>::ENTRY,
+    &core::Registered::<services::Services>::ENTRY,
+    &core::Registered::<secrets::Secrets>::ENTRY,
+    &core::Registered::<faults::Faults>::ENTRY,
+    &core::Registered::<backup::Backup>::ENTRY,
+    &core::Registered::<fs::Fs>::ENTRY,
+];
+
+/// `[plugins.NAME.grants]` as written: capability name → its grant as written. Each is
+/// read by its capability ([`validate_grants`]); a key that names no capability is an
+/// error there.
+pub type Grants = BTreeMap<String, toml::Value>;
+
+/// The WIT interface every world function's types come from; importing it needs no grant.
+pub const TYPES_INTERFACE: &str = "runcap:plugin/types";
+
+/// The registered capability with this name.
+pub fn by_name(name: &str) -> Option<&'static dyn Entry> {
+    REGISTRY.iter().copied().find(|c| c.name() == name)
 }
 
-/// Validated grants of one plugin.
-#[derive(Debug, Clone, Default)]
-pub struct ValidGrants {
-    pub http: Option<Arc<http::HttpGrant>>,
-    pub notify: Option<Arc<notify::NotifyGrant>>,
-    pub services: Option<Arc<services::ServicesGrant>>,
-    pub secrets: Option<Arc<secrets::SecretsGrant>>,
-    pub faults: Option<Arc<faults::FaultsGrant>>,
-    pub backup: Option<Arc<backup::BackupGrant>>,
-    pub fs: Option<Arc<fs::FsGrant>>,
+/// The registered capability whose interface this is.
+pub fn by_interface(interface: &str) -> Option<&'static dyn Entry> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|c| c.interface() == interface)
 }
 
-/// What the environment declares outside the plugins, which grants refer to.
-pub struct Declared<'a> {
-    pub services: &'a std::collections::BTreeMap<String, services::ServiceDef>,
-    pub secrets: &'a std::collections::BTreeMap<String, secrets::SecretSource>,
-    pub proxies: &'a std::collections::BTreeMap<String, faults::ProxyDef>,
+/// The capabilities a plugin can be granted (all but the always-available ones).
+pub fn grantable() -> impl Iterator<Item = &'static dyn Entry> {
+    REGISTRY
+        .iter()
+        .copied()
+        .filter(|c| c.granted() != Granted::Always)
 }
 
-/// Validates every grant of one plugin.
+/// Validates every grant of one plugin; `path` is `plugins.NAME.grants`.
 pub fn validate_grants(
     v: &mut Validator,
     path: &KeyPath,
     raw: Grants,
     declared: &Declared,
 ) -> ValidGrants {
-    ValidGrants {
-        faults: raw.faults.and_then(|g| {
-            faults::FaultsGrant::validate(
-                v,
-                &path.key("faults"),
-                g,
-                declared.services,
-                declared.proxies,
-            )
-        }),
-        backup: raw.backup.and_then(|g| {
-            backup::BackupGrant::validate(v, &path.key("backup"), g, declared.secrets)
-        }),
-        secrets: raw.secrets.and_then(|g| {
-            secrets::SecretsGrant::validate(v, &path.key("secrets"), g, declared.secrets)
-        }),
-        services: raw.services.and_then(|g| {
-            services::ServicesGrant::validate(v, &path.key("services"), g, declared.services)
-        }),
-        http: raw
-            .http
-            .and_then(|g| http::HttpGrant::validate(v, &path.key("http"), g)),
-        notify: raw
-            .notify
-            .and_then(|g| notify::NotifyGrant::validate(v, &path.key("notify"), g)),
-        fs: raw
-            .fs
-            .and_then(|g| fs::FsGrant::validate(v, &path.key("fs"), g)),
-    }
-}
-
-/// A plugin's grants turned into what its actions use (HTTP clients, webhook
-/// channels), built once when the plugin loads and shared by its actions.
-#[derive(Clone, Default)]
-pub struct Prepared {
-    pub http: Option<Arc<http::HttpClient>>,
-    pub notify: Option<Arc<notify::Notifier>>,
-    pub services: Option<Arc<services::ServicesAccess>>,
-    pub secrets: Option<Arc<secrets::SecretsAccess>>,
-    pub faults: Option<Arc<faults::FaultsAccess>>,
-    /// The environment's fault manager, whose cert-expiry faults move plugin clocks.
-    pub clocks: Option<Arc<faults::FaultManager>>,
-    pub backup: Option<Arc<backup::BackupAccess>>,
-    /// Directories preopened for each action.
-    pub fs: Option<Arc<fs::FsGrant>>,
-}
-
-/// Host-side state shared by every plugin of an environment: its services and where
-/// their state lives, its secrets, and the redaction every record passes through. Built
-/// once per command.
-#[derive(Clone)]
-pub struct Shared {
-    pub services: Arc<services::ServiceManager>,
-    pub secrets: Arc<secrets::SecretStore>,
-    pub proxies: Arc<faults::ProxyManager>,
-    pub faults: Arc<faults::FaultManager>,
-    /// The `[redaction]` rules plus every known secret value (see [`crate::redaction`]).
-    pub redactor: Arc<runcap_redact::Redactor>,
-}
-
-impl Shared {
-    /// The environment's shared state; faults need `store` for their journal.
-    pub fn new(
-        env: &crate::manifest::Environment,
-        state_dir: &std::path::Path,
-        store: Option<Arc<crate::store::Store>>,
-    ) -> Self {
-        let secrets = Arc::new(secrets::SecretStore::new(env.secrets.clone()));
-        let redaction = Arc::new(crate::redaction::Spec::new(&env.redaction, &secrets));
-        let services = Arc::new(services::ServiceManager::new(
-            env.services.clone(),
-            state_dir,
-            redaction.clone(),
-        ));
-        let proxies = Arc::new(faults::ProxyManager::new(env.proxies.clone(), state_dir));
-        Shared {
-            faults: Arc::new(faults::FaultManager::new(
-                store,
-                services.clone(),
-                proxies.clone(),
-                state_dir,
-            )),
-            services,
-            redactor: crate::redaction::host_redactor(&redaction),
-            secrets,
-            proxies,
+    let mut out = ValidGrants::default();
+    for (key, value) in raw {
+        match by_name(&key).filter(|c| c.granted() != Granted::Always) {
+            Some(cap) => cap.validate(v, &path.key(&key), value, declared, &mut out),
+            None => {
+                let known: Vec<&str> = grantable().map(|c| c.name()).collect();
+                let help = match crate::manifest::closest(&key, &known) {
+                    Some(c) => format!("did you mean `{c}`? Capabilities: {}", known.join(", ")),
+                    None => format!("capabilities that can be granted: {}", known.join(", ")),
+                };
+                v.error(
+                    &path.key(&key),
+                    format!("`{key}` is not a capability runcap grants"),
+                    help,
+                );
+            }
         }
     }
+    out
+}
 
-    /// An environment with no services, secrets or faults (benchmarks, plugin tooling).
-    pub fn none() -> Self {
-        let dir = std::path::Path::new(".");
-        let services = Arc::new(services::ServiceManager::new(
-            Default::default(),
-            dir,
-            Arc::default(),
-        ));
-        let proxies = Arc::new(faults::ProxyManager::new(Default::default(), dir));
-        Shared {
-            faults: Arc::new(faults::FaultManager::new(
-                None,
-                services.clone(),
-                proxies.clone(),
-                dir,
+/// How one capability's grants compare.
+#[derive(Debug)]
+pub struct CapabilityDiff {
+    /// The capability's name, as in `grants.NAME`.
+    pub capability: &'static str,
+    /// Whether the old and the new grants have it.
+    pub old: bool,
+    pub new: bool,
+    /// When both have it: every difference, relative to `grants.NAME`; `Err` when one
+    /// of them does not read as a grant.
+    pub changes: Result<Vec<Change>, String>,
+}
+
+/// Compares two sets of grants as written, capability by capability.
+pub fn per_capability(old: &Grants, new: &Grants) -> Vec<CapabilityDiff> {
+    let mut out = Vec::new();
+    for cap in grantable() {
+        let (o, n) = (old.get(cap.name()), new.get(cap.name()));
+        if o.is_none() && n.is_none() {
+            continue;
+        }
+        let changes = match (o, n) {
+            (Some(o), Some(n)) => cap.diff(o, n),
+            _ => Ok(Vec::new()),
+        };
+        out.push(CapabilityDiff {
+            capability: cap.name(),
+            old: o.is_some(),
+            new: n.is_some(),
+            changes,
+        });
+    }
+    out
+}
+
+/// Every difference between two sets of grants, located below `grants`. A grant that
+/// does not read as one is skipped (validation reports it).
+pub fn diff_grants(old: &Grants, new: &Grants) -> Vec<Change> {
+    let mut out = Vec::new();
+    for d in per_capability(old, new) {
+        let at = KeyPath::root().key("grants").key(d.capability);
+        match (d.old, d.new) {
+            (false, true) => out.push(Change::new(
+                at,
+                ChangeKind::Added,
+                format!("grants {} (not granted before)", d.capability),
             )),
-            services,
-            secrets: Arc::default(),
-            proxies,
-            redactor: Arc::default(),
+            (true, false) => out.push(Change::new(
+                at,
+                ChangeKind::Removed,
+                format!("no longer grants {}", d.capability),
+            )),
+            _ => out.extend(
+                d.changes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| c.under(&at)),
+            ),
+        }
+    }
+    out
+}
+
+/// The grants of a `[plugins.NAME]` table as written, or `None` if they do not read as a
+/// table of grants (validation reports why).
+pub fn grants_of(plugin: &toml::Value) -> Option<Grants> {
+    match plugin.get("grants") {
+        None => Some(Grants::default()),
+        Some(g) => g.clone().try_into().ok(),
+    }
+}
+
+/// Every difference between two `[plugins.NAME]` tables' grants and limits.
+pub fn diff_plugin(old: &toml::Value, new: &toml::Value) -> Vec<Change> {
+    let mut out = Vec::new();
+    if let (Some(o), Some(n)) = (grants_of(old), grants_of(new)) {
+        out.extend(diff_grants(&o, &n));
+    }
+    let limits = crate::manifest::Limits::of_plugin;
+    out.extend(limits(old).diff(&limits(new)));
+    out
+}
+
+/// Resolves the relative paths of every grant in a `[plugins.NAME]` table as written;
+/// `dir_of` gets the key path below `grants` (`fs.logs.path`) and answers the directory
+/// of the file that wrote it.
+pub fn resolve_plugin_paths(plugin: &mut toml::Value, dir_of: &dyn Fn(&KeyPath) -> PathBuf) {
+    let Some(grants) = plugin.get_mut("grants").and_then(|g| g.as_table_mut()) else {
+        return;
+    };
+    for (name, raw) in grants.iter_mut() {
+        if let Some(cap) = by_name(name) {
+            let at = KeyPath::root().key(name);
+            cap.resolve_paths(raw, &|p| dir_of(&crate::manifest::compose::concat(&at, p)));
         }
     }
 }
 
-impl Prepared {
-    pub fn new(grants: &ValidGrants, shared: &Shared) -> Result<Self, String> {
-        Ok(Prepared {
-            clocks: Some(shared.faults.clone()),
-            faults: grants.faults.as_ref().map(|g| {
-                Arc::new(faults::FaultsAccess {
-                    grant: g.clone(),
-                    manager: shared.faults.clone(),
-                })
-            }),
-            backup: grants
-                .backup
-                .as_ref()
-                .map(|g| Arc::new(backup::BackupAccess::new(g.clone(), shared.secrets.clone()))),
-            fs: grants.fs.clone(),
-            secrets: grants.secrets.as_ref().map(|g| {
-                Arc::new(secrets::SecretsAccess {
-                    grant: g.clone(),
-                    store: shared.secrets.clone(),
-                })
-            }),
-            services: grants.services.as_ref().map(|g| {
-                Arc::new(services::ServicesAccess {
-                    grant: g.clone(),
-                    manager: shared.services.clone(),
-                })
-            }),
-            http: match &grants.http {
-                Some(g) => Some(Arc::new(http::HttpClient::new(g.clone())?)),
-                None => None,
-            },
-            notify: match &grants.notify {
-                Some(g) => Some(Arc::new(notify::Notifier::new(g.clone())?)),
-                None => None,
-            },
-        })
+/// Resolves the relative paths of a set of grants as written (a policy's ceiling).
+pub fn resolve_grant_paths(grants: &mut Grants, dir_of: &dyn Fn(&KeyPath) -> PathBuf) {
+    for (name, raw) in grants.iter_mut() {
+        if let Some(cap) = by_name(name) {
+            let at = KeyPath::root().key(name);
+            cap.resolve_paths(raw, &|p| dir_of(&crate::manifest::compose::concat(&at, p)));
+        }
     }
 }
 
-/// A capability interface a component may import, and what it takes to be allowed to.
-pub struct Capability {
-    /// Short name used in reports (`http`).
-    pub name: &'static str,
-    /// WIT interface without version (`runcap:plugin/http`).
-    pub interface: &'static str,
-    /// The grant key under `[plugins.NAME]` that allows importing it, if one is needed.
-    pub grant_key: Option<&'static str>,
-    /// Whether these grants allow importing it.
-    pub granted: fn(&ValidGrants) -> bool,
-    /// One line per granted entry, for `runcap caps`.
-    pub describe: fn(&ValidGrants) -> Vec<String>,
-}
-
-/// Every capability the host provides.
-pub const CAPABILITIES: &[Capability] = &[
-    Capability {
-        name: "log",
-        interface: log::INTERFACE,
-        grant_key: None,
-        granted: |_| true,
-        describe: |_| Vec::new(),
-    },
-    Capability {
-        name: "http",
-        interface: http::INTERFACE,
-        grant_key: Some("grants.http"),
-        granted: |g| g.http.is_some(),
-        describe: |g| g.http.as_ref().map(|h| h.describe()).unwrap_or_default(),
-    },
-    Capability {
-        name: "notify",
-        interface: notify::INTERFACE,
-        grant_key: Some("grants.notify"),
-        granted: |g| g.notify.is_some(),
-        describe: |g| g.notify.as_ref().map(|n| n.describe()).unwrap_or_default(),
-    },
-    Capability {
-        name: "services",
-        interface: services::INTERFACE,
-        grant_key: Some("grants.services"),
-        granted: |g| g.services.is_some(),
-        describe: |g| {
-            g.services
-                .as_ref()
-                .map(|s| s.describe())
-                .unwrap_or_default()
-        },
-    },
-    Capability {
-        name: "secrets",
-        interface: secrets::INTERFACE,
-        grant_key: Some("grants.secrets"),
-        granted: |g| g.secrets.is_some(),
-        describe: |g| g.secrets.as_ref().map(|s| s.describe()).unwrap_or_default(),
-    },
-    Capability {
-        name: "faults",
-        interface: faults::INTERFACE,
-        grant_key: Some("grants.faults"),
-        granted: |g| g.faults.is_some(),
-        describe: |g| g.faults.as_ref().map(|f| f.describe()).unwrap_or_default(),
-    },
-    Capability {
-        name: "backup",
-        interface: backup::INTERFACE,
-        grant_key: Some("grants.backup"),
-        granted: |g| g.backup.is_some(),
-        describe: |g| g.backup.as_ref().map(|b| b.describe()).unwrap_or_default(),
-    },
-    Capability {
-        name: "fs",
-        interface: fs::INTERFACE,
-        grant_key: Some("grants.fs"),
-        granted: |g| g.fs.is_some(),
-        describe: |g| g.fs.as_ref().map(|f| f.describe()).unwrap_or_default(),
-    },
-];
-
-impl Capability {
-    /// Whether importing the interface without a grant refuses the plugin. WASI interfaces
-    /// (the file system) are imported by every standard-library component and grant
-    /// nothing by themselves, so only runcap's own interfaces need a grant to be imported.
-    pub fn import_needs_grant(&self) -> bool {
-        self.grant_key.is_some() && !self.interface.starts_with("wasi:")
+/// Builds what a plugin's actions use from its grants, once per plugin load.
+pub fn prepare(grants: &ValidGrants, env: &Resources) -> Result<Prepared, PrepareError> {
+    let mut out = Prepared::default();
+    for cap in REGISTRY {
+        cap.prepare(grants, env, &mut out)
+            .map_err(|e| PrepareError(format!("{}: {e}", cap.name())))?;
     }
+    Ok(out)
 }
 
-/// The WIT interface every world function's types come from; importing it needs no grant.
-pub const TYPES_INTERFACE: &str = "runcap:plugin/types";
+/// Per-action set-up of every granted capability (directories preopened).
+pub fn begin_action(prepared: &Prepared, setup: &mut ActionSetup) -> Result<(), PrepareError> {
+    for cap in REGISTRY {
+        cap.begin_action(prepared, setup)?;
+    }
+    Ok(())
+}
 
 /// Links WASI and every capability interface into the one linker all plugins share;
 /// what a given action may do is decided by the grants in its [`HostState`].
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wit::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::http::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::notify::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::services::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::secrets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::faults::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::backup::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    for cap in REGISTRY {
+        cap.add_to_linker(linker)?;
+    }
     Ok(())
 }
 
-/// One use of a capability, allowed or denied, as run records and the audit log keep it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CallRecord {
-    pub capability: &'static str,
-    pub operation: String,
-    pub target: String,
-    /// `allowed`, `denied`, or `dry-run` (allowed, recorded, not carried out).
-    pub decision: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
-    pub at_ms: u64,
+/// Whether importing a capability's interface without a grant refuses the plugin.
+pub fn import_needs_grant(cap: &dyn Entry) -> bool {
+    cap.granted() == Granted::ByGrant
 }
 
-impl CallRecord {
-    fn new(
-        capability: &'static str,
-        operation: &str,
-        target: &str,
-        decision: &'static str,
-    ) -> Self {
-        CallRecord {
-            capability,
-            operation: operation.to_string(),
-            target: target.to_string(),
-            decision,
-            reason: None,
-            result: None,
-            at_ms: now_ms(),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(text: &str) -> Grants {
+        toml::from_str(text).unwrap()
     }
 
-    pub fn allowed(capability: &'static str, operation: &str, target: &str) -> Self {
-        Self::new(capability, operation, target, "allowed")
+    fn widening(old: &str, new: &str) -> Vec<String> {
+        diff_grants(&grants(old), &grants(new))
+            .into_iter()
+            .filter(Change::widens)
+            .map(|c| format!("{}: {}", c.path, c.what))
+            .collect()
     }
 
-    pub fn denied(capability: &'static str, operation: &str, target: &str, reason: &str) -> Self {
-        let mut r = Self::new(capability, operation, target, "denied");
-        r.reason = Some(reason.to_string());
-        r
-    }
-
-    pub fn dry_run(capability: &'static str, operation: &str, target: &str) -> Self {
-        Self::new(capability, operation, target, "dry-run")
-    }
-
-    pub fn with_result(mut self, result: String) -> Self {
-        self.result = Some(result);
-        self
-    }
-}
-
-/// Receives capability calls as they happen, so they are durable before the action ends.
-pub type CallSink = Arc<dyn Fn(&CallRecord) + Send + Sync>;
-
-/// The run and step an action belongs to, for capabilities that report it onward.
-#[derive(Debug, Clone, Default)]
-pub struct ActionInfo {
-    pub run_id: String,
-    pub environment: String,
-    pub runbook: String,
-    pub step: String,
-}
-
-/// Caps the linear memory and tables of one action, and remembers whether the cap was hit
-/// so a resulting trap can be reported as "out of memory".
-pub struct MemoryLimiter {
-    pub memory_limit: usize,
-    pub hit: bool,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
-    }
-}
-
-/// Everything one action's store holds: its WASI context, limits, and one field of
-/// per-action state per capability.
-pub struct HostState {
-    /// The plugin's manifest name, for messages.
-    pub plugin: Arc<str>,
-    /// Which run and step this action belongs to.
-    pub action: ActionInfo,
-    /// Receives every capability call as it happens.
-    pub sink: Option<CallSink>,
-    pub dry_run: bool,
-    pub deadline: Instant,
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
-    pub limiter: MemoryLimiter,
-    pub stdout: wasi::Capture,
-    pub stderr: wasi::Capture,
-    pub log: log::LogState,
-    /// What this plugin's grants allow, ready to use.
-    pub granted: Prepared,
-    /// Capability calls of this action, in order.
-    pub calls: Vec<CallRecord>,
-    /// What every string this action reports passes through.
-    pub redactor: Arc<runcap_redact::Redactor>,
-}
-
-impl HostState {
-    /// Records a capability call for the run record and audit log, redacted first.
-    pub fn record(&mut self, mut call: CallRecord) {
-        crate::redaction::scrub_string(&self.redactor, &mut call.target);
-        for s in [&mut call.reason, &mut call.result].into_iter().flatten() {
-            crate::redaction::scrub_string(&self.redactor, s);
-        }
-        tracing::debug!(
-            plugin = %self.plugin,
-            capability = call.capability,
-            operation = %call.operation,
-            decision = call.decision,
-            "capability call"
+    #[test]
+    fn http_narrowing_is_not_widening() {
+        let base = "[http]\nallow = [\"https://api.internal\", \"https://*.db.internal\"]\naddresses = [\"10.0.0.0/8\"]\nmax_body = \"1MiB\"\n";
+        let narrower = "[http]\nallow = [\"https://api.internal\", \"https://main.db.internal\"]\naddresses = [\"10.1.0.0/16\"]\nmax_body = \"256KiB\"\n";
+        assert!(widening(base, narrower).is_empty());
+        let changes = diff_grants(&grants(base), &grants(narrower));
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.kind == ChangeKind::Removed && c.what.contains("*.db.internal"))
         );
-        if let Some(sink) = &self.sink {
-            sink(&call);
-        }
-        self.calls.push(call);
+        assert!(widening(base, base).is_empty());
     }
 
-    /// Time left before the action's deadline.
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+    #[test]
+    fn http_widening_names_each_entry() {
+        let base = "[http]\nallow = [\"https://api.internal\"]\n";
+        let w = widening(
+            base,
+            "[http]\nallow = [\"https://*.internal\", \"http://127.0.0.1:*\"]\naddresses = [\"10.0.0.0/8\"]\nmax_body = \"2MiB\"\nca = [\"ca.pem\"]\n",
+        );
+        let all = w.join("\n");
+        assert!(
+            all.contains("grants.http.allow[0]: allows `https://*.internal`, which matches more than `https://api.internal`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("allow[1]") && all.contains("127.0.0.1"),
+            "{all}"
+        );
+        assert!(all.contains("addresses[0]"), "{all}");
+        assert!(all.contains("max_body 1MiB → 2MiB"), "{all}");
+        assert!(all.contains("ca[0]"), "{all}");
+        // Naming a private address unlocks it even under a `*` host.
+        let w = widening(
+            "[http]\nallow = [\"*://*:*\"]\n",
+            "[http]\nallow = [\"*://*:*\", \"http://10.0.0.5\"]\n",
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
     }
-}
 
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+    #[test]
+    fn services_secrets_and_notify_widen_by_entry() {
+        let w = widening(
+            "[services]\napi = [\"status\"]\n",
+            "[services]\napi = [\"status\", \"restart\"]\nweb = [\"status\"]\n",
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("services.api[1]") && w[0].contains("restart"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("services.web"), "{w:?}");
+        assert!(
+            widening(
+                "[services]\napi = [\"status\", \"restart\"]\n",
+                "[services]\napi = [\"status\"]\n"
+            )
+            .is_empty()
+        );
+        assert!(
+            widening(
+                "[services]\n\"*\" = [\"status\"]\n",
+                "[services]\napi = [\"status\"]\n"
+            )
+            .is_empty()
+        );
+        let w = widening("secrets = [\"a\"]\n", "secrets = [\"a\", \"b\"]\n");
+        assert_eq!(
+            w,
+            vec!["grants.secrets[1]: may read secret `b`".to_string()]
+        );
+        let w = widening(
+            "[notify.channels.ops]\nurl = \"https://hooks.internal/a\"\n",
+            "[notify.channels.ops]\nurl = \"https://evil.example/a\"\n[notify.channels.dev]\nurl = \"https://hooks.internal/b\"\n",
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        let w = widening(
+            "[notify.channels.\"*\"]\nurl = \"https://hooks.internal/\"\n",
+            "[notify.channels.ops]\nurl = \"https://hooks.internal/a\"\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
     }
-}
 
-impl wit::types::Host for HostState {}
+    #[test]
+    fn fs_directories_widen_when_added_moved_or_made_writable() {
+        let base = "[fs]\nlogs = { path = \"logs\" }\nout = { path = \"out\", mode = \"rw\" }\n";
+        assert!(widening(base, "[fs]\nlogs = { path = \"logs\", mode = \"ro\" }\n").is_empty());
+        assert!(
+            widening(
+                base,
+                "[fs]\nlogs = { path = \"logs\" }\nout = { path = \"out\", mode = \"ro\" }\n"
+            )
+            .is_empty()
+        );
+        let w = widening(
+            base,
+            "[fs]\nlogs = { path = \"logs\", mode = \"rw\" }\nout = { path = \"/var\", mode = \"rw\" }\netc = { path = \"/etc\" }\n",
+        );
+        assert_eq!(
+            w,
+            vec![
+                "grants.fs.etc: may use directory /etc as /etc (ro)".to_string(),
+                "grants.fs.logs.mode: /logs is now rw (was ro)".to_string(),
+                "grants.fs.out.path: /out is now /var (was out)".to_string(),
+            ]
+        );
+    }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    #[test]
+    fn an_fs_ceiling_bounds_directories_by_path_and_mode() {
+        let ceiling = "[fs]\nany = { path = \"/\", mode = \"ro\" }\nbackups = { path = \"/var/backups\", mode = \"rw\" }\n";
+        assert!(
+            widening(
+                ceiling,
+                "[fs]\ndump = { path = \"/var/backups/db\", mode = \"rw\" }\nlogs = { path = \"/var/log\" }\n"
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            widening(
+                ceiling,
+                "[fs]\nout = { path = \"/srv/out\", mode = \"rw\" }\nsly = { path = \"/var/backups/../../etc\", mode = \"rw\" }\n"
+            ),
+            vec![
+                "grants.fs.out: may use directory /srv/out as /out (rw)".to_string(),
+                "grants.fs.sly: may use directory /var/backups/../../etc as /sly (rw)".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_capability_widens_and_a_dropped_one_narrows() {
+        let w = widening("", "secrets = []\n");
+        assert_eq!(
+            w,
+            vec!["grants.secrets: grants secrets (not granted before)".to_string()]
+        );
+        assert!(widening("secrets = []\n", "").is_empty());
+    }
 }

@@ -17,14 +17,59 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+use wasmtime::component::Linker;
 
 use crate::bindings::runcap::plugin::notify as wit;
 use crate::caps::compare::{Change, ChangeKind};
-use crate::caps::{ActionInfo, CallRecord, HostState, now_ms};
+use crate::caps::core::{
+    ActionInfo, CallRecord, CapCtx, CapData, Capability, Declared, HostState, PrepareError,
+    Resources, now_ms,
+};
 use crate::manifest::{KeyPath, Validator};
+use crate::store::records::Severity;
 
-/// The WIT interface this module implements.
-pub const INTERFACE: &str = "runcap:plugin/notify";
+/// The `notify` capability.
+pub struct Notify;
+
+impl Capability for Notify {
+    const NAME: &'static str = "notify";
+    const INTERFACE: &'static str = "runcap:plugin/notify";
+    type Config = NotifyGrantConfig;
+    type Grant = NotifyGrant;
+    type Access = Notifier;
+    type State = ();
+
+    fn hint(plugin: &str) -> String {
+        format!(
+            "[plugins.{plugin}.grants.notify.channels.oncall]\nurl = \"https://hooks.example.com/oncall\"   # a webhook the plugin may post to"
+        )
+    }
+
+    fn validate(
+        v: &mut Validator,
+        at: &KeyPath,
+        raw: NotifyGrantConfig,
+        _: &Declared,
+    ) -> Option<NotifyGrant> {
+        NotifyGrant::validate(v, at, raw)
+    }
+
+    fn diff(old: &NotifyGrantConfig, new: &NotifyGrantConfig) -> Vec<Change> {
+        diff(old, new)
+    }
+
+    fn describe(grant: &NotifyGrant) -> Vec<String> {
+        grant.describe()
+    }
+
+    fn prepare(grant: Arc<NotifyGrant>, _: &Resources) -> Result<Notifier, PrepareError> {
+        Notifier::new(grant)
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
+    }
+}
 
 /// `[plugins.NAME.grants.notify]` as written.
 #[derive(Debug, Deserialize)]
@@ -68,11 +113,7 @@ pub struct NotifyGrant {
 
 impl NotifyGrant {
     /// Checks a raw grant, recording every problem in `v`.
-    pub fn validate(
-        v: &mut Validator,
-        path: &KeyPath,
-        raw: NotifyGrantConfig,
-    ) -> Option<Arc<Self>> {
+    pub fn validate(v: &mut Validator, path: &KeyPath, raw: NotifyGrantConfig) -> Option<Self> {
         let mut channels = BTreeMap::new();
         let mut ok = true;
         for (name, c) in raw.channels {
@@ -108,11 +149,9 @@ impl NotifyGrant {
                 _ => ok = false,
             }
         }
-        ok.then(|| {
-            Arc::new(NotifyGrant {
-                channels,
-                key: path.to_string(),
-            })
+        ok.then(|| NotifyGrant {
+            channels,
+            key: path.to_string(),
         })
     }
 
@@ -121,7 +160,7 @@ impl NotifyGrant {
         self.channels
             .iter()
             .map(|(name, c)| {
-                let origin = crate::caps::http::policy::origin_of(&c.url);
+                let origin = crate::net::origin_of(&c.url);
                 format!(
                     "channel {name} → {origin} ({})",
                     if c.format == Format::Slack {
@@ -194,20 +233,33 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(grant: Arc<NotifyGrant>) -> Result<Self, String> {
+    pub fn new(grant: Arc<NotifyGrant>) -> Result<Self, PrepareError> {
+        let tls = crate::net::tls_config(&[]).map_err(|e| PrepareError(e.to_string()))?;
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(crate::caps::http::tls_config(&[])?)
+            .use_preconfigured_tls(tls)
             .http1_only()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PrepareError(e.to_string()))?;
         Ok(Notifier { grant, client })
+    }
+}
+
+/// The host's word for a message's severity.
+fn severity(s: wit::Severity) -> Severity {
+    match s {
+        wit::Severity::Critical => Severity::Critical,
+        wit::Severity::High => Severity::High,
+        wit::Severity::Medium => Severity::Medium,
+        wit::Severity::Low => Severity::Low,
+        wit::Severity::Info => Severity::Info,
     }
 }
 
 /// The body a channel receives.
 pub fn payload(format: Format, m: &wit::Message, info: &ActionInfo) -> serde_json::Value {
+    let severity = severity(m.severity);
     let fields: serde_json::Map<String, serde_json::Value> = m
         .fields
         .iter()
@@ -215,7 +267,7 @@ pub fn payload(format: Format, m: &wit::Message, info: &ActionInfo) -> serde_jso
         .collect();
     match format {
         Format::Json => serde_json::json!({
-            "severity": m.severity,
+            "severity": severity,
             "title": m.title,
             "text": m.text,
             "fields": fields,
@@ -226,12 +278,16 @@ pub fn payload(format: Format, m: &wit::Message, info: &ActionInfo) -> serde_jso
             "sent_at": now_ms(),
         }),
         Format::Slack => {
-            let icon = match m.severity.as_str() {
-                "critical" | "high" => ":rotating_light:",
-                "medium" => ":warning:",
-                _ => ":information_source:",
+            let icon = match severity {
+                Severity::Critical | Severity::High => ":rotating_light:",
+                Severity::Medium => ":warning:",
+                Severity::Low | Severity::Info => ":information_source:",
             };
-            let headline = format!("{icon} *[{}] {}*", m.severity.to_uppercase(), m.title);
+            let headline = format!(
+                "{icon} *[{}] {}*",
+                severity.as_str().to_uppercase(),
+                m.title
+            );
             let mut slack_fields: Vec<serde_json::Value> = m
                 .fields
                 .iter()
@@ -252,38 +308,33 @@ pub fn payload(format: Format, m: &wit::Message, info: &ActionInfo) -> serde_jso
     }
 }
 
-impl wit::Host for HostState {
+impl wit::Host for CapCtx<'_, Notify> {
     async fn send(
         &mut self,
         channel: String,
         message: wit::Message,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
         let op = "send";
-        let Some(notifier) = self.granted.notify.clone() else {
-            let reason = format!(
-                "no notify grant; add [plugins.{}.grants.notify.channels.{channel}]",
-                self.plugin
-            );
-            self.record(CallRecord::denied("notify", op, &channel, &reason));
-            return Ok(Err(wit::Error::Denied(reason)));
+        let Some(notifier) = self.access else {
+            let reason = self.not_granted();
+            return Ok(Err(wit::Error::Denied(self.deny(op, &channel, reason))));
         };
         let Some(target) = notifier.grant.channels.get(&channel) else {
             let reason = format!(
                 "channel `{channel}` is not granted; add it under [{}.channels.{channel}] with its url",
                 notifier.grant.key
             );
-            self.record(CallRecord::denied("notify", op, &channel, &reason));
-            return Ok(Err(wit::Error::Denied(reason)));
+            return Ok(Err(wit::Error::Denied(self.deny(op, &channel, reason))));
         };
-        if self.dry_run {
+        if self.dry_run() {
             self.record(
-                CallRecord::dry_run("notify", op, &channel)
+                CallRecord::dry_run(Notify::NAME, op, &channel)
                     .with_result(format!("would post “{}”", message.title)),
             );
             return Ok(Ok(()));
         }
-        let body = payload(target.format, &message, &self.action);
-        let timeout = self.remaining().min(Duration::from_secs(10));
+        let body = payload(target.format, &message, &self.core.action);
+        let timeout = self.core.remaining().min(Duration::from_secs(10));
         let sent = notifier
             .client
             .post(target.url.clone())
@@ -298,11 +349,102 @@ impl wit::Host for HostState {
             Err(e) if e.is_timeout() => Err("the webhook did not answer in time".to_string()),
             Err(e) => Err(format!("cannot reach the webhook: {e}")),
         };
-        let record = CallRecord::allowed("notify", op, &channel);
+        let record = CallRecord::allowed(Notify::NAME, op, &channel);
         match &result {
-            Ok(()) => self.record(record.with_result("delivered".into())),
+            Ok(()) => self.record(record.with_result("delivered")),
             Err(e) => self.record(record.with_result(e.clone())),
         }
         Ok(result.map_err(wit::Error::Failed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::testing::{self, Decl, HttpServer};
+
+    fn message(title: &str) -> wit::Message {
+        wit::Message {
+            severity: wit::Severity::High,
+            title: title.into(),
+            text: "api is down".into(),
+            fields: vec![("service".into(), "api".into())],
+        }
+    }
+
+    async fn setup(dry_run: bool) -> (HttpServer, testing::Action) {
+        let server = HttpServer::start(200, "").await;
+        let manifest = format!(
+            "[plugins.p.grants.notify.channels.oncall]\nurl = \"{}/hook\"\nformat = \"json\"\n",
+            server.origin()
+        );
+        let (_d, dir) = testing::dir();
+        let grant = testing::grant::<Notify>(&manifest, &dir, &Decl::default()).unwrap();
+        let prepared = testing::prepared::<Notify>(grant, &Resources::none());
+        (server, testing::recorded(prepared, dry_run, 1 << 20))
+    }
+
+    #[tokio::test]
+    async fn a_granted_channel_gets_the_payload_and_others_are_denied() {
+        let (server, mut action) = setup(false).await;
+        let mut ctx = action.state.view::<Notify>();
+        wit::Host::send(&mut ctx, "oncall".into(), message("api down"))
+            .await
+            .unwrap()
+            .unwrap();
+        let denied = wit::Host::send(&mut ctx, "ceo".into(), message("hi"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("[plugins.p.grants.notify.channels.ceo]")),
+            "{denied:?}"
+        );
+        let requests = server.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 1);
+        assert!(requests[0].starts_with("POST /hook "), "{}", requests[0]);
+        let body = &requests[0][requests[0].find("\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["title"], "api down");
+        assert_eq!(json["run_id"], "run-1");
+        assert_eq!(
+            action.audit(),
+            vec![
+                ("notify".into(), "allowed".into(), "oncall".into()),
+                ("notify".into(), "denied".into(), "ceo".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_posts_nothing() {
+        let (server, mut action) = setup(true).await;
+        let mut ctx = action.state.view::<Notify>();
+        wit::Host::send(&mut ctx, "oncall".into(), message("drill"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(server.requests.lock().unwrap().is_empty());
+        assert_eq!(action.audit()[0].1, "dry-run");
+    }
+
+    #[test]
+    fn grant_errors_and_the_hint() {
+        let (_d, dir) = testing::dir();
+        let errors = testing::grant::<Notify>(
+            "[plugins.p.grants.notify.channels.oncall]\nurl = \"ftp://x\"\nformat = \"teams\"\n",
+            &dir,
+            &Decl::default(),
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            errors.contains("`ftp://x` is not an http(s) URL"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("`teams` is not a payload format"),
+            "{errors}"
+        );
+        testing::grant::<Notify>(&Notify::hint("p"), &dir, &Decl::default()).unwrap();
     }
 }

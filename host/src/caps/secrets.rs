@@ -3,108 +3,65 @@
 //! | | |
 //! |---|---|
 //! | grants | reading the secrets listed: `[plugins.NAME.grants]` `secrets = ["backup-key"]` |
-//! | manifest | `[secrets.NAME]` with `env = "VAR"` (an environment variable of runcap) or `file = "path"` (its contents, trailing newline trimmed) |
+//! | manifest | `[secrets.NAME]` with `env = "VAR"` (an environment variable of runcap) or `file = "path"` (its contents, trailing newline trimmed); see [`crate::secrets`] |
 //! | default | no grant: the interface cannot be imported; an unlisted secret is denied |
 //! | enforced | values are read when asked for, never written to the manifest, and every known value is redacted from everything runcap stores or prints |
 //! | audit | one call record per read: the secret's name and the decision, never the value |
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use wasmtime::component::Linker;
 
 use crate::bindings::runcap::plugin::secrets as wit;
 use crate::caps::compare::{Change, ChangeKind};
-use crate::caps::{CallRecord, HostState};
+use crate::caps::core::{
+    CallRecord, CapCtx, CapData, Capability, Declared, HostState, PrepareError, Resources,
+};
 use crate::manifest::{KeyPath, Validator};
+use crate::secrets::{SecretSource, SecretStore};
 
-/// The WIT interface this module implements.
-pub const INTERFACE: &str = "runcap:plugin/secrets";
+/// The `secrets` capability.
+pub struct Secrets;
 
-/// `[secrets.NAME]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretConfig {
-    /// `env = "BACKUP_KEY"`
-    pub env: Option<String>,
-    /// `file = "secrets/backup.key"`, relative to the manifest.
-    pub file: Option<String>,
-}
+impl Capability for Secrets {
+    const NAME: &'static str = "secrets";
+    const INTERFACE: &'static str = "runcap:plugin/secrets";
+    type Config = SecretsGrantConfig;
+    type Grant = SecretsGrant;
+    type Access = SecretsAccess;
+    type State = ();
 
-/// Where a secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    Env(String),
-    File(PathBuf),
-}
-
-/// Validates every `[secrets.NAME]`.
-pub fn validate_secrets(
-    v: &mut Validator,
-    raw: BTreeMap<String, SecretConfig>,
-) -> BTreeMap<String, SecretSource> {
-    let mut out = BTreeMap::new();
-    for (name, c) in raw {
-        let path = KeyPath::root().key("secrets").key(&name);
-        if !v.name(&path, "secret", &name) {
-            continue;
-        }
-        match (c.env, c.file) {
-            (Some(var), None) => {
-                out.insert(name, SecretSource::Env(var));
-            }
-            (None, Some(file)) => {
-                out.insert(
-                    name,
-                    SecretSource::File(v.resolve(&path.key("file"), &file)),
-                );
-            }
-            _ => v.error(
-                &path,
-                "a secret needs exactly one of `env` or `file`",
-                "e.g. env = \"BACKUP_KEY\", or file = \"secrets/backup.key\"",
-            ),
-        }
-    }
-    out
-}
-
-/// The environment's secrets; values are read on demand.
-#[derive(Debug, Default)]
-pub struct SecretStore {
-    sources: BTreeMap<String, SecretSource>,
-}
-
-impl SecretStore {
-    pub fn new(sources: BTreeMap<String, SecretSource>) -> Self {
-        SecretStore { sources }
+    fn hint(plugin: &str) -> String {
+        format!("[plugins.{plugin}.grants]\nsecrets = []   # names of [secrets.NAME] it may read")
     }
 
-    /// The current value of a secret.
-    pub fn value(&self, name: &str) -> Result<String, String> {
-        match self.sources.get(name) {
-            None => Err(format!("no secret `{name}` is defined")),
-            Some(SecretSource::Env(var)) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
-            }
-            Some(SecretSource::File(p)) => std::fs::read_to_string(p)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read {}: {e}", p.display())),
-        }
+    fn validate(
+        v: &mut Validator,
+        at: &KeyPath,
+        raw: SecretsGrantConfig,
+        declared: &Declared,
+    ) -> Option<SecretsGrant> {
+        SecretsGrant::validate(v, at, raw, declared.secrets)
     }
 
-    /// Every secret value that can be read now, for redaction.
-    pub fn known_values(&self) -> Vec<(String, String)> {
-        self.sources
-            .keys()
-            .filter_map(|n| {
-                self.value(n)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| (n.clone(), v))
-            })
-            .collect()
+    fn diff(old: &SecretsGrantConfig, new: &SecretsGrantConfig) -> Vec<Change> {
+        diff(old, new)
+    }
+
+    fn describe(grant: &SecretsGrant) -> Vec<String> {
+        grant.describe()
+    }
+
+    fn prepare(grant: Arc<SecretsGrant>, env: &Resources) -> Result<SecretsAccess, PrepareError> {
+        Ok(SecretsAccess {
+            grant,
+            store: env.secrets.clone(),
+        })
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
     }
 }
 
@@ -124,7 +81,7 @@ impl SecretsGrant {
         path: &KeyPath,
         raw: SecretsGrantConfig,
         declared: &BTreeMap<String, SecretSource>,
-    ) -> Option<Arc<Self>> {
+    ) -> Option<Self> {
         let mut ok = true;
         for (i, name) in raw.iter().enumerate() {
             if !declared.contains_key(name) {
@@ -136,11 +93,9 @@ impl SecretsGrant {
                 );
             }
         }
-        ok.then(|| {
-            Arc::new(SecretsGrant {
-                names: raw.into_iter().collect(),
-                key: path.to_string(),
-            })
+        ok.then(|| SecretsGrant {
+            names: raw.into_iter().collect(),
+            key: path.to_string(),
         })
     }
 
@@ -182,36 +137,117 @@ pub struct SecretsAccess {
     pub store: Arc<SecretStore>,
 }
 
-impl wit::Host for HostState {
+impl wit::Host for CapCtx<'_, Secrets> {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, wit::Error>> {
-        let Some(access) = self.granted.secrets.clone() else {
-            let reason = format!(
-                "no secrets grant; add secrets = [\"{name}\"] under [plugins.{}.grants]",
-                self.plugin
-            );
-            self.record(CallRecord::denied("secrets", "get", &name, &reason));
-            return Ok(Err(wit::Error::Denied(reason)));
+        let Some(access) = self.access else {
+            let reason = self.not_granted();
+            return Ok(Err(wit::Error::Denied(self.deny("get", &name, reason))));
         };
         if !access.grant.names.contains(&name) {
             let reason = format!(
                 "secret `{name}` is not granted; add \"{name}\" to {}",
                 access.grant.key
             );
-            self.record(CallRecord::denied("secrets", "get", &name, &reason));
-            return Ok(Err(wit::Error::Denied(reason)));
+            return Ok(Err(wit::Error::Denied(self.deny("get", &name, reason))));
         }
         match access.store.value(&name) {
             Ok(v) => {
-                self.record(CallRecord::allowed("secrets", "get", &name));
+                self.record(CallRecord::allowed(Secrets::NAME, "get", &name));
                 Ok(Ok(v))
             }
             Err(e) => {
                 self.record(
-                    CallRecord::allowed("secrets", "get", &name)
+                    CallRecord::allowed(Secrets::NAME, "get", &name)
                         .with_result(format!("unavailable: {e}")),
                 );
                 Ok(Err(wit::Error::Unavailable(e)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::testing::{self, Decl};
+
+    #[tokio::test]
+    async fn a_granted_secret_is_read_and_its_value_never_recorded() {
+        let (_d, dir) = testing::dir();
+        std::fs::write(dir.join("db.pass"), "hunter2-very-secret\n").unwrap();
+        let mut decl = Decl::default();
+        for name in ["db", "other", "missing"] {
+            let file = dir.join(format!("{name}.pass"));
+            decl.secrets
+                .insert(name.to_string(), SecretSource::File(file));
+        }
+        let grant = testing::grant::<Secrets>(
+            "[plugins.p.grants]\nsecrets = [\"db\", \"missing\"]\n",
+            &dir,
+            &decl,
+        )
+        .unwrap();
+        let env = Resources {
+            secrets: Arc::new(SecretStore::new(decl.secrets.clone())),
+            ..Resources::none()
+        };
+        let mut action = testing::recorded(testing::prepared::<Secrets>(grant, &env), false, 1024);
+        let mut ctx = action.state.view::<Secrets>();
+        let value = wit::Host::get(&mut ctx, "db".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(value, "hunter2-very-secret");
+        let denied = wit::Host::get(&mut ctx, "other".into()).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add \"other\" to plugins.p.grants.secrets")),
+            "{denied:?}"
+        );
+        let missing = wit::Host::get(&mut ctx, "missing".into()).await.unwrap();
+        assert!(matches!(missing, Err(wit::Error::Unavailable(_))));
+        assert_eq!(
+            action.audit(),
+            vec![
+                ("secrets".into(), "allowed".into(), "db".into()),
+                ("secrets".into(), "denied".into(), "other".into()),
+                ("secrets".into(), "allowed".into(), "missing".into()),
+            ]
+        );
+        let stored = serde_json::to_string(&action.calls()).unwrap();
+        assert!(!stored.contains("hunter2"), "{stored}");
+    }
+
+    #[test]
+    fn granting_an_undefined_secret_is_an_error_and_the_hint_validates() {
+        let (_d, dir) = testing::dir();
+        let errors = testing::grant::<Secrets>(
+            "[plugins.p.grants]\nsecrets = [\"nope\"]\n",
+            &dir,
+            &Decl::default(),
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            errors.contains("grants secret `nope`, which is not defined"),
+            "{errors}"
+        );
+        assert!(errors.contains("[secrets.nope]"), "{errors}");
+        let errors = testing::grant::<Secrets>(
+            "[plugins.p.grants.secrets]\nnames = []\n",
+            &dir,
+            &Decl::default(),
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errors.contains("expected a sequence"), "{errors}");
+        testing::grant::<Secrets>(&Secrets::hint("p"), &dir, &Decl::default()).unwrap();
+    }
+
+    #[test]
+    fn a_new_name_widens() {
+        let changes = diff(&vec!["a".into()], &vec!["a".into(), "b".into()]);
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].widens());
+        assert!(diff(&vec!["*".into()], &vec!["x".into()]).is_empty());
     }
 }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use crate::caps::now_ms;
 use crate::cli::{EnvArgs, StateArgs};
-use crate::runbook::incident;
 
 pub fn run(env: &EnvArgs, state: &StateArgs, since: &str, out: Option<PathBuf>) -> u8 {
     let window = match crate::manifest::units::parse_duration(since) {
@@ -20,6 +19,7 @@ pub fn run(env: &EnvArgs, state: &StateArgs, since: &str, out: Option<PathBuf>) 
         Ok(s) => s,
         Err(code) => return code,
     };
+    super::note_leftovers(&store, env);
     let now = now_ms() as i64;
     let since_ms = now - window.as_millis() as i64;
     let out = out.unwrap_or_else(|| PathBuf::from(format!("runcap-bundle-{now}.tar.gz")));
@@ -54,7 +54,7 @@ fn write(
             details.push(d);
         }
     }
-    let incidents = incident::list(store, true, since_ms)?;
+    let incidents = store.incidents(true, since_ms)?;
     let mut audit = store.audit_since(since_ms)?;
     // Redacted again on the way out (see `crate::redaction`); the audit rows keep their
     // hashes, which `runcap audit verify` checks against the store itself.

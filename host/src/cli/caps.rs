@@ -8,7 +8,6 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::caps::CAPABILITIES;
 use crate::caps::compare::Change;
 use crate::cli::{EnvArgs, StateArgs};
 use crate::engine::imports;
@@ -33,8 +32,11 @@ pub struct PluginCaps {
     pub name: String,
     pub path: String,
     pub sha256: String,
-    /// Interfaces the component imports, or the reason they could not be read.
-    pub imports: Result<Vec<String>, String>,
+    /// Interfaces the component imports (empty when they could not be read).
+    pub imports: Vec<String>,
+    /// Why the component's imports could not be read (a missing file, not a component).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub limits: Limits,
     /// Capability → granted entries.
     pub grants: Vec<Grant>,
@@ -43,6 +45,16 @@ pub struct PluginCaps {
     /// Capabilities imported but not granted (the plugin will be refused).
     pub ungranted_imports: Vec<String>,
     pub used_by: Vec<String>,
+}
+
+impl PluginCaps {
+    /// The component's imports, or why they could not be read.
+    pub fn imports(&self) -> Result<&[String], &str> {
+        match &self.error {
+            None => Ok(&self.imports),
+            Some(e) => Err(e),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -56,17 +68,20 @@ pub struct Limits {
 pub struct Grant {
     pub capability: &'static str,
     pub entries: Vec<String>,
+    /// Entries a reviewer should look at twice (a shell, a wildcard).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub risks: Vec<String>,
     /// `file:line` where the grant is written (for a composed manifest, the file of
     /// the chain that wrote it).
     pub written_at: String,
 }
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, format: Format, diff: Option<&Path>) -> u8 {
-    let (env, runtime, shared) = match super::for_review(args, state) {
+    let (env, runtime, resources) = match super::for_review(args, state) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let report = report(&env, &runtime, &shared);
+    let report = report(&env, &runtime, &resources);
     if let Some(other) = diff {
         return run_diff(&env, &report, other, args, state, &runtime, format);
     }
@@ -85,43 +100,44 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, format: Format, diff: Option
 pub(crate) fn report(
     env: &Environment,
     runtime: &crate::engine::Runtime,
-    shared: &crate::caps::Shared,
+    resources: &crate::caps::Resources,
 ) -> Vec<PluginCaps> {
     let mut report = Vec::new();
     for (name, spec) in &env.plugins {
-        let imports = imports_of(runtime, spec, shared);
+        let imports = imports_of(runtime, spec, resources);
         let imported: Vec<&str> = imports
             .as_ref()
             .map(|i| {
                 i.iter()
-                    .filter_map(|x| imports::capability_of(x))
-                    .map(|c| c.name)
+                    .filter_map(|x| crate::caps::by_interface(x))
+                    .map(|c| c.name())
                     .collect()
             })
             .unwrap_or_default();
         let mut grants = Vec::new();
         let mut over = Vec::new();
         let mut ungranted = Vec::new();
-        for cap in CAPABILITIES.iter().filter(|c| c.grant_key.is_some()) {
-            let granted = (cap.granted)(&spec.grants);
+        for cap in crate::caps::grantable() {
+            let granted = spec.grants.has(cap.name());
             if granted {
                 let key = KeyPath::root()
                     .key("plugins")
                     .key(name)
                     .key("grants")
-                    .key(cap.name);
+                    .key(cap.name());
                 grants.push(Grant {
-                    capability: cap.name,
-                    entries: (cap.describe)(&spec.grants),
+                    capability: cap.name(),
+                    entries: cap.describe(&spec.grants),
+                    risks: cap.risks(&spec.grants),
                     written_at: written_at(env, &key),
                 });
             }
-            let uses = imported.contains(&cap.name);
+            let uses = imported.contains(&cap.name());
             if granted && !uses && imports.is_ok() {
-                over.push(cap.name.to_string());
+                over.push(cap.name().to_string());
             }
-            if uses && !granted && cap.import_needs_grant() {
-                ungranted.push(cap.name.to_string());
+            if uses && !granted && crate::caps::import_needs_grant(cap) {
+                ungranted.push(cap.name().to_string());
             }
         }
         let used_by = env
@@ -142,7 +158,8 @@ pub(crate) fn report(
             name: name.clone(),
             path: spec.path.display().to_string(),
             sha256: spec.sha256.clone(),
-            imports,
+            imports: imports.clone().unwrap_or_default(),
+            error: imports.err(),
             limits: Limits {
                 memory: bytesize::ByteSize(spec.limits.memory).to_string(),
                 time: humantime::format_duration(spec.limits.time).to_string(),
@@ -219,9 +236,9 @@ fn tidy(path: &Path) -> String {
 pub(crate) fn imports_of(
     runtime: &crate::engine::Runtime,
     spec: &crate::manifest::PluginSpec,
-    shared: &crate::caps::Shared,
+    resources: &crate::caps::Resources,
 ) -> Result<Vec<String>, String> {
-    match runtime.load(spec, shared) {
+    match runtime.load(spec, resources) {
         Ok(p) => Ok(p.imports),
         Err(crate::engine::LoadError::Imports { .. }) => inspect_only(runtime, spec),
         Err(e) => Err(e.to_string()),
@@ -247,8 +264,8 @@ fn capability_imports<'a>(imports: &'a [String], grants: &[Grant]) -> Vec<&'a st
         .iter()
         .filter(|x| {
             (x.starts_with("runcap:") && x.as_str() != crate::caps::TYPES_INTERFACE)
-                || imports::capability_of(x)
-                    .is_some_and(|c| grants.iter().any(|g| g.capability == c.name))
+                || crate::caps::by_interface(x)
+                    .is_some_and(|c| grants.iter().any(|g| g.capability == c.name()))
         })
         .map(String::as_str)
         .collect()
@@ -264,7 +281,7 @@ fn print_text(env: &str, report: &[PluginCaps]) {
             "  limits   memory {}, time {}, output {}",
             p.limits.memory, p.limits.time, p.limits.output
         );
-        match &p.imports {
+        match p.imports() {
             Ok(i) => {
                 let caps = capability_imports(i, &p.grants);
                 println!(
@@ -379,7 +396,7 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
         "| plugin | sha256 | imports | granted | over-granted | used by |\n|---|---|---|---|---|---|"
     );
     for p in report {
-        let imports = match &p.imports {
+        let imports = match p.imports() {
             Ok(i) => {
                 let caps: Vec<&str> = capability_imports(i, &p.grants)
                     .into_iter()
@@ -427,7 +444,7 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
             "- **limits** memory {}, time {}, output {}",
             p.limits.memory, p.limits.time, p.limits.output
         );
-        match &p.imports {
+        match p.imports() {
             Ok(i) => {
                 let caps = capability_imports(i, &p.grants);
                 let other = i.len()
@@ -614,7 +631,7 @@ fn change_table(md: &mut String, changes: &[LocatedChange]) {
 pub(crate) fn import_lists(report: &[PluginCaps]) -> BTreeMap<String, Vec<String>> {
     report
         .iter()
-        .map(|p| (p.name.clone(), p.imports.clone().unwrap_or_default()))
+        .map(|p| (p.name.clone(), p.imports.clone()))
         .collect()
 }
 
@@ -674,7 +691,7 @@ fn run_diff(
 ) -> u8 {
     let lock_dir = crate::manifest::compose::dir_of(&env.file);
     for p in report {
-        if let Err(e) = &p.imports {
+        if let Some(e) = &p.error {
             eprintln!("warning: plugin {}: cannot read its imports: {e}", p.name);
         }
     }
@@ -695,8 +712,8 @@ fn run_diff(
             Ok(e) => e,
             Err(code) => return code,
         };
-        let shared = super::shared(&other_env, args, state, None);
-        let other_report = report_for(&other_env, runtime, &shared);
+        let resources = super::resources(&other_env, args, state, None);
+        let other_report = report_for(&other_env, runtime, &resources);
         (
             lockfile::snapshot(&other_env, &import_lists(&other_report), &lock_dir),
             format!("{} ({})", other_env.name, display_path(other)),
@@ -763,11 +780,11 @@ fn run_diff(
 fn report_for(
     env: &Environment,
     runtime: &crate::engine::Runtime,
-    shared: &crate::caps::Shared,
+    resources: &crate::caps::Resources,
 ) -> Vec<PluginCaps> {
-    let r = report(env, runtime, shared);
+    let r = report(env, runtime, resources);
     for p in &r {
-        if let Err(e) = &p.imports {
+        if let Some(e) = &p.error {
             eprintln!(
                 "warning: plugin {} of {}: cannot read its imports: {e}",
                 p.name, env.name

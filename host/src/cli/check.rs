@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cli::{EnvArgs, StateArgs};
-use crate::manifest::{Diagnostic, KeyPath};
+use crate::manifest::{Diagnostic, KeyPath, Runbook, Step};
 use crate::runner;
 
 /// Review gates `runcap check` can add: the lockfile and a policy.
@@ -22,14 +22,14 @@ pub struct ReviewArgs {
 }
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
-    let (env, runtime, shared) = match super::for_review(args, state) {
+    let (env, runtime, resources) = match super::for_review(args, state) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let mut problems = Vec::new();
     let mut loaded = std::collections::BTreeMap::new();
     for (name, spec) in &env.plugins {
-        match runtime.load(spec, &shared) {
+        match runtime.load(spec, &resources) {
             Ok(p) => {
                 println!(
                     "✔ plugin {name}: sha256 {}… {}, imports {}",
@@ -43,12 +43,17 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
                 );
                 loaded.insert(name.clone(), p);
             }
+            // One problem per refused import, each with the TOML that fixes it.
+            Err(crate::engine::LoadError::Imports {
+                plugin,
+                problems: p,
+            }) => problems.extend(p.iter().map(|p| format!("plugin `{plugin}` {p}"))),
             Err(e) => problems.push(e.to_string()),
         }
     }
     for (rb_name, rb) in &env.runbooks {
         let mut ok = true;
-        for (i, step) in rb.steps.iter().enumerate() {
+        for (path, step) in every_step(rb_name, rb) {
             let Some(plugin) = loaded.get(&step.uses) else {
                 continue;
             };
@@ -59,19 +64,14 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
             };
             if let Err(e) = runner::validate_params(&runtime, plugin, &params).await {
                 ok = false;
-                let path = KeyPath::root()
-                    .key("runbooks")
-                    .key(rb_name)
-                    .key("steps")
-                    .index(i)
-                    .key("with");
                 let help = format!(
-                    "`runcap plugin describe {}` shows the params it accepts",
-                    step.uses
+                    "`runcap plugin describe {} --env {}` shows the params it accepts",
+                    step.uses,
+                    args.env.display()
                 );
                 let d = Diagnostic::at(
                     &env.source,
-                    &path,
+                    &path.key("with"),
                     format!("params rejected by `{}`: {e}", step.uses),
                     Some(help),
                 );
@@ -115,6 +115,27 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
         );
         2
     }
+}
+
+/// Every step of a runbook that runs an action, with where it is written: main steps,
+/// handlers, escalation steps, and each one's rollback.
+fn every_step<'a>(name: &str, rb: &'a Runbook) -> Vec<(KeyPath, &'a Step)> {
+    let at = KeyPath::root().key("runbooks").key(name);
+    let lists = [
+        (at.key("steps"), &rb.steps),
+        (at.key("handlers"), &rb.handlers),
+        (at.key("incident").key("escalate"), &rb.incident.escalate),
+    ];
+    let mut out = Vec::new();
+    for (path, steps) in lists {
+        for (i, step) in steps.iter().enumerate() {
+            out.push((path.index(i), step));
+            if let Some(rb) = &step.rollback {
+                out.push((path.index(i).key("rollback"), rb.as_ref()));
+            }
+        }
+    }
+    out
 }
 
 pub(crate) fn list(items: &[&str]) -> String {

@@ -1,15 +1,16 @@
 //! `runcap faults` and `runcap proxies`: the fault journal and the drill proxies.
 
-use crate::caps::services::Verb;
 use crate::cli::history::time;
 use crate::cli::{EnvArgs, StateArgs};
+use crate::services::Verb;
 
 pub fn list(env: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
     let store = match super::open_store(env, state) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let faults = match crate::caps::faults::list(&store, 200) {
+    super::note_leftovers(&store, env);
+    let faults = match store.faults(200) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -27,10 +28,7 @@ pub fn list(env: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
         println!("no faults recorded");
         return 0;
     }
-    let open: Vec<_> = faults
-        .iter()
-        .filter(|f| f.state == "active" || f.state == "pending")
-        .collect();
+    let open: Vec<_> = faults.iter().filter(|f| f.state.is_open()).collect();
     println!("{} open, {} in the journal", open.len(), faults.len());
     for f in &faults {
         println!(
@@ -55,11 +53,11 @@ pub async fn proxies(env_args: &EnvArgs, state: &StateArgs, stop: bool, json: bo
         Ok(env) => env,
         Err(code) => return code,
     };
-    let shared = super::shared(&env, env_args, state, None);
+    let resources = super::resources(&env, env_args, state, None);
     let verb = if stop { Verb::Stop } else { Verb::Status };
     let mut all = Vec::new();
-    for name in shared.proxies.names() {
-        match shared.proxies.control(name, verb).await {
+    for name in resources.proxies.names() {
+        match resources.proxies.control(name, verb).await {
             Ok(s) => all.push(s),
             Err(e) => {
                 eprintln!("error: proxy {name}: {e}");

@@ -22,6 +22,7 @@ pub fn history(
         Ok(s) => s,
         Err(code) => return code,
     };
+    super::note_leftovers(&store, env);
     let runs = match store.history(runbook, limit) {
         Ok(r) => r,
         Err(e) => {
@@ -56,7 +57,7 @@ pub fn history(
         let status = if r.dry_run {
             format!("{} (dry)", r.status)
         } else {
-            r.status.clone()
+            r.status.to_string()
         };
         println!(
             "{:<18} {:<20} {:<20} {:<11} {:>9}  {}",
@@ -76,6 +77,7 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    super::note_leftovers(&store, env);
     let run = match store.run(run_id) {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -117,7 +119,6 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
         println!();
         let failure = s
             .failure_kind
-            .as_deref()
             .map(|k| format!(" ({k})"))
             .unwrap_or_default();
         let took = s.duration_ms.map(format_ms).unwrap_or_default();

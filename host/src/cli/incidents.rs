@@ -2,14 +2,14 @@
 
 use crate::cli::history::time;
 use crate::cli::{EnvArgs, StateArgs};
-use crate::runbook::incident;
 
 pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
     let store = match super::open_store(env, state) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let list = match incident::list(&store, all, 0) {
+    super::note_leftovers(&store, env);
+    let list = match store.incidents(all, 0) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");

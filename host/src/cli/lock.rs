@@ -12,14 +12,14 @@ use crate::lockfile::{self, Lockfile};
 use crate::manifest::compose::{dir_of, display_path};
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, lock: Option<&Path>) -> u8 {
-    let (env, runtime, shared) = match super::for_review(args, state) {
+    let (env, runtime, resources) = match super::for_review(args, state) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let mut imports = std::collections::BTreeMap::new();
     let mut failed = false;
     for (name, spec) in &env.plugins {
-        match runtime.load(spec, &shared) {
+        match runtime.load(spec, &resources) {
             Ok(p) => {
                 imports.insert(name.clone(), p.imports);
             }

@@ -12,6 +12,7 @@ mod history;
 mod incidents;
 mod lock;
 mod pin;
+mod plugin;
 mod recover;
 mod review;
 mod run;
@@ -59,6 +60,20 @@ enum AuditCommand {
     /// Print the head of a verified chain as an anchor (SEQ:HASH), to keep where this
     /// host cannot rewrite it: a central log, a ticket, another machine.
     Head {
+        #[command(flatten)]
+        env: EnvArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// What a plugin says about itself: name, version, description, the JSON Schema of
+    /// its params, and what its component imports. Runs no action.
+    Describe {
+        /// The plugin's name in the manifest.
+        name: String,
         #[command(flatten)]
         env: EnvArgs,
         #[arg(long)]
@@ -115,6 +130,11 @@ enum Command {
         /// Plugins are told to change nothing; mutating capability calls are recorded, not made.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Plugins on their own.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginCommand,
     },
     /// Recent runs, newest first.
     History {
@@ -271,7 +291,7 @@ pub fn main() -> ExitCode {
         command,
     } = &cli.command
     {
-        let code = crate::caps::services::supervise(state, log, cwd, pid_file.as_deref(), command);
+        let code = crate::services::supervise(state, log, cwd, pid_file.as_deref(), command);
         return ExitCode::from(code as u8);
     }
     // Die quietly when the reader of our output goes away (`runcap … | head`).
@@ -343,7 +363,7 @@ pub fn main() -> ExitCode {
                 listen,
                 upstream,
                 control,
-            } => match crate::caps::faults::proxy::serve(listen, upstream, control).await {
+            } => match crate::chaos::proxy::serve(listen, upstream, control).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: proxy on {listen}: {e}");
@@ -351,6 +371,9 @@ pub fn main() -> ExitCode {
                 }
             },
             Command::Pin { env } => pin::run(&env),
+            Command::Plugin {
+                action: PluginCommand::Describe { name, env, json },
+            } => plugin::describe(&env, &cli.state, &name, json).await,
         }
     });
     ExitCode::from(code)
@@ -376,14 +399,23 @@ pub(crate) fn load_env(args: &EnvArgs) -> Result<Environment, u8> {
     })
 }
 
-/// Opens the state store for a manifest and reports (and marks) runs that a crashed
-/// runcap left behind. Every command that opens the store does this first.
+/// Opens the state store for a manifest. Opening changes nothing: read-only commands
+/// call [`note_leftovers`], and commands that act call [`recover_after_crash`].
 pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>, u8> {
     let dir = state_dir(env, state);
     let store = Store::open(&dir).map_err(|e| {
         eprintln!("error: {e}");
         2
     })?;
+    Ok(Arc::new(store))
+}
+
+/// What `run`, `recover` (and a long-running server) do first: runs a dead runcap left
+/// `running` are marked interrupted (their pending rollbacks named), and faults it left
+/// open are reverted from the journal alone. Everything is said on stderr; returns
+/// whether everything that needed undoing was undone.
+pub(crate) async fn recover_after_crash(store: &Arc<Store>) -> bool {
+    let mut ok = true;
     match store.recover_interrupted() {
         Ok(found) => {
             for i in found {
@@ -407,14 +439,17 @@ pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>,
                 }
             }
         }
-        Err(e) => eprintln!("warning: could not check for interrupted runs: {e}"),
+        Err(e) => {
+            ok = false;
+            eprintln!("error: could not check for interrupted runs: {e}");
+        }
     }
-    let store = Arc::new(store);
     // Faults left open by a runcap that died are reverted now, from the journal alone.
-    let reverted = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(crate::caps::faults::recover(&store))
-    });
-    for (f, result) in reverted {
+    let recovery = crate::chaos::recover(store).await;
+    for e in &recovery.errors {
+        eprintln!("error: could not recover faults left open by a runcap that died: {e}");
+    }
+    for (f, result) in &recovery.reverted {
         match result {
             Ok(how) => eprintln!(
                 "note: reverted fault {} ({} on {}) left open by a runcap that died: {how}",
@@ -426,7 +461,32 @@ pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>,
             ),
         }
     }
-    Ok(store)
+    ok && recovery.ok()
+}
+
+/// What read-only commands say about what a dead runcap left behind, changing nothing:
+/// runs still marked running whose process is gone, and faults it left open.
+pub(crate) fn note_leftovers(store: &Store, env: &EnvArgs) {
+    match store.leftovers() {
+        Ok(l) => {
+            for run in &l.interrupted_runs {
+                eprintln!(
+                    "note: run {run} was interrupted (the runcap running it died); `runcap recover --env {}` records it and runs its pending rollbacks",
+                    env.env.display()
+                );
+            }
+            for f in &l.orphaned_faults {
+                eprintln!(
+                    "warning: fault {} ({} on {}) was left open by a runcap that died; `runcap recover --env {}` reverts it",
+                    f.id,
+                    f.kind,
+                    f.target,
+                    env.env.display()
+                );
+            }
+        }
+        Err(e) => eprintln!("warning: could not check for interrupted runs or open faults: {e}"),
+    }
 }
 
 /// The state directory: `--state-dir`, `$RUNCAP_STATE_DIR`, or `.runcap/` beside the manifest.
@@ -441,17 +501,17 @@ pub(crate) fn state_dir(env: &EnvArgs, state: &StateArgs) -> PathBuf {
 
 /// Host-side state every plugin of the environment shares (its services). A store
 /// given here redacts what it writes with the environment's rules from now on.
-pub(crate) fn shared(
+pub(crate) fn resources(
     env: &Environment,
     args: &EnvArgs,
     state: &StateArgs,
     store: Option<Arc<Store>>,
-) -> crate::caps::Shared {
-    let shared = crate::caps::Shared::new(env, &state_dir(args, state), store.clone());
+) -> crate::caps::Resources {
+    let resources = crate::caps::Resources::new(env, &state_dir(args, state), store.clone());
     if let Some(store) = store {
-        store.set_scrubber(shared.redactor.clone());
+        store.set_scrubber(resources.redactor.clone());
     }
-    shared
+    resources
 }
 
 /// What the review commands (check, caps, lock) start from: the environment, an engine
@@ -459,11 +519,11 @@ pub(crate) fn shared(
 pub(crate) fn for_review(
     args: &EnvArgs,
     state: &StateArgs,
-) -> Result<(Environment, Runtime, crate::caps::Shared), u8> {
+) -> Result<(Environment, Runtime, crate::caps::Resources), u8> {
     let env = load_env(args)?;
     let runtime = runtime()?;
-    let shared = shared(&env, args, state, None);
-    Ok((env, runtime, shared))
+    let resources = resources(&env, args, state, None);
+    Ok((env, runtime, resources))
 }
 
 /// The redaction for what a command prints from the store: the manifest's rules and secret
@@ -472,7 +532,7 @@ pub(crate) fn for_review(
 pub(crate) fn output_redactor(args: &EnvArgs) -> Arc<runcap_redact::Redactor> {
     match manifest::load(&args.env) {
         Ok(env) => {
-            let secrets = crate::caps::secrets::SecretStore::new(env.secrets.clone());
+            let secrets = crate::secrets::SecretStore::new(env.secrets.clone());
             crate::redaction::host_redactor(&crate::redaction::Spec::new(&env.redaction, &secrets))
         }
         Err(_) => Arc::default(),

@@ -13,6 +13,7 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
         Ok(s) => s,
         Err(code) => return code,
     };
+    let recovered = super::recover_after_crash(&store).await;
     let pending = match store.runs_needing_recovery() {
         Ok(p) => p,
         Err(e) => {
@@ -26,7 +27,7 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
         .collect();
     if todo.is_empty() {
         println!("nothing to recover: no interrupted run has pending rollbacks");
-        return 0;
+        return if recovered { 0 } else { 1 };
     }
     let runtime = match super::runtime() {
         Ok(r) => r,
@@ -40,11 +41,11 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
             i.runbook,
             i.pending_rollbacks.len()
         );
-        let shared = super::shared(&env, env_args, state, Some(store.clone()));
+        let resources = super::resources(&env, env_args, state, Some(store.clone()));
         let reports = runbook::recover(
             &runtime,
             &env,
-            &shared,
+            &resources,
             &store,
             &i.run_id,
             &i.pending_rollbacks,
@@ -53,5 +54,5 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
         .await;
         failed |= reports.iter().any(|r| r.action.status == Status::Fail);
     }
-    if failed { 1 } else { 0 }
+    if failed || !recovered { 1 } else { 0 }
 }

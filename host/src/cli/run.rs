@@ -31,15 +31,18 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         Ok(s) => s,
         Err(code) => return code,
     };
+    // What a runcap that died left behind is dealt with first; if something could not be
+    // undone the run still goes ahead, and its exit code says so.
+    let recovered = super::recover_after_crash(&store).await;
     let runtime = match super::runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let shared = super::shared(&env, args, state, Some(store.clone()));
-    for problem in shared.proxies.ensure_all().await {
+    let resources = super::resources(&env, args, state, Some(store.clone()));
+    for problem in resources.proxies.ensure_all().await {
         eprintln!("warning: {problem}");
     }
-    let plugins = runbook::load_plugins(&runtime, &env, &shared, rb);
+    let plugins = runbook::load_plugins(&runtime, &env, &resources, rb);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -50,7 +53,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         dry_run,
         store: Some(store),
         cancel: Some(cancel_rx),
-        faults: Some(shared.faults.clone()),
+        faults: Some(resources.faults.clone()),
     };
     if !json {
         println!(
@@ -77,7 +80,12 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
     } else {
         print_summary(&report);
     }
-    report.status.exit_code()
+    let code = report.status.exit_code();
+    if !recovered && code == 0 {
+        eprintln!("error: something a previous runcap left behind could not be undone (see above)");
+        return 1;
+    }
+    code
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM.

@@ -1,17 +1,17 @@
 //! `runcap services`: what the manifest's services are doing right now.
 
-use crate::caps::services::Verb;
 use crate::cli::{EnvArgs, StateArgs};
+use crate::services::Verb;
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
     };
-    let shared = super::shared(&env, args, state, None);
+    let resources = super::resources(&env, args, state, None);
     let mut all = Vec::new();
-    for name in shared.services.names() {
-        match shared.services.control(name, Verb::Status).await {
+    for name in resources.services.names() {
+        match resources.services.control(name, Verb::Status).await {
             Ok(s) => all.push(s),
             Err(e) => {
                 eprintln!("error: {name}: {e}");

@@ -7,7 +7,7 @@
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::caps::{self, CAPABILITIES, Capability, ValidGrants};
+use crate::caps::{self, Granted, ValidGrants};
 
 /// The interfaces a component imports, without versions, sorted.
 pub fn imported_interfaces(engine: &Engine, component: &Component) -> Vec<String> {
@@ -24,8 +24,8 @@ pub fn imported_interfaces(engine: &Engine, component: &Component) -> Vec<String
 /// Why an import is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportProblem {
-    /// A capability interface the grants do not cover.
-    NotGranted { interface: String, key: String },
+    /// A capability interface the grants do not cover; `hint` is the TOML that grants it.
+    NotGranted { interface: String, hint: String },
     /// An interface runcap never provides.
     Unknown { interface: String },
 }
@@ -33,9 +33,9 @@ pub enum ImportProblem {
 impl std::fmt::Display for ImportProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ImportProblem::NotGranted { interface, key } => write!(
+            ImportProblem::NotGranted { interface, hint } => write!(
                 f,
-                "imports `{interface}` but the manifest does not grant it; add `{key}` to allow it"
+                "imports `{interface}` but the manifest does not grant it; to allow it, add:\n{hint}"
             ),
             ImportProblem::Unknown { interface }
                 if interface.starts_with("wasi:sockets/")
@@ -53,11 +53,6 @@ impl std::fmt::Display for ImportProblem {
     }
 }
 
-/// The capability behind an interface name, if it is one.
-pub fn capability_of(interface: &str) -> Option<&'static Capability> {
-    CAPABILITIES.iter().find(|c| c.interface == interface)
-}
-
 /// Checks every import against the plugin's grants; `plugin` names the manifest table.
 pub fn check(plugin: &str, imports: &[String], grants: &ValidGrants) -> Vec<ImportProblem> {
     let mut problems = Vec::new();
@@ -69,11 +64,11 @@ pub fn check(plugin: &str, imports: &[String], grants: &ValidGrants) -> Vec<Impo
         {
             continue;
         }
-        match capability_of(interface) {
-            Some(cap) if (cap.granted)(grants) => {}
+        match caps::by_interface(interface) {
+            Some(cap) if cap.granted() != Granted::ByGrant || grants.has(cap.name()) => {}
             Some(cap) => problems.push(ImportProblem::NotGranted {
                 interface: interface.clone(),
-                key: format!("[plugins.{plugin}.{}]", cap.grant_key.unwrap_or("grants")),
+                hint: cap.hint(plugin),
             }),
             None => {
                 // One line per refused family is enough (`wasi:sockets/*` is seven interfaces).
@@ -106,9 +101,12 @@ mod tests {
         ];
         let problems = check("probe", &imports, &ValidGrants::default());
         assert_eq!(problems.len(), 2);
-        assert_eq!(
-            problems[0].to_string(),
-            "imports `runcap:plugin/http` but the manifest does not grant it; add `[plugins.probe.grants.http]` to allow it"
+        assert!(
+            problems[0].to_string().starts_with(
+                "imports `runcap:plugin/http` but the manifest does not grant it; to allow it, add:\n[plugins.probe.grants.http]\n"
+            ),
+            "{}",
+            problems[0]
         );
         assert!(
             problems[1]

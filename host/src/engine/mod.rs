@@ -43,7 +43,7 @@ pub enum LoadError {
     },
     #[error("{path} is not a valid component: {message}")]
     Compile { path: String, message: String },
-    #[error("plugin `{plugin}` {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("{}", problems.iter().map(|p| format!("plugin `{plugin}` {p}")).collect::<Vec<_>>().join("\n"))]
     Imports {
         plugin: String,
         problems: Vec<ImportProblem>,
@@ -124,7 +124,40 @@ impl Runtime {
 
     /// Reads the plugin file, checks it against its pin, compiles it (or takes it from
     /// the cache), checks its imports against its grants and prepares instantiation.
-    pub fn load(&self, spec: &PluginSpec, shared: &caps::Shared) -> Result<Plugin, LoadError> {
+    pub fn load(
+        &self,
+        spec: &PluginSpec,
+        resources: &caps::Resources,
+    ) -> Result<Plugin, LoadError> {
+        let compiled = self.compile(spec)?;
+        let problems = imports::check(&spec.name, &compiled.imports, &spec.grants);
+        if !problems.is_empty() {
+            return Err(LoadError::Imports {
+                plugin: spec.name.clone(),
+                problems,
+            });
+        }
+        let granted = caps::prepare(&spec.grants, resources).map_err(|e| LoadError::Grant {
+            plugin: spec.name.clone(),
+            message: e.to_string(),
+        })?;
+        self.prepare(spec, resources, compiled, granted)
+    }
+
+    /// Loads a plugin only to ask it to describe itself or check params, which it does
+    /// with no grant at all: its imports are not held to its grants, and nothing of them
+    /// is prepared.
+    pub fn load_to_describe(
+        &self,
+        spec: &PluginSpec,
+        resources: &caps::Resources,
+    ) -> Result<Plugin, LoadError> {
+        let compiled = self.compile(spec)?;
+        self.prepare(spec, resources, compiled, caps::Prepared::default())
+    }
+
+    /// Reads, verifies and compiles (or takes from the cache) a plugin's component.
+    fn compile(&self, spec: &PluginSpec) -> Result<Compiled, LoadError> {
         let path = spec.path.display().to_string();
         let size = std::fs::metadata(&spec.path)
             .map_err(|source| LoadError::Read {
@@ -143,62 +176,64 @@ impl Runtime {
             path: path.clone(),
             source,
         })?;
-        let actual = hex::encode(Sha256::digest(&wasm));
-        if actual != spec.sha256 {
+        let sha256 = hex::encode(Sha256::digest(&wasm));
+        if sha256 != spec.sha256 {
             return Err(LoadError::DigestMismatch {
                 path,
                 expected: spec.sha256.clone(),
-                actual,
+                actual: sha256,
             });
         }
         let (component, cached) =
             self.cache
-                .load(&self.engine, &actual, &wasm)
+                .load(&self.engine, &sha256, &wasm)
                 .map_err(|e| LoadError::Compile {
                     path: path.clone(),
                     message: format!("{e:#}"),
                 })?;
         let imports = imports::imported_interfaces(&self.engine, &component);
-        let problems = imports::check(&spec.name, &imports, &spec.grants);
-        if !problems.is_empty() {
-            return Err(LoadError::Imports {
-                plugin: spec.name.clone(),
-                problems,
-            });
-        }
-        self.prepare(spec, shared, component, actual, imports, cached)
+        Ok(Compiled {
+            component,
+            sha256,
+            imports,
+            cached,
+        })
     }
 
     fn prepare(
         &self,
         spec: &PluginSpec,
-        shared: &caps::Shared,
-        component: Component,
-        sha256: String,
-        imports: Vec<String>,
-        cached: bool,
+        resources: &caps::Resources,
+        compiled: Compiled,
+        granted: caps::Prepared,
     ) -> Result<Plugin, LoadError> {
         let link_err = |e: wasmtime::Error| LoadError::Link {
             plugin: spec.name.clone(),
             message: format!("{e:#}"),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(link_err)?;
         let pre = ActionPre::new(pre).map_err(link_err)?;
-        let granted =
-            caps::Prepared::new(&spec.grants, shared).map_err(|message| LoadError::Grant {
-                plugin: spec.name.clone(),
-                message,
-            })?;
         Ok(Plugin {
             spec: spec.clone(),
-            sha256,
-            imports,
-            from_cache: cached,
+            sha256: compiled.sha256,
+            imports: compiled.imports,
+            from_cache: compiled.cached,
             pre,
-            granted,
-            redactor: shared.redactor.clone(),
+            granted: Arc::new(granted),
+            resources: resources.clone(),
         })
     }
+}
+
+/// A plugin's component, verified and compiled.
+struct Compiled {
+    component: Component,
+    sha256: String,
+    imports: Vec<String>,
+    cached: bool,
 }
 
 impl Drop for Runtime {
@@ -217,9 +252,10 @@ pub struct Plugin {
     pub from_cache: bool,
     pub(crate) pre: ActionPre<HostState>,
     /// Per-plugin capability state (clients, channels) built once from its grants.
-    pub(crate) granted: caps::Prepared,
-    /// The environment's redaction, applied to everything an action reports.
-    pub(crate) redactor: Arc<runcap_redact::Redactor>,
+    pub(crate) granted: Arc<caps::Prepared>,
+    /// What the environment provides: its redaction, applied to everything an action
+    /// reports, and its faults (a cert-expiry fault moves this plugin's clock).
+    pub(crate) resources: caps::Resources,
 }
 
 impl Plugin {
@@ -228,9 +264,9 @@ impl Plugin {
     pub fn capabilities(&self) -> Vec<&'static str> {
         self.imports
             .iter()
-            .filter_map(|i| imports::capability_of(i))
-            .filter(|c| c.import_needs_grant() || (c.granted)(&self.spec.grants))
-            .map(|c| c.name)
+            .filter_map(|i| caps::by_interface(i))
+            .filter(|c| caps::import_needs_grant(*c) || self.spec.grants.has(c.name()))
+            .map(|c| c.name())
             .collect()
     }
 }

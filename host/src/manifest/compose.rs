@@ -510,13 +510,9 @@ impl Base<'_> {
     /// against the files that wrote them, so that two layers compare where they point.
     fn plugin(&self, name: &str) -> Option<toml::Value> {
         let mut plugin = self.table.get("plugins")?.get(name)?.clone();
-        let at = KeyPath::root()
-            .key("plugins")
-            .key(name)
-            .key("grants")
-            .key("fs");
-        crate::caps::fs::resolve_plugin_paths(&mut plugin, |dir| {
-            dir_of(&self.file_of(&at.key(dir).key("path")).path)
+        let at = KeyPath::root().key("plugins").key(name).key("grants");
+        crate::caps::resolve_plugin_paths(&mut plugin, &|p| {
+            dir_of(&self.file_of(&concat(&at, p)).path)
         });
         Some(plugin)
     }
@@ -547,7 +543,7 @@ fn check_widening(layer: &mut Layer, base: &Base, now: &Base, problems: &mut Vec
             continue;
         };
         let at = KeyPath::root().key("plugins").key(name);
-        for change in crate::caps::compare::diff_plugin(&old_plugin, &new_plugin) {
+        for change in crate::caps::diff_plugin(&old_plugin, &new_plugin) {
             if !change.widens() {
                 continue;
             }

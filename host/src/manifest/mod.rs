@@ -19,7 +19,7 @@ use std::path::Path;
 pub use compose::Sources;
 pub use model::{Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step};
 pub use source::{Diagnostic, Diagnostics, KeyPath, Locate, Seg, SourceFile};
-pub use validate::{MAX_PLUGIN_FILE, Validator, file_digest, toml_to_json};
+pub use validate::{MAX_PLUGIN_FILE, Validator, closest, file_digest, toml_to_json};
 
 /// Reads, parses and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Environment, Diagnostics> {

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::compose::Sources;
 use std::time::Duration;
 
+use super::compose::Sources;
+use super::source::KeyPath;
 use crate::caps::ValidGrants;
+use crate::caps::compare::{Change, ChangeKind, fmt_duration, fmt_size};
 
 /// One environment, ready to run.
 #[derive(Debug, Clone)]
@@ -21,11 +23,11 @@ pub struct Environment {
     pub source: Arc<Sources>,
     pub vars: BTreeMap<String, String>,
     /// Services plugins may control, by name.
-    pub services: BTreeMap<String, crate::caps::services::ServiceDef>,
+    pub services: BTreeMap<String, crate::services::ServiceDef>,
     /// Secrets plugins may be granted, by name.
-    pub secrets: BTreeMap<String, crate::caps::secrets::SecretSource>,
+    pub secrets: BTreeMap<String, crate::secrets::SecretSource>,
     /// Drill proxies, by name.
-    pub proxies: BTreeMap<String, crate::caps::faults::ProxyDef>,
+    pub proxies: BTreeMap<String, crate::chaos::ProxyDef>,
     /// Rules for host-side redaction (`[redaction]`), already checked to build.
     pub redaction: runcap_redact::Config,
     pub plugins: BTreeMap<String, PluginSpec>,
@@ -57,6 +59,62 @@ impl Limits {
     pub const DEFAULT_OUTPUT: u64 = 1 << 20;
     /// No plugin may be given more linear memory than this.
     pub const MAX_MEMORY: u64 = 1 << 30;
+}
+
+impl Limits {
+    /// Effective limits of a `[plugins.NAME]` table as written: as written, defaults for
+    /// the rest (and for values that do not parse, which validation reports).
+    pub fn of_plugin(plugin: &toml::Value) -> Limits {
+        Self::from_written(plugin.get("limits"))
+    }
+
+    /// Effective limits from a `limits` table as written.
+    pub fn from_written(limits: Option<&toml::Value>) -> Limits {
+        let mut l = Limits::default();
+        let get = |k: &str| limits.and_then(|t| t.get(k)).and_then(|v| v.as_str());
+        if let Some(m) = get("memory").and_then(|s| super::units::parse_size(s).ok()) {
+            l.memory = m;
+        }
+        if let Some(t) = get("time").and_then(|s| super::units::parse_duration(s).ok()) {
+            l.time = t;
+        }
+        if let Some(o) = get("output").and_then(|s| super::units::parse_size(s).ok()) {
+            l.output = o;
+        }
+        l
+    }
+
+    /// Every difference from `self` to `new`, located below `limits`: more memory, time
+    /// or output widens.
+    pub fn diff(&self, new: &Limits) -> Vec<Change> {
+        let mut out = Vec::new();
+        let at = KeyPath::root().key("limits");
+        let mut push = |key: &str, o: u128, n: u128, show: &dyn Fn(u128) -> String| {
+            if o == n {
+                return;
+            }
+            let kind = if n > o {
+                ChangeKind::Widened
+            } else {
+                ChangeKind::Narrowed
+            };
+            out.push(Change::new(
+                at.key(key),
+                kind,
+                format!("{key} {} → {}", show(o), show(n)),
+            ));
+        };
+        push("memory", self.memory.into(), new.memory.into(), &|b| {
+            fmt_size(b as u64)
+        });
+        push("time", self.time.as_millis(), new.time.as_millis(), &|ms| {
+            fmt_duration(Duration::from_millis(ms as u64))
+        });
+        push("output", self.output.into(), new.output.into(), &|b| {
+            fmt_size(b as u64)
+        });
+        out
+    }
 }
 
 impl Default for Limits {
@@ -140,7 +198,7 @@ pub enum OnFailure {
 /// What a failed run of this runbook opens, and when it escalates.
 #[derive(Debug, Clone)]
 pub struct IncidentPolicy {
-    pub severity: String,
+    pub severity: crate::store::records::Severity,
     /// Consecutive failed runs that trigger `escalate`; 0 never escalates.
     pub escalate_after: u32,
     pub escalate: Vec<Step>,
@@ -149,9 +207,32 @@ pub struct IncidentPolicy {
 impl Default for IncidentPolicy {
     fn default() -> Self {
         IncidentPolicy {
-            severity: "high".into(),
+            severity: crate::store::records::Severity::High,
             escalate_after: 0,
             escalate: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_compare_by_value() {
+        let old = Limits::default();
+        let new = Limits {
+            memory: 128 << 20,
+            time: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let c = old.diff(&new);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].kind, ChangeKind::Widened);
+        assert_eq!(c[0].what, "memory 64MiB → 128MiB");
+        assert_eq!(c[1].kind, ChangeKind::Narrowed);
+        assert_eq!(c[1].what, "time 30s → 10s");
+        assert_eq!(fmt_size(1536 << 10), "1536KiB");
+        assert_eq!(fmt_size(1000), "1000B");
     }
 }

@@ -18,13 +18,13 @@ pub struct Manifest {
     pub vars: BTreeMap<String, String>,
     /// `[services.NAME]`: services plugins may control, and how runcap drives them.
     #[serde(default)]
-    pub services: BTreeMap<String, crate::caps::services::ServiceConfig>,
+    pub services: BTreeMap<String, crate::services::ServiceConfig>,
     /// `[secrets.NAME]`: secret values plugins may be granted, by where they come from.
     #[serde(default)]
-    pub secrets: BTreeMap<String, crate::caps::secrets::SecretConfig>,
+    pub secrets: BTreeMap<String, crate::secrets::SecretConfig>,
     /// `[proxies.NAME]`: loopback proxies drills reach services through.
     #[serde(default)]
-    pub proxies: BTreeMap<String, crate::caps::faults::ProxyConfig>,
+    pub proxies: BTreeMap<String, crate::chaos::ProxyConfig>,
     /// `[redaction]`: the rules every string runcap stores or prints passes through
     /// (default: the built-in default set); secret values are always redacted.
     #[serde(default)]

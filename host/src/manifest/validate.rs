@@ -108,6 +108,27 @@ impl<'a> Validator<'a> {
         ok
     }
 
+    /// Records a value that does not have the shape its key needs (serde's message), at the
+    /// key inside `at` that is wrong, with the fix.
+    pub fn shape_error(&mut self, at: &KeyPath, inner: &serde_path_to_error::Path, message: &str) {
+        let mut path = at.clone();
+        for seg in inner.iter() {
+            path = match seg {
+                serde_path_to_error::Segment::Seq { index } => path.index(*index),
+                serde_path_to_error::Segment::Map { key } => path.key(key.as_str()),
+                serde_path_to_error::Segment::Enum { variant } => path.key(variant.as_str()),
+                serde_path_to_error::Segment::Unknown => path,
+            };
+        }
+        let message = message.trim();
+        self.error(&path, message, toml_help(message));
+    }
+
+    /// Every problem recorded so far.
+    pub fn into_diagnostics(self) -> Vec<Diagnostic> {
+        self.diags
+    }
+
     fn finish<T>(self, value: T) -> Result<T, Diagnostics> {
         if self.diags.is_empty() {
             Ok(value)
@@ -125,9 +146,9 @@ pub(super) fn validate(
     let root = KeyPath::root();
     v.name(&root.key("environment"), "environment", &raw.environment);
 
-    let services = crate::caps::services::validate_services(&mut v, raw.services);
-    let secrets = crate::caps::secrets::validate_secrets(&mut v, raw.secrets);
-    let proxies = crate::caps::faults::proxy::validate_proxies(&mut v, raw.proxies);
+    let services = crate::services::validate_services(&mut v, raw.services);
+    let secrets = crate::secrets::validate_secrets(&mut v, raw.secrets);
+    let proxies = crate::chaos::proxy::validate_proxies(&mut v, raw.proxies);
     let redaction = redaction(&mut v, raw.redaction.unwrap_or_default());
     let declared = crate::caps::Declared {
         services: &services,
@@ -357,14 +378,13 @@ fn runbook(
     if let Some(raw_incident) = rb.incident {
         let ip = path.key("incident");
         if let Some(sev) = raw_incident.severity {
-            if ["critical", "high", "medium", "low"].contains(&sev.as_str()) {
-                incident.severity = sev;
-            } else {
-                v.error(
+            match crate::store::records::Severity::parse(&sev) {
+                Some(s) => incident.severity = s,
+                None => v.error(
                     &ip.key("severity"),
                     format!("`{sev}` is not a severity"),
-                    "use critical, high, medium or low",
-                );
+                    "use critical, high, medium, low or info",
+                ),
             }
         }
         incident.escalate_after = raw_incident.escalate_after.unwrap_or(0);

@@ -21,32 +21,13 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::caps::{CallRecord, CallSink, Shared, now_ms};
+use crate::caps::{CallRecord, CallSink, Resources, now_ms};
 use crate::engine::{Plugin, Runtime};
 use crate::manifest::{Environment, OnFailure, Runbook, Step};
 use crate::runner::{self, ActionReport, FailureKind, Invocation, Status};
 use crate::store::{PendingRollback, RunStart, StepRecord, Store};
 
-/// Which part of a run a step belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Main,
-    Handler,
-    Rollback,
-    Escalation,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Main => "main",
-            Phase::Handler => "handler",
-            Phase::Rollback => "rollback",
-            Phase::Escalation => "escalation",
-        }
-    }
-}
+pub use crate::store::records::{Phase, RunStatus};
 
 /// The result of one step.
 #[derive(Debug, Clone, Serialize)]
@@ -59,36 +40,6 @@ pub struct StepReport {
     pub continued: bool,
     #[serde(flatten)]
     pub action: ActionReport,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Ok,
-    Warn,
-    Fail,
-    Cancelled,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Ok => "ok",
-            RunStatus::Warn => "warn",
-            RunStatus::Fail => "fail",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// The process exit code for this status.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            RunStatus::Ok | RunStatus::Warn => 0,
-            RunStatus::Fail => 1,
-            RunStatus::Cancelled => 130,
-        }
-    }
 }
 
 /// The result of one runbook run.
@@ -131,7 +82,7 @@ pub struct RunOptions {
     /// Becomes true when the run must stop (Ctrl-C, SIGTERM).
     pub cancel: Option<watch::Receiver<bool>>,
     /// Faults injected during the run are reverted through it when the run ends.
-    pub faults: Option<Arc<crate::caps::faults::FaultManager>>,
+    pub faults: Option<Arc<crate::chaos::FaultManager>>,
 }
 
 /// Live progress of a run, for the terminal.
@@ -160,7 +111,7 @@ pub type Loaded = BTreeMap<String, Result<Plugin, String>>;
 pub fn load_plugins(
     runtime: &Runtime,
     env: &Environment,
-    shared: &Shared,
+    resources: &Resources,
     runbook: &Runbook,
 ) -> Loaded {
     let mut loaded = Loaded::new();
@@ -175,7 +126,7 @@ pub fn load_plugins(
             continue;
         }
         let result = match env.plugins.get(&step.uses) {
-            Some(spec) => runtime.load(spec, shared).map_err(|e| e.to_string()),
+            Some(spec) => runtime.load(spec, resources).map_err(|e| e.to_string()),
             None => Err(format!("plugin `{}` is not declared", step.uses)),
         };
         loaded.insert(step.uses.clone(), result);
@@ -240,7 +191,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
         if let Some(store) = self.store() {
             self.note(
                 "a step start",
-                store.step_started(&self.run_id, seq, &step.id, &step.uses, phase.as_str()),
+                store.step_started(&self.run_id, seq, &step.id, &step.uses, phase),
             );
         }
         let started_at = now_ms();
@@ -596,20 +547,37 @@ pub async fn run(
     let mut reverted_faults = Vec::new();
     if let Some(f) = &options.faults {
         let by = if cancelled { "signal" } else { "run-end" };
-        for (row, result) in f.revert_run(&run.run_id, by).await {
-            let (ok, result) = match result {
-                Ok(t) => (true, t),
-                Err(e) => (false, e),
-            };
-            reverted_faults.push(RevertedFault {
-                id: row.id,
-                kind: row.kind,
-                target: row.target,
-                ok,
-                result,
-            });
+        match f.revert_run(&run.run_id, by).await {
+            Ok(reverted) => {
+                for (row, result) in reverted {
+                    let (ok, result) = match result {
+                        Ok(t) => (true, t),
+                        Err(e) => (false, e.to_string()),
+                    };
+                    reverted_faults.push(RevertedFault {
+                        id: row.id,
+                        kind: row.kind.as_str().to_string(),
+                        target: row.target,
+                        ok,
+                        result,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(run = %run.run_id, "cannot revert this run's faults: {e}");
+                reverted_faults.push(RevertedFault {
+                    id: String::new(),
+                    kind: String::new(),
+                    target: String::new(),
+                    ok: false,
+                    result: format!(
+                        "cannot read the fault journal to revert this run's faults: {e}"
+                    ),
+                });
+            }
         }
     }
+    let revert_failed = reverted_faults.iter().any(|f| !f.ok);
     let worst = run
         .reports
         .iter()
@@ -619,7 +587,7 @@ pub async fn run(
         .unwrap_or(Status::Ok);
     let status = if cancelled {
         RunStatus::Cancelled
-    } else if failed_step.is_some() {
+    } else if failed_step.is_some() || revert_failed {
         RunStatus::Fail
     } else if worst == Status::Warn || continued_failure {
         RunStatus::Warn
@@ -629,12 +597,13 @@ pub async fn run(
     let summary = match (&failed_step, status) {
         (_, RunStatus::Cancelled) => "cancelled".to_string(),
         (Some(s), _) => format!("failed at step {s}"),
+        (None, RunStatus::Fail) => "a fault could not be reverted".to_string(),
         (None, s) => format!("{} steps, {}", runbook.steps.len(), s.as_str()),
     };
     if let Some(store) = run.store() {
         run.note(
             "the run result",
-            store.finish_run(&run.run_id, status.as_str(), &summary),
+            store.finish_run(&run.run_id, status, &summary),
         );
     }
 
@@ -664,7 +633,7 @@ pub async fn run(
                             r.action.summary
                         );
                         if let Err(e) =
-                            incident::add_event(&store, u.id, "notified", &run.run_id, &message)
+                            store.incident_event(u.id, "notified", &run.run_id, &message)
                         {
                             tracing::error!("could not record an incident event: {e}");
                         }
@@ -715,7 +684,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
 pub async fn recover(
     runtime: &Runtime,
     env: &Environment,
-    shared: &Shared,
+    resources: &Resources,
     store: &Arc<Store>,
     run_id: &str,
     pending: &[PendingRollback],
@@ -726,7 +695,7 @@ pub async fn recover(
     for rb in pending {
         if !plugins.contains_key(&rb.uses) {
             let loaded = match env.plugins.get(&rb.uses) {
-                Some(spec) => runtime.load(spec, shared).map_err(|e| e.to_string()),
+                Some(spec) => runtime.load(spec, resources).map_err(|e| e.to_string()),
                 None => Err(format!(
                     "plugin `{}` is no longer declared in {}",
                     rb.uses,
@@ -804,10 +773,10 @@ fn record_of(seq: i64, started_at: u64, r: &StepReport) -> StepRecord<'_> {
         seq,
         step_id: &r.id,
         uses: &r.uses,
-        phase: r.phase.as_str(),
-        status: a.status.as_str(),
+        phase: r.phase,
+        status: a.status,
         attempts: r.attempts,
-        failure_kind: a.failure.as_ref().map(|f| f.kind.as_str()),
+        failure_kind: a.failure.as_ref().map(|f| f.kind),
         summary: &a.summary,
         details: &a.details,
         metrics: &a.metrics,

@@ -8,6 +8,9 @@
 //! last transactions, never corrupt the file.
 
 pub mod audit;
+mod faults;
+pub mod incidents;
+pub mod records;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -17,8 +20,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::caps::log::LogLine;
-use crate::caps::{CallRecord, now_ms};
+use records::{
+    CallRecord, FailureKind, LogLine, Phase, RunState, RunStatus, StepState, StepStatus, now_ms,
+};
 
 /// Why the store could not be used.
 #[derive(Debug, Error)]
@@ -69,10 +73,10 @@ pub struct StepRecord<'a> {
     pub seq: i64,
     pub step_id: &'a str,
     pub uses: &'a str,
-    pub phase: &'a str,
-    pub status: &'a str,
+    pub phase: Phase,
+    pub status: StepStatus,
     pub attempts: u32,
-    pub failure_kind: Option<&'a str>,
+    pub failure_kind: Option<FailureKind>,
     pub summary: &'a str,
     pub details: &'a serde_json::Value,
     pub metrics: &'a [(String, f64)],
@@ -98,7 +102,7 @@ pub struct RunRow {
     pub id: String,
     pub environment: String,
     pub runbook: String,
-    pub status: String,
+    pub status: RunState,
     pub dry_run: bool,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -111,10 +115,10 @@ pub struct StoredStep {
     pub seq: i64,
     pub id: String,
     pub uses: String,
-    pub phase: String,
-    pub status: String,
+    pub phase: Phase,
+    pub status: StepState,
     pub attempts: u32,
-    pub failure_kind: Option<String>,
+    pub failure_kind: Option<FailureKind>,
     pub summary: String,
     pub details: serde_json::Value,
     pub metrics: serde_json::Value,
@@ -134,6 +138,15 @@ pub struct RunDetail {
     pub manifest: String,
     pub steps: Vec<StoredStep>,
     pub rollbacks: Vec<serde_json::Value>,
+}
+
+/// What a dead runcap left behind (see [`Store::leftovers`]).
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// Runs still marked running whose process is gone.
+    pub interrupted_runs: Vec<String>,
+    /// Open faults whose runcap is gone.
+    pub orphaned_faults: Vec<records::FaultRow>,
 }
 
 /// A run found still marked running whose process is gone.
@@ -286,7 +299,7 @@ impl Store {
         seq: i64,
         step_id: &str,
         uses: &str,
-        phase: &str,
+        phase: Phase,
     ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         self.conn()
@@ -310,7 +323,7 @@ impl Store {
             .iter()
             .map(|l| {
                 (
-                    l.level.to_string(),
+                    l.level.as_str().to_string(),
                     self.clean(&l.message),
                     self.clean_json(&serde_json::to_value(&l.fields).unwrap_or_default()),
                     l.at_ms as i64,
@@ -374,12 +387,12 @@ impl Store {
         let tx = conn.transaction().map_err(self.err())?;
         tx.execute(
             "INSERT INTO calls (run_id, step_seq, plugin, capability, operation, target, decision, reason, result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![run_id, step_seq, plugin, call.capability, call.operation, target, call.decision, reason, result, call.at_ms as i64],
+            params![run_id, step_seq, plugin, call.capability, call.operation, target, call.decision.as_str(), reason, result, call.at_ms as i64],
         )
         .map_err(self.err())?;
         let payload = serde_json::json!({
             "plugin": plugin, "step_seq": step_seq, "capability": call.capability, "operation": call.operation,
-            "target": target, "decision": call.decision, "reason": reason, "result": result,
+            "target": target, "decision": call.decision.as_str(), "reason": reason, "result": result,
         });
         audit::append(
             &tx,
@@ -442,7 +455,12 @@ impl Store {
     }
 
     /// Closes a run with its final status, and audits it.
-    pub fn finish_run(&self, run_id: &str, status: &str, summary: &str) -> Result<(), StoreError> {
+    pub fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        summary: &str,
+    ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         let summary = self.clean(summary);
         let mut conn = self.conn();
@@ -453,7 +471,7 @@ impl Store {
             now,
             "run.finished",
             run_id,
-            status,
+            status.as_str(),
             &payload.to_string(),
         )
         .map_err(self.err())?;
@@ -532,6 +550,32 @@ impl Store {
         Ok(out)
     }
 
+    /// What a dead runcap left behind, read without changing anything: runs still marked
+    /// running whose process is gone, and open faults whose runcap is gone.
+    pub fn leftovers(&self) -> Result<Leftovers, StoreError> {
+        let running: Vec<(String, i64, i64)> = self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, pid, pid_start FROM runs WHERE status = 'running'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })?;
+        let interrupted_runs = running
+            .into_iter()
+            .filter(|(_, pid, start)| !process_alive(*pid, *start))
+            .map(|(id, _, _)| id)
+            .collect();
+        let orphaned_faults = self
+            .open_faults()?
+            .into_iter()
+            .filter(|f| !crate::procinfo::alive(f.pid, f.pid_start))
+            .map(|f| f.row)
+            .collect();
+        Ok(Leftovers {
+            interrupted_runs,
+            orphaned_faults,
+        })
+    }
+
     /// Interrupted runs that still have rollbacks to run.
     pub fn runs_needing_recovery(&self) -> Result<Vec<Interrupted>, StoreError> {
         let ids: Vec<(String, String, String)> = {
@@ -564,7 +608,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary FROM runs WHERE (?1 IS NULL OR runbook = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
+                "SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary, pid, pid_start FROM runs WHERE (?1 IS NULL OR runbook = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -578,7 +622,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary FROM runs WHERE started_at >= ?1 ORDER BY started_at",
+                "SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary, pid, pid_start FROM runs WHERE started_at >= ?1 ORDER BY started_at",
             )
             .map_err(self.err())?;
         let rows = stmt.query_map([since_ms], run_row).map_err(self.err())?;
@@ -590,10 +634,10 @@ impl Store {
         let conn = self.conn();
         let pattern = format!("{}%", id_or_prefix.replace(['%', '_'], ""));
         let mut stmt = conn
-            .prepare("SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary, manifest FROM runs WHERE id LIKE ?1 LIMIT 2")
+            .prepare("SELECT id, environment, runbook, status, dry_run, started_at, finished_at, summary, pid, pid_start, manifest FROM runs WHERE id LIKE ?1 LIMIT 2")
             .map_err(self.err())?;
         let found: Vec<(RunRow, String)> = stmt
-            .query_map([&pattern], |r| Ok((run_row(r)?, r.get(8)?)))
+            .query_map([&pattern], |r| Ok((run_row(r)?, r.get(10)?)))
             .map_err(self.err())?
             .collect::<Result<_, _>>()
             .map_err(self.err())?;
@@ -601,7 +645,12 @@ impl Store {
             return Ok(None);
         }
         let (run, manifest) = found.into_iter().next().expect("one row");
-        let steps = load_steps(&conn, &run.id).map_err(self.err())?;
+        let mut steps = load_steps(&conn, &run.id).map_err(self.err())?;
+        if run.status == RunState::Interrupted {
+            for s in steps.iter_mut().filter(|s| s.status == StepState::Running) {
+                s.status = StepState::Interrupted;
+            }
+        }
         let rollbacks = {
             let mut stmt = conn
                 .prepare("SELECT seq, step_id, uses, params, state FROM rollbacks WHERE run_id = ?1 ORDER BY seq")
@@ -654,9 +703,8 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// Runs a closure with the connection, for modules that own their own tables
-    /// (incidents, faults).
-    pub fn with_conn<T>(
+    /// Runs a closure with the connection; only the store's own modules speak SQL.
+    fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
@@ -669,12 +717,18 @@ impl Store {
     }
 }
 
+/// A run row as it is: one still marked running whose runcap is gone is shown as
+/// interrupted (without writing anything; `run` and `recover` record it).
 fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
+    let mut status: RunState = r.get(3)?;
+    if status == RunState::Running && !process_alive(r.get(8)?, r.get(9)?) {
+        status = RunState::Interrupted;
+    }
     Ok(RunRow {
         id: r.get(0)?,
         environment: r.get(1)?,
         runbook: r.get(2)?,
-        status: r.get(3)?,
+        status,
         dry_run: r.get(4)?,
         started_at: r.get(5)?,
         finished_at: r.get(6)?,
@@ -821,7 +875,7 @@ mod tests {
                 &CallRecord::denied("http", "GET", "http://x", "nope"),
             )
             .unwrap();
-        store.finish_run("r1", "ok", "fine").unwrap();
+        store.finish_run("r1", RunStatus::Ok, "fine").unwrap();
         let v = store.verify_audit(None).unwrap();
         assert_eq!(v.rows, 3);
         assert!(v.broken.is_none());

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use runcap_sdk::{ActionError, Context, Notification, Outcome};
+use runcap_sdk::{ActionError, Context, Notification, Outcome, Severity};
 
 /// Params of one message.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -18,8 +18,8 @@ pub struct Params {
     /// Channel name under `grants.notify.channels`.
     pub channel: String,
     /// critical, high, medium, low or info (default: info).
-    #[serde(default = "info")]
-    pub severity: String,
+    #[serde(default)]
+    pub severity: Severity,
     /// One line.
     pub title: String,
     /// The body.
@@ -30,23 +30,10 @@ pub struct Params {
     pub fields: BTreeMap<String, serde_json::Value>,
 }
 
-fn info() -> String {
-    "info".into()
-}
-
-const SEVERITIES: &[&str] = &["critical", "high", "medium", "low", "info"];
-
 /// Sends the message; a channel that is not granted is a denial, a webhook that fails is a `fail` outcome.
 pub fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
-    if !SEVERITIES.contains(&p.severity.as_str()) {
-        return Err(ActionError::InvalidParams(format!(
-            "severity `{}` is not one of {}",
-            p.severity,
-            SEVERITIES.join(", ")
-        )));
-    }
     let message = Notification {
-        severity: p.severity.clone(),
+        severity: p.severity,
         title: p.title.clone(),
         text: p.text,
         fields: p
@@ -83,10 +70,10 @@ mod tests {
     use runcap_sdk::Status;
     use runcap_sdk::testing::MockHost;
 
-    fn params(channel: &str, severity: &str) -> Params {
+    fn params(channel: &str, severity: Severity) -> Params {
         Params {
             channel: channel.into(),
-            severity: severity.into(),
+            severity,
             title: "api down".into(),
             text: "probe failed twice".into(),
             fields: [("incident".to_string(), serde_json::json!(7))].into(),
@@ -96,7 +83,7 @@ mod tests {
     #[test]
     fn sends_to_a_granted_channel() {
         let host = MockHost::new().grant_channel("oncall");
-        let out = run(&host.context(), params("oncall", "high")).unwrap();
+        let out = run(&host.context(), params("oncall", Severity::High)).unwrap();
         assert_eq!(out.status, Status::Ok);
         let sent = host.notifications.borrow();
         assert_eq!(sent[0].0, "oncall");
@@ -110,13 +97,16 @@ mod tests {
     fn refuses_ungranted_channels_and_bad_severities() {
         let host = MockHost::new().grant_channel("oncall");
         assert!(matches!(
-            run(&host.context(), params("everyone", "high")),
+            run(&host.context(), params("everyone", Severity::High)),
             Err(ActionError::Denied(_))
         ));
-        assert!(matches!(
-            run(&host.context(), params("oncall", "urgent")),
-            Err(ActionError::InvalidParams(_))
-        ));
+        // A severity that is not one is refused when params are read (at `runcap check`).
+        let bad = serde_json::from_value::<Params>(
+            serde_json::json!({"channel": "oncall", "severity": "urgent", "title": "x"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("unknown variant `urgent`"), "{bad}");
         assert!(host.notifications.borrow().is_empty());
     }
 }

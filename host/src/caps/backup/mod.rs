@@ -16,14 +16,61 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
+use wasmtime::component::Linker;
 
 use crate::bindings::runcap::plugin::backup as wit;
-use crate::caps::secrets::{SecretSource, SecretStore};
-use crate::caps::{CallRecord, HostState};
+use crate::caps::compare::{Change, ChangeKind};
+use crate::caps::core::{
+    CallRecord, CapCtx, CapData, Capability, Declared, HostState, PrepareError, Resources,
+};
 use crate::manifest::{KeyPath, Validator};
+use crate::secrets::{SecretSource, SecretStore};
 
-/// The WIT interface this module implements.
-pub const INTERFACE: &str = "runcap:plugin/backup";
+/// The `backup` capability.
+pub struct Backup;
+
+impl Capability for Backup {
+    const NAME: &'static str = "backup";
+    const INTERFACE: &'static str = "runcap:plugin/backup";
+    type Config = BackupGrantConfig;
+    type Grant = BackupGrant;
+    type Access = Arc<BackupAccess>;
+    type State = ();
+
+    fn hint(plugin: &str) -> String {
+        format!(
+            "[plugins.{plugin}.grants.backup]   # sources, repositories, targets and queries by name"
+        )
+    }
+
+    fn validate(
+        v: &mut Validator,
+        at: &KeyPath,
+        raw: BackupGrantConfig,
+        declared: &Declared,
+    ) -> Option<BackupGrant> {
+        BackupGrant::validate(v, at, raw, declared.secrets)
+    }
+
+    fn diff(old: &BackupGrantConfig, new: &BackupGrantConfig) -> Vec<Change> {
+        diff(old, new)
+    }
+
+    fn describe(grant: &BackupGrant) -> Vec<String> {
+        grant.describe()
+    }
+
+    fn prepare(
+        grant: Arc<BackupGrant>,
+        env: &Resources,
+    ) -> Result<Arc<BackupAccess>, PrepareError> {
+        Ok(Arc::new(BackupAccess::new(grant, env.secrets.clone())))
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
+    }
+}
 
 /// `[plugins.NAME.grants.backup]` as written.
 #[derive(Debug, Deserialize)]
@@ -45,9 +92,7 @@ pub struct BackupGrantConfig {
 
 /// What `new` lets a plugin back up, restore into or run that `old` did not. Any changed
 /// entry (a different directory or command) needs review, so it counts as widening.
-pub fn diff(old: &BackupGrantConfig, new: &BackupGrantConfig) -> Vec<crate::caps::compare::Change> {
-    use crate::caps::compare::{Change, ChangeKind};
-    use crate::manifest::KeyPath;
+pub fn diff(old: &BackupGrantConfig, new: &BackupGrantConfig) -> Vec<Change> {
     fn section<T: std::fmt::Debug>(
         out: &mut Vec<Change>,
         what: &str,
@@ -220,7 +265,7 @@ impl BackupGrant {
         path: &KeyPath,
         raw: BackupGrantConfig,
         secrets: &BTreeMap<String, SecretSource>,
-    ) -> Option<Arc<Self>> {
+    ) -> Option<Self> {
         let mut ok = true;
         let mut sources = BTreeMap::new();
         for (name, s) in raw.sources {
@@ -404,15 +449,13 @@ impl BackupGrant {
             queries.insert(name, q.command);
         }
 
-        ok.then(|| {
-            Arc::new(BackupGrant {
-                sources,
-                repositories,
-                targets,
-                queries,
-                cwd: v.dir.clone(),
-                key: path.to_string(),
-            })
+        ok.then(|| BackupGrant {
+            sources,
+            repositories,
+            targets,
+            queries,
+            cwd: v.dir.clone(),
+            key: path.to_string(),
         })
     }
 
@@ -510,7 +553,7 @@ fn error_text(e: &wit::Error) -> String {
     }
 }
 
-impl HostState {
+impl CapCtx<'_, Backup> {
     /// The plugin's backup access, or a recorded denial.
     fn backup_access(
         &mut self,
@@ -518,15 +561,14 @@ impl HostState {
         target: &str,
         what: &str,
     ) -> Result<Arc<BackupAccess>, wit::Error> {
-        match self.granted.backup.clone() {
-            Some(a) => Ok(a),
+        match self.access {
+            Some(a) => Ok(a.clone()),
             None => {
                 let reason = format!(
                     "no backup grant; add [plugins.{}.grants.backup] with the {what}",
-                    self.plugin
+                    self.plugin()
                 );
-                self.record(CallRecord::denied("backup", op, target, &reason));
-                Err(wit::Error::Denied(reason))
+                Err(wit::Error::Denied(self.deny(op, target, reason)))
             }
         }
     }
@@ -549,8 +591,7 @@ impl HostState {
                 k => format!("{k}s"),
             }
         );
-        self.record(CallRecord::denied("backup", op, target, &reason));
-        wit::Error::Denied(reason)
+        wit::Error::Denied(self.deny(op, target, reason))
     }
 
     /// Records the end of an allowed (or dry-run) operation.
@@ -568,7 +609,7 @@ impl HostState {
     }
 }
 
-impl wit::Host for HostState {
+impl wit::Host for CapCtx<'_, Backup> {
     async fn snapshot(
         &mut self,
         source: String,
@@ -604,7 +645,7 @@ impl wit::Host for HostState {
             );
             return Ok(Err(e));
         }
-        let dry_run = self.dry_run;
+        let dry_run = self.dry_run();
         let a = access.clone();
         let result = blocking(move |cancel| {
             if dry_run {
@@ -615,9 +656,9 @@ impl wit::Host for HostState {
         })
         .await;
         let record = if dry_run {
-            CallRecord::dry_run("backup", op, &target)
+            CallRecord::dry_run(Backup::NAME, op, &target)
         } else {
-            CallRecord::allowed("backup", op, &target)
+            CallRecord::allowed(Backup::NAME, op, &target)
         };
         self.backup_done(record, &result, |r| {
             if r.dry_run {
@@ -667,7 +708,7 @@ impl wit::Host for HostState {
         let name = repository.clone();
         let result = blocking(move |_| ops::verify(&a, &name, read_data)).await;
         self.backup_done(
-            CallRecord::allowed("backup", op, &repository),
+            CallRecord::allowed(Backup::NAME, op, &repository),
             &result,
             |r| {
                 if r.ok {
@@ -738,7 +779,7 @@ impl wit::Host for HostState {
                 let m =
                     "name a snapshot id, or a source whose latest snapshot to restore".to_string();
                 self.record(
-                    CallRecord::allowed("backup", op, &target_text)
+                    CallRecord::allowed(Backup::NAME, op, &target_text)
                         .with_result(format!("failed: {m}")),
                 );
                 return Ok(Err(wit::Error::Failed(m)));
@@ -761,17 +802,16 @@ impl wit::Host for HostState {
                 "target `{}` is not a scratch directory, so it may not be emptied; set scratch = true in [{key}.targets.{}] if it is one",
                 request.target, request.target
             );
-            self.record(CallRecord::denied("backup", op, &target_text, &reason));
-            return Ok(Err(wit::Error::Denied(reason)));
+            return Ok(Err(wit::Error::Denied(self.deny(op, &target_text, reason))));
         }
-        let dry_run = self.dry_run || request.dry_run;
+        let dry_run = self.dry_run() || request.dry_run;
         let a = access.clone();
         let result =
             blocking(move |cancel| ops::restore(&a, &request, &target, dry_run, cancel)).await;
         let record = if dry_run {
-            CallRecord::dry_run("backup", op, &target_text)
+            CallRecord::dry_run(Backup::NAME, op, &target_text)
         } else {
-            CallRecord::allowed("backup", op, &target_text)
+            CallRecord::allowed(Backup::NAME, op, &target_text)
         };
         self.backup_done(record, &result, |r| {
             format!(
@@ -823,7 +863,7 @@ impl wit::Host for HostState {
                     "target `{target}` is a restore command; compare works on directory targets (check a restored database with a query)"
                 );
                 self.record(
-                    CallRecord::allowed("backup", op, &target_text)
+                    CallRecord::allowed(Backup::NAME, op, &target_text)
                         .with_result(format!("failed: {m}")),
                 );
                 return Ok(Err(wit::Error::Failed(m)));
@@ -836,7 +876,7 @@ impl wit::Host for HostState {
         let a = access.clone();
         let result = blocking(move |_| ops::compare(&a, &repository, &snapshot, &dir)).await;
         self.backup_done(
-            CallRecord::allowed("backup", op, &target_text),
+            CallRecord::allowed(Backup::NAME, op, &target_text),
             &result,
             |r| {
                 if r.ok {
@@ -872,14 +912,14 @@ impl wit::Host for HostState {
             );
             return Ok(Err(e));
         }
-        let dry_run = self.dry_run;
+        let dry_run = self.dry_run();
         let a = access.clone();
         let name = repository.clone();
         let result = blocking(move |_| ops::forget(&a, &name, &policy, prune, dry_run)).await;
         let record = if dry_run {
-            CallRecord::dry_run("backup", op, &repository)
+            CallRecord::dry_run(Backup::NAME, op, &repository)
         } else {
-            CallRecord::allowed("backup", op, &repository)
+            CallRecord::allowed(Backup::NAME, op, &repository)
         };
         self.backup_done(record, &result, |r| {
             format!(
@@ -923,7 +963,7 @@ impl wit::Host for HostState {
         let name = repository.clone();
         let result = blocking(move |_| ops::list(&a, &name, source.as_deref())).await;
         self.backup_done(
-            CallRecord::allowed("backup", op, &repository),
+            CallRecord::allowed(Backup::NAME, op, &repository),
             &result,
             |r| format!("{} snapshots", r.len()),
         );
@@ -944,9 +984,9 @@ impl wit::Host for HostState {
             let e = self.backup_deny(op, &name, &key, "query", &name, "command = \"…\"");
             return Ok(Err(e));
         };
-        if self.dry_run {
+        if self.dry_run() {
             self.record(
-                CallRecord::dry_run("backup", op, &name).with_result("dry run: not run".into()),
+                CallRecord::dry_run(Backup::NAME, op, &name).with_result("dry run: not run"),
             );
             return Ok(Ok(wit::QueryResult {
                 exit_code: 0,
@@ -957,9 +997,87 @@ impl wit::Host for HostState {
         }
         let cwd = access.grant.cwd.clone();
         let result = blocking(move |cancel| ops::query(&command, &cwd, cancel)).await;
-        self.backup_done(CallRecord::allowed("backup", op, &name), &result, |r| {
+        self.backup_done(CallRecord::allowed(Backup::NAME, op, &name), &result, |r| {
             format!("exit {} in {} ms", r.exit_code, r.duration_ms)
         });
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::testing;
+
+    const DECLARED: &str = "[secrets.key]\nfile = \"repo.key\"\n";
+
+    #[tokio::test]
+    async fn granted_names_back_up_check_and_query_while_others_are_denied() {
+        let (_d, dir) = testing::dir();
+        std::fs::write(dir.join("repo.key"), "correct horse battery staple\n").unwrap();
+        std::fs::create_dir(dir.join("uploads")).unwrap();
+        std::fs::write(dir.join("uploads/a.txt"), "alpha").unwrap();
+        let decl = testing::declared(DECLARED, &dir);
+        let manifest = format!(
+            "{DECLARED}\n[plugins.p.grants.backup]\nsources.files = {{ dir = \"uploads\" }}\nrepositories.main = {{ dir = \"repo\", secret = \"key\" }}\nqueries.count = {{ command = \"ls uploads | wc -l\" }}\n"
+        );
+        let grant = testing::grant::<Backup>(&manifest, &dir, &decl).unwrap();
+        let env = testing::resources(&decl, &dir.join(".runcap"), None);
+        let mut action = testing::recorded(testing::prepared::<Backup>(grant, &env), false, 1024);
+        let mut ctx = action.state.view::<Backup>();
+        let snap = wit::Host::snapshot(&mut ctx, "files".into(), "main".into(), vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(snap.snapshot.files, 1);
+        let listed = wit::Host::list_snapshots(&mut ctx, "main".into(), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        let verified = wit::Host::verify(&mut ctx, "main".into(), true)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(verified.ok);
+        let q = wit::Host::query(&mut ctx, "count".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.stdout.trim(), "1");
+        let denied = wit::Host::snapshot(&mut ctx, "etc".into(), "main".into(), vec![])
+            .await
+            .unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("[plugins.p.grants.backup.sources.etc]")),
+            "{denied:?}"
+        );
+        let audit = action.audit();
+        let decisions: Vec<&str> = audit.iter().map(|a| a.1.as_str()).collect();
+        assert_eq!(
+            decisions,
+            ["allowed", "allowed", "allowed", "allowed", "denied"]
+        );
+        let stored = serde_json::to_string(&action.calls()).unwrap();
+        assert!(
+            !stored.contains("battery staple"),
+            "the key never reaches a record"
+        );
+    }
+
+    #[test]
+    fn grant_errors_and_the_hint() {
+        let (_d, dir) = testing::dir();
+        let decl = testing::declared(DECLARED, &dir);
+        let errors = testing::grant::<Backup>(
+            "[plugins.p.grants.backup]\nrepositories.main = { dir = \"repo\", secret = \"nope\" }\ntargets.t = { dir = \".\", scratch = true }\n",
+            &dir,
+            &decl,
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errors.contains("nope"), "{errors}");
+        assert!(errors.contains("cannot be a scratch target"), "{errors}");
+        testing::grant::<Backup>(&Backup::hint("p"), &dir, &decl).unwrap();
     }
 }

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{BackupAccess, Source, Target};
 use crate::bindings::runcap::plugin::backup as wit;
-use crate::caps::now_ms;
+use crate::caps::core::now_ms;
 
 /// Entries of a list kept in a WIT report (totals stay complete).
 const MAX_LISTED: usize = 1000;

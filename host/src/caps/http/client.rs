@@ -5,13 +5,10 @@
 //! checked is the address that is connected to.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use url::Url;
 
 use super::HttpGrant;
@@ -105,7 +102,7 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds the client for a grant; called once per plugin at load.
     pub fn new(grant: Arc<HttpGrant>) -> Result<Self, String> {
-        let tls = tls_config(&grant.ca)?;
+        let tls = crate::net::tls_config(&grant.ca).map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .tls_info(true)
@@ -273,26 +270,6 @@ impl HttpClient {
     }
 }
 
-/// TLS settings for runcap's HTTP clients: the web PKI roots plus `extra_roots` (DER),
-/// with ring as the crypto provider.
-pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for der in extra_roots {
-        roots
-            .add(CertificateDer::from(der.clone()))
-            .map_err(|e| format!("bad CA certificate: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tls)
-}
-
 /// What a mutating request returns in a dry run: nothing was sent.
 pub fn dry_run_response(url: &str) -> wit::Response {
     wit::Response {
@@ -368,16 +345,4 @@ fn classify(e: reqwest::Error) -> SendError {
 fn cert_not_after(der: &[u8]) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.validity().not_after.timestamp())
-}
-
-/// Reads every certificate in a PEM file.
-pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
-        .map(|c| c.map(|c| c.to_vec()).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    if certs.is_empty() {
-        return Err("no certificates in it".into());
-    }
-    Ok(certs)
 }

@@ -14,17 +14,58 @@ pub mod policy;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use wasmtime::component::Linker;
 
 use crate::bindings::runcap::plugin::http as wit;
 use crate::caps::compare::{Change, ChangeKind, fmt_size};
-use crate::caps::{CallRecord, HostState};
+use crate::caps::core::{
+    CallRecord, CapCtx, CapData, Capability, Declared, HostState, PrepareError, Resources,
+};
 use crate::manifest::{KeyPath, Validator};
 
-pub use client::{HttpClient, tls_config};
+pub use client::HttpClient;
 use policy::{Policy, UrlPattern};
 
-/// The WIT interface this module implements.
-pub const INTERFACE: &str = "runcap:plugin/http";
+/// The `http` capability.
+pub struct Http;
+
+impl Capability for Http {
+    const NAME: &'static str = "http";
+    const INTERFACE: &'static str = "runcap:plugin/http";
+    type Config = HttpGrantConfig;
+    type Grant = HttpGrant;
+    type Access = HttpClient;
+    type State = ();
+
+    fn hint(plugin: &str) -> String {
+        format!("[plugins.{plugin}.grants.http]\nallow = []   # e.g. \"https://api.example.com\"")
+    }
+
+    fn validate(
+        v: &mut Validator,
+        at: &KeyPath,
+        raw: HttpGrantConfig,
+        _: &Declared,
+    ) -> Option<HttpGrant> {
+        HttpGrant::validate(v, at, raw)
+    }
+
+    fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
+        diff(old, new)
+    }
+
+    fn describe(grant: &HttpGrant) -> Vec<String> {
+        grant.describe()
+    }
+
+    fn prepare(grant: Arc<HttpGrant>, _: &Resources) -> Result<HttpClient, PrepareError> {
+        HttpClient::new(grant).map_err(PrepareError)
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
+    }
+}
 
 /// `[plugins.NAME.grants.http]` as written.
 #[derive(Debug, Deserialize)]
@@ -59,7 +100,7 @@ impl HttpGrant {
     pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
     /// Checks a raw grant, recording every problem in `v`.
-    pub fn validate(v: &mut Validator, path: &KeyPath, raw: HttpGrantConfig) -> Option<Arc<Self>> {
+    pub fn validate(v: &mut Validator, path: &KeyPath, raw: HttpGrantConfig) -> Option<Self> {
         let mut ok = true;
         let mut allow = Vec::new();
         for (i, a) in raw.allow.iter().enumerate() {
@@ -93,7 +134,7 @@ impl HttpGrant {
         };
         let mut ca = Vec::new();
         for (i, file) in raw.ca.iter().enumerate() {
-            match client::read_pem_certs(&v.resolve(&path.key("ca").index(i), file)) {
+            match crate::net::read_pem_certs(&v.resolve(&path.key("ca").index(i), file)) {
                 Ok(certs) => ca.extend(certs),
                 Err(e) => {
                     ok = false;
@@ -105,14 +146,12 @@ impl HttpGrant {
                 }
             }
         }
-        ok.then(|| {
-            Arc::new(HttpGrant {
-                policy: Policy { allow, addresses },
-                max_body,
-                ca,
-                ca_files: raw.ca,
-                key: path.to_string(),
-            })
+        ok.then(|| HttpGrant {
+            policy: Policy { allow, addresses },
+            max_body,
+            ca,
+            ca_files: raw.ca,
+            key: path.to_string(),
         })
     }
 
@@ -302,45 +341,173 @@ pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
     out
 }
 
-impl wit::Host for HostState {
+impl wit::Host for CapCtx<'_, Http> {
     async fn send(
         &mut self,
         req: wit::Request,
     ) -> wasmtime::Result<Result<wit::Response, wit::Error>> {
         let method = client::method_name(req.method).to_string();
         let target = req.url.clone();
-        let Some(client) = self.granted.http.clone() else {
-            let reason = format!(
-                "no http grant; add [plugins.{}.grants.http] with an allow list",
-                self.plugin
-            );
-            self.record(CallRecord::denied("http", &method, &target, &reason));
+        let Some(client) = self.access else {
+            let reason = self.not_granted();
+            let reason = self.deny(&method, &target, reason);
             return Ok(Err(wit::Error::Denied(reason)));
         };
         let mutating = !matches!(req.method, wit::Method::Get | wit::Method::Head);
-        if mutating && self.dry_run {
+        if mutating && self.dry_run() {
             // Check the grant all the same, so a dry run reports denials truthfully.
             if let Err(e) = client.check(&req.url) {
-                self.record(CallRecord::denied("http", &method, &target, &e.message()));
+                self.deny(&method, &target, e.message());
                 return Ok(Err(e.into_wit()));
             }
-            self.record(CallRecord::dry_run("http", &method, &target));
+            self.record(CallRecord::dry_run(Http::NAME, &method, &target));
             return Ok(Ok(client::dry_run_response(&req.url)));
         }
-        let deadline = self.remaining();
+        let deadline = self.core.remaining();
         let result = client.send(req, deadline).await;
         match &result {
             Ok(r) => self.record(
-                CallRecord::allowed("http", &method, &target)
+                CallRecord::allowed(Http::NAME, &method, &target)
                     .with_result(format!("status {}", r.status)),
             ),
             Err(e) if e.is_denial() => {
-                self.record(CallRecord::denied("http", &method, &target, &e.message()))
+                self.deny(&method, &target, e.message());
             }
-            Err(e) => {
-                self.record(CallRecord::allowed("http", &method, &target).with_result(e.message()))
-            }
+            Err(e) => self
+                .record(CallRecord::allowed(Http::NAME, &method, &target).with_result(e.message())),
         }
         Ok(result.map_err(client::SendError::into_wit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::Resources;
+    use crate::caps::testing::{self, Decl, HttpServer};
+
+    fn request(method: wit::Method, url: &str) -> wit::Request {
+        wit::Request {
+            method,
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout_ms: None,
+            max_redirects: 0,
+        }
+    }
+
+    fn prepared(manifest: &str) -> crate::caps::Prepared {
+        let (_d, dir) = testing::dir();
+        let grant = testing::grant::<Http>(manifest, &dir, &Decl::default()).unwrap();
+        testing::prepared::<Http>(grant, &Resources::none())
+    }
+
+    #[tokio::test]
+    async fn an_allowed_request_is_sent_and_a_denied_one_names_the_fix() {
+        let server = HttpServer::start(200, "up").await;
+        let manifest = format!(
+            "[plugins.p.grants.http]\nallow = [\"{}\"]\n",
+            server.origin()
+        );
+        let mut action = testing::recorded(prepared(&manifest), false, 1 << 20);
+        let mut ctx = action.state.view::<Http>();
+        let url = format!("{}/health", server.origin());
+        let ok = wit::Host::send(&mut ctx, request(wit::Method::Get, &url))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((ok.status, ok.body.as_slice()), (200, &b"up"[..]));
+        let other = "http://127.0.0.2:9/x";
+        let Err(wit::Error::Denied(reason)) =
+            wit::Host::send(&mut ctx, request(wit::Method::Get, other))
+                .await
+                .unwrap()
+        else {
+            panic!("an ungranted host is denied");
+        };
+        assert!(
+            reason.contains("add \"http://127.0.0.2:9\" to plugins.p.grants.http.allow"),
+            "{reason}"
+        );
+        assert_eq!(server.requests.lock().unwrap().len(), 1);
+        assert_eq!(
+            action.audit(),
+            vec![
+                ("http".into(), "allowed".into(), url.clone()),
+                ("http".into(), "denied".into(), other.into()),
+            ]
+        );
+        assert_eq!(action.calls()[0]["result"], "status 200");
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_sends_no_mutation_but_checks_the_grant() {
+        let server = HttpServer::start(200, "").await;
+        let manifest = format!(
+            "[plugins.p.grants.http]\nallow = [\"{}\"]\n",
+            server.origin()
+        );
+        let mut action = testing::recorded(prepared(&manifest), true, 1 << 20);
+        let mut ctx = action.state.view::<Http>();
+        let url = format!("{}/deploy", server.origin());
+        let r = wit::Host::send(&mut ctx, request(wit::Method::Post, &url))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 204);
+        let denied = wit::Host::send(&mut ctx, request(wit::Method::Delete, "http://10.9.9.9/x"))
+            .await
+            .unwrap();
+        assert!(matches!(denied, Err(wit::Error::Denied(_))));
+        assert!(server.requests.lock().unwrap().is_empty(), "nothing sent");
+        let decisions: Vec<String> = action.audit().into_iter().map(|a| a.1).collect();
+        assert_eq!(decisions, ["dry-run", "denied"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_grant_every_request_is_denied() {
+        let mut action = testing::recorded(crate::caps::Prepared::default(), false, 1 << 20);
+        let mut ctx = action.state.view::<Http>();
+        let r = wit::Host::send(&mut ctx, request(wit::Method::Get, "https://example.com/"))
+            .await
+            .unwrap();
+        assert!(matches!(r, Err(wit::Error::Denied(m)) if m.contains("no http grant")));
+        assert_eq!(action.audit()[0].1, "denied");
+    }
+
+    #[test]
+    fn grant_errors_name_the_line_and_the_fix() {
+        let (_d, dir) = testing::dir();
+        let errors = testing::grant::<Http>(
+            "[plugins.p.grants.http]\nallow = [\"https://ok.example\", \"api.example.com\"]\nmax_body = \"lots\"\n",
+            &dir,
+            &Decl::default(),
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errors.contains("runcap.toml:2"), "{errors}");
+        assert!(
+            errors.contains("`api.example.com` has no scheme"),
+            "{errors}"
+        );
+        assert!(errors.contains("runcap.toml:3"), "{errors}");
+        let errors = testing::grant::<Http>(
+            "[plugins.p.grants.http]\nallow = []\nalow = [\"https://x\"]\n",
+            &dir,
+            &Decl::default(),
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errors.contains("unknown field `alow`"), "{errors}");
+        assert!(errors.contains("did you mean `allow`?"), "{errors}");
+    }
+
+    #[test]
+    fn the_hint_is_a_grant_that_validates() {
+        let (_d, dir) = testing::dir();
+        let hint = Http::hint("p");
+        let grant = testing::grant::<Http>(&hint, &dir, &Decl::default()).unwrap();
+        assert!(grant.policy.allow.is_empty());
     }
 }

@@ -309,7 +309,7 @@ impl Policy {
         if self.allow.iter().any(|p| p.matches(url)) {
             return Ok(());
         }
-        let origin = origin_of(url);
+        let origin = crate::net::origin_of(url);
         Err(format!(
             "{origin} is not granted; to allow it, add \"{origin}\" to {grant_key}.allow"
         ))
@@ -338,19 +338,6 @@ impl Policy {
         Err(format!(
             "{host} resolves to {ip}, a {kind} address the grant does not name; to allow it, add \"{ip}\" (or its network) to {grant_key}.addresses"
         ))
-    }
-}
-
-/// `scheme://host:port` of a URL, as a grant pattern would name it.
-pub fn origin_of(url: &Url) -> String {
-    let host = match url.host() {
-        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
-        Some(h) => h.to_string(),
-        None => String::new(),
-    };
-    match url.port_or_known_default() {
-        Some(p) => format!("{}://{host}:{p}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
     }
 }
 

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::caps::now_ms;
-use crate::caps::services::{self, Driver, ProcessDef, Verb};
 use crate::engine::cache::write_atomically;
 use crate::manifest::{KeyPath, Validator};
+use crate::services::{self, Driver, ProcessDef, Verb};
+use crate::store::records::now_ms;
 
 /// `[proxies.NAME]` as written.
 #[derive(Debug, Deserialize)]

@@ -1,33 +1,23 @@
-//! `services`: status, start, stop and restart of services the manifest defines.
-//!
-//! | | |
-//! |---|---|
-//! | grants | the verbs listed per service: `[plugins.NAME.grants.services]` `api = ["status", "restart"]` |
-//! | manifest | `[services.NAME]` with `driver = "process"` (runcap supervises a local process) or `driver = "command"` (operator-written shell commands per verb) |
-//! | default | no grant: the interface cannot be imported; an unlisted service or verb is denied |
-//! | enforced | the plugin chooses only a service and a verb, never a command line; a pid is trusted only if the process's start time matches what the supervisor recorded; mutating verbs of one service are serialized across processes (a lock file); dry-run records them without acting |
-//! | audit | one call record per verb: service, decision, resulting state |
+//! The environment's services: `[services.NAME]` definitions and the drivers that start,
+//! stop, restart and report them (`process`: runcap supervises a local process;
+//! `command`: operator-written shell commands per verb). Plugins reach them through the
+//! `services` capability ([`crate::caps::services`]); chaos drills and recovery use them
+//! directly.
 
 mod command;
 mod process;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bindings::runcap::plugin::services as wit;
-use crate::caps::compare::{Change, ChangeKind};
-use crate::caps::{CallRecord, HostState};
 use crate::manifest::{KeyPath, Validator};
 
 pub use command::CommandDef;
 pub use process::{ProcessDef, supervise};
-
-/// The WIT interface this module implements.
-pub const INTERFACE: &str = "runcap:plugin/services";
 
 /// `[services.NAME]` as written. Keys belong to one driver or the other.
 #[derive(Debug, Deserialize)]
@@ -84,7 +74,8 @@ impl Verb {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The verb a manifest or a CLI names.
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "status" => Verb::Status,
             "start" => Verb::Start,
@@ -168,141 +159,58 @@ fn only_for(v: &mut Validator, path: &KeyPath, driver: &str, present: &[(&str, b
     }
 }
 
-/// `[plugins.NAME.grants.services]`: service name → verbs.
-pub type ServicesGrantConfig = BTreeMap<String, Vec<String>>;
-
-/// A validated services grant.
-#[derive(Debug, Clone)]
-pub struct ServicesGrant {
-    pub services: BTreeMap<String, BTreeSet<Verb>>,
-    /// `plugins.NAME.grants.services`, for denial messages.
-    pub key: String,
+/// Whether a service runs, as its driver knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Running,
+    Stopped,
+    /// The driver cannot tell (no status command, or it answered something else).
+    Unknown,
 }
 
-impl ServicesGrant {
-    pub fn validate(
-        v: &mut Validator,
-        path: &KeyPath,
-        raw: ServicesGrantConfig,
-        declared: &BTreeMap<String, ServiceDef>,
-    ) -> Option<Arc<Self>> {
-        let mut ok = true;
-        let mut services = BTreeMap::new();
-        for (name, verbs) in raw {
-            let sp = path.key(&name);
-            if !declared.contains_key(&name) {
-                ok = false;
-                let names: Vec<&str> = declared.keys().map(String::as_str).collect();
-                v.error(
-                    &sp,
-                    format!("grants service `{name}`, which is not defined under [services]"),
-                    if names.is_empty() {
-                        format!(
-                            "define it: [services.{name}] with driver = \"process\" or \"command\""
-                        )
-                    } else {
-                        format!("defined services: {}", names.join(", "))
-                    },
-                );
-            }
-            let mut set = BTreeSet::new();
-            for (i, verb) in verbs.iter().enumerate() {
-                match Verb::parse(verb) {
-                    Some(vb) => {
-                        set.insert(vb);
-                    }
-                    None => {
-                        ok = false;
-                        v.error(
-                            &sp.index(i),
-                            format!("`{verb}` is not a verb"),
-                            "verbs are status, start, stop and restart",
-                        );
-                    }
-                }
-            }
-            services.insert(name, set);
+impl ServiceState {
+    /// The word reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Running => "running",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Unknown => "unknown",
         }
-        ok.then(|| {
-            Arc::new(ServicesGrant {
-                services,
-                key: path.to_string(),
-            })
-        })
-    }
-
-    /// One line per service, for `runcap caps`.
-    pub fn describe(&self) -> Vec<String> {
-        self.services
-            .iter()
-            .map(|(name, verbs)| {
-                let verbs: Vec<&str> = verbs.iter().map(|v| v.as_str()).collect();
-                format!("service {name}: {}", verbs.join(", "))
-            })
-            .collect()
     }
 }
 
-/// Compares two services grants as written: a service or a verb not granted before
-/// widens (`*`, in a ceiling, stands for any service).
-pub fn diff(old: &ServicesGrantConfig, new: &ServicesGrantConfig) -> Vec<Change> {
-    let mut out = Vec::new();
-    for (name, verbs) in new {
-        let at = KeyPath::root().key(name);
-        let bounds: Vec<&Vec<String>> = [old.get(name), old.get("*")]
-            .into_iter()
-            .flatten()
-            .collect();
-        if bounds.is_empty() {
-            out.push(Change::new(
-                at,
-                ChangeKind::Added,
-                format!("may control service `{name}`: {}", verbs.join(", ")),
-            ));
-            continue;
-        }
-        for (i, verb) in verbs.iter().enumerate() {
-            if !bounds.iter().any(|b| b.contains(verb)) {
-                out.push(Change::new(
-                    at.index(i),
-                    ChangeKind::Added,
-                    format!("may `{verb}` service `{name}`"),
-                ));
-            }
-        }
-        if let Some(o) = old.get(name) {
-            for verb in o.iter().filter(|v| !verbs.contains(v)) {
-                out.push(Change::new(
-                    at.clone(),
-                    ChangeKind::Removed,
-                    format!("may no longer `{verb}` service `{name}`"),
-                ));
-            }
-        }
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
-    for name in old.keys() {
-        if name != "*" && !new.contains_key(name) {
-            out.push(Change::new(
-                KeyPath::root(),
-                ChangeKind::Removed,
-                format!("may no longer control service `{name}`"),
-            ));
-        }
-    }
-    out
 }
 
 /// What a driver reports about a service.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub name: String,
-    /// running, stopped or unknown.
-    pub state: &'static str,
+    pub state: ServiceState,
     pub pid: Option<u32>,
     pub uptime_ms: Option<u64>,
     pub last_exit_code: Option<i32>,
     pub health_url: Option<String>,
     pub detail: String,
+}
+
+impl Status {
+    /// A service whose state could not be found out, and why.
+    pub fn unknown(name: &str, detail: String) -> Self {
+        Status {
+            name: name.to_string(),
+            state: ServiceState::Unknown,
+            pid: None,
+            uptime_ms: None,
+            last_exit_code: None,
+            health_url: None,
+            detail,
+        }
+    }
 }
 
 /// Drives the environment's services; shared by every plugin of a run.
@@ -463,107 +371,6 @@ impl Drop for ServiceLock {
         // SAFETY: unlocking a descriptor we own.
         unsafe {
             libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
-        }
-    }
-}
-
-/// Per-plugin access: its grant and the environment's services.
-pub struct ServicesAccess {
-    pub grant: Arc<ServicesGrant>,
-    pub manager: Arc<ServiceManager>,
-}
-
-fn to_wit(s: Status) -> wit::ServiceStatus {
-    wit::ServiceStatus {
-        name: s.name,
-        state: match s.state {
-            "running" => wit::State::Running,
-            "stopped" => wit::State::Stopped,
-            _ => wit::State::Unknown,
-        },
-        pid: s.pid,
-        uptime_ms: s.uptime_ms,
-        last_exit_code: s.last_exit_code,
-        health_url: s.health_url,
-        detail: s.detail,
-    }
-}
-
-impl wit::Host for HostState {
-    async fn control(
-        &mut self,
-        service: String,
-        verb: wit::Verb,
-    ) -> wasmtime::Result<Result<wit::ServiceStatus, wit::Error>> {
-        let verb = match verb {
-            wit::Verb::Status => Verb::Status,
-            wit::Verb::Start => Verb::Start,
-            wit::Verb::Stop => Verb::Stop,
-            wit::Verb::Restart => Verb::Restart,
-        };
-        let op = verb.as_str();
-        let Some(access) = self.granted.services.clone() else {
-            let reason = format!(
-                "no services grant; add [plugins.{}.grants.services] with {service} = [\"{op}\"]",
-                self.plugin
-            );
-            self.record(CallRecord::denied("services", op, &service, &reason));
-            return Ok(Err(wit::Error::Denied(reason)));
-        };
-        let allowed = access
-            .grant
-            .services
-            .get(&service)
-            .is_some_and(|v| v.contains(&verb));
-        if !allowed {
-            let reason = match access.grant.services.get(&service) {
-                None => format!(
-                    "service `{service}` is not granted; add {service} = [\"{op}\"] to [{}]",
-                    access.grant.key
-                ),
-                Some(_) => format!(
-                    "`{op}` of service `{service}` is not granted; add \"{op}\" to {}.{service}",
-                    access.grant.key
-                ),
-            };
-            self.record(CallRecord::denied("services", op, &service, &reason));
-            return Ok(Err(wit::Error::Denied(reason)));
-        }
-        if self.dry_run && verb != Verb::Status {
-            let mut status = access
-                .manager
-                .control(&service, Verb::Status)
-                .await
-                .unwrap_or_else(|e| Status {
-                    name: service.clone(),
-                    state: "unknown",
-                    pid: None,
-                    uptime_ms: None,
-                    last_exit_code: None,
-                    health_url: None,
-                    detail: e,
-                });
-            status.detail = format!("dry run: would {op} {service} (now {})", status.state);
-            self.record(
-                CallRecord::dry_run("services", op, &service).with_result(status.detail.clone()),
-            );
-            return Ok(Ok(to_wit(status)));
-        }
-        match access.manager.control(&service, verb).await {
-            Ok(status) => {
-                self.record(
-                    CallRecord::allowed("services", op, &service)
-                        .with_result(format!("{}: {}", status.state, status.detail)),
-                );
-                Ok(Ok(to_wit(status)))
-            }
-            Err(e) => {
-                self.record(
-                    CallRecord::allowed("services", op, &service)
-                        .with_result(format!("failed: {e}")),
-                );
-                Ok(Err(wit::Error::Failed(e)))
-            }
         }
     }
 }

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ServiceConfig, Status, Verb, only_for, parse_duration_or, parse_signal};
-use crate::caps::now_ms;
+use super::{ServiceConfig, ServiceState, Status, Verb, only_for, parse_duration_or, parse_signal};
 use crate::engine::cache::write_atomically;
 use crate::manifest::{KeyPath, Validator};
 use crate::redaction::Spec;
+use crate::store::records::now_ms;
 
 /// A validated process service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,7 +144,7 @@ fn is_ours(s: &StateFile) -> Option<u32> {
 fn status_of(name: &str, dir: &Path) -> Status {
     let mut st = Status {
         name: name.to_string(),
-        state: "stopped",
+        state: ServiceState::Stopped,
         pid: None,
         uptime_ms: None,
         last_exit_code: None,
@@ -170,7 +170,7 @@ fn status_of(name: &str, dir: &Path) -> Status {
         }
     }
     if let Some(pid) = is_ours(&s) {
-        st.state = "running";
+        st.state = ServiceState::Running;
         st.pid = Some(pid);
         st.uptime_ms = Some(now_ms().saturating_sub(s.started_at_ms));
         st.detail = format!("running as pid {pid}");
@@ -215,7 +215,7 @@ pub(super) fn control(
 
 fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<Status, String> {
     let current = status_of(name, dir);
-    if current.state == "running" {
+    if current.state == ServiceState::Running {
         let mut st = current;
         st.detail = format!("already running as pid {}", st.pid.unwrap_or_default());
         return Ok(st);
@@ -337,7 +337,7 @@ fn stop(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut st = status_of(name, dir);
-    if st.state == "running" {
+    if st.state == ServiceState::Running {
         return Err(format!("pid {pid} did not stop after {how}"));
     }
     st.detail = format!("stopped pid {pid} with {how}; {}", st.detail);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ServiceConfig, Status, Verb, only_for, parse_duration_or};
+use super::{ServiceConfig, ServiceState, Status, Verb, only_for, parse_duration_or};
 use crate::manifest::{KeyPath, Validator};
 
 /// A validated command service.
@@ -153,7 +153,7 @@ fn run(cmd: &str, def: &CommandDef) -> Result<(i32, String), String> {
 fn status_of(name: &str, def: &CommandDef) -> Result<Status, String> {
     let mut st = Status {
         name: name.to_string(),
-        state: "unknown",
+        state: ServiceState::Unknown,
         pid: None,
         uptime_ms: None,
         last_exit_code: None,
@@ -163,9 +163,9 @@ fn status_of(name: &str, def: &CommandDef) -> Result<Status, String> {
     if let Some(cmd) = &def.status {
         let (code, out) = run(cmd, def)?;
         st.state = match code {
-            0 => "running",
-            3 => "stopped",
-            _ => "unknown",
+            0 => ServiceState::Running,
+            3 => ServiceState::Stopped,
+            _ => ServiceState::Unknown,
         };
         st.detail = if out.is_empty() {
             format!("status exited {code}")

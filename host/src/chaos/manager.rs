@@ -1,0 +1,543 @@
+//! The fault manager: journals, applies, expires and reverts the faults of one
+//! environment, and recovers the faults a dead runcap left open.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::proxy::{self, ProxyManager};
+use super::{Allowance, FaultRow, FaultState, InjectError, Kind, Revert, RevertError, Spec};
+use crate::engine::cache::write_atomically;
+use crate::services::{ServiceManager, Verb};
+use crate::store::Store;
+use crate::store::records::now_ms;
+
+/// Injects, tracks and reverts faults for one environment.
+pub struct FaultManager {
+    store: Option<Arc<Store>>,
+    services: Arc<ServiceManager>,
+    proxies: Arc<ProxyManager>,
+    dir: PathBuf,
+    /// cert-expiry: plugin → seconds its clock runs ahead.
+    clocks: Mutex<HashMap<String, i64>>,
+    /// Serializes injections, so concurrency limits hold.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl FaultManager {
+    /// The manager of an environment; its journal is in `store`, saved originals of
+    /// corrupted files under `state_dir/faults`.
+    pub fn new(
+        store: Option<Arc<Store>>,
+        services: Arc<ServiceManager>,
+        proxies: Arc<ProxyManager>,
+        state_dir: &Path,
+    ) -> Self {
+        FaultManager {
+            store,
+            services,
+            proxies,
+            dir: state_dir.join("faults"),
+            clocks: Mutex::default(),
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// How far ahead (seconds) a plugin's clock runs because of a cert-expiry fault.
+    pub fn clock_offset(&self, plugin: &str) -> i64 {
+        self.clocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(plugin)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn store(&self) -> Result<&Arc<Store>, RevertError> {
+        self.store.as_ref().ok_or(RevertError::NoStore)
+    }
+
+    /// Appends an audit row; a failure to do so is logged, never silent.
+    pub fn audit(&self, kind: &str, run_id: &str, subject: &str, payload: serde_json::Value) {
+        if let Some(s) = &self.store
+            && let Err(e) = s.audit(kind, run_id, subject, &payload)
+        {
+            tracing::error!("could not audit {kind}: {e}");
+        }
+    }
+
+    /// Journals, then applies, a fault the plugin's grant allows (kind, target and
+    /// duration were checked by the capability; the number active is checked here).
+    /// The returned row is active; the caller schedules its expiry with
+    /// [`FaultManager::expire_later`].
+    pub async fn inject(
+        &self,
+        run_id: &str,
+        plugin: &str,
+        allowance: &Allowance,
+        spec: &Spec,
+    ) -> Result<FaultRow, InjectError> {
+        let _turn = self.gate.lock().await;
+        let store = self
+            .store()
+            .map_err(|e| InjectError::Failed(e.to_string()))?;
+        let active_now = store
+            .count_open_faults(plugin, run_id)
+            .map_err(|e| InjectError::Failed(e.to_string()))?;
+        if active_now >= allowance.max_concurrent {
+            let reason = format!(
+                "{plugin} already has {active_now} fault(s) active, the most {}.max_concurrent allows",
+                allowance.key
+            );
+            self.audit(
+                "fault.denied",
+                run_id,
+                spec.kind.as_str(),
+                serde_json::json!({"plugin": plugin, "target": spec.target, "reason": reason}),
+            );
+            return Err(InjectError::Denied(reason));
+        }
+        let id = format!("f-{}", crate::runbook::new_run_id());
+        let now = now_ms();
+        let expires = now + spec.duration_ms;
+        // Prepare everything the revert needs before anything changes.
+        let (revert, prepared) = self
+            .prepare(&id, allowance, spec, expires)
+            .map_err(InjectError::Failed)?;
+        let row = FaultRow {
+            id: id.clone(),
+            run_id: run_id.to_string(),
+            plugin: plugin.to_string(),
+            kind: spec.kind,
+            target: spec.target.clone(),
+            state: FaultState::Pending,
+            detail: String::new(),
+            injected_at: now as i64,
+            expires_at: expires as i64,
+            reverted_at: None,
+            reverted_by: None,
+            revert_result: None,
+        };
+        let encode =
+            |e: serde_json::Error| InjectError::Failed(format!("cannot journal the fault: {e}"));
+        let spec_json = serde_json::to_string(spec).map_err(encode)?;
+        let revert_json = serde_json::to_string(&revert).map_err(encode)?;
+        store
+            .insert_fault(
+                &row,
+                &spec_json,
+                &revert_json,
+                crate::procinfo::this_process(),
+            )
+            .map_err(|e| {
+                InjectError::Failed(format!(
+                    "cannot journal the fault, so it was not applied: {e}"
+                ))
+            })?;
+        match self.apply(spec, &revert, prepared).await {
+            Ok(detail) => {
+                if let Err(e) = store.set_fault_state(&id, FaultState::Active, &detail) {
+                    tracing::error!("fault {id} is applied but could not be marked active: {e}");
+                }
+                self.audit(
+                    "fault.injected",
+                    run_id,
+                    spec.kind.as_str(),
+                    serde_json::json!({"id": id, "plugin": plugin, "target": spec.target, "expires_at": expires, "detail": detail}),
+                );
+                Ok(FaultRow {
+                    state: FaultState::Active,
+                    detail,
+                    ..row
+                })
+            }
+            Err(e) => {
+                // Undo whatever part of it took hold, then report.
+                let undo = revert
+                    .run(Some(&self.clocks), self.services.redaction())
+                    .await;
+                let (state, undo) = match undo {
+                    Ok(t) => (FaultState::Reverted, t),
+                    Err(u) => (FaultState::RevertFailed, u),
+                };
+                let result = format!("apply failed: {e}; undo: {undo}");
+                if let Err(j) = store.finish_fault(&id, state, "apply-failed", &result) {
+                    tracing::error!("could not record the undo of fault {id}: {j}");
+                }
+                Err(InjectError::Failed(e))
+            }
+        }
+    }
+
+    /// Works out how the fault will be undone, saving what must be saved first.
+    fn prepare(
+        &self,
+        id: &str,
+        allowance: &Allowance,
+        spec: &Spec,
+        expires: u64,
+    ) -> Result<(Revert, Prepared), String> {
+        Ok(match spec.kind {
+            Kind::Kill | Kind::Stop => {
+                let (driver, dir) = self
+                    .services
+                    .driver(&spec.target)
+                    .ok_or_else(|| format!("no service `{}`", spec.target))?;
+                (
+                    Revert::StartService {
+                        service: spec.target.clone(),
+                        driver,
+                        dir,
+                    },
+                    Prepared::None,
+                )
+            }
+            Kind::Latency | Kind::Drop | Kind::Partition => {
+                let control = self.proxies.control_path(&spec.target);
+                let fault = proxy::NetFault {
+                    id: id.to_string(),
+                    kind: spec.kind.as_str().to_string(),
+                    latency_ms: spec.latency_ms.unwrap_or(0),
+                    drop_rate: spec.drop_rate.unwrap_or(0.0).clamp(0.0, 1.0),
+                    expires_at_ms: expires,
+                };
+                if spec.kind == Kind::Latency && fault.latency_ms == 0 {
+                    return Err("a latency fault needs latency-ms".into());
+                }
+                if spec.kind == Kind::Drop && fault.drop_rate <= 0.0 {
+                    return Err("a drop fault needs a drop-rate above 0".into());
+                }
+                (
+                    Revert::RemoveNetFault {
+                        proxy: spec.target.clone(),
+                        control,
+                        fault_id: id.to_string(),
+                    },
+                    Prepared::Net(fault),
+                )
+            }
+            Kind::CorruptFile => {
+                let dir = allowance
+                    .dir
+                    .as_deref()
+                    .ok_or("no granted directory for this target")?;
+                let rel = spec
+                    .path
+                    .as_deref()
+                    .ok_or("a corrupt-file fault needs a path")?;
+                let target = contained_file(dir, rel)?;
+                let bytes = std::fs::read(&target)
+                    .map_err(|e| format!("cannot read {}: {e}", target.display()))?;
+                std::fs::create_dir_all(&self.dir)
+                    .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+                let backup = self.dir.join(format!("{id}.orig"));
+                write_atomically(&backup, &bytes)
+                    .map_err(|e| format!("cannot save the original: {e}"))?;
+                (
+                    Revert::RestoreFile {
+                        target: target.clone(),
+                        backup,
+                        sha256: hex::encode(Sha256::digest(&bytes)),
+                    },
+                    Prepared::File(target, bytes.len()),
+                )
+            }
+            Kind::CertExpiry => (
+                Revert::ResetClock {
+                    plugin: spec.target.clone(),
+                },
+                Prepared::Clock(i64::from(spec.days.unwrap_or(365)) * 86_400),
+            ),
+        })
+    }
+
+    async fn apply(
+        &self,
+        spec: &Spec,
+        revert: &Revert,
+        prepared: Prepared,
+    ) -> Result<String, String> {
+        match (spec.kind, prepared) {
+            (Kind::Kill, _) => {
+                let pid = self.services.kill(&spec.target).await?;
+                Ok(format!("killed {} (pid {pid}) with SIGKILL", spec.target))
+            }
+            (Kind::Stop, _) => {
+                let st = self.services.control(&spec.target, Verb::Stop).await?;
+                Ok(format!("stopped {}: {}", spec.target, st.detail))
+            }
+            (_, Prepared::Net(fault)) => {
+                let Revert::RemoveNetFault { control, .. } = revert else {
+                    return Err("internal: wrong revert for a network fault".into());
+                };
+                self.proxies.control(&spec.target, Verb::Start).await?;
+                let what = match fault.kind.as_str() {
+                    "latency" => format!("+{} ms per connection", fault.latency_ms),
+                    "drop" => format!("dropping {:.0}% of connections", fault.drop_rate * 100.0),
+                    _ => "every connection cut".to_string(),
+                };
+                let id = fault.id.clone();
+                proxy::update_control(control, |c| c.faults.push(fault))?;
+                let control = control.clone();
+                tokio::task::spawn_blocking(move || proxy::wait_seen(&control, &id, true))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                Ok(format!(
+                    "{} through proxy {}: {what}",
+                    spec.kind.as_str(),
+                    spec.target
+                ))
+            }
+            (Kind::CorruptFile, Prepared::File(target, len)) => {
+                corrupt(&target, len)?;
+                Ok(format!("corrupted {} (original saved)", target.display()))
+            }
+            (Kind::CertExpiry, Prepared::Clock(secs)) => {
+                self.clocks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(spec.target.clone(), secs);
+                Ok(format!(
+                    "{}'s clock moved {} days ahead",
+                    spec.target,
+                    secs / 86_400
+                ))
+            }
+            _ => Err("internal: nothing prepared for this fault".into()),
+        }
+    }
+
+    /// Reverts one fault, if still open; `by` says why (plugin, run-end, expiry, signal,
+    /// recovery).
+    pub async fn revert(&self, id: &str, by: &str) -> Result<String, RevertError> {
+        let store = self.store()?;
+        let Some(open) = store.open_fault(id)? else {
+            return Ok(format!("{id} was already reverted"));
+        };
+        let revert: Revert =
+            serde_json::from_str(&open.revert).map_err(|e| RevertError::Recipe {
+                id: id.to_string(),
+                message: e.to_string(),
+            })?;
+        let result = revert
+            .run(Some(&self.clocks), self.services.redaction())
+            .await;
+        finish(store, &open.row, by, result)
+    }
+
+    /// Reverts every open fault of a run (newest first). A journal that cannot be read
+    /// is an error of its own, never an empty list.
+    pub async fn revert_run(
+        &self,
+        run_id: &str,
+        by: &str,
+    ) -> Result<Vec<(FaultRow, Result<String, RevertError>)>, RevertError> {
+        let store = match self.store() {
+            Ok(s) => s,
+            // Without a store nothing could have been injected.
+            Err(_) => return Ok(Vec::new()),
+        };
+        let open = store.open_faults_of_run(run_id)?;
+        let mut out = Vec::new();
+        for row in open.into_iter().rev() {
+            let r = self.revert(&row.id, by).await;
+            out.push((row, r));
+        }
+        Ok(out)
+    }
+
+    /// Open faults of a run.
+    pub fn active(&self, run_id: &str) -> Result<Vec<FaultRow>, RevertError> {
+        Ok(self.store()?.open_faults_of_run(run_id)?)
+    }
+
+    /// Reverts `id` when its time is up, unless something reverted it first.
+    pub fn expire_later(self: &Arc<Self>, id: String, expires_at_ms: u64) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let wait = expires_at_ms.saturating_sub(now_ms());
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            if let Err(e) = me.revert(&id, "expiry").await {
+                tracing::error!("could not revert expired fault {id}: {e}");
+            }
+        });
+    }
+}
+
+/// Records how a revert went in the journal and the audit chain; the revert's own error
+/// wins over a failure to record it, and both are reported.
+fn finish(
+    store: &Store,
+    row: &FaultRow,
+    by: &str,
+    result: Result<String, String>,
+) -> Result<String, RevertError> {
+    let (state, text) = match &result {
+        Ok(t) => (FaultState::Reverted, t.clone()),
+        Err(e) => (FaultState::RevertFailed, e.clone()),
+    };
+    let journaled = store.finish_fault(&row.id, state, by, &text);
+    let audited = store.audit(
+        "fault.reverted",
+        &row.run_id,
+        row.kind.as_str(),
+        &serde_json::json!({"id": row.id, "target": row.target, "by": by, "ok": result.is_ok(), "result": text}),
+    );
+    let result = result.map_err(RevertError::Failed)?;
+    journaled?;
+    audited?;
+    Ok(result)
+}
+
+/// What `prepare` set aside for `apply`.
+enum Prepared {
+    None,
+    Net(proxy::NetFault),
+    File(PathBuf, usize),
+    Clock(i64),
+}
+
+/// The file `rel` inside `dir`, refusing absolute paths, `..` and symlinks anywhere on
+/// the way, so a fault can only damage what the grant names.
+pub fn contained_file(dir: &Path, rel: &str) -> Result<PathBuf, String> {
+    let rel_path = Path::new(rel);
+    if rel_path.is_absolute()
+        || rel_path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(format!(
+            "`{rel}` must be a plain relative path inside the granted directory"
+        ));
+    }
+    let mut p = dir.to_path_buf();
+    for c in rel_path.components() {
+        p.push(c);
+        let meta = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if meta.file_type().is_symlink() {
+            return Err(format!(
+                "{} is a symlink; faults do not follow links",
+                p.display()
+            ));
+        }
+    }
+    if !std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
+        return Err(format!("{} is not a regular file", p.display()));
+    }
+    Ok(p)
+}
+
+/// Damages a file in place: flips every bit of up to 4 KiB in its middle (or, for an
+/// empty file, writes garbage).
+fn corrupt(target: &Path, len: usize) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(target)
+        .map_err(|e| format!("cannot open {}: {e}", target.display()))?;
+    if len == 0 {
+        f.write_all(b"\xde\xad\xbe\xef")
+            .map_err(|e| e.to_string())?;
+    } else {
+        let n = len.min(4096);
+        let start = (len - n) / 2;
+        let mut buf = vec![0u8; n];
+        f.seek(SeekFrom::Start(start as u64))
+            .map_err(|e| e.to_string())?;
+        f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        for b in &mut buf {
+            *b = !*b;
+        }
+        f.seek(SeekFrom::Start(start as u64))
+            .map_err(|e| e.to_string())?;
+        f.write_all(&buf).map_err(|e| e.to_string())?;
+    }
+    f.sync_all().map_err(|e| e.to_string())
+}
+
+/// What recovery after a crash found and did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Each orphaned fault and how reverting it went.
+    pub reverted: Vec<(FaultRow, Result<String, RevertError>)>,
+    /// What stopped recovery from even trying (an unreadable journal).
+    pub errors: Vec<RevertError>,
+}
+
+impl Recovery {
+    /// Whether everything that needed reverting was reverted.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && self.reverted.iter().all(|(_, r)| r.is_ok())
+    }
+}
+
+/// Reverts faults left open by runcap processes that are gone, using only the journal.
+/// `run`, `recover` and `serve` call this explicitly; read-only commands do not.
+pub async fn recover(store: &Arc<Store>) -> Recovery {
+    let mut out = Recovery::default();
+    let open = match store.open_faults() {
+        Ok(o) => o,
+        Err(e) => {
+            out.errors.push(RevertError::Journal(e));
+            return out;
+        }
+    };
+    for f in open {
+        if crate::procinfo::alive(f.pid, f.pid_start) {
+            continue;
+        }
+        let result = match serde_json::from_str::<Revert>(&f.revert) {
+            // Without the manifest at hand, a restarted service's log gets the default rules.
+            Ok(revert) => {
+                let done = revert.run(None, Arc::default()).await;
+                finish(store, &f.row, "recovery", done)
+            }
+            Err(e) => Err(RevertError::Recipe {
+                id: f.row.id.clone(),
+                message: e.to_string(),
+            }),
+        };
+        out.reverted.push((f.row, result));
+    }
+    out
+}
+
+/// A wall clock running `offset` seconds ahead of the real one (cert-expiry faults).
+pub struct OffsetClock(pub i64);
+
+impl wasmtime_wasi::HostWallClock for OffsetClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        if self.0 >= 0 {
+            real + Duration::from_secs(self.0 as u64)
+        } else {
+            real.saturating_sub(Duration::from_secs(self.0.unsigned_abs()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_leave_the_granted_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok.db"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        assert!(contained_file(dir.path(), "ok.db").is_ok());
+        for bad in ["../ok.db", "/etc/passwd", "link", "./ok.db", "missing"] {
+            assert!(contained_file(dir.path(), bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Network helpers capabilities share: the TLS settings of runcap's HTTP clients, reading
+//! CA certificates, and naming a URL's origin the way grants do.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use url::Url;
+
+/// Why TLS settings or certificates could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("bad CA certificate: {0}")]
+    BadCa(rustls::Error),
+    #[error("{0}")]
+    Rustls(rustls::Error),
+    #[error("{0}")]
+    Pem(String),
+    #[error("no certificates in it")]
+    NoCertificates,
+}
+
+/// TLS settings for runcap's HTTP clients: the web PKI roots plus `extra_roots` (DER),
+/// with ring as the crypto provider.
+pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra_roots {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(TlsError::BadCa)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Rustls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// Reads every certificate in a PEM file.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, TlsError> {
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError::Pem(e.to_string()))?
+        .map(|c| {
+            c.map(|c| c.to_vec())
+                .map_err(|e| TlsError::Pem(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificates);
+    }
+    Ok(certs)
+}
+
+/// `scheme://host:port` of a URL, as a grant pattern would name it.
+pub fn origin_of(url: &Url) -> String {
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+        Some(h) => h.to_string(),
+        None => String::new(),
+    };
+    match url.port_or_known_default() {
+        Some(p) => format!("{}://{host}:{p}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}

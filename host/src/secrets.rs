@@ -1,0 +1,96 @@
+//! The environment's secrets: `[secrets.NAME]` with where each value comes from, read on
+//! demand. Plugins read them through the `secrets` capability ([`crate::caps::secrets`]);
+//! backups use them as repository keys; redaction hides every value runcap can read.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::manifest::{KeyPath, Validator};
+
+/// `[secrets.NAME]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretConfig {
+    /// `env = "BACKUP_KEY"`
+    pub env: Option<String>,
+    /// `file = "secrets/backup.key"`, relative to the manifest.
+    pub file: Option<String>,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// Validates every `[secrets.NAME]`.
+pub fn validate_secrets(
+    v: &mut Validator,
+    raw: BTreeMap<String, SecretConfig>,
+) -> BTreeMap<String, SecretSource> {
+    let mut out = BTreeMap::new();
+    for (name, c) in raw {
+        let path = KeyPath::root().key("secrets").key(&name);
+        if !v.name(&path, "secret", &name) {
+            continue;
+        }
+        match (c.env, c.file) {
+            (Some(var), None) => {
+                out.insert(name, SecretSource::Env(var));
+            }
+            (None, Some(file)) => {
+                out.insert(
+                    name,
+                    SecretSource::File(v.resolve(&path.key("file"), &file)),
+                );
+            }
+            _ => v.error(
+                &path,
+                "a secret needs exactly one of `env` or `file`",
+                "e.g. env = \"BACKUP_KEY\", or file = \"secrets/backup.key\"",
+            ),
+        }
+    }
+    out
+}
+
+/// The environment's secrets; values are read on demand.
+#[derive(Debug, Default)]
+pub struct SecretStore {
+    sources: BTreeMap<String, SecretSource>,
+}
+
+impl SecretStore {
+    pub fn new(sources: BTreeMap<String, SecretSource>) -> Self {
+        SecretStore { sources }
+    }
+
+    /// The current value of a secret.
+    pub fn value(&self, name: &str) -> Result<String, String> {
+        match self.sources.get(name) {
+            None => Err(format!("no secret `{name}` is defined")),
+            Some(SecretSource::Env(var)) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            Some(SecretSource::File(p)) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+        }
+    }
+
+    /// Every secret value that can be read now, for redaction.
+    pub fn known_values(&self) -> Vec<(String, String)> {
+        self.sources
+            .keys()
+            .filter_map(|n| {
+                self.value(n)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (n.clone(), v))
+            })
+            .collect()
+    }
+}

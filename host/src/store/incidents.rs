@@ -1,0 +1,238 @@
+//! Incidents: one per runbook while it keeps failing, with a timeline, audited.
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::records::{Severity, now_ms};
+use super::{Store, StoreError, audit};
+
+/// What a run did to its runbook's incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentUpdate {
+    pub id: i64,
+    pub runbook: String,
+    pub severity: Severity,
+    /// open, escalated or resolved.
+    pub status: String,
+    /// Consecutive failed runs so far.
+    pub failures: u32,
+    pub failed_step: String,
+    /// This run crossed the escalation threshold.
+    pub escalated_now: bool,
+}
+
+/// One incident with its timeline, for `runcap incidents` and bundles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: i64,
+    pub environment: String,
+    pub runbook: String,
+    pub severity: Severity,
+    pub status: String,
+    pub failures: u32,
+    pub failed_step: String,
+    pub opened_at: i64,
+    pub updated_at: i64,
+    pub resolved_at: Option<i64>,
+    pub timeline: Vec<Event>,
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub at: i64,
+    pub kind: String,
+    pub run_id: Option<String>,
+    pub message: String,
+}
+
+/// What opening or updating an incident needs to know of the runbook.
+#[derive(Debug, Clone, Copy)]
+pub struct IncidentPolicy<'a> {
+    pub environment: &'a str,
+    pub runbook: &'a str,
+    pub severity: Severity,
+    /// Consecutive failed runs that escalate; 0 never escalates.
+    pub escalate_after: u32,
+}
+
+impl Store {
+    /// Records a failed run: opens the runbook's incident or counts another failure, and
+    /// escalates when the count reaches the runbook's threshold.
+    pub fn incident_failed(
+        &self,
+        policy: IncidentPolicy,
+        run_id: &str,
+        failed_step: &str,
+        summary: &str,
+    ) -> Result<IncidentUpdate, StoreError> {
+        let summary = self.scrubbed(summary);
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let now = now_ms() as i64;
+            let open: Option<(i64, u32, String)> = tx
+                .query_row(
+                    "SELECT id, failures, status FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1",
+                    params![policy.environment, policy.runbook],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let (id, failures, mut status) = match open {
+                Some((id, failures, status)) => {
+                    tx.execute(
+                        "UPDATE incidents SET failures = ?2, failed_step = ?3, updated_at = ?4 WHERE id = ?1",
+                        params![id, failures + 1, failed_step, now],
+                    )?;
+                    event(&tx, id, now, "failed", run_id, &format!("run failed again at step {failed_step}: {summary}"))?;
+                    (id, failures + 1, status)
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO incidents (environment, runbook, severity, status, failures, failed_step, opened_at, updated_at) VALUES (?1, ?2, ?3, 'open', 1, ?4, ?5, ?5)",
+                        params![policy.environment, policy.runbook, policy.severity, failed_step, now],
+                    )?;
+                    let id = tx.last_insert_rowid();
+                    event(&tx, id, now, "opened", run_id, &format!("run failed at step {failed_step}: {summary}"))?;
+                    let payload = serde_json::json!({"incident": id, "severity": policy.severity, "failed_step": failed_step});
+                    audit::append(&tx, now, "incident.opened", run_id, policy.runbook, &payload.to_string())?;
+                    (id, 1, "open".to_string())
+                }
+            };
+            let escalated_now = policy.escalate_after > 0 && failures >= policy.escalate_after && status == "open";
+            if escalated_now {
+                status = "escalated".into();
+                tx.execute("UPDATE incidents SET status = 'escalated' WHERE id = ?1", [id])?;
+                let message = format!("escalated after {failures} consecutive failed runs");
+                event(&tx, id, now, "escalated", run_id, &message)?;
+                let payload = serde_json::json!({"incident": id, "failures": failures});
+                audit::append(&tx, now, "incident.escalated", run_id, policy.runbook, &payload.to_string())?;
+            }
+            tx.commit()?;
+            Ok(IncidentUpdate {
+                id,
+                runbook: policy.runbook.to_string(),
+                severity: policy.severity,
+                status,
+                failures,
+                failed_step: failed_step.to_string(),
+                escalated_now,
+            })
+        })
+    }
+
+    /// Resolves the runbook's open incident, if any, after a run that did not fail.
+    pub fn incident_passed(
+        &self,
+        environment: &str,
+        runbook: &str,
+        run_id: &str,
+    ) -> Result<Option<IncidentUpdate>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let open: Option<(i64, Severity, u32, String)> = tx
+                .query_row(
+                    "SELECT id, severity, failures, failed_step FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1",
+                    params![environment, runbook],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((id, severity, failures, failed_step)) = open else {
+                return Ok(None);
+            };
+            let now = now_ms() as i64;
+            tx.execute(
+                "UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            event(&tx, id, now, "resolved", run_id, "the runbook passed again")?;
+            let payload = serde_json::json!({"incident": id});
+            audit::append(&tx, now, "incident.resolved", run_id, runbook, &payload.to_string())?;
+            tx.commit()?;
+            Ok(Some(IncidentUpdate {
+                id,
+                runbook: runbook.to_string(),
+                severity,
+                status: "resolved".into(),
+                failures,
+                failed_step,
+                escalated_now: false,
+            }))
+        })
+    }
+
+    /// Adds a line to an incident's timeline.
+    pub fn incident_event(
+        &self,
+        id: i64,
+        kind: &str,
+        run_id: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let message = self.scrubbed(message);
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            event(&tx, id, now_ms() as i64, kind, run_id, &message)?;
+            tx.commit()
+        })
+    }
+
+    /// Incidents, newest first: all, or only those not resolved; only those updated at or
+    /// after `since_ms`.
+    pub fn incidents(
+        &self,
+        include_resolved: bool,
+        since_ms: i64,
+    ) -> Result<Vec<Incident>, StoreError> {
+        self.with(|conn| {
+        let mut stmt = conn.prepare(
+            "SELECT id, environment, runbook, severity, status, failures, failed_step, opened_at, updated_at, resolved_at FROM incidents WHERE (?1 OR status != 'resolved') AND updated_at >= ?2 ORDER BY id DESC",
+        )?;
+        let mut incidents: Vec<Incident> = stmt
+            .query_map(params![include_resolved, since_ms], |r| {
+                Ok(Incident {
+                    id: r.get(0)?,
+                    environment: r.get(1)?,
+                    runbook: r.get(2)?,
+                    severity: r.get(3)?,
+                    status: r.get(4)?,
+                    failures: r.get(5)?,
+                    failed_step: r.get(6)?,
+                    opened_at: r.get(7)?,
+                    updated_at: r.get(8)?,
+                    resolved_at: r.get(9)?,
+                    timeline: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut events = conn.prepare("SELECT at, kind, run_id, message FROM incident_events WHERE incident_id = ?1 ORDER BY rowid")?;
+        for i in &mut incidents {
+            i.timeline = events
+                .query_map([i.id], |r| {
+                    Ok(Event {
+                        at: r.get(0)?,
+                        kind: r.get(1)?,
+                        run_id: r.get(2)?,
+                        message: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(incidents)
+    })
+    }
+}
+
+fn event(
+    tx: &rusqlite::Transaction,
+    id: i64,
+    at: i64,
+    kind: &str,
+    run_id: &str,
+    message: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO incident_events (incident_id, at, kind, run_id, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, at, kind, run_id, message],
+    )?;
+    Ok(())
+}
