@@ -1,4 +1,5 @@
-//! The `api_key` rule: credentials recognised by a keyword or a vendor prefix.
+//! The `api_key` rule (credentials recognised by a keyword, a vendor prefix, a URL's user
+//! information or an HTTP `Basic` header) and the trigger of the `private_key` rule.
 //!
 //! Trigger words are found with a byte-pair filter: every position's two case-folded bytes are
 //! looked up in an 8 KiB bitset of the triggers' first two bytes, and only the ~1-2% of
@@ -19,6 +20,10 @@ enum Trigger {
     GithubPat,
     Jwt,
     KeyValue,
+    Slack,
+    UrlCredentials,
+    Basic,
+    PrivateKey,
 }
 
 /// Trigger words, matched ASCII-case-insensitively (handlers check case where it matters).
@@ -48,6 +53,10 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("private_key", Trigger::KeyValue),
     ("privatekey", Trigger::KeyValue),
     ("private-key", Trigger::KeyValue),
+    ("xox", Trigger::Slack),
+    ("://", Trigger::UrlCredentials),
+    ("basic", Trigger::Basic),
+    ("-----begin ", Trigger::PrivateKey),
 ];
 
 /// The distinct folded first pairs of the triggers, computed from `TRIGGERS` at compile time
@@ -133,6 +142,10 @@ const SENSITIVE_SUFFIXES: &[&[u8]] = &[
 ];
 
 const MIN_SK_BODY: usize = 20;
+/// A digit-free `sk-` key needs one mixed-case segment at least this long (kebab-case words
+/// are short and lower-case; random key material is neither).
+const MIN_SK_MIXED_SEGMENT: usize = 16;
+const MIN_SLACK_BODY: usize = 10;
 const MIN_BEARER: usize = 8;
 const MIN_GITHUB_BODY: usize = 30;
 const MIN_GITHUB_PAT_BODY: usize = 22;
@@ -146,7 +159,7 @@ fn fold_pair(a: u8, b: u8) -> u16 {
     u16::from_le_bytes([a, b]) | 0x2020
 }
 
-/// Trigger finder plus the rule index to report.
+/// Trigger finder plus the rule indices to report.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     /// One bit per folded byte pair that starts a trigger.
@@ -157,11 +170,14 @@ pub(crate) struct Keys {
     order: Vec<u8>,
     /// For each folded first byte, its group in `order` (start, end).
     by_first: Box<[(u8, u8); 256]>,
-    rule: u32,
+    /// The `api_key` rule, when enabled.
+    rule: Option<u32>,
+    /// The `private_key` rule, when enabled.
+    pem: Option<u32>,
 }
 
 impl Keys {
-    pub(crate) fn new(rule: u32) -> Keys {
+    pub(crate) fn new(rule: Option<u32>, pem: Option<u32>) -> Keys {
         let mut pairs = Box::new([0u64; 1024]);
         let mut firsts = Vec::with_capacity(TRIGGERS.len());
         for (word, _) in TRIGGERS {
@@ -186,6 +202,7 @@ impl Keys {
             order,
             by_first,
             rule,
+            pem,
         }
     }
 
@@ -284,41 +301,68 @@ impl Keys {
         None
     }
 
-    /// Pushes a span for every credential in `line`.
-    pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
+    /// Pushes a span for every credential and private-key block in `line`; true when the
+    /// last block is still open at the end of the line.
+    pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) -> bool {
+        let mut open = false;
         let mut i = 0;
         while let Some(p) = self.next_hit(line, i) {
             i = p;
             let k = fold_pair(line[i], line[i + 1]);
-            let found = self
-                .trigger_at(line, i, k)
-                .and_then(|(he, trigger)| match trigger {
-                    Trigger::Bearer => bearer(line, i, he),
-                    Trigger::Sk => sk_key(line, i, he),
-                    Trigger::Aws => aws(line, i),
-                    Trigger::Github => github(line, i, he, MIN_GITHUB_BODY, ALNUM),
-                    Trigger::GithubPat => github(line, i, he, MIN_GITHUB_PAT_BODY, IDENT),
-                    Trigger::Jwt => jwt(line, i),
-                    Trigger::KeyValue => key_value(line, i, he),
-                });
+            let Some((he, trigger)) = self.trigger_at(line, i, k) else {
+                i += 1;
+                continue;
+            };
+            if trigger == Trigger::PrivateKey {
+                if let Some(rule) = self.pem
+                    && let Some((span, still_open)) = crate::pem::block_at(line, i, rule)
+                {
+                    out.push(span);
+                    open = still_open;
+                    i = span.end.max(i + 1);
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            let Some(rule) = self.rule else {
+                i += 1;
+                continue;
+            };
+            let found = match trigger {
+                Trigger::Bearer => bearer(line, i, he),
+                Trigger::Sk => sk_key(line, i, he),
+                Trigger::Aws => aws(line, i),
+                Trigger::Github => github(line, i, he, MIN_GITHUB_BODY, ALNUM),
+                Trigger::GithubPat => github(line, i, he, MIN_GITHUB_PAT_BODY, IDENT),
+                Trigger::Jwt => jwt(line, i),
+                Trigger::KeyValue => key_value(line, i, he),
+                Trigger::Slack => slack(line, i, he),
+                Trigger::UrlCredentials => url_password(line, i, he),
+                Trigger::Basic => basic(line, i, he),
+                Trigger::PrivateKey => None,
+            };
             match found {
                 Some((start, end)) => {
-                    out.push(Span {
-                        start,
-                        end,
-                        rule: self.rule,
-                    });
+                    out.push(Span { start, end, rule });
                     i = end.max(i + 1);
                 }
                 None => i += 1,
             }
         }
+        open
     }
 }
 
 /// True when a key (query parameter, header, JSON or YAML key) names a credential.
 pub(crate) fn sensitive_key(key: &[u8]) -> bool {
-    SENSITIVE_SUFFIXES.iter().any(|suffix| {
+    suffix_key(key, SENSITIVE_SUFFIXES)
+}
+
+/// True when `key` is one of `names` or ends with one after `_`, `-`, `.` or a camelCase
+/// hump, ignoring ASCII case (`access_token`, `X-Api-Key`, `clientSecret`).
+pub(crate) fn suffix_key(key: &[u8], names: &[&[u8]]) -> bool {
+    names.iter().any(|suffix| {
         let Some(cut) = key.len().checked_sub(suffix.len()) else {
             return false;
         };
@@ -372,7 +416,8 @@ fn bearer(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
 }
 
 /// `sk-...`, `sk-live-...`, `sk-proj-...`, `sk_live_...`: at least 20 key characters after
-/// `sk-`, including a digit (so `sk-` in prose or kebab-case names does not match).
+/// `sk-`, including a digit or a long mixed-case segment (so `sk-` in prose or kebab-case
+/// names does not match).
 fn sk_key(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
     let prev = before(line, hs, 1);
     if is_word(prev) || prev == b'-' || !line[hs..hs + 2].eq_ignore_ascii_case(b"sk") {
@@ -384,7 +429,95 @@ fn sk_key(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
     let body_start = hs + 3;
     let end = run_end(line, body_start, IDENT);
     let body = &line[body_start..end];
-    (body.len() >= MIN_SK_BODY && body.iter().any(|&b| is(b, DIGIT))).then_some((hs, end))
+    let random = body.iter().any(|&b| is(b, DIGIT))
+        || body.split(|&b| b == b'-' || b == b'_').any(|seg| {
+            seg.len() >= MIN_SK_MIXED_SEGMENT
+                && seg.iter().any(u8::is_ascii_uppercase)
+                && seg.iter().any(u8::is_ascii_lowercase)
+        });
+    (body.len() >= MIN_SK_BODY && random).then_some((hs, end))
+}
+
+/// Slack tokens: `xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`, `xoxo-`, `xoxe-` and 10+ more
+/// of `[A-Za-z0-9-]`, including a digit.
+fn slack(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    if &line[hs..he] != b"xox"
+        || is(before(line, hs, 1), ALNUM)
+        || !matches!(at(line, he), b'a' | b'b' | b'e' | b'o' | b'p' | b'r' | b's')
+        || at(line, he + 1) != b'-'
+    {
+        return None;
+    }
+    let body = he + 2;
+    let end = run_end(line, body, IDENT);
+    let ok = end - body >= MIN_SLACK_BODY
+        && line[body..end].iter().any(u8::is_ascii_digit)
+        && !is_word(at(line, end));
+    ok.then_some((hs, end))
+}
+
+/// The password of a URL's user information, `scheme://user:password@host`: the password only,
+/// so the scheme, user and host stay readable. The last `@` before the host ends it, so a
+/// password holding a raw `@` is covered whole.
+fn url_password(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    let mut ss = hs;
+    while ss > 0
+        && (line[ss - 1].is_ascii_alphanumeric() || matches!(line[ss - 1], b'+' | b'.' | b'-'))
+    {
+        ss -= 1;
+    }
+    if ss == hs || !line[ss].is_ascii_alphabetic() {
+        return None;
+    }
+    let auth_end = line[he..]
+        .iter()
+        .position(|&b| {
+            b.is_ascii_whitespace()
+                || b.is_ascii_control()
+                || matches!(
+                    b,
+                    b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`' | b'?' | b'#'
+                )
+        })
+        .map_or(line.len(), |p| he + p);
+    let auth = &line[he..auth_end];
+    let last_at = memchr::memrchr(b'@', auth)? + he;
+    let colon = memchr::memchr(b':', &line[he..last_at])? + he;
+    let password = &line[colon + 1..last_at];
+    (is_secret_value(password) && last_at + 1 < auth_end).then_some((colon + 1, last_at))
+}
+
+/// HTTP `Basic` credentials: the base64 token after the scheme word, when it decodes to
+/// printable `user:password`.
+fn basic(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    use base64::Engine as _;
+    const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    if is_word(before(line, hs, 1)) {
+        return None;
+    }
+    let t = skip_blanks(line, he);
+    if t == he {
+        return None;
+    }
+    let mut end = t;
+    while end < line.len()
+        && (line[end].is_ascii_alphanumeric() || matches!(line[end], b'+' | b'/'))
+    {
+        end += 1;
+    }
+    while at(line, end) == b'=' {
+        end += 1;
+    }
+    if end - t < 4 || is_word(at(line, end)) {
+        return None;
+    }
+    let decoded = B64.decode(&line[t..end]).ok()?;
+    let printable = decoded.iter().all(|&b| b >= 0x20 && b != 0x7F);
+    (printable && decoded.contains(&b':')).then_some((t, end))
 }
 
 /// AWS access key ids: `AKIA` or `ASIA` and exactly 16 upper-case letters or digits.
@@ -547,13 +680,13 @@ mod tests {
 
     fn keys(s: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        Keys::new(0).find(s.as_bytes(), &mut out);
+        Keys::new(Some(0), Some(1)).find(s.as_bytes(), &mut out);
         out.iter().map(|sp| &s[sp.start..sp.end]).collect()
     }
 
     #[test]
     fn first_pairs_are_the_bitset() {
-        let k = Keys::new(0);
+        let k = Keys::new(Some(0), None);
         let mut from_bits = Vec::new();
         for pair in 0..=u16::MAX {
             if k.hit(pair) {
@@ -570,7 +703,7 @@ mod tests {
 
     #[test]
     fn next_hit_matches_a_byte_by_byte_scan() {
-        let k = Keys::new(0);
+        let k = Keys::new(Some(0), None);
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let alphabet = b"abeghijkoprstyABEGKS-_ 09=:\"";
         for len in 0..70usize {

@@ -34,6 +34,7 @@ mod keys;
 mod literals;
 pub mod luhn;
 mod numeric;
+mod pem;
 mod rules;
 mod simd;
 mod stream;
