@@ -8,6 +8,7 @@
 //! `wasm32` without SIMD). A small hand-written check at each trigger then decides whether a
 //! credential really follows.
 
+use crate::blocks::BitScan;
 use crate::chars::{ALNUM, DIGIT, IDENT, TOKEN, at, before, is, is_word, run_end};
 use crate::engine::Span;
 
@@ -120,6 +121,55 @@ const FIRST_PAIRS: [(u8, u8); FIRST_PAIR_COUNT] = {
     out
 };
 
+/// The bucket of a trigger's folded first byte in the nibble tables: one per first byte,
+/// except that `t` and `x` (both followed by `o`) and the punctuation of `://` and `-----`
+/// share one, so that eight buckets hold every trigger with few false candidates.
+const fn bucket_of(first: u8) -> u8 {
+    match first {
+        b'b' => 0,
+        b's' => 1,
+        b'a' => 2,
+        b'g' => 3,
+        b'e' => 4,
+        b't' | b'x' => 5,
+        b'p' => 6,
+        _ => 7,
+    }
+}
+
+/// Nibble tables of the trigger pairs: for the low and high nibble of a pair's first and
+/// second (folded) byte, the buckets holding a pair with that nibble there. A position
+/// whose four lookups share a bucket is a candidate; every trigger pair is one, and the few
+/// others are dismissed by the trigger comparison.
+#[cfg_attr(
+    not(all(target_arch = "wasm32", target_feature = "simd128")),
+    allow(dead_code)
+)]
+pub(crate) const NIBBLES: [[u8; 16]; 4] = {
+    let mut t = [[0u8; 16]; 4];
+    let mut i = 0;
+    while i < FIRST_PAIR_COUNT {
+        let (a, b) = FIRST_PAIRS[i];
+        let bit = 1u8 << bucket_of(a);
+        t[0][(a & 0x0F) as usize] |= bit;
+        t[1][(a >> 4) as usize] |= bit;
+        t[2][(b & 0x0F) as usize] |= bit;
+        t[3][(b >> 4) as usize] |= bit;
+        i += 1;
+    }
+    t
+};
+
+/// The nibble-table test of one folded pair, as the vector code does it 16 at a time.
+#[cfg(test)]
+fn nibble_candidate(a: u8, b: u8) -> bool {
+    NIBBLES[0][usize::from(a & 0x0F)]
+        & NIBBLES[1][usize::from(a >> 4)]
+        & NIBBLES[2][usize::from(b & 0x0F)]
+        & NIBBLES[3][usize::from(b >> 4)]
+        != 0
+}
+
 /// Key names whose values are credentials. A key matches when it is one of these or ends with
 /// one after `_`, `-`, `.` or a camelCase hump (`access_token`, `X-Api-Key`, `clientSecret`).
 const SENSITIVE_SUFFIXES: &[&[u8]] = &[
@@ -230,75 +280,43 @@ impl Keys {
         self.pairs[usize::from(k >> 6)] & (1 << (k & 63)) != 0
     }
 
-    /// Which of the (up to) 16 positions from `i` start a trigger pair, one bit each; `line`
-    /// holds at least 17 bytes and `i + 1 < line.len()`. Near the end, the last 17 bytes are
-    /// read and shifted, so bits past the last pair are 0.
-    #[cfg(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    ))]
+    /// The positions among the 64 of `line` from `base` whose byte pair may start a trigger,
+    /// one bit each (0 where no pair fits). Sixteen positions per step are tested in vector
+    /// registers where the target has them: natively (x86_64, whose baseline SSE2 has no
+    /// byte shuffle) by comparing with every trigger pair, which is exact; in a wasm32
+    /// guest with `simd128` by four nibble-table lookups (`i8x16.swizzle`), whatever the
+    /// number of pairs, which lets through a few other pairs that the trigger comparison
+    /// then dismisses.
     #[inline(always)]
-    fn pair_window(&self, line: &[u8], i: usize) -> u32 {
-        if i + 17 <= line.len() {
-            crate::simd::pair_mask(&line[i..i + 17], &FIRST_PAIRS)
-        } else {
-            let start = line.len() - 17;
-            crate::simd::pair_mask(&line[start..], &FIRST_PAIRS) >> (i - start)
+    fn pair_block(&self, line: &[u8], base: usize) -> u64 {
+        let one = |at: usize| self.hit(fold_pair(line[at], line[at + 1]));
+        #[cfg(target_arch = "x86_64")]
+        {
+            crate::blocks::block_of(
+                base,
+                line.len(),
+                17,
+                |at| crate::simd::pair_mask(&line[at..at + 17], &FIRST_PAIRS),
+                one,
+            )
         }
-    }
-
-    /// The first position at or after `i` whose byte pair starts a trigger.
-    ///
-    /// Sixteen positions per step are compared with the trigger pairs in vector registers
-    /// where the target has them (x86_64; wasm32 with `simd128`); then eight per step, from
-    /// two overlapping 8-byte loads, with no branch until all eight are known. Few steps
-    /// matter most in a `wasm32` guest, which checks its deadline at every loop back-edge.
-    #[inline(always)]
-    fn next_hit(&self, line: &[u8], mut i: usize) -> Option<usize> {
-        const FOLD: u64 = 0x2020_2020_2020_2020;
-        #[cfg(any(
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            crate::blocks::block_of(
+                base,
+                line.len(),
+                17,
+                |at| crate::simd::nibble_pair_mask(&line[at..at + 17], &NIBBLES),
+                one,
+            )
+        }
+        #[cfg(not(any(
             target_arch = "x86_64",
             all(target_arch = "wasm32", target_feature = "simd128")
-        ))]
-        if line.len() >= 17 {
-            // The first step outside the loop: most calls end there (see `next_digit`).
-            if i + 1 >= line.len() {
-                return None;
-            }
-            let m = self.pair_window(line, i);
-            if m != 0 {
-                return Some(i + m.trailing_zeros() as usize);
-            }
-            i += 16;
-            while i + 1 < line.len() {
-                let m = self.pair_window(line, i);
-                if m != 0 {
-                    return Some(i + m.trailing_zeros() as usize);
-                }
-                i += 16;
-            }
-            return None;
+        )))]
+        {
+            crate::blocks::scalar_block(base, line.len().saturating_sub(1), one)
         }
-        while i + 9 <= line.len() {
-            let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes")) | FOLD;
-            let n = u64::from_le_bytes(line[i + 1..i + 9].try_into().expect("8 bytes")) | FOLD;
-            let mut hits = 0u32;
-            for j in 0..8 {
-                let k = ((w >> (8 * j)) & 0xFF) as u16 | ((((n >> (8 * j)) & 0xFF) as u16) << 8);
-                hits |= u32::from(self.hit(k)) << j;
-            }
-            if hits != 0 {
-                return Some(i + hits.trailing_zeros() as usize);
-            }
-            i += 8;
-        }
-        while i + 1 < line.len() {
-            if self.hit(fold_pair(line[i], line[i + 1])) {
-                return Some(i);
-            }
-            i += 1;
-        }
-        None
     }
 
     /// Pushes a span for every credential and private-key block in `line`; true when the
@@ -306,51 +324,56 @@ impl Keys {
     pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) -> bool {
         let mut open = false;
         let mut i = 0;
-        while let Some(p) = self.next_hit(line, i) {
-            i = p;
-            let k = fold_pair(line[i], line[i + 1]);
-            let Some((he, trigger)) = self.trigger_at(line, i, k) else {
-                i += 1;
-                continue;
-            };
-            if trigger == Trigger::PrivateKey {
-                if let Some(rule) = self.pem
-                    && let Some((span, still_open)) = crate::pem::block_at(line, i, rule)
-                {
-                    out.push(span);
-                    open = still_open;
-                    i = span.end.max(i + 1);
-                } else {
-                    i += 1;
-                }
-                continue;
-            }
-            let Some(rule) = self.rule else {
-                i += 1;
-                continue;
-            };
-            let found = match trigger {
-                Trigger::Bearer => bearer(line, i, he),
-                Trigger::Sk => sk_key(line, i, he),
-                Trigger::Aws => aws(line, i),
-                Trigger::Github => github(line, i, he, MIN_GITHUB_BODY, ALNUM),
-                Trigger::GithubPat => github(line, i, he, MIN_GITHUB_PAT_BODY, IDENT),
-                Trigger::Jwt => jwt(line, i),
-                Trigger::KeyValue => key_value(line, i, he),
-                Trigger::Slack => slack(line, i, he),
-                Trigger::UrlCredentials => url_password(line, i, he),
-                Trigger::Basic => basic(line, i, he),
-                Trigger::PrivateKey => None,
-            };
-            match found {
-                Some((start, end)) => {
-                    out.push(Span { start, end, rule });
-                    i = end.max(i + 1);
-                }
-                None => i += 1,
-            }
+        let block = |base| self.pair_block(line, base);
+        let mut scan = BitScan::new();
+        while let Some(p) = scan.next_set(i, line.len(), block) {
+            i = self.at_hit(line, p, out, &mut open);
         }
         open
+    }
+
+    /// Decides the trigger pair at `i`: pushes a span when a credential or private key starts
+    /// there, and returns where the scan goes on. Kept out of the scan loop, which then stays
+    /// small (in a `wasm32` guest, small enough for its values to stay in registers).
+    #[inline(never)]
+    fn at_hit(&self, line: &[u8], i: usize, out: &mut Vec<Span>, open: &mut bool) -> usize {
+        let k = fold_pair(line[i], line[i + 1]);
+        let Some((he, trigger)) = self.trigger_at(line, i, k) else {
+            return i + 1;
+        };
+        if trigger == Trigger::PrivateKey {
+            if let Some(rule) = self.pem
+                && let Some((span, still_open)) = crate::pem::block_at(line, i, rule)
+            {
+                out.push(span);
+                *open = still_open;
+                return span.end.max(i + 1);
+            }
+            return i + 1;
+        }
+        let Some(rule) = self.rule else {
+            return i + 1;
+        };
+        let found = match trigger {
+            Trigger::Bearer => bearer(line, i, he),
+            Trigger::Sk => sk_key(line, i, he),
+            Trigger::Aws => aws(line, i),
+            Trigger::Github => github(line, i, he, MIN_GITHUB_BODY, ALNUM),
+            Trigger::GithubPat => github(line, i, he, MIN_GITHUB_PAT_BODY, IDENT),
+            Trigger::Jwt => jwt(line, i),
+            Trigger::KeyValue => key_value(line, i, he),
+            Trigger::Slack => slack(line, i, he),
+            Trigger::UrlCredentials => url_password(line, i, he),
+            Trigger::Basic => basic(line, i, he),
+            Trigger::PrivateKey => None,
+        };
+        match found {
+            Some((start, end)) => {
+                out.push(Span { start, end, rule });
+                end.max(i + 1)
+            }
+            None => i + 1,
+        }
     }
 }
 
@@ -702,12 +725,38 @@ mod tests {
     }
 
     #[test]
-    fn next_hit_matches_a_byte_by_byte_scan() {
+    fn nibble_tables_pass_every_trigger_and_few_others() {
+        for (word, _) in TRIGGERS {
+            let w = word.as_bytes();
+            let (a, b) = (w[0] | 0x20, w[1] | 0x20);
+            assert!(nibble_candidate(a, b), "{word}");
+            assert!(
+                nibble_candidate(w[0].to_ascii_uppercase() | 0x20, b),
+                "{word}"
+            );
+        }
+        // Over ordinary log text, candidates that are not trigger pairs stay rare.
+        let text = b"2024-05-01T12:34:56.789Z INFO [http] GET /api/v1/orders/8812 status=200 \
+            duration_ms=15 request_id=550e8400-e29b-41d4 client=10.0.0.1 ua=\"Mozilla/5.0\" \
+            retrying upstream in 250ms (attempt 2/5) cache hit ratio 0.93 keys=1200 all values";
+        let k = Keys::new(Some(0), None);
+        let mut extra = 0;
+        for w in text.windows(2) {
+            let (a, b) = (w[0] | 0x20, w[1] | 0x20);
+            let exact = k.hit(fold_pair(w[0], w[1]));
+            assert!(!exact || nibble_candidate(a, b));
+            extra += usize::from(nibble_candidate(a, b) && !exact);
+        }
+        assert!(extra * 50 < text.len(), "{extra} false candidates");
+    }
+
+    #[test]
+    fn pair_blocks_match_a_byte_by_byte_scan() {
         let k = Keys::new(Some(0), None);
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let alphabet = b"abeghijkoprstyABEGKS-_ 09=:\"";
-        for len in 0..70usize {
-            for _ in 0..40 {
+        let alphabet = b"abeghijkoprstxyABEGKS-_ 09=:/\"";
+        for len in 0..150usize {
+            for _ in 0..20 {
                 let line: Vec<u8> = (0..len)
                     .map(|_| {
                         state ^= state << 13;
@@ -716,10 +765,12 @@ mod tests {
                         alphabet[(state % alphabet.len() as u64) as usize]
                     })
                     .collect();
+                let block = |base| k.pair_block(&line, base);
                 for from in 0..=len {
                     let naive = (from..len.saturating_sub(1))
                         .find(|&i| k.hit(fold_pair(line[i], line[i + 1])));
-                    assert_eq!(k.next_hit(&line, from), naive, "{:?} from {from}", line);
+                    let got = BitScan::new().next_set(from, len, block);
+                    assert_eq!(got, naive, "{:?} from {from}", line);
                 }
             }
         }

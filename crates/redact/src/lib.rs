@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod blocks;
 mod chars;
 mod config;
 mod counts;

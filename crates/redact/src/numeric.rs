@@ -5,6 +5,7 @@
 //! after a couple of byte comparisons. Boundary checks are done here in code, since the `regex`
 //! crate has no look-around.
 
+use crate::blocks::BitScan;
 use crate::chars::{DIGIT, at, before, is_word, run_end};
 use crate::engine::Span;
 use crate::luhn::{luhn_valid, plausible_card};
@@ -24,28 +25,42 @@ impl Numeric {
     }
 
     /// Pushes spans for every enabled digit-based rule.
+    ///
+    /// The loop over digit runs stays small (the cheap length test is all it holds), and the
+    /// rest of the work is a call made for the few runs that pass: in a `wasm32` guest a
+    /// small loop keeps its values in registers.
     pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
+        let len = line.len();
+        let block = |base| digit_block(line, base);
+        let mut scan = BitScan::new();
         let mut i = 0;
-        while let Some(start) = next_digit(line, i) {
-            let end = digits_end(line, start + 1);
-            self.at_run(line, start, end, out);
+        while let Some(start) = scan.next_set(i, len, block) {
+            let end = scan.next_clear(start + 1, len, block);
+            if self.may_start(line, start, end) {
+                self.at_run(line, start, end, out);
+            }
             i = end;
         }
     }
 
-    fn at_run(&self, line: &[u8], s: usize, e: usize, out: &mut Vec<Span>) {
-        let prev = before(line, s, 1);
+    /// Whether the digit run `line[s..e]` can start any format. Most runs (timestamp fields,
+    /// counters, durations) cannot: they are ruled out by length and the byte before, read
+    /// raw (`before` also turns escape letters into blanks, which changes neither test).
+    #[inline(always)]
+    fn may_start(&self, line: &[u8], s: usize, e: usize) -> bool {
         let len = e - s;
-        // Most runs (timestamp fields, counters, durations) cannot start any format: rule them
-        // out by length before looking at their surroundings.
-        if prev != b'+'
-            && prev != b'('
-            && !matches!(len, 3 | 4 | 13..=19)
-            && !(len == 1 && line[s] == b'1')
-            && !(self.ipv4.is_some() && len <= 3)
-        {
-            return;
-        }
+        let raw_prev = if s > 0 { line[s - 1] } else { b' ' };
+        raw_prev == b'+'
+            || raw_prev == b'('
+            || matches!(len, 3 | 4 | 13..=19)
+            || (len == 1 && line[s] == b'1')
+            || (self.ipv4.is_some() && len <= 3)
+    }
+
+    #[inline(never)]
+    fn at_run(&self, line: &[u8], s: usize, e: usize, out: &mut Vec<Span>) {
+        let len = e - s;
+        let prev = before(line, s, 1);
         let prev2 = before(line, s, 2);
         if prev == b'+' {
             if let Some(rule) = self.phone
@@ -131,128 +146,30 @@ impl Numeric {
     }
 }
 
-/// Which of the (up to) 16 bytes from `i` are ASCII digits, one bit per byte; `line` holds at
-/// least 16 bytes and `i < line.len()`. Near the end, the last 16 bytes of the line are read
-/// and shifted, so bits past the end are 0.
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
+/// The digits among the 64 bytes of `line` from `base`, one bit each (0 past the end).
 #[inline(always)]
-fn digit_window(line: &[u8], i: usize) -> u32 {
-    if i + 16 <= line.len() {
-        crate::simd::digit_mask(&line[i..i + 16])
-    } else {
-        let start = line.len() - 16;
-        crate::simd::digit_mask(&line[start..]) >> (i - start)
-    }
-}
-
-/// Position of the first ASCII digit at or after `from`: sixteen bytes per step where the
-/// target has 128-bit vectors (x86_64; wasm32 with `simd128`), eight otherwise. The first step
-/// is outside the loop: most calls end there, and a `wasm32` guest pays a deadline check for
-/// every loop it enters.
-#[inline]
-fn next_digit(line: &[u8], from: usize) -> Option<usize> {
+fn digit_block(line: &[u8], base: usize) -> u64 {
+    let one = |at: usize| line[at].is_ascii_digit();
     #[cfg(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     ))]
-    if line.len() >= 16 {
-        let mut i = from;
-        if i >= line.len() {
-            return None;
-        }
-        let m = digit_window(line, i);
-        if m != 0 {
-            return Some(i + m.trailing_zeros() as usize);
-        }
-        i += 16;
-        while i < line.len() {
-            let m = digit_window(line, i);
-            if m != 0 {
-                return Some(i + m.trailing_zeros() as usize);
-            }
-            i += 16;
-        }
-        return None;
+    {
+        crate::blocks::block_of(
+            base,
+            line.len(),
+            16,
+            |at| crate::simd::digit_mask(&line[at..at + 16]),
+            one,
+        )
     }
-    next_digit_swar(line, from)
-}
-
-/// End of the run of ASCII digits starting at `from`: like `run_end(line, from, DIGIT)`, but
-/// sixteen (or eight) bytes per step, so the common short run takes one step.
-#[inline]
-fn digits_end(line: &[u8], from: usize) -> usize {
-    #[cfg(any(
+    #[cfg(not(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
-    ))]
-    if line.len() >= 16 {
-        let mut i = from;
-        if i >= line.len() {
-            return line.len();
-        }
-        let m = !digit_window(line, i) & 0xFFFF;
-        if m != 0 {
-            return (i + m.trailing_zeros() as usize).min(line.len());
-        }
-        i += 16;
-        while i < line.len() {
-            let m = !digit_window(line, i) & 0xFFFF;
-            if m != 0 {
-                return (i + m.trailing_zeros() as usize).min(line.len());
-            }
-            i += 16;
-        }
-        return line.len();
+    )))]
+    {
+        crate::blocks::scalar_block(base, line.len(), one)
     }
-    digits_end_swar(line, from)
-}
-
-/// Position of the first ASCII digit at or after `from`.
-///
-/// Scans eight bytes per step with plain 64-bit arithmetic (fast natively and in `wasm32`,
-/// where 64-bit integers are native): for each byte `x = b ^ b'0'`, a digit is one with
-/// `x < 10` and the top bit clear.
-#[inline]
-fn next_digit_swar(line: &[u8], from: usize) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while i + 8 <= line.len() {
-        let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes"));
-        let x = w ^ (LO * u64::from(b'0'));
-        let ge10 = (x | HI).wrapping_sub(LO * 10) & HI;
-        let digits = !ge10 & !x & HI;
-        if digits != 0 {
-            return Some(i + (digits.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    line[i.min(line.len())..]
-        .iter()
-        .position(u8::is_ascii_digit)
-        .map(|p| i + p)
-}
-
-/// End of the run of ASCII digits starting at `from`, eight bytes per step.
-#[inline]
-fn digits_end_swar(line: &[u8], from: usize) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while i + 8 <= line.len() {
-        let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes"));
-        let x = w ^ (LO * u64::from(b'0'));
-        let ge10 = (x | HI).wrapping_sub(LO * 10) & HI;
-        let not_digits = (ge10 | x) & HI;
-        if not_digits != 0 {
-            return i + (not_digits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    run_end(line, i, DIGIT)
 }
 
 /// True when a standalone number (digits not glued to a word, like `12` but not `af8`) ends
@@ -304,6 +221,12 @@ fn ssn(line: &[u8], s: usize) -> Option<usize> {
 /// Card numbers written in groups: `4-4-4-4` (last group 1-4 digits, 4-5 groups) or the
 /// Amex/Diners `4-6-5` / `4-6-4` layouts, with one consistent separator.
 fn grouped_card(line: &[u8], s: usize, sep: u8) -> Option<usize> {
+    // Every layout has a second group of 4 or 6 digits: the many numbers shaped like a first
+    // group (the year of a date, a time) are ruled out here.
+    let second = run_end(line, s + 5, DIGIT) - (s + 5).min(line.len());
+    if second != 4 && second != 6 {
+        return None;
+    }
     let mut digits = [0u8; 19];
     let mut count = 0;
     let mut groups = [0usize; 5];
@@ -483,30 +406,22 @@ mod tests {
     }
 
     #[test]
-    fn digits_end_matches_run_end() {
-        let mut text: Vec<u8> = (0u8..=255).collect();
-        text.extend_from_slice(b"12345678901234567890x1 22 333-4444/55555555");
-        for from in 0..=text.len() {
-            let want = run_end(&text, from, DIGIT);
-            assert_eq!(digits_end(&text, from), want, "from {from}");
-            assert_eq!(digits_end_swar(&text, from), want, "from {from}");
+    fn digit_blocks_match_a_byte_by_byte_scan() {
+        for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 100, 128, 200, 300] {
+            let text: Vec<u8> = (0..len)
+                .map(|i| {
+                    if (i * 7 + i / 5) % 3 == 0 {
+                        b'0' + (i % 10) as u8
+                    } else {
+                        b'a' + (i % 26) as u8
+                    }
+                })
+                .collect();
+            for base in (0..len.max(1)).step_by(64) {
+                let want = crate::blocks::scalar_block(base, len, |i| text[i].is_ascii_digit());
+                assert_eq!(digit_block(&text, base), want, "len {len} base {base}");
+            }
         }
-    }
-
-    #[test]
-    fn next_digit_matches_naive() {
-        let mut text: Vec<u8> = (0u8..=255).collect();
-        text.extend_from_slice(b"abc/:;xyz 9 and tail 7");
-        for from in 0..text.len() {
-            let naive = text[from..]
-                .iter()
-                .position(u8::is_ascii_digit)
-                .map(|p| from + p);
-            assert_eq!(next_digit(&text, from), naive, "from {from}");
-            assert_eq!(next_digit_swar(&text, from), naive, "from {from}");
-        }
-        assert_eq!(next_digit(b"", 0), None);
-        assert_eq!(next_digit(b"abcdefghijklmnop", 3), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The few scans that use 128-bit vectors where every build of the target has them: x86_64
 //! (SSE2 is baseline) and wasm32 built with `simd128` (the `redact` plugin is). Each returns
-//! one bit per byte of a 16-byte window; callers fall back to 64-bit scalar code elsewhere and
-//! for the last bytes of a line.
+//! one bit per byte of a 16-byte window; callers fall back to scalar code elsewhere and for
+//! lines shorter than a window.
 
 /// Runs `body` for `k` in `0..n` (`n` at most 32) as straight-line code. A loop here would stay
 /// a loop in `wasm32` (LLVM does not unroll it for that target), paying a deadline check and
@@ -30,7 +30,8 @@ use core::arch::x86_64::{
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 use core::arch::wasm32::{
-    u8x16_bitmask, u8x16_eq, u8x16_min, u8x16_splat, u8x16_sub, v128, v128_and, v128_load, v128_or,
+    u8x16_bitmask, u8x16_eq, u8x16_min, u8x16_shr, u8x16_splat, u8x16_sub, u8x16_swizzle, v128_and,
+    v128_load, v128_or,
 };
 
 /// Bit `i` set when `chunk[i]` is an ASCII digit, for the first 16 bytes of `chunk`.
@@ -86,26 +87,38 @@ pub(crate) fn pair_mask<const N: usize>(chunk: &[u8], pairs: &[(u8, u8); N]) -> 
     }
 }
 
-/// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in (ASCII letters
-/// lower-cased), equal one of `pairs`, for `i` in `0..16`. `chunk` holds at least 17 bytes.
+/// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in, may form one of
+/// the pairs described by `tables` (low and high nibble of the first byte, then of the
+/// second: each maps a nibble to the buckets of the pairs having it; a position is a
+/// candidate when its four lookups share a bucket), for `i` in `0..16`. `chunk` holds at
+/// least 17 bytes. Four `i8x16.swizzle` lookups test every pair at once.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-pub(crate) fn pair_mask<const N: usize>(chunk: &[u8], pairs: &[(u8, u8); N]) -> u32 {
+pub(crate) fn nibble_pair_mask(chunk: &[u8], tables: &[[u8; 16]; 4]) -> u32 {
     assert!(chunk.len() >= 17);
     let fold = u8x16_splat(0x20);
-    // SAFETY: both loads read 16 bytes the slice holds (offsets 0 and 1 of at least 17);
-    // `v128_load` needs no alignment.
-    let (a, b) = unsafe {
+    let low = u8x16_splat(0x0F);
+    // SAFETY: both loads read 16 bytes the slice holds (offsets 0 and 1 of at least 17), and
+    // each table load reads one 16-byte array; `v128_load` needs no alignment.
+    let (a, b, t0, t1, t2, t3) = unsafe {
         (
             v128_or(v128_load(chunk.as_ptr().cast()), fold),
             v128_or(v128_load(chunk.as_ptr().add(1).cast()), fold),
+            v128_load(tables[0].as_ptr().cast()),
+            v128_load(tables[1].as_ptr().cast()),
+            v128_load(tables[2].as_ptr().cast()),
+            v128_load(tables[3].as_ptr().cast()),
         )
     };
-    let mut hits: v128 = u8x16_splat(0);
-    unrolled!(N, |k| {
-        let (x, y) = pairs[k];
-        let both = v128_and(u8x16_eq(a, u8x16_splat(x)), u8x16_eq(b, u8x16_splat(y)));
-        hits = v128_or(hits, both);
-    });
-    u32::from(u8x16_bitmask(hits))
+    let hits = v128_and(
+        v128_and(
+            u8x16_swizzle(t0, v128_and(a, low)),
+            u8x16_swizzle(t1, u8x16_shr(a, 4)),
+        ),
+        v128_and(
+            u8x16_swizzle(t2, v128_and(b, low)),
+            u8x16_swizzle(t3, u8x16_shr(b, 4)),
+        ),
+    );
+    !u32::from(u8x16_bitmask(u8x16_eq(hits, u8x16_splat(0)))) & 0xFFFF
 }

@@ -1,0 +1,168 @@
+//! Finding the next position that passes a byte test, 64 positions at a time.
+//!
+//! A scanner computes one 64-bit mask per 64-byte block of a line (with 128-bit vectors where
+//! the target has them) and then walks set and clear bits with `trailing_zeros`, so a line
+//! with dozens of digit runs or trigger hits costs a few vector steps per block instead of a
+//! scan per run. That matters most in a `wasm32` guest, which pays a deadline check for every
+//! loop iteration.
+
+/// The mask of the block last computed, and where it starts. Blocks start at multiples of 64
+/// from the start of the line; a block function leaves positions past the line's end clear.
+pub(crate) struct BitScan {
+    base: usize,
+    mask: u64,
+}
+
+impl BitScan {
+    pub(crate) fn new() -> BitScan {
+        BitScan {
+            base: usize::MAX,
+            mask: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn load(&mut self, base: usize, block: &impl Fn(usize) -> u64) {
+        if base != self.base {
+            self.base = base;
+            self.mask = block(base);
+        }
+    }
+
+    /// The first set position at or after `from`, in a line of `len` bytes.
+    #[inline(always)]
+    pub(crate) fn next_set(
+        &mut self,
+        from: usize,
+        len: usize,
+        block: impl Fn(usize) -> u64,
+    ) -> Option<usize> {
+        if from >= len {
+            return None;
+        }
+        let mut base = from & !63;
+        self.load(base, &block);
+        let mut m = self.mask & (!0u64 << (from - base));
+        loop {
+            if m != 0 {
+                return Some(base + m.trailing_zeros() as usize);
+            }
+            base += 64;
+            if base >= len {
+                return None;
+            }
+            self.load(base, &block);
+            m = self.mask;
+        }
+    }
+
+    /// The first clear position at or after `from` (`len` when every one to the end is set).
+    #[inline(always)]
+    pub(crate) fn next_clear(
+        &mut self,
+        from: usize,
+        len: usize,
+        block: impl Fn(usize) -> u64,
+    ) -> usize {
+        if from >= len {
+            return len;
+        }
+        let mut base = from & !63;
+        self.load(base, &block);
+        let mut m = !self.mask & (!0u64 << (from - base));
+        loop {
+            if m != 0 {
+                return (base + m.trailing_zeros() as usize).min(len);
+            }
+            base += 64;
+            if base >= len {
+                return len;
+            }
+            self.load(base, &block);
+            m = !self.mask;
+        }
+    }
+}
+
+/// Builds the mask of the block at `base` from a 16-position window function: `window(at)`
+/// gives the bits of positions `at..at + 16` and needs `at + span <= len`; near the end the
+/// last full window is shifted into place, and a line shorter than one window uses `one`,
+/// the test of a single position.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+#[inline(always)]
+pub(crate) fn block_of(
+    base: usize,
+    len: usize,
+    span: usize,
+    window: impl Fn(usize) -> u32,
+    one: impl Fn(usize) -> bool,
+) -> u64 {
+    // Positions that can pass: those whose `span` bytes fit in the line.
+    let last = (len + 16).saturating_sub(span);
+    if base + 64 + span - 16 <= len {
+        return u64::from(window(base))
+            | u64::from(window(base + 16)) << 16
+            | u64::from(window(base + 32)) << 32
+            | u64::from(window(base + 48)) << 48;
+    }
+    if len < span {
+        return scalar_block(base, last.min(len), one);
+    }
+    let mut m = 0u64;
+    let mut k = 0;
+    while k < 64 && base + k < last {
+        let at = base + k;
+        let w = if at + span <= len {
+            window(at)
+        } else {
+            let start = len - span;
+            window(start) >> (at - start)
+        };
+        m |= u64::from(w) << k;
+        k += 16;
+    }
+    m
+}
+
+/// The same mask, one position at a time: `one(at)` for positions `base..end` (at most 64).
+#[inline]
+pub(crate) fn scalar_block(base: usize, end: usize, one: impl Fn(usize) -> bool) -> u64 {
+    let mut m = 0u64;
+    let mut at = base;
+    while at < end && at < base + 64 {
+        m |= u64::from(one(at)) << (at - base);
+        at += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_clear_positions_across_blocks() {
+        let bits: Vec<bool> = (0..300)
+            .map(|i| i % 7 == 0 || (130..200).contains(&i))
+            .collect();
+        let block = |base: usize| scalar_block(base, bits.len(), |i| bits[i]);
+        for from in 0..=bits.len() + 2 {
+            let mut scan = BitScan::new();
+            let want = (from..bits.len()).find(|&i| bits[i]);
+            assert_eq!(
+                scan.next_set(from, bits.len(), block),
+                want,
+                "set from {from}"
+            );
+            let want = (from..bits.len()).find(|&i| !bits[i]).unwrap_or(bits.len());
+            assert_eq!(
+                scan.next_clear(from, bits.len(), block),
+                want.max(from.min(bits.len())),
+                "clear from {from}"
+            );
+        }
+    }
+}
