@@ -8,10 +8,11 @@
 //!   suffix when it would repeat another redacted key of its object.
 //! - A number whose digits a rule matches (a card number held as a JSON number) becomes the
 //!   replacement string.
-//! - A value under a key that names a credential (`password`, `access_token`, `apiKey`, ...)
-//!   is replaced whole, a string or a number alike; a number, or a string of digits and
-//!   separators, under a key that names a phone number (`phone`, `mobile`, `msisdn`, ...) is
-//!   replaced as a phone number.
+//! - A string under a key that names a credential (`password`, `access_token`, `apiKey`, ...)
+//!   is replaced whole (a number there is left alone: it is a count or a setting, and the
+//!   host's own records hold per-rule counts under keys such as `api_key`). Under a key that
+//!   names a phone number (`phone`, `mobile`, `msisdn`, ...), a string of 7 to 15 digits and
+//!   separators, or a number of 10 to 15 digits, is replaced as a phone number.
 
 use std::io::{self, BufRead, Write};
 
@@ -53,6 +54,12 @@ fn bare_phone(v: &[u8]) -> bool {
             .is_some_and(|&b| b.is_ascii_digit() || b == b'+' || b == b'(')
         && v.iter()
             .all(|&b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'.' | b'(' | b')'))
+}
+
+/// True when a JSON number has the digits of a full phone number (10 to 15, as in
+/// `4155552671` or `14155552671`).
+fn phone_number(number: &[u8]) -> bool {
+    (10..=15).contains(&number.len()) && number.iter().all(u8::is_ascii_digit)
 }
 
 /// What a key says about the value under it.
@@ -413,20 +420,16 @@ impl Scan<'_> {
         let end = self.pos;
         let text = &self.src[start..end];
         match kind {
-            KeyKind::Credential => {
-                let rule = self
-                    .red
-                    .api_key
-                    .expect("credential keys need the api_key rule");
-                self.whole(rule);
-            }
-            KeyKind::Phone if bare_phone(text) && self.red.phone_rule().is_some() => {
+            // A number under a phone key is one when it has the digits of a full number (a
+            // count of 1,234,567 under `phone` stays a count).
+            KeyKind::Phone if phone_number(text) && self.red.phone_rule().is_some() => {
                 let rule = self.red.phone_rule().expect("checked");
                 self.whole(rule);
             }
-            // Card numbers are the shortest values a bare number can hold (13 digits); ids,
-            // counts and timestamps below that never hold one, so they are not scanned.
-            _ if text.len() < 7 => return,
+            // Of the built-in rules, only `credit_card` finds a value in digits alone, and a
+            // card has 13 digits or more: shorter numbers (counts, codes, durations) are not
+            // scanned.
+            _ if text.len() < 13 => return,
             _ => {
                 if !Self::rules_over(self.red, text, self.spans, self.pending, self.redacted) {
                     return;
@@ -620,8 +623,8 @@ impl Redactor {
 
     /// Redacts `value` in place the way JSON Lines records are redacted (see the module
     /// documentation): string values, object keys (a changed key that would repeat another
-    /// gets a `#2`, `#3`… suffix), numbers holding a value, and whole values under credential
-    /// or phone keys. Returns the number of replacements, which are also added to `counts`.
+    /// gets a `#2`, `#3`… suffix), numbers holding a value, whole strings under credential
+    /// keys and phone numbers under phone keys. Returns the number of replacements, which are also added to `counts`.
     pub fn redact_json_value(&self, value: &mut Value, counts: &mut Counts) -> u64 {
         let before = counts.total();
         self.walk_json(value, KeyKind::Plain, counts);
@@ -653,16 +656,12 @@ impl Redactor {
             }
             Value::Number(n) => {
                 let text = n.to_string();
-                if kind == KeyKind::Credential
-                    && let Some(rule) = self.api_key
-                {
-                    *value = whole(rule, counts);
-                } else if kind == KeyKind::Phone
+                if kind == KeyKind::Phone
                     && let Some(rule) = self.phone_rule()
-                    && bare_phone(text.as_bytes())
+                    && phone_number(text.as_bytes())
                 {
                     *value = whole(rule, counts);
-                } else if text.len() >= 7
+                } else if text.len() >= 13
                     && let std::borrow::Cow::Owned(new) = self.redact_str_counted(&text, counts)
                 {
                     *value = Value::String(new);
@@ -862,11 +861,11 @@ mod tests {
         );
         let (_, out) = line(
             &r,
-            r#"{"phone": 14155552671, "userPhone": "415 555 2671", "mobile": 12, "tel": [4155552671], "count": 4155552671}"#,
+            r#"{"phone": 14155552671, "userPhone": "415 555 2671", "mobile": 1234567, "tel": [4155552671], "count": 4155552671, "api_key": 21152, "password": 1234}"#,
         );
         assert_eq!(
             out,
-            r#"{"phone": "[PHONE_REDACTED]", "userPhone": "[PHONE_REDACTED]", "mobile": 12, "tel": [4155552671], "count": 4155552671}"#
+            r#"{"phone": "[PHONE_REDACTED]", "userPhone": "[PHONE_REDACTED]", "mobile": 1234567, "tel": [4155552671], "count": 4155552671, "api_key": 21152, "password": 1234}"#
         );
         let (_, out) = line(
             &r,
@@ -923,19 +922,22 @@ mod tests {
             "card": 4111111111111111u64,
             "ts": 1714566896789u64,
             "phone": 14155552671u64,
-            "pin_password": 123456,
+            "counts": {"api_key": 21152, "phone": 8362, "email": 1234567},
             "a@example.com": 1,
             "b@example.com": 2,
         });
         let mut counts = Counts::new();
-        assert_eq!(r.redact_json_value(&mut v, &mut counts), 5);
+        assert_eq!(r.redact_json_value(&mut v, &mut counts), 4);
         assert_eq!(v["card"], "[CC_REDACTED]");
         assert_eq!(v["ts"], 1714566896789u64);
         assert_eq!(v["phone"], "[PHONE_REDACTED]");
-        assert_eq!(v["pin_password"], "[API_KEY_REDACTED]");
+        assert_eq!(
+            v["counts"],
+            serde_json::json!({"api_key": 21152, "phone": 8362, "email": 1234567}),
+            "per-rule counts stay numbers"
+        );
         assert_eq!(v["[EMAIL_REDACTED]"], 1);
         assert_eq!(v["[EMAIL_REDACTED]#2"], 2);
         assert_eq!(counts.get("email"), 2);
-        assert_eq!(counts.get("api_key"), 1);
     }
 }

@@ -5,7 +5,6 @@
 //! after a couple of byte comparisons. Boundary checks are done here in code, since the `regex`
 //! crate has no look-around.
 
-use crate::blocks::BitScan;
 use crate::chars::{DIGIT, at, before, is_word, run_end};
 use crate::engine::Span;
 use crate::luhn::{luhn_valid, plausible_card};
@@ -26,20 +25,46 @@ impl Numeric {
 
     /// Pushes spans for every enabled digit-based rule.
     ///
-    /// The loop over digit runs stays small (the cheap length test is all it holds), and the
-    /// rest of the work is a call made for the few runs that pass: in a `wasm32` guest a
-    /// small loop keeps its values in registers.
+    /// Digit runs are found 64 bytes at a time from bit masks, and most are dismissed there
+    /// in bulk: unless IPv4 addresses are wanted, a run of one or two digits can only start a
+    /// format after `+` or `(`, or as the `1` of `1-800-…`. The few runs left are checked by
+    /// length, and the rest of the work is a call made for those that pass; the loop stays
+    /// small, so in a `wasm32` guest its values stay in registers.
     pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
         let len = line.len();
-        let block = |base| digit_block(line, base);
-        let mut scan = BitScan::new();
-        let mut i = 0;
-        while let Some(start) = scan.next_set(i, len, block) {
-            let end = scan.next_clear(start + 1, len, block);
-            if self.may_start(line, start, end) {
-                self.at_run(line, start, end, out);
+        let every_run = self.ipv4.is_some();
+        let mut base = 0;
+        // Whether the byte before this block is a digit, and whether it is `+` or `(`.
+        let mut prev_digit = false;
+        let mut prev_opening = false;
+        while base < len {
+            let digits = digit_block(line, base);
+            if digits != 0 {
+                let starts = digits & !((digits << 1) | u64::from(prev_digit));
+                let mut candidates = if every_run {
+                    starts
+                } else {
+                    let specials = special_block(line, base);
+                    let after_opening = ((specials & !digits) << 1) | u64::from(prev_opening);
+                    // Bits past the block are unknown: taken as digits for "3 or more", as
+                    // non-digits for "a single 1", so that no run is dismissed wrongly.
+                    let three = ((digits >> 1) | 1 << 63) & ((digits >> 2) | 3 << 62);
+                    let single_one = specials & digits & !(digits >> 1);
+                    starts & (three | after_opening | single_one)
+                };
+                while candidates != 0 {
+                    let s = base + candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
+                    let e = run_end_from(line, base, digits, s + 1);
+                    if self.may_start(line, s, e) {
+                        self.at_run(line, s, e, out);
+                    }
+                }
             }
-            i = end;
+            let last = base + 63;
+            prev_digit = digits >> 63 == 1;
+            prev_opening = last < len && matches!(line[last], b'+' | b'(');
+            base += 64;
         }
     }
 
@@ -170,6 +195,54 @@ fn digit_block(line: &[u8], base: usize) -> u64 {
     {
         crate::blocks::scalar_block(base, line.len(), one)
     }
+}
+
+/// The bytes `+`, `(` and `1` among the 64 bytes of `line` from `base`, one bit each.
+#[inline(always)]
+fn special_block(line: &[u8], base: usize) -> u64 {
+    let one = |at: usize| matches!(line[at], b'+' | b'(' | b'1');
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
+    {
+        crate::blocks::block_of(
+            base,
+            line.len(),
+            16,
+            |at| crate::simd::any_of3(&line[at..at + 16], [b'+', b'(', b'1']),
+            one,
+        )
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        crate::blocks::scalar_block(base, line.len(), one)
+    }
+}
+
+/// End of the digit run that goes on at `from`, given the digit mask of the block at `base`
+/// (which holds `from - 1`): in that block when it ends there, else block by block.
+#[inline(always)]
+fn run_end_from(line: &[u8], base: usize, digits: u64, from: usize) -> usize {
+    let rel = from - base;
+    if rel < 64 {
+        let rest = !digits & (!0u64 << rel);
+        if rest != 0 {
+            return (base + rest.trailing_zeros() as usize).min(line.len());
+        }
+    }
+    let mut b = base + 64;
+    while b < line.len() {
+        let rest = !digit_block(line, b);
+        if rest != 0 {
+            return (b + rest.trailing_zeros() as usize).min(line.len());
+        }
+        b += 64;
+    }
+    line.len()
 }
 
 /// True when a standalone number (digits not glued to a word, like `12` but not `af8`) ends
@@ -403,6 +476,71 @@ mod tests {
         kept.iter()
             .map(|sp| (NAMES[sp.rule as usize], &s[sp.start..sp.end]))
             .collect()
+    }
+
+    /// Every digit run, one by one: what `find` does before its bulk dismissal.
+    fn find_visiting_every_run(n: &Numeric, line: &[u8]) -> Vec<Span> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < line.len() {
+            if !line[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let e = run_end(line, i, DIGIT);
+            if n.may_start(line, i, e) {
+                n.at_run(line, i, e, &mut out);
+            }
+            i = e;
+        }
+        out
+    }
+
+    #[test]
+    fn bulk_dismissal_keeps_every_match() {
+        let default = Numeric { ipv4: None, ..ALL };
+        let parts: &[&str] = &[
+            "1",
+            "12",
+            "415",
+            "4111",
+            "555",
+            "2671",
+            "078",
+            "05",
+            "1120",
+            "6789",
+            "+",
+            "(",
+            ")",
+            " ",
+            "-",
+            ".",
+            "a",
+            "x",
+            "1111111111111111",
+            "4111111111111111",
+            "192.168.0.1",
+            "+1 ",
+            "1-800-555-0199",
+            "(415) 555-2671",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..3000 {
+            let mut line = String::new();
+            let n = 1 + state % 60;
+            for _ in 0..n {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                line.push_str(parts[(state % parts.len() as u64) as usize]);
+            }
+            for n in [&default, &ALL] {
+                let mut got = Vec::new();
+                n.find(line.as_bytes(), &mut got);
+                assert_eq!(got, find_visiting_every_run(n, line.as_bytes()), "{line}");
+            }
+        }
     }
 
     #[test]

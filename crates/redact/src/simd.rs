@@ -62,6 +62,37 @@ pub(crate) fn digit_mask(chunk: &[u8]) -> u32 {
     u32::from(u8x16_bitmask(u8x16_eq(u8x16_min(x, u8x16_splat(9)), x)))
 }
 
+/// Bit `i` set when `chunk[i]` is one of the three bytes `set`, for the first 16 bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn any_of3(chunk: &[u8], set: [u8; 3]) -> u32 {
+    assert!(chunk.len() >= 16);
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load reads 16 bytes the
+    // slice holds.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let eq = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+        _mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(eq(set[0]), eq(set[1])),
+            eq(set[2]),
+        )) as u32
+    }
+}
+
+/// Bit `i` set when `chunk[i]` is one of the three bytes `set`, for the first 16 bytes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn any_of3(chunk: &[u8], set: [u8; 3]) -> u32 {
+    assert!(chunk.len() >= 16);
+    // SAFETY: the load reads 16 bytes the slice holds; `v128_load` needs no alignment.
+    let v = unsafe { v128_load(chunk.as_ptr().cast()) };
+    let eq = |b: u8| u8x16_eq(v, u8x16_splat(b));
+    u32::from(u8x16_bitmask(v128_or(
+        v128_or(eq(set[0]), eq(set[1])),
+        eq(set[2]),
+    )))
+}
+
 /// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in (ASCII letters
 /// lower-cased), equal one of `pairs`, for `i` in `0..16`. `chunk` holds at least 17 bytes.
 #[cfg(target_arch = "x86_64")]
