@@ -118,38 +118,35 @@ pub(crate) fn pair_mask<const N: usize>(chunk: &[u8], pairs: &[(u8, u8); N]) -> 
     }
 }
 
-/// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in, may form one of
-/// the pairs described by `tables` (low and high nibble of the first byte, then of the
-/// second: each maps a nibble to the buckets of the pairs having it; a position is a
-/// candidate when its four lookups share a bucket), for `i` in `0..16`. `chunk` holds at
-/// least 17 bytes. Four `i8x16.swizzle` lookups test every pair at once.
+/// Bit `i` set when bytes `i`, `i + 1` and `i + 2` of `chunk`, with `0x20` or-ed in, may start
+/// one of the words described by `tables` (low and high nibble of the first byte, then of the
+/// second and third: each maps a nibble to the buckets of the words having it; a position is
+/// a candidate when its six lookups share a bucket), for `i` in `0..16`. `chunk` holds at
+/// least 18 bytes. Six `i8x16.swizzle` lookups test every word at once.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-pub(crate) fn nibble_pair_mask(chunk: &[u8], tables: &[[u8; 16]; 4]) -> u32 {
-    assert!(chunk.len() >= 17);
+pub(crate) fn nibble_triple_mask(chunk: &[u8], tables: &[[u8; 16]; 6]) -> u32 {
+    assert!(chunk.len() >= 18);
     let fold = u8x16_splat(0x20);
     let low = u8x16_splat(0x0F);
-    // SAFETY: both loads read 16 bytes the slice holds (offsets 0 and 1 of at least 17), and
-    // each table load reads one 16-byte array; `v128_load` needs no alignment.
-    let (a, b, t0, t1, t2, t3) = unsafe {
-        (
-            v128_or(v128_load(chunk.as_ptr().cast()), fold),
-            v128_or(v128_load(chunk.as_ptr().add(1).cast()), fold),
-            v128_load(tables[0].as_ptr().cast()),
-            v128_load(tables[1].as_ptr().cast()),
-            v128_load(tables[2].as_ptr().cast()),
-            v128_load(tables[3].as_ptr().cast()),
-        )
-    };
-    let hits = v128_and(
-        v128_and(
-            u8x16_swizzle(t0, v128_and(a, low)),
-            u8x16_swizzle(t1, u8x16_shr(a, 4)),
-        ),
-        v128_and(
-            u8x16_swizzle(t2, v128_and(b, low)),
-            u8x16_swizzle(t3, u8x16_shr(b, 4)),
-        ),
-    );
+    let mut hits = u8x16_splat(0xFF);
+    for (k, pair) in tables.chunks_exact(2).enumerate() {
+        // SAFETY: the byte load reads 16 bytes the slice holds (offset at most 2 of at least
+        // 18), and each table load reads one 16-byte array; `v128_load` needs no alignment.
+        let (v, lo, hi) = unsafe {
+            (
+                v128_or(v128_load(chunk.as_ptr().add(k).cast()), fold),
+                v128_load(pair[0].as_ptr().cast()),
+                v128_load(pair[1].as_ptr().cast()),
+            )
+        };
+        hits = v128_and(
+            hits,
+            v128_and(
+                u8x16_swizzle(lo, v128_and(v, low)),
+                u8x16_swizzle(hi, u8x16_shr(v, 4)),
+            ),
+        );
+    }
     !u32::from(u8x16_bitmask(u8x16_eq(hits, u8x16_splat(0)))) & 0xFFFF
 }
