@@ -57,67 +57,66 @@ impl BitScan {
     }
 }
 
-/// Builds the mask of the block at `base` from a 16-position window function: `window(at)`
-/// gives the bits of positions `at..at + 16` and needs `at + span <= len`; near the end the
-/// last full window is shifted into place, and a line shorter than one window uses `one`,
-/// the test of a single position.
+/// Builds the mask of the block of `line` at `base` from a 16-position window function:
+/// `window(bytes, at)` gives the bits of positions `at..at + 16` of `bytes` and reads
+/// `bytes[at..at + span]`. The last block of a line is copied into a zero-padded buffer first,
+/// so every block takes the same four window steps; bits for positions whose `span` bytes do
+/// not fit in the line are cleared.
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 #[inline(always)]
 pub(crate) fn block_of(
+    line: &[u8],
     base: usize,
-    len: usize,
     span: usize,
-    window: impl Fn(usize) -> u32,
-    one: impl Fn(usize) -> bool,
+    window: impl Fn(&[u8], usize) -> u32,
 ) -> u64 {
-    if base + 64 + span - 16 <= len {
-        return u64::from(window(base))
-            | u64::from(window(base + 16)) << 16
-            | u64::from(window(base + 32)) << 32
-            | u64::from(window(base + 48)) << 48;
+    if base + 64 + span - 16 <= line.len() {
+        return u64::from(window(line, base))
+            | u64::from(window(line, base + 16)) << 16
+            | u64::from(window(line, base + 32)) << 32
+            | u64::from(window(line, base + 48)) << 48;
     }
-    partial_block(base, len, span, window, one)
+    last_block(line, base, span, window)
 }
 
-/// [`block_of`] for the last block of a line (or a line shorter than one window). Kept out
-/// of line: the scan loops inline the full-block case only, and stay small.
+/// [`block_of`] for the last block of a line, through a padded copy. Kept out of line: the
+/// scan loops inline the full-block case only, and stay small.
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 #[inline(never)]
-fn partial_block(
-    base: usize,
-    len: usize,
-    span: usize,
-    window: impl Fn(usize) -> u32,
-    one: impl Fn(usize) -> bool,
-) -> u64 {
+fn last_block(line: &[u8], base: usize, span: usize, window: impl Fn(&[u8], usize) -> u32) -> u64 {
+    const PAD: usize = 64 + 32;
+    debug_assert!(span <= 32 + 16);
+    let tail = &line[base.min(line.len())..];
+    let mut padded = [0u8; PAD];
+    padded[..tail.len()].copy_from_slice(tail);
+    let m = u64::from(window(&padded, 0))
+        | u64::from(window(&padded, 16)) << 16
+        | u64::from(window(&padded, 32)) << 32
+        | u64::from(window(&padded, 48)) << 48;
     // Positions that can pass: those whose `span` bytes fit in the line.
-    let last = (len + 16).saturating_sub(span);
-    if len < span {
-        return scalar_block(base, last.min(len), one);
+    let fit = (line.len() + 16).saturating_sub(span).saturating_sub(base);
+    if fit >= 64 {
+        m
+    } else {
+        m & ((1u64 << fit) - 1)
     }
-    let mut m = 0u64;
-    let mut k = 0;
-    while k < 64 && base + k < last {
-        let at = base + k;
-        let w = if at + span <= len {
-            window(at)
-        } else {
-            let start = len - span;
-            window(start) >> (at - start)
-        };
-        m |= u64::from(w) << k;
-        k += 16;
-    }
-    m
 }
 
 /// The same mask, one position at a time: `one(at)` for positions `base..end` (at most 64).
+/// Used where the target has no 128-bit vectors, and by tests as the reference.
+#[cfg_attr(
+    any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ),
+    allow(dead_code)
+)]
 #[inline]
 pub(crate) fn scalar_block(base: usize, end: usize, one: impl Fn(usize) -> bool) -> u64 {
     let mut m = 0u64;

@@ -199,7 +199,15 @@ fn fold_pair(a: u8, b: u8) -> u16 {
 /// Trigger finder plus the rule indices to report.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
-    /// One bit per folded byte pair that starts a trigger.
+    /// One bit per folded byte pair that starts a trigger (the scan where the target has no
+    /// 128-bit vectors, and the tests' reference).
+    #[cfg_attr(
+        any(
+            target_arch = "x86_64",
+            all(target_arch = "wasm32", target_feature = "simd128")
+        ),
+        allow(dead_code)
+    )]
     pairs: Box<[u64; 1024]>,
     /// Folded first pair of each trigger, parallel to `TRIGGERS`.
     firsts: Vec<u16>,
@@ -262,6 +270,13 @@ impl Keys {
     }
 
     /// Whether the folded pair `k` starts a trigger.
+    #[cfg_attr(
+        any(
+            target_arch = "x86_64",
+            all(target_arch = "wasm32", target_feature = "simd128")
+        ),
+        allow(dead_code)
+    )]
     #[inline(always)]
     fn hit(&self, k: u16) -> bool {
         self.pairs[usize::from(k >> 6)] & (1 << (k & 63)) != 0
@@ -276,33 +291,26 @@ impl Keys {
     /// trigger comparison then dismisses.
     #[inline(always)]
     fn pair_block(&self, line: &[u8], base: usize) -> u64 {
-        let one = |at: usize| self.hit(fold_pair(line[at], line[at + 1]));
         #[cfg(target_arch = "x86_64")]
         {
-            crate::blocks::block_of(
-                base,
-                line.len(),
-                17,
-                |at| crate::simd::pair_mask(&line[at..at + 17], &FIRST_PAIRS),
-                one,
-            )
+            crate::blocks::block_of(line, base, 17, |bytes, at| {
+                crate::simd::pair_mask(&bytes[at..at + 17], &FIRST_PAIRS)
+            })
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         {
-            crate::blocks::block_of(
-                base,
-                line.len(),
-                18,
-                |at| crate::simd::nibble_triple_mask(&line[at..at + 18], &NIBBLES),
-                one,
-            )
+            crate::blocks::block_of(line, base, 18, |bytes, at| {
+                crate::simd::nibble_triple_mask(&bytes[at..at + 18], &NIBBLES)
+            })
         }
         #[cfg(not(any(
             target_arch = "x86_64",
             all(target_arch = "wasm32", target_feature = "simd128")
         )))]
         {
-            crate::blocks::scalar_block(base, line.len().saturating_sub(1), one)
+            crate::blocks::scalar_block(base, line.len().saturating_sub(1), |at| {
+                self.hit(fold_pair(line[at], line[at + 1]))
+            })
         }
     }
 

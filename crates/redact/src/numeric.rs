@@ -174,52 +174,44 @@ impl Numeric {
 /// The digits among the 64 bytes of `line` from `base`, one bit each (0 past the end).
 #[inline(always)]
 fn digit_block(line: &[u8], base: usize) -> u64 {
-    let one = |at: usize| line[at].is_ascii_digit();
     #[cfg(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     ))]
     {
-        crate::blocks::block_of(
-            base,
-            line.len(),
-            16,
-            |at| crate::simd::digit_mask(&line[at..at + 16]),
-            one,
-        )
+        crate::blocks::block_of(line, base, 16, |bytes, at| {
+            crate::simd::digit_mask(&bytes[at..at + 16])
+        })
     }
     #[cfg(not(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     )))]
     {
-        crate::blocks::scalar_block(base, line.len(), one)
+        crate::blocks::scalar_block(base, line.len(), |at| line[at].is_ascii_digit())
     }
 }
 
 /// The bytes `+`, `(` and `1` among the 64 bytes of `line` from `base`, one bit each.
 #[inline(always)]
 fn special_block(line: &[u8], base: usize) -> u64 {
-    let one = |at: usize| matches!(line[at], b'+' | b'(' | b'1');
     #[cfg(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     ))]
     {
-        crate::blocks::block_of(
-            base,
-            line.len(),
-            16,
-            |at| crate::simd::any_of3(&line[at..at + 16], [b'+', b'(', b'1']),
-            one,
-        )
+        crate::blocks::block_of(line, base, 16, |bytes, at| {
+            crate::simd::any_of3(&bytes[at..at + 16], [b'+', b'(', b'1'])
+        })
     }
     #[cfg(not(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     )))]
     {
-        crate::blocks::scalar_block(base, line.len(), one)
+        crate::blocks::scalar_block(base, line.len(), |at| {
+            matches!(line[at], b'+' | b'(' | b'1')
+        })
     }
 }
 
