@@ -82,25 +82,37 @@ pub(crate) fn block_of(
     last_block(line, base, span, window)
 }
 
-/// [`block_of`] for the last block of a line, through a padded copy. Kept out of line: the
-/// scan loops inline the full-block case only, and stay small.
+/// [`block_of`] for the last block of a line. Each window that runs past the end reads the
+/// line's last `span` bytes instead and is shifted into place (a line shorter than one window
+/// goes through a zero-padded copy). Kept out of line: the scan loops inline the full-block
+/// case only, and stay small.
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 #[inline(never)]
 fn last_block(line: &[u8], base: usize, span: usize, window: impl Fn(&[u8], usize) -> u32) -> u64 {
-    const PAD: usize = 64 + 32;
-    debug_assert!(span <= 32 + 16);
-    let tail = &line[base.min(line.len())..];
-    let mut padded = [0u8; PAD];
-    padded[..tail.len()].copy_from_slice(tail);
-    let m = u64::from(window(&padded, 0))
-        | u64::from(window(&padded, 16)) << 16
-        | u64::from(window(&padded, 32)) << 32
-        | u64::from(window(&padded, 48)) << 48;
+    let len = line.len();
     // Positions that can pass: those whose `span` bytes fit in the line.
-    let fit = (line.len() + 16).saturating_sub(span).saturating_sub(base);
+    let fit = (len + 16).saturating_sub(span).saturating_sub(base);
+    let m = if len >= span {
+        let last = len - span;
+        let step = |k: usize| {
+            let at = base + 16 * k;
+            if at <= last {
+                u64::from(window(line, at))
+            } else if at - last < 16 {
+                u64::from(window(line, last) >> (at - last))
+            } else {
+                0
+            }
+        };
+        step(0) | step(1) << 16 | step(2) << 32 | step(3) << 48
+    } else {
+        let mut padded = [0u8; 64];
+        padded[..len - base].copy_from_slice(&line[base..]);
+        u64::from(window(&padded, 0)) | u64::from(window(&padded, 16)) << 16
+    };
     if fit >= 64 {
         m
     } else {
