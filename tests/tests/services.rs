@@ -598,7 +598,13 @@ steps = [{{ uses = "control", with = {{ service = "long", action = "stop" }} }}]
             "every `{value}` became one {token}"
         );
     }
-    for piece in ["4111 1111", "1111 1111", "AKIAIOSF", "lovelace@", "db-password"] {
+    for piece in [
+        "4111 1111",
+        "1111 1111",
+        "AKIAIOSF",
+        "lovelace@",
+        "db-password",
+    ] {
         assert!(!out.contains(piece), "part of a value, `{piece}`, survived");
     }
 }
