@@ -1,8 +1,10 @@
 //! Log redaction throughput, in one run on one generated log (100 MB by default): the
 //! `redact` plugin running in runcap (wasm, granted the log's directory and an output
 //! directory), the same rules as native Rust (`runcap-redact` streaming file to file), and the
-//! equivalent Python `re` script. Targets: plugin ≥ 0.7× native and ≥ 20× Python, with memory
-//! flat in the size of the log (the same run on a log a tenth the size is the reference).
+//! equivalent Python `re` script. Targets, each printed on its own line with the measure it
+//! judges and "met" or "not met": plugin throughput ≥ 0.9× native (wall time, median of the
+//! runs), ≥ 20× Python, outputs byte-identical to native, and memory flat in the size of the
+//! log (the same run on a log a tenth the size is the reference).
 //!
 //! `./dev bench` runs it after building the plugins. Environment: `REDACT_BENCH_MB` (default
 //! 100) sets the log size, `REDACT_BENCH_RUNS` (default 3) the runs per contender (the median
@@ -292,36 +294,53 @@ fn main() {
         plugin_s.cpu.as_secs_f64(),
         native_s.cpu.as_secs_f64()
     );
-    match &python {
-        Some(py) => {
-            let rate = bytes[0] as f64 / 1e6 / py.seconds;
-            println!(
-                "  {:<24} {:>9.1} {:>13} {:>9.3}x   {} (the whole python process)",
-                "python re",
-                rate,
-                "",
-                rate / native_rate,
-                mib(Some(py.maxrss_kb))
-            );
-            println!();
-            println!(
-                "plugin / native = {:.2} (target ≥ 0.7: {}), plugin / python = {:.0} (target ≥ 20: {})",
-                plugin_rate / native_rate,
-                verdict(plugin_rate / native_rate >= 0.7),
-                plugin_rate / rate,
-                verdict(plugin_rate / rate >= 20.0)
-            );
-        }
-        None => {
-            println!("  python re: not run");
-            println!();
-            println!(
-                "plugin / native = {:.2} (target ≥ 0.7: {})",
-                plugin_rate / native_rate,
-                verdict(plugin_rate / native_rate >= 0.7)
-            );
-        }
+    let python_rate = python.as_ref().map(|py| {
+        let rate = bytes[0] as f64 / 1e6 / py.seconds;
+        println!(
+            "  {:<24} {:>9.1} {:>13} {:>9.3}x   {} (the whole python process)",
+            "python re",
+            rate,
+            "",
+            rate / native_rate,
+            mib(Some(py.maxrss_kb))
+        );
+        rate
+    });
+    if python_rate.is_none() {
+        println!("  python re: not run");
     }
+    println!();
+    let ratio = plugin_rate / native_rate;
+    println!(
+        "target: plugin / native throughput (wall time, median of {runs} runs) = {ratio:.2}, target ≥ 0.9: {}",
+        verdict(ratio >= 0.9)
+    );
+    let cpu_ratio = mb_s(bytes[0], plugin_s.cpu) / mb_s(bytes[0], native_s.cpu);
+    println!(
+        "        (plugin / native per CPU second, all threads, same runs = {cpu_ratio:.2}; informative)"
+    );
+    if let Some(rate) = python_rate {
+        println!(
+            "target: plugin / python throughput (wall time) = {:.0}, target ≥ 20: {}",
+            plugin_rate / rate,
+            verdict(plugin_rate / rate >= 20.0)
+        );
+    }
+    // Memory flat: the plugin's linear memory is the same for a log ten times larger, and the
+    // host RSS it adds stays within a few MiB of the small log's.
+    let flat = guest_big <= guest_small * 1.01 && plugin_rss[0] <= plugin_rss[1] + 8 * 1024;
+    println!(
+        "target: memory flat in the log's size (guest linear memory {} vs {} for a tenth; host RSS added {} vs {}): {}",
+        guest(guest_big),
+        guest(guest_small),
+        mib(Some(plugin_rss[0])),
+        mib(Some(plugin_rss[1])),
+        verdict(flat)
+    );
+    println!(
+        "target: plugin output byte-identical to native, counts equal: {}",
+        verdict(same_output && counts_match)
+    );
     println!(
         "outputs: plugin {} native{}; counts {}",
         if same_output {
@@ -344,7 +363,7 @@ fn main() {
 }
 
 fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "MISSED" }
+    if ok { "met" } else { "not met" }
 }
 
 fn env_num(name: &str, default: u64) -> u64 {

@@ -509,6 +509,106 @@ steps = [{{ uses = "control", with = {{ service = "chatty", action = "stop" }} }
     }
 }
 
+#[test]
+fn long_service_lines_keep_no_value_across_cuts_and_the_log_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let secret = "s3cr3t-db-password-42";
+    sb.write("db-password.txt", secret);
+    // Lines of 300 kB, longer than the 64 KiB the supervisor redacts at once, with a value
+    // every few dozen bytes at shifting offsets, so whatever sizes the pipe delivers, values
+    // sit across every window end.
+    const PLANTS: &[(&str, &str)] = &[
+        ("[EMAIL_REDACTED]", "ada.lovelace@example.com"),
+        ("[CC_REDACTED]", "4111 1111 1111 1111"),
+        ("[SSN_REDACTED]", "078-05-1120"),
+        ("[API_KEY_REDACTED]", "AKIAIOSFODNN7EXAMPLE"),
+        ("[SECRET_REDACTED]", "s3cr3t-db-password-42"),
+    ];
+    let mut text = String::new();
+    let mut planted = [0usize; 5];
+    let mut i = 0usize;
+    for _ in 0..3 {
+        let start = text.len();
+        while text.len() - start < 300_000 {
+            let k = i % PLANTS.len();
+            text.push_str(&"lorem ipsum dolor sit amet "[..1 + (i * 7) % 26]);
+            text.push(' ');
+            text.push_str(PLANTS[k].1);
+            text.push(' ');
+            planted[k] += 1;
+            i += 1;
+        }
+        text.push('\n');
+    }
+    text.push_str("all lines written\n");
+    sb.write("long.txt", &text);
+    sb.write("emit.sh", "cat long.txt\nexec sleep 60\n");
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[secrets.db]
+file = "db-password.txt"
+
+[services.long]
+driver = "process"
+command = "sh"
+args = ["emit.sh"]
+grace = "2s"
+
+[plugins.control]
+{control}
+grants.http = {{ allow = [] }}
+grants.services = {{ long = ["start", "stop"] }}
+
+[runbooks.start]
+steps = [{{ uses = "control", with = {{ service = "long", action = "start", no_wait = true }} }}]
+
+[runbooks.stop]
+steps = [{{ uses = "control", with = {{ service = "long", action = "stop" }} }}]
+"#,
+            control = plugin_lines("service-control"),
+        ),
+    );
+    let state = sb.path().join(".runcap");
+    let _cleanup = Cleanup(vec![state.join("services/long.json")]);
+    sb.run(&["run", "start"]).expect_code(0);
+    let log = state.join("services/long.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("all lines written")) {
+        assert!(
+            Instant::now() < deadline,
+            "the service's lines never reached its log"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sb.run(&["run", "stop"]).expect_code(0);
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the log is readable by its owner only");
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(out.lines().count(), 4, "lines are kept whole");
+    for (k, (token, value)) in PLANTS.iter().enumerate() {
+        assert!(!out.contains(value), "`{value}` survived in the log");
+        assert_eq!(
+            out.matches(token).count(),
+            planted[k],
+            "every `{value}` became one {token}"
+        );
+    }
+    for piece in [
+        "4111 1111",
+        "1111 1111",
+        "AKIAIOSF",
+        "lovelace@",
+        "db-password",
+    ] {
+        assert!(!out.contains(piece), "part of a value, `{piece}`, survived");
+    }
+}
+
 /// Every file below `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -72,10 +72,29 @@ pub(crate) fn at(line: &[u8], i: usize) -> u8 {
     line.get(i).copied().unwrap_or(b' ')
 }
 
-/// The byte before `i`, or a space at the start of the line.
+/// The byte before `i`, or a space at the start of the line. The letter of an escape sequence
+/// (`\n`, `\t`, `\r`, `\b`, `\f` in embedded JSON or a quoted string) right before `i`
+/// also reads as a space: it stands for a blank, not a word character.
 #[inline(always)]
 pub(crate) fn before(line: &[u8], i: usize, back: usize) -> u8 {
-    if i >= back { line[i - back] } else { b' ' }
+    if i < back {
+        return b' ';
+    }
+    let b = line[i - back];
+    if back == 1 && matches!(b, b'n' | b't' | b'r' | b'b' | b'f') && escaped_at(line, i - 1) {
+        return b' ';
+    }
+    b
+}
+
+/// True when the byte at `i` follows an unescaped backslash (an odd run of them).
+#[inline]
+pub(crate) fn escaped_at(line: &[u8], i: usize) -> bool {
+    let mut k = i;
+    while k > 0 && line[k - 1] == b'\\' {
+        k -= 1;
+    }
+    (i - k) % 2 == 1
 }
 
 /// End of the run of bytes of class `mask` starting at `i`.
@@ -102,6 +121,9 @@ mod tests {
         assert!(!is(0xC3, WORD | LOCAL | TOKEN));
         assert_eq!(run_end(b"abc12-x", 3, DIGIT), 5);
         assert_eq!(before(b"ab", 0, 1), b' ');
+        assert_eq!(before(br"a\n4", 3, 1), b' ');
+        assert_eq!(before(br"a\\n4", 4, 1), b'n');
+        assert_eq!(before(b"an4", 2, 1), b'n');
         assert_eq!(at(b"ab", 5), b' ');
     }
 }

@@ -21,7 +21,7 @@ use crate::{Error, Redactor};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Built-in rules to enable, by name. `None` means the default set
-    /// (email, ssn, credit_card, phone, api_key); an empty list enables none.
+    /// (email, ssn, credit_card, phone, api_key, private_key); an empty list enables none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<Vec<String>>,
     /// Also redact IPv4 and IPv6 addresses.
@@ -92,7 +92,14 @@ mod tests {
         let r = Config::default().build().unwrap();
         assert_eq!(
             names(&r),
-            ["email", "ssn", "credit_card", "phone", "api_key"]
+            [
+                "email",
+                "ssn",
+                "credit_card",
+                "phone",
+                "api_key",
+                "private_key"
+            ]
         );
         let c = Config {
             rules: Some(vec!["ssn".into()]),

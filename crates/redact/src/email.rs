@@ -29,10 +29,12 @@ fn match_at(line: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     while start > floor && is(line[start - 1], LOCAL) {
         start -= 1;
     }
+    start += escape_len(line, start);
     while start < at && line[start] == b'.' {
         start += 1;
     }
-    if start == at || line[at - 1] == b'.' || at - start > MAX_LOCAL {
+    if start >= at || line[at - 1] == b'.' || at - start > MAX_LOCAL || in_url_userinfo(line, start)
+    {
         return None;
     }
     let mut dom_end = run_end(line, at + 1, DOMAIN);
@@ -41,6 +43,37 @@ fn match_at(line: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     }
     let len = valid_domain_len(&line[at + 1..dom_end])?;
     Some((start, at + 1 + len))
+}
+
+/// When the local part found starts right after a backslash, it starts with the rest of an
+/// escape sequence (`\n`, `\t`, `\u00e9` in embedded JSON), not with the address: the
+/// number of bytes that belong to the escape.
+fn escape_len(line: &[u8], start: usize) -> usize {
+    if crate::chars::escaped_at(line, start) {
+        match line[start] {
+            b'u' if line.len() >= start + 5
+                && line[start + 1..start + 5].iter().all(u8::is_ascii_hexdigit) =>
+            {
+                5
+            }
+            _ => 1,
+        }
+    } else {
+        0
+    }
+}
+
+/// True when the "local part" at `start` is the password of `scheme://user:password@host`
+/// (the `api_key` rule's), not the start of an address.
+fn in_url_userinfo(line: &[u8], start: usize) -> bool {
+    if start == 0 || line[start - 1] != b':' {
+        return false;
+    }
+    let mut i = start - 1;
+    while i > 0 && !matches!(line[i - 1], b'/' | b' ' | b'\t' | b'"' | b'\'' | b'<') {
+        i -= 1;
+    }
+    i >= 3 && &line[i - 3..i] == b"://"
 }
 
 /// Length of the longest prefix of `dom` that is a valid domain with at least two labels and an
@@ -89,6 +122,12 @@ mod tests {
         assert_eq!(emails("mailto:x@y.org;z@w.net"), ["x@y.org", "z@w.net"]);
         assert_eq!(emails("u@example.com.123"), ["u@example.com"]);
         assert_eq!(emails("..dots@example.com"), ["dots@example.com"]);
+        assert_eq!(
+            emails(r#"{"m":"a\njohn@example.com \t\u00e9x@example.org"}"#),
+            ["john@example.com", "x@example.org"]
+        );
+        assert_eq!(emails(r"dir\\nat@example.com"), ["nat@example.com"]);
+        assert_eq!(emails("mailto:x@example.com"), ["x@example.com"]);
     }
 
     #[test]
@@ -100,5 +139,7 @@ mod tests {
         assert!(emails("a@b").is_empty());
         assert!(emails("x@-bad.com").is_empty());
         assert!(emails("x@example.c").is_empty());
+        assert!(emails("postgres://app:s3cret@db.example.com/x").is_empty());
+        assert!(emails(r"\n@example.com").is_empty());
     }
 }

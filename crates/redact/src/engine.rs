@@ -12,6 +12,14 @@ use crate::numeric::Numeric;
 use crate::rules::{Builtin, Matcher, Rule};
 use crate::{Counts, Error, email, ipv6};
 
+/// What a scan learnt beyond its spans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ScanInfo {
+    /// A private-key block began in the text and is still open at its end; its span is the
+    /// last one.
+    pub pem_open: bool,
+}
+
 /// A stretch of a line to replace, and which rule found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -45,6 +53,7 @@ pub struct Redactor {
     patterns: Vec<(u32, regex::bytes::Regex)>,
     literals: Literals,
     pub(crate) api_key: Option<u32>,
+    pub(crate) private_key: Option<u32>,
     pub(crate) max_line: usize,
 }
 
@@ -78,6 +87,7 @@ impl Redactor {
             patterns: Vec::new(),
             literals: Literals::default(),
             api_key: None,
+            private_key: None,
             max_line: crate::stream::DEFAULT_MAX_LINE,
         };
         for rule in rules {
@@ -93,22 +103,29 @@ impl Redactor {
                     Builtin::Phone => r.numeric.phone = Some(idx),
                     Builtin::Ipv4 => r.numeric.ipv4 = Some(idx),
                     Builtin::Ipv6 => r.ipv6 = Some(idx),
-                    Builtin::ApiKey => {
-                        r.api_key = Some(idx);
-                        r.keys = Some(Keys::new(idx));
-                    }
+                    Builtin::ApiKey => r.api_key = Some(idx),
+                    Builtin::PrivateKey => r.private_key = Some(idx),
                 },
                 Matcher::Pattern(re) => r.patterns.push((idx, re.clone())),
                 Matcher::Literal => return Err(Error::DuplicateRule(rule.name)),
             }
             r.rules.push(rule);
         }
+        if r.api_key.is_some() || r.private_key.is_some() {
+            r.keys = Some(Keys::new(r.api_key, r.private_key));
+        }
         Ok(r)
     }
 
     /// Adds exact secret values (for example the secrets granted to a plugin) that must never
     /// appear in output. Each occurrence becomes `[SECRET_REDACTED]`, counted under `secret`.
-    /// Names are only kept for diagnostics; values shorter than 4 bytes are ignored.
+    /// Names are only kept for diagnostics.
+    ///
+    /// A value shorter than [`MIN_LITERAL_LEN`](crate::MIN_LITERAL_LEN) bytes would match all
+    /// over ordinary text and is refused with [`Error::LiteralTooShort`] naming it. A value of
+    /// several lines (a PEM key) is matched whole in strings, and each of its lines (without
+    /// surrounding blanks, when at least the minimum length) is matched on its own too, so line
+    /// streams, which see one line at a time, redact it as well.
     pub fn with_literals<I, N, V>(mut self, names_and_values: I) -> Result<Redactor, Error>
     where
         I: IntoIterator<Item = (N, V)>,
@@ -119,8 +136,10 @@ impl Redactor {
         Ok(self)
     }
 
-    /// Sets the longest line processed in one piece by the stream functions (default 1 MiB);
-    /// longer lines are cut, preferably at whitespace, so memory stays bounded.
+    /// Sets the longest line processed in one piece by the stream functions (default 1 MiB).
+    /// A longer line is processed in windows of this many bytes, each scanned together with
+    /// the bytes around its end (at least as many as the longest possible match or secret),
+    /// so memory stays bounded and a value across a window's end is still found whole.
     pub fn with_max_line(mut self, bytes: usize) -> Redactor {
         self.max_line = bytes.max(64);
         self
@@ -197,10 +216,11 @@ impl Redactor {
     ///
     /// Each detector is gated by a cheap test (an `@`, a digit run, a keyword hit), so most
     /// lines leave here after a few linear scans and no allocation.
-    pub(crate) fn collect_spans(&self, line: &[u8], spans: &mut Vec<Span>) {
+    pub(crate) fn collect_spans(&self, line: &[u8], spans: &mut Vec<Span>) -> ScanInfo {
         spans.clear();
+        let mut info = ScanInfo::default();
         if line.is_empty() {
-            return;
+            return info;
         }
         if let Some(rule) = self.email
             && memchr(b'@', line).is_some()
@@ -211,7 +231,7 @@ impl Redactor {
             self.numeric.find(line, spans);
         }
         if let Some(keys) = &self.keys {
-            keys.find(line, spans);
+            info.pem_open = keys.find(line, spans);
         }
         if let Some(rule) = self.ipv6 {
             ipv6::find(line, rule, spans);
@@ -233,6 +253,7 @@ impl Redactor {
         if spans.len() > 1 {
             resolve_overlaps(spans);
         }
+        info
     }
 
     /// Writes `line` with each span replaced by its rule's token.
@@ -252,6 +273,11 @@ impl Redactor {
         }
     }
 
+    /// Length of the longest literal secret (or line of one) a single line can hold.
+    pub(crate) fn longest_literal_line(&self) -> usize {
+        self.literals.longest_line()
+    }
+
     /// Number of rule slots, for per-rule tallies indexed by `Span::rule`.
     pub(crate) fn rule_slots(&self) -> usize {
         self.rules.len()
@@ -262,6 +288,20 @@ impl Redactor {
         for (rule, &n) in self.rules.iter().zip(tally) {
             counts.add(&rule.name, n);
         }
+    }
+
+    /// Name of the rule in `rule`'s slot.
+    pub(crate) fn rule_name(&self, rule: u32) -> &str {
+        &self.rules[rule as usize].name
+    }
+
+    /// The `phone` rule's slot, when it is enabled.
+    pub(crate) fn phone_rule(&self) -> Option<u32> {
+        self.numeric.phone
+    }
+
+    pub(crate) fn has_phone(&self) -> bool {
+        self.numeric.phone.is_some()
     }
 
     pub(crate) fn replacement(&self, rule: u32) -> &str {

@@ -39,6 +39,27 @@ pub enum Error {
         /// The rule's name.
         name: String,
     },
+    /// A custom rule's pattern cannot match within one line (it sets `(?s)`, or every match
+    /// holds a line break), so it would never match in a log, which is redacted line by line.
+    #[error("custom rule `{name}`: {reason}")]
+    MultiLinePattern {
+        /// The rule's name.
+        name: String,
+        /// Why the pattern cannot match within one line.
+        reason: &'static str,
+    },
+    /// A secret value is too short to redact: it would match all over ordinary text.
+    #[error(
+        "secret `{name}` is {len} bytes long; values shorter than {min} bytes cannot be redacted"
+    )]
+    LiteralTooShort {
+        /// The secret's name (never its value).
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The shortest value accepted ([`MIN_LITERAL_LEN`](crate::MIN_LITERAL_LEN)).
+        min: usize,
+    },
     /// A replacement token would break the line or JSON structure of the output.
     #[error("rule `{name}`: invalid replacement: {reason}")]
     InvalidReplacement {

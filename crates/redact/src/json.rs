@@ -1,18 +1,74 @@
-//! JSON redaction: string values are redacted, keys and structure are kept.
+//! JSON redaction: values and keys are redacted, structure is kept.
 //!
 //! For JSON Lines a single-pass scanner validates each line (same grammar as `serde_json`) and
-//! rewrites only the string values that change. Everything else - key order, spacing, number
-//! spelling - is copied byte for byte, and no value tree is built. Values under a key that names
-//! a credential (`password`, `access_token`, `apiKey`, ...) are replaced whole.
+//! rewrites only the tokens that change. Everything else - key order, spacing, number
+//! spelling - is copied byte for byte, and no value tree is built.
+//!
+//! - String values and object keys go through the rules; a key that changes gets a `#2`, `#3`…
+//!   suffix when it would repeat another redacted key of its object.
+//! - A number whose digits a rule matches (a card number held as a JSON number) becomes the
+//!   replacement string.
+//! - A string under a key that names a credential (`password`, `access_token`, `apiKey`, ...)
+//!   is replaced whole (a number there is left alone: it is a count or a setting, and the
+//!   host's own records hold per-rule counts under keys such as `api_key`). Under a key that
+//!   names a phone number (`phone`, `mobile`, `msisdn`, ...), a string of 7 to 15 digits and
+//!   separators, or a number of 10 to 15 digits, is replaced as a phone number.
 
 use std::io::{self, BufRead, Write};
 
 use serde_json::Value;
 
 use crate::engine::Span;
-use crate::keys::{is_secret_value, sensitive_key};
-use crate::stream::Segment;
+use crate::keys::{is_secret_value, sensitive_key, suffix_key};
+use crate::stream::Scanner;
 use crate::{Counts, Redactor, Stats};
+
+/// Key names whose values are phone numbers (matched like credential keys: whole, or after a
+/// separator or a camelCase hump).
+const PHONE_KEYS: &[&[u8]] = &[
+    b"phone",
+    b"phone_number",
+    b"phonenumber",
+    b"phone-number",
+    b"mobile",
+    b"mobile_number",
+    b"mobilenumber",
+    b"cell",
+    b"msisdn",
+    b"telephone",
+    b"tel",
+    b"fax",
+];
+
+/// True when a key names a phone number.
+fn phone_key(key: &[u8]) -> bool {
+    suffix_key(key, PHONE_KEYS)
+}
+
+/// True when `v` is written like a phone number on its own: 7 to 15 digits, with only
+/// `+`, blanks, `-`, `.` and parentheses between them.
+fn bare_phone(v: &[u8]) -> bool {
+    let digits = v.iter().filter(|b| b.is_ascii_digit()).count();
+    (7..=15).contains(&digits)
+        && v.first()
+            .is_some_and(|&b| b.is_ascii_digit() || b == b'+' || b == b'(')
+        && v.iter()
+            .all(|&b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'.' | b'(' | b')'))
+}
+
+/// True when a JSON number has the digits of a full phone number (10 to 15, as in
+/// `4155552671` or `14155552671`).
+fn phone_number(number: &[u8]) -> bool {
+    (10..=15).contains(&number.len()) && number.iter().all(u8::is_ascii_digit)
+}
+
+/// What a key says about the value under it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Plain,
+    Credential,
+    Phone,
+}
 
 /// Nesting at which `serde_json` gives up; deeper lines are treated as invalid the same way.
 const MAX_DEPTH: usize = 128;
@@ -84,14 +140,38 @@ impl Scan<'_> {
             Some(b'[') => self.array(depth + 1),
             Some(b'"') => {
                 let tok = self.string()?;
-                self.string_value(tok, false);
+                self.string_value(tok, KeyKind::Plain);
                 Ok(())
             }
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.number()?;
+                self.number_value(start, KeyKind::Plain);
+                Ok(())
+            }
             _ => Err(()),
+        }
+    }
+
+    /// A value under a key of `kind`: strings and numbers are redacted by what the key says,
+    /// containers and literals are scanned as usual.
+    fn keyed_value(&mut self, depth: usize, kind: KeyKind) -> Result<(), Invalid> {
+        match self.peek() {
+            Some(b'"') => {
+                let tok = self.string()?;
+                self.string_value(tok, kind);
+                Ok(())
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.number()?;
+                self.number_value(start, kind);
+                Ok(())
+            }
+            _ => self.value(depth),
         }
     }
 
@@ -105,24 +185,29 @@ impl Scan<'_> {
             self.pos += 1;
             return Ok(());
         }
+        // Redacted keys written in this object, to keep them distinct.
+        let mut renamed: Vec<Vec<u8>> = Vec::new();
         loop {
             if self.peek() != Some(b'"') {
                 return Err(());
             }
             let key = self.string()?;
-            let sensitive = self.red.api_key.is_some() && {
+            let red = self.red;
+            let kind = {
                 let k = self.content(key);
-                sensitive_key(k)
+                if red.api_key.is_some() && sensitive_key(k) {
+                    KeyKind::Credential
+                } else if red.has_phone() && phone_key(k) {
+                    KeyKind::Phone
+                } else {
+                    KeyKind::Plain
+                }
             };
+            self.key(key, &mut renamed);
             self.ws();
             self.expect(b':')?;
             self.ws();
-            if sensitive && self.peek() == Some(b'"') {
-                let tok = self.string()?;
-                self.string_value(tok, true);
-            } else {
-                self.value(depth)?;
-            }
+            self.keyed_value(depth, kind)?;
             self.ws();
             match self.peek() {
                 Some(b',') => {
@@ -260,7 +345,45 @@ impl Scan<'_> {
         }
     }
 
-    fn string_value(&mut self, tok: StrTok, sensitive: bool) {
+    /// Writes `src[copied..from]`, then `self.redacted` as a JSON string in place of
+    /// `src[from..to]`.
+    fn replace_with_string(&mut self, from: usize, to: usize) {
+        self.out.extend_from_slice(&self.src[self.copied..from]);
+        self.out.push(b'"');
+        escape_into(self.redacted, self.out);
+        self.out.push(b'"');
+        self.copied = to;
+        self.changed = true;
+    }
+
+    /// Puts the replacement of `rule` in `redacted` and records it.
+    fn whole(&mut self, rule: u32) {
+        self.redacted.clear();
+        self.redacted
+            .extend_from_slice(self.red.replacement(rule).as_bytes());
+        self.pending.push(rule);
+    }
+
+    /// Runs the rules over `content` into `redacted`; false when nothing matched.
+    fn rules_over(
+        red: &Redactor,
+        content: &[u8],
+        spans: &mut Vec<Span>,
+        pending: &mut Vec<u32>,
+        redacted: &mut Vec<u8>,
+    ) -> bool {
+        red.collect_spans(content, spans);
+        if spans.is_empty() {
+            return false;
+        }
+        align_bytes(content, spans);
+        pending.extend(spans.iter().map(|s| s.rule));
+        redacted.clear();
+        red.write_redacted(content, spans, redacted);
+        true
+    }
+
+    fn string_value(&mut self, tok: StrTok, kind: KeyKind) {
         if tok.escaped {
             unescape(&self.src[tok.start..tok.end], self.decoded);
         }
@@ -269,29 +392,76 @@ impl Scan<'_> {
         } else {
             &self.src[tok.start..tok.end]
         };
-        self.redacted.clear();
-        if sensitive
-            && let Some(rule) = self.red.api_key
-            && is_secret_value(content)
-        {
-            self.pending.push(rule);
-            self.redacted
-                .extend_from_slice(self.red.replacement(rule).as_bytes());
-        } else {
-            self.red.collect_spans(content, self.spans);
-            if self.spans.is_empty() {
-                return;
+        match kind {
+            KeyKind::Credential if is_secret_value(content) => {
+                let rule = self
+                    .red
+                    .api_key
+                    .expect("credential keys need the api_key rule");
+                self.whole(rule);
             }
-            align_bytes(content, self.spans);
-            self.pending.extend(self.spans.iter().map(|s| s.rule));
-            self.red.write_redacted(content, self.spans, self.redacted);
+            _ => {
+                let matched =
+                    Self::rules_over(self.red, content, self.spans, self.pending, self.redacted);
+                if !matched {
+                    match (kind, self.red.phone_rule()) {
+                        (KeyKind::Phone, Some(rule)) if bare_phone(content) => self.whole(rule),
+                        _ => return,
+                    }
+                }
+            }
         }
-        self.out
-            .extend_from_slice(&self.src[self.copied..tok.start]);
-        escape_into(self.redacted, self.out);
-        self.out.push(b'"');
-        self.copied = tok.end + 1;
-        self.changed = true;
+        self.replace_with_string(tok.start - 1, tok.end + 1);
+    }
+
+    /// A number token `src[start..pos]`: replaced by a string when the rules (or its key) say
+    /// it holds a value.
+    fn number_value(&mut self, start: usize, kind: KeyKind) {
+        let end = self.pos;
+        let text = &self.src[start..end];
+        match kind {
+            // A number under a phone key is one when it has the digits of a full number (a
+            // count of 1,234,567 under `phone` stays a count).
+            KeyKind::Phone if phone_number(text) && self.red.phone_rule().is_some() => {
+                let rule = self.red.phone_rule().expect("checked");
+                self.whole(rule);
+            }
+            // Of the built-in rules, only `credit_card` finds a value in digits alone, and a
+            // card has 13 digits or more: shorter numbers (counts, codes, durations) are not
+            // scanned.
+            _ if text.len() < 13 => return,
+            _ => {
+                if !Self::rules_over(self.red, text, self.spans, self.pending, self.redacted) {
+                    return;
+                }
+            }
+        }
+        self.replace_with_string(start, end);
+    }
+
+    /// An object key: redacted by the rules, and kept distinct from the object's other
+    /// redacted keys with a `#2`, `#3`… suffix.
+    fn key(&mut self, tok: StrTok, renamed: &mut Vec<Vec<u8>>) {
+        if tok.escaped {
+            unescape(&self.src[tok.start..tok.end], self.decoded);
+        }
+        let content: &[u8] = if tok.escaped {
+            self.decoded
+        } else {
+            &self.src[tok.start..tok.end]
+        };
+        if !Self::rules_over(self.red, content, self.spans, self.pending, self.redacted) {
+            return;
+        }
+        let base_len = self.redacted.len();
+        let mut n = 1;
+        while renamed.iter().any(|k| k == self.redacted) {
+            n += 1;
+            self.redacted.truncate(base_len);
+            self.redacted.extend_from_slice(format!("#{n}").as_bytes());
+        }
+        renamed.push(self.redacted.clone());
+        self.replace_with_string(tok.start - 1, tok.end + 1);
     }
 }
 
@@ -421,76 +591,123 @@ impl Redactor {
         JsonLine::Changed
     }
 
-    /// Streams JSON Lines: every string value of every record is redacted, keys and structure
-    /// are kept, one record per output line. A line that is not valid JSON is redacted as
-    /// plain text and counted in [`Stats::invalid_json_lines`]; blank lines pass through. A line
-    /// longer than the line cap is redacted as text in pieces.
+    /// Streams JSON Lines: every record is redacted as described in this module (values, keys,
+    /// numbers that hold a value), one record per output line. A line that is not valid JSON
+    /// is redacted as plain text and counted in [`Stats::invalid_json_lines`]; blank lines pass
+    /// through. A line longer than the line cap is redacted as text, window by window.
     pub fn redact_jsonl_stream<R: BufRead, W: Write>(
         &self,
         reader: R,
         writer: W,
         counts: &mut Counts,
     ) -> io::Result<Stats> {
-        let mut tally = vec![0u64; self.rule_slots()];
         let mut scratch = JsonScratch::default();
-        let mut text_spans: Vec<Span> = Vec::new();
         let mut invalid = 0u64;
-        let f = |text: &[u8], seg: Segment, out: &mut Vec<u8>| {
-            if seg == Segment::Piece {
-                return self.redact_line_into(text, &mut text_spans, &mut tally, out);
-            }
+        let f = |s: &mut Scanner<'_>, text: &[u8], out: &mut Vec<u8>| {
             if text.iter().all(u8::is_ascii_whitespace) {
                 return false;
             }
-            match self.redact_json_line(text, out, &mut scratch, &mut tally) {
+            match self.redact_json_line(text, out, &mut scratch, &mut s.tally) {
                 JsonLine::Unchanged => false,
                 JsonLine::Changed => true,
                 JsonLine::Invalid => {
                     invalid += 1;
-                    self.redact_line_into(text, &mut text_spans, &mut tally, out)
+                    s.text_line(text, out)
                 }
             }
         };
-        let mut stats = self.drive(reader, writer, f)?;
+        let (mut stats, tally) = self.drive(reader, writer, f)?;
         stats.invalid_json_lines = invalid;
         self.finish_tally(&tally, counts, stats)
     }
 
-    /// Redacts every string value inside `value` in place (object keys are kept; a string under
-    /// a credential key is replaced whole). Returns the number of replacements, which are also
-    /// added to `counts`.
+    /// Redacts `value` in place the way JSON Lines records are redacted (see the module
+    /// documentation): string values, object keys (a changed key that would repeat another
+    /// gets a `#2`, `#3`… suffix), numbers holding a value, whole strings under credential
+    /// keys and phone numbers under phone keys. Returns the number of replacements, which are also added to `counts`.
     pub fn redact_json_value(&self, value: &mut Value, counts: &mut Counts) -> u64 {
         let before = counts.total();
-        self.walk_json(value, counts);
+        self.walk_json(value, KeyKind::Plain, counts);
         counts.total() - before
     }
 
-    fn walk_json(&self, value: &mut Value, counts: &mut Counts) {
+    fn walk_json(&self, value: &mut Value, kind: KeyKind, counts: &mut Counts) {
+        let whole = |rule: u32, counts: &mut Counts| {
+            counts.add(self.rule_name(rule), 1);
+            Value::String(self.replacement(rule).to_owned())
+        };
         match value {
             Value::String(s) => {
+                if kind == KeyKind::Credential
+                    && let Some(rule) = self.api_key
+                    && is_secret_value(s.as_bytes())
+                {
+                    *value = whole(rule, counts);
+                    return;
+                }
                 if let std::borrow::Cow::Owned(new) = self.redact_str_counted(s, counts) {
                     *s = new;
+                } else if kind == KeyKind::Phone
+                    && let Some(rule) = self.phone_rule()
+                    && bare_phone(s.as_bytes())
+                {
+                    *value = whole(rule, counts);
+                }
+            }
+            Value::Number(n) => {
+                let text = n.to_string();
+                if kind == KeyKind::Phone
+                    && let Some(rule) = self.phone_rule()
+                    && phone_number(text.as_bytes())
+                {
+                    *value = whole(rule, counts);
+                } else if text.len() >= 13
+                    && let std::borrow::Cow::Owned(new) = self.redact_str_counted(&text, counts)
+                {
+                    *value = Value::String(new);
                 }
             }
             Value::Array(items) => {
                 for v in items {
-                    self.walk_json(v, counts);
+                    self.walk_json(v, KeyKind::Plain, counts);
                 }
             }
             Value::Object(map) => {
-                for (k, v) in map.iter_mut() {
-                    if let (Some(rule), Value::String(s)) = (self.api_key, &mut *v)
-                        && sensitive_key(k.as_bytes())
-                        && is_secret_value(s.as_bytes())
-                    {
-                        *s = self.replacement(rule).to_owned();
-                        counts.add(crate::Builtin::ApiKey.name(), 1);
-                        continue;
+                let needs_rename = map
+                    .keys()
+                    .any(|k| matches!(self.redact_str(k), std::borrow::Cow::Owned(_)));
+                if needs_rename {
+                    let old = std::mem::take(map);
+                    let mut renamed: Vec<String> = Vec::new();
+                    for (k, v) in old {
+                        let key = match self.redact_str_counted(&k, counts) {
+                            std::borrow::Cow::Borrowed(_) => k,
+                            std::borrow::Cow::Owned(key) => {
+                                let mut unique = key.clone();
+                                let mut n = 1;
+                                while renamed.contains(&unique) || map.contains_key(&unique) {
+                                    n += 1;
+                                    unique = format!("{key}#{n}");
+                                }
+                                renamed.push(unique.clone());
+                                unique
+                            }
+                        };
+                        map.insert(key, v);
                     }
-                    self.walk_json(v, counts);
+                }
+                for (k, v) in map.iter_mut() {
+                    let kind = if self.api_key.is_some() && sensitive_key(k.as_bytes()) {
+                        KeyKind::Credential
+                    } else if self.has_phone() && phone_key(k.as_bytes()) {
+                        KeyKind::Phone
+                    } else {
+                        KeyKind::Plain
+                    };
+                    self.walk_json(v, kind, counts);
                 }
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::Null | Value::Bool(_) => {}
         }
     }
 }
@@ -622,7 +839,7 @@ mod tests {
     }
 
     #[test]
-    fn redacts_values_not_keys() {
+    fn redacts_values_keys_and_numbers() {
         let r = Redactor::default();
         let (res, out) = line(
             &r,
@@ -631,10 +848,33 @@ mod tests {
         assert_eq!(res, JsonLine::Changed);
         assert_eq!(
             out,
-            r#"{"alice@example.com": "mail [EMAIL_REDACTED]", "n": 1.50, "z": [ "[PHONE_REDACTED]" ]}"#
+            r#"{"[EMAIL_REDACTED]": "mail [EMAIL_REDACTED]", "n": 1.50, "z": [ "[PHONE_REDACTED]" ]}"#
         );
-        let (res, _) = line(&r, r#"{"msg": "nothing here", "n": 4111111111111111}"#);
-        assert_eq!(res, JsonLine::Unchanged, "numbers are not strings");
+        let (res, out) = line(
+            &r,
+            r#"{"msg": "nothing here", "n": 4111111111111111, "ts": 1714566896789, "id": 4111111111111112, "f": -0.5e3}"#,
+        );
+        assert_eq!(res, JsonLine::Changed);
+        assert_eq!(
+            out,
+            r#"{"msg": "nothing here", "n": "[CC_REDACTED]", "ts": 1714566896789, "id": 4111111111111112, "f": -0.5e3}"#
+        );
+        let (_, out) = line(
+            &r,
+            r#"{"phone": 14155552671, "userPhone": "415 555 2671", "mobile": 1234567, "tel": [4155552671], "count": 4155552671, "api_key": 21152, "password": 1234}"#,
+        );
+        assert_eq!(
+            out,
+            r#"{"phone": "[PHONE_REDACTED]", "userPhone": "[PHONE_REDACTED]", "mobile": 1234567, "tel": [4155552671], "count": 4155552671, "api_key": 21152, "password": 1234}"#
+        );
+        let (_, out) = line(
+            &r,
+            r#"{"a@example.com": 1, "b@example.com": 2, "[EMAIL_REDACTED]": 3, "x": {"a@example.com": 4}}"#,
+        );
+        assert_eq!(
+            out,
+            r#"{"[EMAIL_REDACTED]": 1, "[EMAIL_REDACTED]#2": 2, "[EMAIL_REDACTED]": 3, "x": {"[EMAIL_REDACTED]": 4}}"#
+        );
     }
 
     #[test]
@@ -671,12 +911,33 @@ mod tests {
             "bob@example.com": true,
         });
         let mut counts = Counts::new();
-        assert_eq!(r.redact_json_value(&mut v, &mut counts), 3);
+        assert_eq!(r.redact_json_value(&mut v, &mut counts), 4);
         assert_eq!(v["user"]["email"], "[EMAIL_REDACTED]");
         assert_eq!(v["user"]["password"], "[API_KEY_REDACTED]");
         assert_eq!(v["list"][0], "call [PHONE_REDACTED]");
-        assert_eq!(v["bob@example.com"], true);
-        assert_eq!(counts.get("api_key"), 1);
-        assert_eq!(counts.get("email"), 1);
+        assert_eq!(v["[EMAIL_REDACTED]"], true);
+        assert!(v.get("bob@example.com").is_none());
+
+        let mut v = serde_json::json!({
+            "card": 4111111111111111u64,
+            "ts": 1714566896789u64,
+            "phone": 14155552671u64,
+            "counts": {"api_key": 21152, "phone": 8362, "email": 1234567},
+            "a@example.com": 1,
+            "b@example.com": 2,
+        });
+        let mut counts = Counts::new();
+        assert_eq!(r.redact_json_value(&mut v, &mut counts), 4);
+        assert_eq!(v["card"], "[CC_REDACTED]");
+        assert_eq!(v["ts"], 1714566896789u64);
+        assert_eq!(v["phone"], "[PHONE_REDACTED]");
+        assert_eq!(
+            v["counts"],
+            serde_json::json!({"api_key": 21152, "phone": 8362, "email": 1234567}),
+            "per-rule counts stay numbers"
+        );
+        assert_eq!(v["[EMAIL_REDACTED]"], 1);
+        assert_eq!(v["[EMAIL_REDACTED]#2"], 2);
+        assert_eq!(counts.get("email"), 2);
     }
 }

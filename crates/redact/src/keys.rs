@@ -1,4 +1,5 @@
-//! The `api_key` rule: credentials recognised by a keyword or a vendor prefix.
+//! The `api_key` rule (credentials recognised by a keyword, a vendor prefix, a URL's user
+//! information or an HTTP `Basic` header) and the trigger of the `private_key` rule.
 //!
 //! Trigger words are found with a byte-pair filter: every position's two case-folded bytes are
 //! looked up in an 8 KiB bitset of the triggers' first two bytes, and only the ~1-2% of
@@ -7,6 +8,7 @@
 //! `wasm32` without SIMD). A small hand-written check at each trigger then decides whether a
 //! credential really follows.
 
+use crate::blocks::BitScan;
 use crate::chars::{ALNUM, DIGIT, IDENT, TOKEN, at, before, is, is_word, run_end};
 use crate::engine::Span;
 
@@ -19,6 +21,10 @@ enum Trigger {
     GithubPat,
     Jwt,
     KeyValue,
+    Slack,
+    UrlCredentials,
+    Basic,
+    PrivateKey,
 }
 
 /// Trigger words, matched ASCII-case-insensitively (handlers check case where it matters).
@@ -48,17 +54,15 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("private_key", Trigger::KeyValue),
     ("privatekey", Trigger::KeyValue),
     ("private-key", Trigger::KeyValue),
+    ("xox", Trigger::Slack),
+    ("://", Trigger::UrlCredentials),
+    ("basic", Trigger::Basic),
+    ("-----begin ", Trigger::PrivateKey),
 ];
 
 /// The distinct folded first pairs of the triggers, computed from `TRIGGERS` at compile time
 /// (at most 32), and how many there are.
-#[cfg_attr(
-    not(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )),
-    allow(dead_code)
-)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const fn first_pairs() -> ([(u8, u8); 32], usize) {
     let mut out = [(0u8, 0u8); 32];
     let mut n = 0;
@@ -83,23 +87,12 @@ const fn first_pairs() -> ([(u8, u8); 32], usize) {
     (out, n)
 }
 
-#[cfg_attr(
-    not(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )),
-    allow(dead_code)
-)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const FIRST_PAIR_COUNT: usize = first_pairs().1;
 
-/// The folded byte pairs a trigger can start with, for the vector scan in [`Keys::next_hit`].
-#[cfg_attr(
-    not(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )),
-    allow(dead_code)
-)]
+/// The folded byte pairs a trigger can start with, for the native vector scan in
+/// [`Keys::pair_block`].
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const FIRST_PAIRS: [(u8, u8); FIRST_PAIR_COUNT] = {
     let all = first_pairs().0;
     let mut out = [(0u8, 0u8); FIRST_PAIR_COUNT];
@@ -110,6 +103,59 @@ const FIRST_PAIRS: [(u8, u8); FIRST_PAIR_COUNT] = {
     }
     out
 };
+
+/// The bucket of a trigger's folded first byte in the nibble tables: one per first byte,
+/// except that `t` and `x` (both followed by `o`) and the punctuation of `://` and `-----`
+/// share one, so that eight buckets hold every trigger with few false candidates.
+const fn bucket_of(first: u8) -> u8 {
+    match first {
+        b'b' => 0,
+        b's' => 1,
+        b'a' => 2,
+        b'g' => 3,
+        b'e' => 4,
+        b't' | b'x' => 5,
+        b'p' => 6,
+        _ => 7,
+    }
+}
+
+/// Nibble tables of the triggers' first three (folded) bytes: for the low and high nibble of
+/// the first, second and third byte, the buckets holding a trigger with that nibble there. A
+/// position whose six lookups share a bucket is a candidate; every trigger start is one, and
+/// the few others are dismissed by the trigger comparison.
+#[cfg_attr(
+    not(all(target_arch = "wasm32", target_feature = "simd128")),
+    allow(dead_code)
+)]
+pub(crate) const NIBBLES: [[u8; 16]; 6] = {
+    let mut t = [[0u8; 16]; 6];
+    let mut i = 0;
+    while i < TRIGGERS.len() {
+        let w = TRIGGERS[i].0.as_bytes();
+        let bit = 1u8 << bucket_of(w[0] | 0x20);
+        let mut k = 0;
+        while k < 3 {
+            let b = w[k] | 0x20;
+            t[2 * k][(b & 0x0F) as usize] |= bit;
+            t[2 * k + 1][(b >> 4) as usize] |= bit;
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The nibble-table test of one position's three folded bytes, as the vector code does it 16
+/// at a time.
+#[cfg(test)]
+fn nibble_candidate(bytes: [u8; 3]) -> bool {
+    let mut all = 0xFF;
+    for (k, b) in bytes.into_iter().enumerate() {
+        all &= NIBBLES[2 * k][usize::from(b & 0x0F)] & NIBBLES[2 * k + 1][usize::from(b >> 4)];
+    }
+    all != 0
+}
 
 /// Key names whose values are credentials. A key matches when it is one of these or ends with
 /// one after `_`, `-`, `.` or a camelCase hump (`access_token`, `X-Api-Key`, `clientSecret`).
@@ -133,6 +179,10 @@ const SENSITIVE_SUFFIXES: &[&[u8]] = &[
 ];
 
 const MIN_SK_BODY: usize = 20;
+/// A digit-free `sk-` key needs one mixed-case segment at least this long (kebab-case words
+/// are short and lower-case; random key material is neither).
+const MIN_SK_MIXED_SEGMENT: usize = 16;
+const MIN_SLACK_BODY: usize = 10;
 const MIN_BEARER: usize = 8;
 const MIN_GITHUB_BODY: usize = 30;
 const MIN_GITHUB_PAT_BODY: usize = 22;
@@ -146,10 +196,18 @@ fn fold_pair(a: u8, b: u8) -> u16 {
     u16::from_le_bytes([a, b]) | 0x2020
 }
 
-/// Trigger finder plus the rule index to report.
+/// Trigger finder plus the rule indices to report.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
-    /// One bit per folded byte pair that starts a trigger.
+    /// One bit per folded byte pair that starts a trigger (the scan where the target has no
+    /// 128-bit vectors, and the tests' reference).
+    #[cfg_attr(
+        any(
+            target_arch = "x86_64",
+            all(target_arch = "wasm32", target_feature = "simd128")
+        ),
+        allow(dead_code)
+    )]
     pairs: Box<[u64; 1024]>,
     /// Folded first pair of each trigger, parallel to `TRIGGERS`.
     firsts: Vec<u16>,
@@ -157,11 +215,14 @@ pub(crate) struct Keys {
     order: Vec<u8>,
     /// For each folded first byte, its group in `order` (start, end).
     by_first: Box<[(u8, u8); 256]>,
-    rule: u32,
+    /// The `api_key` rule, when enabled.
+    rule: Option<u32>,
+    /// The `private_key` rule, when enabled.
+    pem: Option<u32>,
 }
 
 impl Keys {
-    pub(crate) fn new(rule: u32) -> Keys {
+    pub(crate) fn new(rule: Option<u32>, pem: Option<u32>) -> Keys {
         let mut pairs = Box::new([0u64; 1024]);
         let mut firsts = Vec::with_capacity(TRIGGERS.len());
         for (word, _) in TRIGGERS {
@@ -186,6 +247,7 @@ impl Keys {
             order,
             by_first,
             rule,
+            pem,
         }
     }
 
@@ -208,117 +270,117 @@ impl Keys {
     }
 
     /// Whether the folded pair `k` starts a trigger.
+    #[cfg_attr(
+        any(
+            target_arch = "x86_64",
+            all(target_arch = "wasm32", target_feature = "simd128")
+        ),
+        allow(dead_code)
+    )]
     #[inline(always)]
     fn hit(&self, k: u16) -> bool {
         self.pairs[usize::from(k >> 6)] & (1 << (k & 63)) != 0
     }
 
-    /// Which of the (up to) 16 positions from `i` start a trigger pair, one bit each; `line`
-    /// holds at least 17 bytes and `i + 1 < line.len()`. Near the end, the last 17 bytes are
-    /// read and shifted, so bits past the last pair are 0.
-    #[cfg(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    ))]
+    /// The positions among the 64 of `line` from `base` that may start a trigger, one bit
+    /// each. Sixteen positions per step are tested in vector registers where the target has
+    /// them: natively (x86_64, whose baseline SSE2 has no byte shuffle) by comparing the byte
+    /// pair with every trigger's first pair, which is exact for pairs; in a wasm32 guest with
+    /// `simd128` by six nibble-table lookups (`i8x16.swizzle`) over the first three bytes,
+    /// whatever the number of triggers, which lets through a few other positions that the
+    /// trigger comparison then dismisses.
     #[inline(always)]
-    fn pair_window(&self, line: &[u8], i: usize) -> u32 {
-        if i + 17 <= line.len() {
-            crate::simd::pair_mask(&line[i..i + 17], &FIRST_PAIRS)
-        } else {
-            let start = line.len() - 17;
-            crate::simd::pair_mask(&line[start..], &FIRST_PAIRS) >> (i - start)
+    fn pair_block(&self, line: &[u8], base: usize) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            crate::blocks::block_of(line, base, 17, |bytes, at| {
+                crate::simd::pair_mask(&bytes[at..at + 17], &FIRST_PAIRS)
+            })
         }
-    }
-
-    /// The first position at or after `i` whose byte pair starts a trigger.
-    ///
-    /// Sixteen positions per step are compared with the trigger pairs in vector registers
-    /// where the target has them (x86_64; wasm32 with `simd128`); then eight per step, from
-    /// two overlapping 8-byte loads, with no branch until all eight are known. Few steps
-    /// matter most in a `wasm32` guest, which checks its deadline at every loop back-edge.
-    #[inline(always)]
-    fn next_hit(&self, line: &[u8], mut i: usize) -> Option<usize> {
-        const FOLD: u64 = 0x2020_2020_2020_2020;
-        #[cfg(any(
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            crate::blocks::block_of(line, base, 18, |bytes, at| {
+                crate::simd::nibble_triple_mask(&bytes[at..at + 18], &NIBBLES)
+            })
+        }
+        #[cfg(not(any(
             target_arch = "x86_64",
             all(target_arch = "wasm32", target_feature = "simd128")
-        ))]
-        if line.len() >= 17 {
-            // The first step outside the loop: most calls end there (see `next_digit`).
-            if i + 1 >= line.len() {
-                return None;
-            }
-            let m = self.pair_window(line, i);
-            if m != 0 {
-                return Some(i + m.trailing_zeros() as usize);
-            }
-            i += 16;
-            while i + 1 < line.len() {
-                let m = self.pair_window(line, i);
-                if m != 0 {
-                    return Some(i + m.trailing_zeros() as usize);
-                }
-                i += 16;
-            }
-            return None;
+        )))]
+        {
+            crate::blocks::scalar_block(base, line.len().saturating_sub(1), |at| {
+                self.hit(fold_pair(line[at], line[at + 1]))
+            })
         }
-        while i + 9 <= line.len() {
-            let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes")) | FOLD;
-            let n = u64::from_le_bytes(line[i + 1..i + 9].try_into().expect("8 bytes")) | FOLD;
-            let mut hits = 0u32;
-            for j in 0..8 {
-                let k = ((w >> (8 * j)) & 0xFF) as u16 | ((((n >> (8 * j)) & 0xFF) as u16) << 8);
-                hits |= u32::from(self.hit(k)) << j;
-            }
-            if hits != 0 {
-                return Some(i + hits.trailing_zeros() as usize);
-            }
-            i += 8;
-        }
-        while i + 1 < line.len() {
-            if self.hit(fold_pair(line[i], line[i + 1])) {
-                return Some(i);
-            }
-            i += 1;
-        }
-        None
     }
 
-    /// Pushes a span for every credential in `line`.
-    pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
+    /// Pushes a span for every credential and private-key block in `line`; true when the
+    /// last block is still open at the end of the line.
+    pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) -> bool {
+        let mut open = false;
         let mut i = 0;
-        while let Some(p) = self.next_hit(line, i) {
-            i = p;
-            let k = fold_pair(line[i], line[i + 1]);
-            let found = self
-                .trigger_at(line, i, k)
-                .and_then(|(he, trigger)| match trigger {
-                    Trigger::Bearer => bearer(line, i, he),
-                    Trigger::Sk => sk_key(line, i, he),
-                    Trigger::Aws => aws(line, i),
-                    Trigger::Github => github(line, i, he, MIN_GITHUB_BODY, ALNUM),
-                    Trigger::GithubPat => github(line, i, he, MIN_GITHUB_PAT_BODY, IDENT),
-                    Trigger::Jwt => jwt(line, i),
-                    Trigger::KeyValue => key_value(line, i, he),
-                });
-            match found {
-                Some((start, end)) => {
-                    out.push(Span {
-                        start,
-                        end,
-                        rule: self.rule,
-                    });
-                    i = end.max(i + 1);
-                }
-                None => i += 1,
+        let block = |base| self.pair_block(line, base);
+        let mut scan = BitScan::new();
+        while let Some(p) = scan.next_set(i, line.len(), block) {
+            i = self.at_hit(line, p, out, &mut open);
+        }
+        open
+    }
+
+    /// Decides the trigger pair at `i`: pushes a span when a credential or private key starts
+    /// there, and returns where the scan goes on. Kept out of the scan loop, which then stays
+    /// small (in a `wasm32` guest, small enough for its values to stay in registers).
+    #[inline(never)]
+    fn at_hit(&self, line: &[u8], i: usize, out: &mut Vec<Span>, open: &mut bool) -> usize {
+        let k = fold_pair(line[i], line[i + 1]);
+        let Some((he, trigger)) = self.trigger_at(line, i, k) else {
+            return i + 1;
+        };
+        if trigger == Trigger::PrivateKey {
+            if let Some(rule) = self.pem
+                && let Some((span, still_open)) = crate::pem::block_at(line, i, rule)
+            {
+                out.push(span);
+                *open = still_open;
+                return span.end.max(i + 1);
             }
+            return i + 1;
+        }
+        let Some(rule) = self.rule else {
+            return i + 1;
+        };
+        let found = match trigger {
+            Trigger::Bearer => bearer(line, i, he),
+            Trigger::Sk => sk_key(line, i, he),
+            Trigger::Aws => aws(line, i),
+            Trigger::Github => github(line, i, he, MIN_GITHUB_BODY, ALNUM),
+            Trigger::GithubPat => github(line, i, he, MIN_GITHUB_PAT_BODY, IDENT),
+            Trigger::Jwt => jwt(line, i),
+            Trigger::KeyValue => key_value(line, i, he),
+            Trigger::Slack => slack(line, i, he),
+            Trigger::UrlCredentials => url_password(line, i, he),
+            Trigger::Basic => basic(line, i, he),
+            Trigger::PrivateKey => None,
+        };
+        match found {
+            Some((start, end)) => {
+                out.push(Span { start, end, rule });
+                end.max(i + 1)
+            }
+            None => i + 1,
         }
     }
 }
 
 /// True when a key (query parameter, header, JSON or YAML key) names a credential.
 pub(crate) fn sensitive_key(key: &[u8]) -> bool {
-    SENSITIVE_SUFFIXES.iter().any(|suffix| {
+    suffix_key(key, SENSITIVE_SUFFIXES)
+}
+
+/// True when `key` is one of `names` or ends with one after `_`, `-`, `.` or a camelCase
+/// hump, ignoring ASCII case (`access_token`, `X-Api-Key`, `clientSecret`).
+pub(crate) fn suffix_key(key: &[u8], names: &[&[u8]]) -> bool {
+    names.iter().any(|suffix| {
         let Some(cut) = key.len().checked_sub(suffix.len()) else {
             return false;
         };
@@ -372,7 +434,8 @@ fn bearer(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
 }
 
 /// `sk-...`, `sk-live-...`, `sk-proj-...`, `sk_live_...`: at least 20 key characters after
-/// `sk-`, including a digit (so `sk-` in prose or kebab-case names does not match).
+/// `sk-`, including a digit or a long mixed-case segment (so `sk-` in prose or kebab-case
+/// names does not match).
 fn sk_key(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
     let prev = before(line, hs, 1);
     if is_word(prev) || prev == b'-' || !line[hs..hs + 2].eq_ignore_ascii_case(b"sk") {
@@ -384,7 +447,95 @@ fn sk_key(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
     let body_start = hs + 3;
     let end = run_end(line, body_start, IDENT);
     let body = &line[body_start..end];
-    (body.len() >= MIN_SK_BODY && body.iter().any(|&b| is(b, DIGIT))).then_some((hs, end))
+    let random = body.iter().any(|&b| is(b, DIGIT))
+        || body.split(|&b| b == b'-' || b == b'_').any(|seg| {
+            seg.len() >= MIN_SK_MIXED_SEGMENT
+                && seg.iter().any(u8::is_ascii_uppercase)
+                && seg.iter().any(u8::is_ascii_lowercase)
+        });
+    (body.len() >= MIN_SK_BODY && random).then_some((hs, end))
+}
+
+/// Slack tokens: `xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`, `xoxo-`, `xoxe-` and 10+ more
+/// of `[A-Za-z0-9-]`, including a digit.
+fn slack(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    if &line[hs..he] != b"xox"
+        || is(before(line, hs, 1), ALNUM)
+        || !matches!(at(line, he), b'a' | b'b' | b'e' | b'o' | b'p' | b'r' | b's')
+        || at(line, he + 1) != b'-'
+    {
+        return None;
+    }
+    let body = he + 2;
+    let end = run_end(line, body, IDENT);
+    let ok = end - body >= MIN_SLACK_BODY
+        && line[body..end].iter().any(u8::is_ascii_digit)
+        && !is_word(at(line, end));
+    ok.then_some((hs, end))
+}
+
+/// The password of a URL's user information, `scheme://user:password@host`: the password only,
+/// so the scheme, user and host stay readable. The last `@` before the host ends it, so a
+/// password holding a raw `@` is covered whole.
+fn url_password(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    let mut ss = hs;
+    while ss > 0
+        && (line[ss - 1].is_ascii_alphanumeric() || matches!(line[ss - 1], b'+' | b'.' | b'-'))
+    {
+        ss -= 1;
+    }
+    if ss == hs || !line[ss].is_ascii_alphabetic() {
+        return None;
+    }
+    let auth_end = line[he..]
+        .iter()
+        .position(|&b| {
+            b.is_ascii_whitespace()
+                || b.is_ascii_control()
+                || matches!(
+                    b,
+                    b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`' | b'?' | b'#'
+                )
+        })
+        .map_or(line.len(), |p| he + p);
+    let auth = &line[he..auth_end];
+    let last_at = memchr::memrchr(b'@', auth)? + he;
+    let colon = memchr::memchr(b':', &line[he..last_at])? + he;
+    let password = &line[colon + 1..last_at];
+    (is_secret_value(password) && last_at + 1 < auth_end).then_some((colon + 1, last_at))
+}
+
+/// HTTP `Basic` credentials: the base64 token after the scheme word, when it decodes to
+/// printable `user:password`.
+fn basic(line: &[u8], hs: usize, he: usize) -> Option<(usize, usize)> {
+    use base64::Engine as _;
+    const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    if is_word(before(line, hs, 1)) {
+        return None;
+    }
+    let t = skip_blanks(line, he);
+    if t == he {
+        return None;
+    }
+    let mut end = t;
+    while end < line.len()
+        && (line[end].is_ascii_alphanumeric() || matches!(line[end], b'+' | b'/'))
+    {
+        end += 1;
+    }
+    while at(line, end) == b'=' {
+        end += 1;
+    }
+    if end - t < 4 || is_word(at(line, end)) {
+        return None;
+    }
+    let decoded = B64.decode(&line[t..end]).ok()?;
+    let printable = decoded.iter().all(|&b| b >= 0x20 && b != 0x7F);
+    (printable && decoded.contains(&b':')).then_some((t, end))
 }
 
 /// AWS access key ids: `AKIA` or `ASIA` and exactly 16 upper-case letters or digits.
@@ -547,13 +698,13 @@ mod tests {
 
     fn keys(s: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        Keys::new(0).find(s.as_bytes(), &mut out);
+        Keys::new(Some(0), Some(1)).find(s.as_bytes(), &mut out);
         out.iter().map(|sp| &s[sp.start..sp.end]).collect()
     }
 
     #[test]
     fn first_pairs_are_the_bitset() {
-        let k = Keys::new(0);
+        let k = Keys::new(Some(0), None);
         let mut from_bits = Vec::new();
         for pair in 0..=u16::MAX {
             if k.hit(pair) {
@@ -569,12 +720,41 @@ mod tests {
     }
 
     #[test]
-    fn next_hit_matches_a_byte_by_byte_scan() {
-        let k = Keys::new(0);
+    fn nibble_tables_pass_every_trigger_and_few_others() {
+        for (word, _) in TRIGGERS {
+            let w = word.as_bytes();
+            let folded = [w[0] | 0x20, w[1] | 0x20, w[2] | 0x20];
+            assert!(nibble_candidate(folded), "{word}");
+            let upper = word.to_ascii_uppercase();
+            let u = upper.as_bytes();
+            assert!(
+                nibble_candidate([u[0] | 0x20, u[1] | 0x20, u[2] | 0x20]),
+                "{word}"
+            );
+        }
+        // Over ordinary log text, candidates that start no trigger stay rare.
+        let text = b"2024-05-01T12:34:56.789Z INFO [http] GET /api/v1/orders/8812 status=200 \
+            duration_ms=15 request_id=550e8400-e29b-41d4 client=10.0.0.1 ua=\"Mozilla/5.0\" \
+            retrying upstream in 250ms (attempt 2/5) cache hit ratio 0.93 keys=1200 all values \
+            user 42 session=ab12 total=$12.50 [payments] upstream timeout tokenizer=v2";
+        let k = Keys::new(Some(0), None);
+        let mut extra = 0;
+        for (i, w) in text.windows(3).enumerate() {
+            let starts = k.trigger_at(text, i, fold_pair(w[0], w[1])).is_some();
+            let candidate = nibble_candidate([w[0] | 0x20, w[1] | 0x20, w[2] | 0x20]);
+            assert!(!starts || candidate, "{i}");
+            extra += usize::from(candidate && !starts);
+        }
+        assert!(extra * 100 < text.len(), "{extra} false candidates");
+    }
+
+    #[test]
+    fn pair_blocks_match_a_byte_by_byte_scan() {
+        let k = Keys::new(Some(0), None);
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let alphabet = b"abeghijkoprstyABEGKS-_ 09=:\"";
-        for len in 0..70usize {
-            for _ in 0..40 {
+        let alphabet = b"abeghijkoprstxyABEGKS-_ 09=:/\"";
+        for len in 0..150usize {
+            for _ in 0..20 {
                 let line: Vec<u8> = (0..len)
                     .map(|_| {
                         state ^= state << 13;
@@ -583,10 +763,12 @@ mod tests {
                         alphabet[(state % alphabet.len() as u64) as usize]
                     })
                     .collect();
+                let block = |base| k.pair_block(&line, base);
                 for from in 0..=len {
                     let naive = (from..len.saturating_sub(1))
                         .find(|&i| k.hit(fold_pair(line[i], line[i + 1])));
-                    assert_eq!(k.next_hit(&line, from), naive, "{:?} from {from}", line);
+                    let got = BitScan::new().next_set(from, len, block);
+                    assert_eq!(got, naive, "{:?} from {from}", line);
                 }
             }
         }

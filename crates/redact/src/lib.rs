@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod blocks;
 mod chars;
 mod config;
 mod counts;
@@ -34,6 +35,7 @@ mod keys;
 mod literals;
 pub mod luhn;
 mod numeric;
+mod pem;
 mod rules;
 mod simd;
 mod stream;

@@ -24,28 +24,68 @@ impl Numeric {
     }
 
     /// Pushes spans for every enabled digit-based rule.
+    ///
+    /// Digit runs are found 64 bytes at a time from bit masks, and most are dismissed there
+    /// in bulk: unless IPv4 addresses are wanted, a run of one or two digits can only start a
+    /// format after `+` or `(`, or as the `1` of `1-800-…`. The few runs left are checked by
+    /// length, and the rest of the work is a call made for those that pass; the loop stays
+    /// small, so in a `wasm32` guest its values stay in registers.
     pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
-        let mut i = 0;
-        while let Some(start) = next_digit(line, i) {
-            let end = digits_end(line, start + 1);
-            self.at_run(line, start, end, out);
-            i = end;
+        let len = line.len();
+        let every_run = self.ipv4.is_some();
+        let mut base = 0;
+        // Whether the byte before this block is a digit, and whether it is `+` or `(`.
+        let mut prev_digit = false;
+        let mut prev_opening = false;
+        while base < len {
+            let digits = digit_block(line, base);
+            if digits != 0 {
+                let starts = digits & !((digits << 1) | u64::from(prev_digit));
+                let mut candidates = if every_run {
+                    starts
+                } else {
+                    let specials = special_block(line, base);
+                    let after_opening = ((specials & !digits) << 1) | u64::from(prev_opening);
+                    // Bits past the block are unknown: taken as digits for "3 or more", as
+                    // non-digits for "a single 1", so that no run is dismissed wrongly.
+                    let three = ((digits >> 1) | 1 << 63) & ((digits >> 2) | 3 << 62);
+                    let single_one = specials & digits & !(digits >> 1);
+                    starts & (three | after_opening | single_one)
+                };
+                while candidates != 0 {
+                    let s = base + candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
+                    let e = run_end_from(line, base, digits, s + 1);
+                    if self.may_start(line, s, e) {
+                        self.at_run(line, s, e, out);
+                    }
+                }
+            }
+            let last = base + 63;
+            prev_digit = digits >> 63 == 1;
+            prev_opening = last < len && matches!(line[last], b'+' | b'(');
+            base += 64;
         }
     }
 
-    fn at_run(&self, line: &[u8], s: usize, e: usize, out: &mut Vec<Span>) {
-        let prev = before(line, s, 1);
+    /// Whether the digit run `line[s..e]` can start any format. Most runs (timestamp fields,
+    /// counters, durations) cannot: they are ruled out by length and the byte before, read
+    /// raw (`before` also turns escape letters into blanks, which changes neither test).
+    #[inline(always)]
+    fn may_start(&self, line: &[u8], s: usize, e: usize) -> bool {
         let len = e - s;
-        // Most runs (timestamp fields, counters, durations) cannot start any format: rule them
-        // out by length before looking at their surroundings.
-        if prev != b'+'
-            && prev != b'('
-            && !matches!(len, 3 | 4 | 13..=19)
-            && !(len == 1 && line[s] == b'1')
-            && !(self.ipv4.is_some() && len <= 3)
-        {
-            return;
-        }
+        let raw_prev = if s > 0 { line[s - 1] } else { b' ' };
+        raw_prev == b'+'
+            || raw_prev == b'('
+            || matches!(len, 3 | 4 | 13..=19)
+            || (len == 1 && line[s] == b'1')
+            || (self.ipv4.is_some() && len <= 3)
+    }
+
+    #[inline(never)]
+    fn at_run(&self, line: &[u8], s: usize, e: usize, out: &mut Vec<Span>) {
+        let len = e - s;
+        let prev = before(line, s, 1);
         let prev2 = before(line, s, 2);
         if prev == b'+' {
             if let Some(rule) = self.phone
@@ -131,128 +171,70 @@ impl Numeric {
     }
 }
 
-/// Which of the (up to) 16 bytes from `i` are ASCII digits, one bit per byte; `line` holds at
-/// least 16 bytes and `i < line.len()`. Near the end, the last 16 bytes of the line are read
-/// and shifted, so bits past the end are 0.
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
+/// The digits among the 64 bytes of `line` from `base`, one bit each (0 past the end).
 #[inline(always)]
-fn digit_window(line: &[u8], i: usize) -> u32 {
-    if i + 16 <= line.len() {
-        crate::simd::digit_mask(&line[i..i + 16])
-    } else {
-        let start = line.len() - 16;
-        crate::simd::digit_mask(&line[start..]) >> (i - start)
-    }
-}
-
-/// Position of the first ASCII digit at or after `from`: sixteen bytes per step where the
-/// target has 128-bit vectors (x86_64; wasm32 with `simd128`), eight otherwise. The first step
-/// is outside the loop: most calls end there, and a `wasm32` guest pays a deadline check for
-/// every loop it enters.
-#[inline]
-fn next_digit(line: &[u8], from: usize) -> Option<usize> {
+fn digit_block(line: &[u8], base: usize) -> u64 {
     #[cfg(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     ))]
-    if line.len() >= 16 {
-        let mut i = from;
-        if i >= line.len() {
-            return None;
-        }
-        let m = digit_window(line, i);
-        if m != 0 {
-            return Some(i + m.trailing_zeros() as usize);
-        }
-        i += 16;
-        while i < line.len() {
-            let m = digit_window(line, i);
-            if m != 0 {
-                return Some(i + m.trailing_zeros() as usize);
-            }
-            i += 16;
-        }
-        return None;
+    {
+        crate::blocks::block_of(line, base, 16, |bytes, at| {
+            crate::simd::digit_mask(&bytes[at..at + 16])
+        })
     }
-    next_digit_swar(line, from)
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        crate::blocks::scalar_block(base, line.len(), |at| line[at].is_ascii_digit())
+    }
 }
 
-/// End of the run of ASCII digits starting at `from`: like `run_end(line, from, DIGIT)`, but
-/// sixteen (or eight) bytes per step, so the common short run takes one step.
-#[inline]
-fn digits_end(line: &[u8], from: usize) -> usize {
+/// The bytes `+`, `(` and `1` among the 64 bytes of `line` from `base`, one bit each.
+#[inline(always)]
+fn special_block(line: &[u8], base: usize) -> u64 {
     #[cfg(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     ))]
-    if line.len() >= 16 {
-        let mut i = from;
-        if i >= line.len() {
-            return line.len();
-        }
-        let m = !digit_window(line, i) & 0xFFFF;
-        if m != 0 {
-            return (i + m.trailing_zeros() as usize).min(line.len());
-        }
-        i += 16;
-        while i < line.len() {
-            let m = !digit_window(line, i) & 0xFFFF;
-            if m != 0 {
-                return (i + m.trailing_zeros() as usize).min(line.len());
-            }
-            i += 16;
-        }
-        return line.len();
+    {
+        crate::blocks::block_of(line, base, 16, |bytes, at| {
+            crate::simd::any_of3(&bytes[at..at + 16], [b'+', b'(', b'1'])
+        })
     }
-    digits_end_swar(line, from)
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        crate::blocks::scalar_block(base, line.len(), |at| {
+            matches!(line[at], b'+' | b'(' | b'1')
+        })
+    }
 }
 
-/// Position of the first ASCII digit at or after `from`.
-///
-/// Scans eight bytes per step with plain 64-bit arithmetic (fast natively and in `wasm32`,
-/// where 64-bit integers are native): for each byte `x = b ^ b'0'`, a digit is one with
-/// `x < 10` and the top bit clear.
-#[inline]
-fn next_digit_swar(line: &[u8], from: usize) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while i + 8 <= line.len() {
-        let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes"));
-        let x = w ^ (LO * u64::from(b'0'));
-        let ge10 = (x | HI).wrapping_sub(LO * 10) & HI;
-        let digits = !ge10 & !x & HI;
-        if digits != 0 {
-            return Some(i + (digits.trailing_zeros() / 8) as usize);
+/// End of the digit run that goes on at `from`, given the digit mask of the block at `base`
+/// (which holds `from - 1`): in that block when it ends there, else block by block.
+#[inline(always)]
+fn run_end_from(line: &[u8], base: usize, digits: u64, from: usize) -> usize {
+    let rel = from - base;
+    if rel < 64 {
+        let rest = !digits & (!0u64 << rel);
+        if rest != 0 {
+            return (base + rest.trailing_zeros() as usize).min(line.len());
         }
-        i += 8;
     }
-    line[i.min(line.len())..]
-        .iter()
-        .position(u8::is_ascii_digit)
-        .map(|p| i + p)
-}
-
-/// End of the run of ASCII digits starting at `from`, eight bytes per step.
-#[inline]
-fn digits_end_swar(line: &[u8], from: usize) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while i + 8 <= line.len() {
-        let w = u64::from_le_bytes(line[i..i + 8].try_into().expect("8 bytes"));
-        let x = w ^ (LO * u64::from(b'0'));
-        let ge10 = (x | HI).wrapping_sub(LO * 10) & HI;
-        let not_digits = (ge10 | x) & HI;
-        if not_digits != 0 {
-            return i + (not_digits.trailing_zeros() / 8) as usize;
+    let mut b = base + 64;
+    while b < line.len() {
+        let rest = !digit_block(line, b);
+        if rest != 0 {
+            return (b + rest.trailing_zeros() as usize).min(line.len());
         }
-        i += 8;
+        b += 64;
     }
-    run_end(line, i, DIGIT)
+    line.len()
 }
 
 /// True when a standalone number (digits not glued to a word, like `12` but not `af8`) ends
@@ -304,6 +286,12 @@ fn ssn(line: &[u8], s: usize) -> Option<usize> {
 /// Card numbers written in groups: `4-4-4-4` (last group 1-4 digits, 4-5 groups) or the
 /// Amex/Diners `4-6-5` / `4-6-4` layouts, with one consistent separator.
 fn grouped_card(line: &[u8], s: usize, sep: u8) -> Option<usize> {
+    // Every layout has a second group of 4 or 6 digits: the many numbers shaped like a first
+    // group (the year of a date, a time) are ruled out here.
+    let second = run_end(line, s + 5, DIGIT) - (s + 5).min(line.len());
+    if second != 4 && second != 6 {
+        return None;
+    }
     let mut digits = [0u8; 19];
     let mut count = 0;
     let mut groups = [0usize; 5];
@@ -482,31 +470,88 @@ mod tests {
             .collect()
     }
 
+    /// Every digit run, one by one: what `find` does before its bulk dismissal.
+    fn find_visiting_every_run(n: &Numeric, line: &[u8]) -> Vec<Span> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < line.len() {
+            if !line[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let e = run_end(line, i, DIGIT);
+            if n.may_start(line, i, e) {
+                n.at_run(line, i, e, &mut out);
+            }
+            i = e;
+        }
+        out
+    }
+
     #[test]
-    fn digits_end_matches_run_end() {
-        let mut text: Vec<u8> = (0u8..=255).collect();
-        text.extend_from_slice(b"12345678901234567890x1 22 333-4444/55555555");
-        for from in 0..=text.len() {
-            let want = run_end(&text, from, DIGIT);
-            assert_eq!(digits_end(&text, from), want, "from {from}");
-            assert_eq!(digits_end_swar(&text, from), want, "from {from}");
+    fn bulk_dismissal_keeps_every_match() {
+        let default = Numeric { ipv4: None, ..ALL };
+        let parts: &[&str] = &[
+            "1",
+            "12",
+            "415",
+            "4111",
+            "555",
+            "2671",
+            "078",
+            "05",
+            "1120",
+            "6789",
+            "+",
+            "(",
+            ")",
+            " ",
+            "-",
+            ".",
+            "a",
+            "x",
+            "1111111111111111",
+            "4111111111111111",
+            "192.168.0.1",
+            "+1 ",
+            "1-800-555-0199",
+            "(415) 555-2671",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..3000 {
+            let mut line = String::new();
+            let n = 1 + state % 60;
+            for _ in 0..n {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                line.push_str(parts[(state % parts.len() as u64) as usize]);
+            }
+            for n in [&default, &ALL] {
+                let mut got = Vec::new();
+                n.find(line.as_bytes(), &mut got);
+                assert_eq!(got, find_visiting_every_run(n, line.as_bytes()), "{line}");
+            }
         }
     }
 
     #[test]
-    fn next_digit_matches_naive() {
-        let mut text: Vec<u8> = (0u8..=255).collect();
-        text.extend_from_slice(b"abc/:;xyz 9 and tail 7");
-        for from in 0..text.len() {
-            let naive = text[from..]
-                .iter()
-                .position(u8::is_ascii_digit)
-                .map(|p| from + p);
-            assert_eq!(next_digit(&text, from), naive, "from {from}");
-            assert_eq!(next_digit_swar(&text, from), naive, "from {from}");
+    fn digit_blocks_match_a_byte_by_byte_scan() {
+        for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 100, 128, 200, 300] {
+            let text: Vec<u8> = (0..len)
+                .map(|i| {
+                    if (i * 7 + i / 5) % 3 == 0 {
+                        b'0' + (i % 10) as u8
+                    } else {
+                        b'a' + (i % 26) as u8
+                    }
+                })
+                .collect();
+            for base in (0..len.max(1)).step_by(64) {
+                let want = crate::blocks::scalar_block(base, len, |i| text[i].is_ascii_digit());
+                assert_eq!(digit_block(&text, base), want, "len {len} base {base}");
+            }
         }
-        assert_eq!(next_digit(b"", 0), None);
-        assert_eq!(next_digit(b"abcdefghijklmnop", 3), None);
     }
 
     #[test]

@@ -21,8 +21,11 @@ pub enum Builtin {
     CreditCard,
     /// E.164 and common national/international phone number formats.
     Phone,
-    /// Credentials: bearer tokens, `sk-` keys, `key=value` secrets, AWS key ids, GitHub tokens, JWTs.
+    /// Credentials: bearer tokens, `sk-` keys, `key=value` secrets, AWS key ids, GitHub and
+    /// Slack tokens, JWTs, passwords in URLs, HTTP `Basic` credentials.
     ApiKey,
+    /// PEM private-key blocks (`-----BEGIN … PRIVATE KEY-----` to its `END` line).
+    PrivateKey,
     /// IPv4 addresses (off by default: often operationally useful).
     Ipv4,
     /// IPv6 addresses (off by default).
@@ -31,22 +34,24 @@ pub enum Builtin {
 
 impl Builtin {
     /// Every built-in rule, in priority order (used to break exact ties).
-    pub const ALL: [Builtin; 7] = [
+    pub const ALL: [Builtin; 8] = [
         Builtin::Email,
         Builtin::Ssn,
         Builtin::CreditCard,
         Builtin::Phone,
         Builtin::ApiKey,
+        Builtin::PrivateKey,
         Builtin::Ipv4,
         Builtin::Ipv6,
     ];
     /// The rules enabled when a configuration does not list any.
-    pub const DEFAULT: [Builtin; 5] = [
+    pub const DEFAULT: [Builtin; 6] = [
         Builtin::Email,
         Builtin::Ssn,
         Builtin::CreditCard,
         Builtin::Phone,
         Builtin::ApiKey,
+        Builtin::PrivateKey,
     ];
 
     /// Stable name used in manifests and in [`Counts`](crate::Counts).
@@ -57,6 +62,7 @@ impl Builtin {
             Builtin::CreditCard => "credit_card",
             Builtin::Phone => "phone",
             Builtin::ApiKey => "api_key",
+            Builtin::PrivateKey => "private_key",
             Builtin::Ipv4 => "ipv4",
             Builtin::Ipv6 => "ipv6",
         }
@@ -70,6 +76,7 @@ impl Builtin {
             Builtin::CreditCard => "[CC_REDACTED]",
             Builtin::Phone => "[PHONE_REDACTED]",
             Builtin::ApiKey => "[API_KEY_REDACTED]",
+            Builtin::PrivateKey => "[PRIVATE_KEY_REDACTED]",
             Builtin::Ipv4 => "[IPV4_REDACTED]",
             Builtin::Ipv6 => "[IPV6_REDACTED]",
         }
@@ -121,8 +128,9 @@ impl Rule {
 
     /// A custom rule from a manifest: `pattern` is a regular expression (Rust `regex` syntax,
     /// no look-around). Fails with a message naming the rule when the name is reserved or
-    /// malformed, the pattern does not compile or matches the empty string, or the
-    /// replacement contains control characters.
+    /// malformed, the pattern does not compile, matches the empty string or cannot match
+    /// within one line (logs are redacted line by line), or the replacement contains control
+    /// characters.
     pub fn custom(name: &str, pattern: &str, replacement: &str) -> Result<Rule, Error> {
         validate_name(name)?;
         validate_replacement(name, replacement)?;
@@ -133,6 +141,12 @@ impl Rule {
         if regex.is_match(b"") {
             return Err(Error::EmptyMatch {
                 name: name.to_owned(),
+            });
+        }
+        if let Err(reason) = matches_within_a_line(pattern) {
+            return Err(Error::MultiLinePattern {
+                name: name.to_owned(),
+                reason,
             });
         }
         Ok(Rule {
@@ -214,6 +228,83 @@ pub(crate) fn default_replacement(name: &str) -> String {
     format!("[{upper}_REDACTED]")
 }
 
+/// Checks that a pattern can match text without a line break, the only text a line stream
+/// shows it: it must not turn on `(?s)` (which only matters across lines), and at least one
+/// of its matches must be free of `\n`.
+fn matches_within_a_line(pattern: &str) -> Result<(), &'static str> {
+    use regex_syntax::ast::{Ast, Flag, FlagsItemKind, GroupKind};
+
+    fn sets_dot_all(ast: &Ast) -> bool {
+        let flags_on = |items: &[regex_syntax::ast::FlagsItem]| {
+            let mut negated = false;
+            let mut on = false;
+            for it in items {
+                match it.kind {
+                    FlagsItemKind::Negation => negated = true,
+                    FlagsItemKind::Flag(Flag::DotMatchesNewLine) => on = !negated,
+                    FlagsItemKind::Flag(_) => {}
+                }
+            }
+            on
+        };
+        match ast {
+            Ast::Flags(f) => flags_on(&f.flags.items),
+            Ast::Group(g) => {
+                matches!(&g.kind, GroupKind::NonCapturing(f) if flags_on(&f.items))
+                    || sets_dot_all(&g.ast)
+            }
+            Ast::Repetition(r) => sets_dot_all(&r.ast),
+            Ast::Alternation(a) => a.asts.iter().any(sets_dot_all),
+            Ast::Concat(c) => c.asts.iter().any(sets_dot_all),
+            _ => false,
+        }
+    }
+
+    /// True when some string without `\n` matches `hir` (look-arounds taken as satisfiable).
+    fn newline_free(hir: &regex_syntax::hir::Hir) -> bool {
+        use regex_syntax::hir::{Class, HirKind};
+        match hir.kind() {
+            HirKind::Empty | HirKind::Look(_) => true,
+            HirKind::Literal(lit) => !lit.0.contains(&b'\n'),
+            HirKind::Class(Class::Unicode(c)) => c
+                .ranges()
+                .iter()
+                .any(|r| !(r.start() == '\n' && r.end() == '\n')),
+            HirKind::Class(Class::Bytes(c)) => c
+                .ranges()
+                .iter()
+                .any(|r| !(r.start() == b'\n' && r.end() == b'\n')),
+            HirKind::Repetition(r) => r.min == 0 || newline_free(&r.sub),
+            HirKind::Capture(c) => newline_free(&c.sub),
+            HirKind::Concat(v) => v.iter().all(newline_free),
+            HirKind::Alternation(v) => v.iter().any(newline_free),
+        }
+    }
+
+    // The pattern compiled already, so these parsers accept it; should one not, the regex
+    // engine's own checks stand.
+    if let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(pattern)
+        && sets_dot_all(&ast)
+    {
+        return Err(
+            "`(?s)` makes `.` match line breaks, but logs are redacted one line at a time; \
+             remove the flag and match within a line",
+        );
+    }
+    if let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        && !newline_free(&hir)
+    {
+        return Err(
+            "every match of the pattern holds a line break, but logs are redacted one line \
+             at a time; match within a line",
+        );
+    }
+    Ok(())
+}
+
 fn validate_name(name: &str) -> Result<(), Error> {
     let fail = |reason| {
         Err(Error::InvalidName {
@@ -288,6 +379,31 @@ mod tests {
             Rule::custom("nl", "x", "a\nb"),
             Err(Error::InvalidReplacement { .. })
         ));
+        for multi in [
+            "(?s)BEGIN.*END",
+            "a(?s:.)b",
+            "(?is)x.y",
+            "first\\nsecond",
+            "a[\\n]b",
+            "(?:x\\n|y\\r\\n)z",
+        ] {
+            assert!(
+                matches!(
+                    Rule::custom("ml", multi, "[X]"),
+                    Err(Error::MultiLinePattern { .. })
+                ),
+                "{multi}"
+            );
+        }
+        for fine in [
+            "(?-s)a.b",
+            "(?i)abc",
+            "a\\s+b",
+            "x(?:\\n)?y",
+            "[^x]+\\n|tail",
+        ] {
+            assert!(Rule::custom("ok", fine, "[X]").is_ok(), "{fine}");
+        }
         let r = Rule::custom("emp_id", "EMP-[0-9]{6}", "[EMP]").unwrap();
         assert_eq!(r.name(), "emp_id");
         assert_eq!(r.pattern(), Some("EMP-[0-9]{6}"));

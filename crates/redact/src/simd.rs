@@ -1,7 +1,7 @@
 //! The few scans that use 128-bit vectors where every build of the target has them: x86_64
 //! (SSE2 is baseline) and wasm32 built with `simd128` (the `redact` plugin is). Each returns
-//! one bit per byte of a 16-byte window; callers fall back to 64-bit scalar code elsewhere and
-//! for the last bytes of a line.
+//! one bit per byte of a 16-byte window; callers fall back to scalar code elsewhere and for
+//! lines shorter than a window.
 
 /// Runs `body` for `k` in `0..n` (`n` at most 32) as straight-line code. A loop here would stay
 /// a loop in `wasm32` (LLVM does not unroll it for that target), paying a deadline check and
@@ -30,7 +30,8 @@ use core::arch::x86_64::{
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 use core::arch::wasm32::{
-    u8x16_bitmask, u8x16_eq, u8x16_min, u8x16_splat, u8x16_sub, v128, v128_and, v128_load, v128_or,
+    u8x16_bitmask, u8x16_eq, u8x16_min, u8x16_shr, u8x16_splat, u8x16_sub, u8x16_swizzle, v128_and,
+    v128_load, v128_or,
 };
 
 /// Bit `i` set when `chunk[i]` is an ASCII digit, for the first 16 bytes of `chunk`.
@@ -61,6 +62,37 @@ pub(crate) fn digit_mask(chunk: &[u8]) -> u32 {
     u32::from(u8x16_bitmask(u8x16_eq(u8x16_min(x, u8x16_splat(9)), x)))
 }
 
+/// Bit `i` set when `chunk[i]` is one of the three bytes `set`, for the first 16 bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn any_of3(chunk: &[u8], set: [u8; 3]) -> u32 {
+    assert!(chunk.len() >= 16);
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load reads 16 bytes the
+    // slice holds.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let eq = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+        _mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(eq(set[0]), eq(set[1])),
+            eq(set[2]),
+        )) as u32
+    }
+}
+
+/// Bit `i` set when `chunk[i]` is one of the three bytes `set`, for the first 16 bytes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn any_of3(chunk: &[u8], set: [u8; 3]) -> u32 {
+    assert!(chunk.len() >= 16);
+    // SAFETY: the load reads 16 bytes the slice holds; `v128_load` needs no alignment.
+    let v = unsafe { v128_load(chunk.as_ptr().cast()) };
+    let eq = |b: u8| u8x16_eq(v, u8x16_splat(b));
+    u32::from(u8x16_bitmask(v128_or(
+        v128_or(eq(set[0]), eq(set[1])),
+        eq(set[2]),
+    )))
+}
+
 /// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in (ASCII letters
 /// lower-cased), equal one of `pairs`, for `i` in `0..16`. `chunk` holds at least 17 bytes.
 #[cfg(target_arch = "x86_64")]
@@ -86,26 +118,35 @@ pub(crate) fn pair_mask<const N: usize>(chunk: &[u8], pairs: &[(u8, u8); N]) -> 
     }
 }
 
-/// Bit `i` set when bytes `i` and `i + 1` of `chunk`, with `0x20` or-ed in (ASCII letters
-/// lower-cased), equal one of `pairs`, for `i` in `0..16`. `chunk` holds at least 17 bytes.
+/// Bit `i` set when bytes `i`, `i + 1` and `i + 2` of `chunk`, with `0x20` or-ed in, may start
+/// one of the words described by `tables` (low and high nibble of the first byte, then of the
+/// second and third: each maps a nibble to the buckets of the words having it; a position is
+/// a candidate when its six lookups share a bucket), for `i` in `0..16`. `chunk` holds at
+/// least 18 bytes. Six `i8x16.swizzle` lookups test every word at once.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-pub(crate) fn pair_mask<const N: usize>(chunk: &[u8], pairs: &[(u8, u8); N]) -> u32 {
-    assert!(chunk.len() >= 17);
+pub(crate) fn nibble_triple_mask(chunk: &[u8], tables: &[[u8; 16]; 6]) -> u32 {
+    assert!(chunk.len() >= 18);
     let fold = u8x16_splat(0x20);
-    // SAFETY: both loads read 16 bytes the slice holds (offsets 0 and 1 of at least 17);
-    // `v128_load` needs no alignment.
-    let (a, b) = unsafe {
-        (
-            v128_or(v128_load(chunk.as_ptr().cast()), fold),
-            v128_or(v128_load(chunk.as_ptr().add(1).cast()), fold),
-        )
-    };
-    let mut hits: v128 = u8x16_splat(0);
-    unrolled!(N, |k| {
-        let (x, y) = pairs[k];
-        let both = v128_and(u8x16_eq(a, u8x16_splat(x)), u8x16_eq(b, u8x16_splat(y)));
-        hits = v128_or(hits, both);
-    });
-    u32::from(u8x16_bitmask(hits))
+    let low = u8x16_splat(0x0F);
+    let mut hits = u8x16_splat(0xFF);
+    for (k, pair) in tables.chunks_exact(2).enumerate() {
+        // SAFETY: the byte load reads 16 bytes the slice holds (offset at most 2 of at least
+        // 18), and each table load reads one 16-byte array; `v128_load` needs no alignment.
+        let (v, lo, hi) = unsafe {
+            (
+                v128_or(v128_load(chunk.as_ptr().add(k).cast()), fold),
+                v128_load(pair[0].as_ptr().cast()),
+                v128_load(pair[1].as_ptr().cast()),
+            )
+        };
+        hits = v128_and(
+            hits,
+            v128_and(
+                u8x16_swizzle(lo, v128_and(v, low)),
+                u8x16_swizzle(hi, u8x16_shr(v, 4)),
+            ),
+        );
+    }
+    !u32::from(u8x16_bitmask(u8x16_eq(hits, u8x16_splat(0)))) & 0xFFFF
 }

@@ -2,49 +2,221 @@
 //!
 //! Complete lines are processed straight out of the reader's buffer; runs of lines that need no
 //! change are written with one call and never copied. Only a line that straddles two buffer
-//! fills is assembled in a side buffer, and a line longer than the cap is processed in pieces.
+//! fills is assembled in a side buffer.
+//!
+//! A line longer than the cap is processed in windows. Each window is scanned whole, but only
+//! written up to a commit point an overlap before its end (further, when a match crosses that
+//! point: the match is written redacted whole). The next window starts with the bytes after the
+//! commit point plus some already-written context before it, so every value shorter than the
+//! overlap is seen whole, with its surroundings, by one scan. A match that runs into the end of
+//! a window (a token longer than the overlap, an unterminated private key) carries on into the
+//! next one.
 
 use std::io::{self, BufRead, Write};
 
 use memchr::memchr;
 
 use crate::engine::Span;
-use crate::{Counts, Redactor, Stats};
+use crate::{Counts, Redactor, Stats, pem};
 
 /// Default cap on the bytes of one line processed at once (1 MiB).
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
 
-/// How far back from the cap a cut point at whitespace is looked for.
-const CUT_WINDOW: usize = 4096;
+/// Bytes at the end of a window of an over-long line that are scanned again with the next
+/// window instead of being written: more than the longest bounded match of any built-in rule
+/// (an email address is at most 64 + 1 + 253 bytes, a private key a few KiB).
+const OVERLAP: usize = 16 * 1024;
 
-/// Which kind of text the line callback receives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Segment {
-    /// A whole line, without its line ending.
-    Line,
-    /// Part of a line longer than the cap.
-    Piece,
+/// Already-written bytes kept before the next window's first new byte, so that matches
+/// found there see what precedes them (a key name before its value, `Bearer` before a token).
+const CONTEXT: usize = 1024;
+
+/// The state of text redaction across the lines (and windows) of one stream.
+pub(crate) struct Scanner<'r> {
+    pub(crate) red: &'r Redactor,
+    spans: Vec<Span>,
+    /// Replacements per rule slot.
+    pub(crate) tally: Vec<u64>,
+    /// A private-key block is open: lines of key material are replaced until its end.
+    pem_open: bool,
+    /// A match ran into the end of the previous window of this line: the token goes on.
+    token_open: bool,
 }
 
-/// Callback deciding one line: fill `out` and return `true` to replace the text, or return
-/// `false` to keep it.
-pub(crate) trait LineFn: FnMut(&[u8], Segment, &mut Vec<u8>) -> bool {}
-impl<F: FnMut(&[u8], Segment, &mut Vec<u8>) -> bool> LineFn for F {}
+impl<'r> Scanner<'r> {
+    pub(crate) fn new(red: &'r Redactor) -> Scanner<'r> {
+        Scanner {
+            red,
+            spans: Vec::new(),
+            tally: vec![0; red.rule_slots()],
+            pem_open: false,
+            token_open: false,
+        }
+    }
 
-struct Driver<W: Write, F: LineFn> {
+    fn pem_replacement(&self) -> &'r [u8] {
+        let red: &'r Redactor = self.red;
+        red.private_key
+            .map_or(&b""[..], |rule| red.replacement(rule).as_bytes())
+    }
+
+    /// Redacts one whole line of plain text into `out`; false (and `out` untouched) when
+    /// nothing changed.
+    pub(crate) fn text_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> bool {
+        let mut from = 0;
+        if self.pem_open {
+            match pem::continues(line) {
+                pem::Continues::Whole => {
+                    if line.trim_ascii().is_empty() {
+                        return false;
+                    }
+                    out.extend_from_slice(self.pem_replacement());
+                    return true;
+                }
+                pem::Continues::EndsAt(end) => {
+                    self.pem_open = false;
+                    out.extend_from_slice(self.pem_replacement());
+                    from = end;
+                }
+                pem::Continues::No => self.pem_open = false,
+            }
+        }
+        let rest = &line[from..];
+        let info = self.red.collect_spans(rest, &mut self.spans);
+        self.pem_open = info.pem_open;
+        if self.spans.is_empty() {
+            if from > 0 {
+                out.extend_from_slice(rest);
+            }
+            return from > 0;
+        }
+        for sp in &self.spans {
+            self.tally[sp.rule as usize] += 1;
+        }
+        self.red.write_redacted(rest, &self.spans, out);
+        true
+    }
+
+    /// Redacts one window of an over-long line into `out` and returns how far it was written.
+    ///
+    /// `text[..ctx]` was written before (it is context only). Matches starting before
+    /// `target` are written, redacted, and the commit point moves past the last of them;
+    /// the rest is left for the next window. `last` marks the line's final window, which is
+    /// written whole. Returns the commit point and whether anything was replaced.
+    fn window(
+        &mut self,
+        text: &[u8],
+        ctx: usize,
+        target: usize,
+        last: bool,
+        out: &mut Vec<u8>,
+    ) -> (usize, bool) {
+        let mut pos = ctx;
+        let mut changed = false;
+        // A private key or a token from the previous window (or, for a line's first window,
+        // a private key from the previous line) goes on here.
+        if self.pem_open {
+            let (end, open) = pem::swallow(text, ctx);
+            if end > ctx && ctx == 0 {
+                out.extend_from_slice(self.pem_replacement());
+                changed = true;
+            }
+            pos = end;
+            self.pem_open = open;
+        } else if self.token_open {
+            pos = token_end(text, ctx);
+            self.token_open = pos == text.len();
+        }
+        if (self.pem_open || self.token_open) && !last {
+            return (text.len(), changed);
+        }
+        self.token_open = false;
+
+        let info = self.red.collect_spans(text, &mut self.spans);
+        let commit_target = if last { text.len() } else { target.max(pos) };
+        let mut commit = commit_target;
+        for i in 0..self.spans.len() {
+            let sp = self.spans[i];
+            if sp.end <= pos {
+                continue;
+            }
+            let start = sp.start.max(pos);
+            if start >= commit_target {
+                break;
+            }
+            out.extend_from_slice(&text[pos..start]);
+            out.extend_from_slice(self.red.replacement(sp.rule).as_bytes());
+            self.tally[sp.rule as usize] += 1;
+            changed = true;
+            pos = sp.end;
+            commit = commit.max(sp.end);
+            if sp.end == text.len() {
+                let is_pem = info.pem_open && i + 1 == self.spans.len();
+                if is_pem {
+                    self.pem_open = true;
+                } else if !last {
+                    self.token_open = true;
+                }
+            }
+        }
+        out.extend_from_slice(&text[pos..commit]);
+        (commit, changed)
+    }
+}
+
+/// End of the rest of a token cut by a window's end: the next blank, quote, bracket or
+/// separator.
+fn token_end(text: &[u8], from: usize) -> usize {
+    text[from..]
+        .iter()
+        .position(|&b| {
+            b.is_ascii_whitespace()
+                || b.is_ascii_control()
+                || matches!(
+                    b,
+                    b'"' | b'\''
+                        | b'`'
+                        | b','
+                        | b';'
+                        | b'<'
+                        | b'>'
+                        | b'('
+                        | b')'
+                        | b'['
+                        | b']'
+                        | b'{'
+                        | b'}'
+                        | b'|'
+                        | b'&'
+                        | b'\\'
+                )
+        })
+        .map_or(text.len(), |p| from + p)
+}
+
+/// Callback deciding one whole line: fill `out` and return `true` to replace the text, or
+/// return `false` (leaving `out` untouched) to keep it.
+pub(crate) trait LineFn: FnMut(&mut Scanner<'_>, &[u8], &mut Vec<u8>) -> bool {}
+impl<F: FnMut(&mut Scanner<'_>, &[u8], &mut Vec<u8>) -> bool> LineFn for F {}
+
+struct Driver<'r, W: Write, F: LineFn> {
     writer: W,
     f: F,
+    scanner: Scanner<'r>,
     max_line: usize,
+    overlap: usize,
+    /// The line being assembled; its first `ctx` bytes were written already.
     partial: Vec<u8>,
-    /// The line being assembled in `partial` already had pieces written.
+    ctx: usize,
+    /// The line being assembled already had windows written.
     in_oversized: bool,
-    /// A piece of the current over-long line was changed.
+    /// A window of the current over-long line was changed.
     piece_changed: bool,
     out: Vec<u8>,
     stats: Stats,
 }
 
-impl<W: Write, F: LineFn> Driver<W, F> {
+impl<W: Write, F: LineFn> Driver<'_, W, F> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stats.bytes_out += bytes.len() as u64;
         self.writer.write_all(bytes)
@@ -59,7 +231,7 @@ impl<W: Write, F: LineFn> Driver<W, F> {
             let content = strip_cr(&buf[pos..nl]);
             self.stats.lines += 1;
             self.out.clear();
-            if (self.f)(content, Segment::Line, &mut self.out) {
+            if (self.f)(&mut self.scanner, content, &mut self.out) {
                 self.stats.lines_redacted += 1;
                 self.write_range(buf, unwritten, pos)?;
                 let out = std::mem::take(&mut self.out);
@@ -81,14 +253,15 @@ impl<W: Write, F: LineFn> Driver<W, F> {
         Ok(())
     }
 
-    /// Cuts pieces off `partial` while it holds more than a cap's worth of one line.
-    fn cut_pieces(&mut self) -> io::Result<()> {
-        while self.partial.len() > self.max_line {
-            let cut = cut_point(&self.partial, self.max_line);
-            let piece = std::mem::take(&mut self.partial);
-            self.emit(&piece[..cut], Segment::Piece)?;
-            self.partial = piece;
-            self.partial.drain(..cut);
+    /// Writes windows of `partial` while it holds more than a cap and an overlap of new bytes.
+    fn cut_windows(&mut self) -> io::Result<()> {
+        while self.partial.len() - self.ctx > self.max_line + self.overlap {
+            let target = self.partial.len() - self.overlap;
+            let (commit, changed) = self.run_window(target, false)?;
+            let keep = CONTEXT.min(commit);
+            self.partial.drain(..commit - keep);
+            self.ctx = keep;
+            self.piece_changed |= changed;
             if !self.in_oversized {
                 self.in_oversized = true;
                 self.stats.oversized_lines += 1;
@@ -97,95 +270,52 @@ impl<W: Write, F: LineFn> Driver<W, F> {
         Ok(())
     }
 
-    /// Runs the callback on assembled text and writes the result or the original.
-    fn emit(&mut self, text: &[u8], seg: Segment) -> io::Result<()> {
+    fn run_window(&mut self, target: usize, last: bool) -> io::Result<(usize, bool)> {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let changed = (self.f)(text, seg, &mut out);
-        let res = if changed {
-            match seg {
-                Segment::Line => self.stats.lines_redacted += 1,
-                Segment::Piece => self.piece_changed = true,
-            }
-            self.write(&out)
-        } else {
-            self.write(text)
-        };
+        let (commit, changed) =
+            self.scanner
+                .window(&self.partial, self.ctx, target, last, &mut out);
+        let res = self.write(&out);
         self.out = out;
-        res
+        res.map(|()| (commit, changed))
     }
 
     /// Finishes the line assembled in `partial`; `ending` is its line terminator (empty at EOF).
     fn finish_partial(&mut self, ending: &[u8]) -> io::Result<()> {
-        self.cut_pieces()?;
-        let mut text = std::mem::take(&mut self.partial);
+        self.cut_windows()?;
         let mut term: &[u8] = ending;
-        if text.last() == Some(&b'\r') && ending == b"\n" {
-            text.pop();
+        if self.partial.len() > self.ctx && self.partial.last() == Some(&b'\r') && ending == b"\n" {
+            self.partial.pop();
             term = b"\r\n";
         }
         self.stats.lines += 1;
-        let seg = if self.in_oversized {
-            Segment::Piece
+        if self.in_oversized {
+            let (_, changed) = self.run_window(self.partial.len(), true)?;
+            if self.piece_changed || changed {
+                self.stats.lines_redacted += 1;
+            }
         } else {
-            Segment::Line
-        };
-        if !text.is_empty() || seg == Segment::Line {
-            self.emit(&text, seg)?;
+            let text = std::mem::take(&mut self.partial);
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            let changed = (self.f)(&mut self.scanner, &text, &mut out);
+            let res = if changed {
+                self.stats.lines_redacted += 1;
+                self.write(&out)
+            } else {
+                self.write(&text)
+            };
+            self.out = out;
+            self.partial = text;
+            res?;
         }
         self.write(term)?;
-        text.clear();
-        self.partial = text;
-        if self.piece_changed {
-            self.stats.lines_redacted += 1;
-        }
+        self.partial.clear();
+        self.ctx = 0;
         self.in_oversized = false;
         self.piece_changed = false;
         Ok(())
-    }
-
-    fn run<R: BufRead>(mut self, mut reader: R) -> io::Result<Stats> {
-        loop {
-            let buf = match reader.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if buf.is_empty() {
-                break;
-            }
-            let len = buf.len();
-            self.stats.bytes_in += len as u64;
-            let mut pos = 0;
-            if !self.partial.is_empty() || self.in_oversized {
-                match memchr(b'\n', buf) {
-                    Some(nl) => {
-                        self.partial.extend_from_slice(&buf[..nl]);
-                        self.finish_partial(b"\n")?;
-                        pos = nl + 1;
-                    }
-                    None => {
-                        self.partial.extend_from_slice(buf);
-                        self.cut_pieces()?;
-                        pos = len;
-                    }
-                }
-            }
-            if pos < len {
-                let rest = &buf[pos..];
-                let tail = self.lines_in_place(rest)?;
-                if tail < rest.len() {
-                    self.partial.extend_from_slice(&rest[tail..]);
-                    self.cut_pieces()?;
-                }
-            }
-            reader.consume(len);
-        }
-        if !self.partial.is_empty() || self.in_oversized {
-            self.finish_partial(b"")?;
-        }
-        self.writer.flush()?;
-        Ok(self.stats)
     }
 }
 
@@ -194,22 +324,6 @@ fn strip_cr(line: &[u8]) -> &[u8] {
         Some(b'\r') => &line[..line.len() - 1],
         _ => line,
     }
-}
-
-/// Where to cut an over-long line: after the last blank within the window before the cap, or
-/// at the cap moved back to a UTF-8 character boundary. `buf` is longer than `max`.
-fn cut_point(buf: &[u8], max: usize) -> usize {
-    let lo = max.saturating_sub(CUT_WINDOW).max(1);
-    if let Some(i) = (lo..max).rev().find(|&i| matches!(buf[i], b' ' | b'\t')) {
-        return i + 1;
-    }
-    let mut cut = max;
-    let mut steps = 0;
-    while cut > 1 && steps < 3 && (buf[cut] & 0xC0) == 0x80 {
-        cut -= 1;
-        steps += 1;
-    }
-    cut
 }
 
 impl Redactor {
@@ -222,51 +336,76 @@ impl Redactor {
         writer: W,
         counts: &mut Counts,
     ) -> io::Result<Stats> {
-        let mut tally = vec![0u64; self.rule_slots()];
-        let mut spans: Vec<Span> = Vec::new();
-        let f = |text: &[u8], _seg: Segment, out: &mut Vec<u8>| {
-            self.redact_line_into(text, &mut spans, &mut tally, out)
-        };
-        let stats = self.drive(reader, writer, f)?;
+        let (stats, tally) = self.drive(
+            reader,
+            writer,
+            |s: &mut Scanner<'_>, text: &[u8], out: &mut Vec<u8>| s.text_line(text, out),
+        )?;
         self.finish_tally(&tally, counts, stats)
     }
 
+    /// Runs a stream through `f` line by line (and over-long lines through text windows);
+    /// returns the stream's statistics and the replacements per rule slot.
     pub(crate) fn drive<R: BufRead, W: Write, F: LineFn>(
         &self,
-        reader: R,
+        mut reader: R,
         writer: W,
         f: F,
-    ) -> io::Result<Stats> {
-        Driver {
+    ) -> io::Result<(Stats, Vec<u64>)> {
+        let mut d = Driver {
             writer,
             f,
+            scanner: Scanner::new(self),
             max_line: self.max_line,
+            overlap: OVERLAP.max(self.longest_literal_line() + 64),
             partial: Vec::new(),
+            ctx: 0,
             in_oversized: false,
             piece_changed: false,
             out: Vec::new(),
             stats: Stats::default(),
+        };
+        loop {
+            let buf = match reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                break;
+            }
+            let len = buf.len();
+            d.stats.bytes_in += len as u64;
+            let mut pos = 0;
+            if !d.partial.is_empty() || d.in_oversized {
+                match memchr(b'\n', buf) {
+                    Some(nl) => {
+                        d.partial.extend_from_slice(&buf[..nl]);
+                        d.finish_partial(b"\n")?;
+                        pos = nl + 1;
+                    }
+                    None => {
+                        d.partial.extend_from_slice(buf);
+                        d.cut_windows()?;
+                        pos = len;
+                    }
+                }
+            }
+            if pos < len {
+                let rest = &buf[pos..];
+                let tail = d.lines_in_place(rest)?;
+                if tail < rest.len() {
+                    d.partial.extend_from_slice(&rest[tail..]);
+                    d.cut_windows()?;
+                }
+            }
+            reader.consume(len);
         }
-        .run(reader)
-    }
-
-    /// Redacts one line of plain text into `out`; false (and `out` untouched) when nothing matched.
-    pub(crate) fn redact_line_into(
-        &self,
-        text: &[u8],
-        spans: &mut Vec<Span>,
-        tally: &mut [u64],
-        out: &mut Vec<u8>,
-    ) -> bool {
-        self.collect_spans(text, spans);
-        if spans.is_empty() {
-            return false;
+        if !d.partial.is_empty() || d.in_oversized {
+            d.finish_partial(b"")?;
         }
-        for sp in spans.iter() {
-            tally[sp.rule as usize] += 1;
-        }
-        self.write_redacted(text, spans, out);
-        true
+        d.writer.flush()?;
+        Ok((d.stats, d.scanner.tally))
     }
 
     pub(crate) fn finish_tally(
@@ -278,20 +417,5 @@ impl Redactor {
         self.add_tally(tally, counts);
         stats.redactions = tally.iter().sum();
         Ok(stats)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cut_prefers_blanks_and_char_boundaries() {
-        let mut v = vec![b'a'; 120];
-        v[90] = b' ';
-        assert_eq!(cut_point(&v, 100), 91);
-        let s = "é".repeat(60);
-        let cut = cut_point(s.as_bytes(), 101);
-        assert!(s.is_char_boundary(cut) && (98..=101).contains(&cut));
     }
 }

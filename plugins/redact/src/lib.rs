@@ -13,11 +13,18 @@
 //! ```
 //!
 //! Files are streamed line by line through [`runcap_redact`] with bounded buffers, never read
-//! whole. `.jsonl` and `.ndjson` files are JSON Lines (string values are redacted, keys and
-//! structure kept, every line stays valid JSON); everything else is plain text, unless
-//! `format` says otherwise. Each copy is written under a temporary name and renamed into
-//! place when complete. In a dry run nothing is written: the files are read and counted.
+//! whole. `.jsonl` and `.ndjson` files are JSON Lines (values and keys are redacted, structure
+//! kept, every line stays valid JSON); everything else is plain text, unless `format` says
+//! otherwise. Each copy is written under a temporary name and renamed into place when
+//! complete. In a dry run nothing is written: the files are read and counted.
+//!
+//! A file compressed with gzip or zstd is decoded and its text redacted; the copy is written
+//! decoded, under the name without the compression suffix (`app.log.2.gz` becomes
+//! `app.log.2`). A file that holds binary data, or text compressed in another format, is
+//! neither redacted nor copied: it is listed under `not_redacted` and the step ends with a
+//! warning naming it.
 
+mod content;
 mod files;
 
 use std::fs;
@@ -29,6 +36,7 @@ use runcap_redact::{Config, Counts, CustomRule, Redactor, Stats};
 use runcap_sdk::{ActionError, Context, Outcome, Status};
 use serde_json::{Map, Value, json};
 
+pub use content::{Compression, Content};
 pub use files::Files;
 
 /// Buffer size of native file reads and writes (the component uses WASI streams, see
@@ -155,6 +163,11 @@ pub struct FileReport {
     /// Path below the input directory.
     pub path: String,
     pub format: FileFormat,
+    /// The compression decoded, if any.
+    pub compression: Option<Compression>,
+    /// Path of the copy below the output directory, when it differs from `path` (a decoded
+    /// copy loses its compression suffix).
+    pub written_as: Option<String>,
     pub stats: Stats,
     pub counts: Counts,
     pub error: Option<String>,
@@ -169,6 +182,9 @@ pub struct Report {
     pub files: Vec<FileReport>,
     /// Entries not processed, and why.
     pub skipped: Skipped,
+    /// Files whose content cannot be redacted (binary data, unsupported compression), and
+    /// why: neither redacted nor copied.
+    pub not_redacted: Vec<(String, String)>,
     pub counts: Counts,
     pub seconds: f64,
 }
@@ -221,17 +237,16 @@ fn walk(
     Ok(())
 }
 
-/// Streams `src` through the rules into `dst` (through a temporary file renamed into place),
-/// or into nothing when `dst` is `None` (a dry run).
+/// Streams `reader` through the rules into `dst` (through a temporary file renamed into
+/// place), or into nothing when `dst` is `None` (a dry run).
 pub fn redact_file(
     files: &Files,
     r: &Redactor,
-    src: &Path,
+    reader: Box<dyn BufRead>,
     dst: Option<&Path>,
     format: FileFormat,
     counts: &mut Counts,
 ) -> io::Result<Stats> {
-    let reader = files.open(src)?;
     let Some(dst) = dst else {
         return stream(r, reader, io::sink(), format, counts);
     };
@@ -284,12 +299,52 @@ pub fn redact_tree(
         skipped,
         ..Report::default()
     };
-    for rel in paths {
-        let src = input.join(&rel);
-        let dst = output.map(|o| o.join(&rel));
-        let fmt = FileFormat::of(&rel, format);
+    for rel in &paths {
+        let src = input.join(rel);
+        let opened = files.open(&src).and_then(|f| content::open(f, IO_BUF));
+        let (reader, compression) = match opened {
+            Ok(Content::Text {
+                reader,
+                compression,
+            }) => (reader, compression),
+            Ok(Content::Unredactable(why)) => {
+                report.not_redacted.push((rel.display().to_string(), why));
+                continue;
+            }
+            Err(e) => {
+                report.files.push(FileReport {
+                    path: rel.display().to_string(),
+                    format: FileFormat::of(rel, format),
+                    compression: None,
+                    written_as: None,
+                    stats: Stats::default(),
+                    counts: Counts::new(),
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let out_rel = match compression {
+            Some(c) => rel.with_file_name(
+                c.decoded_name(&rel.file_name().unwrap_or_default().to_string_lossy()),
+            ),
+            None => rel.clone(),
+        };
+        let fmt = FileFormat::of(&out_rel, format);
         let mut counts = Counts::new();
-        let (stats, error) = match redact_file(&files, r, &src, dst.as_deref(), fmt, &mut counts) {
+        let result = if out_rel != *rel && paths.contains(&out_rel) {
+            Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "its decoded copy would be {}, the copy of another file; rename one of them",
+                    out_rel.display()
+                ),
+            ))
+        } else {
+            let dst = output.map(|o| o.join(&out_rel));
+            redact_file(&files, r, reader, dst.as_deref(), fmt, &mut counts)
+        };
+        let (stats, error) = match result {
             Ok(s) => {
                 report.counts.merge(&counts);
                 (s, None)
@@ -299,6 +354,8 @@ pub fn redact_tree(
         report.files.push(FileReport {
             path: rel.display().to_string(),
             format: fmt,
+            compression,
+            written_as: (out_rel != *rel).then(|| out_rel.display().to_string()),
             stats,
             counts,
             error,
@@ -379,6 +436,24 @@ pub fn outcome(p: &Params, dry_run: bool, r: &Redactor, report: &Report) -> Outc
         p.input,
         if dry_run { "nowhere" } else { &p.output },
     );
+    if !report.not_redacted.is_empty() {
+        const NAMED: usize = 10;
+        let mut named: Vec<String> = report
+            .not_redacted
+            .iter()
+            .take(NAMED)
+            .map(|(path, why)| format!("{path} ({why})"))
+            .collect();
+        if report.not_redacted.len() > NAMED {
+            named.push(format!("and {} more", report.not_redacted.len() - NAMED));
+        }
+        let n = report.not_redacted.len();
+        summary = format!(
+            "{n} file{} not redacted and not copied: {}; {summary}",
+            if n == 1 { "" } else { "s" },
+            named.join(", ")
+        );
+    }
     let status = if !failed.is_empty() {
         summary = format!(
             "{} of {} files failed ({}: {}); {summary}",
@@ -388,6 +463,8 @@ pub fn outcome(p: &Params, dry_run: bool, r: &Redactor, report: &Report) -> Outc
             failed[0].error.as_deref().unwrap_or("")
         );
         Status::Fail
+    } else if !report.not_redacted.is_empty() {
+        Status::Warn
     } else if report.files.is_empty() {
         summary = format!("no files under {}", p.input);
         Status::Warn
@@ -403,6 +480,12 @@ pub fn outcome(p: &Params, dry_run: bool, r: &Redactor, report: &Report) -> Outc
             let mut o = Map::new();
             o.insert("path".into(), json!(f.path));
             o.insert("format".into(), json!(f.format.as_str()));
+            if let Some(c) = f.compression {
+                o.insert("decompressed".into(), json!(c.as_str()));
+            }
+            if let Some(w) = &f.written_as {
+                o.insert("written_as".into(), json!(w));
+            }
             if let Some(e) = &f.error {
                 o.insert("error".into(), json!(e));
             } else {
@@ -430,6 +513,11 @@ pub fn outcome(p: &Params, dry_run: bool, r: &Redactor, report: &Report) -> Outc
         .iter()
         .map(|(path, why)| json!({"path": path, "reason": why}))
         .collect();
+    let not_redacted: Vec<Value> = report
+        .not_redacted
+        .iter()
+        .map(|(path, why)| json!({"path": path, "reason": why}))
+        .collect();
     let rules: Vec<&str> = r.rules().iter().map(|x| x.name()).collect();
     let seconds = report.seconds.max(1e-9);
     let mut out = Outcome::new(status, summary)
@@ -452,11 +540,13 @@ pub fn outcome(p: &Params, dry_run: bool, r: &Redactor, report: &Report) -> Outc
             report.files.len().saturating_sub(MAX_FILE_ENTRIES),
         )
         .detail("skipped", skipped)
+        .detail("not_redacted", not_redacted)
         .detail("bytes_in", bytes_in)
         .detail("bytes_out", report.total(|s| s.bytes_out))
         .detail("lines", report.total(|s| s.lines))
         .metric("files", done as f64)
         .metric("files_failed", failed.len() as f64)
+        .metric("files_not_redacted", report.not_redacted.len() as f64)
         .metric("bytes_in", bytes_in as f64)
         .metric("redactions", redactions as f64)
         .metric("seconds", report.seconds)

@@ -84,8 +84,8 @@ fn redacts_a_tree_of_text_and_json_lines() {
     }
     assert_eq!(
         lines[0],
-        "{\"ts\":\"2024-05-01T12:00:00Z\",\"user\":{\"email\":\"[EMAIL_REDACTED]\"},\"n\":4111111111111111}",
-        "JSON numbers are not strings and stay"
+        "{\"ts\":\"2024-05-01T12:00:00Z\",\"user\":{\"email\":\"[EMAIL_REDACTED]\"},\"n\":\"[CC_REDACTED]\"}",
+        "a card number held as a JSON number is replaced too"
     );
     assert!(lines[1].contains("[API_KEY_REDACTED]") && !lines[1].contains(AWS));
     assert_eq!(lines[2], "not json at all [EMAIL_REDACTED]");
@@ -98,7 +98,7 @@ fn redacts_a_tree_of_text_and_json_lines() {
     let d = &out.details;
     assert_eq!(d["counts"]["email"], 3);
     assert_eq!(d["counts"]["ssn"], 1);
-    assert_eq!(d["counts"]["credit_card"], 1);
+    assert_eq!(d["counts"]["credit_card"], 2);
     assert_eq!(d["counts"]["phone"], 1);
     assert_eq!(d["counts"]["api_key"], 2);
     let files = d["files"].as_array().unwrap();
@@ -246,4 +246,86 @@ fn format_param_overrides_extensions() {
     let out = run(&host.context(), p).unwrap();
     assert_eq!(out.details["files"][1]["format"], "text");
     assert!(out.details["files"][1].get("invalid_json_lines").is_none());
+}
+
+/// Compressed, binary and unsupported files: decoded and redacted, or named and not copied.
+#[test]
+fn compressed_files_are_decoded_and_binary_files_are_not_copied() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let output = dir.path().join("out");
+    fs::create_dir_all(input.join("old")).unwrap();
+    fs::create_dir_all(&output).unwrap();
+    let text = format!("rotated email={EMAIL}\nkey {GITHUB}\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    fs::write(input.join("old/app.log.1.gz"), gz.finish().unwrap()).unwrap();
+    let zst = ruzstd::encoding::compress_to_vec(
+        format!("{{\"email\":\"{EMAIL}\",\"card\":4111111111111111}}\n").as_bytes(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    fs::write(input.join("events.jsonl.zst"), zst).unwrap();
+    fs::write(
+        input.join("core.bin"),
+        b"\x7fELF\0\0secret jane.roe@example.com",
+    )
+    .unwrap();
+    fs::write(
+        input.join("old.xz"),
+        b"\xfd7zXZ\0jane.roe@example.com".as_slice(),
+    )
+    .unwrap();
+    fs::write(input.join("plain.log"), format!("{SSN}\n")).unwrap();
+
+    let host = MockHost::new();
+    let out = run(&host.context(), params(&input, &output)).unwrap();
+    assert_eq!(out.status, Status::Warn, "{}", out.summary);
+    assert!(
+        out.summary.starts_with("2 files not redacted and not copied: core.bin (binary data, not text), old.xz (xz-compressed; only gzip and zstd are decoded); redacted 3 files"),
+        "{}",
+        out.summary
+    );
+    // Decoded, redacted, written without the compression suffix.
+    assert_eq!(
+        read(output.join("old/app.log.1")),
+        "rotated email=[EMAIL_REDACTED]\nkey [API_KEY_REDACTED]\n"
+    );
+    assert_eq!(
+        read(output.join("events.jsonl")),
+        "{\"email\":\"[EMAIL_REDACTED]\",\"card\":\"[CC_REDACTED]\"}\n",
+        "a .jsonl.zst file is JSON Lines"
+    );
+    assert!(!output.join("old/app.log.1.gz").exists());
+    assert!(
+        !output.join("core.bin").exists(),
+        "binary files are not copied"
+    );
+    assert!(!output.join("old.xz").exists());
+    let files = out.details["files"].as_array().unwrap();
+    let gz_entry = files
+        .iter()
+        .find(|f| f["path"] == "old/app.log.1.gz")
+        .unwrap();
+    assert_eq!(gz_entry["decompressed"], "gzip");
+    assert_eq!(gz_entry["written_as"], "old/app.log.1");
+    assert_eq!(out.details["not_redacted"][0]["path"], "core.bin");
+    assert_eq!(out.details["counts"]["email"], 2);
+    assert!(
+        out.metrics
+            .iter()
+            .any(|(n, v)| n == "files_not_redacted" && *v == 2.0)
+    );
+
+    // A decoded copy that would overwrite another file's copy fails that file instead.
+    fs::write(input.join("old/app.log.1"), "other\n").unwrap();
+    let out = run(&host.context(), params(&input, &output)).unwrap();
+    assert_eq!(out.status, Status::Fail, "{}", out.summary);
+    assert!(
+        out.summary
+            .contains("old/app.log.1.gz: its decoded copy would be old/app.log.1"),
+        "{}",
+        out.summary
+    );
+    assert_eq!(read(output.join("old/app.log.1")), "other\n");
 }
