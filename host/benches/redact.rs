@@ -139,7 +139,8 @@ fn main() {
     let manifest_path = root.join("runcap.toml");
     fs::write(&manifest_path, manifest).unwrap();
     let env = runcap::manifest::load(&manifest_path).unwrap_or_else(|d| panic!("{d}"));
-    let shared = runcap::caps::Resources::new(&env, &root.join("state"), None);
+    let shared = runcap::caps::Resources::new(&env, &root.join("state"), None)
+        .expect("the bench's redaction builds");
     let runtime = Runtime::new(CompileCache::disabled(), 8).expect("engine");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -59,24 +59,10 @@ impl Spec {
 }
 
 /// The host's redactor: the configured rules plus the literal value of every secret that can
-/// be read now.
-pub fn host_redactor(spec: &Spec) -> Arc<Redactor> {
-    let base = match spec.config.build() {
-        Ok(r) => r,
-        Err(e) => {
-            // The manifest validator builds the same config, so this is not reached from a
-            // loaded manifest; fall back to the default rules rather than to none.
-            tracing::error!("redaction rules do not build ({e}); using the default rules");
-            Redactor::default()
-        }
-    };
-    match base.clone().with_literals(spec.literals.iter().cloned()) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            tracing::error!("cannot add secret values to the redaction rules: {e}");
-            Arc::new(base)
-        }
-    }
+/// be read now. A secret value too short to redact safely is an error, never a redactor
+/// that silently leaves it (or the others) out.
+pub fn host_redactor(spec: &Spec) -> Result<Arc<Redactor>, runcap_redact::Error> {
+    spec.build().map(Arc::new)
 }
 
 /// Redacts a string in place.
@@ -192,7 +178,7 @@ mod tests {
         std::fs::write(&file, "file-secret-123\n").unwrap();
         let store =
             SecretStore::new([("k".to_string(), crate::secrets::SecretSource::File(file))].into());
-        let r = host_redactor(&Spec::new(&Config::default(), &store));
+        let r = host_redactor(&Spec::new(&Config::default(), &store)).unwrap();
         assert_eq!(
             r.redact_str("v=file-secret-123 mail a@example.com"),
             "v=[SECRET_REDACTED] mail [EMAIL_REDACTED]"

@@ -170,3 +170,55 @@ fn caps_json_lists_imports_and_says_why_when_it_cannot() {
     );
     assert!(!json.to_string().contains("\"Ok\""), "{json}");
 }
+
+#[test]
+fn secrets_too_short_to_redact_or_unreadable_are_caught_by_check() {
+    let sb = Sandbox::new();
+    sb.write("short.key", "abc\n");
+    sb.write("ok.key", "a-long-enough-value\n");
+    let manifest = format!(
+        r#"
+environment = "test"
+
+[secrets.short]
+file = "short.key"
+
+[secrets.ok]
+file = "ok.key"
+
+[secrets.gone]
+file = "missing.key"
+
+[secrets.unused]
+env = "RUNCAP_TEST_NOT_SET_ANYWHERE"
+
+[plugins.redact]
+{}grants.secrets = ["ok", "gone"]
+grants.fs = {{ input = {{ path = "." }} }}
+"#,
+        plugin_lines("redact")
+    );
+    sb.write("runcap.toml", &manifest);
+    let out = sb.run(&["check"]).expect_code(2);
+    let err = out.stderr();
+    assert!(err.contains("secret `short` is 3 bytes long"), "{err}");
+    assert!(
+        err.contains("give [secrets.short] a value of at least 4 bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("abc"), "the value is never printed: {err}");
+    // Every command that would redact refuses, rather than leaving the value in clear.
+    sb.run(&["history"]).expect_code(2);
+    sb.write("short.key", "abcd\n");
+    let out = sb.run(&["check"]).expect_code(2);
+    let err = out.stderr();
+    assert!(err.contains("secret `gone`"), "{err}");
+    assert!(err.contains("cannot be read"), "{err}");
+    assert!(err.contains("(runcap.toml:10)"), "{err}");
+    assert!(
+        err.contains("warning: secret `unused`") && err.contains("no grant uses it"),
+        "{err}"
+    );
+    sb.write("missing.key", "now-it-exists\n");
+    sb.run(&["check"]).expect_code(0);
+}

@@ -77,6 +77,11 @@ pub trait Capability: Sized + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The `[secrets.NAME]` the grant needs to be readable (checked by `runcap check`).
+    fn secrets(_grant: &Self::Grant) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Rewrites relative paths in a grant as written to absolute ones, `dir_of` giving
     /// the directory of the file that wrote the key at a path (relative to the grant), so
     /// grants written in different files compare by where they point.
@@ -132,12 +137,13 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// The environment's resources; faults need `store` for their journal.
+    /// The environment's resources; faults need `store` for their journal. Fails when a
+    /// secret's value cannot be redacted (too short), since runcap would leak it.
     pub fn new(
         env: &crate::manifest::Environment,
         state_dir: &Path,
         store: Option<Arc<crate::store::Store>>,
-    ) -> Self {
+    ) -> Result<Self, runcap_redact::Error> {
         let secrets = Arc::new(SecretStore::new(env.secrets.clone()));
         let redaction = Arc::new(crate::redaction::Spec::new(&env.redaction, &secrets));
         let services = Arc::new(ServiceManager::new(
@@ -146,7 +152,7 @@ impl Resources {
             redaction.clone(),
         ));
         let proxies = Arc::new(ProxyManager::new(env.proxies.clone(), state_dir));
-        Resources {
+        Ok(Resources {
             faults: Arc::new(FaultManager::new(
                 store,
                 services.clone(),
@@ -154,10 +160,10 @@ impl Resources {
                 state_dir,
             )),
             services,
-            redactor: crate::redaction::host_redactor(&redaction),
+            redactor: crate::redaction::host_redactor(&redaction)?,
             secrets,
             proxies,
-        }
+        })
     }
 
     /// An environment with no services, secrets or faults (benchmarks, plugin tooling).
@@ -494,6 +500,7 @@ pub trait Entry: Sync {
     fn diff(&self, old: &toml::Value, new: &toml::Value) -> Result<Vec<Change>, String>;
     fn describe(&self, grants: &ValidGrants) -> Vec<String>;
     fn risks(&self, grants: &ValidGrants) -> Vec<String>;
+    fn secrets(&self, grants: &ValidGrants) -> Vec<String>;
     fn resolve_paths(&self, raw: &mut toml::Value, dir_of: &dyn Fn(&KeyPath) -> PathBuf);
     fn prepare(
         &self,
@@ -572,6 +579,13 @@ impl<C: Capability> Entry for Registered<C> {
         grants
             .get::<C, C::Grant>()
             .map(|g| C::risks(g))
+            .unwrap_or_default()
+    }
+
+    fn secrets(&self, grants: &ValidGrants) -> Vec<String> {
+        grants
+            .get::<C, C::Grant>()
+            .map(|g| C::secrets(g))
             .unwrap_or_default()
     }
 

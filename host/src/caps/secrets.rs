@@ -53,6 +53,10 @@ impl Capability for Secrets {
         grant.describe()
     }
 
+    fn secrets(grant: &SecretsGrant) -> Vec<String> {
+        grant.names.iter().cloned().collect()
+    }
+
     fn prepare(grant: Arc<SecretsGrant>, env: &Resources) -> Result<SecretsAccess, PrepareError> {
         Ok(SecretsAccess {
             grant,

@@ -23,7 +23,10 @@ pub fn run(env: &EnvArgs, state: &StateArgs, since: &str, out: Option<PathBuf>) 
     let now = now_ms() as i64;
     let since_ms = now - window.as_millis() as i64;
     let out = out.unwrap_or_else(|| PathBuf::from(format!("runcap-bundle-{now}.tar.gz")));
-    let redactor = super::output_redactor(env);
+    let redactor = match super::output_redactor(env) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     match write(&store, &redactor, since_ms, since, &out) {
         Ok(n) => {
             println!(

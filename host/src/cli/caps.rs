@@ -712,7 +712,10 @@ fn run_diff(
             Ok(e) => e,
             Err(code) => return code,
         };
-        let resources = super::resources(&other_env, args, state, None);
+        let resources = match super::resources(&other_env, args, state, None) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
         let other_report = report_for(&other_env, runtime, &resources);
         (
             lockfile::snapshot(&other_env, &import_lists(&other_report), &lock_dir),

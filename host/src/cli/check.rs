@@ -26,7 +26,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let mut problems = Vec::new();
+    let mut problems = secrets_readable(&env, &resources);
     let mut loaded = std::collections::BTreeMap::new();
     for (name, spec) in &env.plugins {
         match runtime.load(spec, &resources) {
@@ -115,6 +115,40 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
         );
         2
     }
+}
+
+/// Every secret a grant needs must be readable now (its value is read, never printed);
+/// one no grant uses only gets a warning.
+fn secrets_readable(
+    env: &crate::manifest::Environment,
+    resources: &crate::caps::Resources,
+) -> Vec<String> {
+    let needed: std::collections::BTreeSet<String> = env
+        .plugins
+        .values()
+        .flat_map(|p| {
+            crate::caps::REGISTRY
+                .iter()
+                .flat_map(|c| c.secrets(&p.grants))
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for name in env.secrets.keys() {
+        let Err(e) = resources.secrets.value(name) else {
+            continue;
+        };
+        let at = env
+            .source
+            .position(&KeyPath::root().key("secrets").key(name));
+        if needed.contains(name) {
+            problems.push(format!(
+                "secret `{name}` ({at}) cannot be read: {e}\n  = help: a grant needs it; set it where runcap runs, or fix [secrets.{name}]"
+            ));
+        } else {
+            eprintln!("warning: secret `{name}` ({at}) cannot be read: {e}; no grant uses it");
+        }
+    }
+    problems
 }
 
 /// Every step of a runbook that runs an action, with where it is written: main steps,

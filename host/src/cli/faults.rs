@@ -53,7 +53,10 @@ pub async fn proxies(env_args: &EnvArgs, state: &StateArgs, stop: bool, json: bo
         Ok(env) => env,
         Err(code) => return code,
     };
-    let resources = super::resources(&env, env_args, state, None);
+    let resources = match super::resources(&env, env_args, state, None) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let verb = if stop { Verb::Stop } else { Verb::Status };
     let mut all = Vec::new();
     for name in resources.proxies.names() {

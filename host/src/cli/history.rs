@@ -30,7 +30,13 @@ pub fn history(
             return 2;
         }
     };
-    let runs = match super::redacted(&super::output_redactor(env), &runs) {
+    let runs = match super::redacted(
+        &*match super::output_redactor(env) {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
+        &runs,
+    ) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -92,7 +98,13 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
             return 2;
         }
     };
-    let run = match super::redacted(&super::output_redactor(env), &run) {
+    let run = match super::redacted(
+        &*match super::output_redactor(env) {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
+        &run,
+    ) {
         Ok(r) => r,
         Err(code) => return code,
     };

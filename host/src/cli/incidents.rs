@@ -16,7 +16,13 @@ pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
             return 2;
         }
     };
-    let list = match super::redacted(&super::output_redactor(env), &list) {
+    let list = match super::redacted(
+        &*match super::output_redactor(env) {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
+        &list,
+    ) {
         Ok(l) => l,
         Err(code) => return code,
     };

@@ -506,12 +506,25 @@ pub(crate) fn resources(
     args: &EnvArgs,
     state: &StateArgs,
     store: Option<Arc<Store>>,
-) -> crate::caps::Resources {
-    let resources = crate::caps::Resources::new(env, &state_dir(args, state), store.clone());
+) -> Result<crate::caps::Resources, u8> {
+    let resources = crate::caps::Resources::new(env, &state_dir(args, state), store.clone())
+        .map_err(|e| redaction_error(env, &e))?;
     if let Some(store) = store {
         store.set_scrubber(resources.redactor.clone());
     }
-    resources
+    Ok(resources)
+}
+
+/// Says why the environment's redaction cannot be built (a secret too short to redact),
+/// naming the fix; the command then stops with exit 2.
+fn redaction_error(env: &Environment, e: &runcap_redact::Error) -> u8 {
+    eprintln!("error: {}: {e}", env.file.display());
+    if let runcap_redact::Error::LiteralTooShort { name, min, .. } = e {
+        eprintln!(
+            "  = help: runcap cannot keep a value that short out of its records; give [secrets.{name}] a value of at least {min} bytes"
+        );
+    }
+    2
 }
 
 /// What the review commands (check, caps, lock) start from: the environment, an engine
@@ -522,20 +535,21 @@ pub(crate) fn for_review(
 ) -> Result<(Environment, Runtime, crate::caps::Resources), u8> {
     let env = load_env(args)?;
     let runtime = runtime()?;
-    let resources = resources(&env, args, state, None);
+    let resources = resources(&env, args, state, None)?;
     Ok((env, runtime, resources))
 }
 
 /// The redaction for what a command prints from the store: the manifest's rules and secret
 /// values when the manifest loads, the default rules otherwise. Records were redacted when
 /// they were written; this catches any written before a rule or a secret was added.
-pub(crate) fn output_redactor(args: &EnvArgs) -> Arc<runcap_redact::Redactor> {
+pub(crate) fn output_redactor(args: &EnvArgs) -> Result<Arc<runcap_redact::Redactor>, u8> {
     match manifest::load(&args.env) {
         Ok(env) => {
             let secrets = crate::secrets::SecretStore::new(env.secrets.clone());
-            crate::redaction::host_redactor(&crate::redaction::Spec::new(&env.redaction, &secrets))
+            let spec = crate::redaction::Spec::new(&env.redaction, &secrets);
+            crate::redaction::host_redactor(&spec).map_err(|e| redaction_error(&env, &e))
         }
-        Err(_) => Arc::default(),
+        Err(_) => Ok(Arc::default()),
     }
 }
 

@@ -41,7 +41,10 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
             i.runbook,
             i.pending_rollbacks.len()
         );
-        let resources = super::resources(&env, env_args, state, Some(store.clone()));
+        let resources = match super::resources(&env, env_args, state, Some(store.clone())) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
         let reports = runbook::recover(
             &runtime,
             &env,

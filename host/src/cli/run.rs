@@ -38,7 +38,10 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         Ok(r) => r,
         Err(code) => return code,
     };
-    let resources = super::resources(&env, args, state, Some(store.clone()));
+    let resources = match super::resources(&env, args, state, Some(store.clone())) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     for problem in resources.proxies.ensure_all().await {
         eprintln!("warning: {problem}");
     }

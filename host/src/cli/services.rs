@@ -8,7 +8,10 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
         Ok(env) => env,
         Err(code) => return code,
     };
-    let resources = super::resources(&env, args, state, None);
+    let resources = match super::resources(&env, args, state, None) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let mut all = Vec::new();
     for name in resources.services.names() {
         match resources.services.control(name, Verb::Status).await {
