@@ -693,3 +693,38 @@ fn the_game_day_example_runs_every_drill_and_leaves_nothing_behind() {
         "{faults:#}"
     );
 }
+
+#[test]
+fn only_drills_start_proxies_and_the_output_says_they_stay() {
+    let d = Drill::new(&hold_runbook("unused", "{ kind = \"latency\", target = \"api\", duration = \"1s\", latency = \"10ms\" }"));
+    let proxy_up = |d: &Drill| std::net::TcpStream::connect(("127.0.0.1", d.proxy)).is_ok();
+    // `stop` only stops a service: no proxy process is started for it.
+    let out = d.sb.run(&["run", "stop"]).expect_code(0);
+    assert!(!proxy_up(&d), "a run without network faults started a proxy");
+    assert!(!out.stderr().contains("drill proxy"), "{}", out.stderr());
+    let st = d.sb.run(&["proxies", "--json"]).expect_code(0).json();
+    assert_eq!(st[0]["state"], "stopped", "{st:#}");
+    // Asked for, it starts.
+    d.sb.run(&["proxies", "--start"]).expect_code(0);
+    wait_until("the proxy listens", 10, || proxy_up(&d));
+    d.sb.run(&["proxies", "--stop"]).expect_code(0);
+    wait_until("the proxy is gone", 10, || !proxy_up(&d));
+    // A drill whose chaos plugin may inject network faults starts it, and says it stays.
+    let out = d.sb.run(&["run", "start"]);
+    assert!(!out.stderr().contains("drill proxy"), "{}", out.stderr());
+    let drill = format!(
+        "{}\n{}",
+        std::fs::read_to_string(d.sb.path().join("runcap.toml")).unwrap(),
+        "[runbooks.ping]\nsteps = [{ uses = \"chaos\", with = { action = \"inject\", fault = { kind = \"latency\", target = \"api\", duration = \"1s\", latency = \"10ms\" } } }]\n"
+    );
+    d.sb.write("runcap.toml", &drill);
+    let out = d.sb.run(&["run", "ping"]);
+    assert!(
+        out.stderr().contains("started drill proxy api")
+            && out.stderr().contains("keeps running after this run"),
+        "{}",
+        out.stderr()
+    );
+    assert!(proxy_up(&d));
+    d.sb.run(&["run", "stop"]).expect_code(0);
+}

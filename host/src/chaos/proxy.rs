@@ -223,14 +223,32 @@ impl ProxyManager {
     }
 
     /// Starts every proxy that is not running, so drills can reach services through them.
-    pub async fn ensure_all(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for name in self.defs.keys() {
-            if let Err(e) = self.control(name, Verb::Start).await {
-                problems.push(format!("proxy {name}: {e}"));
+    /// Starts the named proxies that are not running; returns those it started (they are
+    /// left running after the command, on purpose) and the problems it met.
+    pub async fn ensure<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut started, mut problems) = (Vec::new(), Vec::new());
+        for name in names {
+            let running = matches!(
+                self.control(name, Verb::Status).await,
+                Ok(s) if s.state == services::ServiceState::Running
+            );
+            if running {
+                continue;
+            }
+            match self.control(name, Verb::Start).await {
+                Ok(_) => started.push(name.to_string()),
+                Err(e) => problems.push(format!("proxy {name}: {e}")),
             }
         }
-        problems
+        (started, problems)
+    }
+
+    /// Where a proxy listens, for messages.
+    pub fn listen(&self, name: &str) -> Option<SocketAddr> {
+        self.defs.get(name).map(|d| d.listen)
     }
 }
 

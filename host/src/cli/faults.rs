@@ -48,7 +48,7 @@ pub fn list(env: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
     0
 }
 
-pub async fn proxies(env_args: &EnvArgs, state: &StateArgs, stop: bool, json: bool) -> u8 {
+pub async fn proxies(env_args: &EnvArgs, state: &StateArgs, verb: Verb, json: bool) -> u8 {
     let env = match super::load_env(env_args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -57,7 +57,6 @@ pub async fn proxies(env_args: &EnvArgs, state: &StateArgs, stop: bool, json: bo
         Ok(r) => r,
         Err(code) => return code,
     };
-    let verb = if stop { Verb::Stop } else { Verb::Status };
     let mut all = Vec::new();
     for name in resources.proxies.names() {
         match resources.proxies.control(name, verb).await {

@@ -217,8 +217,11 @@ enum Command {
         #[command(flatten)]
         env: EnvArgs,
         /// Stop every proxy.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "start")]
         stop: bool,
+        /// Start every proxy (a run starts the ones its drills use on its own).
+        #[arg(long)]
+        start: bool,
         #[arg(long)]
         json: bool,
     },
@@ -356,8 +359,18 @@ pub fn main() -> ExitCode {
             Command::Services { env, json } => services::run(&env, &cli.state, json).await,
             Command::SuperviseService { .. } => 2,
             Command::Faults { env, json } => faults::list(&env, &cli.state, json),
-            Command::Proxies { env, stop, json } => {
-                faults::proxies(&env, &cli.state, stop, json).await
+            Command::Proxies {
+                env,
+                stop,
+                start,
+                json,
+            } => {
+                let verb = match (stop, start) {
+                    (true, _) => crate::services::Verb::Stop,
+                    (_, true) => crate::services::Verb::Start,
+                    _ => crate::services::Verb::Status,
+                };
+                faults::proxies(&env, &cli.state, verb, json).await
             }
             Command::ProxyServe {
                 listen,

@@ -33,6 +33,14 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
         Ok(r) => r,
         Err(code) => return code,
     };
+    let (stopper, stop) = runbook::stop::channel();
+    tokio::spawn(async move {
+        loop {
+            super::run::wait_for_signal().await;
+            stopper.raise(runbook::StopLevel::Abort);
+            eprintln!("\nstopping: rollbacks not done stay pending");
+        }
+    });
     let mut failed = false;
     for i in todo {
         println!(
@@ -45,17 +53,19 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
             Ok(r) => r,
             Err(code) => return code,
         };
-        let reports = runbook::recover(
+        let (reports, outcome) = runbook::recover(
             &runtime,
             &env,
             &resources,
             &store,
-            &i.run_id,
-            &i.pending_rollbacks,
+            &i,
+            stop.clone(),
             super::run::print_progress,
         )
         .await;
-        failed |= reports.iter().any(|r| r.action.status == Status::Fail);
+        failed |= outcome.failed > 0
+            || outcome.pending > 0
+            || reports.iter().any(|r| r.action.status == Status::Fail);
     }
     if failed || !recovered { 1 } else { 0 }
 }

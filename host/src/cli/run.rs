@@ -3,10 +3,10 @@
 
 use std::io::{IsTerminal, Write};
 
-use tokio::sync::watch;
-
 use crate::cli::{EnvArgs, StateArgs};
-use crate::runbook::{self, Phase, Progress, RunOptions, RunReport, RunStatus, StepReport};
+use crate::runbook::{
+    self, Phase, Progress, RunOptions, RunReport, RunStatus, StepReport, StopLevel,
+};
 use crate::runner::Status;
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_run: bool) -> u8 {
@@ -42,21 +42,28 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         Ok(r) => r,
         Err(code) => return code,
     };
-    for problem in resources.proxies.ensure_all().await {
-        eprintln!("warning: {problem}");
-    }
+    start_drill_proxies(&env, rb, &resources).await;
     let plugins = runbook::load_plugins(&runtime, &env, &resources, rb);
-    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let (stopper, stop) = runbook::stop::channel();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        eprintln!("\nstopping: cancelling the current action and rolling back…");
-        let _ = cancel_tx.send(true);
+        loop {
+            wait_for_signal().await;
+            match stopper.escalate() {
+                StopLevel::Stop => eprintln!(
+                    "\nstopping: cancelling the current action and running the rollbacks (a second Ctrl-C stops them too)…"
+                ),
+                _ => eprintln!(
+                    "\nstopping the rollbacks too: those not done stay pending for `runcap recover`…"
+                ),
+            }
+        }
     });
     let options = RunOptions {
         dry_run,
         store: Some(store),
-        cancel: Some(cancel_rx),
+        stop,
         faults: Some(resources.faults.clone()),
+        ..RunOptions::default()
     };
     if !json {
         println!(
@@ -89,6 +96,48 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         return 1;
     }
     code
+}
+
+/// Starts the drill proxies this runbook's fault grants name, and only those: a runbook
+/// that injects no network fault starts no process. Proxies started now are left running
+/// on purpose (the drill's services are reached through them), and the output says so.
+async fn start_drill_proxies(
+    env: &crate::manifest::Environment,
+    rb: &crate::manifest::Runbook,
+    resources: &crate::caps::Resources,
+) {
+    use crate::caps::faults::{Faults, FaultsGrant};
+    use crate::chaos::Kind;
+    let used: std::collections::BTreeSet<&str> = rb
+        .steps
+        .iter()
+        .chain(&rb.handlers)
+        .chain(&rb.incident.escalate)
+        .flat_map(|s| std::iter::once(s).chain(s.rollback.as_deref()))
+        .filter_map(|s| env.plugins.get(&s.uses))
+        .filter_map(|p| p.grants.get::<Faults, FaultsGrant>())
+        .flat_map(|g| {
+            g.kinds
+                .iter()
+                .filter(|(k, _)| matches!(k, Kind::Latency | Kind::Drop | Kind::Partition))
+                .flat_map(|(_, kg)| kg.targets.iter().map(String::as_str))
+        })
+        .collect();
+    let (started, problems) = resources.proxies.ensure(used).await;
+    for problem in problems {
+        eprintln!("warning: {problem}");
+    }
+    for name in started {
+        let at = resources
+            .proxies
+            .listen(&name)
+            .map(|a| format!(" on {a}"))
+            .unwrap_or_default();
+        eprintln!(
+            "note: started drill proxy {name}{at}; it keeps running after this run (stop it with `runcap proxies --stop --env {}`)",
+            env.file.display()
+        );
+    }
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM.
@@ -249,7 +298,32 @@ fn print_summary(r: &RunReport) {
             f.result
         );
     }
-    if r.status == RunStatus::Cancelled {
-        println!("the run was cancelled; completed steps were rolled back");
+    if r.status == RunStatus::Cancelled || r.rollbacks.pending > 0 || r.rollbacks.failed > 0 {
+        println!("{}", rollback_line(r));
     }
+}
+
+/// What happened to the rollbacks, as it happened: run, failed, or left pending.
+fn rollback_line(r: &RunReport) -> String {
+    let b = &r.rollbacks;
+    let what = if r.status == RunStatus::Cancelled {
+        "the run was cancelled"
+    } else {
+        "the run stopped"
+    };
+    let total = b.done + b.failed + b.pending;
+    if total == 0 {
+        return format!("{what}; no completed step had a rollback");
+    }
+    let mut line = format!("{what}; {} of {total} rollbacks ran", b.done);
+    if b.failed > 0 {
+        line += &format!(", {} failed", b.failed);
+    }
+    if b.pending > 0 {
+        line += &format!(
+            ", {} pending: run them with `runcap recover {}`",
+            b.pending, r.run_id
+        );
+    }
+    line
 }

@@ -11,6 +11,8 @@
 //! once after `escalate_after` consecutive failures.
 
 pub mod incident;
+pub mod stop;
+mod steps;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -19,15 +21,16 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::watch;
+use tracing::Instrument;
 
-use crate::caps::{CallRecord, CallSink, Resources, now_ms};
+use crate::caps::{Resources, now_ms};
 use crate::engine::{Plugin, Runtime};
-use crate::manifest::{Environment, OnFailure, Runbook, Step};
-use crate::runner::{self, ActionReport, FailureKind, Invocation, Status};
-use crate::store::{PendingRollback, RunStart, StepRecord, Store};
-
+use crate::manifest::{Environment, OnFailure, Runbook};
+use crate::runner::{ActionReport, Status};
+use crate::store::{RunStart, Store};
 pub use crate::store::records::{Phase, RunStatus};
+pub use steps::Rollbacks;
+pub use stop::{StopLevel, StopSignal, Stopper};
 
 /// The result of one step.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +64,8 @@ pub struct RunReport {
     /// Faults still open when the run ended, and how each was reverted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reverted_faults: Vec<RevertedFault>,
+    /// What became of the rollbacks of completed steps, when the run stopped.
+    pub rollbacks: Rollbacks,
 }
 
 /// A fault the end of a run reverted.
@@ -74,15 +79,32 @@ pub struct RevertedFault {
 }
 
 /// Options of one run.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RunOptions {
     pub dry_run: bool,
     /// Where the run is recorded; without one nothing is kept.
     pub store: Option<Arc<Store>>,
-    /// Becomes true when the run must stop (Ctrl-C, SIGTERM).
-    pub cancel: Option<watch::Receiver<bool>>,
+    /// Raised when the run must stop (Ctrl-C, SIGTERM, a server shutting down).
+    pub stop: StopSignal,
     /// Faults injected during the run are reverted through it when the run ends.
     pub faults: Option<Arc<crate::chaos::FaultManager>>,
+    /// The run's id, when the caller needs it before the run starts; a new one otherwise.
+    pub run_id: Option<String>,
+    /// More values templates can read, beside `steps`, `vars` and `run` (`trigger`).
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            dry_run: false,
+            store: None,
+            stop: StopSignal::never(),
+            faults: None,
+            run_id: None,
+            context: serde_json::Map::new(),
+        }
+    }
 }
 
 /// Live progress of a run, for the terminal.
@@ -134,319 +156,6 @@ pub fn load_plugins(
     loaded
 }
 
-/// A run in progress: what later steps' templates can see, and where things are recorded.
-struct Run<'a, P: FnMut(Progress<'_>)> {
-    runtime: &'a Runtime,
-    env: &'a Environment,
-    runbook: &'a Runbook,
-    plugins: &'a Loaded,
-    options: &'a RunOptions,
-    progress: P,
-    run_id: String,
-    /// Template context: `steps`, `vars`, `run`, and `incident` during escalation.
-    context: serde_json::Value,
-    seq: i64,
-    reports: Vec<StepReport>,
-    /// Rollbacks registered by completed steps, oldest first.
-    rollbacks: Vec<PendingRollback>,
-}
-
-impl<P: FnMut(Progress<'_>)> Run<'_, P> {
-    fn cancelled(&self) -> bool {
-        self.options.cancel.as_ref().is_some_and(|c| *c.borrow())
-    }
-
-    fn store(&self) -> Option<&Store> {
-        self.options.store.as_deref()
-    }
-
-    /// Records a store failure without stopping the run: losing a record is bad, but
-    /// leaving a half-done change in place because of it would be worse.
-    fn note(&self, what: &str, r: Result<(), crate::store::StoreError>) {
-        if let Err(e) = r {
-            tracing::error!(run = %self.run_id, "could not record {what}: {e}");
-        }
-    }
-
-    fn sink(&self, seq: i64, plugin: &str) -> Option<CallSink> {
-        let store = self.options.store.clone()?;
-        let run_id = self.run_id.clone();
-        let plugin = plugin.to_string();
-        Some(Arc::new(move |call: &CallRecord| {
-            if let Err(e) = store.record_call(&run_id, Some(seq), &plugin, call) {
-                tracing::error!(run = %run_id, "could not record a capability call: {e}");
-            }
-        }))
-    }
-
-    /// Runs one step (with its retries) and records it; returns its report.
-    async fn step(&mut self, step: &Step, phase: Phase) -> StepReport {
-        let seq = self.seq;
-        self.seq += 1;
-        (self.progress)(Progress::Started {
-            step: &step.id,
-            uses: &step.uses,
-            phase,
-        });
-        if let Some(store) = self.store() {
-            self.note(
-                "a step start",
-                store.step_started(&self.run_id, seq, &step.id, &step.uses, phase),
-            );
-        }
-        let started_at = now_ms();
-        let started = Instant::now();
-        let mut attempts = 0;
-        let action = loop {
-            attempts += 1;
-            let report = self.attempt(step, seq, phase).await;
-            let retryable = report.status == Status::Fail
-                && !matches!(
-                    report.failure.as_ref().map(|f| f.kind),
-                    Some(
-                        FailureKind::Denied
-                            | FailureKind::InvalidParams
-                            | FailureKind::Load
-                            | FailureKind::Cancelled
-                    )
-                );
-            if !retryable || attempts > step.retry.retries || self.cancelled() {
-                break report;
-            }
-            let delay = backoff(step, attempts);
-            let reason = report
-                .failure
-                .as_ref()
-                .map_or(report.summary.as_str(), |f| f.message.as_str());
-            (self.progress)(Progress::Retrying {
-                step: &step.id,
-                attempt: attempts + 1,
-                delay,
-                reason,
-            });
-            if !self.sleep(delay).await {
-                break report;
-            }
-        };
-        let mut action = action;
-        action.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let report = StepReport {
-            id: step.id.clone(),
-            uses: step.uses.clone(),
-            phase,
-            attempts,
-            continued: false,
-            action,
-        };
-        self.record(seq, started_at, &report);
-        self.remember(&report);
-        report
-    }
-
-    /// One attempt: resolve params, run the action, stop early if the run is cancelled.
-    async fn attempt(&mut self, step: &Step, seq: i64, phase: Phase) -> ActionReport {
-        // A rollback's params were resolved when it was registered.
-        let params = if phase == Phase::Rollback {
-            step.with.clone()
-        } else {
-            match template::render_params(&step.with, &self.context) {
-                Ok(p) => p,
-                Err(e) => {
-                    return ActionReport::failed(
-                        FailureKind::InvalidParams,
-                        format!("cannot resolve params: {e}"),
-                    );
-                }
-            }
-        };
-        let plugin = match self.plugins.get(&step.uses) {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => return ActionReport::failed(FailureKind::Load, e.clone()),
-            None => {
-                return ActionReport::failed(
-                    FailureKind::Load,
-                    format!("plugin `{}` is not loaded", step.uses),
-                );
-            }
-        };
-        let inv = Invocation {
-            run_id: self.run_id.clone(),
-            environment: self.env.name.clone(),
-            runbook: self.runbook.name.clone(),
-            step: step.id.clone(),
-            dry_run: self.options.dry_run,
-            timeout: step.timeout,
-            sink: self.sink(seq, &step.uses),
-        };
-        let action = runner::run_action(self.runtime, plugin, &inv, &params);
-        match self.options.cancel.clone() {
-            None => action.await,
-            Some(mut cancel) => {
-                tokio::select! {
-                    report = action => report,
-                    _ = cancel.wait_for(|c| *c) => ActionReport::failed(
-                        FailureKind::Cancelled,
-                        "the run was cancelled while this action ran; it was stopped".into(),
-                    ),
-                }
-            }
-        }
-    }
-
-    /// Sleeps unless the run is cancelled first; returns whether it slept the whole time.
-    async fn sleep(&self, delay: Duration) -> bool {
-        match self.options.cancel.clone() {
-            None => {
-                tokio::time::sleep(delay).await;
-                true
-            }
-            Some(mut cancel) => tokio::select! {
-                _ = tokio::time::sleep(delay) => true,
-                _ = cancel.wait_for(|c| *c) => false,
-            },
-        }
-    }
-
-    fn record(&self, seq: i64, started_at: u64, r: &StepReport) {
-        let Some(store) = self.store() else { return };
-        let rec = record_of(seq, started_at, r);
-        self.note("a step result", store.step_finished(&self.run_id, &rec));
-    }
-
-    /// Makes a step's result visible to later templates.
-    fn remember(&mut self, r: &StepReport) {
-        let a = &r.action;
-        let metrics: serde_json::Map<String, serde_json::Value> = a
-            .metrics
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
-            .collect();
-        let value = serde_json::json!({
-            "status": a.status.as_str(),
-            "summary": a.summary,
-            "details": a.details,
-            "metrics": metrics,
-            "failure": a.failure.as_ref().map(|f| serde_json::json!({"kind": f.kind.as_str(), "message": f.message})),
-            "duration_ms": a.duration_ms,
-            "attempts": r.attempts,
-        });
-        self.context["steps"][r.id.as_str()] = value;
-    }
-
-    fn skip(&mut self, step: &Step, phase: Phase) {
-        let mut action = ActionReport::failed(FailureKind::Load, String::new());
-        action.status = Status::Skipped;
-        action.failure = None;
-        action.summary = format!("skipped: `{}` is false", step.when.as_deref().unwrap_or(""));
-        let report = StepReport {
-            id: step.id.clone(),
-            uses: step.uses.clone(),
-            phase,
-            attempts: 0,
-            continued: false,
-            action,
-        };
-        let seq = self.seq;
-        self.seq += 1;
-        self.record(seq, now_ms(), &report);
-        self.remember(&report);
-        (self.progress)(Progress::Finished { step: &report });
-        self.reports.push(report);
-    }
-
-    /// Whether a step's condition holds; a condition that cannot be evaluated fails the step.
-    fn condition(&self, step: &Step) -> Result<bool, String> {
-        match &step.when {
-            None => Ok(true),
-            Some(c) => template::eval_condition(c, &self.context)
-                .map_err(|e| format!("cannot evaluate `when`: {e}")),
-        }
-    }
-
-    /// Runs a list of steps (handlers, escalations) that each run regardless of the others.
-    async fn side_steps(&mut self, steps: &[Step], phase: Phase) {
-        for step in steps {
-            if self.cancelled() {
-                break;
-            }
-            match self.condition(step) {
-                Ok(false) => {
-                    self.skip(step, phase);
-                    continue;
-                }
-                Ok(true) => {}
-                Err(e) => tracing::warn!("{}: {e}", step.id),
-            }
-            let report = self.step(step, phase).await;
-            (self.progress)(Progress::Finished { step: &report });
-            self.reports.push(report);
-        }
-    }
-
-    /// Registers a completed step's rollback, resolving its params now, while the
-    /// step's own result is known.
-    fn register_rollback(&mut self, step: &Step) {
-        let Some(rb) = &step.rollback else { return };
-        let params = match template::render_params(&rb.with, &self.context) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("rollback of {} cannot be prepared: {e}", step.id);
-                serde_json::json!({ "error": e })
-            }
-        };
-        let pending = PendingRollback {
-            seq: self.rollbacks.len() as i64,
-            step_id: rb.id.clone(),
-            uses: rb.uses.clone(),
-            params,
-        };
-        if let Some(store) = self.store() {
-            self.note("a rollback", store.add_rollback(&self.run_id, &pending));
-        }
-        self.rollbacks.push(pending);
-    }
-
-    /// Runs registered rollbacks, newest first; each is attempted even if one fails.
-    async fn roll_back(&mut self) {
-        let pending: Vec<PendingRollback> = self.rollbacks.drain(..).rev().collect();
-        for rb in pending {
-            let step = Step {
-                id: rb.step_id.clone(),
-                uses: rb.uses.clone(),
-                with: rb.params.clone(),
-                when: None,
-                timeout: None,
-                retry: Default::default(),
-                on_failure: OnFailure::Continue,
-                rollback: None,
-            };
-            let report = self.step(&step, Phase::Rollback).await;
-            let state = if report.action.status == Status::Fail {
-                "failed"
-            } else {
-                "done"
-            };
-            if let Some(store) = self.store() {
-                self.note(
-                    "a rollback state",
-                    store.set_rollback_state(&self.run_id, rb.seq, state),
-                );
-            }
-            (self.progress)(Progress::Finished { step: &report });
-            self.reports.push(report);
-        }
-    }
-}
-
-fn backoff(step: &Step, attempt: u32) -> Duration {
-    let base =
-        step.retry.backoff.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
-    let capped = base.min(step.retry.max.as_secs_f64());
-    // "Equal jitter": half fixed, half random, so retries of many runs spread out.
-    let jittered = capped / 2.0 + rand::rng().random_range(0.0..=capped / 2.0);
-    Duration::from_secs_f64(jittered)
-}
-
 /// Runs a runbook from start to end and reports every step.
 pub async fn run(
     runtime: &Runtime,
@@ -456,21 +165,46 @@ pub async fn run(
     options: &RunOptions,
     progress: impl FnMut(Progress<'_>),
 ) -> RunReport {
-    let run_id = new_run_id();
+    let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+    let span = tracing::info_span!(
+        "run",
+        run_id = %run_id,
+        runbook = %runbook.name,
+        environment = %env.name,
+        dry_run = options.dry_run
+    );
+    run_with_id(runtime, env, runbook, plugins, options, progress, run_id)
+        .instrument(span)
+        .await
+}
+
+async fn run_with_id(
+    runtime: &Runtime,
+    env: &Environment,
+    runbook: &Runbook,
+    plugins: &Loaded,
+    options: &RunOptions,
+    progress: impl FnMut(Progress<'_>),
+    run_id: String,
+) -> RunReport {
     let started = Instant::now();
     let started_at_ms = now_ms();
-    let mut run = Run {
+    let mut context = serde_json::json!({
+        "steps": {},
+        "vars": env.vars,
+        "run": {"id": run_id, "runbook": runbook.name, "environment": env.name, "dry_run": options.dry_run},
+    });
+    for (k, v) in &options.context {
+        context[k.as_str()] = v.clone();
+    }
+    let mut run = steps::Run {
         runtime,
         env,
-        runbook,
+        runbook: runbook.name.clone(),
         plugins,
         options,
         progress,
-        context: serde_json::json!({
-            "steps": {},
-            "vars": env.vars,
-            "run": {"id": run_id, "runbook": runbook.name, "environment": env.name, "dry_run": options.dry_run},
-        }),
+        context,
         run_id,
         seq: 0,
         reports: Vec::new(),
@@ -488,9 +222,63 @@ pub async fn run(
             }),
         );
     }
+    tracing::info!("run started");
+    let main = main_steps(&mut run, runbook).await;
+    let cancelled = run.cancelled();
+    let rollbacks = if main.failed_step.is_some() || cancelled {
+        run.roll_back().await
+    } else {
+        Rollbacks::default()
+    };
+    let reverted_faults = revert_faults(&run, cancelled).await;
+    let status = run_status(&run, &main, cancelled, &reverted_faults);
+    let summary = run_summary(runbook, &main, status, &rollbacks);
+    tracing::info!(status = %status, "run finished: {summary}");
+    if let Some(store) = run.store() {
+        run.note(
+            "the run result",
+            store.finish_run(&run.run_id, status, &summary),
+        );
+    }
+    let incident = if status == RunStatus::Cancelled || options.dry_run {
+        None
+    } else {
+        update_incident(&mut run, runbook, status, &main, &summary).await
+    };
+    RunReport {
+        run_id: run.run_id,
+        environment: env.name.clone(),
+        runbook: runbook.name.clone(),
+        dry_run: options.dry_run,
+        status,
+        failed_step: main.failed_step,
+        started_at_ms,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        steps: run.reports,
+        incident,
+        reverted_faults,
+        rollbacks,
+    }
+}
 
-    let mut failed_step = None;
-    let mut continued_failure = false;
+/// How the main steps went.
+struct MainSteps {
+    /// The step that stopped the run, if one did.
+    failed_step: Option<String>,
+    /// A step failed and `on_failure = "continue"` let the run go on.
+    continued_failure: bool,
+}
+
+/// Runs the main steps in order, with their conditions, failure policies and handlers,
+/// registering the rollback of each step that completes.
+async fn main_steps<P: FnMut(Progress<'_>)>(
+    run: &mut steps::Run<'_, P>,
+    runbook: &Runbook,
+) -> MainSteps {
+    let mut out = MainSteps {
+        failed_step: None,
+        continued_failure: false,
+    };
     for step in &runbook.steps {
         if run.cancelled() {
             break;
@@ -502,11 +290,8 @@ pub async fn run(
             }
             Ok(true) => {}
             Err(e) => {
-                let mut report = run.step_failed_early(step, e);
-                report.phase = Phase::Main;
-                failed_step = Some(step.id.clone());
-                (run.progress)(Progress::Finished { step: &report });
-                run.reports.push(report);
+                run.fail_early(step, Phase::Main, e);
+                out.failed_step = Some(step.id.clone());
                 break;
             }
         }
@@ -517,7 +302,7 @@ pub async fn run(
         }
         if failed && step.on_failure == OnFailure::Continue && !run.cancelled() {
             report.continued = true;
-            continued_failure = true;
+            out.continued_failure = true;
         }
         (run.progress)(Progress::Finished { step: &report });
         run.reports.push(report);
@@ -527,7 +312,7 @@ pub async fn run(
         match &step.on_failure {
             OnFailure::Continue if !run.cancelled() => continue,
             OnFailure::Run(names) => {
-                let handlers: Vec<Step> = names
+                let handlers: Vec<_> = names
                     .iter()
                     .filter_map(|n| runbook.handler(n).cloned())
                     .collect();
@@ -535,49 +320,60 @@ pub async fn run(
             }
             _ => {}
         }
-        failed_step = Some(step.id.clone());
+        out.failed_step = Some(step.id.clone());
         break;
     }
+    out
+}
 
-    let cancelled = run.cancelled();
-    if failed_step.is_some() || cancelled {
-        run.roll_back().await;
-    }
-    // Every fault this run injected is reverted now, whatever happened.
-    let mut reverted_faults = Vec::new();
-    if let Some(f) = &options.faults {
-        let by = if cancelled { "signal" } else { "run-end" };
-        match f.revert_run(&run.run_id, by).await {
-            Ok(reverted) => {
-                for (row, result) in reverted {
-                    let (ok, result) = match result {
-                        Ok(t) => (true, t),
-                        Err(e) => (false, e.to_string()),
-                    };
-                    reverted_faults.push(RevertedFault {
-                        id: row.id,
-                        kind: row.kind.as_str().to_string(),
-                        target: row.target,
-                        ok,
-                        result,
-                    });
+/// Reverts every fault the run injected, whatever happened; a journal that cannot be
+/// read is reported as a revert that failed.
+async fn revert_faults<P: FnMut(Progress<'_>)>(
+    run: &steps::Run<'_, P>,
+    cancelled: bool,
+) -> Vec<RevertedFault> {
+    let Some(f) = &run.options.faults else {
+        return Vec::new();
+    };
+    let by = if cancelled { "signal" } else { "run-end" };
+    match f.revert_run(&run.run_id, by).await {
+        Ok(reverted) => reverted
+            .into_iter()
+            .map(|(row, result)| {
+                let (ok, result) = match result {
+                    Ok(t) => (true, t),
+                    Err(e) => (false, e.to_string()),
+                };
+                RevertedFault {
+                    id: row.id,
+                    kind: row.kind.as_str().to_string(),
+                    target: row.target,
+                    ok,
+                    result,
                 }
-            }
-            Err(e) => {
-                tracing::error!(run = %run.run_id, "cannot revert this run's faults: {e}");
-                reverted_faults.push(RevertedFault {
-                    id: String::new(),
-                    kind: String::new(),
-                    target: String::new(),
-                    ok: false,
-                    result: format!(
-                        "cannot read the fault journal to revert this run's faults: {e}"
-                    ),
-                });
-            }
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(run = %run.run_id, "cannot revert this run's faults: {e}");
+            vec![RevertedFault {
+                id: String::new(),
+                kind: String::new(),
+                target: String::new(),
+                ok: false,
+                result: format!("cannot read the fault journal to revert this run's faults: {e}"),
+            }]
         }
     }
-    let revert_failed = reverted_faults.iter().any(|f| !f.ok);
+}
+
+/// How the run ended: cancelled, failed (a step stopped it, or a fault could not be
+/// reverted), warn (a warning, or a failure let through by `continue`), or ok.
+fn run_status<P: FnMut(Progress<'_>)>(
+    run: &steps::Run<'_, P>,
+    main: &MainSteps,
+    cancelled: bool,
+    reverted_faults: &[RevertedFault],
+) -> RunStatus {
     let worst = run
         .reports
         .iter()
@@ -585,207 +381,151 @@ pub async fn run(
         .map(|r| r.action.status)
         .max()
         .unwrap_or(Status::Ok);
-    let status = if cancelled {
+    if cancelled {
         RunStatus::Cancelled
-    } else if failed_step.is_some() || revert_failed {
+    } else if main.failed_step.is_some() || reverted_faults.iter().any(|f| !f.ok) {
         RunStatus::Fail
-    } else if worst == Status::Warn || continued_failure {
+    } else if worst == Status::Warn || main.continued_failure {
         RunStatus::Warn
     } else {
         RunStatus::Ok
-    };
-    let summary = match (&failed_step, status) {
+    }
+}
+
+/// One line for the store and reports, saying what happened to the rollbacks too.
+fn run_summary(
+    runbook: &Runbook,
+    main: &MainSteps,
+    status: RunStatus,
+    rollbacks: &Rollbacks,
+) -> String {
+    let mut summary = match (&main.failed_step, status) {
         (_, RunStatus::Cancelled) => "cancelled".to_string(),
         (Some(s), _) => format!("failed at step {s}"),
         (None, RunStatus::Fail) => "a fault could not be reverted".to_string(),
         (None, s) => format!("{} steps, {}", runbook.steps.len(), s.as_str()),
     };
-    if let Some(store) = run.store() {
-        run.note(
-            "the run result",
-            store.finish_run(&run.run_id, status, &summary),
-        );
+    if rollbacks.pending > 0 {
+        summary += &format!("; {} rollbacks pending", rollbacks.pending);
     }
+    if rollbacks.failed > 0 {
+        summary += &format!("; {} rollbacks failed", rollbacks.failed);
+    }
+    summary
+}
 
-    let mut incident = None;
-    if let Some(store) = run.options.store.clone()
-        && !options.dry_run
-        && status != RunStatus::Cancelled
-    {
-        let update = if status == RunStatus::Fail {
-            let failed = failed_step.clone().unwrap_or_default();
-            incident::on_run_failed(&store, env, runbook, &run.run_id, &failed, &summary).map(Some)
-        } else {
-            incident::on_run_succeeded(&store, env, runbook, &run.run_id)
-        };
-        match update {
-            Ok(Some(u)) => {
-                if u.escalated_now {
-                    run.context["incident"] = serde_json::to_value(&u).unwrap_or_default();
-                    let steps = runbook.incident.escalate.clone();
-                    let before = run.reports.len();
-                    run.side_steps(&steps, Phase::Escalation).await;
-                    for r in &run.reports[before..] {
-                        let message = format!(
-                            "escalation step {} {}: {}",
-                            r.id,
-                            r.action.status.as_str(),
-                            r.action.summary
-                        );
-                        if let Err(e) =
-                            store.incident_event(u.id, "notified", &run.run_id, &message)
-                        {
-                            tracing::error!("could not record an incident event: {e}");
-                        }
-                    }
-                }
-                incident = Some(u);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!("could not update the incident: {e}"),
+/// Opens, counts or resolves the runbook's incident, and runs its escalation steps once
+/// when the count reaches the threshold.
+async fn update_incident<P: FnMut(Progress<'_>)>(
+    run: &mut steps::Run<'_, P>,
+    runbook: &Runbook,
+    status: RunStatus,
+    main: &MainSteps,
+    summary: &str,
+) -> Option<incident::IncidentUpdate> {
+    let store = run.options.store.clone()?;
+    let update = if status == RunStatus::Fail {
+        let failed = main.failed_step.clone().unwrap_or_default();
+        incident::on_run_failed(&store, run.env, runbook, &run.run_id, &failed, summary).map(Some)
+    } else {
+        incident::on_run_succeeded(&store, run.env, runbook, &run.run_id)
+    };
+    let update = match update {
+        Ok(u) => u?,
+        Err(e) => {
+            tracing::error!("could not update the incident: {e}");
+            return None;
+        }
+    };
+    if update.escalated_now {
+        run.context["incident"] = serde_json::to_value(&update).unwrap_or_default();
+        let steps = runbook.incident.escalate.clone();
+        let before = run.reports.len();
+        run.side_steps(&steps, Phase::Escalation).await;
+        for r in &run.reports[before..] {
+            let message = format!(
+                "escalation step {} {}: {}",
+                r.id,
+                r.action.status.as_str(),
+                r.action.summary
+            );
+            run.note(
+                "an incident event",
+                store.incident_event(update.id, "notified", &run.run_id, &message),
+            );
         }
     }
-
-    RunReport {
-        run_id: run.run_id,
-        environment: env.name.clone(),
-        runbook: runbook.name.clone(),
-        dry_run: options.dry_run,
-        status,
-        failed_step,
-        started_at_ms,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        steps: run.reports,
-        incident,
-        reverted_faults,
-    }
+    Some(update)
 }
 
-impl<P: FnMut(Progress<'_>)> Run<'_, P> {
-    /// A step that fails before its action runs (its condition cannot be evaluated).
-    fn step_failed_early(&mut self, step: &Step, message: String) -> StepReport {
-        let report = StepReport {
-            id: step.id.clone(),
-            uses: step.uses.clone(),
-            phase: Phase::Main,
-            attempts: 0,
-            continued: false,
-            action: ActionReport::failed(FailureKind::InvalidParams, message),
-        };
-        let seq = self.seq;
-        self.seq += 1;
-        self.record(seq, now_ms(), &report);
-        self.remember(&report);
-        report
-    }
-}
-
-/// Runs the rollbacks an interrupted run left pending, newest first, and records them.
+/// Runs the rollbacks an interrupted or cancelled run left pending, newest first, with
+/// the same machinery as a run (records, rollback states, stop requests), and audits
+/// the recovery.
 pub async fn recover(
     runtime: &Runtime,
     env: &Environment,
     resources: &Resources,
     store: &Arc<Store>,
-    run_id: &str,
-    pending: &[PendingRollback],
-    mut progress: impl FnMut(Progress<'_>),
-) -> Vec<StepReport> {
-    let mut reports = Vec::new();
-    let mut plugins: Loaded = Loaded::new();
-    for rb in pending {
-        if !plugins.contains_key(&rb.uses) {
-            let loaded = match env.plugins.get(&rb.uses) {
+    interrupted: &crate::store::Interrupted,
+    stop: StopSignal,
+    progress: impl FnMut(Progress<'_>),
+) -> (Vec<StepReport>, Rollbacks) {
+    let run_id = interrupted.run_id.clone();
+    let span = tracing::info_span!("recover", run_id = %run_id, runbook = %interrupted.runbook);
+    async {
+        let mut plugins = Loaded::new();
+        for rb in &interrupted.pending_rollbacks {
+            plugins.entry(rb.uses.clone()).or_insert_with(|| match env.plugins.get(&rb.uses) {
                 Some(spec) => runtime.load(spec, resources).map_err(|e| e.to_string()),
                 None => Err(format!(
                     "plugin `{}` is no longer declared in {}",
                     rb.uses,
                     env.file.display()
                 )),
-            };
-            plugins.insert(rb.uses.clone(), loaded);
+            });
         }
-        progress(Progress::Started {
-            step: &rb.step_id,
-            uses: &rb.uses,
-            phase: Phase::Rollback,
+        let options = RunOptions {
+            store: Some(store.clone()),
+            stop,
+            faults: Some(resources.faults.clone()),
+            ..RunOptions::default()
+        };
+        let seq = match store.next_step_seq(&run_id) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot read the steps of {run_id}: {e}");
+                10_000
+            }
+        };
+        let mut run = steps::Run {
+            runtime,
+            env,
+            runbook: interrupted.runbook.clone(),
+            plugins: &plugins,
+            options: &options,
+            progress,
+            context: serde_json::json!({"steps": {}}),
+            run_id: run_id.clone(),
+            seq,
+            reports: Vec::new(),
+            // Oldest first, as a run registers them; they run newest first.
+            rollbacks: interrupted.pending_rollbacks.iter().rev().cloned().collect(),
+        };
+        let outcome = run.roll_back().await;
+        let payload = serde_json::json!({
+            "rollbacks": run.reports.len(), "done": outcome.done,
+            "failed": outcome.failed, "pending": outcome.pending,
+            "all_succeeded": outcome.failed == 0 && outcome.pending == 0,
         });
-        let sink_store = store.clone();
-        let sink_run = run_id.to_string();
-        let sink_plugin = rb.uses.clone();
-        let seq = 10_000 + rb.seq;
-        let inv = Invocation {
-            run_id: run_id.to_string(),
-            environment: env.name.clone(),
-            runbook: String::new(),
-            step: rb.step_id.clone(),
-            dry_run: false,
-            timeout: None,
-            sink: Some(Arc::new(move |call: &CallRecord| {
-                let _ = sink_store.record_call(&sink_run, Some(seq), &sink_plugin, call);
-            })),
-        };
-        let started_at = now_ms();
-        let action = match plugins.get(&rb.uses) {
-            Some(Ok(p)) => runner::run_action(runtime, p, &inv, &rb.params).await,
-            Some(Err(e)) => ActionReport::failed(FailureKind::Load, e.clone()),
-            None => ActionReport::failed(FailureKind::Load, "not loaded".into()),
-        };
-        let state = if action.status == Status::Fail {
-            "failed"
-        } else {
-            "done"
-        };
-        let report = StepReport {
-            id: rb.step_id.clone(),
-            uses: rb.uses.clone(),
-            phase: Phase::Rollback,
-            attempts: 1,
-            continued: false,
-            action,
-        };
-        let record = record_of(seq, started_at, &report);
-        if let Err(e) = store
-            .step_finished(run_id, &record)
-            .and_then(|_| store.set_rollback_state(run_id, rb.seq, state))
-        {
-            tracing::error!("could not record the recovery of {run_id}: {e}");
-        }
-        progress(Progress::Finished { step: &report });
-        reports.push(report);
+        let ok = outcome.failed == 0 && outcome.pending == 0;
+        run.note(
+            "the recovery",
+            store.audit("run.recovered", &run_id, if ok { "ok" } else { "fail" }, &payload),
+        );
+        (run.reports, outcome)
     }
-    let ok = reports.iter().all(|r| r.action.status != Status::Fail);
-    let payload = serde_json::json!({"rollbacks": reports.len(), "all_succeeded": ok});
-    if let Err(e) = store.audit(
-        "run.recovered",
-        run_id,
-        if ok { "ok" } else { "fail" },
-        &payload,
-    ) {
-        tracing::error!("could not audit the recovery of {run_id}: {e}");
-    }
-    reports
-}
-
-/// How a finished step is stored.
-fn record_of(seq: i64, started_at: u64, r: &StepReport) -> StepRecord<'_> {
-    let a = &r.action;
-    StepRecord {
-        seq,
-        step_id: &r.id,
-        uses: &r.uses,
-        phase: r.phase,
-        status: a.status,
-        attempts: r.attempts,
-        failure_kind: a.failure.as_ref().map(|f| f.kind),
-        summary: &a.summary,
-        details: &a.details,
-        metrics: &a.metrics,
-        logs: &a.logs,
-        stdout: (&a.stdout.text, a.stdout.dropped),
-        stderr: (&a.stderr.text, a.stderr.dropped),
-        started_at: started_at as i64,
-        duration_ms: a.duration_ms,
-    }
+    .instrument(span)
+    .await
 }
 
 /// A run id that sorts by time: milliseconds since the epoch and a random suffix.

@@ -94,6 +94,22 @@ pub struct PendingRollback {
     pub step_id: String,
     pub uses: String,
     pub params: serde_json::Value,
+    /// The rollback's own time limit, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_ms")]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// An optional duration as whole milliseconds.
+mod opt_ms {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// One row of `runcap history`.
@@ -411,8 +427,8 @@ impl Store {
         let params_json = self.clean_json(&rb.params);
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO rollbacks (run_id, seq, step_id, uses, params, state) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-                params![run_id, rb.seq, rb.step_id, rb.uses, params_json],
+                "INSERT OR REPLACE INTO rollbacks (run_id, seq, step_id, uses, params, state, timeout_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+                params![run_id, rb.seq, rb.step_id, rb.uses, params_json, rb.timeout.map(|t| t.as_millis() as i64)],
             )
             .map_err(self.err())?;
         Ok(())
@@ -423,7 +439,7 @@ impl Store {
         &self,
         run_id: &str,
         seq: i64,
-        state: &str,
+        state: records::RollbackState,
     ) -> Result<(), StoreError> {
         self.conn()
             .execute(
@@ -438,7 +454,7 @@ impl Store {
     pub fn pending_rollbacks(&self, run_id: &str) -> Result<Vec<PendingRollback>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT seq, step_id, uses, params FROM rollbacks WHERE run_id = ?1 AND state != 'done' ORDER BY seq DESC")
+            .prepare("SELECT seq, step_id, uses, params, timeout_ms FROM rollbacks WHERE run_id = ?1 AND state != 'done' ORDER BY seq DESC")
             .map_err(self.err())?;
         let rows = stmt
             .query_map([run_id], |r| {
@@ -448,6 +464,9 @@ impl Store {
                     step_id: r.get(1)?,
                     uses: r.get(2)?,
                     params: serde_json::from_str(&params).unwrap_or(serde_json::Value::Null),
+                    timeout: r
+                        .get::<_, Option<i64>>(4)?
+                        .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
                 })
             })
             .map_err(self.err())?;
@@ -576,13 +595,25 @@ impl Store {
         })
     }
 
-    /// Interrupted runs that still have rollbacks to run.
+    /// The sequence number the next step of a run gets (rollbacks run by recovery
+    /// continue after the steps already recorded).
+    pub fn next_step_seq(&self, run_id: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(seq), -1) + 1 FROM steps WHERE run_id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Interrupted or cancelled runs that still have rollbacks to run.
     pub fn runs_needing_recovery(&self) -> Result<Vec<Interrupted>, StoreError> {
         let ids: Vec<(String, String, String)> = {
             let conn = self.conn();
             let mut stmt = conn
                 .prepare(
-                    "SELECT DISTINCT r.id, r.runbook, r.manifest FROM runs r JOIN rollbacks b ON b.run_id = r.id WHERE r.status = 'interrupted' AND b.state != 'done' ORDER BY r.started_at",
+                    "SELECT DISTINCT r.id, r.runbook, r.manifest FROM runs r JOIN rollbacks b ON b.run_id = r.id WHERE r.status IN ('interrupted', 'cancelled') AND b.state != 'done' ORDER BY r.started_at",
                 )
                 .map_err(self.err())?;
             let rows = stmt

@@ -250,6 +250,16 @@ impl From<RunStatus> for RunState {
 }
 
 words! {
+    /// Where a registered rollback is.
+    pub enum RollbackState {
+        /// Not run yet (or cut short): `runcap recover` runs it.
+        Pending = "pending",
+        Done = "done",
+        Failed = "failed",
+    }
+}
+
+words! {
     /// How urgent an incident or a notification is.
     pub enum Severity {
         Critical = "critical",

@@ -137,4 +137,8 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX faults_open ON faults (state);
     "#,
+    // 4: a rollback's own time limit, so a recovered rollback keeps it.
+    r#"
+    ALTER TABLE rollbacks ADD COLUMN timeout_ms INTEGER;
+    "#,
 ];
