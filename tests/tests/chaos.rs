@@ -145,6 +145,8 @@ steps = [{{ uses = "control", with = {{ service = "api", action = "stop" }} }}]
         };
         d.sb.run(&["check"]).expect_code(0);
         d.sb.run(&["run", "start"]).expect_code(0);
+        // Drills reach the service through the proxy from their first probe on.
+        d.sb.run(&["proxies", "--start"]).expect_code(0);
         wait_until("the proxy answers", 10, || get(d.proxy).is_ok());
         d
     }
@@ -696,11 +698,19 @@ fn the_game_day_example_runs_every_drill_and_leaves_nothing_behind() {
 
 #[test]
 fn only_drills_start_proxies_and_the_output_says_they_stay() {
-    let d = Drill::new(&hold_runbook("unused", "{ kind = \"latency\", target = \"api\", duration = \"1s\", latency = \"10ms\" }"));
+    let d = Drill::new(&hold_runbook(
+        "unused",
+        "{ kind = \"latency\", target = \"api\", duration = \"1s\", latency = \"10ms\" }",
+    ));
     let proxy_up = |d: &Drill| std::net::TcpStream::connect(("127.0.0.1", d.proxy)).is_ok();
+    d.sb.run(&["proxies", "--stop"]).expect_code(0);
+    wait_until("the proxy is gone", 10, || !proxy_up(&d));
     // `stop` only stops a service: no proxy process is started for it.
     let out = d.sb.run(&["run", "stop"]).expect_code(0);
-    assert!(!proxy_up(&d), "a run without network faults started a proxy");
+    assert!(
+        !proxy_up(&d),
+        "a run without network faults started a proxy"
+    );
     assert!(!out.stderr().contains("drill proxy"), "{}", out.stderr());
     let st = d.sb.run(&["proxies", "--json"]).expect_code(0).json();
     assert_eq!(st[0]["state"], "stopped", "{st:#}");

@@ -99,7 +99,11 @@ fn one_signal_runs_every_rollback(sig: &str) {
         "{stdout}"
     );
     let rec = sb.run(&["recover"]).expect_code(0);
-    assert!(rec.stdout().contains("nothing to recover"), "{}", rec.stdout());
+    assert!(
+        rec.stdout().contains("nothing to recover"),
+        "{}",
+        rec.stdout()
+    );
 }
 
 #[test]
@@ -124,7 +128,10 @@ fn a_second_signal_leaves_the_rollbacks_pending_and_says_so() {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}");
-    assert!(svc.state.down.load(Ordering::Relaxed), "nothing rolled back");
+    assert!(
+        svc.state.down.load(Ordering::Relaxed),
+        "nothing rolled back"
+    );
     assert!(
         stdout.contains("0 of 2 rollbacks ran, 2 pending: run them with `runcap recover"),
         "{stdout}"
@@ -133,7 +140,10 @@ fn a_second_signal_leaves_the_rollbacks_pending_and_says_so() {
     assert_eq!(h[0]["status"], "cancelled");
     let rec = sb.run(&["recover"]).expect_code(0);
     assert!(rec.stdout().contains("deploy.rollback"), "{}", rec.stdout());
-    assert!(!svc.state.down.load(Ordering::Relaxed), "recovery rolled back");
+    assert!(
+        !svc.state.down.load(Ordering::Relaxed),
+        "recovery rolled back"
+    );
     sb.run(&["audit", "verify"]).expect_code(0);
 }
 

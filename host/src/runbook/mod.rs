@@ -11,8 +11,8 @@
 //! once after `escalate_after` consecutive failures.
 
 pub mod incident;
-pub mod stop;
 mod steps;
+pub mod stop;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -27,8 +27,8 @@ use crate::caps::{Resources, now_ms};
 use crate::engine::{Plugin, Runtime};
 use crate::manifest::{Environment, OnFailure, Runbook};
 use crate::runner::{ActionReport, Status};
-use crate::store::{RunStart, Store};
 pub use crate::store::records::{Phase, RunStatus};
+use crate::store::{RunStart, Store};
 pub use steps::Rollbacks;
 pub use stop::{StopLevel, StopSignal, Stopper};
 
@@ -475,14 +475,16 @@ pub async fn recover(
     async {
         let mut plugins = Loaded::new();
         for rb in &interrupted.pending_rollbacks {
-            plugins.entry(rb.uses.clone()).or_insert_with(|| match env.plugins.get(&rb.uses) {
-                Some(spec) => runtime.load(spec, resources).map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "plugin `{}` is no longer declared in {}",
-                    rb.uses,
-                    env.file.display()
-                )),
-            });
+            plugins
+                .entry(rb.uses.clone())
+                .or_insert_with(|| match env.plugins.get(&rb.uses) {
+                    Some(spec) => runtime.load(spec, resources).map_err(|e| e.to_string()),
+                    None => Err(format!(
+                        "plugin `{}` is no longer declared in {}",
+                        rb.uses,
+                        env.file.display()
+                    )),
+                });
         }
         let options = RunOptions {
             store: Some(store.clone()),
@@ -509,7 +511,12 @@ pub async fn recover(
             seq,
             reports: Vec::new(),
             // Oldest first, as a run registers them; they run newest first.
-            rollbacks: interrupted.pending_rollbacks.iter().rev().cloned().collect(),
+            rollbacks: interrupted
+                .pending_rollbacks
+                .iter()
+                .rev()
+                .cloned()
+                .collect(),
         };
         let outcome = run.roll_back().await;
         let payload = serde_json::json!({
@@ -520,7 +527,12 @@ pub async fn recover(
         let ok = outcome.failed == 0 && outcome.pending == 0;
         run.note(
             "the recovery",
-            store.audit("run.recovered", &run_id, if ok { "ok" } else { "fail" }, &payload),
+            store.audit(
+                "run.recovered",
+                &run_id,
+                if ok { "ok" } else { "fail" },
+                &payload,
+            ),
         );
         (run.reports, outcome)
     }

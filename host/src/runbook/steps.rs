@@ -148,9 +148,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
                             | FailureKind::Cancelled
                     )
                 );
-            if !retryable
-                || attempts > step.retry.retries
-                || self.stopping(Self::stop_level(phase))
+            if !retryable || attempts > step.retry.retries || self.stopping(Self::stop_level(phase))
             {
                 return (report, attempts);
             }
