@@ -622,3 +622,64 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Service processes listening on `port`, by pid.
+fn listeners(port: u16) -> Vec<i64> {
+    let mut pids: Vec<i64> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| {
+            alive(*pid)
+                && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains(&format!("127.0.0.1:{port}")) && c.starts_with(DEMO)
+                })
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+#[test]
+fn a_runcap_killed_at_any_moment_of_a_start_never_leaves_an_untracked_instance() {
+    let port = free_port();
+    let sb = Sandbox::new();
+    let _cleanup = Cleanup(vec![sb.path().join(".runcap/services/api.json")]);
+    sb.write("runcap.toml", &manifest(port, ""));
+    sb.run(&["check"]).expect_code(0);
+    // Kill a starting runcap 0 to 40 ms in (around the supervisor's spawn and the first
+    // state write), with and without a SIGINT just before; then start again.
+    for round in 0..24u64 {
+        let mut child = sb
+            .runcap()
+            .args(["run", "start"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(round * 7 % 41));
+        if round % 2 == 0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            std::thread::sleep(std::time::Duration::from_millis(round % 13));
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        let out = sb.run(&["run", "start", "--json"]);
+        assert_eq!(out.code(), 0, "round {round}: {}", out.stdout());
+        let s = services(&sb);
+        let tracked = s[0]["pid"].as_i64();
+        assert_eq!(
+            listeners(port),
+            tracked.into_iter().collect::<Vec<_>>(),
+            "round {round}: exactly the tracked instance runs: {s:#}"
+        );
+        if round % 3 == 0 {
+            sb.run(&["run", "stop"]).expect_code(0);
+            assert!(listeners(port).is_empty(), "round {round}: stopped");
+        }
+    }
+    sb.run(&["run", "stop"]).expect_code(0);
+    assert!(listeners(port).is_empty());
+}

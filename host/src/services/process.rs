@@ -131,6 +131,37 @@ fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
 
+/// The lock a supervisor holds for as long as it lives: at most one instance of a
+/// service is supervised, whatever happens to the runcap that started it.
+fn instance_lock_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.instance.lock"))
+}
+
+/// Takes the instance lock without waiting; `None` when another supervisor holds it.
+/// The lock lasts as long as the returned file is open (it is not inherited by the
+/// service, whose descriptors runcap does not pass on).
+fn try_instance_lock(dir: &Path, name: &str) -> std::io::Result<Option<File>> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(instance_lock_path(dir, name))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(file));
+    }
+    match std::io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+        e => Err(e),
+    }
+}
+
+/// Whether a supervisor of the service is alive (it holds the instance lock).
+fn supervised(dir: &Path, name: &str) -> bool {
+    matches!(try_instance_lock(dir, name), Ok(None))
+}
+
 fn read_state(dir: &Path, name: &str) -> Option<StateFile> {
     let text = std::fs::read_to_string(state_path(dir, name)).ok()?;
     serde_json::from_str(&text).ok()
@@ -221,13 +252,56 @@ fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<S
         st.detail = format!("already running as pid {}", st.pid.unwrap_or_default());
         return Ok(st);
     }
+    // A supervisor that a runcap killed mid-start left behind may still be bringing the
+    // service up, or the one a stop just ended may still be writing down how: either way
+    // it holds the instance lock. Wait for it to run the service or to end, rather than
+    // start a second one.
+    if let Some(st) = other_supervisor(name, dir)? {
+        return Ok(st);
+    }
+    let supervisor = spawn_supervisor(name, def, dir, redaction)?;
+    let result = wait_started(name, def, dir, &supervisor);
+    // Reap the supervisor if it ends while this process still runs.
+    std::thread::spawn(move || supervisor.wait());
+    result
+}
+
+/// A supervisor this process started.
+struct Supervisor(std::sync::Mutex<std::process::Child>);
+
+impl Supervisor {
+    fn id(&self) -> u32 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).id()
+    }
+
+    /// Whether it has ended (without reaping anything else).
+    fn ended(&self) -> bool {
+        let mut child = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        !matches!(child.try_wait(), Ok(None))
+    }
+
+    fn wait(self) {
+        let _ = self
+            .0
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .wait();
+    }
+}
+
+/// Starts `runcap supervise-service` for the service, in a session of its own, and hands
+/// it the redaction rules through a pipe.
+fn spawn_supervisor(
+    name: &str,
+    def: &ProcessDef,
+    dir: &Path,
+    redaction: &Spec,
+) -> Result<Supervisor, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the runcap binary: {e}"))?;
-    let state = state_path(dir, name);
-    let _ = std::fs::remove_file(&state);
     let mut cmd = Command::new(exe);
     cmd.arg("supervise-service")
         .arg("--state")
-        .arg(&state)
+        .arg(state_path(dir, name))
         .arg("--log")
         .arg(log_path(dir, name))
         .arg("--cwd")
@@ -254,7 +328,8 @@ fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<S
     // The redaction rules and secret values go through a pipe, never into the supervisor's
     // arguments or environment, where other local users could read them.
     if let Some(mut stdin) = child.stdin.take() {
-        let spec = serde_json::to_vec(redaction).unwrap_or_default();
+        let spec = serde_json::to_vec(redaction)
+            .map_err(|e| format!("cannot encode the redaction rules: {e}"))?;
         if let Err(e) = stdin.write_all(&spec) {
             let _ = child.kill();
             return Err(format!(
@@ -262,17 +337,28 @@ fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<S
             ));
         }
     }
-    let supervisor = child.id();
-    // Reap the supervisor if it ends while this process still runs.
-    std::thread::spawn(move || child.wait());
+    Ok(Supervisor(std::sync::Mutex::new(child)))
+}
+
+/// Waits until the supervisor this start spawned runs the service, and checks that the
+/// process it started is the one running; a supervisor that lost the instance lock to an
+/// earlier one (started by a runcap that died) defers to it.
+fn wait_started(
+    name: &str,
+    def: &ProcessDef,
+    dir: &Path,
+    supervisor: &Supervisor,
+) -> Result<Status, String> {
+    let ours = supervisor.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        // Only this start's supervisor counts, not a late word from the one before.
-        if let Some(s) = read_state(dir, name).filter(|s| s.supervisor_pid == supervisor) {
+        // Only this start's supervisor counts, not a late word from another one.
+        if let Some(s) = read_state(dir, name).filter(|s| s.supervisor_pid == ours) {
             if let Some(pid) = is_ours(&s) {
-                // A child that dies at once (bad args) should be reported as a failed start.
+                // A child that dies at once (bad args, a port in use) is a failed start.
                 std::thread::sleep(Duration::from_millis(50));
-                if is_ours(&s).is_some() {
+                let now = read_state(dir, name);
+                if is_ours(&s).is_some() && now.is_some_and(|n| n.supervisor_pid == ours) {
                     let mut st = status_of(name, dir);
                     st.detail = format!("started as pid {pid}");
                     return Ok(st);
@@ -287,6 +373,11 @@ fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<S
                     log_tail(dir, name)
                 ));
             }
+        } else if supervisor.ended() {
+            // It never wrote a state: another supervisor took the service first.
+            return other_supervisor(name, dir)?.ok_or_else(|| {
+                format!("{name}: the supervisor ended before it started the service")
+            });
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -296,6 +387,29 @@ fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<S
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits while another supervisor holds the service: `Some` once it runs the service
+/// (reported as already running), `None` once it has ended and a new one may start.
+fn other_supervisor(name: &str, dir: &Path) -> Result<Option<Status>, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while supervised(dir, name) {
+        let st = status_of(name, dir);
+        if st.state == ServiceState::Running {
+            let mut st = st;
+            st.detail = format!("already running as pid {}", st.pid.unwrap_or_default());
+            return Ok(Some(st));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "another supervisor of {name} holds it but runs no process ({}); last log lines: {}",
+                st.detail,
+                log_tail(dir, name)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(None)
 }
 
 fn stop(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
@@ -443,6 +557,26 @@ pub fn supervise(
         save(&record);
         return 2;
     };
+    // One supervisor per service: one that loses the instance lock to a live one leaves
+    // without touching the state file (the runcap that started it defers to the other).
+    let dir = state.parent().unwrap_or(Path::new("."));
+    let name = state
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let _instance = match try_instance_lock(dir, &name) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return 3,
+        Err(e) => {
+            record.error = Some(format!("cannot take the instance lock: {e}"));
+            record.exited_at_ms = Some(now_ms());
+            save(&record);
+            return 2;
+        }
+    };
+    // The state names this supervisor before the service exists, so a start that
+    // follows (after a crash of the runcap that started it) finds it.
+    save(&record);
     // A service whose output cannot be redacted is not started: its log would keep what
     // runcap promises never to store.
     let redactor = match read_spec() {
@@ -500,10 +634,19 @@ pub fn supervise(
     }
     record.pid = Some(child.id());
     record.pid_start = crate::procinfo::start_time(child.id());
-    save(&record);
-    if let Some(p) = pid_file {
-        let _ = write_atomically(p, format!("{}\n", child.id()).as_bytes());
+    // A pid file other tools rely on that cannot be written fails the start: the
+    // service is stopped again rather than left running where they cannot find it.
+    if let Some(p) = pid_file
+        && let Err(e) = write_atomically(p, format!("{}\n", child.id()).as_bytes())
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        record.error = Some(format!("cannot write the pid file {}: {e}", p.display()));
+        record.exited_at_ms = Some(now_ms());
+        save(&record);
+        return 2;
     }
+    save(&record);
     let status = child.wait();
     let exited_at = now_ms();
     // Let the pumps write the service's last lines before the exit is recorded (whoever

@@ -114,6 +114,41 @@ fn describe(s: &ServiceStatus) -> String {
     }
 }
 
+/// Which process serves the service once its health URL answers.
+enum Serving {
+    /// The one this action started.
+    Ours,
+    /// A newer instance a later start or restart put in its place.
+    Newer(u32),
+    /// None that runcap started: the health URL is answered by something else.
+    Gone(String),
+}
+
+/// Checks that a process runcap started serves, waiting (within the action's health
+/// window) through a later restart that has stopped this one and not yet started its own.
+fn serving_instance(
+    ctx: &Context,
+    service: &str,
+    ours: Option<u32>,
+    within: Duration,
+    started: Instant,
+) -> Serving {
+    loop {
+        match ctx.service(service, Verb::Status) {
+            Ok(now) if now.state == ServiceState::Running => {
+                return match (now.pid, ours) {
+                    (Some(p), Some(o)) if p != o => Serving::Newer(p),
+                    _ => Serving::Ours,
+                };
+            }
+            Ok(now) if started.elapsed() >= within => return Serving::Gone(now.detail),
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+            // The status cannot be read: nothing says the start failed.
+            Err(_) => return Serving::Ours,
+        }
+    }
+}
+
 /// The action.
 pub fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
     let within = duration("healthy_within", &p.healthy_within)?;
@@ -191,24 +226,37 @@ pub fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
                 std::thread::sleep(d)
             })?;
             // A health URL answered by some other process (an old instance holding the port)
-            // must not pass for a successful start.
-            if let Health::Healthy { .. } = health
-                && let Ok(now) = ctx.service(&p.service, Verb::Status)
-                && now.state == ServiceState::Stopped
-            {
-                return Ok(base(Outcome::fail(format!(
-                    "{did}, and {url} answers, but the started process is gone ({}): another process may hold its port",
-                    now.detail
-                ))));
+            // must not pass for a successful start. A later start or restart (from another
+            // runbook, a person, cron) may have replaced this one's process: what the
+            // operator asked for — the service up — then holds, through the newer instance.
+            let mut superseded = None;
+            if let Health::Healthy { .. } = health {
+                match serving_instance(ctx, &p.service, status.pid, within, started) {
+                    Serving::Ours => {}
+                    Serving::Newer(pid) => superseded = Some(pid),
+                    Serving::Gone(detail) => {
+                        return Ok(base(Outcome::fail(format!(
+                            "{did}, and {url} answers, but the started process is gone ({detail}): another process may hold its port"
+                        ))));
+                    }
+                }
             }
             Ok(base(match health {
                 Health::Healthy { after, checks } => {
                     let ms = after.as_secs_f64() * 1000.0;
+                    let note = match superseded {
+                        Some(pid) => format!(
+                            "; a later start replaced {} with pid {pid}, which serves",
+                            describe(&status)
+                        ),
+                        None => String::new(),
+                    };
                     Outcome::ok(format!(
-                        "{did} ({}), healthy after {:.0} ms",
+                        "{did} ({}), healthy after {:.0} ms{note}",
                         describe(&status),
                         ms
                     ))
+                    .detail("superseded_by", superseded)
                     .detail("health_url", url.as_str())
                     .detail("time_to_healthy_ms", ms)
                     .detail("health_checks", checks)
