@@ -436,6 +436,36 @@ fn a_killed_run_is_marked_interrupted_and_its_rollbacks_recovered() {
             .contains("nothing to recover")
     );
     sb.run(&["audit", "verify"]).expect_code(0);
+
+    // Forging the outcome in the database is caught: the final records are sealed.
+    let conn = rusqlite::Connection::open(sb.path().join(".runcap/runcap.db")).unwrap();
+    conn.execute("UPDATE runs SET status = 'ok' WHERE id = ?1", [&id])
+        .unwrap();
+    conn.execute(
+        "UPDATE steps SET status = 'ok' WHERE run_id = ?1 AND status = 'interrupted'",
+        [&id],
+    )
+    .unwrap();
+    drop(conn);
+    let h = sb.run(&["history"]).expect_code(0).stdout();
+    assert!(h.contains("ok ⚠ EDITED"), "{h}");
+    let shown = sb.run(&["show", &id, "--json"]).expect_code(0).json();
+    assert!(
+        shown["tampered"].as_array().unwrap().len() >= 2,
+        "{shown:#}"
+    );
+    assert!(
+        shown["steps"][1]["tampered"]
+            .as_str()
+            .unwrap()
+            .contains("edited after it was sealed"),
+        "{shown:#}"
+    );
+    let v = sb.run(&["audit", "verify"]).expect_code(1).stdout();
+    assert!(
+        v.contains(&format!("run {id}: the run's record was edited")),
+        "{v}"
+    );
 }
 
 #[test]

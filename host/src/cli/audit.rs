@@ -44,7 +44,31 @@ pub fn verify(env: &EnvArgs, state: &StateArgs, anchor: Option<&Anchor>, json: b
     } else {
         print_broken(&verdict);
     }
-    if verdict.broken.is_some() { 1 } else { 0 }
+    let unsealed = match super::open_store(env, state).and_then(|s| {
+        s.unsealed_records().map_err(|e| {
+            eprintln!("error: {e}");
+            2
+        })
+    }) {
+        Ok(u) => u,
+        Err(code) => return code,
+    };
+    for u in &unsealed {
+        let at = match u.step {
+            Some(seq) => format!("run {} step {seq}", u.run_id),
+            None => format!("run {}", u.run_id),
+        };
+        if json {
+            eprintln!("error: {at}: {}", u.problem);
+        } else {
+            println!("✘ {at}: {}", u.problem);
+        }
+    }
+    if verdict.broken.is_some() || !unsealed.is_empty() {
+        1
+    } else {
+        0
+    }
 }
 
 pub fn head(env: &EnvArgs, state: &StateArgs, json: bool) -> u8 {

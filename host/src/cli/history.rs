@@ -60,11 +60,14 @@ pub fn history(
             .finished_at
             .map(|f| format_ms((f - r.started_at) as f64))
             .unwrap_or_else(|| "-".into());
-        let status = if r.dry_run {
+        let mut status = if r.dry_run {
             format!("{} (dry)", r.status)
         } else {
             r.status.to_string()
         };
+        if !r.tampered.is_empty() {
+            status += " ⚠ EDITED";
+        }
         println!(
             "{:<18} {:<20} {:<20} {:<11} {:>9}  {}",
             r.id,
@@ -127,6 +130,9 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
         r.summary
     );
     println!("manifest {}", run.manifest);
+    for problem in &r.tampered {
+        println!("⚠ this record does not match the audit chain: {problem}");
+    }
     for s in &run.steps {
         println!();
         let failure = s
@@ -138,6 +144,9 @@ pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {
             "[{}] {} · {} · {}{failure} · {} attempt(s) · {took}",
             s.phase, s.id, s.uses, s.status, s.attempts
         );
+        if let Some(problem) = &s.tampered {
+            println!("  ⚠ {problem}: the audit chain sealed something else");
+        }
         if !s.summary.is_empty() {
             println!("  {}", s.summary);
         }

@@ -12,6 +12,7 @@ mod faults;
 pub mod incidents;
 pub mod records;
 mod schema;
+pub mod seal;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,6 +124,10 @@ pub struct RunRow {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub summary: String,
+    /// Records of this run (its own, its steps') that no longer match what the audit
+    /// chain sealed: edited in the database after the fact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tampered: Vec<String>,
 }
 
 /// A stored step with its logs, output and calls.
@@ -144,6 +149,9 @@ pub struct StoredStep {
     pub stdout: String,
     pub stderr: String,
     pub calls: Vec<serde_json::Value>,
+    /// Why this step's record no longer matches its seal, if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tampered: Option<String>,
 }
 
 /// Everything stored about one run.
@@ -376,15 +384,8 @@ impl Store {
             "seq": s.seq, "phase": s.phase, "uses": s.uses, "status": s.status,
             "failure": s.failure_kind, "attempts": s.attempts, "summary": summary,
         });
-        audit::append(
-            &tx,
-            now_ms() as i64,
-            "step.finished",
-            run_id,
-            s.step_id,
-            &payload.to_string(),
-        )
-        .map_err(self.err())?;
+        seal::seal_step(&tx, run_id, s.seq, "step.finished", s.step_id, payload)
+            .map_err(self.err())?;
         tx.commit().map_err(self.err())
     }
 
@@ -484,21 +485,14 @@ impl Store {
         let summary = self.clean(summary);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.err())?;
-        let payload = serde_json::json!({"status": status, "summary": summary});
-        let seq = audit::append(
-            &tx,
-            now,
-            "run.finished",
-            run_id,
-            status.as_str(),
-            &payload.to_string(),
-        )
-        .map_err(self.err())?;
         tx.execute(
-            "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4, audit_seq = ?5 WHERE id = ?1",
-            params![run_id, status, now, summary, seq],
+            "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
+            params![run_id, status, now, summary],
         )
         .map_err(self.err())?;
+        let payload = serde_json::json!({"status": status, "summary": summary});
+        seal::seal_run(&tx, run_id, "run.finished", status.as_str(), payload)
+            .map_err(self.err())?;
         tx.commit().map_err(self.err())
     }
 
@@ -527,11 +521,25 @@ impl Store {
             let completed: u32 = {
                 let mut conn = self.conn();
                 let tx = conn.transaction().map_err(self.err())?;
-                tx.execute(
-                    "UPDATE steps SET status = 'interrupted' WHERE run_id = ?1 AND status = 'running'",
-                    [&id],
-                )
-                .map_err(self.err())?;
+                let cut: Vec<(i64, String)> = {
+                    let mut stmt = tx
+                        .prepare("SELECT seq, step_id FROM steps WHERE run_id = ?1 AND status = 'running'")
+                        .map_err(self.err())?;
+                    stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(self.err())?
+                        .collect::<Result<_, _>>()
+                        .map_err(self.err())?
+                };
+                for (seq, step_id) in &cut {
+                    tx.execute(
+                        "UPDATE steps SET status = 'interrupted' WHERE run_id = ?1 AND seq = ?2",
+                        params![id, seq],
+                    )
+                    .map_err(self.err())?;
+                    let payload = serde_json::json!({"seq": seq, "status": "interrupted"});
+                    seal::seal_step(&tx, &id, *seq, "step.interrupted", step_id, payload)
+                        .map_err(self.err())?;
+                }
                 let completed: u32 = tx
                     .query_row(
                         "SELECT COUNT(*) FROM steps WHERE run_id = ?1 AND status NOT IN ('interrupted', 'running')",
@@ -539,21 +547,14 @@ impl Store {
                         |r| r.get(0),
                     )
                     .map_err(self.err())?;
-                let payload = serde_json::json!({"status": "interrupted", "pid": pid, "completed_steps": completed});
-                let seq = audit::append(
-                    &tx,
-                    now,
-                    "run.interrupted",
-                    &id,
-                    "interrupted",
-                    &payload.to_string(),
-                )
-                .map_err(self.err())?;
                 tx.execute(
-                    "UPDATE runs SET status = 'interrupted', finished_at = ?2, summary = 'the runcap process died during the run', audit_seq = ?3 WHERE id = ?1",
-                    params![id, now, seq],
+                    "UPDATE runs SET status = 'interrupted', finished_at = ?2, summary = 'the runcap process died during the run' WHERE id = ?1",
+                    params![id, now],
                 )
                 .map_err(self.err())?;
+                let payload = serde_json::json!({"status": "interrupted", "pid": pid, "completed_steps": completed});
+                seal::seal_run(&tx, &id, "run.interrupted", "interrupted", payload)
+                    .map_err(self.err())?;
                 tx.commit().map_err(self.err())?;
                 completed
             };
@@ -645,7 +646,9 @@ impl Store {
         let rows = stmt
             .query_map(params![runbook, limit as i64], run_row)
             .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+        let mut runs: Vec<RunRow> = rows.collect::<Result<_, _>>().map_err(self.err())?;
+        mark_tampered(&conn, &mut runs).map_err(self.err())?;
+        Ok(runs)
     }
 
     /// Runs started at or after `since_ms`, oldest first.
@@ -657,7 +660,9 @@ impl Store {
             )
             .map_err(self.err())?;
         let rows = stmt.query_map([since_ms], run_row).map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+        let mut runs: Vec<RunRow> = rows.collect::<Result<_, _>>().map_err(self.err())?;
+        mark_tampered(&conn, &mut runs).map_err(self.err())?;
+        Ok(runs)
     }
 
     /// One run by id or unique id prefix, with everything stored about it.
@@ -698,12 +703,39 @@ impl Store {
             .collect::<Result<_, _>>()
             .map_err(self.err())?
         };
+        let mut run = run;
+        let unsealed = seal::check_run(&conn, &run.id).map_err(self.err())?;
+        for u in &unsealed {
+            if let Some(step) = steps.iter_mut().find(|s| Some(s.seq) == u.step) {
+                step.tampered = Some(u.problem.clone());
+            }
+        }
+        run.tampered = unsealed.into_iter().map(|u| u.problem).collect();
         Ok(Some(RunDetail {
             run,
             manifest,
             steps,
             rollbacks,
         }))
+    }
+
+    /// Every run's and step's record that no longer matches its seal in the audit chain.
+    pub fn unsealed_records(&self) -> Result<Vec<seal::Unsealed>, StoreError> {
+        let conn = self.conn();
+        let ids: Vec<String> = {
+            let mut stmt = conn
+                .prepare("SELECT id FROM runs ORDER BY started_at")
+                .map_err(self.err())?;
+            stmt.query_map([], |r| r.get(0))
+                .map_err(self.err())?
+                .collect::<Result<_, _>>()
+                .map_err(self.err())?
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(seal::check_run(&conn, &id).map_err(self.err())?);
+        }
+        Ok(out)
     }
 
     /// Checks the audit chain.
@@ -750,6 +782,20 @@ impl Store {
 
 /// A run row as it is: one still marked running whose runcap is gone is shown as
 /// interrupted (without writing anything; `run` and `recover` record it).
+/// Flags the runs whose records no longer match their seals.
+fn mark_tampered(conn: &Connection, runs: &mut [RunRow]) -> rusqlite::Result<()> {
+    for run in runs {
+        run.tampered = seal::check_run(conn, &run.id)?
+            .into_iter()
+            .map(|u| match u.step {
+                Some(seq) => format!("step {seq}: {}", u.problem),
+                None => u.problem,
+            })
+            .collect();
+    }
+    Ok(())
+}
+
 fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
     let mut status: RunState = r.get(3)?;
     if status == RunState::Running && !process_alive(r.get(8)?, r.get(9)?) {
@@ -764,6 +810,7 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
         started_at: r.get(5)?,
         finished_at: r.get(6)?,
         summary: r.get(7)?,
+        tampered: Vec::new(),
     })
 }
 
@@ -792,6 +839,7 @@ fn load_steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StoredSte
                 stdout: String::new(),
                 stderr: String::new(),
                 calls: Vec::new(),
+                tampered: None,
             })
         })?
         .collect::<Result<_, _>>()?;

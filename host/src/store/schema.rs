@@ -141,4 +141,8 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE rollbacks ADD COLUMN timeout_ms INTEGER;
     "#,
+    // 5: a step's final record is sealed by an audit event (see seal.rs).
+    r#"
+    ALTER TABLE steps ADD COLUMN audit_seq INTEGER;
+    "#,
 ];
