@@ -380,6 +380,16 @@ fn killed_mid_fault(
         out.stderr()
     );
     assert!(in_effect(&d), "`runcap faults` reverted nothing");
+    // So do the commands that otherwise never read the store.
+    for cmd in [&["services"][..], &["proxies"], &["config"], &["caps"]] {
+        let out = d.sb.run(cmd);
+        assert!(
+            out.stderr().contains("was left open by a runcap that died"),
+            "{cmd:?}: {}",
+            out.stderr()
+        );
+    }
+    assert!(in_effect(&d), "nor did they");
     let out = d.sb.run(&["recover"]);
     assert!(
         out.stderr().contains("reverted fault")

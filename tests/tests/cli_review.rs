@@ -222,3 +222,26 @@ grants.fs = {{ input = {{ path = "." }} }}
     sb.write("missing.key", "now-it-exists\n");
     sb.run(&["check"]).expect_code(0);
 }
+
+#[test]
+fn store_commands_outside_any_manifest_refuse_instead_of_creating_a_store() {
+    let sb = Sandbox::new();
+    for cmd in [
+        &["faults"][..],
+        &["history"],
+        &["incidents"],
+        &["audit", "verify"],
+    ] {
+        let out = sb.run(cmd).expect_code(2);
+        assert!(
+            out.stderr().contains("no manifest at runcap.toml"),
+            "{cmd:?}: {}",
+            out.stderr()
+        );
+    }
+    assert!(!sb.path().join(".runcap").exists(), "no store was created");
+    // With a state directory named, the store is where it says.
+    let state = sb.path().join("elsewhere");
+    sb.run(&["history", "--state-dir", state.to_str().unwrap()])
+        .expect_code(0);
+}

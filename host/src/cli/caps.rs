@@ -81,6 +81,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, format: Format, diff: Option
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    super::note_leftovers_if_any(args, state);
     let report = report(&env, &runtime, &resources);
     if let Some(other) = diff {
         return run_diff(&env, &report, other, args, state, &runtime, format);

@@ -26,6 +26,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    super::note_leftovers_if_any(args, state);
     let mut problems = secrets_readable(&env, &resources);
     let mut loaded = std::collections::BTreeMap::new();
     for (name, spec) in &env.plugins {

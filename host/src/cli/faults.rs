@@ -53,6 +53,7 @@ pub async fn proxies(env_args: &EnvArgs, state: &StateArgs, verb: Verb, json: bo
         Ok(env) => env,
         Err(code) => return code,
     };
+    super::note_leftovers_if_any(env_args, state);
     let resources = match super::resources(&env, env_args, state, None) {
         Ok(r) => r,
         Err(code) => return code,

@@ -355,7 +355,10 @@ pub fn main() -> ExitCode {
                 caps::run(&env, &cli.state, format, diff.as_deref()).await
             }
             Command::Lock { env, lock } => lock::run(&env, &cli.state, lock.as_deref()).await,
-            Command::Config { env, json } => config::run(&env, json),
+            Command::Config { env, json } => {
+                note_leftovers_if_any(&env, &cli.state);
+                config::run(&env, json)
+            }
             Command::Services { env, json } => services::run(&env, &cli.state, json).await,
             Command::SuperviseService { .. } => 2,
             Command::Faults { env, json } => faults::list(&env, &cli.state, json),
@@ -415,6 +418,15 @@ pub(crate) fn load_env(args: &EnvArgs) -> Result<Environment, u8> {
 /// Opens the state store for a manifest. Opening changes nothing: read-only commands
 /// call [`note_leftovers`], and commands that act call [`recover_after_crash`].
 pub(crate) fn open_store(env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>, u8> {
+    // Without a manifest (or an explicit state directory) there is no store to speak of:
+    // creating an empty one here would answer "nothing recorded" about the wrong place.
+    if state.state_dir.is_none() && !env.env.is_file() {
+        eprintln!(
+            "error: no manifest at {}: the state store lives beside it\n  = help: pass --env FILE (or set RUNCAP_ENV), or --state-dir DIR for a store elsewhere",
+            env.env.display()
+        );
+        return Err(2);
+    }
     let dir = state_dir(env, state);
     let store = Store::open(&dir).map_err(|e| {
         eprintln!("error: {e}");
@@ -475,6 +487,19 @@ pub(crate) async fn recover_after_crash(store: &Arc<Store>) -> bool {
         }
     }
     ok && recovery.ok()
+}
+
+/// For commands that do not otherwise read the store (services, proxies, check, caps,
+/// config): what a dead runcap left behind, if the environment has a store at all.
+pub(crate) fn note_leftovers_if_any(env: &EnvArgs, state: &StateArgs) {
+    let dir = state_dir(env, state);
+    if !dir.join("runcap.db").is_file() {
+        return;
+    }
+    match Store::open(&dir) {
+        Ok(store) => note_leftovers(&store, env),
+        Err(e) => eprintln!("warning: cannot read the state store to check for leftovers: {e}"),
+    }
 }
 
 /// What read-only commands say about what a dead runcap left behind, changing nothing:

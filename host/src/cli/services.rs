@@ -8,6 +8,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
         Ok(env) => env,
         Err(code) => return code,
     };
+    super::note_leftovers_if_any(args, state);
     let resources = match super::resources(&env, args, state, None) {
         Ok(r) => r,
         Err(code) => return code,
