@@ -18,6 +18,7 @@ pub mod bindings;
 pub mod caps;
 pub mod chaos;
 pub mod cli;
+pub mod diagnostics;
 pub mod engine;
 pub mod lockfile;
 pub mod manifest;

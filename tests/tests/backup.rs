@@ -405,7 +405,7 @@ fn a_damaged_chunk_is_found_by_verify_and_a_wrong_key_is_refused() {
 #[test]
 fn kill_9_during_a_snapshot_leaves_the_repository_valid() {
     let sb = Sandbox::new();
-    sb.write("key.txt", "k");
+    sb.write("key.txt", "the backup key");
     std::fs::create_dir_all(sb.path().join("src")).unwrap();
     sb.write("src/a.txt", "the first snapshot's data");
     // A dump that streams about 100 MiB of incompressible data over several seconds, and
@@ -776,7 +776,7 @@ queries.orders = {{ command = "psql -X -tA {conn} -d scratch -c '{check}'" }}
 #[test]
 fn a_failing_dump_records_nothing() {
     let sb = Sandbox::new();
-    sb.write("key.txt", "k");
+    sb.write("key.txt", "the backup key");
     let grants = r#"
 sources.broken = { command = "printf 'half a dump'; echo 'pg_dump: error: connection refused' >&2; exit 1" }
 sources.good = { command = "head -c 3000000 /dev/zero" }
@@ -908,7 +908,7 @@ fn the_backup_example_runs_as_shipped_with_sqlite() {
 #[test]
 fn bad_backup_grants_are_reported_with_their_line_and_fix() {
     let sb = Sandbox::new();
-    sb.write("key.txt", "k");
+    sb.write("key.txt", "the backup key");
     let grants = r#"
 sources.both = { dir = "src", command = "pg_dump app" }
 sources.files = { dir = "src" }

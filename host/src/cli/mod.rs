@@ -400,7 +400,7 @@ fn init_tracing(level: &str, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::diagnostics::RedactedStderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -547,6 +547,7 @@ pub(crate) fn resources(
 ) -> Result<crate::caps::Resources, u8> {
     let resources = crate::caps::Resources::new(env, &state_dir(args, state), store.clone())
         .map_err(|e| redaction_error(env, &e))?;
+    crate::diagnostics::use_redactor(resources.redactor.clone());
     if let Some(store) = store {
         store.set_scrubber(resources.redactor.clone());
     }
