@@ -54,14 +54,23 @@ impl Write for EventWriter {
     }
 }
 
+impl EventWriter {
+    /// The event's text as it is written: redacted as a whole.
+    fn redacted(&self) -> String {
+        current()
+            .redact_str(&String::from_utf8_lossy(&self.0))
+            .into_owned()
+    }
+}
+
 impl Drop for EventWriter {
     fn drop(&mut self) {
         if self.0.is_empty() {
             return;
         }
-        let text = String::from_utf8_lossy(&self.0);
-        let clean = current().redact_str(&text).into_owned();
-        let _ = std::io::stderr().lock().write_all(clean.as_bytes());
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(self.redacted().as_bytes());
     }
 }
 
@@ -73,12 +82,18 @@ mod tests {
     fn events_are_redacted_whole() {
         let mut w = RedactedStderr.make_writer();
         // Written in two pieces, the address is still redacted: the event is one unit.
-        w.write_all(b"trace: open /logs/jane.doe@exa").unwrap();
-        w.write_all(b"mple.com.log\n").unwrap();
-        let text = String::from_utf8_lossy(&w.0).into_owned();
-        assert_eq!(
-            current().redact_str(&text),
-            "trace: open /logs/[EMAIL_REDACTED].log\n"
-        );
+        w.write_all(b"trace: mail to jane.doe@exa").unwrap();
+        w.write_all(b"mple.com failed\n").unwrap();
+        assert_eq!(w.redacted(), "trace: mail to [EMAIL_REDACTED] failed\n");
+        // With the environment's redactor, its secrets go too.
+        let secret = "s3cr3t-value-for-diagnostics";
+        let r = Redactor::default()
+            .with_literals([("token", secret)])
+            .unwrap();
+        use_redactor(Arc::new(r));
+        let mut w = RedactedStderr.make_writer();
+        w.write_all(format!("debug: header {secret}\n").as_bytes())
+            .unwrap();
+        assert_eq!(w.redacted(), "debug: header [SECRET_REDACTED]\n");
     }
 }

@@ -30,7 +30,7 @@ status = "true"
 restart = "true"
 
 [secrets.token]
-env = "RUNCAP_TEST_TOKEN"
+file = "token.txt"
 
 [plugins.probe]
 {probe}limits = {{ memory = "16MiB", time = "10s" }}
@@ -53,9 +53,15 @@ steps = [{{ id = "probe", uses = "probe", with = {{ url = "https://api.internal/
     )
 }
 
+/// Writes a base manifest and the secret file it names.
+fn write_base(sb: &Sandbox, text: &str) {
+    sb.write("token.txt", "a token of some length");
+    sb.write("base.toml", text);
+}
+
 fn sandbox_with_base() -> Sandbox {
     let sb = Sandbox::new();
-    sb.write("base.toml", &base());
+    write_base(&sb, &base());
     sb
 }
 
@@ -241,7 +247,7 @@ fn a_cycle_of_extends_is_reported_with_the_chain() {
 fn errors_name_the_file_of_the_chain_that_wrote_the_value() {
     let sb = Sandbox::new();
     let base = base().replace("limits = {", "limts = {");
-    sb.write("base.toml", &base);
+    write_base(&sb, &base);
     sb.write(
         "prod.toml",
         "extends = \"base.toml\"\nenvironment = \"prod\"\n",
@@ -259,7 +265,7 @@ fn errors_name_the_file_of_the_chain_that_wrote_the_value() {
         ],
     );
 
-    sb.write("base.toml", &self::base());
+    write_base(&sb, &self::base());
     let prod = "extends = \"base.toml\"\nenvironment = \"prod\"\n\n[plugins.control.grants.services]\napi = [\"status\", \"reboot\"]\n";
     sb.write("prod.toml", prod);
     let e = sb
@@ -338,7 +344,7 @@ fn diff_names_a_wider_host_a_new_verb_a_new_secret_and_a_changed_digest() {
             "services = { api = [\"status\", \"restart\"] }",
             "services = { api = [\"status\", \"restart\", \"stop\"] }\nsecrets = [\"token\"]",
         );
-    sb.write("base.toml", &base);
+    write_base(&sb, &base);
     let prod = "extends = \"base.toml\"\nenvironment = \"prod\"\n\n[plugins.probe.grants.http]\nallow = [\"https://*.internal\"]\n";
     sb.write("prod.toml", prod);
 
@@ -384,7 +390,7 @@ fn diff_names_a_wider_host_a_new_verb_a_new_secret_and_a_changed_digest() {
     assert_eq!(allow["at"], "prod.toml:5");
 
     // Narrowing alone passes the gate.
-    sb.write("base.toml", &self::base());
+    write_base(&sb, &self::base());
     sb.write(
         "prod.toml",
         "extends = \"base.toml\"\nenvironment = \"prod\"\nremove = [\"plugins.control\"]\n\n[plugins.probe.grants.http]\nallow = [\"https://api.internal\"]\n",
@@ -536,7 +542,7 @@ allow = []
 fn pin_edits_the_file_of_the_chain_that_writes_the_digest() {
     let sb = Sandbox::new();
     let stale = base().replace(&sha256_file(&plugin_wasm("http-probe")), &"0".repeat(64));
-    sb.write("base.toml", &stale);
+    write_base(&sb, &stale);
     let prod = "extends = \"base.toml\"\nenvironment = \"prod\"\n";
     sb.write("prod.toml", prod);
     sb.run(&["check", "--env", "prod.toml"]).expect_code(2);
@@ -554,6 +560,55 @@ fn pin_edits_the_file_of_the_chain_that_writes_the_digest() {
         base()
     );
     sb.run(&["check", "--env", "prod.toml"]).expect_code(0);
+}
+
+#[test]
+fn pin_adds_a_digest_that_was_never_written() {
+    let sb = Sandbox::new();
+    let probe = plugin_wasm("http-probe");
+    let path = format!("{:?}", probe.display().to_string());
+    // One plugin inline, one as a table, neither with a digest.
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"environment = "pin"
+plugins.inline = {{ path = {path}, grants = {{ http = {{ allow = ["https://status.example.com"] }} }} }}
+
+[plugins.table]
+path = {path}
+grants.http.allow = ["https://status.example.com"]
+
+[runbooks.health]
+steps = [{{ id = "a", uses = "inline", with = {{ url = "https://status.example.com/" }} }}]
+"#
+        ),
+    );
+    sb.run(&["check"]).expect_code(2);
+    let out = sb.run(&["pin"]).expect_code(0).stdout();
+    assert_all(
+        &out,
+        &[
+            "plugins.inline: sha256 added",
+            "plugins.table: sha256 added",
+        ],
+    );
+    let digest = sha256_file(&probe);
+    let pinned = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
+    assert!(
+        pinned.contains(&format!("{{ path = {path}, sha256 = \"{digest}\", grants")),
+        "{pinned}"
+    );
+    assert!(
+        pinned.contains(&format!("path = {path}\nsha256 = \"{digest}\"\ngrants")),
+        "{pinned}"
+    );
+    sb.run(&["check"]).expect_code(0);
+    // Pinning again changes nothing.
+    let out = sb.run(&["pin"]).expect_code(0).stdout();
+    assert_all(
+        &out,
+        &["plugins.inline: unchanged", "plugins.table: unchanged"],
+    );
 }
 
 /// Copies examples/environments into the sandbox, pointing its relative paths at

@@ -317,7 +317,14 @@ severity = "low"
     printed.extend(output("run --json", &json));
     // runcap's own diagnostics, at every level and in both formats, carry nothing either.
     for format in ["text", "json"] {
-        let traced = run(&["run", "leak", "--log-level", "trace", "--log-format", format]);
+        let traced = run(&[
+            "run",
+            "leak",
+            "--log-level",
+            "trace",
+            "--log-format",
+            format,
+        ]);
         assert!(traced.stderr().len() > 1000, "trace output is produced");
         printed.extend(output("run --log-level trace", &traced));
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::cli::EnvArgs;
 use crate::manifest::compose::{self, display_path};
-use crate::manifest::{Diagnostics, KeyPath, Locate, SourceFile, Sources};
+use crate::manifest::{Diagnostics, KeyPath, Locate, Sources};
 
 /// One value of the composed manifest and where it was written.
 #[derive(Debug, Serialize)]
@@ -22,15 +22,7 @@ struct Entry {
 }
 
 pub fn run(args: &EnvArgs, json: bool) -> u8 {
-    let text = match std::fs::read_to_string(&args.env) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", args.env.display());
-            return 2;
-        }
-    };
-    let file = std::path::absolute(&args.env).unwrap_or_else(|_| args.env.clone());
-    let composed = match compose::compose(SourceFile::new(file, text)) {
+    let composed = match crate::manifest::source_file(&args.env).and_then(compose::compose) {
         Ok(c) => c,
         Err(d) => {
             eprintln!("{d}");

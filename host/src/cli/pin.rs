@@ -10,18 +10,10 @@ use std::sync::Arc;
 
 use crate::cli::EnvArgs;
 use crate::manifest::compose::{self, dir_of, display_path};
-use crate::manifest::{KeyPath, SourceFile, file_digest};
+use crate::manifest::{KeyPath, file_digest};
 
 pub fn run(args: &EnvArgs) -> u8 {
-    let text = match std::fs::read_to_string(&args.env) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", args.env.display());
-            return 2;
-        }
-    };
-    let file = std::path::absolute(&args.env).unwrap_or_else(|_| args.env.clone());
-    let sources = match compose::compose(SourceFile::new(file, text)) {
+    let sources = match crate::manifest::source_file(&args.env).and_then(compose::compose) {
         Ok(c) => c.sources,
         Err(d) => {
             eprintln!("{d}");
@@ -80,9 +72,38 @@ pub fn run(args: &EnvArgs) -> u8 {
                     .or_default()
                     .push((span, format!("\"{actual}\"")));
             }
+            _ if plugin.get("sha256").is_none() => {
+                // No digest written yet: add one beside `path`, in the file that wrote it.
+                let path_key = at.key("path");
+                let origin = sources.origin(&path_key);
+                let idx = sources
+                    .files
+                    .iter()
+                    .position(|f| Arc::ptr_eq(f, origin))
+                    .unwrap_or(0);
+                let Some(span) = origin.span_of(&path_key) else {
+                    eprintln!(
+                        "error: plugins.{name}.sha256 is missing; add it by hand: sha256 = \"{actual}\""
+                    );
+                    failed = true;
+                    continue;
+                };
+                let line_start = origin.text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+                let inline = origin.text[line_start..span.start].contains('{');
+                let added = if inline {
+                    format!(", sha256 = \"{actual}\"")
+                } else {
+                    format!("\nsha256 = \"{actual}\"")
+                };
+                println!("  plugins.{name}: sha256 added: {actual}");
+                edits
+                    .entry(idx)
+                    .or_default()
+                    .push((span.end..span.end, added));
+            }
             _ => {
                 eprintln!(
-                    "error: plugins.{name}.sha256 is missing or not a plain string; set it by hand: sha256 = \"{actual}\""
+                    "error: plugins.{name}.sha256 is not a plain string; set it by hand: sha256 = \"{actual}\""
                 );
                 failed = true;
             }

@@ -174,7 +174,7 @@ pub fn compose(top: SourceFile) -> Result<Composed, Diagnostics> {
                     Some("flatten some of the bases into one".into()),
                 )]));
             }
-            let text = std::fs::read_to_string(base).map_err(|e| {
+            let text = super::read_manifest(base).map_err(|e| {
                 Diagnostics(vec![Diagnostic::at(
                     &*layer.file,
                     &at,

@@ -21,17 +21,63 @@ pub use model::{Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retr
 pub use source::{Diagnostic, Diagnostics, KeyPath, Locate, Seg, SourceFile};
 pub use validate::{MAX_PLUGIN_FILE, Validator, closest, file_digest, toml_to_json};
 
+/// The largest manifest file runcap reads: far beyond any real environment (a
+/// thousand runbooks of a hundred steps is a few MB), small enough that checking one
+/// stays fast and bounded in memory.
+pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a manifest file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the file is {0} bytes; a manifest is at most {MAX_MANIFEST_BYTES} bytes")]
+    TooLarge(u64),
+}
+
+/// The text of a manifest file, refusing one larger than [`MAX_MANIFEST_BYTES`] before
+/// reading it.
+pub fn read_manifest(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > MAX_MANIFEST_BYTES {
+        return Err(ReadError::TooLarge(len));
+    }
+    let mut text = String::with_capacity(len as usize);
+    // Read one byte past the limit: a file that grew since its size was read is refused too.
+    let read = file
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if read as u64 > MAX_MANIFEST_BYTES {
+        return Err(ReadError::TooLarge(read as u64));
+    }
+    Ok(text)
+}
+
 /// Reads, parses and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Environment, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    parse(source_file(path)?)
+}
+
+/// The manifest file at `path`, read (within [`MAX_MANIFEST_BYTES`]) and named by its
+/// absolute path: what every command that reads a manifest starts from.
+pub fn source_file(path: &Path) -> Result<SourceFile, Diagnostics> {
+    let text = read_manifest(path).map_err(|e| {
+        let help = match e {
+            ReadError::TooLarge(_) => {
+                "split the environment: keep what several manifests share in a base they `extends`"
+            }
+            ReadError::Io(_) => "pass the path of an environment manifest with --env",
+        };
         Diagnostics(vec![Diagnostic::file(
             path,
             format!("cannot read the manifest: {e}"),
-            Some("pass the path of an environment manifest with --env".into()),
+            Some(help.into()),
         )])
     })?;
     let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    parse(SourceFile::new(file, text))
+    Ok(SourceFile::new(file, text))
 }
 
 /// Parses and validates manifest text that claims to come from `source.path`; the

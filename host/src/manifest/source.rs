@@ -240,8 +240,48 @@ pub struct Diagnostic {
     pub key: String,
     pub message: String,
     pub help: Option<String>,
-    /// The quoted source line.
+    /// The quoted source line: a window of it around the column when the line is long.
     pub snippet: Option<String>,
+    /// Where, in characters from 1, the column falls in `snippet`.
+    pub caret: usize,
+}
+
+/// How much of a long source line a diagnostic quotes before and after its column: a
+/// 50 MB line shows as one screen line, not 50 MB of stderr.
+const SNIPPET_BEFORE: usize = 40;
+const SNIPPET_AFTER: usize = 80;
+
+/// The longest message, key or help text a diagnostic repeats: a value or key written
+/// 50 MB long is named by its start and end.
+const TEXT_MAX: usize = 1000;
+
+/// `text`, cut in the middle (marked `…`) when longer than [`TEXT_MAX`] characters.
+fn bounded(text: String) -> String {
+    let n = text.chars().count();
+    if n <= TEXT_MAX {
+        return text;
+    }
+    let head: String = text.chars().take(TEXT_MAX / 2).collect();
+    let tail: String = text.chars().skip(n - TEXT_MAX / 2).collect();
+    format!("{head}…{tail}")
+}
+
+/// The part of `line` around 1-based character `column` that a diagnostic quotes, and
+/// where the column falls in it. A cut end is marked with `…`.
+fn snippet_window(line: &str, column: usize) -> (String, usize) {
+    let at = column.saturating_sub(1);
+    let from = at.saturating_sub(SNIPPET_BEFORE);
+    let mut chars = line.chars().skip(from);
+    let mut shown: String = chars.by_ref().take(at - from + SNIPPET_AFTER).collect();
+    let mut caret = at - from + 1;
+    if from > 0 {
+        shown.insert(0, '…');
+        caret += 1;
+    }
+    if chars.next().is_some() {
+        shown.push('…');
+    }
+    (shown, caret)
 }
 
 impl Diagnostic {
@@ -264,21 +304,23 @@ impl Diagnostic {
         message: impl Into<String>,
         help: Option<String>,
     ) -> Self {
-        let (line, column, snippet) = match span {
+        let (line, column, snippet, caret) = match span {
             Some(s) => {
                 let (l, c) = source.line_col(s.start);
-                (l, c, Some(source.line_text(l).to_string()))
+                let (snippet, caret) = snippet_window(source.line_text(l), c);
+                (l, c, Some(snippet), caret)
             }
-            None => (0, 0, None),
+            None => (0, 0, None, 0),
         };
         Diagnostic {
             file: source.path.clone(),
             line,
             column,
-            key,
-            message: message.into(),
-            help,
+            key: bounded(key),
+            message: bounded(message.into()),
+            help: help.map(bounded),
             snippet,
+            caret,
         }
     }
 
@@ -289,9 +331,10 @@ impl Diagnostic {
             line: 0,
             column: 0,
             key: String::new(),
-            message: message.into(),
-            help,
+            message: bounded(message.into()),
+            help: help.map(bounded),
             snippet: None,
+            caret: 0,
         }
     }
 }
@@ -318,7 +361,7 @@ impl fmt::Display for Diagnostic {
             let gutter = self.line.to_string().len();
             writeln!(f, "{:gutter$} |", "")?;
             writeln!(f, "{} | {}", self.line, snippet)?;
-            let pad = self.column.saturating_sub(1);
+            let pad = self.caret.saturating_sub(1);
             writeln!(f, "{:gutter$} | {:pad$}^", "", "")?;
         }
         if let Some(help) = &self.help {
@@ -386,5 +429,43 @@ mod tests {
         let d = Diagnostic::at(&s, &p, "missing", None);
         assert_eq!(d.line, 1);
         assert!(d.to_string().contains("m.toml:1:"));
+    }
+
+    #[test]
+    fn a_long_line_is_quoted_as_a_window_around_the_column() {
+        let long = "x".repeat(5_000_000);
+        let s = src(&format!("[plugins.probe]\npath = \"{long}\"\nbad = 1\n"));
+        let p = KeyPath::root().key("plugins").key("probe").key("path");
+        let d = Diagnostic::at(&s, &p, "wrong", None);
+        let text = d.to_string();
+        assert!(text.len() < 400, "{} bytes", text.len());
+        assert!(text.contains("2 | path = \"xxx"), "{text}");
+        assert!(
+            text.trim_end().ends_with('^') || text.contains("^\n"),
+            "{text}"
+        );
+        // The caret still points at the value's first character.
+        let lines: Vec<&str> = text.lines().collect();
+        let quoted = lines.iter().find(|l| l.starts_with("2 | ")).unwrap();
+        let caret = lines.iter().find(|l| l.trim_end().ends_with('^')).unwrap();
+        assert_eq!(caret.chars().count() - 1, quoted.find('"').unwrap());
+        // A column deep in a long line: cut on both sides, marked, caret under it.
+        let s = src(&format!("a = \"{long}\"\nb = 1\n"));
+        let (w, caret) = snippet_window(s.line_text(1), 1_000_000);
+        assert!(w.starts_with('…') && w.ends_with('…'));
+        assert_eq!(w.chars().count(), 1 + SNIPPET_BEFORE + SNIPPET_AFTER + 1);
+        assert_eq!(caret, SNIPPET_BEFORE + 2);
+        // A 50 MB key is named by its ends, in the message and the key alike.
+        let d = Diagnostic::at_span(
+            &s,
+            Some(0..1),
+            long.clone(),
+            format!("unknown field `{long}`"),
+            Some(format!("remove `{long}`")),
+        );
+        assert!(d.to_string().len() < 4000, "{}", d.to_string().len());
+        assert!(d.message.starts_with("unknown field `xx") && d.message.ends_with("xx`"));
+        // A short line is quoted whole.
+        assert_eq!(snippet_window("a = 1", 5), ("a = 1".to_string(), 5));
     }
 }
