@@ -207,3 +207,44 @@ fn oversized_and_invalid_plugin_files_are_refused_without_compiling() {
     assert_all(&out.stderr(), &["junk.wasm is not a valid component"]);
     assert!(out.stdout().contains("✔ plugin noop"), "{}", out.stdout());
 }
+
+/// A runbook of `n` steps, each templating the step before it and carrying a rollback:
+/// the shape that made checking quadratic.
+fn long_runbook(n: usize) -> String {
+    let mut text = format!(
+        "environment = \"dev\"\n[plugins.noop]\n{}\n[runbooks.long]\n",
+        plugin_lines("noop")
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[runbooks.long.steps]]\nid = \"s{i}\"\nuses = \"noop\"\n"
+        ));
+        if i > 0 {
+            text.push_str(&format!(
+                "with = {{ after = \"{{{{ steps.s{}.status }}}}\" }}\n",
+                i - 1
+            ));
+        }
+        text.push_str("rollback = { uses = \"noop\" }\n");
+    }
+    text
+}
+
+#[test]
+fn the_longest_runbook_allowed_checks_and_one_step_more_is_refused() {
+    let sb = Sandbox::new();
+    sb.write("runcap.toml", &long_runbook(10_000));
+    sb.run(&["check"]).expect_code(0);
+    sb.run(&["config"]).expect_code(0);
+
+    let e = check_fails(&long_runbook(10_001));
+    assert_all(
+        &e,
+        &[
+            "runbooks.long.steps",
+            "runcap.toml:",
+            "declares 10001 steps and handlers; at most 10000 are allowed",
+            "split it into several runbooks",
+        ],
+    );
+}

@@ -4,21 +4,23 @@
 //! problem it names the key path (`plugins.probe.sha256`) and this module turns the
 //! path into a file, line and column by walking a span-preserving parse of the same text.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use toml::de::{DeTable, DeValue};
 
 /// One step of a key path: a table key or an array index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Seg {
     Key(String),
     Index(usize),
 }
 
 /// A dotted path to a manifest value, e.g. `runbooks.health.steps[0].uses`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct KeyPath(pub Vec<Seg>);
 
 impl KeyPath {
@@ -73,6 +75,9 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
     line_starts: Vec<usize>,
+    /// Where every key path of the file was written, built on first use: locating a
+    /// path is then a lookup, so reporting on N keys stays linear in N.
+    spans: OnceLock<Option<HashMap<KeyPath, Range<usize>>>>,
 }
 
 impl SourceFile {
@@ -83,6 +88,7 @@ impl SourceFile {
             path,
             text,
             line_starts,
+            spans: OnceLock::new(),
         }
     }
 
@@ -163,50 +169,58 @@ impl SourceFile {
     /// The span of the value at `path`, or of its nearest ancestor that exists
     /// (a missing key points at the table that should hold it).
     pub fn span_of(&self, path: &KeyPath) -> Option<Range<usize>> {
-        let root = DeTable::parse(&self.text).ok()?;
-        let mut best: Option<Range<usize>> = None;
-        let mut table: Option<&DeTable> = Some(root.get_ref());
-        let mut value: Option<&DeValue> = None;
-        for seg in &path.0 {
-            match seg {
-                Seg::Key(k) => {
-                    let t = match (table, value) {
-                        (Some(t), _) => t,
-                        (None, Some(v)) => match v.as_table() {
-                            Some(t) => t,
-                            None => break,
-                        },
-                        _ => break,
-                    };
-                    let Some((key, v)) = t.get_key_value(k.as_str()) else {
-                        break;
-                    };
-                    // Point at `key = value` for scalars, at the key for tables.
-                    let (ks, vs) = (key.span(), v.span());
-                    best = Some(if v.get_ref().is_table() || v.get_ref().is_array() {
-                        ks
-                    } else {
-                        vs
-                    });
-                    table = None;
-                    value = Some(v.get_ref());
-                }
-                Seg::Index(i) => {
-                    let Some(arr) = value.and_then(|v| v.as_array()) else {
-                        break;
-                    };
-                    let Some(item) = arr.get(*i) else { break };
-                    // An array-of-tables entry has a zero-width span; keep the array's.
-                    let s = item.span();
-                    if s.start < s.end {
-                        best = Some(s);
+        let spans = self.spans.get_or_init(|| self.index_spans()).as_ref()?;
+        let mut p = path.clone();
+        loop {
+            if let Some(s) = spans.get(&p) {
+                return Some(s.clone());
+            }
+            p.0.pop()?;
+        }
+    }
+
+    /// Every key path of the file with the span a report should point at: `key = value`
+    /// for scalars, the key for tables and arrays, an array-of-tables entry's enclosing
+    /// array (its own span is zero-width). `None` when the text does not parse.
+    fn index_spans(&self) -> Option<HashMap<KeyPath, Range<usize>>> {
+        fn walk(
+            v: &DeValue,
+            path: &mut KeyPath,
+            best: &Range<usize>,
+            out: &mut HashMap<KeyPath, Range<usize>>,
+        ) {
+            match v {
+                DeValue::Table(t) => {
+                    for (key, item) in t.iter() {
+                        let span = if item.get_ref().is_table() || item.get_ref().is_array() {
+                            key.span()
+                        } else {
+                            item.span()
+                        };
+                        path.0.push(Seg::Key(key.get_ref().to_string()));
+                        out.insert(path.clone(), span.clone());
+                        walk(item.get_ref(), path, &span, out);
+                        path.0.pop();
                     }
-                    table = None;
-                    value = Some(item.get_ref());
                 }
+                DeValue::Array(a) => {
+                    for (i, item) in a.iter().enumerate() {
+                        let s = item.span();
+                        let span = if s.start < s.end { s } else { best.clone() };
+                        path.0.push(Seg::Index(i));
+                        out.insert(path.clone(), span.clone());
+                        walk(item.get_ref(), path, &span, out);
+                        path.0.pop();
+                    }
+                }
+                _ => {}
             }
         }
-        best
+        let root = DeTable::parse(&self.text).ok()?;
+        let mut out = HashMap::new();
+        let table = DeValue::Table(root.into_inner());
+        walk(&table, &mut KeyPath::root(), &(0..0), &mut out);
+        Some(out)
     }
 }
 

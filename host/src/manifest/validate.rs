@@ -138,6 +138,13 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// How many steps and handlers one runbook may declare. A procedure longer than this
+/// is several procedures, and the bound keeps `check` and a run's records small.
+pub const MAX_STEPS_PER_RUNBOOK: usize = 10_000;
+
+/// How many runbooks one environment may declare.
+pub const MAX_RUNBOOKS: usize = 10_000;
+
 pub(super) fn validate(
     source: &std::sync::Arc<Sources>,
     raw: raw::Manifest,
@@ -171,7 +178,17 @@ pub(super) fn validate(
         v.ident(&root.key("vars").key(name), "var", name);
     }
     let mut runbooks = BTreeMap::new();
-    for (name, rb) in raw.runbooks {
+    if raw.runbooks.len() > MAX_RUNBOOKS {
+        v.error(
+            &root.key("runbooks"),
+            format!(
+                "{} runbooks are declared; at most {MAX_RUNBOOKS} are allowed",
+                raw.runbooks.len()
+            ),
+            "split the environment into several manifests",
+        );
+    }
+    for (name, rb) in raw.runbooks.into_iter().take(MAX_RUNBOOKS) {
         let path = root.key("runbooks").key(&name);
         if !v.name(&path, "runbook", &name) {
             continue;
@@ -332,6 +349,22 @@ fn runbook(
     plugins: &BTreeMap<String, PluginSpec>,
     vars: &[String],
 ) -> Option<Runbook> {
+    let declared = rb.steps.len() + rb.handlers.len();
+    if declared > MAX_STEPS_PER_RUNBOOK {
+        let at = if rb.steps.len() > MAX_STEPS_PER_RUNBOOK {
+            path.key("steps")
+        } else {
+            path.key("handlers")
+        };
+        v.error(
+            &at,
+            format!(
+                "runbook `{name}` declares {declared} steps and handlers; at most {MAX_STEPS_PER_RUNBOOK} are allowed"
+            ),
+            "split it into several runbooks",
+        );
+        return None;
+    }
     let main_ids: Vec<String> = rb.steps.iter().map(default_id).collect();
     let mut seen = HashSet::new();
     let steps = step_list(
@@ -427,6 +460,8 @@ fn step_list(
     seen: &mut HashSet<String>,
 ) -> Vec<Step> {
     let mut out = Vec::new();
+    let step_ids = template::StepIds::new(main_ids.iter().map(String::as_str));
+    let var_refs: Vec<&str> = vars.iter().map(String::as_str).collect();
     for (i, s) in raw_steps.into_iter().enumerate() {
         let sp = path.index(i);
         let id = default_id(&s);
@@ -444,18 +479,14 @@ fn step_list(
         }
         uses(v, &sp.key("uses"), &s.uses, plugins);
         // What templates here may refer to: earlier main steps, or all of them after the fact.
-        let earlier: Vec<&str> = match phase {
-            Phase::Main => main_ids[..i.min(main_ids.len())]
-                .iter()
-                .map(String::as_str)
-                .collect(),
-            Phase::Handler | Phase::Escalation => main_ids.iter().map(String::as_str).collect(),
+        let ran = match phase {
+            Phase::Main => i.min(step_ids.len()),
+            Phase::Handler | Phase::Escalation => step_ids.len(),
         };
-        let all: Vec<&str> = main_ids.iter().map(String::as_str).collect();
-        let var_refs: Vec<&str> = vars.iter().map(String::as_str).collect();
         let scope = template::Scope {
-            earlier_steps: &earlier,
-            all_steps: &all,
+            steps: &step_ids,
+            ran,
+            also: None,
             vars: &var_refs,
             incident: phase == Phase::Escalation,
         };
@@ -492,10 +523,8 @@ fn step_list(
         let rollback = s.rollback.map(|r| {
             let rp = sp.key("rollback");
             uses(v, &rp.key("uses"), &r.uses, plugins);
-            let mut with_self: Vec<&str> = earlier.clone();
-            with_self.push(&id);
             let rscope = template::Scope {
-                earlier_steps: &with_self,
+                also: Some(&id),
                 ..scope
             };
             let with = toml_to_json(toml::Value::Table(r.with));

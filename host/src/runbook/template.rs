@@ -23,7 +23,7 @@
 //! `runcap check`: an unknown step, a step that has not run yet, an unknown step field or
 //! an undeclared var is a manifest error, not a run-time surprise.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 use minijinja::{Environment, UndefinedBehavior, Value};
@@ -124,12 +124,51 @@ pub fn references(text: &str, is_condition: bool) -> Result<BTreeSet<Reference>,
 
 /// What a reference may point at, given where it appears.
 pub struct Scope<'a> {
-    /// Steps that have run before this point (ids).
-    pub earlier_steps: &'a [&'a str],
-    /// All steps of the runbook, to tell "not yet" from "no such step".
-    pub all_steps: &'a [&'a str],
+    /// All main steps of the runbook, to tell "not yet" from "no such step".
+    pub steps: &'a StepIds<'a>,
+    /// How many main steps, in order, have run before this point.
+    pub ran: usize,
+    /// One more step that has run here though it is not among the first `ran`: the
+    /// step a rollback undoes.
+    pub also: Option<&'a str>,
     pub vars: &'a [&'a str],
     pub incident: bool,
+}
+
+/// A runbook's main step ids with their positions, indexed once so that checking the
+/// references of N steps costs N lookups, not N scans.
+pub struct StepIds<'a> {
+    order: Vec<&'a str>,
+    first_at: HashMap<&'a str, usize>,
+}
+
+impl<'a> StepIds<'a> {
+    /// Indexes ids in run order; a repeated id counts from its first place.
+    pub fn new(ids: impl IntoIterator<Item = &'a str>) -> Self {
+        let order: Vec<&str> = ids.into_iter().collect();
+        let mut first_at = HashMap::with_capacity(order.len());
+        for (i, id) in order.iter().enumerate() {
+            first_at.entry(*id).or_insert(i);
+        }
+        StepIds { order, first_at }
+    }
+
+    /// How many ids there are.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+impl Scope<'_> {
+    /// Whether step `id` has run at this point.
+    fn has_run(&self, id: &str) -> bool {
+        self.also == Some(id) || self.steps.first_at.get(id).is_some_and(|i| *i < self.ran)
+    }
 }
 
 /// Checks one reference; the error says what is wrong and what is available.
@@ -140,13 +179,13 @@ pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), String> {
             let Some(step) = parts.get(1) else {
                 return Err("`steps` needs a step id, like `steps.probe.status`".into());
             };
-            if !scope.earlier_steps.contains(&step.as_str()) {
-                return Err(if scope.all_steps.contains(&step.as_str()) {
+            if !scope.has_run(step) {
+                return Err(if scope.steps.first_at.contains_key(step.as_str()) {
                     format!("`{r}` refers to step `{step}`, which has not run at this point")
                 } else {
                     format!(
                         "`{r}` refers to step `{step}`, which this runbook does not have (steps: {})",
-                        scope.all_steps.join(", ")
+                        scope.steps.order.join(", ")
                     )
                 });
             }
@@ -339,9 +378,11 @@ mod tests {
     #[test]
     fn references_are_checked() {
         let refs = references("steps.probe.status == 'ok' and vars.base", true).unwrap();
+        let steps = StepIds::new(["probe", "later"]);
         let scope = Scope {
-            earlier_steps: &["probe"],
-            all_steps: &["probe", "later"],
+            steps: &steps,
+            ran: 1,
+            also: None,
             vars: &["base"],
             incident: false,
         };
