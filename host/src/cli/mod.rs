@@ -7,6 +7,7 @@ mod bundle;
 mod caps;
 mod check;
 mod config;
+mod describe;
 mod faults;
 mod history;
 mod incidents;
@@ -130,6 +131,20 @@ enum Command {
         /// Plugins are told to change nothing; mutating capability calls are recorded, not made.
         #[arg(long)]
         dry_run: bool,
+        /// A value for one of the runbook's parameters (repeatable); `runcap describe
+        /// RUNBOOK` lists them.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
+    /// What a runbook does and takes: its parameters, steps, rollbacks and policies.
+    Describe {
+        /// The runbook's name in the manifest.
+        runbook: String,
+        #[command(flatten)]
+        env: EnvArgs,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Plugins on their own.
     Plugin {
@@ -322,7 +337,16 @@ pub fn main() -> ExitCode {
                 env,
                 json,
                 dry_run,
-            } => run::run(&env, &cli.state, &runbook, json, dry_run).await,
+                vars,
+            } => {
+                let how = run::How {
+                    json,
+                    dry_run,
+                    vars,
+                };
+                run::run(&env, &cli.state, &runbook, &how).await
+            }
+            Command::Describe { runbook, env, json } => describe::run(&env, &runbook, json),
             Command::History {
                 runbook,
                 env,

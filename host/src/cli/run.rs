@@ -9,23 +9,33 @@ use crate::runbook::{
 };
 use crate::runner::Status;
 
-pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_run: bool) -> u8 {
+/// How a run was asked for on the command line.
+pub struct How {
+    /// One JSON document instead of live progress.
+    pub json: bool,
+    pub dry_run: bool,
+    /// `NAME=VALUE` for the runbook's parameters.
+    pub vars: Vec<String>,
+}
+
+pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8 {
+    let (json, dry_run) = (how.json, how.dry_run);
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
     };
-    let Some(rb) = env.runbooks.get(name) else {
-        let names: Vec<&str> = env.runbooks.keys().map(String::as_str).collect();
-        eprintln!(
-            "error: no runbook `{name}` in {}; it has: {}",
-            env.file.display(),
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        );
+    let Some(rb) = find_runbook(&env, name) else {
         return 2;
+    };
+    let params = match crate::manifest::params::resolve_args(&rb.name, &rb.params, &how.vars) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "error: {e}\n  = help: `runcap describe {name} --env {}` lists the parameters",
+                args.env.display()
+            );
+            return 2;
+        }
     };
     let store = match super::open_store(args, state) {
         Ok(s) => s,
@@ -45,7 +55,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
     start_drill_proxies(&env, rb, &resources).await;
     let plugins = runbook::load_plugins(&runtime, &env, &resources, rb);
     let (stopper, stop) = runbook::stop::channel();
-    tokio::spawn(async move {
+    let signals = tokio::spawn(async move {
         loop {
             wait_for_signal().await;
             match stopper.escalate() {
@@ -58,12 +68,42 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
             }
         }
     });
+    let run_id = runbook::new_run_id();
+    let lock = runbook::lock::acquire(
+        &super::state_dir(args, state),
+        &rb.name,
+        &run_id,
+        rb.overlap,
+        &stop,
+        |holder| {
+            eprintln!(
+                "waiting: runbook `{}` is already running ({holder})…",
+                rb.name
+            )
+        },
+    )
+    .await;
+    let _lock = match lock {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            signals.abort();
+            return match e {
+                runbook::lock::LockError::Stopped { .. } => 130,
+                runbook::lock::LockError::Busy { .. } => BUSY,
+                runbook::lock::LockError::Io { .. } => 2,
+            };
+        }
+    };
+    let mut context = serde_json::Map::new();
+    context.insert("params".into(), params.into());
     let options = RunOptions {
         dry_run,
         store: Some(store),
         stop,
         faults: Some(resources.faults.clone()),
-        ..RunOptions::default()
+        run_id: Some(run_id),
+        context,
     };
     if !json {
         println!(
@@ -96,6 +136,32 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, json: bool, dry_
         return 1;
     }
     code
+}
+
+/// The exit code of a run refused because another run of its runbook is under way
+/// (`overlap = "refuse"`): EX_TEMPFAIL, "try again later", apart from a failed run (1)
+/// and a configuration error (2).
+pub const BUSY: u8 = 75;
+
+/// The runbook named on the command line, or `None` after saying which ones there are.
+pub(crate) fn find_runbook<'e>(
+    env: &'e crate::manifest::Environment,
+    name: &str,
+) -> Option<&'e crate::manifest::Runbook> {
+    let rb = env.runbooks.get(name);
+    if rb.is_none() {
+        let names: Vec<&str> = env.runbooks.keys().map(String::as_str).collect();
+        eprintln!(
+            "error: no runbook `{name}` in {}; it has: {}",
+            env.file.display(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    rb
 }
 
 /// Starts the drill proxies this runbook's fault grants name, and only those: a runbook
@@ -183,6 +249,19 @@ pub(crate) fn print_progress(p: Progress<'_>) {
                 humantime::format_duration(std::time::Duration::from_millis(
                     delay.as_millis() as u64
                 ))
+            );
+        }
+        Progress::Watching {
+            step,
+            check,
+            status,
+            summary,
+        } => {
+            let clear = if tty { "\x1b[2K" } else { "" };
+            let _ = writeln!(
+                out,
+                "{clear}  ⋯ watch    {step:<16} check {check} {}: {summary}",
+                status.as_str()
             );
         }
         Progress::Finished { step } => {

@@ -9,6 +9,7 @@
 
 pub mod compose;
 pub mod model;
+pub mod params;
 pub mod raw;
 pub mod source;
 pub mod units;

@@ -136,6 +136,22 @@ pub struct Runbook {
     /// Steps run only when a failing step's `on_failure` names them.
     pub handlers: Vec<Step>,
     pub incident: IncidentPolicy,
+    /// Every step runs even when one fails; the run then fails at the end.
+    pub keep_going: bool,
+    /// What a run does while another run of this runbook is under way.
+    pub overlap: Overlap,
+    /// Values a run is given (`--var NAME=VALUE`), read by templates as `params.NAME`.
+    pub params: BTreeMap<String, super::params::Param>,
+}
+
+/// What a run does while another run of the same runbook holds its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overlap {
+    /// Wait for the other run to end, then run.
+    #[default]
+    Wait,
+    /// Do not run; say which run holds the lock.
+    Refuse,
 }
 
 impl Runbook {
@@ -161,6 +177,18 @@ pub struct Step {
     pub on_failure: OnFailure,
     /// Undoes this step if the run aborts after it completed.
     pub rollback: Option<Box<Step>>,
+    /// Repeats the action over a period instead of running it once.
+    pub watch: Option<Watch>,
+}
+
+/// A step that repeats its check: every `every` for `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch {
+    pub every: Duration,
+    pub duration: Duration,
+    /// Passing once ends the watch (waiting for a condition); otherwise every check
+    /// must pass for the whole duration (monitoring).
+    pub until_ok: bool,
 }
 
 /// How a failing step is retried.
@@ -191,6 +219,8 @@ pub enum OnFailure {
     Abort,
     /// Record the failure and go on; the run is not failed by it.
     Continue,
+    /// Record the failure and go on; the run fails when its steps are done.
+    Finish,
     /// Run these handlers, then abort.
     Run(Vec<String>),
 }

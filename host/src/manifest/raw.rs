@@ -80,6 +80,16 @@ pub struct Runbook {
     pub handlers: Vec<Step>,
     /// `[runbooks.NAME.incident]`: what a failed run opens, and when it escalates.
     pub incident: Option<Incident>,
+    /// `keep_going = true`: a failing step does not stop the run; every step runs and
+    /// the run fails at the end if any failed (steps default to `on_failure = "finish"`).
+    #[serde(default)]
+    pub keep_going: bool,
+    /// `overlap = "wait"` (default) or `"refuse"`: what a run does while another run of
+    /// this runbook (from any runcap sharing the state directory) is under way.
+    pub overlap: Option<String>,
+    /// `[runbooks.NAME.params.P]`: values a run is given with `--var P=VALUE`.
+    #[serde(default)]
+    pub params: BTreeMap<String, super::params::RawParam>,
 }
 
 /// `[runbooks.NAME.incident]`
@@ -131,4 +141,18 @@ pub struct Step {
     pub on_failure: Option<toml::Value>,
     /// `rollback = { uses = "…", with = { … } }`
     pub rollback: Option<Rollback>,
+    /// `watch = { every = "30s", for = "15m" }`: repeat the check; see [`Watch`].
+    pub watch: Option<Watch>,
+}
+
+/// `watch = { every = "30s", for = "15m", until = "ok" }`: the step's action runs every
+/// `every` for `for`. Without `until` it must pass every time (monitoring); with
+/// `until = "ok"` it runs until it passes once (waiting for a condition).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    pub every: String,
+    #[serde(rename = "for")]
+    pub duration: String,
+    pub until: Option<String>,
 }

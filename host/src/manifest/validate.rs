@@ -8,7 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::compose::{self, Sources};
 use super::model::{
-    Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step,
+    Environment, IncidentPolicy, Limits, OnFailure, Overlap, PluginSpec, Retry, Runbook, Step,
+    Watch,
 };
 use super::raw;
 use super::source::{Diagnostic, Diagnostics, KeyPath, SourceFile};
@@ -366,25 +367,36 @@ fn runbook(
         return None;
     }
     let main_ids: Vec<String> = rb.steps.iter().map(default_id).collect();
-    let mut seen = HashSet::new();
-    let steps = step_list(
-        v,
-        &path.key("steps"),
-        rb.steps,
-        Phase::Main,
+    let params = super::params::validate_params(v, &path.key("params"), rb.params);
+    let overlap = match rb.overlap.as_deref() {
+        None | Some("wait") => Overlap::Wait,
+        Some("refuse") => Overlap::Refuse,
+        Some(other) => {
+            v.error(
+                &path.key("overlap"),
+                format!("`{other}` is not an overlap policy"),
+                "use \"wait\" (the default) or \"refuse\"",
+            );
+            Overlap::Wait
+        }
+    };
+    let param_names: Vec<&str> = params.keys().map(String::as_str).collect();
+    let var_names: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let cx = StepContext {
         plugins,
-        vars,
-        &main_ids,
-        &mut seen,
-    );
+        steps: template::StepIds::new(main_ids.iter().map(String::as_str)),
+        vars: &var_names,
+        params: &param_names,
+        keep_going: rb.keep_going,
+    };
+    let mut seen = HashSet::new();
+    let steps = step_list(v, &path.key("steps"), rb.steps, Phase::Main, &cx, &mut seen);
     let handlers = step_list(
         v,
         &path.key("handlers"),
         rb.handlers,
         Phase::Handler,
-        plugins,
-        vars,
-        &main_ids,
+        &cx,
         &mut seen,
     );
     for (i, step) in steps.iter().enumerate() {
@@ -426,9 +438,7 @@ fn runbook(
             &ip.key("escalate"),
             raw_incident.escalate,
             Phase::Escalation,
-            plugins,
-            vars,
-            &main_ids,
+            &cx,
             &mut seen,
         );
         if incident.escalate_after == 0 && !incident.escalate.is_empty() {
@@ -445,23 +455,33 @@ fn runbook(
         steps,
         handlers,
         incident,
+        keep_going: rb.keep_going,
+        overlap,
+        params,
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every step list of one runbook is checked against.
+struct StepContext<'a> {
+    plugins: &'a BTreeMap<String, PluginSpec>,
+    /// The runbook's main steps, which templates may refer to.
+    steps: template::StepIds<'a>,
+    vars: &'a [&'a str],
+    params: &'a [&'a str],
+    /// Main steps fail the run at its end rather than stop it, unless they say otherwise.
+    keep_going: bool,
+}
+
 fn step_list(
     v: &mut Validator,
     path: &KeyPath,
     raw_steps: Vec<raw::Step>,
     phase: Phase,
-    plugins: &BTreeMap<String, PluginSpec>,
-    vars: &[String],
-    main_ids: &[String],
+    cx: &StepContext,
     seen: &mut HashSet<String>,
 ) -> Vec<Step> {
     let mut out = Vec::new();
-    let step_ids = template::StepIds::new(main_ids.iter().map(String::as_str));
-    let var_refs: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let plugins = cx.plugins;
     for (i, s) in raw_steps.into_iter().enumerate() {
         let sp = path.index(i);
         let id = default_id(&s);
@@ -480,14 +500,15 @@ fn step_list(
         uses(v, &sp.key("uses"), &s.uses, plugins);
         // What templates here may refer to: earlier main steps, or all of them after the fact.
         let ran = match phase {
-            Phase::Main => i.min(step_ids.len()),
-            Phase::Handler | Phase::Escalation => step_ids.len(),
+            Phase::Main => i.min(cx.steps.len()),
+            Phase::Handler | Phase::Escalation => cx.steps.len(),
         };
         let scope = template::Scope {
-            steps: &step_ids,
+            steps: &cx.steps,
             ran,
             also: None,
-            vars: &var_refs,
+            vars: cx.vars,
+            params: cx.params,
             incident: phase == Phase::Escalation,
         };
         let with = toml_to_json(toml::Value::Table(s.with));
@@ -517,9 +538,13 @@ fn step_list(
             retry.max = v.duration(&sp.key("backoff_max"), b).unwrap_or(retry.max);
         }
         let on_failure = match &s.on_failure {
+            None if cx.keep_going && phase == Phase::Main => OnFailure::Finish,
             None => OnFailure::Abort,
             Some(value) => on_failure(v, &sp.key("on_failure"), value, phase),
         };
+        let watch = s
+            .watch
+            .and_then(|w| watch(v, &sp.key("watch"), w, retry.retries));
         let rollback = s.rollback.map(|r| {
             let rp = sp.key("rollback");
             uses(v, &rp.key("uses"), &r.uses, plugins);
@@ -541,6 +566,7 @@ fn step_list(
                 retry: Retry::default(),
                 on_failure: OnFailure::Continue,
                 rollback: None,
+                watch: None,
             })
         });
         out.push(Step {
@@ -552,9 +578,54 @@ fn step_list(
             retry,
             on_failure,
             rollback,
+            watch,
         });
     }
     out
+}
+
+/// A step's `watch`: both periods set, the period shorter than the duration, and no
+/// retries beside it (a watch already repeats the check).
+fn watch(v: &mut Validator, path: &KeyPath, w: raw::Watch, retries: u32) -> Option<Watch> {
+    let every = v.duration(&path.key("every"), &w.every)?;
+    let duration = v.duration(&path.key("for"), &w.duration)?;
+    let until_ok = match w.until.as_deref() {
+        None => false,
+        Some("ok") => true,
+        Some(other) => {
+            v.error(
+                &path.key("until"),
+                format!("`{other}` is not a watch condition"),
+                "use `until = \"ok\"` to stop at the first pass, or leave it out to require every check to pass",
+            );
+            return None;
+        }
+    };
+    if every.is_zero() || every > duration {
+        v.error(
+            &path.key("every"),
+            format!(
+                "checking every {} over {} is not a watch",
+                humantime::format_duration(every),
+                humantime::format_duration(duration)
+            ),
+            "make `every` longer than zero and no longer than `for`",
+        );
+        return None;
+    }
+    if retries > 0 {
+        v.error(
+            path,
+            "a watched step repeats its check already; retries would repeat each check",
+            "remove `retries`, or remove `watch`",
+        );
+        return None;
+    }
+    Some(Watch {
+        every,
+        duration,
+        until_ok,
+    })
 }
 
 /// A step's id: its `id`, or the plugin it uses with `-` read as `_`.
@@ -588,10 +659,11 @@ fn uses(v: &mut Validator, path: &KeyPath, name: &str, plugins: &BTreeMap<String
 }
 
 fn on_failure(v: &mut Validator, path: &KeyPath, value: &toml::Value, phase: Phase) -> OnFailure {
-    let help = "use \"abort\" (the default), \"continue\", or a list of handler ids like [\"page-oncall\"]";
+    let help = "use \"abort\" (the default), \"continue\", \"finish\" (go on, fail the run at the end), or a list of handler ids like [\"page-oncall\"]";
     match value {
         toml::Value::String(s) if s == "abort" => OnFailure::Abort,
         toml::Value::String(s) if s == "continue" => OnFailure::Continue,
+        toml::Value::String(s) if s == "finish" && phase == Phase::Main => OnFailure::Finish,
         toml::Value::Array(items) if phase == Phase::Main => {
             let names: Vec<String> = items
                 .iter()

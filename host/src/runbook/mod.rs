@@ -11,6 +11,7 @@
 //! once after `escalate_after` consecutive failures.
 
 pub mod incident;
+pub mod lock;
 mod steps;
 pub mod stop;
 pub mod template;
@@ -120,6 +121,13 @@ pub enum Progress<'a> {
         delay: Duration,
         reason: &'a str,
     },
+    /// A check of a watched step ended and the watch goes on.
+    Watching {
+        step: &'a str,
+        check: u32,
+        status: Status,
+        summary: &'a str,
+    },
     Finished {
         step: &'a StepReport,
     },
@@ -197,6 +205,16 @@ async fn run_with_id(
     for (k, v) in &options.context {
         context[k.as_str()] = v.clone();
     }
+    if context.get("params").is_none() {
+        // A caller that gave no values gets the defaults; a required parameter then
+        // fails the first step that reads it.
+        context["params"] = runbook
+            .params
+            .iter()
+            .filter_map(|(k, p)| Some((k.clone(), p.default.clone()?)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     let mut run = steps::Run {
         runtime,
         env,
@@ -267,6 +285,8 @@ struct MainSteps {
     failed_step: Option<String>,
     /// A step failed and `on_failure = "continue"` let the run go on.
     continued_failure: bool,
+    /// Steps that failed with `on_failure = "finish"`: the run went on and fails at the end.
+    finish_failures: Vec<String>,
 }
 
 /// Runs the main steps in order, with their conditions, failure policies and handlers,
@@ -278,6 +298,7 @@ async fn main_steps<P: FnMut(Progress<'_>)>(
     let mut out = MainSteps {
         failed_step: None,
         continued_failure: false,
+        finish_failures: Vec::new(),
     };
     for step in &runbook.steps {
         if run.cancelled() {
@@ -300,9 +321,18 @@ async fn main_steps<P: FnMut(Progress<'_>)>(
         if !failed {
             run.register_rollback(step);
         }
-        if failed && step.on_failure == OnFailure::Continue && !run.cancelled() {
-            report.continued = true;
-            out.continued_failure = true;
+        if failed && !run.cancelled() {
+            match step.on_failure {
+                OnFailure::Continue => {
+                    report.continued = true;
+                    out.continued_failure = true;
+                }
+                OnFailure::Finish => {
+                    report.continued = true;
+                    out.finish_failures.push(step.id.clone());
+                }
+                _ => {}
+            }
         }
         (run.progress)(Progress::Finished { step: &report });
         run.reports.push(report);
@@ -310,7 +340,7 @@ async fn main_steps<P: FnMut(Progress<'_>)>(
             continue;
         }
         match &step.on_failure {
-            OnFailure::Continue if !run.cancelled() => continue,
+            OnFailure::Continue | OnFailure::Finish if !run.cancelled() => continue,
             OnFailure::Run(names) => {
                 let handlers: Vec<_> = names
                     .iter()
@@ -322,6 +352,9 @@ async fn main_steps<P: FnMut(Progress<'_>)>(
         }
         out.failed_step = Some(step.id.clone());
         break;
+    }
+    if out.failed_step.is_none() {
+        out.failed_step = out.finish_failures.first().cloned();
     }
     out
 }
@@ -401,6 +434,13 @@ fn run_summary(
 ) -> String {
     let mut summary = match (&main.failed_step, status) {
         (_, RunStatus::Cancelled) => "cancelled".to_string(),
+        (Some(s), _) if main.finish_failures.first() == Some(s) => {
+            let (n, total) = (main.finish_failures.len(), runbook.steps.len());
+            format!(
+                "{n} of {total} steps failed: {}",
+                main.finish_failures.join(", ")
+            )
+        }
         (Some(s), _) => format!("failed at step {s}"),
         (None, RunStatus::Fail) => "a fault could not be reverted".to_string(),
         (None, s) => format!("{} steps, {}", runbook.steps.len(), s.as_str()),

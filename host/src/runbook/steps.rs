@@ -13,6 +13,7 @@ use super::stop::StopLevel;
 use super::{Loaded, Phase, Progress, RunOptions, StepReport, template};
 use crate::caps::{CallRecord, CallSink, now_ms};
 use crate::engine::Runtime;
+use crate::manifest::model::Watch;
 use crate::manifest::{Environment, OnFailure, Step};
 use crate::runner::{self, ActionReport, FailureKind, Invocation, Status};
 use crate::store::records::RollbackState;
@@ -133,6 +134,9 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
     /// Attempts a step until it passes, cannot pass on retry, runs out of retries, or
     /// the run is stopped; returns the last attempt and how many there were.
     async fn attempts(&mut self, step: &Step, seq: i64, phase: Phase) -> (ActionReport, u32) {
+        if let Some(w) = step.watch {
+            return self.watch(step, seq, phase, w).await;
+        }
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -165,6 +169,72 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
             });
             if !self.sleep(delay, Self::stop_level(phase)).await {
                 return (report, attempts);
+            }
+        }
+    }
+
+    /// Checks a watched step every `w.every` for `w.duration`: until it passes once
+    /// (`until = "ok"`), or for as long as it keeps passing. A dry run checks once.
+    /// Returns the deciding check, its summary saying how the watch went, and how many
+    /// checks there were.
+    async fn watch(
+        &mut self,
+        step: &Step,
+        seq: i64,
+        phase: Phase,
+        w: Watch,
+    ) -> (ActionReport, u32) {
+        let started = Instant::now();
+        let level = Self::stop_level(phase);
+        let mut checks = 0;
+        loop {
+            checks += 1;
+            let tick = Instant::now();
+            let mut report = self.attempt(step, seq, phase).await;
+            let passed = report.status != Status::Fail;
+            let elapsed = humantime::format_duration(round_to_ms(started.elapsed()));
+            tracing::info!(check = checks, status = %report.status, "watch check finished");
+            let done = if self.stopping(level) {
+                true
+            } else if self.options.dry_run {
+                report.summary = format!("dry run: one check of the watch: {}", report.summary);
+                true
+            } else if passed == w.until_ok {
+                // Passed while waiting for a pass, or failed while it had to hold.
+                let what = if passed { "passed" } else { "failed" };
+                say(
+                    &mut report,
+                    format!("check {checks} {what} after {elapsed}"),
+                );
+                true
+            } else if tick + w.every > started + w.duration {
+                let total = humantime::format_duration(w.duration);
+                let line = if passed {
+                    format!("held for {total}: {checks} checks passed; the last")
+                } else {
+                    format!("did not pass within {total} ({checks} checks); the last")
+                };
+                say(&mut report, line);
+                true
+            } else {
+                false
+            };
+            if done {
+                report.metrics.push(("watch_checks".into(), checks as f64));
+                return (report, checks);
+            }
+            (self.progress)(Progress::Watching {
+                step: &step.id,
+                check: checks,
+                status: report.status,
+                summary: report
+                    .failure
+                    .as_ref()
+                    .map_or(report.summary.as_str(), |f| f.message.as_str()),
+            });
+            let wait = (tick + w.every).saturating_duration_since(Instant::now());
+            if !self.sleep(wait, level).await {
+                return (report, checks);
             }
         }
     }
@@ -360,6 +430,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
                 retry: Default::default(),
                 on_failure: OnFailure::Continue,
                 rollback: None,
+                watch: None,
             };
             let report = self.step(&step, Phase::Rollback).await;
             let cut_short = report
@@ -388,6 +459,19 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
         }
         outcome
     }
+}
+
+/// Puts `line` before what a watched step's deciding check said, where it is read:
+/// the failure's message, or the summary.
+fn say(report: &mut ActionReport, line: String) {
+    match &mut report.failure {
+        Some(f) => f.message = format!("{line}: {}", f.message),
+        None => report.summary = format!("{line}: {}", report.summary),
+    }
+}
+
+fn round_to_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
 
 fn backoff(step: &Step, attempt: u32) -> Duration {

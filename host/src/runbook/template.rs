@@ -40,7 +40,7 @@ pub const STEP_FIELDS: &[&str] = &[
 ];
 
 /// Names a template may start with.
-pub const ROOTS: &[&str] = &["steps", "vars", "run", "incident"];
+pub const ROOTS: &[&str] = &["steps", "vars", "params", "run", "incident"];
 
 const RUN_FIELDS: &[&str] = &["id", "runbook", "environment", "dry_run"];
 const INCIDENT_FIELDS: &[&str] = &[
@@ -132,6 +132,8 @@ pub struct Scope<'a> {
     /// step a rollback undoes.
     pub also: Option<&'a str>,
     pub vars: &'a [&'a str],
+    /// The runbook's declared parameters.
+    pub params: &'a [&'a str],
     pub incident: bool,
 }
 
@@ -210,6 +212,18 @@ pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), String> {
                 }
             )),
             None => Err("`vars` needs a name, like `vars.base_url`".into()),
+        },
+        "params" => match parts.get(1) {
+            Some(p) if scope.params.contains(&p.as_str()) => Ok(()),
+            Some(p) => Err(format!(
+                "`{r}`: this runbook has no parameter `{p}` (declared: {})",
+                if scope.params.is_empty() {
+                    "none; declare it under [runbooks.NAME.params]".into()
+                } else {
+                    scope.params.join(", ")
+                }
+            )),
+            None => Err("`params` needs a name, like `params.service`".into()),
         },
         "run" => match parts.get(1) {
             Some(f) if RUN_FIELDS.contains(&f.as_str()) => Ok(()),
@@ -384,6 +398,7 @@ mod tests {
             ran: 1,
             also: None,
             vars: &["base"],
+            params: &[],
             incident: false,
         };
         for r in &refs {
