@@ -130,7 +130,27 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
     } else {
         print_summary(&report);
     }
-    let code = report.status.exit_code();
+    let mut code = report.status.exit_code();
+    let unloadable: std::collections::BTreeSet<&str> = report
+        .steps
+        .iter()
+        .filter(|s| {
+            s.action
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.kind == crate::runner::FailureKind::Load)
+        })
+        .map(|s| s.uses.as_str())
+        .collect();
+    if !unloadable.is_empty() && report.status != RunStatus::Cancelled {
+        // A plugin that cannot load is a configuration error, not a failed check.
+        eprintln!(
+            "error: plugin {} could not be loaded; `runcap check --env {}` reports why before a run",
+            unloadable.into_iter().collect::<Vec<_>>().join(", "),
+            args.env.display()
+        );
+        code = 2;
+    }
     if !recovered && code == 0 {
         eprintln!("error: something a previous runcap left behind could not be undone (see above)");
         return 1;

@@ -54,6 +54,23 @@ pub enum LoadError {
     Grant { plugin: String, message: String },
 }
 
+/// Why bytes did not compile as a component, in one line: what the file is when it is
+/// not a component at all, or the compiler's reason with its line breaks folded.
+fn compile_failure(wasm: &[u8], e: &impl std::fmt::Display) -> String {
+    const MAGIC: &[u8] = b"\0asm";
+    if !wasm.starts_with(MAGIC) {
+        return "it is not WebAssembly (it does not start with the `\\0asm` magic bytes)".into();
+    }
+    // Bytes 4..8 are the version and layer: layer 0 is a core module, 1 a component.
+    if wasm.get(6..8) == Some(&[0, 0]) {
+        return "it is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)".into();
+    }
+    format!("{e:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The process-wide engine and the linker every plugin is instantiated with.
 pub struct Runtime {
     engine: Engine,
@@ -189,7 +206,7 @@ impl Runtime {
                 .load(&self.engine, &sha256, &wasm)
                 .map_err(|e| LoadError::Compile {
                     path: path.clone(),
-                    message: format!("{e:#}"),
+                    message: compile_failure(&wasm, &e),
                 })?;
         let imports = imports::imported_interfaces(&self.engine, &component);
         Ok(Compiled {

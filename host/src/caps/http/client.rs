@@ -196,7 +196,7 @@ impl HttpClient {
                 .get(reqwest::header::LOCATION)
                 .and_then(|l| l.to_str().ok());
             if status.is_redirection()
-                && hops < req.max_redirects
+                && hops < req.max_redirects.min(self.grant.max_redirects)
                 && let Some(loc) = location
             {
                 let next = url.join(loc).map_err(|e| {
@@ -204,6 +204,9 @@ impl HttpClient {
                 })?;
                 self.check(next.as_str()).map_err(|e| match e {
                     SendError::Denied(m) => {
+                        SendError::Denied(format!("redirect from {url} to {next} refused: {m}"))
+                    }
+                    SendError::Invalid(m) => {
                         SendError::Denied(format!("redirect from {url} to {next} refused: {m}"))
                     }
                     other => other,

@@ -3,7 +3,7 @@
 //! | | |
 //! |---|---|
 //! | grants | requests to URLs whose scheme, host and port match `allow`; non-public addresses listed in `addresses` |
-//! | manifest | `[plugins.NAME.grants.http]` `allow = ["https://*.example.com"]`, `addresses = ["10.0.0.0/8"]`, `max_body = "1MiB"`, `ca = ["internal-ca.pem"]` |
+//! | manifest | `[plugins.NAME.grants.http]` `allow = ["https://*.example.com"]`, `addresses = ["10.0.0.0/8"]`, `max_body = "1MiB"`, `ca = ["internal-ca.pem"]`, `max_redirects = 10` |
 //! | default | no grant: the interface cannot be imported; empty `allow`: every request denied |
 //! | enforced | before every request and every redirect hop (URL), and in the resolver (every resolved address; the connection uses the checked address); body capped at `max_body`; mutating methods skipped in dry-run |
 //! | audit | one call record per request: method, URL, allowed or the denial reason, status |
@@ -81,6 +81,8 @@ pub struct HttpGrantConfig {
     /// `ca = ["ca.pem"]`: extra root certificates (PEM) trusted for https, beside the web PKI.
     #[serde(default)]
     pub ca: Vec<String>,
+    /// `max_redirects = 10`: the most redirects one request follows, whatever the plugin asks.
+    pub max_redirects: Option<u8>,
 }
 
 /// A validated http grant.
@@ -94,10 +96,14 @@ pub struct HttpGrant {
     pub ca_files: Vec<String>,
     /// `plugins.NAME.grants.http`, for denial messages.
     pub key: String,
+    /// The host's ceiling on redirects followed per request.
+    pub max_redirects: u8,
 }
 
 impl HttpGrant {
     pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+    /// Redirects one request may follow unless the grant says otherwise.
+    pub const DEFAULT_MAX_REDIRECTS: u8 = 10;
 
     /// Checks a raw grant, recording every problem in `v`.
     pub fn validate(v: &mut Validator, path: &KeyPath, raw: HttpGrantConfig) -> Option<Self> {
@@ -152,6 +158,7 @@ impl HttpGrant {
             ca,
             ca_files: raw.ca,
             key: path.to_string(),
+            max_redirects: raw.max_redirects.unwrap_or(Self::DEFAULT_MAX_REDIRECTS),
         })
     }
 
@@ -170,6 +177,7 @@ impl HttpGrant {
                 .map(|n| format!("addresses {n}")),
         );
         lines.push(format!("max_body {}", bytesize::ByteSize(self.max_body)));
+        lines.push(format!("max_redirects {}", self.max_redirects));
         lines.extend(self.ca_files.iter().map(|c| format!("ca {c}")));
         lines
     }
@@ -319,6 +327,19 @@ pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
             "max_body is not a size and cannot be compared",
         )),
         _ => {}
+    }
+    let redirects = |r: Option<u8>| r.unwrap_or(HttpGrant::DEFAULT_MAX_REDIRECTS);
+    let (a, b) = (redirects(old.max_redirects), redirects(new.max_redirects));
+    if a != b {
+        out.push(Change::new(
+            root.key("max_redirects"),
+            if b > a {
+                ChangeKind::Widened
+            } else {
+                ChangeKind::Narrowed
+            },
+            format!("max_redirects {a} → {b}"),
+        ));
     }
     for (i, ca) in new.ca.iter().enumerate() {
         if !same(&old.ca, ca) {

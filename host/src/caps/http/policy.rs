@@ -252,46 +252,83 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{t}` is not an address or CIDR block like \"10.0.0.0/8\""))
 }
 
+/// IPv4 ranges that are not globally reachable, after IANA's IPv4 Special-Purpose
+/// Address Registry (and multicast), with the word a denial uses for each.
+const V4_SPECIAL: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "unspecified"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "shared (CGNAT)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignment"),
+    ("192.0.2.0/24", "documentation"),
+    ("192.88.99.0/24", "6to4 relay"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+];
+
+/// IPv6 ranges that are not globally reachable, after IANA's IPv6 Special-Purpose
+/// Address Registry (and multicast). Ranges that embed an IPv4 address (mapped,
+/// compatible, NAT64, 6to4) are judged by the address they embed, before this table.
+const V6_SPECIAL: &[(&str, &str)] = &[
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("64:ff9b:1::/48", "local-use NAT64"),
+    ("100::/64", "discard-only"),
+    ("2001::/23", "IETF protocol assignment"),
+    ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing"),
+    ("fc00::/7", "private (unique local)"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local"),
+    ("ff00::/8", "multicast"),
+];
+
+fn special(table: &'static [(&'static str, &'static str)], ip: IpAddr) -> Option<&'static str> {
+    table.iter().find_map(|(net, kind)| {
+        let net: IpNet = net
+            .parse()
+            .expect("the special-purpose tables are valid CIDR");
+        net.contains(&ip).then_some(*kind)
+    })
+}
+
+/// The IPv4 address an IPv6 address carries, for the forms that route to it: mapped
+/// (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4
+/// (`2002:AABB:CCDD::/48`).
+fn embedded_v4(a: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = a.segments();
+    let o = a.octets();
+    let v4 = |i: usize| std::net::Ipv4Addr::new(o[i], o[i + 1], o[i + 2], o[i + 3]);
+    if s[..6] == [0; 6] && !a.is_loopback() && !a.is_unspecified() {
+        return Some(v4(12));
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(v4(12));
+    }
+    if s[0] == 0x2002 {
+        return Some(v4(2));
+    }
+    None
+}
+
 /// Why an address is not public, if it is not.
 pub fn non_public_kind(ip: IpAddr) -> Option<&'static str> {
     match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            if a.is_loopback() {
-                Some("loopback")
-            } else if a.is_private() {
-                Some("private")
-            } else if a.is_link_local() {
-                Some("link-local")
-            } else if a.is_unspecified() || o[0] == 0 {
-                Some("unspecified")
-            } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
-                Some("shared (CGNAT)")
-            } else if a.is_broadcast() || a.is_multicast() || o[0] >= 240 {
-                Some("reserved")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return non_public_kind(IpAddr::V4(v4));
-            }
-            let s = a.segments();
-            if a.is_loopback() {
-                Some("loopback")
-            } else if a.is_unspecified() {
-                Some("unspecified")
-            } else if (s[0] & 0xfe00) == 0xfc00 {
-                Some("private (unique local)")
-            } else if (s[0] & 0xffc0) == 0xfe80 {
-                Some("link-local")
-            } else if a.is_multicast() {
-                Some("reserved")
-            } else {
-                None
-            }
-        }
+        IpAddr::V4(_) => special(V4_SPECIAL, ip),
+        IpAddr::V6(a) => match embedded_v4(a) {
+            Some(v4) => non_public_kind(IpAddr::V4(v4)),
+            None => special(V6_SPECIAL, ip),
+        },
     }
 }
 
@@ -304,20 +341,54 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Whether the URL's scheme, host and port are allowed; the error names the fix.
+    /// Whether the URL may be requested at all: it matches an allow entry, and where
+    /// it leads somewhere non-public by naming it (an address literal, `localhost`),
+    /// the entry that names it matches the whole URL — an entry unlocks its own
+    /// scheme, host and port, never what a wildcard entry beside it matches.
     pub fn check_url(&self, url: &Url, grant_key: &str) -> Result<(), String> {
-        if self.allow.iter().any(|p| p.matches(url)) {
-            return Ok(());
-        }
         let origin = crate::net::origin_of(url);
-        Err(format!(
-            "{origin} is not granted; to allow it, add \"{origin}\" to {grant_key}.allow"
-        ))
+        if !self.allow.iter().any(|p| p.matches(url)) {
+            return Err(format!(
+                "{origin} is not granted; to allow it, add \"{origin}\" to {grant_key}.allow"
+            ));
+        }
+        let literal: Option<IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(a)) => Some(a.into()),
+            Some(url::Host::Ipv6(a)) => Some(a.into()),
+            _ => None,
+        };
+        let named = |p: &&UrlPattern| {
+            p.matches(url) && !matches!(p.host, HostPattern::Any | HostPattern::Subdomain(_))
+        };
+        if let Some(ip) = literal
+            && let Some(kind) = non_public_kind(ip)
+            && !self.addresses.iter().any(|n| n.contains(&ip))
+            && !self.allow.iter().any(|p| named(&p))
+        {
+            return Err(format!(
+                "{origin} is a {kind} address that only a wildcard entry matches; to allow it, add \"{origin}\" to {grant_key}.allow (or \"{ip}\" to {grant_key}.addresses)"
+            ));
+        }
+        let localhost = url
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case("localhost"));
+        let loopback_listed = self.addresses.iter().any(|n| {
+            n.contains(&IpAddr::from([127, 0, 0, 1]))
+                || n.contains(&IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
+        });
+        if localhost && !loopback_listed && !self.allow.iter().any(|p| named(&p)) {
+            return Err(format!(
+                "{origin} is loopback, which only a wildcard entry matches; to allow it, add \"{origin}\" to {grant_key}.allow"
+            ));
+        }
+        Ok(())
     }
 
-    /// Whether connecting to `ip` for host name `host` is allowed. Public addresses
-    /// are; non-public ones only if an `addresses` entry contains them or the allow
-    /// list names that very address (or `localhost`, for loopback).
+    /// Whether connecting to `ip`, which host name `host` resolved to, is allowed.
+    /// Public addresses are; non-public ones only if an `addresses` entry contains
+    /// them, or, for loopback, if the name is `localhost` and an entry names it (the
+    /// URL was checked against that entry by [`Policy::check_url`]). An entry naming an
+    /// address never unlocks a name that resolves to it.
     pub fn check_address(&self, host: &str, ip: IpAddr, grant_key: &str) -> Result<(), String> {
         let Some(kind) = non_public_kind(ip) else {
             return Ok(());
@@ -325,8 +396,9 @@ impl Policy {
         if self.addresses.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
+        let literal = host.trim_matches(['[', ']']).parse::<IpAddr>().ok() == Some(ip);
         let named = self.allow.iter().any(|p| match &p.host {
-            HostPattern::Ip(a) => *a == ip,
+            HostPattern::Ip(a) => literal && *a == ip,
             HostPattern::Name(n) => {
                 n == "localhost" && ip.is_loopback() && host.eq_ignore_ascii_case("localhost")
             }
@@ -436,6 +508,97 @@ mod tests {
             p.check_address("evil.example", "127.0.0.2".parse().unwrap(), "g")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn every_special_purpose_range_is_non_public() {
+        // One address inside each range, one just outside where that is public.
+        for (inside, kind) in [
+            ("0.1.2.3", "unspecified"),
+            ("10.255.0.1", "private"),
+            ("100.127.255.254", "shared (CGNAT)"),
+            ("127.8.8.8", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("172.31.0.1", "private"),
+            ("192.0.0.8", "IETF protocol assignment"),
+            ("192.0.2.1", "documentation"),
+            ("192.88.99.1", "6to4 relay"),
+            ("192.168.1.1", "private"),
+            ("198.18.0.1", "benchmarking"),
+            ("198.19.255.254", "benchmarking"),
+            ("198.51.100.7", "documentation"),
+            ("203.0.113.9", "documentation"),
+            ("224.0.0.251", "multicast"),
+            ("250.1.1.1", "reserved"),
+            ("255.255.255.255", "reserved"),
+            ("::", "unspecified"),
+            ("::1", "loopback"),
+            ("64:ff9b:1::a00:1", "local-use NAT64"),
+            ("100::1", "discard-only"),
+            ("2001:2::1", "IETF protocol assignment"),
+            ("2001:db8::1", "documentation"),
+            ("3fff::1", "documentation"),
+            ("5f00::1", "segment routing"),
+            ("fd12::1", "private (unique local)"),
+            ("fe80::1", "link-local"),
+            ("fec0::1", "site-local"),
+            ("ff02::1", "multicast"),
+            // IPv4 carried in IPv6 is judged by the address it carries.
+            ("::ffff:10.0.0.1", "private"),
+            ("::127.0.0.1", "loopback"),
+            ("::169.254.169.254", "link-local"),
+            ("64:ff9b::7f00:1", "loopback"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("2002:7f00:1::", "loopback"),
+            ("2002:c0a8:101::1", "private"),
+        ] {
+            let ip: IpAddr = inside.parse().unwrap();
+            assert_eq!(non_public_kind(ip), Some(kind), "{inside}");
+        }
+        for public in [
+            "93.184.216.34",
+            "198.20.0.1",
+            "100.128.0.1",
+            "192.0.3.1",
+            "2606:4700::1111",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+            "::ffff:93.184.216.34",
+        ] {
+            let ip: IpAddr = public.parse().unwrap();
+            assert_eq!(non_public_kind(ip), None, "{public}");
+        }
+    }
+
+    #[test]
+    fn an_address_entry_unlocks_only_what_it_matches() {
+        let both = policy(&["http://*:*", "http://127.0.0.1:8080"], &[]);
+        assert!(both.check_url(&url("http://127.0.0.1:8080/"), "g").is_ok());
+        // The wildcard matches another port of the address; only the naming entry unlocks.
+        let e = both
+            .check_url(&url("http://127.0.0.1:22/"), "g")
+            .unwrap_err();
+        assert!(e.contains("only a wildcard entry matches"), "{e}");
+        assert!(e.contains("add \"http://127.0.0.1:22\" to g.allow"), "{e}");
+        // A name that resolves to the address is not unlocked by the entry naming it.
+        assert!(
+            both.check_address("evil.example", "127.0.0.1".parse().unwrap(), "g")
+                .is_err()
+        );
+        let named = policy(&["http://vm:9000", "http://127.0.0.1:8080"], &[]);
+        assert!(
+            named
+                .check_address("vm", "127.0.0.1".parse().unwrap(), "g")
+                .is_err()
+        );
+        // localhost is loopback by name: a wildcard does not reach it, its own entry does.
+        let lh = policy(&["http://*:*", "http://localhost:8080"], &[]);
+        assert!(lh.check_url(&url("http://localhost:8080/"), "g").is_ok());
+        assert!(lh.check_url(&url("http://LOCALHOST:5432/"), "g").is_err());
+        // Listing the network unlocks it for every entry, as written.
+        let nets = policy(&["http://*:*"], &["127.0.0.0/8"]);
+        assert!(nets.check_url(&url("http://127.0.0.1:22/"), "g").is_ok());
+        assert!(nets.check_url(&url("http://localhost:22/"), "g").is_ok());
     }
 
     #[test]
