@@ -29,5 +29,6 @@ pub mod redaction;
 pub mod runbook;
 pub mod runner;
 pub mod secrets;
+pub mod serve;
 pub mod services;
 pub mod store;

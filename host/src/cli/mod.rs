@@ -9,7 +9,7 @@ mod check;
 mod config;
 mod describe;
 mod faults;
-mod history;
+pub(crate) mod history;
 mod incidents;
 mod lock;
 mod pin;
@@ -17,6 +17,7 @@ mod plugin;
 mod recover;
 mod review;
 mod run;
+mod serve;
 mod services;
 
 use std::path::PathBuf;
@@ -135,6 +136,15 @@ enum Command {
         /// RUNBOOK` lists them.
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
+    },
+    /// Run as a service: schedules, an HTTP API, Prometheus metrics and a status page.
+    Serve {
+        #[command(flatten)]
+        env: EnvArgs,
+        /// How long runs under way may take to finish when stopping, before they are
+        /// cancelled (their rollbacks still run).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
     /// What a runbook does and takes: its parameters, steps, rollbacks and policies.
     Describe {
@@ -347,6 +357,7 @@ pub fn main() -> ExitCode {
                 run::run(&env, &cli.state, &runbook, &how).await
             }
             Command::Describe { runbook, env, json } => describe::run(&env, &runbook, json),
+            Command::Serve { env, grace } => serve::run(&env, &cli.state, grace).await,
             Command::History {
                 runbook,
                 env,

@@ -32,6 +32,8 @@ pub struct Environment {
     pub redaction: runcap_redact::Config,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub runbooks: BTreeMap<String, Runbook>,
+    /// How `runcap serve` listens and who may call it.
+    pub serve: crate::serve::config::ServeSettings,
 }
 
 /// A plugin as the manifest declares it.
@@ -142,6 +144,8 @@ pub struct Runbook {
     pub overlap: Overlap,
     /// Values a run is given (`--var NAME=VALUE`), read by templates as `params.NAME`.
     pub params: BTreeMap<String, super::params::Param>,
+    /// When `runcap serve` runs it.
+    pub schedule: Option<crate::serve::config::Schedule>,
 }
 
 /// What a run does while another run of the same runbook holds its lock.

@@ -35,6 +35,8 @@ pub struct Manifest {
     /// `[runbooks.NAME]`: named procedures made of steps.
     #[serde(default)]
     pub runbooks: BTreeMap<String, Runbook>,
+    /// `[serve]`: how `runcap serve` listens and who may call it.
+    pub serve: Option<crate::serve::config::ServeConfig>,
 }
 
 /// `[plugins.NAME]`
@@ -90,6 +92,9 @@ pub struct Runbook {
     /// `[runbooks.NAME.params.P]`: values a run is given with `--var P=VALUE`.
     #[serde(default)]
     pub params: BTreeMap<String, super::params::RawParam>,
+    /// `schedule = { every = "30s" }` or `{ cron = "*/15 * * * *" }`: when `runcap serve`
+    /// runs it.
+    pub schedule: Option<crate::serve::config::ScheduleConfig>,
 }
 
 /// `[runbooks.NAME.incident]`

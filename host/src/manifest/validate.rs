@@ -199,6 +199,8 @@ pub(super) fn validate(
         }
     }
 
+    let runbook_names: Vec<&str> = runbooks.keys().map(String::as_str).collect();
+    let serve = crate::serve::config::validate_serve(&mut v, raw.serve, &secrets, &runbook_names);
     let env = Environment {
         name: raw.environment,
         file: source.top().path.clone(),
@@ -210,6 +212,7 @@ pub(super) fn validate(
         redaction,
         plugins,
         runbooks,
+        serve,
     };
     v.finish(env)
 }
@@ -458,6 +461,9 @@ fn runbook(
         keep_going: rb.keep_going,
         overlap,
         params,
+        schedule: rb
+            .schedule
+            .and_then(|s| crate::serve::config::validate_schedule(v, &path.key("schedule"), s)),
     })
 }
 

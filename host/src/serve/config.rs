@@ -1,0 +1,351 @@
+//! What `runcap serve` reads from the manifest: the `[serve]` table (where to listen,
+//! who may call the API, how many runs at once) and each runbook's `schedule`.
+//!
+//! ```toml
+//! [serve]
+//! listen = "127.0.0.1:9090"
+//! max_concurrent = 4
+//! tokens = [{ secret = "api_token", scopes = ["read", "run:restart"] }]
+//!
+//! [runbooks.health]
+//! schedule = { every = "30s", jitter = "2s" }
+//! [runbooks.nightly]
+//! schedule = { cron = "0 3 * * *", timezone = "Europe/Paris", overlap = "queue" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::manifest::{KeyPath, Validator};
+
+/// `[serve]` as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// `listen = "127.0.0.1:9090"`: loopback unless written otherwise.
+    pub listen: Option<String>,
+    /// `max_concurrent = 4`: runs under way at once, across every runbook.
+    pub max_concurrent: Option<usize>,
+    /// `tokens = [{ secret = "NAME", scopes = ["read"] }]`: who may call the API.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One API token: a declared secret holds its value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub secret: String,
+    pub scopes: Vec<String>,
+}
+
+/// `schedule = { … }` of a runbook, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// `every = "30s"`
+    pub every: Option<String>,
+    /// `cron = "*/15 * * * *"` (five fields, or six with seconds first).
+    pub cron: Option<String>,
+    /// `timezone = "Europe/Paris"` for `cron` (default UTC).
+    pub timezone: Option<String>,
+    /// `jitter = "5s"`: each run starts up to this much later, at random.
+    pub jitter: Option<String>,
+    /// `overlap = "skip"` (default) or `"queue"`: when a run is due while the last one
+    /// is still under way.
+    pub overlap: Option<String>,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Read runbooks, runs, incidents, faults, metrics.
+    Read,
+    /// Start any runbook.
+    Run,
+    /// Start this runbook.
+    RunOne(String),
+}
+
+/// A validated token: the secret that holds it and what it may do.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub secret: String,
+    pub scopes: Vec<Scope>,
+}
+
+/// The validated `[serve]` table.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    pub max_concurrent: usize,
+    pub tokens: Vec<Token>,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_concurrent: 4,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// When a scheduled runbook is due.
+#[derive(Debug, Clone)]
+pub enum When {
+    Every(Duration),
+    Cron(Box<croner::Cron>, chrono_tz::Tz),
+}
+
+/// What a run due while the last is under way does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    Skip,
+    Queue,
+}
+
+/// A validated schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub when: When,
+    pub jitter: Duration,
+    pub overlap: Overlap,
+    /// As written, for reports.
+    pub text: String,
+}
+
+impl Schedule {
+    /// How long after `now` the next run is due (before jitter).
+    pub fn next_in(&self, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        match &self.when {
+            When::Every(d) => Some(*d),
+            When::Cron(cron, tz) => {
+                let local = now.with_timezone(tz);
+                let next = cron.find_next_occurrence(&local, false).ok()?;
+                (next.with_timezone(&chrono::Utc) - now).to_std().ok()
+            }
+        }
+    }
+}
+
+/// The shortest `every` a schedule may have.
+const MIN_EVERY: Duration = Duration::from_millis(50);
+
+/// Checks `[serve]`: the address, the limit, and that each token names a declared secret
+/// and scopes that exist.
+pub fn validate_serve(
+    v: &mut Validator,
+    raw: Option<ServeConfig>,
+    secrets: &BTreeMap<String, crate::secrets::SecretSource>,
+    runbooks: &[&str],
+) -> ServeSettings {
+    let mut out = ServeSettings::default();
+    let Some(raw) = raw else { return out };
+    let root = KeyPath::root().key("serve");
+    if let Some(l) = &raw.listen {
+        match l.parse::<SocketAddr>() {
+            Ok(a) => out.listen = a,
+            Err(_) => v.error(
+                &root.key("listen"),
+                format!("`{l}` is not an address and port"),
+                "write it like \"127.0.0.1:9090\"",
+            ),
+        }
+    }
+    if let Some(n) = raw.max_concurrent {
+        if n == 0 {
+            v.error(
+                &root.key("max_concurrent"),
+                "0 runs at once would run nothing",
+                "use at least 1",
+            );
+        } else {
+            out.max_concurrent = n;
+        }
+    }
+    for (i, t) in raw.tokens.into_iter().enumerate() {
+        let at = root.key("tokens").index(i);
+        if !secrets.contains_key(&t.secret) {
+            let declared: Vec<&str> = secrets.keys().map(String::as_str).collect();
+            v.error(
+                &at.key("secret"),
+                format!("no secret `{}` is declared", t.secret),
+                format!(
+                    "declare it under [secrets.{}] (declared: {})",
+                    t.secret,
+                    if declared.is_empty() {
+                        "none".to_string()
+                    } else {
+                        declared.join(", ")
+                    }
+                ),
+            );
+            continue;
+        }
+        let mut scopes = Vec::new();
+        for (j, s) in t.scopes.iter().enumerate() {
+            let scope = match s.as_str() {
+                "read" => Scope::Read,
+                "run" => Scope::Run,
+                other => match other.strip_prefix("run:") {
+                    Some(rb) if runbooks.contains(&rb) => Scope::RunOne(rb.to_string()),
+                    Some(rb) => {
+                        v.error(
+                            &at.key("scopes").index(j),
+                            format!("`{other}` names runbook `{rb}`, which is not declared"),
+                            format!("runbooks: {}", runbooks.join(", ")),
+                        );
+                        continue;
+                    }
+                    None => {
+                        v.error(
+                            &at.key("scopes").index(j),
+                            format!("`{other}` is not a scope"),
+                            "use \"read\", \"run\" or \"run:RUNBOOK\"",
+                        );
+                        continue;
+                    }
+                },
+            };
+            scopes.push(scope);
+        }
+        out.tokens.push(Token {
+            secret: t.secret,
+            scopes,
+        });
+    }
+    out
+}
+
+/// Checks a runbook's `schedule`: one of `every` and `cron`, a time zone that exists,
+/// jitter shorter than the interval.
+pub fn validate_schedule(v: &mut Validator, at: &KeyPath, raw: ScheduleConfig) -> Option<Schedule> {
+    let when = match (&raw.every, &raw.cron) {
+        (Some(e), None) => {
+            let d = v.duration(&at.key("every"), e)?;
+            if d < MIN_EVERY {
+                v.error(
+                    &at.key("every"),
+                    format!("every {e} is more often than runcap schedules"),
+                    "use at least \"50ms\"",
+                );
+                return None;
+            }
+            if raw.timezone.is_some() {
+                v.error(
+                    &at.key("timezone"),
+                    "a time zone applies to `cron` schedules",
+                    "remove `timezone`, or use `cron`",
+                );
+            }
+            When::Every(d)
+        }
+        (None, Some(c)) => {
+            let cron = match croner::Cron::from_str(c) {
+                Ok(cron) => cron,
+                Err(e) => {
+                    v.error(
+                        &at.key("cron"),
+                        format!("`{c}` is not a cron expression: {e}"),
+                        "five fields: minute hour day-of-month month day-of-week, like \"*/15 * * * *\"",
+                    );
+                    return None;
+                }
+            };
+            let tz = match raw.timezone.as_deref() {
+                None => chrono_tz::UTC,
+                Some(name) => match chrono_tz::Tz::from_str(name) {
+                    Ok(tz) => tz,
+                    Err(_) => {
+                        v.error(
+                            &at.key("timezone"),
+                            format!("`{name}` is not a time zone"),
+                            "use an IANA name like \"Europe/Paris\" or \"UTC\"",
+                        );
+                        return None;
+                    }
+                },
+            };
+            When::Cron(Box::new(cron), tz)
+        }
+        _ => {
+            v.error(
+                at,
+                "a schedule needs exactly one of `every` and `cron`",
+                "write `schedule = { every = \"30s\" }` or `schedule = { cron = \"*/15 * * * *\" }`",
+            );
+            return None;
+        }
+    };
+    let jitter = match &raw.jitter {
+        None => Duration::ZERO,
+        Some(j) => v.duration(&at.key("jitter"), j)?,
+    };
+    if let When::Every(d) = when
+        && jitter >= d
+    {
+        v.error(
+            &at.key("jitter"),
+            "the jitter is as long as the interval",
+            "make `jitter` shorter than `every`",
+        );
+        return None;
+    }
+    let overlap = match raw.overlap.as_deref() {
+        None | Some("skip") => Overlap::Skip,
+        Some("queue") => Overlap::Queue,
+        Some(other) => {
+            v.error(
+                &at.key("overlap"),
+                format!("`{other}` is not an overlap policy"),
+                "use \"skip\" (the default) or \"queue\"",
+            );
+            return None;
+        }
+    };
+    let text = match (&raw.every, &raw.cron) {
+        (Some(e), _) => format!("every {e}"),
+        (_, Some(c)) => format!("cron {c} ({})", raw.timezone.as_deref().unwrap_or("UTC")),
+        _ => String::new(),
+    };
+    Some(Schedule {
+        when,
+        jitter,
+        overlap,
+        text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_schedules_follow_their_time_zone() {
+        let s = Schedule {
+            when: When::Cron(
+                Box::new(croner::Cron::from_str("0 3 * * *").unwrap()),
+                chrono_tz::Europe::Paris,
+            ),
+            jitter: Duration::ZERO,
+            overlap: Overlap::Skip,
+            text: String::new(),
+        };
+        // 2026-07-01 00:30 UTC is 02:30 in Paris (summer time): 03:00 Paris is 30 min away.
+        let now = chrono::DateTime::parse_from_rfc3339("2026-07-01T00:30:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(s.next_in(now), Some(Duration::from_secs(30 * 60)));
+        // In winter Paris is UTC+1: 03:00 Paris is 02:00 UTC.
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-15T00:30:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(s.next_in(now), Some(Duration::from_secs(90 * 60)));
+    }
+}

@@ -1,0 +1,284 @@
+//! `runcap serve`: runcap as a long-running service. One process loads and checks the
+//! environment once, keeps every plugin warm, runs runbooks on their schedules and on
+//! API requests, and answers an HTTP API, Prometheus metrics and a status page — with
+//! the same store, audit, locks, rollbacks and fault reverts as `runcap run`.
+//!
+//! - [`config`]: the `[serve]` table and runbook schedules in the manifest.
+//! - [`scheduler`]: one task per scheduled runbook.
+//! - [`api`]: the HTTP server (API, `/metrics`, status page) and its tokens.
+//! - [`metrics`]: what `/metrics` exposes.
+//! - [`status`]: the status page.
+//!
+//! Stopping: SIGTERM or Ctrl-C stops schedules and new runs, lets runs under way finish
+//! for a grace period, then cancels them (their rollbacks and fault reverts run) and
+//! exits when nothing is running. A second signal cuts rollbacks short; what they leave
+//! is recovered by the next start, as after a kill -9.
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod scheduler;
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::caps::Resources;
+use crate::engine::Runtime;
+use crate::manifest::Environment;
+use crate::runbook::{self, Loaded, RunOptions, StopLevel, StopSignal, Stopper};
+use crate::store::Store;
+
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no runbook `{0}` in this environment")]
+    UnknownRunbook(String),
+    #[error("{0}")]
+    Params(#[from] crate::manifest::params::ArgsError),
+    #[error("the server is stopping; no new runs are started")]
+    Stopping,
+}
+
+/// Who asked for a run, for logs and the audit.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin {
+    Schedule,
+    Api,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Schedule => "schedule",
+            Origin::Api => "api",
+        }
+    }
+}
+
+/// Everything a running server shares between its schedules, its API and its runs.
+pub struct Server {
+    pub env: Environment,
+    pub store: Arc<Store>,
+    runtime: Runtime,
+    resources: Resources,
+    /// Each runbook's plugins, loaded once and kept warm.
+    plugins: BTreeMap<String, Loaded>,
+    pub metrics: metrics::Metrics,
+    /// Bounds runs under way at once (`[serve] max_concurrent`).
+    limit: Arc<Semaphore>,
+    /// Runbooks with a run of this server under way, for `overlap = "skip"`.
+    in_flight: Mutex<BTreeMap<String, usize>>,
+    /// How many runs are under way; shutdown waits for 0.
+    running: watch::Sender<usize>,
+    /// Raised to cancel runs (rollbacks still run; a second level cuts them short).
+    stopper: Stopper,
+    stop: StopSignal,
+    /// Raised first when the server stops taking work.
+    closing: watch::Sender<bool>,
+    state_dir: std::path::PathBuf,
+}
+
+impl Server {
+    /// Whether the server has stopped taking new work.
+    pub fn closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Resolves once the server has stopped taking work.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Starts a run of `runbook` in the background and returns its id. With
+    /// `overlap_skip`, returns `Ok(None)` when a run of it is already under way here.
+    pub fn start_run(
+        self: &Arc<Self>,
+        name: &str,
+        dry_run: bool,
+        vars: &[String],
+        origin: Origin,
+        overlap_skip: bool,
+    ) -> Result<Option<String>, StartError> {
+        if self.closing() {
+            return Err(StartError::Stopping);
+        }
+        let rb = self
+            .env
+            .runbooks
+            .get(name)
+            .ok_or_else(|| StartError::UnknownRunbook(name.to_string()))?;
+        let params = crate::manifest::params::resolve_args(&rb.name, &rb.params, vars)?;
+        {
+            let mut busy = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let n = busy.entry(name.to_string()).or_default();
+            if overlap_skip && *n > 0 {
+                return Ok(None);
+            }
+            *n += 1;
+        }
+        let run_id = runbook::new_run_id();
+        self.running.send_modify(|n| *n += 1);
+        let server = self.clone();
+        let (name, id) = (name.to_string(), run_id.clone());
+        tokio::spawn(async move {
+            server.run(&name, &id, dry_run, params, origin).await;
+            if let Some(n) = server
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&name)
+            {
+                *n = n.saturating_sub(1);
+            }
+            server.running.send_modify(|n| *n -= 1);
+        });
+        Ok(Some(run_id))
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        run_id: &str,
+        dry_run: bool,
+        params: serde_json::Map<String, serde_json::Value>,
+        origin: Origin,
+    ) {
+        let Some(rb) = self.env.runbooks.get(name) else {
+            return;
+        };
+        let Ok(_permit) = self.limit.clone().acquire_owned().await else {
+            return;
+        };
+        let lock = runbook::lock::acquire(
+            &self.state_dir,
+            name,
+            run_id,
+            rb.overlap,
+            &self.stop,
+            |holder| tracing::info!(runbook = name, "waiting: already running ({holder})"),
+        )
+        .await;
+        let _lock = match lock {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(runbook = name, run_id, "not started: {e}");
+                return;
+            }
+        };
+        let mut context = serde_json::Map::new();
+        context.insert("params".into(), params.into());
+        let options = RunOptions {
+            dry_run,
+            store: Some(self.store.clone()),
+            stop: self.stop.clone(),
+            faults: Some(self.resources.faults.clone()),
+            run_id: Some(run_id.to_string()),
+            context,
+        };
+        let empty = Loaded::new();
+        let plugins = self.plugins.get(name).unwrap_or(&empty);
+        self.metrics.running.inc();
+        tracing::info!(
+            runbook = name,
+            run_id,
+            origin = origin.as_str(),
+            "run started"
+        );
+        let report = runbook::run(&self.runtime, &self.env, rb, plugins, &options, |_| {}).await;
+        self.metrics.running.dec();
+        self.metrics.record_run(&report);
+        tracing::info!(runbook = name, run_id, status = %report.status, "run finished");
+    }
+
+    /// Stops taking work, lets runs under way finish for `grace`, then cancels them and
+    /// waits until none is running.
+    pub async fn shut_down(&self, grace: Duration) {
+        self.closing.send_replace(true);
+        let mut running = self.running.subscribe();
+        let idle = running.wait_for(|n| *n == 0);
+        if tokio::time::timeout(grace, idle).await.is_err() {
+            eprintln!(
+                "stopping: cancelling {} run(s) still under way; their rollbacks run",
+                *self.running.borrow()
+            );
+            self.stopper.escalate();
+            let _ = running.wait_for(|n| *n == 0).await;
+        }
+    }
+
+    /// Cuts rollbacks short (a second signal): what they leave is recovered at next start.
+    pub fn abort(&self) {
+        while !self.stop.reached(StopLevel::Abort) {
+            self.stopper.escalate();
+        }
+    }
+
+    /// Open incidents and faults, for the metrics and the status page.
+    pub fn refresh_gauges(&self) {
+        if let Ok(i) = self.store.incidents(false, 0) {
+            self.metrics.open_incidents.set(i.len() as i64);
+        }
+        if let Ok(f) = self.store.open_faults() {
+            self.metrics.open_faults.set(f.len() as i64);
+        }
+    }
+
+    /// A stored value as the API returns it: through the environment's redaction.
+    pub fn redacted<T: serde::Serialize>(&self, value: &T) -> Option<serde_json::Value> {
+        let v = serde_json::to_value(value).ok()?;
+        crate::redaction::scrub_serde(&self.resources.redactor, &v)
+    }
+
+    /// The value of a declared secret (an API token), read now.
+    pub fn secret(&self, name: &str) -> Option<String> {
+        self.resources.secrets.value(name).ok()
+    }
+}
+
+/// Builds the server for `env`: recovery after a crash, store, engine, plugins.
+pub async fn build(
+    env: Environment,
+    store: Arc<Store>,
+    runtime: Runtime,
+    resources: Resources,
+    state_dir: std::path::PathBuf,
+) -> Arc<Server> {
+    let mut plugins = BTreeMap::new();
+    let mut loaded = BTreeSet::new();
+    for (name, rb) in &env.runbooks {
+        let l = runbook::load_plugins(&runtime, &env, &resources, rb);
+        for (p, r) in &l {
+            match r {
+                Ok(_) => {
+                    loaded.insert(p.clone());
+                }
+                Err(e) => tracing::error!(plugin = %p, "cannot be loaded: {e}"),
+            }
+        }
+        plugins.insert(name.clone(), l);
+    }
+    let metrics = metrics::Metrics::default();
+    metrics.plugins.set(loaded.len() as i64);
+    let (stopper, stop) = runbook::stop::channel();
+    let max = env.serve.max_concurrent;
+    Arc::new(Server {
+        env,
+        store,
+        runtime,
+        resources,
+        plugins,
+        metrics,
+        limit: Arc::new(Semaphore::new(max)),
+        in_flight: Mutex::new(BTreeMap::new()),
+        running: watch::channel(0).0,
+        stopper,
+        stop,
+        closing: watch::channel(false).0,
+        state_dir,
+    })
+}

@@ -1,0 +1,357 @@
+//! `runcap serve` as a real process on a free loopback port: schedules observed firing
+//! through the API, tokens and scopes, runs started over HTTP, metrics, the status
+//! page, SIGTERM leaving nothing running, and kill -9 recovered by the next start.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use runcap_e2e::{Sandbox, Service, plugin_lines};
+
+const READ: &str = "read-token-0123456789";
+const RUN: &str = "run-token-9876543210";
+
+fn manifest(svc: &Service, extra: &str) -> String {
+    format!(
+        r#"
+environment = "test"
+
+[secrets.api_read]
+file = "read.token"
+[secrets.api_run]
+file = "run.token"
+
+[serve]
+listen = "127.0.0.1:0"
+tokens = [
+  {{ secret = "api_read", scopes = ["read"] }},
+  {{ secret = "api_run", scopes = ["read", "run:health"] }},
+]
+
+[plugins.probe]
+{probe}
+grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+
+[runbooks.health]
+description = "Is the service up?"
+schedule = {{ every = "200ms" }}
+[[runbooks.health.steps]]
+id = "up"
+uses = "probe"
+with = {{ url = "{base}/health" }}
+
+[runbooks.broken]
+[[runbooks.broken.steps]]
+id = "down"
+uses = "probe"
+with = {{ url = "{base}/unhealthy" }}
+{extra}
+"#,
+        probe = plugin_lines("http-probe"),
+        port = svc.addr.port(),
+        base = svc.url(""),
+    )
+}
+
+/// A running `runcap serve` and the address it listens on.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(sb: &Sandbox) -> Served {
+    let mut child = sb
+        .runcap()
+        .args(["serve", "--grace", "2s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runcap serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in `{line}`"))
+        .to_string();
+    Served { child, addr }
+}
+
+/// One HTTP/1.1 exchange; returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("the server accepts");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    // Chunked bodies: keep what is between the chunk sizes.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn get_json(addr: &str, path: &str, token: &str) -> serde_json::Value {
+    let (status, body) = http(addr, "GET", path, Some(token), "");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// Polls until `f` returns something, for at most a minute.
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn sandbox(svc: &Service, extra: &str) -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write("read.token", READ);
+    sb.write("run.token", RUN);
+    sb.write("runcap.toml", &manifest(svc, extra));
+    sb.run(&["check"]).expect_code(0);
+    sb
+}
+
+#[test]
+fn schedules_fire_the_api_answers_by_scope_and_sigterm_leaves_nothing_running() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(&svc, "");
+    let mut served = serve(&sb);
+    let addr = served.addr.clone();
+
+    // The schedule fires, again and again, seen through the API.
+    poll("two scheduled runs", || {
+        let runs = get_json(&addr, "/api/v1/runs?runbook=health", READ);
+        (runs
+            .as_array()?
+            .iter()
+            .filter(|r| r["status"] == "ok")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    let books = get_json(&addr, "/api/v1/runbooks", READ);
+    let health = books
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "health")
+        .unwrap();
+    assert_eq!(health["schedule"], "every 200ms", "{books:#}");
+    assert_eq!(health["last_run"]["runbook"], "health", "{books:#}");
+
+    // Tokens and scopes.
+    let start = r#"{"runbook": "health"}"#;
+    assert_eq!(http(&addr, "GET", "/api/v1/runs", None, "").0, 401);
+    assert_eq!(
+        http(&addr, "GET", "/api/v1/runs", Some("not-a-token"), "").0,
+        401
+    );
+    assert_eq!(
+        http(&addr, "POST", "/api/v1/runs", Some(READ), start).0,
+        403
+    );
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/runs",
+        Some(RUN),
+        r#"{"runbook": "broken"}"#,
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("may not run `broken`"), "{body}");
+    let (code, body) = http(&addr, "POST", "/api/v1/runs", Some(RUN), "{not json");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("the body is not"), "{body}");
+
+    // A run started over HTTP, then read back as `runcap show --json` prints it.
+    let (code, body) = http(&addr, "POST", "/api/v1/runs", Some(RUN), start);
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = poll("the started run to finish", || {
+        let (code, body) = http(&addr, "GET", &format!("/api/v1/runs/{id}"), Some(READ), "");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && v["status"] == "ok").then_some(v)
+    });
+    assert_eq!(run["steps"][0]["id"], "up", "{run:#}");
+
+    // Metrics in Prometheus' text format.
+    let (code, metrics) = http(&addr, "GET", "/metrics", None, "");
+    assert_eq!(code, 200);
+    for needle in [
+        "runcap_runs_total{runbook=\"health\",status=\"ok\"}",
+        "runcap_step_duration_seconds_bucket{",
+        "runcap_probe_up{runbook=\"health\",step=\"up\"} 1",
+        "runcap_last_success_timestamp_seconds{runbook=\"health\"}",
+        "runcap_schedule_lag_seconds{runbook=\"health\"}",
+        "runcap_plugin_instances 1",
+        "runcap_open_faults 0",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "`{needle}` missing from:\n{metrics}"
+        );
+    }
+
+    // The refusals were audited.
+    let db = rusqlite::Connection::open(sb.path().join(".runcap/runcap.db")).unwrap();
+    let denied: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit WHERE kind = 'api.denied'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(denied >= 4, "{denied} refusals audited");
+
+    // SIGTERM: the server stops and nothing is left running.
+    signal(&served.child, "-TERM");
+    let status = poll("serve to exit", || served.child.try_wait().unwrap());
+    assert!(status.success(), "{status}");
+    let running: i64 = db
+        .query_row(
+            "SELECT count(*) FROM runs WHERE status = 'running'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(running, 0);
+}
+
+#[test]
+fn the_status_page_shows_a_failing_runbook_as_failing() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(&svc, "");
+    sb.run(&["run", "broken"]).expect_code(1);
+    let served = serve(&sb);
+    let addr = served.addr.clone();
+    poll("a scheduled run", || {
+        let runs = get_json(&addr, "/api/v1/runs?runbook=health", READ);
+        (!runs.as_array()?.is_empty()).then_some(())
+    });
+    let (code, page) = http(&addr, "GET", "/", None, "");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<section class=\"rb\" id=\"rb-broken\" data-state=\"fail\">"),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"rb-health\" data-state=\"ok\"")
+            || page.contains("id=\"rb-health\" data-state=\"running\""),
+        "{page}"
+    );
+    assert!(page.contains("<meta http-equiv=\"refresh\""), "{page}");
+    assert!(
+        page.contains("<table id=\"incidents\">"),
+        "the failed run opened an incident: {page}"
+    );
+}
+
+#[test]
+fn a_killed_server_is_recovered_by_the_next_start() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(
+        &svc,
+        &format!(
+            r#"
+[runbooks.long]
+[[runbooks.long.steps]]
+id = "slow"
+uses = "probe"
+with = {{ url = "{}/slow?ms=20000" }}
+"#,
+            svc.url("")
+        ),
+    );
+    // The run token may start `long` too.
+    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
+        .unwrap()
+        .replace("\"run:health\"", "\"run\"");
+    sb.write("runcap.toml", &text);
+    let mut served = serve(&sb);
+    let addr = served.addr.clone();
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/runs",
+        Some(RUN),
+        r#"{"runbook": "long"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    poll("the long step to start", || {
+        let run = get_json(&addr, &format!("/api/v1/runs/{id}"), READ);
+        (run["steps"].as_array().is_some_and(|s| !s.is_empty())).then_some(())
+    });
+    signal(&served.child, "-KILL");
+    served.child.wait().unwrap();
+    drop(served);
+
+    let served = serve(&sb);
+    let run = get_json(&served.addr, &format!("/api/v1/runs/{id}"), READ);
+    assert_eq!(run["status"], "interrupted", "{run:#}");
+}
