@@ -355,3 +355,172 @@ with = {{ url = "{}/slow?ms=20000" }}
     let run = get_json(&served.addr, &format!("/api/v1/runs/{id}"), READ);
     assert_eq!(run["status"], "interrupted", "{run:#}");
 }
+
+/// HMAC-SHA256 as RFC 2104 defines it, written out independently of the server's.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    hex::encode(outer)
+}
+
+/// One HTTP POST with extra headers; returns the status and the body.
+fn post_with(addr: &str, path: &str, headers: &[(&str, String)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("the server accepts");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn alerts_start_their_runbook_once_and_only_when_proven_and_firing() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(
+        &svc,
+        &format!(
+            r#"
+[secrets.alert_token]
+file = "alert.token"
+[secrets.alert_key]
+file = "alert.key"
+
+[runbooks.restart]
+[[runbooks.restart.steps]]
+id = "check"
+uses = "probe"
+with = {{ url = "{base}/health?svc={{{{ trigger.labels.service }}}}&why={{{{ trigger.annotations.summary }}}}" }}
+
+[serve.triggers.api-down]
+runbook = "restart"
+match = {{ alertname = "ServiceDown", service = "api" }}
+token = "alert_token"
+
+[serve.triggers.signed]
+runbook = "restart"
+hmac = "alert_key"
+"#,
+            base = svc.url("")
+        ),
+    );
+    sb.write("alert.token", "alert-token-abcdef123456");
+    sb.write("alert.key", "alert-hmac-key-0123456789");
+    sb.run(&["check"]).expect_code(0);
+    let served = serve(&sb);
+    let addr = served.addr.clone();
+    let bearer = [(
+        "Authorization",
+        "Bearer alert-token-abcdef123456".to_string(),
+    )];
+    let payload = r#"{
+      "version": "4", "status": "firing", "receiver": "runcap", "groupKey": "{}:{}",
+      "alerts": [
+        {"status": "firing", "labels": {"alertname": "ServiceDown", "service": "api"},
+         "annotations": {"summary": "api-is-down"}, "fingerprint": "f1"},
+        {"status": "resolved", "labels": {"alertname": "ServiceDown", "service": "api"}, "fingerprint": "f0"},
+        {"status": "firing", "labels": {"alertname": "DiskFull", "service": "api"}, "fingerprint": "f2"}
+      ]
+    }"#;
+    let path = "/api/v1/triggers/api-down";
+
+    // Refused before anything is read: no token, a wrong one.
+    assert_eq!(post_with(&addr, path, &[], payload).0, 401);
+    let wrong = [("Authorization", "Bearer nope".to_string())];
+    assert_eq!(post_with(&addr, path, &wrong, payload).0, 401);
+    // Not an alert: 400 with the reason, nothing started.
+    let (code, body) = post_with(&addr, path, &bearer, r#"{"hello": 1}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("expected an Alertmanager webhook"), "{body}");
+    let (code, body) = post_with(&addr, path, &bearer, "{");
+    assert_eq!((code, body.contains("not JSON")), (400, true), "{body}");
+
+    let (code, body) = post_with(&addr, path, &bearer, payload);
+    assert_eq!(code, 202, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["started"].as_array().unwrap().len(), 1, "{r:#}");
+    assert_eq!(
+        (r["resolved"].as_u64(), r["unmatched"].as_u64()),
+        (Some(1), Some(1)),
+        "{r:#}"
+    );
+    let id = r["started"][0].as_str().unwrap().to_string();
+    // The same alert again starts nothing.
+    let (_, body) = post_with(&addr, path, &bearer, payload);
+    let again: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            again["started"].as_array().unwrap().len(),
+            again["deduplicated"].as_u64()
+        ),
+        (0, Some(1)),
+        "{again:#}"
+    );
+
+    let run = poll("the triggered run", || {
+        let v = get_json(&addr, &format!("/api/v1/runs/{id}"), READ);
+        (v["status"] == "ok").then_some(v)
+    });
+    let url = run["steps"][0]["details"]["url"].as_str().unwrap();
+    assert!(url.ends_with("/health?svc=api&why=api-is-down"), "{url}");
+
+    // Signed alerts: a fresh signature is accepted once, a replay and a forgery are not.
+    let plain = r#"{"labels": {"alertname": "Manual", "service": "db"}}"#;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let sig = hmac_sha256(
+        b"alert-hmac-key-0123456789",
+        format!("{ts}.{plain}").as_bytes(),
+    );
+    let signed = [
+        ("X-Runcap-Timestamp", ts.clone()),
+        ("X-Runcap-Signature", format!("sha256={sig}")),
+    ];
+    let (code, body) = post_with(&addr, "/api/v1/triggers/signed", &signed, plain);
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = post_with(&addr, "/api/v1/triggers/signed", &signed, plain);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("replay"), "{body}");
+    let forged = [
+        ("X-Runcap-Timestamp", ts),
+        ("X-Runcap-Signature", format!("sha256={}", "0".repeat(64))),
+    ];
+    assert_eq!(
+        post_with(&addr, "/api/v1/triggers/signed", &forged, plain).0,
+        401
+    );
+}

@@ -40,7 +40,9 @@ pub const STEP_FIELDS: &[&str] = &[
 ];
 
 /// Names a template may start with.
-pub const ROOTS: &[&str] = &["steps", "vars", "params", "run", "incident"];
+pub const ROOTS: &[&str] = &["steps", "vars", "params", "run", "incident", "trigger"];
+/// What a run started by an alert (`runcap serve` triggers) knows of it.
+const TRIGGER_FIELDS: &[&str] = &["name", "status", "labels", "annotations", "fingerprint"];
 
 const RUN_FIELDS: &[&str] = &["id", "runbook", "environment", "dry_run"];
 const INCIDENT_FIELDS: &[&str] = &[
@@ -228,6 +230,13 @@ pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), String> {
         "run" => match parts.get(1) {
             Some(f) if RUN_FIELDS.contains(&f.as_str()) => Ok(()),
             _ => Err(format!("`{r}`: `run` has {}", RUN_FIELDS.join(", "))),
+        },
+        "trigger" => match parts.get(1) {
+            Some(f) if TRIGGER_FIELDS.contains(&f.as_str()) => Ok(()),
+            _ => Err(format!(
+                "`{r}`: `trigger` has {}",
+                TRIGGER_FIELDS.join(", ")
+            )),
         },
         "incident" if !scope.incident => Err(format!(
             "`{r}`: `incident` is only known in escalation steps"

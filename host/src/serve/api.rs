@@ -8,6 +8,7 @@
 //! | `GET /api/v1/runs/ID` | read | one run as `runcap show --json` prints it |
 //! | `GET /api/v1/incidents` | read | open incidents |
 //! | `GET /api/v1/faults` | read | the fault journal |
+//! | `POST /api/v1/triggers/NAME` | the trigger's token or HMAC | `202` with the runs started (see [`super::triggers`]) |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /` | none | the status page |
 //!
@@ -41,6 +42,10 @@ pub fn router(server: Arc<Server>) -> axum::Router {
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/faults", get(faults))
+        .route(
+            "/api/v1/triggers/{name}",
+            axum::routing::post(super::triggers::receive),
+        )
         .route("/api/v1/{*rest}", get(not_found).post(not_found))
         .with_state(server)
 }
@@ -60,7 +65,7 @@ impl IntoResponse for Refused {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 

@@ -33,6 +33,44 @@ pub struct ServeConfig {
     /// `tokens = [{ secret = "NAME", scopes = ["read"] }]`: who may call the API.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// `[serve.triggers.NAME]`: alerts that start runbooks.
+    #[serde(default)]
+    pub triggers: BTreeMap<String, TriggerConfig>,
+}
+
+/// `[serve.triggers.NAME]` as written: `POST /api/v1/triggers/NAME` with an Alertmanager
+/// webhook (version 4) or a plain JSON alert starts `runbook` for each firing alert whose
+/// labels match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    pub runbook: String,
+    /// `match = { alertname = "ServiceDown" }`: labels an alert must carry, with these values.
+    #[serde(default, rename = "match")]
+    pub labels: BTreeMap<String, String>,
+    /// `token = "SECRET"`: callers send `Authorization: Bearer VALUE`.
+    pub token: Option<String>,
+    /// `hmac = "SECRET"`: callers sign `TIMESTAMP.BODY` with HMAC-SHA256 and send
+    /// `X-Runcap-Timestamp` and `X-Runcap-Signature: sha256=HEX`.
+    pub hmac: Option<String>,
+    /// `dedupe = "10m"`: an alert seen again within this window starts nothing.
+    pub dedupe: Option<String>,
+}
+
+/// How a trigger's caller proves who it is.
+#[derive(Debug, Clone)]
+pub enum TriggerAuth {
+    Bearer(String),
+    Hmac(String),
+}
+
+/// A validated trigger.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub runbook: String,
+    pub labels: BTreeMap<String, String>,
+    pub auth: TriggerAuth,
+    pub dedupe: Duration,
 }
 
 /// One API token: a declared secret holds its value.
@@ -84,6 +122,7 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     pub max_concurrent: usize,
     pub tokens: Vec<Token>,
+    pub triggers: BTreeMap<String, Trigger>,
 }
 
 impl Default for ServeSettings {
@@ -92,6 +131,7 @@ impl Default for ServeSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             max_concurrent: 4,
             tokens: Vec::new(),
+            triggers: BTreeMap::new(),
         }
     }
 }
@@ -219,6 +259,60 @@ pub fn validate_serve(
             secret: t.secret,
             scopes,
         });
+    }
+    for (name, t) in raw.triggers {
+        let at = root.key("triggers").key(&name);
+        if !v.name(&at, "trigger", &name) {
+            continue;
+        }
+        if !runbooks.contains(&t.runbook.as_str()) {
+            v.error(
+                &at.key("runbook"),
+                format!("no runbook `{}` is declared", t.runbook),
+                format!("runbooks: {}", runbooks.join(", ")),
+            );
+            continue;
+        }
+        let declared = |v: &mut Validator, key: &str, secret: &str| {
+            let ok = secrets.contains_key(secret);
+            if !ok {
+                v.error(
+                    &at.key(key),
+                    format!("no secret `{secret}` is declared"),
+                    format!("declare it under [secrets.{secret}]"),
+                );
+            }
+            ok
+        };
+        let auth = match (&t.token, &t.hmac) {
+            (Some(s), None) if declared(v, "token", s) => TriggerAuth::Bearer(s.clone()),
+            (None, Some(s)) if declared(v, "hmac", s) => TriggerAuth::Hmac(s.clone()),
+            (Some(_), None) | (None, Some(_)) => continue,
+            _ => {
+                v.error(
+                    &at,
+                    "a trigger needs exactly one of `token` and `hmac`",
+                    "name the secret callers prove themselves with, like `token = \"alertmanager\"`",
+                );
+                continue;
+            }
+        };
+        let dedupe = match &t.dedupe {
+            None => Duration::from_secs(300),
+            Some(d) => match v.duration(&at.key("dedupe"), d) {
+                Some(d) => d,
+                None => continue,
+            },
+        };
+        out.triggers.insert(
+            name,
+            Trigger {
+                runbook: t.runbook,
+                labels: t.labels,
+                auth,
+                dedupe,
+            },
+        );
     }
     out
 }

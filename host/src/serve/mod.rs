@@ -8,6 +8,7 @@
 //! - [`api`]: the HTTP server (API, `/metrics`, status page) and its tokens.
 //! - [`metrics`]: what `/metrics` exposes.
 //! - [`status`]: the status page.
+//! - [`triggers`]: alerts (Alertmanager webhooks, plain JSON) that start runbooks.
 //!
 //! Stopping: SIGTERM or Ctrl-C stops schedules and new runs, lets runs under way finish
 //! for a grace period, then cancels them (their rollbacks and fault reverts run) and
@@ -19,6 +20,7 @@ pub mod config;
 pub mod metrics;
 pub mod scheduler;
 pub mod status;
+pub mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,7 @@ pub enum StartError {
 pub enum Origin {
     Schedule,
     Api,
+    Trigger,
 }
 
 impl Origin {
@@ -55,6 +58,7 @@ impl Origin {
         match self {
             Origin::Schedule => "schedule",
             Origin::Api => "api",
+            Origin::Trigger => "trigger",
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct Server {
     /// Raised first when the server stops taking work.
     closing: watch::Sender<bool>,
     state_dir: std::path::PathBuf,
+    /// Alerts seen lately, by trigger and fingerprint, and signatures already used.
+    pub(crate) seen: Mutex<triggers::Seen>,
 }
 
 impl Server {
@@ -104,6 +110,19 @@ impl Server {
         origin: Origin,
         overlap_skip: bool,
     ) -> Result<Option<String>, StartError> {
+        self.start_run_with(name, dry_run, vars, origin, overlap_skip, None)
+    }
+
+    /// [`Server::start_run`], with what templates see as `trigger` when an alert started it.
+    pub fn start_run_with(
+        self: &Arc<Self>,
+        name: &str,
+        dry_run: bool,
+        vars: &[String],
+        origin: Origin,
+        overlap_skip: bool,
+        trigger: Option<serde_json::Value>,
+    ) -> Result<Option<String>, StartError> {
         if self.closing() {
             return Err(StartError::Stopping);
         }
@@ -126,7 +145,9 @@ impl Server {
         let server = self.clone();
         let (name, id) = (name.to_string(), run_id.clone());
         tokio::spawn(async move {
-            server.run(&name, &id, dry_run, params, origin).await;
+            server
+                .run(&name, &id, dry_run, params, origin, trigger)
+                .await;
             if let Some(n) = server
                 .in_flight
                 .lock()
@@ -147,6 +168,7 @@ impl Server {
         dry_run: bool,
         params: serde_json::Map<String, serde_json::Value>,
         origin: Origin,
+        trigger: Option<serde_json::Value>,
     ) {
         let Some(rb) = self.env.runbooks.get(name) else {
             return;
@@ -172,6 +194,9 @@ impl Server {
         };
         let mut context = serde_json::Map::new();
         context.insert("params".into(), params.into());
+        if let Some(t) = trigger {
+            context.insert("trigger".into(), t);
+        }
         let options = RunOptions {
             dry_run,
             store: Some(self.store.clone()),
@@ -280,5 +305,6 @@ pub async fn build(
         stop,
         closing: watch::channel(false).0,
         state_dir,
+        seen: Mutex::default(),
     })
 }

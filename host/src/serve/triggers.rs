@@ -1,0 +1,250 @@
+//! Alerts that start runbooks: `POST /api/v1/triggers/NAME` with Prometheus
+//! Alertmanager's webhook payload (version 4) or a plain JSON alert
+//! (`{"labels": {…}, "annotations": {…}, "status": "firing"}`).
+//!
+//! Each firing alert whose labels match the trigger's `match` starts its runbook once;
+//! templates read it as `trigger.labels.NAME`, `trigger.annotations.NAME`,
+//! `trigger.status`, `trigger.fingerprint`, `trigger.name`. A resolved alert starts
+//! nothing; an alert seen again (same fingerprint) within the trigger's `dedupe` window
+//! starts nothing. The caller proves itself with the trigger's bearer token, or with an
+//! HMAC-SHA256 signature of `TIMESTAMP.BODY` (`X-Runcap-Timestamp`,
+//! `X-Runcap-Signature: sha256=HEX`) at most five minutes old and never used before.
+//! Refusals are 401 and audited; a payload that is not an alert is 400 with the reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::api::error;
+use super::config::{Trigger, TriggerAuth};
+use super::{Origin, Server};
+
+/// How old a signed request may be.
+const MAX_AGE: Duration = Duration::from_secs(300);
+
+/// What the server remembers between calls: alerts by trigger and fingerprint, and
+/// signatures already used (until they would be too old anyway).
+#[derive(Default)]
+pub struct Seen {
+    alerts: HashMap<(String, String), Instant>,
+    signatures: HashMap<String, Instant>,
+}
+
+/// One alert of a payload.
+struct Alert {
+    status: String,
+    labels: BTreeMap<String, String>,
+    annotations: Value,
+    fingerprint: String,
+}
+
+/// Why a payload is not an alert.
+fn alerts_of(body: &[u8]) -> Result<Vec<Alert>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let one = |a: &Value, default_status: &str| -> Result<Alert, String> {
+        let labels: BTreeMap<String, String> = match a.get("labels") {
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k.clone(), s.clone())),
+                    other => Err(format!("label `{k}` is {other}, not a string")),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err("an alert needs `labels`, an object of strings".into()),
+        };
+        let status = match a.get("status") {
+            None => default_status.to_string(),
+            Some(Value::String(s)) if s == "firing" || s == "resolved" => s.clone(),
+            Some(other) => return Err(format!("status {other} is not \"firing\" or \"resolved\"")),
+        };
+        let fingerprint = match a.get("fingerprint").and_then(Value::as_str) {
+            Some(f) if !f.is_empty() => f.to_string(),
+            _ => hex::encode(Sha256::digest(
+                serde_json::to_vec(&labels).unwrap_or_default(),
+            )),
+        };
+        Ok(Alert {
+            status,
+            labels,
+            annotations: a.get("annotations").cloned().unwrap_or(json!({})),
+            fingerprint,
+        })
+    };
+    match v.get("alerts") {
+        Some(Value::Array(list)) => {
+            match v.get("version").and_then(Value::as_str) {
+                Some("4") | None => {}
+                Some(other) => {
+                    return Err(format!(
+                        "Alertmanager webhook version {other} is not supported (version 4 is)"
+                    ));
+                }
+            }
+            let group = v.get("status").and_then(Value::as_str).unwrap_or("firing");
+            list.iter().map(|a| one(a, group)).collect()
+        }
+        Some(_) => Err("`alerts` is not a list".into()),
+        None if v.get("labels").is_some() => Ok(vec![one(&v, "firing")?]),
+        None => Err(
+            "expected an Alertmanager webhook (version 4) or an alert like {\"labels\": {\"alertname\": \"…\"}}"
+                .into(),
+        ),
+    }
+}
+
+/// Checks the caller against the trigger's token or signature.
+fn authenticate(
+    server: &Server,
+    t: &Trigger,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    match &t.auth {
+        TriggerAuth::Bearer(secret) => {
+            let expected = server
+                .secret(secret)
+                .ok_or_else(|| "the trigger's token cannot be read".to_string())?;
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| "missing `Authorization: Bearer TOKEN`".to_string())?;
+            let (a, b) = (
+                Sha256::digest(given.trim().as_bytes()),
+                Sha256::digest(expected.trim().as_bytes()),
+            );
+            if bool::from(a.ct_eq(&b)) {
+                Ok(())
+            } else {
+                Err("unknown token".into())
+            }
+        }
+        TriggerAuth::Hmac(secret) => {
+            let key = server
+                .secret(secret)
+                .ok_or_else(|| "the trigger's key cannot be read".to_string())?;
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| format!("missing `{name}`"))
+            };
+            let ts = header("x-runcap-timestamp")?;
+            let sig = header("x-runcap-signature")?;
+            let at: u64 = ts
+                .parse()
+                .map_err(|_| "the timestamp is not Unix seconds".to_string())?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            if now.abs_diff(at) > MAX_AGE.as_secs() {
+                return Err("the signature is more than 5 minutes old (or ahead)".into());
+            }
+            let sig_bytes = sig
+                .strip_prefix("sha256=")
+                .and_then(|h| hex::decode(h).ok())
+                .ok_or_else(|| "the signature is not `sha256=HEX`".to_string())?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(key.trim().as_bytes())
+                .map_err(|_| "the trigger's key cannot be used".to_string())?;
+            mac.update(ts.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            mac.verify_slice(&sig_bytes)
+                .map_err(|_| "the signature does not match".to_string())?;
+            let mut seen = server.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.signatures.retain(|_, t| t.elapsed() < MAX_AGE * 2);
+            if seen
+                .signatures
+                .insert(sig.to_string(), Instant::now())
+                .is_some()
+            {
+                return Err("this signature was already used (a replay)".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `POST /api/v1/triggers/NAME`.
+pub async fn receive(
+    State(s): State<Arc<Server>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let what = format!("POST /api/v1/triggers/{name}");
+    let Some(t) = s.env.serve.triggers.get(&name) else {
+        return error(StatusCode::NOT_FOUND, format!("no trigger `{name}`"));
+    };
+    if let Err(reason) = authenticate(&s, t, &headers, &body) {
+        let payload = json!({ "call": what, "status": 401, "reason": reason });
+        if let Err(e) = s.store.audit("api.denied", "", &what, &payload) {
+            tracing::error!("could not audit a refused trigger: {e}");
+        }
+        return error(StatusCode::UNAUTHORIZED, reason);
+    }
+    let alerts = match alerts_of(&body) {
+        Ok(a) => a,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    let (mut started, mut deduplicated, mut resolved, mut unmatched) = (Vec::new(), 0, 0, 0);
+    for alert in alerts {
+        if alert.status == "resolved" {
+            resolved += 1;
+            continue;
+        }
+        if !t.labels.iter().all(|(k, v)| alert.labels.get(k) == Some(v)) {
+            unmatched += 1;
+            continue;
+        }
+        {
+            let mut seen = s.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.alerts.retain(|_, at| at.elapsed() < t.dedupe);
+            let key = (name.clone(), alert.fingerprint.clone());
+            if seen.alerts.contains_key(&key) {
+                deduplicated += 1;
+                continue;
+            }
+            seen.alerts.insert(key, Instant::now());
+        }
+        let context = json!({
+            "name": name,
+            "status": alert.status,
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "fingerprint": alert.fingerprint,
+        });
+        match s.start_run_with(
+            &t.runbook,
+            false,
+            &[],
+            Origin::Trigger,
+            false,
+            Some(context),
+        ) {
+            Ok(Some(id)) => started.push(id),
+            Ok(None) => deduplicated += 1,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    let summary = json!({
+        "started": started,
+        "deduplicated": deduplicated,
+        "resolved": resolved,
+        "unmatched": unmatched,
+    });
+    if let Err(e) = s.store.audit("trigger.received", "", &name, &summary) {
+        tracing::error!("could not audit a trigger: {e}");
+    }
+    (StatusCode::ACCEPTED, Json(summary)).into_response()
+}
