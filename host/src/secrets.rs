@@ -57,19 +57,44 @@ pub fn validate_secrets(
     out
 }
 
-/// The environment's secrets; values are read on demand.
+/// The environment's secrets. Every value is read once, the first time any is asked
+/// for (in practice when the redactor is built, before any plugin runs), and that
+/// snapshot is all this process ever hands out: a secret rotated while runcap runs
+/// cannot reach a plugin without also being in the redactor. The rotated value is
+/// used from the next run (`runcap serve`: the next start).
 #[derive(Debug, Default)]
 pub struct SecretStore {
     sources: BTreeMap<String, SecretSource>,
+    snapshot: std::sync::OnceLock<BTreeMap<String, Result<String, String>>>,
 }
 
 impl SecretStore {
     pub fn new(sources: BTreeMap<String, SecretSource>) -> Self {
-        SecretStore { sources }
+        SecretStore {
+            sources,
+            snapshot: std::sync::OnceLock::new(),
+        }
     }
 
-    /// The current value of a secret.
+    fn snapshot(&self) -> &BTreeMap<String, Result<String, String>> {
+        self.snapshot.get_or_init(|| {
+            self.sources
+                .keys()
+                .map(|n| (n.clone(), self.read(n)))
+                .collect()
+        })
+    }
+
+    /// The value of a secret, as it was when this process first read its secrets.
     pub fn value(&self, name: &str) -> Result<String, String> {
+        match self.snapshot().get(name) {
+            Some(v) => v.clone(),
+            None => Err(format!("no secret `{name}` is defined")),
+        }
+    }
+
+    /// Reads a secret from its source now.
+    fn read(&self, name: &str) -> Result<String, String> {
         match self.sources.get(name) {
             None => Err(format!("no secret `{name}` is defined")),
             Some(SecretSource::Env(var)) => {

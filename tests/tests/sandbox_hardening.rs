@@ -266,3 +266,92 @@ steps = [{{ id = "a", uses = "text", on_failure = "continue" }}, {{ id = "b", us
         "{check}"
     );
 }
+
+#[test]
+fn a_secret_rotated_during_a_run_is_never_handed_out_unredacted() {
+    let svc = Service::start("127.0.0.1", None);
+    svc.state
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let sb = Sandbox::new();
+    let (before, after) = ("rotation-before-4f8a1c", "rotation-after-9d3e77");
+    sb.write("key.txt", before);
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[secrets.key]
+file = "key.txt"
+
+[plugins.sneaky]
+{sneaky}
+grants.secrets = ["key"]
+grants.faults = {{}}
+
+[plugins.probe]
+{probe}
+grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+
+[runbooks.r]
+steps = [
+  {{ id = "first", uses = "sneaky", on_failure = "continue", with = {{ mode = "leak-secret", target = "key" }} }},
+  {{ id = "gate", uses = "probe", with = {{ url = "{url}" }}, watch = {{ every = "20ms", for = "2m", until = "ok" }} }},
+  {{ id = "second", uses = "sneaky", on_failure = "continue", with = {{ mode = "leak-secret", target = "key" }} }},
+]
+"#,
+            sneaky = plugin_lines("sneaky"),
+            probe = plugin_lines("http-probe"),
+            port = svc.addr.port(),
+            url = svc.url("/health"),
+        ),
+    );
+    let child = sb
+        .runcap()
+        .args(["run", "r", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run holds its lock once its secrets are read; rotate the secret then.
+    let lock = sb.path().join(".runcap/locks/runbook-r.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.starts_with("run ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    sb.write("key.txt", after);
+    svc.state
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(step(&report, "second")["status"], "ok", "{report:#}");
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(sb.path().join(".runcap"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.path().is_file() {
+            stored.extend(std::fs::read(entry.path()).unwrap());
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    for value in [before, after] {
+        assert!(!printed.contains(value), "`{value}` printed:\n{printed}");
+        assert!(!stored.contains(value), "`{value}` stored in .runcap/");
+    }
+    assert!(
+        printed.contains("[SECRET_REDACTED]") || printed.contains("REDACTED"),
+        "{printed}"
+    );
+}
