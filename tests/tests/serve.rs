@@ -524,3 +524,92 @@ hmac = "alert_key"
         401
     );
 }
+
+#[test]
+fn sigterm_during_a_fault_drill_reverts_the_fault() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = Sandbox::new();
+    sb.write("read.token", READ);
+    sb.write("run.token", RUN);
+    std::fs::create_dir_all(sb.path().join("data")).unwrap();
+    let original = "index-record-0123456789\n".repeat(2000);
+    sb.write("data/index.db", &original);
+    let text = manifest(
+        &svc,
+        &format!(
+            r#"
+[plugins.chaos]
+{chaos}
+limits = {{ time = "2m" }}
+grants.http = {{ allow = [] }}
+grants.faults.corrupt-file = {{ targets = ["data"], max_duration = "2m" }}
+
+[plugins.hold]
+{probe}
+limits = {{ time = "2m" }}
+grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+
+[runbooks.drill]
+[[runbooks.drill.steps]]
+id = "inject"
+uses = "chaos"
+with = {{ action = "inject", fault = {{ kind = "corrupt-file", target = "data", path = "index.db", duration = "90s" }} }}
+[[runbooks.drill.steps]]
+id = "hold"
+uses = "hold"
+with = {{ url = "{base}/slow?ms=100000", timeout = "100s" }}
+"#,
+            chaos = plugin_lines("chaos"),
+            probe = plugin_lines("http-probe"),
+            port = svc.addr.port(),
+            base = svc.url(""),
+        ),
+    )
+    .replace("\"run:health\"", "\"run\"");
+    sb.write("runcap.toml", &text);
+    sb.run(&["check"]).expect_code(0);
+    let mut served = serve(&sb);
+    let addr = served.addr.clone();
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/runs",
+        Some(RUN),
+        r#"{"runbook": "drill"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    poll("the fault to be active", || {
+        let f = get_json(&addr, "/api/v1/faults", READ);
+        f.as_array()?
+            .iter()
+            .any(|x| x["state"] == "active")
+            .then_some(())
+    });
+    assert_ne!(
+        std::fs::read(sb.path().join("data/index.db")).unwrap(),
+        original.as_bytes()
+    );
+
+    signal(&served.child, "-TERM");
+    let status = poll("serve to exit", || served.child.try_wait().unwrap());
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        std::fs::read(sb.path().join("data/index.db")).unwrap(),
+        original.as_bytes(),
+        "the file is restored byte for byte"
+    );
+    let faults = sb.run(&["faults", "--json"]).expect_code(0).json();
+    assert!(
+        faults
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["state"] != "active"),
+        "{faults:#}"
+    );
+    let runs = sb
+        .run(&["history", "drill", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(runs[0]["status"], "cancelled", "{runs:#}");
+}
