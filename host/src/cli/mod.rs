@@ -638,6 +638,40 @@ pub(crate) fn redacted<T: serde::Serialize + serde::de::DeserializeOwned>(
     })
 }
 
+/// Says that no `what` called `name` is in the manifest, and which ones it declares.
+pub(crate) fn say_unknown<'a>(
+    what: &str,
+    name: &str,
+    env: &Environment,
+    declared: impl Iterator<Item = &'a String>,
+) {
+    let names: Vec<&str> = declared.map(String::as_str).collect();
+    eprintln!(
+        "error: no {what} `{name}` in {}; it declares: {}",
+        env.file.display(),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    );
+}
+
+/// What `run` and `serve` set up before running anything: the store (after undoing what
+/// a dead runcap left; `false` if something could not be undone), the engine, and the
+/// host state plugins' grants reach.
+pub(crate) async fn for_runs(
+    env: &Environment,
+    args: &EnvArgs,
+    state: &StateArgs,
+) -> Result<(Arc<Store>, bool, Runtime, crate::caps::Resources), u8> {
+    let store = open_store(args, state)?;
+    let recovered = recover_after_crash(&store).await;
+    let runtime = runtime()?;
+    let resources = resources(env, args, state, Some(store.clone()))?;
+    Ok((store, recovered, runtime, resources))
+}
+
 /// Starts the engine with the default compile cache.
 pub(crate) fn runtime() -> Result<Runtime, u8> {
     Runtime::new(CompileCache::open(CompileCache::default_dir()), 1000).map_err(|e| {

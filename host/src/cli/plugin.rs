@@ -10,16 +10,7 @@ pub async fn describe(args: &EnvArgs, state: &StateArgs, name: &str, json: bool)
         Err(code) => return code,
     };
     let Some(spec) = env.plugins.get(name) else {
-        let names: Vec<&str> = env.plugins.keys().map(String::as_str).collect();
-        eprintln!(
-            "error: no plugin `{name}` in {}; it declares: {}",
-            env.file.display(),
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        );
+        super::say_unknown("plugin", name, &env, env.plugins.keys());
         return 2;
     };
     let plugin = match runtime.load_to_describe(spec, &resources) {

@@ -37,19 +37,10 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
             return 2;
         }
     };
-    let store = match super::open_store(args, state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
     // What a runcap that died left behind is dealt with first; if something could not be
     // undone the run still goes ahead, and its exit code says so.
-    let recovered = super::recover_after_crash(&store).await;
-    let runtime = match super::runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let resources = match super::resources(&env, args, state, Some(store.clone())) {
-        Ok(r) => r,
+    let (store, recovered, runtime, resources) = match super::for_runs(&env, args, state).await {
+        Ok(set) => set,
         Err(code) => return code,
     };
     start_drill_proxies(&env, rb, &resources).await;
@@ -170,16 +161,7 @@ pub(crate) fn find_runbook<'e>(
 ) -> Option<&'e crate::manifest::Runbook> {
     let rb = env.runbooks.get(name);
     if rb.is_none() {
-        let names: Vec<&str> = env.runbooks.keys().map(String::as_str).collect();
-        eprintln!(
-            "error: no runbook `{name}` in {}; it has: {}",
-            env.file.display(),
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        );
+        super::say_unknown("runbook", name, env, env.runbooks.keys());
     }
     rb
 }

@@ -12,18 +12,9 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
         Ok(env) => env,
         Err(code) => return code,
     };
-    let store = match super::open_store(args, state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
     // What a runcap that died left behind is dealt with before anything runs.
-    super::recover_after_crash(&store).await;
-    let runtime = match super::runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let resources = match super::resources(&env, args, state, Some(store.clone())) {
-        Ok(r) => r,
+    let (store, _, runtime, resources) = match super::for_runs(&env, args, state).await {
+        Ok(set) => set,
         Err(code) => return code,
     };
     let listen = env.serve.listen;

@@ -210,7 +210,15 @@ async fn start_run(
             other => format!("{k}={other}"),
         })
         .collect();
-    match s.start_run(&req.runbook, req.dry_run, &vars, Origin::Api, false) {
+    let run = super::RunRequest {
+        runbook: &req.runbook,
+        dry_run: req.dry_run,
+        vars: &vars,
+        origin: Origin::Api,
+        skip_if_running: false,
+        trigger: None,
+    };
+    match s.start_run(run) {
         Ok(Some(id)) => (StatusCode::ACCEPTED, Json(json!({ "run_id": id }))).into_response(),
         Ok(None) => error(StatusCode::CONFLICT, "a run of this runbook is under way"),
         Err(e @ StartError::UnknownRunbook(_)) => error(StatusCode::NOT_FOUND, e.to_string()),

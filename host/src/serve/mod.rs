@@ -45,6 +45,19 @@ pub enum StartError {
     Stopping,
 }
 
+/// A run to start: which runbook, how, and on whose behalf.
+pub struct RunRequest<'a> {
+    pub runbook: &'a str,
+    pub dry_run: bool,
+    /// `NAME=VALUE` for the runbook's parameters.
+    pub vars: &'a [String],
+    pub origin: Origin,
+    /// Start nothing if a run of this runbook is under way here (`overlap = "skip"`).
+    pub skip_if_running: bool,
+    /// What templates see as `trigger` when an alert started it.
+    pub trigger: Option<serde_json::Value>,
+}
+
 /// Who asked for a run, for logs and the audit.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin {
@@ -100,29 +113,17 @@ impl Server {
         let _ = rx.wait_for(|c| *c).await;
     }
 
-    /// Starts a run of `runbook` in the background and returns its id. With
-    /// `overlap_skip`, returns `Ok(None)` when a run of it is already under way here.
-    pub fn start_run(
-        self: &Arc<Self>,
-        name: &str,
-        dry_run: bool,
-        vars: &[String],
-        origin: Origin,
-        overlap_skip: bool,
-    ) -> Result<Option<String>, StartError> {
-        self.start_run_with(name, dry_run, vars, origin, overlap_skip, None)
-    }
-
-    /// [`Server::start_run`], with what templates see as `trigger` when an alert started it.
-    pub fn start_run_with(
-        self: &Arc<Self>,
-        name: &str,
-        dry_run: bool,
-        vars: &[String],
-        origin: Origin,
-        overlap_skip: bool,
-        trigger: Option<serde_json::Value>,
-    ) -> Result<Option<String>, StartError> {
+    /// Starts a run in the background and returns its id; `Ok(None)` when the request
+    /// says to skip a runbook with a run under way here, and one is.
+    pub fn start_run(self: &Arc<Self>, req: RunRequest<'_>) -> Result<Option<String>, StartError> {
+        let RunRequest {
+            runbook: name,
+            dry_run,
+            vars,
+            origin,
+            skip_if_running: overlap_skip,
+            trigger,
+        } = req;
         if self.closing() {
             return Err(StartError::Stopping);
         }

@@ -12,7 +12,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use super::config::{Overlap, Schedule, When};
-use super::{Origin, Server};
+use super::{Origin, RunRequest, Server};
 
 /// Starts a task for every scheduled runbook; they end when the server closes.
 pub fn start(server: &Arc<Server>) -> Vec<tokio::task::JoinHandle<()>> {
@@ -73,7 +73,15 @@ async fn run_schedule(server: Arc<Server>, name: String, schedule: Schedule) {
             Instant::now().saturating_duration_since(due + jitter),
         );
         let skip = schedule.overlap == Overlap::Skip;
-        match server.start_run(&name, false, &[], Origin::Schedule, skip) {
+        let req = RunRequest {
+            runbook: &name,
+            dry_run: false,
+            vars: &[],
+            origin: Origin::Schedule,
+            skip_if_running: skip,
+            trigger: None,
+        };
+        match server.start_run(req) {
             Ok(Some(_)) => {}
             Ok(None) => {
                 server.metrics.skipped(&name);

@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 
 use super::api::error;
 use super::config::{Trigger, TriggerAuth};
-use super::{Origin, Server};
+use super::{Origin, RunRequest, Server};
 
 /// How old a signed request may be.
 const MAX_AGE: Duration = Duration::from_secs(300);
@@ -224,14 +224,15 @@ pub async fn receive(
             "annotations": alert.annotations,
             "fingerprint": alert.fingerprint,
         });
-        match s.start_run_with(
-            &t.runbook,
-            false,
-            &[],
-            Origin::Trigger,
-            false,
-            Some(context),
-        ) {
+        let run = RunRequest {
+            runbook: &t.runbook,
+            dry_run: false,
+            vars: &[],
+            origin: Origin::Trigger,
+            skip_if_running: false,
+            trigger: Some(context),
+        };
+        match s.start_run(run) {
             Ok(Some(id)) => started.push(id),
             Ok(None) => deduplicated += 1,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
