@@ -5,7 +5,7 @@
 //! | `GET /api/v1/runbooks` | read | each runbook: description, schedule, params, last run |
 //! | `POST /api/v1/runs` `{"runbook", "dry_run", "params": {"NAME": "VALUE"}}` | run or run:RUNBOOK | `202 {"run_id"}` |
 //! | `GET /api/v1/runs?runbook=&limit=` | read | recent runs, newest first |
-//! | `GET /api/v1/runs/ID` | read | one run as `runcap show --json` prints it |
+//! | `GET /api/v1/runs/ID` | read | one run as `runcap show --json` prints it (`"status": "queued"` until it starts) |
 //! | `GET /api/v1/incidents` | read | open incidents |
 //! | `GET /api/v1/faults` | read | the fault journal |
 //! | `POST /api/v1/triggers/NAME` | the trigger's token or HMAC | `202` with the runs started (see [`super::triggers`]) |

@@ -89,6 +89,9 @@ pub struct Server {
     limit: Arc<Semaphore>,
     /// Runbooks with a run of this server under way, for `overlap = "skip"`.
     in_flight: Mutex<BTreeMap<String, usize>>,
+    /// Runs accepted and not yet ended, by id, with their runbook: a run the API just
+    /// accepted is known before its record exists (it may wait for a slot or a lock).
+    accepted: Mutex<BTreeMap<String, String>>,
     /// How many runs are under way; shutdown waits for 0.
     running: watch::Sender<usize>,
     /// Raised to cancel runs (rollbacks still run; a second level cuts them short).
@@ -142,6 +145,10 @@ impl Server {
             *n += 1;
         }
         let run_id = runbook::new_run_id();
+        self.accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id.clone(), name.to_string());
         self.running.send_modify(|n| *n += 1);
         let server = self.clone();
         let (name, id) = (name.to_string(), run_id.clone());
@@ -157,6 +164,11 @@ impl Server {
             {
                 *n = n.saturating_sub(1);
             }
+            server
+                .accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             server.running.send_modify(|n| *n -= 1);
         });
         Ok(Some(run_id))
@@ -244,6 +256,15 @@ impl Server {
         }
     }
 
+    /// The runbook of a run this server accepted and has not ended, if `id` is one.
+    pub fn accepted(&self, id: &str) -> Option<String> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     /// Open incidents and faults, for the metrics and the status page.
     pub fn refresh_gauges(&self) {
         if let Ok(i) = self.store.incidents(false, 0) {
@@ -301,6 +322,7 @@ pub async fn build(
         metrics,
         limit: Arc::new(Semaphore::new(max)),
         in_flight: Mutex::new(BTreeMap::new()),
+        accepted: Mutex::new(BTreeMap::new()),
         running: watch::channel(0).0,
         stopper,
         stop,
