@@ -613,3 +613,65 @@ with = {{ url = "{base}/slow?ms=100000", timeout = "100s" }}
         .json();
     assert_eq!(runs[0]["status"], "cancelled", "{runs:#}");
 }
+
+#[test]
+fn a_reload_with_a_broken_manifest_keeps_serving_and_a_good_one_takes_over() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(&svc, "");
+    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
+        .unwrap()
+        .replace("\"run:health\"", "\"run\"");
+    sb.write("runcap.toml", &text);
+    let mut served = serve(&sb);
+    let addr = served.addr.clone();
+
+    // A typo: refused with the file and line, and the old environment keeps serving.
+    sb.write(
+        "runcap.toml",
+        &text.replace("[runbooks.broken]", "[runbooks.broken]\nbogus = 1"),
+    );
+    let (code, body) = http(&addr, "POST", "/api/v1/reload", Some(RUN), "");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("unknown field `bogus`") && body.contains("runcap.toml:"),
+        "{body}"
+    );
+    assert_eq!(http(&addr, "POST", "/api/v1/reload", Some(READ), "").0, 403);
+    let books = get_json(&addr, "/api/v1/runbooks", READ);
+    assert_eq!(books.as_array().unwrap().len(), 2, "{books:#}");
+
+    // Fixed, with one more runbook: SIGHUP takes it in; the API and schedules go on.
+    sb.write(
+        "runcap.toml",
+        &format!(
+            "{text}\n[runbooks.added]\n[[runbooks.added.steps]]\nid = \"up\"\nuses = \"probe\"\nwith = {{ url = \"{}\" }}\n",
+            svc.url("/health")
+        ),
+    );
+    signal(&served.child, "-HUP");
+    poll("the reloaded environment", || {
+        let books = get_json(&addr, "/api/v1/runbooks", READ);
+        (books.as_array()?.len() == 3).then_some(())
+    });
+    let before = get_json(&addr, "/api/v1/runs?runbook=health", READ)
+        .as_array()
+        .unwrap()
+        .len();
+    poll("a scheduled run after the reload", || {
+        let n = get_json(&addr, "/api/v1/runs?runbook=health", READ)
+            .as_array()?
+            .len();
+        (n > before).then_some(())
+    });
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/runs",
+        Some(RUN),
+        r#"{"runbook": "added"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    signal(&served.child, "-TERM");
+    let status = poll("serve to exit", || served.child.try_wait().unwrap());
+    assert!(status.success(), "{status}");
+}

@@ -1,11 +1,90 @@
-//! `runcap serve`: starts the server (see [`crate::serve`]) and stops it cleanly on
-//! SIGTERM or Ctrl-C.
+//! `runcap serve`: starts the server (see [`crate::serve`]), re-reads the manifest on
+//! SIGHUP or `POST /api/v1/reload`, and stops cleanly on SIGTERM or Ctrl-C.
+//!
+//! A reload checks the new manifest fully (it parses, validates, and every plugin
+//! loads) before anything changes; on a problem the old environment keeps serving and
+//! the problem is logged with its file and line. On success the new server takes the
+//! HTTP routes and the schedules, and the old one retires: it starts nothing more, and
+//! its runs under way finish as they would have.
 
 use std::io::Write;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
 use crate::cli::{EnvArgs, StateArgs};
-use crate::serve;
+use crate::serve::{self, ReloadRequest, Server};
+use crate::store::Store;
+
+/// The server that takes new work, the ones it replaced, and the routes in use.
+struct Servers {
+    current: Arc<Server>,
+    retired: Vec<Arc<Server>>,
+    schedules: Vec<tokio::task::JoinHandle<()>>,
+    routes: Arc<RwLock<axum::Router>>,
+}
+
+/// Loads, checks and builds a server for the manifest as it is now.
+async fn load(
+    args: &EnvArgs,
+    state: &StateArgs,
+    store: &Arc<Store>,
+    reload: &mpsc::Sender<ReloadRequest>,
+) -> Result<Arc<Server>, String> {
+    let env = crate::manifest::load(&args.env).map_err(|d| d.to_string())?;
+    let runtime = super::runtime().map_err(|_| "the engine cannot start".to_string())?;
+    let resources = super::resources(&env, args, state, Some(store.clone()))
+        .map_err(|_| "the environment's redaction cannot be built (see above)".to_string())?;
+    serve::build(
+        env,
+        store.clone(),
+        runtime,
+        resources,
+        super::state_dir(args, state),
+        reload.clone(),
+    )
+    .await
+    .map_err(|problems| problems.join("\n"))
+}
+
+impl Servers {
+    /// Swaps in a freshly loaded server, or keeps the current one and says why not.
+    async fn reload(
+        &mut self,
+        args: &EnvArgs,
+        state: &StateArgs,
+        reload: &mpsc::Sender<ReloadRequest>,
+    ) -> Result<String, String> {
+        let next = match load(args, state, &self.current.store, reload).await {
+            Ok(s) => s,
+            Err(problems) => {
+                tracing::error!("reload refused; still serving the previous manifest:\n{problems}");
+                eprintln!("reload refused; still serving the previous manifest:\n{problems}");
+                return Err(problems);
+            }
+        };
+        let old = std::mem::replace(&mut self.current, next);
+        old.retire();
+        for s in self.schedules.drain(..) {
+            let _ = s.await;
+        }
+        self.schedules = serve::scheduler::start(&self.current);
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) =
+            serve::api::router(self.current.clone());
+        self.retired.push(old);
+        let said = format!(
+            "reloaded {}: {} runbooks, {} scheduled",
+            args.env.display(),
+            self.current.env.runbooks.len(),
+            self.schedules.len()
+        );
+        tracing::info!("{said}");
+        eprintln!("{said}");
+        Ok(said)
+    }
+}
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
     let env = match super::load_env(args) {
@@ -32,47 +111,109 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let server = serve::build(
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let server = match serve::build(
         env,
         store,
         runtime,
         resources,
         super::state_dir(args, state),
+        reload_tx.clone(),
     )
-    .await;
-    let schedules = serve::scheduler::start(&server);
-    let app = serve::api::router(server.clone());
-    let closing = server.clone();
+    .await
+    {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!(
+                "  = help: `runcap check --env {}` shows every problem",
+                args.env.display()
+            );
+            return 2;
+        }
+    };
+    let routes = Arc::new(RwLock::new(serve::api::router(server.clone())));
+    let mut servers = Servers {
+        schedules: serve::scheduler::start(&server),
+        current: server,
+        retired: Vec::new(),
+        routes: routes.clone(),
+    };
+    // Every request goes to the routes of the server in use at that moment.
+    let app = axum::Router::new().fallback_service(tower::service_fn(
+        move |req: axum::extract::Request| {
+            let r = routes.read().unwrap_or_else(|p| p.into_inner()).clone();
+            async move { r.oneshot(req).await }
+        },
+    ));
+    let (stop_http, mut http_stopped) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move { closing.closed().await })
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.wait_for(|s| *s).await;
+            })
             .await
     });
     {
+        let s = &servers.current;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
             "serving environment {} on http://{addr} ({} runbooks, {} scheduled): status page /, metrics /metrics, API /api/v1",
-            server.env.name,
-            server.env.runbooks.len(),
-            schedules.len()
+            s.env.name,
+            s.env.runbooks.len(),
+            servers.schedules.len()
         );
         let _ = out.flush();
     }
-    super::run::wait_for_signal().await;
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("warning: SIGHUP cannot reload ({e}); POST /api/v1/reload still does");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = super::run::wait_for_signal() => break,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                let _ = servers.reload(args, state, &reload_tx).await;
+            }
+            Some(reply) = reload_rx.recv() => {
+                let said = servers.reload(args, state, &reload_tx).await;
+                let _ = reply.send(said);
+            }
+        }
+    }
     eprintln!(
         "stopping: no new runs; runs under way have {} to finish (a second signal cuts rollbacks short)",
         humantime::format_duration(grace)
     );
-    let second = server.clone();
+    let all: Vec<Arc<Server>> = std::iter::once(servers.current.clone())
+        .chain(servers.retired.iter().cloned())
+        .collect();
+    let second = all.clone();
     let abort = tokio::spawn(async move {
         super::run::wait_for_signal().await;
         eprintln!("stopping now: rollbacks not done stay pending for the next start");
-        second.abort();
+        for s in &second {
+            s.abort();
+        }
     });
-    server.shut_down(grace).await;
+    let _ = stop_http.send(true);
+    // Every server drains at once, each within the same grace period.
+    let draining: Vec<_> = all
+        .iter()
+        .cloned()
+        .map(|s| tokio::spawn(async move { s.shut_down(grace).await }))
+        .collect();
+    for d in draining {
+        let _ = d.await;
+    }
     abort.abort();
-    for s in schedules {
+    for s in servers.schedules {
         let _ = s.await;
     }
     match http.await {

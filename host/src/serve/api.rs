@@ -6,6 +6,7 @@
 //! | `POST /api/v1/runs` `{"runbook", "dry_run", "params": {"NAME": "VALUE"}}` | run or run:RUNBOOK | `202 {"run_id"}` |
 //! | `GET /api/v1/runs?runbook=&limit=` | read | recent runs, newest first |
 //! | `GET /api/v1/runs/ID` | read | one run as `runcap show --json` prints it (`"status": "queued"` until it starts) |
+//! | `POST /api/v1/reload` | run | re-reads and checks the manifest; 422 with the problems (the old one keeps serving) |
 //! | `GET /api/v1/incidents` | read | open incidents |
 //! | `GET /api/v1/faults` | read | the fault journal |
 //! | `POST /api/v1/triggers/NAME` | the trigger's token or HMAC | `202` with the runs started (see [`super::triggers`]) |
@@ -38,6 +39,7 @@ pub fn router(server: Arc<Server>) -> axum::Router {
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/api/v1/runbooks", get(runbooks))
+        .route("/api/v1/reload", axum::routing::post(reload))
         .route("/api/v1/runs", get(runs).post(start_run))
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/incidents", get(incidents))
@@ -54,6 +56,8 @@ pub fn router(server: Arc<Server>) -> axum::Router {
 enum Need<'a> {
     Read,
     Run(&'a str),
+    /// Re-reading the manifest: the `run` scope (any runbook).
+    Reload,
 }
 
 /// A call refused for its token: 401 or 403 with the reason.
@@ -87,7 +91,7 @@ fn authorize(
     if tokens.is_empty() {
         return match need {
             Need::Read => Ok(()),
-            Need::Run(_) => Err(deny(
+            Need::Run(_) | Need::Reload => Err(deny(
                 StatusCode::FORBIDDEN,
                 "no token may start runs: declare [serve] tokens with the \"run\" scope",
             )),
@@ -121,7 +125,7 @@ fn authorize(
     };
     let allowed = token.scopes.iter().any(|s| match (&need, s) {
         (Need::Read, Scope::Read) => true,
-        (Need::Run(_), Scope::Run) => true,
+        (Need::Run(_) | Need::Reload, Scope::Run) => true,
         (Need::Run(rb), Scope::RunOne(x)) => x == rb,
         _ => false,
     });
@@ -133,6 +137,7 @@ fn authorize(
             Need::Run(rb) => {
                 format!("this token may not run `{rb}` (scope \"run\" or \"run:{rb}\")")
             }
+            Need::Reload => "reloading needs the \"run\" scope".to_string(),
         };
         Err(deny(StatusCode::FORBIDDEN, &reason))
     }
@@ -281,6 +286,20 @@ async fn faults(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
     match s.store.faults(200) {
         Ok(f) => redacted_json(&s, &f),
         Err(e) => store_error(e),
+    }
+}
+
+async fn reload(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers, Need::Reload, "POST /api/v1/reload") {
+        return r.into_response();
+    }
+    match s.request_reload().await {
+        Ok(said) => Json(json!({ "reloaded": true, "message": said })).into_response(),
+        Err(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "reloaded": false, "error": problems })),
+        )
+            .into_response(),
     }
 }
 

@@ -102,12 +102,31 @@ pub struct Server {
     state_dir: std::path::PathBuf,
     /// Alerts seen lately, by trigger and fingerprint, and signatures already used.
     pub(crate) seen: Mutex<triggers::Seen>,
+    /// Where `POST /api/v1/reload` sends its request.
+    reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
 
 impl Server {
     /// Whether the server has stopped taking new work.
     pub fn closing(&self) -> bool {
         *self.closing.borrow()
+    }
+
+    /// Stops taking work (schedules end, new runs are refused) while runs under way go
+    /// on: what a reloaded server's predecessor does.
+    pub fn retire(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Asks for the manifest to be re-read and checked; the old one keeps serving if the
+    /// new one has a problem.
+    pub async fn request_reload(&self) -> Result<String, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.reload
+            .send(tx)
+            .await
+            .map_err(|_| "the server is stopping".to_string())?;
+        rx.await.map_err(|_| "the server is stopping".to_string())?
     }
 
     /// Resolves once the server has stopped taking work.
@@ -287,16 +306,23 @@ impl Server {
     }
 }
 
-/// Builds the server for `env`: recovery after a crash, store, engine, plugins.
+/// Asks the process running the server to re-read the manifest; the reply says what
+/// happened, or why the new manifest was refused.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// Builds the server for `env` with its plugins loaded. A plugin that cannot be loaded
+/// is a problem the caller refuses to serve with, as `runcap check` would.
 pub async fn build(
     env: Environment,
     store: Arc<Store>,
     runtime: Runtime,
     resources: Resources,
     state_dir: std::path::PathBuf,
-) -> Arc<Server> {
+    reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+) -> Result<Arc<Server>, Vec<String>> {
     let mut plugins = BTreeMap::new();
     let mut loaded = BTreeSet::new();
+    let mut problems = Vec::new();
     for (name, rb) in &env.runbooks {
         let l = runbook::load_plugins(&runtime, &env, &resources, rb);
         for (p, r) in &l {
@@ -304,16 +330,21 @@ pub async fn build(
                 Ok(_) => {
                     loaded.insert(p.clone());
                 }
-                Err(e) => tracing::error!(plugin = %p, "cannot be loaded: {e}"),
+                Err(e) => problems.push(format!("plugin `{p}`: {e}")),
             }
         }
         plugins.insert(name.clone(), l);
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        problems.dedup();
+        return Err(problems);
     }
     let metrics = metrics::Metrics::default();
     metrics.plugins.set(loaded.len() as i64);
     let (stopper, stop) = runbook::stop::channel();
     let max = env.serve.max_concurrent;
-    Arc::new(Server {
+    Ok(Arc::new(Server {
         env,
         store,
         runtime,
@@ -329,5 +360,6 @@ pub async fn build(
         closing: watch::channel(false).0,
         state_dir,
         seen: Mutex::default(),
-    })
+        reload,
+    }))
 }
