@@ -261,10 +261,16 @@ async fn run(State(s): State<Arc<Server>>, headers: HeaderMap, Path(id): Path<St
     }
     match s.store.run(&id) {
         Ok(Some(detail)) => redacted_json(&s, &detail),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("no single run matches `{id}`"),
-        ),
+        Ok(None) => match s.accepted(&id) {
+            // Accepted, waiting for a slot or its runbook's lock: not recorded yet.
+            Some(runbook) => {
+                Json(json!({ "id": id, "runbook": runbook, "status": "queued" })).into_response()
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("no single run matches `{id}`"),
+            ),
+        },
         Err(e) => store_error(e),
     }
 }
