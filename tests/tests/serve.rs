@@ -675,3 +675,217 @@ fn a_reload_with_a_broken_manifest_keeps_serving_and_a_good_one_takes_over() {
     let status = poll("serve to exit", || served.child.try_wait().unwrap());
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_flapping_remediation_is_held_escalated_once_and_released_by_an_operator() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(
+        &svc,
+        &format!(
+            r#"
+[secrets.alert_token]
+file = "alert.token"
+
+[runbooks.restart]
+[[runbooks.restart.steps]]
+id = "check"
+uses = "probe"
+with = {{ url = "{health}" }}
+
+[runbooks.page]
+[[runbooks.page.steps]]
+id = "page"
+uses = "probe"
+with = {{ url = "{health}?incident={{{{ trigger.incident }}}}" }}
+
+[serve.triggers.api-down]
+runbook = "restart"
+token = "alert_token"
+flap = {{ runs = 2, within = "10m", escalate = "page" }}
+"#,
+            health = svc.url("/health")
+        ),
+    );
+    sb.write("alert.token", "alert-token-abcdef123456");
+    // The operator's token may act on incidents (scope "run").
+    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
+        .unwrap()
+        .replace("\"run:health\"", "\"run\"");
+    sb.write("runcap.toml", &text);
+    sb.run(&["check"]).expect_code(0);
+    let served = serve(&sb);
+    let addr = served.addr.clone();
+    let bearer = [(
+        "Authorization",
+        "Bearer alert-token-abcdef123456".to_string(),
+    )];
+    let fire = |fp: &str| -> serde_json::Value {
+        let body =
+            format!(r#"{{"labels": {{"alertname": "ServiceDown"}}, "fingerprint": "{fp}"}}"#);
+        let (code, body) = post_with(&addr, "/api/v1/triggers/api-down", &bearer, &body);
+        assert_eq!(code, 202, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let finished = |runbook: &str, n: usize| {
+        poll(&format!("{n} finished runs of {runbook}"), || {
+            let runs = get_json(&addr, &format!("/api/v1/runs?runbook={runbook}"), READ);
+            let done = runs
+                .as_array()?
+                .iter()
+                .filter(|r| r["status"] == "ok")
+                .count();
+            (done >= n).then_some(())
+        })
+    };
+    assert_eq!(fire("a1")["started"].as_array().unwrap().len(), 1);
+    finished("restart", 1);
+    assert_eq!(fire("a2")["started"].as_array().unwrap().len(), 1);
+    finished("restart", 2);
+
+    // Two runs in the window and the alert still fires: held, an incident, one page.
+    let r = fire("a3");
+    assert_eq!(
+        (r["started"].as_array().unwrap().len(), r["held"].as_u64()),
+        (0, Some(1)),
+        "{r:#}"
+    );
+    let incident = r["incident"].as_i64().unwrap();
+    finished("page", 1);
+    let r = fire("a4");
+    assert_eq!(
+        (r["held"].as_u64(), r["incident"].as_i64()),
+        (Some(1), Some(incident)),
+        "{r:#}"
+    );
+    let pages = get_json(&addr, "/api/v1/runs?runbook=page", READ);
+    assert_eq!(
+        pages.as_array().unwrap().len(),
+        1,
+        "escalated once: {pages:#}"
+    );
+
+    // The operator takes it, then closes it; the trigger starts runs again.
+    let id = incident.to_string();
+    let out = sb
+        .run(&["incidents", "ack", &id, "--note", "on it"])
+        .expect_code(0)
+        .stdout();
+    assert!(
+        out.contains(&format!("incident #{id} (restart) acknowledged")),
+        "{out}"
+    );
+    let list = sb.run(&["incidents", "--json"]).expect_code(0).json();
+    let inc = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == incident)
+        .unwrap()
+        .clone();
+    assert_eq!(inc["status"], "acknowledged", "{inc:#}");
+    assert!(inc["timeline"].to_string().contains("flapping"), "{inc:#}");
+    assert!(inc["timeline"].to_string().contains("on it"), "{inc:#}");
+    assert_eq!(
+        fire("a5")["held"].as_u64(),
+        Some(1),
+        "acknowledged is not resolved"
+    );
+    let (code, body) = http(
+        &addr,
+        "POST",
+        &format!("/api/v1/incidents/{id}/resolve"),
+        Some(RUN),
+        r#"{"note": "disk cleaned"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            &format!("/api/v1/incidents/{id}/resolve"),
+            Some(RUN),
+            ""
+        )
+        .0,
+        404
+    );
+    assert_eq!(sb.run(&["incidents", "resolve", &id]).code(), 2);
+    let r = fire("a6");
+    assert_eq!(r["started"].as_array().unwrap().len(), 1, "released: {r:#}");
+}
+
+/// Chromium from the system's packages, if installed (`./dev setup` installs it).
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"].into_iter().find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn the_status_page_renders_in_a_real_browser() {
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED: chromium is not installed (./dev setup installs it)");
+        return;
+    };
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(&svc, "");
+    sb.run(&["run", "broken"]).expect_code(1);
+    let served = serve(&sb);
+    let addr = served.addr.clone();
+    poll("a scheduled run", || {
+        let runs = get_json(&addr, "/api/v1/runs?runbook=health", READ);
+        runs.as_array()?
+            .iter()
+            .any(|r| r["status"] == "ok")
+            .then_some(())
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let browse = |extra: &[&str]| {
+        let out = std::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(format!("http://{addr}/"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    // The DOM the browser built: the failing runbook is failing, with a red bar.
+    let dom = String::from_utf8(browse(&["--dump-dom"]).stdout).unwrap();
+    assert!(
+        dom.contains("id=\"rb-broken\" data-state=\"fail\""),
+        "{dom}"
+    );
+    assert!(dom.contains("<span class=\"bar fail\""), "{dom}");
+    assert!(
+        dom.contains("id=\"rb-health\" data-state=\"ok\"")
+            || dom.contains("id=\"rb-health\" data-state=\"running\""),
+        "{dom}"
+    );
+    // A phone-sized screenshot is drawn.
+    let shot = profile.path().join("status.png");
+    browse(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=390,844",
+        "--hide-scrollbars",
+    ]);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 4_000,
+        "{} bytes",
+        png.len()
+    );
+}

@@ -1,4 +1,5 @@
-//! `runcap incidents`: incidents opened by failed runs, with their timelines.
+//! `runcap incidents`: incidents opened by failed runs, with their timelines;
+//! `runcap incidents ack|resolve ID --note "…"`: an operator takes or closes one.
 
 use crate::cli::history::time;
 use crate::cli::{EnvArgs, StateArgs};
@@ -60,4 +61,36 @@ pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
         }
     }
     0
+}
+
+/// Acknowledges or resolves an open incident, with the operator's note.
+pub fn act(
+    env: &EnvArgs,
+    state: &StateArgs,
+    id: i64,
+    action: crate::store::incidents::OperatorAction,
+    note: &str,
+) -> u8 {
+    let store = match super::open_store(env, state) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.incident_by_operator(id, action, note) {
+        Ok(Some(runbook)) => {
+            let what = match action {
+                crate::store::incidents::OperatorAction::Acknowledge => "acknowledged",
+                crate::store::incidents::OperatorAction::Resolve => "resolved",
+            };
+            println!("incident #{id} ({runbook}) {what}");
+            0
+        }
+        Ok(None) => {
+            eprintln!("error: no open incident #{id}; `runcap incidents` lists them");
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
 }

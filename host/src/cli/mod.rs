@@ -29,6 +29,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::engine::{CompileCache, Runtime};
 use crate::manifest::{self, Environment};
 use crate::store::Store;
+use crate::store::incidents::OperatorAction;
 
 /// Runs operational-runbook actions as sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -66,6 +67,30 @@ enum AuditCommand {
         env: EnvArgs,
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// What an operator does to an incident.
+#[derive(Debug, Subcommand)]
+enum IncidentCommand {
+    /// Someone is on it: the incident stays open and stops escalating.
+    Ack {
+        id: i64,
+        #[command(flatten)]
+        env: EnvArgs,
+        /// What the operator says, kept in the timeline.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// It is over: resolves the incident, which also lets a flapping runbook's triggers
+    /// start runs again.
+    Resolve {
+        id: i64,
+        #[command(flatten)]
+        env: EnvArgs,
+        /// What the operator says, kept in the timeline.
+        #[arg(long, default_value = "")]
+        note: String,
     },
 }
 
@@ -189,6 +214,8 @@ enum Command {
     },
     /// Open and past incidents with their timelines.
     Incidents {
+        #[command(subcommand)]
+        action: Option<IncidentCommand>,
         #[command(flatten)]
         env: EnvArgs,
         /// Include resolved incidents.
@@ -371,7 +398,20 @@ pub fn main() -> ExitCode {
             Command::Audit {
                 action: AuditCommand::Head { env, json },
             } => audit::head(&env, &cli.state, json),
-            Command::Incidents { env, all, json } => incidents::run(&env, &cli.state, all, json),
+            Command::Incidents {
+                action: Some(IncidentCommand::Ack { id, env, note }),
+                ..
+            } => incidents::act(&env, &cli.state, id, OperatorAction::Acknowledge, &note),
+            Command::Incidents {
+                action: Some(IncidentCommand::Resolve { id, env, note }),
+                ..
+            } => incidents::act(&env, &cli.state, id, OperatorAction::Resolve, &note),
+            Command::Incidents {
+                action: None,
+                env,
+                all,
+                json,
+            } => incidents::run(&env, &cli.state, all, json),
             Command::Bundle { env, since, out } => bundle::run(&env, &cli.state, &since, out),
             Command::Recover { run_id, env } => {
                 recover::run(&env, &cli.state, run_id.as_deref()).await

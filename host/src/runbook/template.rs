@@ -42,7 +42,15 @@ pub const STEP_FIELDS: &[&str] = &[
 /// Names a template may start with.
 pub const ROOTS: &[&str] = &["steps", "vars", "params", "run", "incident", "trigger"];
 /// What a run started by an alert (`runcap serve` triggers) knows of it.
-const TRIGGER_FIELDS: &[&str] = &["name", "status", "labels", "annotations", "fingerprint"];
+/// `incident` is set when the flap guard started the run as its escalation.
+const TRIGGER_FIELDS: &[&str] = &[
+    "name",
+    "status",
+    "labels",
+    "annotations",
+    "fingerprint",
+    "incident",
+];
 
 const RUN_FIELDS: &[&str] = &["id", "runbook", "environment", "dry_run"];
 const INCIDENT_FIELDS: &[&str] = &[

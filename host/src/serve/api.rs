@@ -8,6 +8,7 @@
 //! | `GET /api/v1/runs/ID` | read | one run as `runcap show --json` prints it (`"status": "queued"` until it starts) |
 //! | `POST /api/v1/reload` | run | re-reads and checks the manifest; 422 with the problems (the old one keeps serving) |
 //! | `GET /api/v1/incidents` | read | open incidents |
+//! | `POST /api/v1/incidents/ID/ack` or `/resolve` `{"note": "…"}` | run | acknowledges or resolves an open incident (resolving releases a flapping trigger) |
 //! | `GET /api/v1/faults` | read | the fault journal |
 //! | `POST /api/v1/triggers/NAME` | the trigger's token or HMAC | `202` with the runs started (see [`super::triggers`]) |
 //! | `GET /metrics` | none | Prometheus text format |
@@ -43,6 +44,10 @@ pub fn router(server: Arc<Server>) -> axum::Router {
         .route("/api/v1/runs", get(runs).post(start_run))
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/incidents", get(incidents))
+        .route(
+            "/api/v1/incidents/{id}/{action}",
+            axum::routing::post(incident_action),
+        )
         .route("/api/v1/faults", get(faults))
         .route(
             "/api/v1/triggers/{name}",
@@ -56,7 +61,7 @@ pub fn router(server: Arc<Server>) -> axum::Router {
 enum Need<'a> {
     Read,
     Run(&'a str),
-    /// Re-reading the manifest: the `run` scope (any runbook).
+    /// Re-reading the manifest, or acting on an incident: the `run` scope (any runbook).
     Reload,
 }
 
@@ -137,7 +142,7 @@ fn authorize(
             Need::Run(rb) => {
                 format!("this token may not run `{rb}` (scope \"run\" or \"run:{rb}\")")
             }
-            Need::Reload => "reloading needs the \"run\" scope".to_string(),
+            Need::Reload => "this needs the \"run\" scope".to_string(),
         };
         Err(deny(StatusCode::FORBIDDEN, &reason))
     }
@@ -281,6 +286,53 @@ async fn incidents(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response
     }
     match s.store.incidents(false, 0) {
         Ok(i) => redacted_json(&s, &i),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Note {
+    #[serde(default)]
+    note: String,
+}
+
+async fn incident_action(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(i64, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::store::incidents::OperatorAction;
+    if let Err(r) = authorize(&s, &headers, Need::Reload, "POST /api/v1/incidents/ID") {
+        return r.into_response();
+    }
+    let action = match action.as_str() {
+        "ack" => OperatorAction::Acknowledge,
+        "resolve" => OperatorAction::Resolve,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("`{other}` is not an incident action: use ack or resolve"),
+            );
+        }
+    };
+    let note: Note = if body.is_empty() {
+        Note::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(n) => n,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not {{\"note\": TEXT}}: {e}"),
+                );
+            }
+        }
+    };
+    match s.store.incident_by_operator(id, action, &note.note) {
+        Ok(Some(runbook)) => Json(json!({ "incident": id, "runbook": runbook })).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no open incident #{id}")),
         Err(e) => store_error(e),
     }
 }

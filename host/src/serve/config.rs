@@ -55,6 +55,28 @@ pub struct TriggerConfig {
     pub hmac: Option<String>,
     /// `dedupe = "10m"`: an alert seen again within this window starts nothing.
     pub dedupe: Option<String>,
+    /// `flap = { runs = 3, within = "30m", escalate = "page-lead" }`: the flap guard.
+    pub flap: Option<FlapConfig>,
+}
+
+/// The flap guard as written: once the runbook has run `runs` times within `within` and
+/// the alert still fires, the trigger holds further runs, opens an incident, and starts
+/// `escalate` (a runbook) once; resolving the incident releases it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlapConfig {
+    pub runs: Option<u32>,
+    pub within: Option<String>,
+    pub escalate: Option<String>,
+}
+
+/// The validated flap guard of a trigger.
+#[derive(Debug, Clone)]
+pub struct Flap {
+    pub runs: u32,
+    pub within: Duration,
+    /// A runbook started once when the guard trips (paging someone, say).
+    pub escalate: Option<String>,
 }
 
 /// How a trigger's caller proves who it is.
@@ -71,6 +93,7 @@ pub struct Trigger {
     pub labels: BTreeMap<String, String>,
     pub auth: TriggerAuth,
     pub dedupe: Duration,
+    pub flap: Flap,
 }
 
 /// One API token: a declared secret holds its value.
@@ -304,6 +327,38 @@ pub fn validate_serve(
                 None => continue,
             },
         };
+        let raw_flap = t.flap.unwrap_or(FlapConfig {
+            runs: None,
+            within: None,
+            escalate: None,
+        });
+        let fp = at.key("flap");
+        let runs = raw_flap.runs.unwrap_or(3);
+        if runs == 0 {
+            v.error(
+                &fp.key("runs"),
+                "0 runs would hold every run",
+                "use at least 1",
+            );
+            continue;
+        }
+        let within = match &raw_flap.within {
+            None => Duration::from_secs(30 * 60),
+            Some(w) => match v.duration(&fp.key("within"), w) {
+                Some(d) => d,
+                None => continue,
+            },
+        };
+        if let Some(e) = &raw_flap.escalate
+            && !runbooks.contains(&e.as_str())
+        {
+            v.error(
+                &fp.key("escalate"),
+                format!("no runbook `{e}` is declared"),
+                format!("runbooks: {}", runbooks.join(", ")),
+            );
+            continue;
+        }
         out.triggers.insert(
             name,
             Trigger {
@@ -311,6 +366,11 @@ pub fn validate_serve(
                 labels: t.labels,
                 auth,
                 dedupe,
+                flap: Flap {
+                    runs,
+                    within,
+                    escalate: raw_flap.escalate,
+                },
             },
         );
     }

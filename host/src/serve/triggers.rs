@@ -10,6 +10,11 @@
 //! HMAC-SHA256 signature of `TIMESTAMP.BODY` (`X-Runcap-Timestamp`,
 //! `X-Runcap-Signature: sha256=HEX`) at most five minutes old and never used before.
 //! Refusals are 401 and audited; a payload that is not an alert is 400 with the reason.
+//!
+//! The flap guard: once the runbook has run `flap.runs` times (default 3) within
+//! `flap.within` (default 30m) and its alert still fires, further alerts start nothing,
+//! an incident records it, and `flap.escalate` runs once; `runcap incidents resolve ID`
+//! (or `POST /api/v1/incidents/ID/resolve`) lets the trigger start runs again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -175,6 +180,64 @@ fn authenticate(
     }
 }
 
+/// Whether the trigger's runbook is held because it flapped: already (an open incident
+/// says so), or now (it ran `flap.runs` times within `flap.within` and the alert still
+/// fires: an incident is opened and `flap.escalate` started once). The incident's id
+/// when held.
+fn flap_guard(
+    s: &Arc<Server>,
+    t: &Trigger,
+    context: &Value,
+) -> Result<Option<i64>, crate::store::StoreError> {
+    let env = &s.env.name;
+    if let Some(id) = s.store.flapping(env, &t.runbook)? {
+        return Ok(Some(id));
+    }
+    let window_start = crate::caps::now_ms() as i64 - t.flap.within.as_millis() as i64;
+    let released = s.store.flap_released_at(env, &t.runbook)?.unwrap_or(0);
+    let since = window_start.max(released);
+    let recent = s
+        .store
+        .history(Some(&t.runbook), t.flap.runs as usize)?
+        .iter()
+        .filter(|r| r.started_at >= since)
+        .count();
+    if recent < t.flap.runs as usize {
+        return Ok(None);
+    }
+    let severity = s
+        .env
+        .runbooks
+        .get(&t.runbook)
+        .map(|rb| rb.incident.severity)
+        .unwrap_or(crate::manifest::IncidentPolicy::default().severity);
+    let message = format!(
+        "`{}` ran {recent} times within {} and the alert still fires; automatic runs are held until this incident is resolved",
+        t.runbook,
+        humantime::format_duration(t.flap.within)
+    );
+    let id = s
+        .store
+        .incident_flapped(env, &t.runbook, severity, &message)?;
+    tracing::warn!(runbook = %t.runbook, incident = id, "{message}");
+    if let Some(escalate) = &t.flap.escalate {
+        let mut ctx = context.clone();
+        ctx["incident"] = json!(id);
+        let run = RunRequest {
+            runbook: escalate,
+            dry_run: false,
+            vars: &[],
+            origin: Origin::Trigger,
+            skip_if_running: false,
+            trigger: Some(ctx),
+        };
+        if let Err(e) = s.start_run(run) {
+            tracing::error!(runbook = %escalate, "the flap escalation did not start: {e}");
+        }
+    }
+    Ok(Some(id))
+}
+
 /// `POST /api/v1/triggers/NAME`.
 pub async fn receive(
     State(s): State<Arc<Server>>,
@@ -198,6 +261,7 @@ pub async fn receive(
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let (mut started, mut deduplicated, mut resolved, mut unmatched) = (Vec::new(), 0, 0, 0);
+    let (mut held, mut incident) = (0, None);
     for alert in alerts {
         if alert.status == "resolved" {
             resolved += 1;
@@ -224,6 +288,15 @@ pub async fn receive(
             "annotations": alert.annotations,
             "fingerprint": alert.fingerprint,
         });
+        match flap_guard(&s, t, &context) {
+            Ok(None) => {}
+            Ok(Some(id)) => {
+                held += 1;
+                incident = Some(id);
+                continue;
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
+        }
         let run = RunRequest {
             runbook: &t.runbook,
             dry_run: false,
@@ -243,6 +316,8 @@ pub async fn receive(
         "deduplicated": deduplicated,
         "resolved": resolved,
         "unmatched": unmatched,
+        "held": held,
+        "incident": incident,
     });
     if let Err(e) = s.store.audit("trigger.received", "", &name, &summary) {
         tracing::error!("could not audit a trigger: {e}");

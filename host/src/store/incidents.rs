@@ -222,6 +222,135 @@ impl Store {
     }
 }
 
+/// What an operator does to an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Someone is on it: the incident stays open but no longer escalates.
+    Acknowledge,
+    /// It is over.
+    Resolve,
+}
+
+impl OperatorAction {
+    fn status(self) -> &'static str {
+        match self {
+            OperatorAction::Acknowledge => "acknowledged",
+            OperatorAction::Resolve => "resolved",
+        }
+    }
+}
+
+impl Store {
+    /// Acknowledges or resolves incident `id` with the operator's note, recorded in its
+    /// timeline and audited. `None` when no incident `id` is open.
+    pub fn incident_by_operator(
+        &self,
+        id: i64,
+        action: OperatorAction,
+        note: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let note = self.scrubbed(note);
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let runbook: Option<String> = tx
+                .query_row(
+                    "SELECT runbook FROM incidents WHERE id = ?1 AND status != 'resolved'",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(runbook) = runbook else {
+                return Ok(None);
+            };
+            let now = now_ms() as i64;
+            let status = action.status();
+            if action == OperatorAction::Resolve {
+                tx.execute(
+                    "UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+            } else {
+                tx.execute(
+                    "UPDATE incidents SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, status, now],
+                )?;
+            }
+            event(&tx, id, now, status, "", &note)?;
+            let payload = serde_json::json!({"incident": id, "note": note, "by": "operator"});
+            audit::append(&tx, now, &format!("incident.{status}"), "", &runbook, &payload.to_string())?;
+            tx.commit()?;
+            Ok(Some(runbook))
+        })
+    }
+
+    /// The open incident that holds `runbook`'s automatic runs because it flapped, if any.
+    pub fn flapping(&self, environment: &str, runbook: &str) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT i.id FROM incidents i WHERE i.environment = ?1 AND i.runbook = ?2 AND i.status != 'resolved' AND EXISTS (SELECT 1 FROM incident_events e WHERE e.incident_id = i.id AND e.kind = 'flapping') ORDER BY i.id DESC LIMIT 1",
+                params![environment, runbook],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// When an operator last resolved a flapping incident of `runbook`: runs before then
+    /// no longer count toward the flap guard.
+    pub fn flap_released_at(
+        &self,
+        environment: &str,
+        runbook: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT max(i.resolved_at) FROM incidents i WHERE i.environment = ?1 AND i.runbook = ?2 AND i.status = 'resolved' AND EXISTS (SELECT 1 FROM incident_events e WHERE e.incident_id = i.id AND e.kind = 'flapping')",
+                params![environment, runbook],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Records that `runbook` ran too often without the problem going away: on its open
+    /// incident, or on a new one. Returns the incident's id.
+    pub fn incident_flapped(
+        &self,
+        environment: &str,
+        runbook: &str,
+        severity: Severity,
+        message: &str,
+    ) -> Result<i64, StoreError> {
+        let message = self.scrubbed(message);
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let now = now_ms() as i64;
+            let open: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1",
+                    params![environment, runbook],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let id = match open {
+                Some(id) => id,
+                None => {
+                    tx.execute(
+                        "INSERT INTO incidents (environment, runbook, severity, status, failures, failed_step, opened_at, updated_at) VALUES (?1, ?2, ?3, 'open', 0, '', ?4, ?4)",
+                        params![environment, runbook, severity, now],
+                    )?;
+                    tx.last_insert_rowid()
+                }
+            };
+            tx.execute("UPDATE incidents SET updated_at = ?2 WHERE id = ?1", params![id, now])?;
+            event(&tx, id, now, "flapping", "", &message)?;
+            let payload = serde_json::json!({"incident": id, "message": message});
+            audit::append(&tx, now, "incident.flapping", "", runbook, &payload.to_string())?;
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+}
+
 fn event(
     tx: &rusqlite::Transaction,
     id: i64,
