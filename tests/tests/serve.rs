@@ -87,16 +87,37 @@ fn serve(sb: &Sandbox) -> Served {
     Served { child, addr }
 }
 
-/// One HTTP/1.1 exchange; returns the status and the body.
+/// One HTTP/1.1 exchange with a bearer token (if any); returns the status and the body.
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let auth: Vec<(&str, String)> = token
+        .map(|t| ("Authorization", format!("Bearer {t}")))
+        .into_iter()
+        .collect();
+    request(addr, method, path, &auth, body)
+}
+
+/// A POST with extra headers; returns the status and the body.
+fn post_with(addr: &str, path: &str, headers: &[(&str, String)], body: &str) -> (u16, String) {
+    request(addr, "POST", path, headers, body)
+}
+
+/// One HTTP/1.1 exchange; returns the status and the (de-chunked) body.
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("the server accepts");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -375,34 +396,6 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> String {
         .chain_update(inner)
         .finalize();
     hex::encode(outer)
-}
-
-/// One HTTP POST with extra headers; returns the status and the body.
-fn post_with(addr: &str, path: &str, headers: &[(&str, String)], body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("the server accepts");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[test]
