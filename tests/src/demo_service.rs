@@ -236,6 +236,9 @@ pub struct TestPki {
     /// PEM of the CA certificate, for a grant's `ca`.
     pub ca_pem: String,
     pub acceptor: TlsAcceptor,
+    /// PEM of the server certificate and its key, for a server runcap runs itself.
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// Makes a CA and a server certificate for `localhost` valid for `days` more days
@@ -274,5 +277,7 @@ pub fn test_pki(days: i64) -> anyhow::Result<TestPki> {
     Ok(TestPki {
         ca_pem: ca.pem(),
         acceptor: TlsAcceptor::from(Arc::new(config)),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     })
 }

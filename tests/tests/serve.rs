@@ -882,3 +882,71 @@ fn the_status_page_renders_in_a_real_browser() {
         png.len()
     );
 }
+
+#[test]
+fn serves_https_when_a_certificate_is_given() {
+    let pki = runcap_e2e::demo_service::test_pki(30).expect("test certificates");
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(&svc, "");
+    sb.write("ca.pem", &pki.ca_pem);
+    sb.write("server.pem", &pki.cert_pem);
+    sb.write("server.key", &pki.key_pem);
+    let plain = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
+    let with_tls = |key: &str| {
+        plain.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!(
+                "listen = \"127.0.0.1:0\"\ntls = {{ cert = \"server.pem\", key = \"{key}\" }}"
+            ),
+        )
+    };
+    // A key that is not there is caught by check, at the key that names it.
+    sb.write("runcap.toml", &with_tls("missing.key"));
+    let e = sb.run(&["check"]).expect_code(2).stderr();
+    assert!(
+        e.contains("serve.tls") && e.contains("cannot read the private key"),
+        "{e}"
+    );
+
+    sb.write("runcap.toml", &with_tls("server.key"));
+    let mut child = sb
+        .runcap()
+        .args(["serve", "--grace", "2s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .split("https://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no https address in `{line}`"))
+        .to_string();
+    let served = Served {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    let curl = |extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--resolve"])
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .args(extra)
+            .arg(format!("https://localhost:{port}/metrics"))
+            .current_dir(sb.path())
+            .output()
+            .expect("curl runs")
+    };
+    let ok = curl(&["--cacert", "ca.pem", "-f"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("runcap_plugin_instances 1"));
+    // Not trusted without the CA; not spoken in clear text.
+    assert!(!curl(&[]).status.success());
+    assert_eq!(http(&served.addr, "GET", "/metrics", None, "").0, 0);
+}

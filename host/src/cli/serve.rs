@@ -149,19 +149,30 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
         },
     ));
     let (stop_http, mut http_stopped) = tokio::sync::watch::channel(false);
+    let tls = servers.current.env.serve.tls.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.wait_for(|s| *s).await;
-            })
-            .await
+        let stopped = async move {
+            let _ = http_stopped.wait_for(|s| *s).await;
+        };
+        match tls {
+            Some(config) => {
+                serve::tls::serve(listener, config, app, stopped).await;
+                Ok(())
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        }
     });
     {
         let s = &servers.current;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "serving environment {} on http://{addr} ({} runbooks, {} scheduled): status page /, metrics /metrics, API /api/v1",
+            "serving environment {} on {scheme}://{addr} ({} runbooks, {} scheduled): status page /, metrics /metrics, API /api/v1",
             s.env.name,
             s.env.runbooks.len(),
             servers.schedules.len()

@@ -5,6 +5,7 @@
 //! [serve]
 //! listen = "127.0.0.1:9090"
 //! max_concurrent = 4
+//! tls = { cert = "server.pem", key = "server.key" }
 //! tokens = [{ secret = "api_token", scopes = ["read", "run:restart"] }]
 //!
 //! [runbooks.health]
@@ -16,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,6 +38,16 @@ pub struct ServeConfig {
     /// `[serve.triggers.NAME]`: alerts that start runbooks.
     #[serde(default)]
     pub triggers: BTreeMap<String, TriggerConfig>,
+    /// `tls = { cert = "server.pem", key = "server.key" }`: serve HTTPS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[serve] tls` as written: PEM files, relative to the manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
 }
 
 /// `[serve.triggers.NAME]` as written: `POST /api/v1/triggers/NAME` with an Alertmanager
@@ -146,6 +158,8 @@ pub struct ServeSettings {
     pub max_concurrent: usize,
     pub tokens: Vec<Token>,
     pub triggers: BTreeMap<String, Trigger>,
+    /// HTTPS: the checked configuration made from the certificate and key.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServeSettings {
@@ -155,6 +169,7 @@ impl Default for ServeSettings {
             max_concurrent: 4,
             tokens: Vec::new(),
             triggers: BTreeMap::new(),
+            tls: None,
         }
     }
 }
@@ -218,6 +233,20 @@ pub fn validate_serve(
                 &root.key("listen"),
                 format!("`{l}` is not an address and port"),
                 "write it like \"127.0.0.1:9090\"",
+            ),
+        }
+    }
+    if let Some(t) = &raw.tls {
+        let (cert, key) = (
+            v.resolve(&root.key("tls").key("cert"), &t.cert),
+            v.resolve(&root.key("tls").key("key"), &t.key),
+        );
+        match super::tls::server_config(&cert, &key) {
+            Ok(c) => out.tls = Some(c),
+            Err(e) => v.error(
+                &root.key("tls"),
+                e.to_string(),
+                "point `cert` at a PEM certificate chain and `key` at its PEM private key, relative to the manifest",
             ),
         }
     }

@@ -8,6 +8,7 @@
 //! - [`api`]: the HTTP server (API, `/metrics`, status page) and its tokens.
 //! - [`metrics`]: what `/metrics` exposes.
 //! - [`status`]: the status page.
+//! - [`tls`]: HTTPS when a certificate is given.
 //! - [`triggers`]: alerts (Alertmanager webhooks, plain JSON) that start runbooks.
 //!
 //! Stopping: SIGTERM or Ctrl-C stops schedules and new runs, lets runs under way finish
@@ -20,6 +21,7 @@ pub mod config;
 pub mod metrics;
 pub mod scheduler;
 pub mod status;
+pub mod tls;
 pub mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
