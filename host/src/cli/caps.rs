@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::caps::compare::Change;
 use crate::cli::{EnvArgs, StateArgs};
-use crate::engine::imports;
 use crate::lockfile::{self, EnvLock, Lockfile};
 use crate::manifest::compose::display_path;
 use crate::manifest::{Environment, KeyPath};
@@ -241,19 +240,16 @@ pub(crate) fn imports_of(
 ) -> Result<Vec<String>, String> {
     match runtime.load(spec, resources) {
         Ok(p) => Ok(p.imports),
-        Err(crate::engine::LoadError::Imports { .. }) => inspect_only(runtime, spec),
+        Err(crate::engine::LoadError::Imports { .. }) => inspect_only(spec),
         Err(e) => Err(e.to_string()),
     }
 }
 
-fn inspect_only(
-    runtime: &crate::engine::Runtime,
-    spec: &crate::manifest::PluginSpec,
-) -> Result<Vec<String>, String> {
+fn inspect_only(spec: &crate::manifest::PluginSpec) -> Result<Vec<String>, String> {
     let wasm = std::fs::read(&spec.path).map_err(|e| e.to_string())?;
-    let component = wasmtime::component::Component::new(runtime.engine(), &wasm)
-        .map_err(|e| format!("{e:#}"))?;
-    Ok(imports::imported_interfaces(runtime.engine(), &component))
+    crate::engine::inspect::declared(&wasm)
+        .map(|d| d.imports)
+        .map_err(|e| e.to_string())
 }
 
 /// The runcap capability interfaces among a component's imports.

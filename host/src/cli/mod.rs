@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::engine::{CompileCache, Runtime};
+use crate::engine::{CompileCache, CompileLimits, Runtime};
 use crate::manifest::{self, Environment};
 use crate::store::Store;
 use crate::store::incidents::OperatorAction;
@@ -713,9 +713,19 @@ pub(crate) async fn for_runs(
 }
 
 /// Starts the engine with the default compile cache.
+/// The runtime every command uses: the user's compile cache, and compiles in bounded
+/// child processes of this binary.
 pub(crate) fn runtime() -> Result<Runtime, u8> {
-    Runtime::new(CompileCache::open(CompileCache::default_dir()), 1000).map_err(|e| {
-        eprintln!("error: {e:#}");
-        2
+    let runtime =
+        Runtime::new(CompileCache::open(CompileCache::default_dir()), 1000).map_err(|e| {
+            eprintln!("error: {e:#}");
+            2u8
+        })?;
+    Ok(match std::env::current_exe() {
+        Ok(exe) => runtime.with_isolated_compiles(exe, CompileLimits::from_env()),
+        Err(e) => {
+            tracing::warn!("compiling in this process, without limits: {e}");
+            runtime
+        }
     })
 }

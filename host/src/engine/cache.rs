@@ -6,19 +6,38 @@
 //! fsync, rename), and the key covers the plugin's sha256 and the engine's
 //! compatibility hash (wasmtime version and configuration). The plugin file itself is
 //! re-hashed against its pin before the cache is consulted.
+//!
+//! Each entry starts with a header binding it to its source: the sha256 of the
+//! component it was compiled from and the sha256 of the artifact that follows. Both are
+//! checked before the artifact is deserialized, so an entry copied under another
+//! plugin's key, truncated or patched is recompiled instead of run. (Someone who can
+//! write this user's files can rewrite an entry and its header alike: that is outside
+//! what the cache defends, as the README's security model says.)
+//!
+//! The directory is bounded: after each store, the least recently used entries are
+//! removed until the total fits `RUNCAP_CACHE_MAX_MB` (default 256 MiB).
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Marks an entry in this format (version 1).
+const MAGIC: &[u8; 8] = b"rcapc\x001\n";
+/// Magic, component sha256, artifact sha256.
+const HEADER_LEN: usize = 8 + 32 + 32;
+/// Default bound on the cache directory's size.
+const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
 /// Where compiled components are kept between runs.
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    max_bytes: u64,
 }
 
 /// Feeds `Hash` output into sha256 so the key is stable across processes.
@@ -58,12 +77,19 @@ impl CompileCache {
                     None
                 }
             });
-        CompileCache { dir }
+        let max_bytes = std::env::var("RUNCAP_CACHE_MAX_MB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(DEFAULT_MAX_BYTES, |mb| mb << 20);
+        CompileCache { dir, max_bytes }
     }
 
     /// A cache that never stores anything.
     pub fn disabled() -> Self {
-        CompileCache { dir: None }
+        CompileCache {
+            dir: None,
+            max_bytes: 0,
+        }
     }
 
     fn entry(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
@@ -75,38 +101,123 @@ impl CompileCache {
     }
 
     /// Loads the compiled form of a component whose bytes hash to `sha256`, compiling
-    /// and storing it if needed. Returns the component and whether it came from the cache.
-    pub fn load(
+    /// it with `compile` (which returns a serialized artifact) and storing it if needed.
+    /// Returns the component and whether it came from the cache.
+    pub fn load<E>(
         &self,
         engine: &Engine,
         sha256: &str,
-        wasm: &[u8],
-    ) -> wasmtime::Result<(Component, bool)> {
-        let Some(path) = self.entry(engine, sha256) else {
-            return Ok((Component::new(engine, wasm)?, false));
-        };
-        if let Some(dir) = &self.dir
+        compile: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<(Component, bool), CacheError<E>> {
+        let path = self.entry(engine, sha256);
+        if let (Some(dir), Some(path)) = (&self.dir, &path)
             && prepare(dir).is_ok()
-            && path.is_file()
+            && let Ok(entry) = std::fs::read(path)
         {
-            // SAFETY: the entry was written by this host, atomically, into a directory
-            // whose ownership and permissions were just checked; its name binds it to the
-            // plugin's verified digest and to this engine's configuration.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "discarding unusable cache entry: {e}");
-                    let _ = std::fs::remove_file(&path);
+            match verified_artifact(&entry, sha256) {
+                // SAFETY: the entry was written by this host, atomically, into a directory
+                // whose ownership and permissions were just checked; its name binds it to
+                // this engine's configuration, and its header to the plugin's verified
+                // digest and to the exact artifact bytes.
+                Ok(artifact) => match unsafe { Component::deserialize(engine, artifact) } {
+                    Ok(c) => {
+                        touch(path);
+                        return Ok((c, true));
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "discarding unusable cache entry: {e}");
+                    }
+                },
+                Err(why) => {
+                    tracing::warn!(path = %path.display(), "recompiling: the cache entry {why}");
                 }
             }
+            let _ = std::fs::remove_file(path);
         }
-        let compiled = engine.precompile_component(wasm)?;
-        if let Err(e) = write_atomically(&path, &compiled) {
-            tracing::warn!(path = %path.display(), "could not store compiled component: {e}");
+        let artifact = compile().map_err(CacheError::Compile)?;
+        // SAFETY: `artifact` was produced for this engine's configuration a moment ago (by
+        // this process or its compiler child); deserialize checks the configuration.
+        let component =
+            unsafe { Component::deserialize(engine, &artifact) }.map_err(CacheError::Artifact)?;
+        if let Some(path) = &path {
+            if let Err(e) = write_atomically(path, &with_header(sha256, &artifact)) {
+                tracing::warn!(path = %path.display(), "could not store compiled component: {e}");
+            } else if let Some(dir) = &self.dir {
+                evict(dir, self.max_bytes, path);
+            }
         }
-        // SAFETY: `compiled` was produced by this engine a moment ago.
-        let component = unsafe { Component::deserialize(engine, &compiled)? };
         Ok((component, false))
+    }
+}
+
+/// Why a component could not be loaded through the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError<E> {
+    /// Compiling failed.
+    #[error("{0}")]
+    Compile(E),
+    /// The compiled artifact was refused by the engine.
+    #[error("{0:#}")]
+    Artifact(wasmtime::Error),
+}
+
+/// The artifact bytes of an entry, if its header names `sha256` as its component and
+/// the artifact's own digest; otherwise what is wrong with it.
+fn verified_artifact<'a>(entry: &'a [u8], sha256: &str) -> Result<&'a [u8], &'static str> {
+    if entry.len() < HEADER_LEN || &entry[..8] != MAGIC {
+        return Err("has no runcap header");
+    }
+    let (component, rest) = entry[8..].split_at(32);
+    let (digest, artifact) = rest.split_at(32);
+    if hex::encode(component) != sha256 {
+        return Err("was compiled from another component");
+    }
+    if Sha256::digest(artifact).as_slice() != digest {
+        return Err("does not match its recorded digest");
+    }
+    Ok(artifact)
+}
+
+fn with_header(sha256: &str, artifact: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + artifact.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&hex::decode(sha256).unwrap_or_else(|_| vec![0; 32]));
+    out.extend_from_slice(&Sha256::digest(artifact));
+    out.extend_from_slice(artifact);
+    out
+}
+
+/// Marks an entry as just used, for eviction.
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Removes the least recently used entries of `dir` (never `keep`) until the entries
+/// total at most `max_bytes`.
+fn evict(dir: &Path, max_bytes: u64, keep: &Path) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(SystemTime, u64, PathBuf)> = read
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = entries.iter().map(|e| e.1).sum();
+    entries.sort();
+    for (_, len, path) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            tracing::debug!(path = %path.display(), "evicted from the compile cache");
+            total -= len;
+        }
     }
 }
 
@@ -147,4 +258,52 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_bound_to_its_component_and_its_bytes() {
+        let sha = hex::encode(Sha256::digest(b"component"));
+        let entry = with_header(&sha, b"artifact");
+        assert_eq!(verified_artifact(&entry, &sha), Ok(&b"artifact"[..]));
+        let other = hex::encode(Sha256::digest(b"another component"));
+        assert_eq!(
+            verified_artifact(&entry, &other),
+            Err("was compiled from another component")
+        );
+        let mut patched = entry.clone();
+        *patched.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            verified_artifact(&patched, &sha),
+            Err("does not match its recorded digest")
+        );
+        assert_eq!(
+            verified_artifact(b"artifact", &sha),
+            Err("has no runcap header")
+        );
+    }
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_entries_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let mut paths = Vec::new();
+        for (i, age) in [30u64, 10, 20, 40].iter().enumerate() {
+            let p = dir.path().join(format!("{i}.cwasm"));
+            std::fs::write(&p, vec![0u8; 1000]).unwrap();
+            let f = std::fs::File::options().append(true).open(&p).unwrap();
+            f.set_modified(now - std::time::Duration::from_secs(*age))
+                .unwrap();
+            paths.push(p);
+        }
+        std::fs::write(dir.path().join("unrelated.txt"), vec![0u8; 5000]).unwrap();
+        // Keep 2 KB: the two oldest go, except the one just stored (the oldest here).
+        evict(dir.path(), 2000, &paths[3]);
+        let left: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
+        assert_eq!(left, vec![false, true, false, true]);
+        assert!(dir.path().join("unrelated.txt").exists());
+    }
 }

@@ -4,22 +4,7 @@
 //! manifest entry does not grant is refused, naming the interface and the key that
 //! would grant it.
 
-use wasmtime::Engine;
-use wasmtime::component::Component;
-
 use crate::caps::{self, Granted, ValidGrants};
-
-/// The interfaces a component imports, without versions, sorted.
-pub fn imported_interfaces(engine: &Engine, component: &Component) -> Vec<String> {
-    let mut names: Vec<String> = component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.split('@').next().unwrap_or(name).to_string())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
 
 /// Why an import is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,10 @@
 
 pub mod cache;
 pub mod imports;
+pub mod inspect;
+pub mod isolate;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,6 +23,7 @@ use crate::manifest::MAX_PLUGIN_FILE;
 use crate::manifest::{Limits, PluginSpec};
 pub use cache::CompileCache;
 pub use imports::ImportProblem;
+pub use isolate::CompileLimits;
 
 /// How often the epoch advances; deadlines are checked, and long-running guests
 /// yield to other tasks, at this granularity.
@@ -43,6 +47,8 @@ pub enum LoadError {
     },
     #[error("{path} is not a valid component: {message}")]
     Compile { path: String, message: String },
+    #[error("cannot compile {path}: {message}")]
+    CompileFailed { path: String, message: String },
     #[error("{}", problems.iter().map(|p| format!("plugin `{plugin}` {p}")).collect::<Vec<_>>().join("\n"))]
     Imports {
         plugin: String,
@@ -54,21 +60,51 @@ pub enum LoadError {
     Grant { plugin: String, message: String },
 }
 
-/// Why bytes did not compile as a component, in one line: what the file is when it is
-/// not a component at all, or the compiler's reason with its line breaks folded.
-fn compile_failure(wasm: &[u8], e: &impl std::fmt::Display) -> String {
-    const MAGIC: &[u8] = b"\0asm";
-    if !wasm.starts_with(MAGIC) {
-        return "it is not WebAssembly (it does not start with the `\\0asm` magic bytes)".into();
-    }
-    // Bytes 4..8 are the version and layer: layer 0 is a core module, 1 a component.
-    if wasm.get(6..8) == Some(&[0, 0]) {
-        return "it is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)".into();
-    }
+/// Folds a compiler error onto one line.
+fn one_line(e: &impl std::fmt::Display) -> String {
     format!("{e:#}")
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Where components are compiled on a cache miss.
+enum Compiler {
+    /// In this process: library users, tests and benchmarks.
+    InProcess,
+    /// In a child process of the runcap binary, with limits (see [`isolate`]).
+    Isolated { exe: PathBuf, limits: CompileLimits },
+}
+
+/// The engine configuration of a runtime for `max_instances` concurrent actions; the
+/// compiler child builds its engine from the same function, so its artifacts fit.
+fn engine_config(max_instances: u32) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 4)
+        .total_memories(max_instances)
+        .total_tables(max_instances * 4)
+        .total_stacks(max_instances)
+        .max_memory_size(Limits::MAX_MEMORY as usize)
+        // Reset recycled slots with memset rather than madvise for the part of memory
+        // every action touches: a plugin's stack comes first in its memory (256 KiB as
+        // runcap builds them), then its data and the start of its heap. Without this
+        // each action pays page faults (about 15 µs of a 25 µs action); with it, none.
+        // Plugins built with Rust's default 1 MiB stack still work, with those faults.
+        .async_stack_keep_resident(64 << 10)
+        .linear_memory_keep_resident(768 << 10)
+        .table_keep_resident(64 << 10);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(1 << 20)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // `RUNCAP_PROFILE=perfmap` writes /tmp/perf-PID.map, so `perf` names guest functions.
+    if std::env::var_os("RUNCAP_PROFILE").is_some_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    config
 }
 
 /// The process-wide engine and the linker every plugin is instantiated with.
@@ -76,37 +112,15 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache: CompileCache,
+    compiler: Compiler,
+    max_instances: u32,
     ticking: Arc<AtomicBool>,
 }
 
 impl Runtime {
     /// Builds the engine. `max_instances` bounds how many actions can run at once.
     pub fn new(cache: CompileCache, max_instances: u32) -> anyhow::Result<Self> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(max_instances)
-            .total_core_instances(max_instances * 4)
-            .total_memories(max_instances)
-            .total_tables(max_instances * 4)
-            .total_stacks(max_instances)
-            .max_memory_size(Limits::MAX_MEMORY as usize)
-            // Reset recycled slots with memset rather than madvise for the part of memory
-            // every action touches: a plugin's stack comes first in its memory (256 KiB as
-            // runcap builds them), then its data and the start of its heap. Without this
-            // each action pays page faults (about 15 µs of a 25 µs action); with it, none.
-            // Plugins built with Rust's default 1 MiB stack still work, with those faults.
-            .async_stack_keep_resident(64 << 10)
-            .linear_memory_keep_resident(768 << 10)
-            .table_keep_resident(64 << 10);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(1 << 20)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        // `RUNCAP_PROFILE=perfmap` writes /tmp/perf-PID.map, so `perf` names guest functions.
-        if std::env::var_os("RUNCAP_PROFILE").is_some_and(|v| v == "perfmap") {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
+        let config = engine_config(max_instances);
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
@@ -131,8 +145,17 @@ impl Runtime {
             engine,
             linker,
             cache,
+            compiler: Compiler::InProcess,
+            max_instances,
             ticking,
         })
+    }
+
+    /// Compiles components in child processes of `exe` (the runcap binary, which answers
+    /// its `__compile` argument) within `limits`, instead of in this process.
+    pub fn with_isolated_compiles(mut self, exe: PathBuf, limits: CompileLimits) -> Self {
+        self.compiler = Compiler::Isolated { exe, limits };
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -146,14 +169,7 @@ impl Runtime {
         spec: &PluginSpec,
         resources: &caps::Resources,
     ) -> Result<Plugin, LoadError> {
-        let compiled = self.compile(spec)?;
-        let problems = imports::check(&spec.name, &compiled.imports, &spec.grants);
-        if !problems.is_empty() {
-            return Err(LoadError::Imports {
-                plugin: spec.name.clone(),
-                problems,
-            });
-        }
+        let compiled = self.compile(spec, true)?;
         let granted = caps::prepare(&spec.grants, resources).map_err(|e| LoadError::Grant {
             plugin: spec.name.clone(),
             message: e.to_string(),
@@ -169,12 +185,14 @@ impl Runtime {
         spec: &PluginSpec,
         resources: &caps::Resources,
     ) -> Result<Plugin, LoadError> {
-        let compiled = self.compile(spec)?;
+        let compiled = self.compile(spec, false)?;
         self.prepare(spec, resources, compiled, caps::Prepared::default())
     }
 
-    /// Reads, verifies and compiles (or takes from the cache) a plugin's component.
-    fn compile(&self, spec: &PluginSpec) -> Result<Compiled, LoadError> {
+    /// Reads and verifies a plugin's component, reads what it declares (refusing it, before
+    /// any compiling, when it lacks the action exports or, with `check_imports`, imports
+    /// what its grants do not allow), then compiles it or takes it from the cache.
+    fn compile(&self, spec: &PluginSpec, check_imports: bool) -> Result<Compiled, LoadError> {
         let path = spec.path.display().to_string();
         let size = std::fs::metadata(&spec.path)
             .map_err(|source| LoadError::Read {
@@ -201,14 +219,39 @@ impl Runtime {
                 actual: sha256,
             });
         }
-        let (component, cached) =
-            self.cache
-                .load(&self.engine, &sha256, &wasm)
-                .map_err(|e| LoadError::Compile {
-                    path: path.clone(),
-                    message: compile_failure(&wasm, &e),
-                })?;
-        let imports = imports::imported_interfaces(&self.engine, &component);
+        let not_component = |message: String| LoadError::Compile {
+            path: path.clone(),
+            message,
+        };
+        let declared = inspect::declared(&wasm)
+            .and_then(|d| d.require_action_exports().map(|()| d))
+            .map_err(|e| not_component(e.to_string()))?;
+        if check_imports {
+            let problems = imports::check(&spec.name, &declared.imports, &spec.grants);
+            if !problems.is_empty() {
+                return Err(LoadError::Imports {
+                    plugin: spec.name.clone(),
+                    problems,
+                });
+            }
+        }
+        let imports = declared.imports;
+        let (component, cached) = self
+            .cache
+            .load(&self.engine, &sha256, || match &self.compiler {
+                Compiler::InProcess => self
+                    .engine
+                    .precompile_component(&wasm)
+                    .map_err(|e| one_line(&e)),
+                Compiler::Isolated { exe, limits } => {
+                    isolate::compile(exe, self.max_instances, *limits, &wasm)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .map_err(|e| LoadError::CompileFailed {
+                path: path.clone(),
+                message: one_line(&e),
+            })?;
         Ok(Compiled {
             component,
             sha256,
