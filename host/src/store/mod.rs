@@ -217,8 +217,7 @@ impl Store {
         let mut conn = Connection::open(&path).map_err(&err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(&err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(&err)?;
+        set_wal(&conn).map_err(&err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(&err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -884,23 +883,50 @@ fn load_steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StoredSte
     Ok(steps)
 }
 
+/// Switches a database to write-ahead logging. Switching takes an exclusive lock without
+/// waiting on the busy handler, so when another process is creating the same store at
+/// that moment it is retried (for as long as the busy timeout would wait).
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Brings the schema up to date. The version is read inside an immediate (write-locked)
+/// transaction, so two processes opening a new store at once migrate it once: the second
+/// waits for the first and then finds nothing to do.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let err = sql(path);
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(&err)?;
     let known = schema::MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(StoreError::TooNew {
-            path: path.display().to_string(),
-            found: version,
-            known,
-        });
-    }
-    if version == known {
+    let current = |conn: &Connection| -> Result<i64, StoreError> {
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(&err)?;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found: version,
+                known,
+            });
+        }
+        Ok(version)
+    };
+    if current(conn)? == known {
         return Ok(());
     }
-    let tx = conn.transaction().map_err(&err)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(&err)?;
+    let version = current(&tx)?;
     for (i, m) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(m).map_err(&err)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)
@@ -932,6 +958,26 @@ pub fn optional<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_migrate_it_once() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let (dir, barrier) = (dir.path().to_path_buf(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&dir).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for open in opens {
+                open.join().unwrap().unwrap();
+            }
+        }
+    }
 
     #[test]
     fn migrates_records_and_verifies() {
