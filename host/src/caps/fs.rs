@@ -245,10 +245,11 @@ impl FsGrant {
         dry_run: bool,
     ) -> Result<Vec<CallRecord>, String> {
         let mut records = Vec::new();
-        // File operations run on the thread running the action instead of being handed to a
-        // blocking-pool thread each: a 64 KiB read from the page cache takes microseconds,
-        // less than the hand-off. (WASI streams still read and write on blocking threads.)
-        builder.allow_blocking_current_thread(true);
+        // File operations run on blocking-pool threads, never on the thread running the
+        // action: a call can block without end (opening a FIFO no one writes, reading a
+        // device), and only a call awaited elsewhere can be cut short by the step's time
+        // limit or a signal. Such a thread is abandoned; the step fails on time.
+        builder.allow_blocking_current_thread(false);
         for d in &self.dirs {
             let target = format!("{} = {} ({})", d.guest, d.host.display(), d.mode.as_str());
             let writable = d.mode == Mode::ReadWrite && !dry_run;

@@ -467,6 +467,10 @@ pub fn main() -> ExitCode {
             } => plugin::describe(&env, &cli.state, &name, json).await,
         }
     });
+    // A plugin's file call cut short by its time limit or by a signal can leave its
+    // blocking-pool thread waiting in the kernel (opening a FIFO no one writes): the
+    // command is done, so it does not wait for such threads.
+    rt.shutdown_background();
     ExitCode::from(code)
 }
 
