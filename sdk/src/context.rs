@@ -11,6 +11,7 @@ use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
 use crate::outcome::ActionError;
 use crate::services::{ServiceError, ServiceStatus, Verb};
+use crate::system::{Fact, FactValue, SystemError};
 
 /// Severity of a log line written to the run record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,6 +125,12 @@ pub trait Host {
     fn backup_query(&self, name: &str) -> Result<QueryResult, BackupError> {
         Err(backup_denied(&format!("query `{name}`")))
     }
+    /// Reads a host fact (`grants.system`).
+    fn system(&self, fact: &Fact) -> Result<FactValue, SystemError> {
+        Err(SystemError::Denied(format!(
+            "{fact:?} is not available here"
+        )))
+    }
 }
 
 fn backup_denied(what: &str) -> BackupError {
@@ -173,6 +180,11 @@ impl<'h> Context<'h> {
             deadline_ms: 0,
             host: None,
         }
+    }
+
+    /// The host a native test drives this context with; `None` in a component.
+    pub(crate) fn host(&self) -> Option<&'h dyn Host> {
+        self.host
     }
 
     /// Time left before the host stops this action.

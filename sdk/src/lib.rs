@@ -27,6 +27,7 @@ mod http;
 mod notify;
 mod outcome;
 mod services;
+mod system;
 pub mod testing;
 mod wasm;
 
@@ -40,6 +41,7 @@ pub use http::{HttpError, HttpRequest, HttpResponse, Method};
 pub use notify::{Notification, NotifyError, Severity};
 pub use outcome::{ActionError, Outcome, Status};
 pub use services::{ServiceError, ServiceState, ServiceStatus, Verb};
+pub use system::{DiskUse, Fact, FactValue, Load, Memory, ProcessInfo, SystemError};
 
 /// Everything a plugin usually imports.
 pub mod prelude {

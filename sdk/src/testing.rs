@@ -12,6 +12,7 @@ use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
 use crate::services::{ServiceError, ServiceStatus, Verb};
+use crate::system::{Fact, FactValue, SystemError};
 
 /// Records every capability call and answers HTTP requests from a queue of canned
 /// responses (an empty queue answers `Connection("no canned response")`).
@@ -43,6 +44,10 @@ pub struct MockHost {
     /// Backup operations the plugin asked for, in order, one line each
     /// (`snapshot db main`, `restore latest of db from main into scratch`, ...).
     pub backup_calls: RefCell<Vec<String>>,
+    /// Answers to host facts, in order; an empty queue denies.
+    system_answers: RefCell<VecDeque<Result<FactValue, SystemError>>>,
+    /// Host facts the plugin asked for, in order.
+    pub system_calls: RefCell<Vec<Fact>>,
 }
 
 /// The canned answer to one backup operation; it must match the operation asked for.
@@ -91,6 +96,12 @@ impl MockHost {
         self.backup_answers.borrow_mut().pop_front()
     }
 
+    /// Queues the answer to the next host fact.
+    pub fn answer_system(self, answer: Result<FactValue, SystemError>) -> Self {
+        self.system_answers.borrow_mut().push_back(answer);
+        self
+    }
+
     /// Lets the plugin read a secret.
     pub fn grant_secret(mut self, name: &str, value: &str) -> Self {
         self.secrets.push((name.to_string(), value.to_string()));
@@ -110,6 +121,14 @@ impl MockHost {
 }
 
 impl Host for MockHost {
+    fn system(&self, fact: &Fact) -> Result<FactValue, SystemError> {
+        self.system_calls.borrow_mut().push(fact.clone());
+        self.system_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Err(SystemError::Denied(format!("{fact:?} is not granted"))))
+    }
+
     fn log(&self, level: Level, message: &str, _fields: &[(&str, &str)]) {
         self.logs.borrow_mut().push((level, message.to_string()));
     }

@@ -21,6 +21,7 @@ pub mod log;
 pub mod notify;
 pub mod secrets;
 pub mod services;
+pub mod system;
 #[cfg(test)]
 pub mod testing;
 pub mod wasi;
@@ -50,6 +51,7 @@ pub static REGISTRY: &[&dyn Entry] = &[
     &core::Registered::<faults::Faults>::ENTRY,
     &core::Registered::<backup::Backup>::ENTRY,
     &core::Registered::<fs::Fs>::ENTRY,
+    &core::Registered::<system::SystemFacts>::ENTRY,
 ];
 
 /// `[plugins.NAME.grants]` as written: capability name → its grant as written. Each is

@@ -1,0 +1,550 @@
+//! `system`: read-only facts about the host a runbook checks before and after acting.
+//!
+//! | | |
+//! |---|---|
+//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]` |
+//! | manifest | the grant only |
+//! | default | no grant: the interface cannot be imported; an unlisted fact, mount or process name is denied |
+//! | enforced | read-only: nothing a plugin asks changes the host, so calls run in dry runs too; facts are read by `sysinfo` and `statvfs`, not by parsing command output |
+//! | audit | one call record per read: what was read (memory, load, a mount, a process name) and the decision |
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sysinfo::{
+    CpuRefreshKind, MemoryRefreshKind, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System,
+};
+use wasmtime::component::Linker;
+
+use crate::bindings::runcap::plugin::system as wit;
+use crate::caps::compare::{Change, ChangeKind};
+use crate::caps::core::{
+    CallRecord, CapCtx, CapData, Capability, Declared, HostState, PrepareError, Resources,
+};
+use crate::manifest::{KeyPath, Validator};
+
+/// How long CPU use is sampled for (sysinfo needs at least 200 ms between two readings).
+const CPU_SAMPLE: Duration = Duration::from_millis(250);
+
+/// The `system` capability.
+pub struct SystemFacts;
+
+impl Capability for SystemFacts {
+    const NAME: &'static str = "system";
+    const INTERFACE: &'static str = "runcap:plugin/system";
+    type Config = SystemGrantConfig;
+    type Grant = SystemGrant;
+    type Access = Arc<SystemGrant>;
+    type State = ();
+
+    fn hint(plugin: &str) -> String {
+        format!(
+            "[plugins.{plugin}.grants.system]\nmemory = true   # and/or: load = true, mounts = [\"/\"], processes = [\"nginx\"]"
+        )
+    }
+
+    fn validate(
+        v: &mut Validator,
+        at: &KeyPath,
+        raw: SystemGrantConfig,
+        _: &Declared,
+    ) -> Option<SystemGrant> {
+        SystemGrant::validate(v, at, raw)
+    }
+
+    fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
+        diff(old, new)
+    }
+
+    fn describe(grant: &SystemGrant) -> Vec<String> {
+        grant.describe()
+    }
+
+    fn prepare(grant: Arc<SystemGrant>, _: &Resources) -> Result<Arc<SystemGrant>, PrepareError> {
+        Ok(grant)
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
+    }
+}
+
+/// `[plugins.NAME.grants.system]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemGrantConfig {
+    /// `memory = true`: memory and swap.
+    #[serde(default)]
+    pub memory: bool,
+    /// `load = true`: load averages, CPU count and use.
+    #[serde(default)]
+    pub load: bool,
+    /// `mounts = ["/", "/var"]`: space and inodes of these file systems.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+    /// `processes = ["nginx"]`: processes by exact name.
+    #[serde(default)]
+    pub processes: Vec<String>,
+}
+
+/// A validated system grant.
+#[derive(Debug, Clone, Default)]
+pub struct SystemGrant {
+    pub memory: bool,
+    pub load: bool,
+    pub mounts: Vec<String>,
+    pub processes: Vec<String>,
+    /// `plugins.NAME.grants.system`, for denial messages.
+    pub key: String,
+}
+
+impl SystemGrant {
+    /// Checks a grant as written: mounts are absolute paths, process names are names.
+    pub fn validate(v: &mut Validator, at: &KeyPath, raw: SystemGrantConfig) -> Option<Self> {
+        let mut ok = true;
+        for (i, m) in raw.mounts.iter().enumerate() {
+            if !m.starts_with('/') {
+                ok = false;
+                v.error(
+                    &at.key("mounts").index(i),
+                    format!("`{m}` is not an absolute path"),
+                    format!(
+                        "name the mount point from the root, e.g. \"/{}\"",
+                        m.trim_start_matches("./")
+                    ),
+                );
+            }
+        }
+        for (i, p) in raw.processes.iter().enumerate() {
+            if p.is_empty() || p.contains('/') || p.len() > 255 {
+                ok = false;
+                v.error(
+                    &at.key("processes").index(i),
+                    format!("`{p}` is not a process name"),
+                    "write the executable's name as `ps -o comm` shows it, e.g. \"nginx\"",
+                );
+            }
+        }
+        ok.then(|| SystemGrant {
+            memory: raw.memory,
+            load: raw.load,
+            mounts: raw.mounts,
+            processes: raw.processes,
+            key: at.to_string(),
+        })
+    }
+
+    /// One line per granted fact, for `runcap caps`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.memory {
+            out.push("memory and swap".to_string());
+        }
+        if self.load {
+            out.push("load and CPU use".to_string());
+        }
+        out.extend(self.mounts.iter().map(|m| format!("disk use of {m}")));
+        out.extend(
+            self.processes
+                .iter()
+                .map(|p| format!("processes named {p}")),
+        );
+        out
+    }
+}
+
+/// Compares two system grants as written: each fact, mount or process name not granted
+/// before widens.
+pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (key, was, is, what) in [
+        ("memory", old.memory, new.memory, "memory and swap"),
+        ("load", old.load, new.load, "load and CPU use"),
+    ] {
+        if is && !was {
+            out.push(Change::new(
+                KeyPath::root().key(key),
+                ChangeKind::Added,
+                format!("may read {what}"),
+            ));
+        } else if was && !is {
+            out.push(Change::new(
+                KeyPath::root().key(key),
+                ChangeKind::Removed,
+                format!("may no longer read {what}"),
+            ));
+        }
+    }
+    for (key, was, is, what) in [
+        ("mounts", &old.mounts, &new.mounts, "the disk use of"),
+        (
+            "processes",
+            &old.processes,
+            &new.processes,
+            "processes named",
+        ),
+    ] {
+        for (i, entry) in is.iter().enumerate() {
+            if !was.contains(entry) {
+                out.push(Change::new(
+                    KeyPath::root().key(key).index(i),
+                    ChangeKind::Added,
+                    format!("may read {what} `{entry}`"),
+                ));
+            }
+        }
+        for entry in was.iter().filter(|e| !is.contains(e)) {
+            out.push(Change::new(
+                KeyPath::root().key(key),
+                ChangeKind::Removed,
+                format!("may no longer read {what} `{entry}`"),
+            ));
+        }
+    }
+    out
+}
+
+/// Space and inodes of the file system holding `mount`.
+fn statvfs(mount: &str) -> std::io::Result<wit::DiskUse> {
+    let path = std::ffi::CString::new(mount)?;
+    // SAFETY: `path` is a NUL-terminated string and `st` a zeroed struct statvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    Ok(wit::DiskUse {
+        mount: mount.to_string(),
+        total: st.f_blocks as u64 * unit,
+        available: st.f_bavail as u64 * unit,
+        inodes_total: st.f_files as u64,
+        inodes_free: st.f_ffree as u64,
+    })
+}
+
+/// Runs a blocking read of host facts off the action's thread.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .unwrap_or_else(|e| Err(format!("the read did not finish: {e}")))
+}
+
+impl CapCtx<'_, SystemFacts> {
+    /// Nothing when the grant allows `allowed`, else the denial the plugin gets (recorded),
+    /// naming the grant's `field` to extend.
+    fn check(
+        &mut self,
+        operation: &str,
+        target: &str,
+        allowed: impl Fn(&SystemGrant) -> bool,
+        field: &str,
+    ) -> Result<(), wit::Error> {
+        let Some(grant) = self.access else {
+            let reason = self.not_granted();
+            return Err(wit::Error::Denied(self.deny(operation, target, reason)));
+        };
+        if allowed(grant) {
+            return Ok(());
+        }
+        let reason = if matches!(field, "memory" | "load") {
+            format!(
+                "{target} is not granted; add {field} = true to {}",
+                grant.key
+            )
+        } else {
+            format!(
+                "{target} is not granted; add \"{target}\" to {}.{field}",
+                grant.key
+            )
+        };
+        Err(wit::Error::Denied(self.deny(operation, target, reason)))
+    }
+
+    /// Records an allowed read and passes its result on.
+    fn answer<T>(
+        &mut self,
+        operation: &str,
+        target: &str,
+        read: Result<T, String>,
+    ) -> Result<T, wit::Error> {
+        let record = CallRecord::allowed(SystemFacts::NAME, operation, target);
+        match read {
+            Ok(v) => {
+                self.record(record);
+                Ok(v)
+            }
+            Err(e) => {
+                self.record(record.with_result(format!("unavailable: {e}")));
+                Err(wit::Error::Unavailable(e))
+            }
+        }
+    }
+}
+
+/// A sysinfo reading, with its error as text for the plugin.
+fn system(refresh: RefreshKind) -> Result<System, String> {
+    System::new_with_specifics(refresh).map_err(|e| e.to_string())
+}
+
+impl wit::Host for CapCtx<'_, SystemFacts> {
+    async fn memory(&mut self) -> wasmtime::Result<Result<wit::MemoryInfo, wit::Error>> {
+        if let Err(e) = self.check("memory", "memory", |g| g.memory, "memory") {
+            return Ok(Err(e));
+        }
+        let read = blocking(|| {
+            let sys = system(RefreshKind::nothing().with_memory(MemoryRefreshKind::everything()))?;
+            Ok(wit::MemoryInfo {
+                total: sys.total_memory(),
+                available: sys.available_memory(),
+                swap_total: sys.total_swap(),
+                swap_free: sys.free_swap(),
+            })
+        })
+        .await;
+        Ok(self.answer("memory", "memory", read))
+    }
+
+    async fn load(&mut self) -> wasmtime::Result<Result<wit::LoadInfo, wit::Error>> {
+        if let Err(e) = self.check("load", "load", |g| g.load, "load") {
+            return Ok(Err(e));
+        }
+        let cpu = RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing().with_usage());
+        let read = match blocking(move || system(cpu)).await {
+            Ok(mut sys) => {
+                // CPU use is the difference between two readings.
+                tokio::time::sleep(CPU_SAMPLE).await;
+                blocking(move || {
+                    sys.refresh_cpu_usage();
+                    let avg = System::load_average().map_err(|e| e.to_string())?;
+                    Ok(wit::LoadInfo {
+                        one: avg.one,
+                        five: avg.five,
+                        fifteen: avg.fifteen,
+                        cpus: sys.cpus().len() as u32,
+                        cpu_percent: sys.global_cpu_usage(),
+                    })
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        Ok(self.answer("load", "load", read))
+    }
+
+    async fn disk(&mut self, mount: String) -> wasmtime::Result<Result<wit::DiskUse, wit::Error>> {
+        if let Err(e) = self.check("disk", &mount, |g| g.mounts.contains(&mount), "mounts") {
+            return Ok(Err(e));
+        }
+        let at = mount.clone();
+        let read =
+            blocking(move || statvfs(&at).map_err(|e| format!("cannot read {at}: {e}"))).await;
+        Ok(self.answer("disk", &mount, read))
+    }
+
+    async fn processes(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<wit::ProcessInfo>, wit::Error>> {
+        if let Err(e) = self.check(
+            "processes",
+            &name,
+            |g| g.processes.contains(&name),
+            "processes",
+        ) {
+            return Ok(Err(e));
+        }
+        let what = ProcessRefreshKind::nothing().with_cpu().with_memory();
+        let first = blocking(move || {
+            let mut sys = system(RefreshKind::nothing())?;
+            sys.refresh_processes_specifics(ProcessesToUpdate::All, true, what);
+            Ok(sys)
+        })
+        .await;
+        let read = match first {
+            Ok(mut sys) => {
+                // CPU use is the difference between two readings.
+                tokio::time::sleep(CPU_SAMPLE).await;
+                let wanted = name.clone();
+                blocking(move || {
+                    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, what);
+                    let mut found: Vec<wit::ProcessInfo> = sys
+                        .processes_by_exact_name(OsStr::new(&wanted))
+                        .map(|p| wit::ProcessInfo {
+                            pid: p.pid().as_u32(),
+                            name: p.name().to_string_lossy().into_owned(),
+                            rss: p.memory(),
+                            cpu_percent: p.cpu_usage(),
+                            uptime_seconds: p.run_time(),
+                        })
+                        .collect();
+                    found.sort_by_key(|p| p.pid);
+                    Ok(found)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        Ok(self.answer("processes", &name, read))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::testing::{self, Decl};
+
+    fn grant(toml: &str) -> Result<Arc<SystemGrant>, String> {
+        let (_d, dir) = testing::dir();
+        testing::grant::<SystemFacts>(toml, &dir, &Decl::default()).map_err(|e| e.join("\n"))
+    }
+
+    #[test]
+    fn a_grant_names_absolute_mounts_and_process_names_and_the_hint_validates() {
+        let errors = grant(
+            "[plugins.p.grants.system]\nmounts = [\"var\"]\nprocesses = [\"/usr/bin/nginx\"]\n",
+        )
+        .unwrap_err();
+        assert!(errors.contains("`var` is not an absolute path"), "{errors}");
+        assert!(errors.contains("e.g. \"/var\""), "{errors}");
+        assert!(
+            errors.contains("`/usr/bin/nginx` is not a process name"),
+            "{errors}"
+        );
+        let errors = grant("[plugins.p.grants.system]\ndisks = [\"/\"]\n").unwrap_err();
+        assert!(errors.contains("unknown field `disks`"), "{errors}");
+        let g = grant(&SystemFacts::hint("p")).unwrap();
+        assert!(g.memory && !g.load && g.mounts.is_empty());
+    }
+
+    #[tokio::test]
+    async fn granted_facts_are_read_and_recorded_and_the_rest_denied() {
+        let g = grant(
+            "[plugins.p.grants.system]\nmemory = true\nmounts = [\"/\"]\nprocesses = [\"no-such-process-name\"]\n",
+        )
+        .unwrap();
+        let mut action = testing::recorded(
+            testing::prepared::<SystemFacts>(g, &Resources::none()),
+            true,
+            1024,
+        );
+        let mut ctx = action.state.view::<SystemFacts>();
+        let memory = wit::Host::memory(&mut ctx).await.unwrap().unwrap();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let total_kib: u64 = meminfo
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(memory.total, total_kib * 1024);
+        assert!(memory.available <= memory.total);
+        let root = wit::Host::disk(&mut ctx, "/".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(root.total > 0 && root.available <= root.total, "{root:?}");
+        let none = wit::Host::processes(&mut ctx, "no-such-process-name".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(none.is_empty());
+        let denied = wit::Host::load(&mut ctx).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add load = true to plugins.p.grants.system")),
+            "{denied:?}"
+        );
+        let denied = wit::Host::disk(&mut ctx, "/tmp".into()).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add \"/tmp\" to plugins.p.grants.system.mounts")),
+            "{denied:?}"
+        );
+        assert_eq!(
+            action.audit(),
+            vec![
+                ("system".into(), "allowed".into(), "memory".into()),
+                ("system".into(), "allowed".into(), "/".into()),
+                (
+                    "system".into(),
+                    "allowed".into(),
+                    "no-such-process-name".into()
+                ),
+                ("system".into(), "denied".into(), "load".into()),
+                ("system".into(), "denied".into(), "/tmp".into()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_process_is_found_by_name_with_its_memory() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let g = grant("[plugins.p.grants.system]\nprocesses = [\"sleep\"]\n").unwrap();
+        let mut action = testing::recorded(
+            testing::prepared::<SystemFacts>(g, &Resources::none()),
+            false,
+            1024,
+        );
+        let mut ctx = action.state.view::<SystemFacts>();
+        let found = wit::Host::processes(&mut ctx, "sleep".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let ours = found
+            .iter()
+            .find(|p| p.pid == child.id())
+            .expect("our sleep is listed");
+        assert_eq!(ours.name, "sleep");
+        assert!(ours.rss > 0, "{ours:?}");
+    }
+
+    #[tokio::test]
+    async fn without_a_grant_every_read_is_denied_with_the_hint() {
+        let mut action = testing::recorded(Default::default(), false, 1024);
+        let mut ctx = action.state.view::<SystemFacts>();
+        let denied = wit::Host::memory(&mut ctx).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("[plugins.") && m.contains(".grants.system]")),
+            "{denied:?}"
+        );
+    }
+
+    #[test]
+    fn a_new_fact_mount_or_name_widens_and_a_dropped_one_narrows() {
+        let old = SystemGrantConfig {
+            memory: true,
+            mounts: vec!["/".into()],
+            ..Default::default()
+        };
+        let new = SystemGrantConfig {
+            load: true,
+            mounts: vec!["/".into(), "/var".into()],
+            processes: vec!["nginx".into()],
+            ..Default::default()
+        };
+        let changes: Vec<(String, ChangeKind)> = diff(&old, &new)
+            .into_iter()
+            .map(|c| (c.path.to_string(), c.kind))
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                ("memory".to_string(), ChangeKind::Removed),
+                ("load".to_string(), ChangeKind::Added),
+                ("mounts[1]".to_string(), ChangeKind::Added),
+                ("processes[0]".to_string(), ChangeKind::Added),
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+    }
+}

@@ -1,0 +1,232 @@
+//! The plugin-side view of the `system` capability: read-only host facts.
+
+use crate::context::Context;
+use crate::outcome::ActionError;
+
+/// Memory and swap, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Memory {
+    pub total: u64,
+    pub available: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+}
+
+impl Memory {
+    /// Share of memory in use (not available), 0–100.
+    pub fn used_percent(&self) -> f64 {
+        percent(self.total - self.available.min(self.total), self.total)
+    }
+}
+
+/// Load averages, CPU count and CPU use (0–100 over all CPUs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    pub one: f64,
+    pub five: f64,
+    pub fifteen: f64,
+    pub cpus: u32,
+    pub cpu_percent: f32,
+}
+
+impl Load {
+    /// The one-minute load average per CPU (1.0: every CPU busy).
+    pub fn per_cpu(&self) -> f64 {
+        self.one / f64::from(self.cpus.max(1))
+    }
+}
+
+/// Space and inodes of one file system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskUse {
+    pub mount: String,
+    pub total: u64,
+    pub available: u64,
+    pub inodes_total: u64,
+    pub inodes_free: u64,
+}
+
+impl DiskUse {
+    /// Share of space not available to unprivileged users, 0–100 (what `df` shows).
+    pub fn used_percent(&self) -> f64 {
+        percent(self.total - self.available.min(self.total), self.total)
+    }
+
+    /// Share of inodes in use, 0–100 (0 on file systems without an inode count).
+    pub fn inodes_used_percent(&self) -> f64 {
+        percent(
+            self.inodes_total - self.inodes_free.min(self.inodes_total),
+            self.inodes_total,
+        )
+    }
+}
+
+/// One running process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub name: String,
+    /// Resident memory, in bytes.
+    pub rss: u64,
+    /// CPU use over a short sample (100 = one full CPU).
+    pub cpu_percent: f32,
+    pub uptime_seconds: u64,
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// A fact a plugin asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Memory,
+    Load,
+    /// Space and inodes of a mount point.
+    Disk(String),
+    /// Processes with this exact name.
+    Processes(String),
+}
+
+/// The answer to a [`Fact`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum FactValue {
+    Memory(Memory),
+    Load(Load),
+    Disk(DiskUse),
+    Processes(Vec<ProcessInfo>),
+}
+
+/// Why a fact was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemError {
+    /// Not granted; the message names the manifest entry to add.
+    Denied(String),
+    /// The host could not read it.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for SystemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SystemError::Denied(m) => write!(f, "denied: {m}"),
+            SystemError::Unavailable(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for SystemError {}
+
+impl From<SystemError> for ActionError {
+    fn from(e: SystemError) -> Self {
+        match e {
+            SystemError::Denied(m) => ActionError::Denied(m),
+            SystemError::Unavailable(m) => ActionError::Failed(m),
+        }
+    }
+}
+
+/// An answer of the wrong kind (only a broken mock gives one).
+fn mismatch(fact: &Fact) -> SystemError {
+    SystemError::Unavailable(format!("the host answered {fact:?} with another fact"))
+}
+
+impl Context<'_> {
+    /// Memory and swap (needs `memory = true` in `grants.system`).
+    pub fn memory(&self) -> Result<Memory, SystemError> {
+        match self.fact(Fact::Memory)? {
+            FactValue::Memory(m) => Ok(m),
+            _ => Err(mismatch(&Fact::Memory)),
+        }
+    }
+
+    /// Load and CPU use (needs `load = true`); takes about a quarter of a second.
+    pub fn load(&self) -> Result<Load, SystemError> {
+        match self.fact(Fact::Load)? {
+            FactValue::Load(l) => Ok(l),
+            _ => Err(mismatch(&Fact::Load)),
+        }
+    }
+
+    /// Space and inodes of a mount point listed in `mounts`.
+    pub fn disk(&self, mount: &str) -> Result<DiskUse, SystemError> {
+        let fact = Fact::Disk(mount.to_string());
+        match self.fact(fact.clone())? {
+            FactValue::Disk(d) => Ok(d),
+            _ => Err(mismatch(&fact)),
+        }
+    }
+
+    /// Processes whose name is listed in `processes` (empty when none runs).
+    pub fn processes(&self, name: &str) -> Result<Vec<ProcessInfo>, SystemError> {
+        let fact = Fact::Processes(name.to_string());
+        match self.fact(fact.clone())? {
+            FactValue::Processes(p) => Ok(p),
+            _ => Err(mismatch(&fact)),
+        }
+    }
+
+    fn fact(&self, fact: Fact) -> Result<FactValue, SystemError> {
+        match self.host() {
+            Some(h) => h.system(&fact),
+            None => wasm_fact(&fact),
+        }
+    }
+}
+
+/// Reads a fact through the `system` import.
+fn wasm_fact(fact: &Fact) -> Result<FactValue, SystemError> {
+    use crate::bindings::runcap::plugin::system as wit;
+    let err = |e: wit::Error| match e {
+        wit::Error::Denied(m) => SystemError::Denied(m),
+        wit::Error::Unavailable(m) => SystemError::Unavailable(m),
+    };
+    Ok(match fact {
+        Fact::Memory => {
+            let m = wit::memory().map_err(err)?;
+            FactValue::Memory(Memory {
+                total: m.total,
+                available: m.available,
+                swap_total: m.swap_total,
+                swap_free: m.swap_free,
+            })
+        }
+        Fact::Load => {
+            let l = wit::load().map_err(err)?;
+            FactValue::Load(Load {
+                one: l.one,
+                five: l.five,
+                fifteen: l.fifteen,
+                cpus: l.cpus,
+                cpu_percent: l.cpu_percent,
+            })
+        }
+        Fact::Disk(mount) => {
+            let d = wit::disk(mount).map_err(err)?;
+            FactValue::Disk(DiskUse {
+                mount: d.mount,
+                total: d.total,
+                available: d.available,
+                inodes_total: d.inodes_total,
+                inodes_free: d.inodes_free,
+            })
+        }
+        Fact::Processes(name) => FactValue::Processes(
+            wit::processes(name)
+                .map_err(err)?
+                .into_iter()
+                .map(|p| ProcessInfo {
+                    pid: p.pid,
+                    name: p.name,
+                    rss: p.rss,
+                    cpu_percent: p.cpu_percent,
+                    uptime_seconds: p.uptime_seconds,
+                })
+                .collect(),
+        ),
+    })
+}

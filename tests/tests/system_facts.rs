@@ -1,0 +1,164 @@
+//! The `system` capability end to end through the `resources` plugin: granted host facts
+//! are read and judged against thresholds, ungranted ones are denied naming the grant to
+//! add, `caps` shows exactly what may be read, and `check` refuses meaningless thresholds.
+
+use std::process::{Child, Command};
+
+use runcap_e2e::{Sandbox, plugin_lines, step};
+
+/// A `sleep` this test owns, killed when it ends.
+struct Sleeper(Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sandbox(steps: &str) -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[plugins.resources]
+{resources}
+grants.system = {{ memory = true, mounts = ["/"], processes = ["sleep"] }}
+
+{steps}
+"#,
+            resources = plugin_lines("resources"),
+        ),
+    );
+    sb
+}
+
+/// Memory in use according to /proc/meminfo, percent.
+fn meminfo_used_percent() -> f64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let field = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (total, available) = (field("MemTotal:"), field("MemAvailable:"));
+    (total - available) * 100.0 / total
+}
+
+#[test]
+fn granted_facts_are_judged_and_ungranted_ones_denied() {
+    let _sleeper = Sleeper(Command::new("sleep").arg("120").spawn().unwrap());
+    let sb = sandbox(
+        r#"
+[runbooks.healthy]
+steps = [{ id = "res", uses = "resources", with = { memory = { fail_above = 100 }, disks = { "/" = { fail_above = 100 } }, inodes = { "/" = { fail_above = 100 } }, processes = { sleep = { min = 1 } } } }]
+
+[runbooks.full]
+steps = [{ id = "res", uses = "resources", with = { disks = { "/" = { fail_above = 0 } } } }]
+
+[runbooks.ungranted]
+steps = [
+  { id = "load", uses = "resources", on_failure = "continue", with = { load_per_cpu = { fail_above = 4 } } },
+  { id = "mount", uses = "resources", with = { disks = { "/tmp" = { fail_above = 90 } } } },
+]
+"#,
+    );
+    sb.run(&["check"]).expect_code(0);
+
+    let report = sb.run(&["run", "healthy", "--json"]).expect_code(0).json();
+    let res = step(&report, "res");
+    assert_eq!(res["status"], "ok", "{res:#}");
+    let details = &res["details"];
+    assert!(
+        details["processes.sleep.count"].as_f64().unwrap() >= 1.0,
+        "{res:#}"
+    );
+    let memory = details["memory.used_percent"].as_f64().unwrap();
+    assert!(
+        (memory - meminfo_used_percent()).abs() < 10.0,
+        "{memory} vs /proc/meminfo"
+    );
+    let disk = details["disk./.used_percent"].as_f64().unwrap();
+    assert!(disk > 0.0 && disk <= 100.0, "{disk}");
+    let calls = res["calls"].to_string();
+    for target in ["memory", "/", "sleep"] {
+        assert!(calls.contains(&format!("\"{target}\"")), "{calls}");
+    }
+
+    let full = sb.run(&["run", "full", "--json"]);
+    assert_eq!(full.code(), 1, "{}", full.stdout());
+    let res = step(&full.json(), "res").clone();
+    assert_eq!(res["status"], "fail", "{res:#}");
+    assert!(
+        res["summary"].as_str().unwrap().contains("% is above 0%"),
+        "{res:#}"
+    );
+
+    let out = sb.run(&["run", "ungranted", "--json"]);
+    assert_eq!(out.code(), 1);
+    let report = out.json();
+    for (id, add) in [
+        ("load", "add load = true to plugins.resources.grants.system"),
+        (
+            "mount",
+            "add \"/tmp\" to plugins.resources.grants.system.mounts",
+        ),
+    ] {
+        let s = step(&report, id);
+        assert_eq!(s["status"], "fail", "{s:#}");
+        assert!(s["summary"].as_str().unwrap().contains(add), "{s:#}");
+    }
+}
+
+#[test]
+fn caps_shows_what_may_be_read_and_check_refuses_senseless_thresholds() {
+    let sb = sandbox(
+        r#"
+[runbooks.bad]
+steps = [{ id = "res", uses = "resources", with = { disks = { "/" = { fail_above = 120 } } } }]
+"#,
+    );
+    let caps = sb.run(&["caps"]).expect_code(0).stdout();
+    for line in ["memory and swap", "disk use of /", "processes named sleep"] {
+        assert!(caps.contains(line), "{caps}");
+    }
+    let check = sb.run(&["check"]);
+    assert_eq!(check.code(), 2, "{}", check.stdout());
+    assert!(
+        check
+            .stderr()
+            .contains("disks./: 120 is not a percentage (0 to 100)"),
+        "{}",
+        check.stderr()
+    );
+
+    // Without the grant, the plugin is refused at load with the TOML to add, and that
+    // TOML, pasted at the end of the manifest, is accepted.
+    let manifest = std::fs::read_to_string(sb.path().join("runcap.toml"))
+        .unwrap()
+        .replace(
+            "grants.system = { memory = true, mounts = [\"/\"], processes = [\"sleep\"] }\n",
+            "",
+        )
+        .replace("fail_above = 120", "fail_above = 90");
+    sb.write("runcap.toml", &manifest);
+    let refused = sb.run(&["check"]);
+    assert_eq!(refused.code(), 2);
+    let stderr = refused.stderr();
+    let hint_start = stderr
+        .find("[plugins.resources.grants.system]")
+        .expect(&stderr);
+    let hint: String = stderr[hint_start..]
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    sb.write("runcap.toml", &format!("{manifest}\n{hint}"));
+    sb.run(&["check"]).expect_code(0);
+}
