@@ -206,6 +206,20 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
     out
 }
 
+/// Why a fact could not be read; the plugin gets the text as `unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    System(#[from] sysinfo::Error),
+    #[error("cannot read {mount}: {source}")]
+    Mount {
+        mount: String,
+        source: std::io::Error,
+    },
+    #[error("the read did not finish: {0}")]
+    Abandoned(#[from] tokio::task::JoinError),
+}
+
 /// Space and inodes of the file system holding `mount`.
 fn statvfs(mount: &str) -> std::io::Result<wit::DiskUse> {
     let path = std::ffi::CString::new(mount)?;
@@ -226,11 +240,9 @@ fn statvfs(mount: &str) -> std::io::Result<wit::DiskUse> {
 
 /// Runs a blocking read of host facts off the action's thread.
 async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .unwrap_or_else(|e| Err(format!("the read did not finish: {e}")))
+    read: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, ReadError> {
+    tokio::task::spawn_blocking(read).await?
 }
 
 impl CapCtx<'_, SystemFacts> {
@@ -269,7 +281,7 @@ impl CapCtx<'_, SystemFacts> {
         &mut self,
         operation: &str,
         target: &str,
-        read: Result<T, String>,
+        read: Result<T, ReadError>,
     ) -> Result<T, wit::Error> {
         let record = CallRecord::allowed(SystemFacts::NAME, operation, target);
         match read {
@@ -279,15 +291,15 @@ impl CapCtx<'_, SystemFacts> {
             }
             Err(e) => {
                 self.record(record.with_result(format!("unavailable: {e}")));
-                Err(wit::Error::Unavailable(e))
+                Err(wit::Error::Unavailable(e.to_string()))
             }
         }
     }
 }
 
-/// A sysinfo reading, with its error as text for the plugin.
-fn system(refresh: RefreshKind) -> Result<System, String> {
-    System::new_with_specifics(refresh).map_err(|e| e.to_string())
+/// A sysinfo reading of what `refresh` names.
+fn system(refresh: RefreshKind) -> Result<System, ReadError> {
+    Ok(System::new_with_specifics(refresh)?)
 }
 
 impl wit::Host for CapCtx<'_, SystemFacts> {
@@ -319,7 +331,7 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
                 tokio::time::sleep(CPU_SAMPLE).await;
                 blocking(move || {
                     sys.refresh_cpu_usage();
-                    let avg = System::load_average().map_err(|e| e.to_string())?;
+                    let avg = System::load_average()?;
                     Ok(wit::LoadInfo {
                         one: avg.one,
                         five: avg.five,
@@ -341,7 +353,8 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         }
         let at = mount.clone();
         let read =
-            blocking(move || statvfs(&at).map_err(|e| format!("cannot read {at}: {e}"))).await;
+            blocking(move || statvfs(&at).map_err(|source| ReadError::Mount { mount: at, source }))
+                .await;
         Ok(self.answer("disk", &mount, read))
     }
 

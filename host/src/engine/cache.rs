@@ -161,19 +161,30 @@ pub enum CacheError<E> {
     Artifact(wasmtime::Error),
 }
 
+/// What is wrong with a cache entry that is not used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum EntryProblem {
+    #[error("has no runcap header")]
+    NoHeader,
+    #[error("was compiled from another component")]
+    OtherComponent,
+    #[error("does not match its recorded digest")]
+    Altered,
+}
+
 /// The artifact bytes of an entry, if its header names `sha256` as its component and
-/// the artifact's own digest; otherwise what is wrong with it.
-fn verified_artifact<'a>(entry: &'a [u8], sha256: &str) -> Result<&'a [u8], &'static str> {
+/// the artifact's own digest.
+fn verified_artifact<'a>(entry: &'a [u8], sha256: &str) -> Result<&'a [u8], EntryProblem> {
     if entry.len() < HEADER_LEN || &entry[..8] != MAGIC {
-        return Err("has no runcap header");
+        return Err(EntryProblem::NoHeader);
     }
     let (component, rest) = entry[8..].split_at(32);
     let (digest, artifact) = rest.split_at(32);
     if hex::encode(component) != sha256 {
-        return Err("was compiled from another component");
+        return Err(EntryProblem::OtherComponent);
     }
     if Sha256::digest(artifact).as_slice() != digest {
-        return Err("does not match its recorded digest");
+        return Err(EntryProblem::Altered);
     }
     Ok(artifact)
 }
@@ -272,17 +283,17 @@ mod tests {
         let other = hex::encode(Sha256::digest(b"another component"));
         assert_eq!(
             verified_artifact(&entry, &other),
-            Err("was compiled from another component")
+            Err(EntryProblem::OtherComponent)
         );
         let mut patched = entry.clone();
         *patched.last_mut().unwrap() ^= 1;
         assert_eq!(
             verified_artifact(&patched, &sha),
-            Err("does not match its recorded digest")
+            Err(EntryProblem::Altered)
         );
         assert_eq!(
             verified_artifact(b"artifact", &sha),
-            Err("has no runcap header")
+            Err(EntryProblem::NoHeader)
         );
     }
 
