@@ -229,6 +229,8 @@ impl ActionReport {
 type CallResult =
     Result<wasmtime::Result<Result<wit::Outcome, wit::ActionError>>, tokio::time::error::Elapsed>;
 
+/// Turns a finished (or timed-out) call into the action's report: what it captured,
+/// then its outcome or the reason it failed, redacted.
 fn finish(
     mut store: Store<HostState>,
     result: CallResult,
@@ -236,9 +238,42 @@ fn finish(
     output_limit: u64,
     elapsed: Duration,
 ) -> ActionReport {
+    let mut report = captured(&mut store, elapsed);
+    let state = store.data();
+    let redactor = state.core.redactor.clone();
+    let failure = match result {
+        Err(_) => Some((
+            FailureKind::Timeout,
+            format!(
+                "did not finish within {}",
+                humantime::format_duration(limit)
+            ),
+        )),
+        Ok(Err(trap)) => Some(classify_trap(
+            &trap,
+            state.limiter.hit,
+            limit,
+            &report.stderr.text,
+        )),
+        Ok(Ok(Err(e))) => Some(match e {
+            wit::ActionError::InvalidParams(m) => (FailureKind::InvalidParams, m),
+            wit::ActionError::Denied(m) => (FailureKind::Denied, m),
+            wit::ActionError::Failed(m) => (FailureKind::PluginError, m),
+        }),
+        Ok(Ok(Ok(outcome))) => report.take_outcome(outcome, output_limit, &redactor).err(),
+    };
+    if let Some((kind, message)) = failure {
+        report.fail(kind, message);
+    }
+    report.scrub(&redactor);
+    report
+}
+
+/// A report holding what the action logged and printed, and the calls it made; it
+/// stands as failed until an outcome is taken into it.
+fn captured(store: &mut Store<HostState>, elapsed: Duration) -> ActionReport {
     let log = store.data_mut().take_state::<Log>();
     let state = store.data_mut();
-    let redactor = state.core.redactor.clone();
     let (mut stdout, mut stdout_dropped) = state.stdout.take();
     let (mut stderr, mut stderr_dropped) = state.stderr.take();
     for (text, dropped) in [
@@ -249,7 +284,7 @@ fn finish(
             *dropped += crate::redaction::drop_cut_line(text);
         }
     }
-    let mut report = ActionReport {
+    ActionReport {
         status: Status::Fail,
         summary: String::new(),
         details: serde_json::json!({}),
@@ -267,84 +302,65 @@ fn finish(
         },
         calls: std::mem::take(&mut state.core.calls),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
-    };
-    let fail = |report: &mut ActionReport, kind: FailureKind, message: String| {
-        report.status = Status::Fail;
-        report.summary = format!("{}: {message}", kind.as_str());
-        report.failure = Some(Failure { kind, message });
-    };
-    match result {
-        Err(_) => fail(
-            &mut report,
-            FailureKind::Timeout,
-            format!(
-                "did not finish within {}",
-                humantime::format_duration(limit)
-            ),
-        ),
-        Ok(Err(trap)) => {
-            let (kind, message) =
-                classify_trap(&trap, state.limiter.hit, limit, &report.stderr.text);
-            fail(&mut report, kind, message);
-        }
-        Ok(Ok(Err(e))) => {
-            let (kind, message) = match e {
-                wit::ActionError::InvalidParams(m) => (FailureKind::InvalidParams, m),
-                wit::ActionError::Denied(m) => (FailureKind::Denied, m),
-                wit::ActionError::Failed(m) => (FailureKind::PluginError, m),
-            };
-            fail(&mut report, kind, message);
-        }
-        Ok(Ok(Ok(outcome))) => {
-            let size = outcome.summary.len()
-                + outcome.details.len()
-                + outcome
-                    .metrics
-                    .iter()
-                    .map(|m| m.name.len() + 8)
-                    .sum::<usize>();
-            if size as u64 > output_limit {
-                fail(
-                    &mut report,
-                    FailureKind::OutputTooLarge,
-                    format!(
-                        "the outcome is {} bytes, over the plugin's output limit of {} (raise limits.output if this is expected)",
-                        size, output_limit
-                    ),
-                );
-                report.scrub(&redactor);
-                return report;
-            }
-            match serde_json::from_str::<serde_json::Value>(&outcome.details) {
-                Ok(v @ serde_json::Value::Object(_)) => report.details = v,
-                Ok(serde_json::Value::Null) | Err(_) if outcome.details.trim().is_empty() => {}
-                _ => {
-                    fail(
-                        &mut report,
-                        FailureKind::PluginError,
-                        "the plugin returned details that are not a JSON object".into(),
-                    );
-                    report.scrub(&redactor);
-                    return report;
-                }
-            }
-            report.status = match outcome.status {
-                wit::Status::Ok => Status::Ok,
-                wit::Status::Warn => Status::Warn,
-                wit::Status::Fail => Status::Fail,
-            };
-            // Redacted before it is cut to one line, so no value is kept half-redacted.
-            report.summary = one_line(&redactor.redact_str(&outcome.summary));
-            report.metrics = outcome
-                .metrics
-                .into_iter()
-                .filter(|m| m.value.is_finite())
-                .map(|m| (m.name, m.value))
-                .collect();
-        }
     }
-    report.scrub(&redactor);
-    report
+}
+
+impl ActionReport {
+    /// Marks the report failed, for `kind`.
+    fn fail(&mut self, kind: FailureKind, message: String) {
+        self.status = Status::Fail;
+        self.summary = format!("{}: {message}", kind.as_str());
+        self.failure = Some(Failure { kind, message });
+    }
+
+    /// Takes a plugin's outcome: status, summary (redacted, one line), details and
+    /// metrics; or the failure it amounts to (too large, details not an object).
+    fn take_outcome(
+        &mut self,
+        outcome: wit::Outcome,
+        output_limit: u64,
+        redactor: &runcap_redact::Redactor,
+    ) -> Result<(), (FailureKind, String)> {
+        let size = outcome.summary.len()
+            + outcome.details.len()
+            + outcome
+                .metrics
+                .iter()
+                .map(|m| m.name.len() + 8)
+                .sum::<usize>();
+        if size as u64 > output_limit {
+            return Err((
+                FailureKind::OutputTooLarge,
+                format!(
+                    "the outcome is {size} bytes, over the plugin's output limit of {output_limit} (raise limits.output if this is expected)"
+                ),
+            ));
+        }
+        match serde_json::from_str::<serde_json::Value>(&outcome.details) {
+            Ok(v @ serde_json::Value::Object(_)) => self.details = v,
+            Ok(serde_json::Value::Null) | Err(_) if outcome.details.trim().is_empty() => {}
+            _ => {
+                return Err((
+                    FailureKind::PluginError,
+                    "the plugin returned details that are not a JSON object".into(),
+                ));
+            }
+        }
+        self.status = match outcome.status {
+            wit::Status::Ok => Status::Ok,
+            wit::Status::Warn => Status::Warn,
+            wit::Status::Fail => Status::Fail,
+        };
+        // Redacted before it is cut to one line, so no value is kept half-redacted.
+        self.summary = one_line(&redactor.redact_str(&outcome.summary));
+        self.metrics = outcome
+            .metrics
+            .into_iter()
+            .filter(|m| m.value.is_finite())
+            .map(|m| (m.name, m.value))
+            .collect();
+        Ok(())
+    }
 }
 
 /// Names how a call that trapped went wrong, using what the host knows of it.

@@ -329,6 +329,18 @@ fn cell(text: &str) -> String {
 /// each grant is written.
 fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
     let mut md = String::new();
+    review_header(&mut md, env, report);
+    summary_table(&mut md, report);
+    for p in report {
+        plugin_section(&mut md, p);
+    }
+    declarations(&mut md, env);
+    since_approval(&mut md, env, report);
+    md
+}
+
+/// The document's title, the manifest chain and policy, and the attention line.
+fn review_header(md: &mut String, env: &Environment, report: &[PluginCaps]) {
     let sources = &env.source;
     let _ = writeln!(md, "# Capability review: environment `{}`\n", env.name);
     let _ = writeln!(
@@ -386,7 +398,10 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
             "> **Attention:** {over} over-grant(s) (granted, never imported) and {refused} import(s) without a grant (refused at load). See the plugins marked ⚠ below.\n"
         );
     }
+}
 
+/// One row per plugin: digest, imports, grants, over-grants, runbooks.
+fn summary_table(md: &mut String, report: &[PluginCaps]) {
     let _ = writeln!(md, "## Summary\n");
     let _ = writeln!(
         md,
@@ -431,106 +446,111 @@ fn markdown(env: &Environment, report: &[PluginCaps]) -> String {
             }
         );
     }
+}
 
-    for p in report {
-        let _ = writeln!(md, "\n## `{}`\n", p.name);
-        let _ = writeln!(md, "- **sha256** `{}`", p.sha256);
-        let _ = writeln!(md, "- **file** `{}`", cell(&tidy(Path::new(&p.path))));
-        let _ = writeln!(
-            md,
-            "- **limits** memory {}, time {}, output {}",
-            p.limits.memory, p.limits.time, p.limits.output
-        );
-        match p.imports() {
-            Ok(i) => {
-                let caps = capability_imports(i, &p.grants);
-                let other = i.len()
-                    - caps.len()
-                    - i.iter()
-                        .filter(|x| x.as_str() == crate::caps::TYPES_INTERFACE)
-                        .count();
-                let _ = writeln!(
-                    md,
-                    "- **imports** {}{}",
-                    if caps.is_empty() {
-                        "no runcap capability".to_string()
-                    } else {
-                        caps.iter()
-                            .map(|c| format!("`{c}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    },
-                    if other > 0 {
-                        format!(
-                            " (and {other} WASI interfaces, which reach nothing runcap does not grant)"
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(md, "- **imports** unknown: {}", cell(e));
-            }
-        }
-        let _ = writeln!(
-            md,
-            "- **used by** {}",
-            if p.used_by.is_empty() {
-                "no runbook".to_string()
-            } else {
-                p.used_by
-                    .iter()
-                    .map(|r| format!("`{r}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        );
-        let _ = writeln!(md);
-        if p.grants.is_empty() {
+/// One plugin in full: file, limits, imports, runbooks, each grant and where it is
+/// written, over-grants and refused imports.
+fn plugin_section(md: &mut String, p: &PluginCaps) {
+    let _ = writeln!(md, "\n## `{}`\n", p.name);
+    let _ = writeln!(md, "- **sha256** `{}`", p.sha256);
+    let _ = writeln!(md, "- **file** `{}`", cell(&tidy(Path::new(&p.path))));
+    let _ = writeln!(
+        md,
+        "- **limits** memory {}, time {}, output {}",
+        p.limits.memory, p.limits.time, p.limits.output
+    );
+    match p.imports() {
+        Ok(i) => {
+            let caps = capability_imports(i, &p.grants);
+            let other = i.len()
+                - caps.len()
+                - i.iter()
+                    .filter(|x| x.as_str() == crate::caps::TYPES_INTERFACE)
+                    .count();
             let _ = writeln!(
                 md,
-                "Granted nothing: it can compute and log, and nothing else."
-            );
-        } else {
-            let _ = writeln!(md, "| capability | granted | written at |\n|---|---|---|");
-            for g in &p.grants {
-                let flag = if p.over_grants.iter().any(|o| o == g.capability) {
-                    " ⚠ over-grant"
+                "- **imports** {}{}",
+                if caps.is_empty() {
+                    "no runcap capability".to_string()
                 } else {
-                    ""
-                };
-                let entries: Vec<String> = g.entries.iter().map(|e| cell(e)).collect();
-                let _ = writeln!(
-                    md,
-                    "| {}{flag} | {} | `{}` |",
-                    g.capability,
-                    if entries.is_empty() {
-                        "(nothing)".into()
-                    } else {
-                        entries.join("<br>")
-                    },
-                    cell(&g.written_at)
-                );
-            }
-        }
-        for o in &p.over_grants {
-            let _ = writeln!(
-                md,
-                "\n> ⚠ **Over-grant:** `{o}` is granted, but the component never imports it. Remove `[plugins.{}.grants.{o}]` unless a new version will need it.",
-                p.name
+                    caps.iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                if other > 0 {
+                    format!(
+                        " (and {other} WASI interfaces, which reach nothing runcap does not grant)"
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
-        for u in &p.ungranted_imports {
+        Err(e) => {
+            let _ = writeln!(md, "- **imports** unknown: {}", cell(e));
+        }
+    }
+    let _ = writeln!(
+        md,
+        "- **used by** {}",
+        if p.used_by.is_empty() {
+            "no runbook".to_string()
+        } else {
+            p.used_by
+                .iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let _ = writeln!(md);
+    grant_table(md, p);
+}
+
+/// Each grant of a plugin and where it is written, then its over-grants and the
+/// imports refused for want of a grant.
+fn grant_table(md: &mut String, p: &PluginCaps) {
+    if p.grants.is_empty() {
+        let _ = writeln!(
+            md,
+            "Granted nothing: it can compute and log, and nothing else."
+        );
+    } else {
+        let _ = writeln!(md, "| capability | granted | written at |\n|---|---|---|");
+        for g in &p.grants {
+            let flag = if p.over_grants.iter().any(|o| o == g.capability) {
+                " ⚠ over-grant"
+            } else {
+                ""
+            };
+            let entries: Vec<String> = g.entries.iter().map(|e| cell(e)).collect();
             let _ = writeln!(
                 md,
-                "\n> ✘ **Refused:** the component imports `{u}` without a grant, so runcap refuses to load it."
+                "| {}{flag} | {} | `{}` |",
+                g.capability,
+                if entries.is_empty() {
+                    "(nothing)".into()
+                } else {
+                    entries.join("<br>")
+                },
+                cell(&g.written_at)
             );
         }
     }
-    declarations(&mut md, env);
-    since_approval(&mut md, env, report);
-    md
+    for o in &p.over_grants {
+        let _ = writeln!(
+            md,
+            "\n> ⚠ **Over-grant:** `{o}` is granted, but the component never imports it. Remove `[plugins.{}.grants.{o}]` unless a new version will need it.",
+            p.name
+        );
+    }
+    for u in &p.ungranted_imports {
+        let _ = writeln!(
+            md,
+            "\n> ✘ **Refused:** the component imports `{u}` without a grant, so runcap refuses to load it."
+        );
+    }
 }
 
 /// The services and secrets grants refer to: what a granted verb actually runs, and
