@@ -57,6 +57,18 @@ pub fn validate_secrets(
     out
 }
 
+/// Why a secret's value cannot be had. Cloneable: a read's result is kept for the
+/// process, failures included, so every caller sees the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("no secret `{0}` is defined")]
+    Undefined(String),
+    #[error("environment variable {0} is not set")]
+    EnvUnset(String),
+    #[error("cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
 /// The environment's secrets. Every value is read once, the first time any is asked
 /// for (in practice when the redactor is built, before any plugin runs), and that
 /// snapshot is all this process ever hands out: a secret rotated while runcap runs
@@ -65,7 +77,7 @@ pub fn validate_secrets(
 #[derive(Debug, Default)]
 pub struct SecretStore {
     sources: BTreeMap<String, SecretSource>,
-    snapshot: std::sync::OnceLock<BTreeMap<String, Result<String, String>>>,
+    snapshot: std::sync::OnceLock<BTreeMap<String, Result<String, SecretError>>>,
 }
 
 impl SecretStore {
@@ -76,7 +88,7 @@ impl SecretStore {
         }
     }
 
-    fn snapshot(&self) -> &BTreeMap<String, Result<String, String>> {
+    fn snapshot(&self) -> &BTreeMap<String, Result<String, SecretError>> {
         self.snapshot.get_or_init(|| {
             self.sources
                 .keys()
@@ -86,23 +98,26 @@ impl SecretStore {
     }
 
     /// The value of a secret, as it was when this process first read its secrets.
-    pub fn value(&self, name: &str) -> Result<String, String> {
+    pub fn value(&self, name: &str) -> Result<String, SecretError> {
         match self.snapshot().get(name) {
             Some(v) => v.clone(),
-            None => Err(format!("no secret `{name}` is defined")),
+            None => Err(SecretError::Undefined(name.to_string())),
         }
     }
 
     /// Reads a secret from its source now.
-    fn read(&self, name: &str) -> Result<String, String> {
+    fn read(&self, name: &str) -> Result<String, SecretError> {
         match self.sources.get(name) {
-            None => Err(format!("no secret `{name}` is defined")),
+            None => Err(SecretError::Undefined(name.to_string())),
             Some(SecretSource::Env(var)) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+                std::env::var(var).map_err(|_| SecretError::EnvUnset(var.clone()))
             }
             Some(SecretSource::File(p)) => std::fs::read_to_string(p)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+                .map_err(|e| SecretError::File {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                }),
         }
     }
 

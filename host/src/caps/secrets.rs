@@ -164,7 +164,7 @@ impl wit::Host for CapCtx<'_, Secrets> {
                     CallRecord::allowed(Secrets::NAME, "get", &name)
                         .with_result(format!("unavailable: {e}")),
                 );
-                Ok(Err(wit::Error::Unavailable(e)))
+                Ok(Err(wit::Error::Unavailable(e.to_string())))
             }
         }
     }

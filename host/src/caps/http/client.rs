@@ -93,6 +93,15 @@ impl Resolve for GrantResolver {
     }
 }
 
+/// Why a plugin's HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Tls(#[from] crate::net::TlsError),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+}
+
 /// One plugin's HTTP client: connection pool, TLS roots and policy.
 pub struct HttpClient {
     grant: Arc<HttpGrant>,
@@ -101,8 +110,8 @@ pub struct HttpClient {
 
 impl HttpClient {
     /// Builds the client for a grant; called once per plugin at load.
-    pub fn new(grant: Arc<HttpGrant>) -> Result<Self, String> {
-        let tls = crate::net::tls_config(&grant.ca).map_err(|e| e.to_string())?;
+    pub fn new(grant: Arc<HttpGrant>) -> Result<Self, ClientError> {
+        let tls = crate::net::tls_config(&grant.ca)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .tls_info(true)
@@ -112,8 +121,7 @@ impl HttpClient {
             .dns_resolver(Arc::new(GrantResolver {
                 grant: grant.clone(),
             }))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(HttpClient { grant, client })
     }
 

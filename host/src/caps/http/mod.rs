@@ -59,7 +59,7 @@ impl Capability for Http {
     }
 
     fn prepare(grant: Arc<HttpGrant>, _: &Resources) -> Result<HttpClient, PrepareError> {
-        HttpClient::new(grant).map_err(PrepareError)
+        HttpClient::new(grant).map_err(|e| PrepareError(e.to_string()))
     }
 
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
