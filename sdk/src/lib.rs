@@ -22,6 +22,7 @@ extern crate self as runcap_sdk;
 
 mod backup;
 mod context;
+mod duration;
 mod faults;
 mod http;
 mod notify;
@@ -36,6 +37,7 @@ pub use backup::{
     RestoreReport, RestoreRequest, SnapshotInfo, SnapshotReport, VerifyReport,
 };
 pub use context::{Context, Host, Level};
+pub use duration::HumanDuration;
 pub use faults::{Fault, FaultError, FaultKind, FaultSpec};
 pub use http::{HttpError, HttpRequest, HttpResponse, Method};
 pub use notify::{Notification, NotifyError, Severity};

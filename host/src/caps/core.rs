@@ -82,6 +82,15 @@ pub trait Capability: Sized + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The names a grant lets params refer to, for `kind` (`""` or one the capability
+    /// defines, such as notify's `channels`): a plugin's params schema marks a field with
+    /// `"x-runcap-grant": "CAP"` or `"CAP.KIND"`, and `runcap check` refuses a value not
+    /// among these. `grant` is `None` when the plugin has none; `None` back means the
+    /// capability has no such kind.
+    fn granted_names(_grant: Option<&Self::Grant>, _kind: &str) -> Option<Vec<String>> {
+        None
+    }
+
     /// Rewrites relative paths in a grant as written to absolute ones, `dir_of` giving
     /// the directory of the file that wrote the key at a path (relative to the grant), so
     /// grants written in different files compare by where they point.
@@ -501,6 +510,7 @@ pub trait Entry: Sync {
     fn describe(&self, grants: &ValidGrants) -> Vec<String>;
     fn risks(&self, grants: &ValidGrants) -> Vec<String>;
     fn secrets(&self, grants: &ValidGrants) -> Vec<String>;
+    fn granted_names(&self, grants: &ValidGrants, kind: &str) -> Option<Vec<String>>;
     fn resolve_paths(&self, raw: &mut toml::Value, dir_of: &dyn Fn(&KeyPath) -> PathBuf);
     fn prepare(
         &self,
@@ -587,6 +597,10 @@ impl<C: Capability> Entry for Registered<C> {
             .get::<C, C::Grant>()
             .map(|g| C::secrets(g))
             .unwrap_or_default()
+    }
+
+    fn granted_names(&self, grants: &ValidGrants, kind: &str) -> Option<Vec<String>> {
+        C::granted_names(grants.get::<C, C::Grant>(), kind)
     }
 
     fn resolve_paths(&self, raw: &mut toml::Value, dir_of: &dyn Fn(&KeyPath) -> PathBuf) {

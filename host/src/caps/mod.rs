@@ -67,6 +67,13 @@ pub fn by_name(name: &str) -> Option<&'static dyn Entry> {
     REGISTRY.iter().copied().find(|c| c.name() == name)
 }
 
+/// The names `grants` lets params refer to for a schema mark `CAP` or `CAP.KIND` (see
+/// [`Capability::granted_names`]); `None` when no capability defines the mark.
+pub fn granted_names(grants: &ValidGrants, mark: &str) -> Option<Vec<String>> {
+    let (cap, kind) = mark.split_once('.').unwrap_or((mark, ""));
+    by_name(cap)?.granted_names(grants, kind)
+}
+
 /// The registered capability whose interface this is.
 pub fn by_interface(interface: &str) -> Option<&'static dyn Entry> {
     REGISTRY

@@ -66,6 +66,14 @@ impl Capability for Notify {
         Notifier::new(grant)
     }
 
+    fn granted_names(grant: Option<&NotifyGrant>, kind: &str) -> Option<Vec<String>> {
+        (kind == "channels").then(|| {
+            grant
+                .map(|g| g.channels.keys().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
     }

@@ -64,6 +64,14 @@ impl Capability for Secrets {
         })
     }
 
+    fn granted_names(grant: Option<&SecretsGrant>, kind: &str) -> Option<Vec<String>> {
+        kind.is_empty().then(|| {
+            grant
+                .map(|g| g.names.iter().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
     }

@@ -62,6 +62,14 @@ impl Capability for Services {
         })
     }
 
+    fn granted_names(grant: Option<&ServicesGrant>, kind: &str) -> Option<Vec<String>> {
+        kind.is_empty().then(|| {
+            grant
+                .map(|g| g.services.keys().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
     }

@@ -52,6 +52,14 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
             Err(e) => problems.push(e.to_string()),
         }
     }
+    let mut marks = std::collections::BTreeMap::new();
+    for (name, plugin) in &loaded {
+        if let Ok(d) = runner::describe(&runtime, plugin).await
+            && let Ok(schema) = serde_json::from_str(&d.params_schema)
+        {
+            marks.insert(name.clone(), grant_marks(&schema));
+        }
+    }
     for (rb_name, rb) in &env.runbooks {
         let mut ok = true;
         for (path, step) in every_step(rb_name, rb) {
@@ -82,6 +90,15 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
                         .trim_start_matches("error: ")
                         .to_string(),
                 );
+                continue;
+            }
+            for (field, mark) in marks.get(&step.uses).into_iter().flatten() {
+                if let Some(problem) =
+                    ungranted_name(&env, &path, &step.uses, plugin, &params, field, mark)
+                {
+                    ok = false;
+                    problems.push(problem);
+                }
             }
         }
         if ok {
@@ -116,6 +133,80 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
         );
         2
     }
+}
+
+/// Params fields a plugin's schema marks as naming something its grants must list,
+/// with the mark (`"x-runcap-grant": "services"`, `"notify.channels"`): the top-level
+/// properties, and those of each variant of a top-level `oneOf`/`anyOf`/`allOf`.
+fn grant_marks(schema: &serde_json::Value) -> Vec<(String, String)> {
+    let mut objects = vec![schema];
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(variants) = schema.get(key).and_then(|v| v.as_array()) {
+            objects.extend(variants);
+        }
+    }
+    let mut out: Vec<(String, String)> = objects
+        .into_iter()
+        .filter_map(|o| o.get("properties").and_then(|p| p.as_object()))
+        .flatten()
+        .filter_map(|(field, prop)| {
+            let mark = prop.get("x-runcap-grant")?.as_str()?;
+            Some((field.clone(), mark.to_string()))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A step whose param `field` (marked `mark`) names something the plugin's grants do not
+/// list, as a located problem; templated values are left to run time.
+fn ungranted_name(
+    env: &crate::manifest::Environment,
+    step: &crate::manifest::KeyPath,
+    uses: &str,
+    plugin: &crate::engine::Plugin,
+    params: &serde_json::Value,
+    field: &str,
+    mark: &str,
+) -> Option<String> {
+    let values: Vec<&str> = match params.get(field)? {
+        serde_json::Value::String(s) => vec![s.as_str()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).collect(),
+        _ => return None,
+    };
+    let granted = crate::caps::granted_names(&plugin.spec.grants, mark)?;
+    let missing: Vec<&str> = values
+        .into_iter()
+        .filter(|v| !granted.iter().any(|g| g == v))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let listed = if granted.is_empty() {
+        "it is granted none".to_string()
+    } else {
+        format!("granted: {}", granted.join(", "))
+    };
+    let d = Diagnostic::at(
+        &env.source,
+        &step.key("with").key(field),
+        format!(
+            "`{field}` names {}, which plugin `{uses}` is not granted ({mark})",
+            missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(listed),
+    );
+    Some(
+        d.to_string()
+            .trim_end()
+            .trim_start_matches("error: ")
+            .to_string(),
+    )
 }
 
 /// Every secret a grant needs must be readable now (its value is read, never printed);

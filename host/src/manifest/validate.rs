@@ -522,10 +522,7 @@ fn step_list(
         if let Some(cond) = &s.when {
             check_text(v, &sp.key("when"), cond, true, &scope);
         }
-        let timeout = s
-            .timeout
-            .as_ref()
-            .and_then(|t| v.duration(&sp.key("timeout"), t));
+        let timeout = step_timeout(v, &sp, s.timeout.as_deref(), &s.uses, plugins);
         let mut retry = Retry {
             retries: s.retries.unwrap_or(0),
             ..Retry::default()
@@ -560,15 +557,13 @@ fn step_list(
             };
             let with = toml_to_json(toml::Value::Table(r.with));
             check_templates(v, &rp.key("with"), &with, &rscope);
+            let timeout = step_timeout(v, &rp, r.timeout.as_deref(), &r.uses, plugins);
             Box::new(Step {
                 id: format!("{id}.rollback"),
                 uses: r.uses,
                 with,
                 when: None,
-                timeout: r
-                    .timeout
-                    .as_ref()
-                    .and_then(|t| v.duration(&rp.key("timeout"), t)),
+                timeout,
                 retry: Retry::default(),
                 on_failure: OnFailure::Continue,
                 rollback: None,
@@ -588,6 +583,36 @@ fn step_list(
         });
     }
     out
+}
+
+/// A step's `timeout`, which must fit within its plugin's `limits.time`: a longer one
+/// would be cut to the limit without a word, so it is refused with both fixes.
+fn step_timeout(
+    v: &mut Validator,
+    step: &KeyPath,
+    text: Option<&str>,
+    uses: &str,
+    plugins: &BTreeMap<String, PluginSpec>,
+) -> Option<Duration> {
+    let at = step.key("timeout");
+    let timeout = v.duration(&at, text?)?;
+    let limit = plugins.get(uses)?.limits.time;
+    if timeout > limit {
+        v.error(
+            &at,
+            format!(
+                "timeout {} is longer than plugin `{uses}`'s time limit of {}, which would cut it short",
+                humantime::format_duration(timeout),
+                humantime::format_duration(limit)
+            ),
+            format!(
+                "shorten it, or raise the limit: limits = {{ time = \"{}\" }} under [plugins.{uses}]",
+                humantime::format_duration(timeout)
+            ),
+        );
+        return None;
+    }
+    Some(timeout)
 }
 
 /// A step's `watch`: both periods set, the period shorter than the duration, and no

@@ -99,10 +99,22 @@ pub(super) fn validate(
         args: c.args,
         cwd,
         env: c.env,
-        pid_file: c
-            .pid_file
-            .as_ref()
-            .map(|p| v.resolve(&path.key("pid_file"), p)),
+        pid_file: c.pid_file.as_ref().map(|p| {
+            let at = path.key("pid_file");
+            let file = v.resolve(&at, p);
+            // Known now rather than at the start that cannot write it.
+            if let Some(dir) = file.parent().filter(|d| !d.is_dir()) {
+                v.error(
+                    &at,
+                    format!("the pid file's directory {} does not exist", dir.display()),
+                    format!(
+                        "create it (mkdir -p {}), or name a file in an existing directory",
+                        dir.display()
+                    ),
+                );
+            }
+            file
+        }),
         stop_signal,
         grace,
     })

@@ -14,7 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use runcap_sdk::{ActionError, Context, FaultKind, FaultSpec, HttpError, HttpRequest, Outcome};
+use runcap_sdk::{
+    ActionError, Context, FaultKind, FaultSpec, HttpError, HttpRequest, HumanDuration, Outcome,
+};
 
 /// Which part of a drill to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
@@ -34,7 +36,7 @@ pub struct SteadyState {
     pub status: Option<u16>,
     /// A response slower than this does not count as steady (default "2s").
     #[serde(default = "two_seconds")]
-    pub within: String,
+    pub within: HumanDuration,
 }
 
 /// The fault to inject.
@@ -46,9 +48,9 @@ pub struct FaultParams {
     pub target: String,
     /// How long the fault may last (default "30s"); the host reverts it then at the latest.
     #[serde(default = "thirty_seconds")]
-    pub duration: String,
+    pub duration: HumanDuration,
     /// latency: added to each new connection, e.g. "300ms".
-    pub latency: Option<String>,
+    pub latency: Option<HumanDuration>,
     /// drop: share of connections dropped, 0.0–1.0.
     pub drop_rate: Option<f32>,
     /// corrupt-file: the file inside the target directory.
@@ -67,13 +69,13 @@ pub struct Params {
     pub fault: Option<FaultParams>,
     /// drill: how long to hold the fault while observing (default "2s").
     #[serde(default = "two_seconds")]
-    pub hold: String,
+    pub hold: HumanDuration,
     /// The recovery time objective: steady state must be back within this of the injection.
     #[serde(default = "two_minutes")]
-    pub rto: String,
+    pub rto: HumanDuration,
     /// Delay between probes (default "100ms").
     #[serde(default = "hundred_ms")]
-    pub interval: String,
+    pub interval: HumanDuration,
     /// observe: when the fault began (milliseconds since the epoch), e.g.
     /// "{{ steps.inject.details.injected_at_ms }}".
     pub since_ms: Option<u64>,
@@ -85,23 +87,17 @@ pub struct Params {
 fn drill() -> Action {
     Action::Drill
 }
-fn two_seconds() -> String {
-    "2s".into()
+fn two_seconds() -> HumanDuration {
+    HumanDuration::secs(2)
 }
-fn thirty_seconds() -> String {
-    "30s".into()
+fn thirty_seconds() -> HumanDuration {
+    HumanDuration::secs(30)
 }
-fn two_minutes() -> String {
-    "2m".into()
+fn two_minutes() -> HumanDuration {
+    HumanDuration::secs(120)
 }
-fn hundred_ms() -> String {
-    "100ms".into()
-}
-
-fn duration(name: &str, text: &str) -> Result<Duration, ActionError> {
-    humantime::parse_duration(text).map_err(|e| {
-        ActionError::InvalidParams(format!("{name}: `{text}` is not a duration ({e})"))
-    })
+fn hundred_ms() -> HumanDuration {
+    HumanDuration::millis(100)
 }
 
 fn now_ms() -> u64 {
@@ -121,7 +117,7 @@ pub struct Probe {
 
 /// Probes the steady-state URL once.
 pub fn probe(ctx: &Context, s: &SteadyState) -> Result<Probe, ActionError> {
-    let within = duration("steady_state.within", &s.within)?;
+    let within = s.within.get();
     let started = Instant::now();
     // A fresh connection each time, so faults on new connections (latency, drops) show.
     let req = HttpRequest::get(&s.url)
@@ -202,12 +198,8 @@ fn spec(f: &FaultParams) -> Result<FaultSpec, ActionError> {
     Ok(FaultSpec {
         kind: f.kind,
         target: f.target.clone(),
-        duration: duration("fault.duration", &f.duration)?,
-        latency: f
-            .latency
-            .as_deref()
-            .map(|l| duration("fault.latency", l))
-            .transpose()?,
+        duration: f.duration.get(),
+        latency: f.latency.map(HumanDuration::get),
         drop_rate: f.drop_rate,
         path: f.path.clone(),
         days: f.days,
@@ -233,9 +225,9 @@ fn verdict(o: Outcome, recovery: &Recovery, rto: Duration) -> Outcome {
 
 /// The action.
 pub fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
-    let rto = duration("rto", &p.rto)?;
-    let hold = duration("hold", &p.hold)?;
-    let interval = duration("interval", &p.interval)?;
+    let rto = p.rto.get();
+    let hold = p.hold.get();
+    let interval = p.interval.get();
     let need_fault = || {
         p.fault
             .as_ref()
@@ -380,20 +372,20 @@ mod tests {
             steady_state: Some(SteadyState {
                 url: "http://svc/health".into(),
                 status: None,
-                within: "2s".into(),
+                within: HumanDuration::secs(2),
             }),
             fault: Some(FaultParams {
                 kind: FaultKind::Partition,
                 target: "api".into(),
-                duration: "10s".into(),
+                duration: HumanDuration::secs(10),
                 latency: None,
                 drop_rate: None,
                 path: None,
                 days: None,
             }),
-            hold: "20ms".into(),
-            rto: "5s".into(),
-            interval: "5ms".into(),
+            hold: HumanDuration::millis(20),
+            rto: HumanDuration::secs(5),
+            interval: HumanDuration::millis(5),
             since_ms: None,
             fault_id: None,
         }
@@ -434,7 +426,7 @@ mod tests {
         }
         let mut p = params(Action::Observe);
         p.since_ms = Some(now_ms());
-        p.rto = "30ms".into();
+        p.rto = HumanDuration::millis(30);
         let out = run(&host.context(), p).unwrap();
         assert_eq!(out.status, Status::Fail);
         assert_eq!(out.details["met_rto"], false);

@@ -16,6 +16,7 @@ use runcap_sdk::{ActionError, Context, Notification, Outcome, Severity};
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Channel name under `grants.notify.channels`.
+    #[schemars(extend("x-runcap-grant" = "notify.channels"))]
     pub channel: String,
     /// critical, high, medium, low or info (default: info).
     #[serde(default)]

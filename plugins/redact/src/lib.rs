@@ -98,6 +98,7 @@ pub struct Params {
     pub custom: Vec<CustomRuleParam>,
     /// Secrets (granted under `grants.secrets`) whose values are redacted wherever they appear.
     #[serde(default)]
+    #[schemars(extend("x-runcap-grant" = "secrets"))]
     pub secrets: Vec<String>,
 }
 

@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use runcap_sdk::{
-    ActionError, Context, HttpError, HttpRequest, Outcome, ServiceError, ServiceState,
-    ServiceStatus, Verb,
+    ActionError, Context, HttpError, HttpRequest, HumanDuration, Outcome, ServiceError,
+    ServiceState, ServiceStatus, Verb,
 };
 
 /// What to do to the service.
@@ -33,6 +33,7 @@ pub enum Action {
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// A service under `[services]` that this plugin is granted.
+    #[schemars(extend("x-runcap-grant" = "services"))]
     pub service: String,
     /// restart (default), start, stop or status.
     #[serde(default = "restart")]
@@ -41,10 +42,10 @@ pub struct Params {
     pub health_url: Option<String>,
     /// How long the service may take to answer 2xx after the action (default "30s").
     #[serde(default = "thirty_seconds")]
-    pub healthy_within: String,
+    pub healthy_within: HumanDuration,
     /// Delay between health checks (default "200ms").
     #[serde(default = "two_hundred_ms")]
-    pub poll_interval: String,
+    pub poll_interval: HumanDuration,
     /// Skip waiting for health after start/restart.
     #[serde(default)]
     pub no_wait: bool,
@@ -53,17 +54,11 @@ pub struct Params {
 fn restart() -> Action {
     Action::Restart
 }
-fn thirty_seconds() -> String {
-    "30s".into()
+fn thirty_seconds() -> HumanDuration {
+    HumanDuration::secs(30)
 }
-fn two_hundred_ms() -> String {
-    "200ms".into()
-}
-
-fn duration(name: &str, text: &str) -> Result<Duration, ActionError> {
-    humantime::parse_duration(text).map_err(|e| {
-        ActionError::InvalidParams(format!("{name}: `{text}` is not a duration ({e})"))
-    })
+fn two_hundred_ms() -> HumanDuration {
+    HumanDuration::millis(200)
 }
 
 /// The result of waiting for health.
@@ -151,8 +146,8 @@ fn serving_instance(
 
 /// The action.
 pub fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
-    let within = duration("healthy_within", &p.healthy_within)?;
-    let interval = duration("poll_interval", &p.poll_interval)?;
+    let within = p.healthy_within.get();
+    let interval = p.poll_interval.get();
     let verb = match p.action {
         Action::Restart => Verb::Restart,
         Action::Start => Verb::Start,
@@ -303,8 +298,8 @@ mod tests {
             service: "api".into(),
             action,
             health_url: None,
-            healthy_within: "2s".into(),
-            poll_interval: "1ms".into(),
+            healthy_within: HumanDuration::secs(2),
+            poll_interval: HumanDuration::millis(1),
             no_wait: false,
         }
     }
@@ -342,7 +337,7 @@ mod tests {
             host = host.answer_http(answer(503));
         }
         let mut p = params(Action::Restart);
-        p.healthy_within = "30ms".into();
+        p.healthy_within = HumanDuration::millis(30);
         let out = run(&host.context(), p).unwrap();
         assert_eq!(out.status, Status::Fail);
         assert!(
