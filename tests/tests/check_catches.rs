@@ -130,7 +130,8 @@ fn a_timeout_beyond_the_plugin_limit_and_a_bad_duration_are_refused() {
     assert_eq!(out.code(), 2, "{}", out.stderr());
     assert!(!out.stderr().contains("timeout 5m"), "{}", out.stderr());
     assert!(
-        out.stderr().contains("poll_interval: `30 parsecs` is not a duration"),
+        out.stderr()
+            .contains("poll_interval: `30 parsecs` is not a duration"),
         "{}",
         out.stderr()
     );

@@ -145,4 +145,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE steps ADD COLUMN audit_seq INTEGER;
     "#,
+    // 6: recent runs, of all runbooks or of one, read newest first from an index (the
+    // API's `GET /api/v1/runs` with a large history).
+    r#"
+    CREATE INDEX runs_by_start ON runs (started_at, id);
+    DROP INDEX runs_by_runbook;
+    CREATE INDEX runs_by_runbook ON runs (runbook, started_at, id);
+    "#,
 ];
