@@ -12,20 +12,18 @@ use super::records::now_ms;
 
 /// Digest of a run's row as stored (all but the pointer to its audit event).
 pub fn run_seal(conn: &Connection, run_id: &str) -> rusqlite::Result<String> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT id, environment, runbook, manifest, dry_run, status, started_at, finished_at, summary FROM runs WHERE id = ?1",
-        [run_id],
-        |r| digest(r, 9),
-    )
+    )?
+    .query_row([run_id], |r| digest(r, 9))
 }
 
 /// Digest of a step's row as stored (all but the pointer to its audit event).
 pub fn step_seal(conn: &Connection, run_id: &str, seq: i64) -> rusqlite::Result<String> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT run_id, seq, step_id, uses, phase, status, attempts, failure_kind, summary, details, metrics, started_at, duration_ms FROM steps WHERE run_id = ?1 AND seq = ?2",
-        params![run_id, seq],
-        |r| digest(r, 13),
-    )
+    )?
+    .query_row(params![run_id, seq], |r| digest(r, 13))
 }
 
 /// Every column, typed and length-prefixed, so no two rows collide by shifting text.
@@ -109,11 +107,8 @@ pub struct Unsealed {
 /// The seal an audit event holds, or why there is none to compare with.
 fn sealed(conn: &Connection, audit_seq: i64) -> rusqlite::Result<Result<String, String>> {
     let payload: Option<String> = conn
-        .query_row(
-            "SELECT payload FROM audit WHERE seq = ?1",
-            [audit_seq],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT payload FROM audit WHERE seq = ?1")?
+        .query_row([audit_seq], |r| r.get(0))
         .optional()?;
     Ok(match payload {
         None => Err(format!("its audit event {audit_seq} is missing")),
@@ -130,9 +125,8 @@ fn sealed(conn: &Connection, audit_seq: i64) -> rusqlite::Result<Result<String, 
 pub fn check_run(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<Unsealed>> {
     let mut out = Vec::new();
     let run_seq: Option<Option<i64>> = conn
-        .query_row("SELECT audit_seq FROM runs WHERE id = ?1", [run_id], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT audit_seq FROM runs WHERE id = ?1")?
+        .query_row([run_id], |r| r.get(0))
         .optional()?;
     let Some(run_seq) = run_seq else {
         return Ok(out);
@@ -151,8 +145,9 @@ pub fn check_run(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<Unseal
             }
         }
     }
-    let mut stmt =
-        conn.prepare("SELECT seq, status, audit_seq FROM steps WHERE run_id = ?1 ORDER BY seq")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, status, audit_seq FROM steps WHERE run_id = ?1 ORDER BY seq",
+    )?;
     let steps: Vec<(i64, String, Option<i64>)> = stmt
         .query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
