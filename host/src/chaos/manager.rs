@@ -400,8 +400,9 @@ enum Prepared {
     Clock(i64),
 }
 
-/// The file `rel` inside `dir`, refusing absolute paths, `..` and symlinks anywhere on
-/// the way, so a fault can only damage what the grant names.
+/// The file `rel` inside `dir`, refusing absolute paths and `..`. Symlinks on the way are
+/// followed only while they stay inside `dir` (a release layout's `current/app.db`), so a
+/// fault can only damage what the grant names; the resolved path is returned.
 pub fn contained_file(dir: &Path, rel: &str) -> Result<PathBuf, String> {
     let rel_path = Path::new(rel);
     if rel_path.is_absolute()
@@ -413,21 +414,24 @@ pub fn contained_file(dir: &Path, rel: &str) -> Result<PathBuf, String> {
             "`{rel}` must be a plain relative path inside the granted directory"
         ));
     }
-    let mut p = dir.to_path_buf();
-    for c in rel_path.components() {
-        p.push(c);
-        let meta = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        if meta.file_type().is_symlink() {
-            return Err(format!(
-                "{} is a symlink; faults do not follow links",
-                p.display()
-            ));
-        }
+    let root = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let joined = dir.join(rel_path);
+    let resolved =
+        std::fs::canonicalize(&joined).map_err(|e| format!("{}: {e}", joined.display()))?;
+    if !resolved.starts_with(&root) {
+        return Err(format!(
+            "{} leads outside {} through a symlink; faults follow links only within the granted directory",
+            joined.display(),
+            dir.display()
+        ));
     }
-    if !std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
-        return Err(format!("{} is not a regular file", p.display()));
+    if !std::fs::metadata(&resolved)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+    {
+        return Err(format!("{} is not a regular file", joined.display()));
     }
-    Ok(p)
+    Ok(resolved)
 }
 
 /// Damages a file in place: flips every bit of up to 4 KiB in its middle (or, for an
@@ -535,9 +539,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ok.db"), b"x").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("up")).unwrap();
+        // A release layout: `current` points at a release inside the grant.
+        std::fs::create_dir_all(dir.path().join("releases/v2")).unwrap();
+        std::fs::write(dir.path().join("releases/v2/app.db"), b"x").unwrap();
+        std::os::unix::fs::symlink("releases/v2", dir.path().join("current")).unwrap();
         assert!(contained_file(dir.path(), "ok.db").is_ok());
-        for bad in ["../ok.db", "/etc/passwd", "link", "./ok.db", "missing"] {
+        let followed = contained_file(dir.path(), "current/app.db").unwrap();
+        assert!(
+            followed.ends_with("releases/v2/app.db"),
+            "{}",
+            followed.display()
+        );
+        for bad in [
+            "../ok.db",
+            "/etc/passwd",
+            "link",
+            "./ok.db",
+            "missing",
+            "current",
+            "up/x",
+        ] {
             assert!(contained_file(dir.path(), bad).is_err(), "{bad}");
         }
+        let outside = contained_file(dir.path(), "link").unwrap_err();
+        assert!(outside.contains("leads outside"), "{outside}");
     }
 }
