@@ -53,7 +53,7 @@ pub fn normalize(path: &str) -> Option<String> {
 
 /// The granted directory holding `link` (the longest preopen that is a prefix of it)
 /// and the link's path inside it.
-pub fn locate<'a>(link: &str, preopens: &'a [String]) -> Option<(usize, String)> {
+pub fn locate(link: &str, preopens: &[String]) -> Option<(usize, String)> {
     preopens
         .iter()
         .enumerate()
