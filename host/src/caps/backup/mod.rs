@@ -238,6 +238,165 @@ pub struct BackupGrant {
     pub key: String,
 }
 
+/// One `[…grants.backup.sources.NAME]`: a directory, or a dump command and the file it
+/// is stored as; `None` when it has a problem (recorded in `v`).
+fn validate_source(v: &mut Validator, p: &KeyPath, name: &str, s: SourceConfig) -> Option<Source> {
+    let mut ok = true;
+    match (s.dir, s.command) {
+        (Some(dir), None) => {
+            if s.file.is_some() {
+                ok = false;
+                v.error(
+                    &p.key("file"),
+                    "`file` names the stored file of a dump; a directory source keeps its own file names",
+                    "remove it, or use `command` for a dump source",
+                );
+            }
+            ok.then(|| Source::Dir {
+                path: normalize(&v.resolve(&p.key("dir"), &dir)),
+                one_file_system: s.one_file_system.unwrap_or(false),
+            })
+        }
+        (None, Some(command)) => {
+            if s.one_file_system.is_some() {
+                ok = false;
+                v.error(
+                    &p.key("one_file_system"),
+                    "`one_file_system` applies only to directory sources",
+                    "remove it",
+                );
+            }
+            if command.trim().is_empty() {
+                ok = false;
+                v.error(
+                    &p.key("command"),
+                    "the dump command is empty",
+                    "e.g. command = \"pg_dump -Fc app\"",
+                );
+            }
+            let file = s.file.unwrap_or_else(|| format!("{name}.dump"));
+            if !plain_file_name(&file) {
+                ok = false;
+                v.error(
+                    &p.key("file"),
+                    format!("`{file}` is not a plain file name"),
+                    "use a name without `/`, such as \"app.sql\"",
+                );
+            }
+            ok.then_some(Source::Dump { command, file })
+        }
+        _ => {
+            v.error(
+                p,
+                "a backup source needs exactly one of `dir` or `command`",
+                "e.g. dir = \"/srv/app/uploads\", or command = \"pg_dump -Fc app\" (its stdout is the backup)",
+            );
+            None
+        }
+    }
+}
+
+/// One `[…grants.backup.repositories.NAME]`, whose key secret must be declared.
+fn validate_repository(
+    v: &mut Validator,
+    p: &KeyPath,
+    r: RepositoryConfig,
+    secrets: &BTreeMap<String, SecretSource>,
+) -> Option<RepositoryDef> {
+    let mut ok = true;
+    if !secrets.contains_key(&r.secret) {
+        ok = false;
+        v.error(
+            &p.key("secret"),
+            format!(
+                "names secret `{}`, which is not defined under [secrets]",
+                r.secret
+            ),
+            format!(
+                "define it: [secrets.{}] with env = \"VAR\" or file = \"path\"; its value protects the repository key",
+                r.secret
+            ),
+        );
+    }
+    ok.then(|| RepositoryDef {
+        path: normalize(&v.resolve(&p.key("dir"), &r.dir)),
+        secret: r.secret,
+        create: r.create.unwrap_or(true),
+    })
+}
+
+/// One `[…grants.backup.targets.NAME]`: a directory (a scratch one may not overlap
+/// `protected`, nor be the manifest's directory or a root) or a restore command.
+fn validate_target(
+    v: &mut Validator,
+    p: &KeyPath,
+    t: TargetConfig,
+    protected: &[(String, PathBuf)],
+) -> Option<Target> {
+    let mut ok = true;
+    match (t.dir, t.command) {
+        (Some(dir), None) => {
+            let dir = normalize(&v.resolve(&p.key("dir"), &dir));
+            let scratch = t.scratch.unwrap_or(false);
+            if scratch {
+                for (what, other) in protected {
+                    if other.starts_with(&dir) || dir.starts_with(other) {
+                        ok = false;
+                        v.error(
+                            &p.key("dir"),
+                            format!(
+                                "scratch target {} overlaps the {what} ({}); a scratch target is emptied before a restore",
+                                dir.display(),
+                                other.display()
+                            ),
+                            "point the scratch target at a directory of its own",
+                        );
+                    }
+                }
+                if dir.parent().is_none() || dir == v.dir {
+                    ok = false;
+                    v.error(
+                        &p.key("dir"),
+                        format!(
+                            "{} cannot be a scratch target: it would be emptied before a restore",
+                            dir.display()
+                        ),
+                        "use a directory of its own, such as \"scratch/restore\"",
+                    );
+                }
+            }
+            ok.then_some(Target::Dir { path: dir, scratch })
+        }
+        (None, Some(command)) => {
+            if t.scratch.is_some() {
+                ok = false;
+                v.error(
+                    &p.key("scratch"),
+                    "`scratch` applies only to directory targets",
+                    "remove it; a restore command can prepare its own scratch database (dropdb --if-exists x && createdb x && psql -d x)",
+                );
+            }
+            if command.trim().is_empty() {
+                ok = false;
+                v.error(
+                    &p.key("command"),
+                    "the restore command is empty",
+                    "e.g. command = \"psql -d scratch\"",
+                );
+            }
+            ok.then_some(Target::Command { command })
+        }
+        _ => {
+            v.error(
+                p,
+                "a restore target needs exactly one of `dir` or `command`",
+                "e.g. dir = \"scratch/restore\", or command = \"psql -d scratch\" (it reads the dump on stdin)",
+            );
+            None
+        }
+    }
+}
+
 /// `a/./b/../c` → `a/c`, without touching the file system.
 pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -271,169 +430,48 @@ impl BackupGrant {
         for (name, s) in raw.sources {
             let p = path.key("sources").key(&name);
             ok &= v.name(&p, "source", &name);
-            match (s.dir, s.command) {
-                (Some(dir), None) => {
-                    if s.file.is_some() {
-                        ok = false;
-                        v.error(
-                            &p.key("file"),
-                            "`file` names the stored file of a dump; a directory source keeps its own file names",
-                            "remove it, or use `command` for a dump source",
-                        );
-                    }
-                    sources.insert(
-                        name,
-                        Source::Dir {
-                            path: normalize(&v.resolve(&p.key("dir"), &dir)),
-                            one_file_system: s.one_file_system.unwrap_or(false),
-                        },
-                    );
+            match validate_source(v, &p, &name, s) {
+                Some(source) => {
+                    sources.insert(name, source);
                 }
-                (None, Some(command)) => {
-                    if s.one_file_system.is_some() {
-                        ok = false;
-                        v.error(
-                            &p.key("one_file_system"),
-                            "`one_file_system` applies only to directory sources",
-                            "remove it",
-                        );
-                    }
-                    if command.trim().is_empty() {
-                        ok = false;
-                        v.error(
-                            &p.key("command"),
-                            "the dump command is empty",
-                            "e.g. command = \"pg_dump -Fc app\"",
-                        );
-                    }
-                    let file = s.file.unwrap_or_else(|| format!("{name}.dump"));
-                    if !plain_file_name(&file) {
-                        ok = false;
-                        v.error(
-                            &p.key("file"),
-                            format!("`{file}` is not a plain file name"),
-                            "use a name without `/`, such as \"app.sql\"",
-                        );
-                    }
-                    sources.insert(name, Source::Dump { command, file });
-                }
-                _ => {
-                    ok = false;
-                    v.error(
-                        &p,
-                        "a backup source needs exactly one of `dir` or `command`",
-                        "e.g. dir = \"/srv/app/uploads\", or command = \"pg_dump -Fc app\" (its stdout is the backup)",
-                    );
-                }
+                None => ok = false,
             }
         }
-
         let mut repositories = BTreeMap::new();
         for (name, r) in raw.repositories {
             let p = path.key("repositories").key(&name);
             ok &= v.name(&p, "repository", &name);
-            if !secrets.contains_key(&r.secret) {
-                ok = false;
-                v.error(
-                    &p.key("secret"),
-                    format!(
-                        "names secret `{}`, which is not defined under [secrets]",
-                        r.secret
-                    ),
-                    format!(
-                        "define it: [secrets.{}] with env = \"VAR\" or file = \"path\"; its value protects the repository key",
-                        r.secret
-                    ),
-                );
+            match validate_repository(v, &p, r, secrets) {
+                Some(repo) => {
+                    repositories.insert(name, repo);
+                }
+                None => ok = false,
             }
-            repositories.insert(
-                name,
-                RepositoryDef {
-                    path: normalize(&v.resolve(&p.key("dir"), &r.dir)),
-                    secret: r.secret,
-                    create: r.create.unwrap_or(true),
-                },
-            );
         }
-
+        // What a scratch target must not overlap: it is emptied before a restore.
+        let protected: Vec<(String, PathBuf)> = sources
+            .iter()
+            .filter_map(|(n, s)| match s {
+                Source::Dir { path, .. } => Some((format!("source {n}"), path.clone())),
+                Source::Dump { .. } => None,
+            })
+            .chain(
+                repositories
+                    .iter()
+                    .map(|(n, r)| (format!("repository {n}"), r.path.clone())),
+            )
+            .collect();
         let mut targets = BTreeMap::new();
         for (name, t) in raw.targets {
             let p = path.key("targets").key(&name);
             ok &= v.name(&p, "target", &name);
-            match (t.dir, t.command) {
-                (Some(dir), None) => {
-                    let dir = normalize(&v.resolve(&p.key("dir"), &dir));
-                    let scratch = t.scratch.unwrap_or(false);
-                    if scratch {
-                        let protected = sources
-                            .iter()
-                            .filter_map(|(n, s)| match s {
-                                Source::Dir { path, .. } => Some((format!("source {n}"), path)),
-                                Source::Dump { .. } => None,
-                            })
-                            .chain(
-                                repositories
-                                    .iter()
-                                    .map(|(n, r)| (format!("repository {n}"), &r.path)),
-                            );
-                        for (what, other) in protected {
-                            if other.starts_with(&dir) || dir.starts_with(other) {
-                                ok = false;
-                                v.error(
-                                    &p.key("dir"),
-                                    format!(
-                                        "scratch target {} overlaps the {what} ({}); a scratch target is emptied before a restore",
-                                        dir.display(),
-                                        other.display()
-                                    ),
-                                    "point the scratch target at a directory of its own",
-                                );
-                            }
-                        }
-                        if dir.parent().is_none() || dir == v.dir {
-                            ok = false;
-                            v.error(
-                                &p.key("dir"),
-                                format!(
-                                    "{} cannot be a scratch target: it would be emptied before a restore",
-                                    dir.display()
-                                ),
-                                "use a directory of its own, such as \"scratch/restore\"",
-                            );
-                        }
-                    }
-                    targets.insert(name, Target::Dir { path: dir, scratch });
+            match validate_target(v, &p, t, &protected) {
+                Some(target) => {
+                    targets.insert(name, target);
                 }
-                (None, Some(command)) => {
-                    if t.scratch.is_some() {
-                        ok = false;
-                        v.error(
-                            &p.key("scratch"),
-                            "`scratch` applies only to directory targets",
-                            "remove it; a restore command can prepare its own scratch database (dropdb --if-exists x && createdb x && psql -d x)",
-                        );
-                    }
-                    if command.trim().is_empty() {
-                        ok = false;
-                        v.error(
-                            &p.key("command"),
-                            "the restore command is empty",
-                            "e.g. command = \"psql -d scratch\"",
-                        );
-                    }
-                    targets.insert(name, Target::Command { command });
-                }
-                _ => {
-                    ok = false;
-                    v.error(
-                        &p,
-                        "a restore target needs exactly one of `dir` or `command`",
-                        "e.g. dir = \"scratch/restore\", or command = \"psql -d scratch\" (it reads the dump on stdin)",
-                    );
-                }
+                None => ok = false,
             }
         }
-
         let mut queries = BTreeMap::new();
         for (name, q) in raw.queries {
             let p = path.key("queries").key(&name);
@@ -448,7 +486,6 @@ impl BackupGrant {
             }
             queries.insert(name, q.command);
         }
-
         ok.then(|| BackupGrant {
             sources,
             repositories,
