@@ -197,7 +197,6 @@ impl Policy {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let help = format!("narrow it, or raise the ceiling in {policy_name}");
         // Each plugin's grants, read once, with its directories resolved against the files
         // that wrote them (ceilings' were resolved against the policy file at load).
         let granted: Vec<(&String, &toml::Value, Option<Grants>)> = plugins
@@ -218,106 +217,150 @@ impl Policy {
             if scope != "*" && scope != &env.name {
                 continue;
             }
-            let cp = KeyPath::root().key("environments").key(scope);
-            let label = if scope == "*" {
-                "every environment's".to_string()
-            } else {
-                format!("the {scope}")
+            let check = CeilingCheck {
+                policy: self,
+                env,
+                ceiling,
+                at: KeyPath::root().key("environments").key(scope),
+                label: if scope == "*" {
+                    "every environment's".to_string()
+                } else {
+                    format!("the {scope}")
+                },
+                policy_name: &policy_name,
             };
             for &(name, table, ref grants) in &granted {
                 let at = KeyPath::root().key("plugins").key(name);
                 let Some(grants) = grants else {
                     continue;
                 };
-                for d in caps::per_capability(&ceiling.grants, grants) {
-                    let gp = at.key("grants").key(d.capability);
-                    if d.new && ceiling.deny.iter().any(|x| x == d.capability) {
-                        let i = ceiling
-                            .deny
-                            .iter()
-                            .position(|x| x == d.capability)
-                            .unwrap_or(0);
-                        out.push(Diagnostic::at(
-                            &env.source,
-                            &gp,
-                            format!(
-                                "grants {}, which {label} policy denies ({})",
-                                d.capability,
-                                self.position(&cp.key("deny").index(i))
-                            ),
-                            Some(format!("remove the grant, or the denial in {policy_name}")),
-                        ));
-                        continue;
-                    }
-                    if !(d.old && d.new) {
-                        continue;
-                    }
-                    let ceiling_at = self.position(&cp.key("grants").key(d.capability));
-                    let changes = d.changes.unwrap_or_default();
-                    for c in changes.into_iter().filter(|c| c.widens()) {
-                        let path = crate::manifest::compose::concat(&gp, &c.path);
-                        out.push(Diagnostic::at(
-                            &env.source,
-                            &path,
-                            format!("{}: above {label} ceiling ({ceiling_at})", c.what),
-                            Some(help.clone()),
-                        ));
-                    }
-                }
-                let Some(spec) = env.plugins.get(name) else {
-                    continue;
-                };
-                let lp = at.key("limits");
-                let limits = [
-                    (
-                        "memory",
-                        ceiling.memory.map(|c| {
-                            (
-                                spec.limits.memory > c,
-                                fmt_size(spec.limits.memory),
-                                fmt_size(c),
-                            )
-                        }),
-                    ),
-                    (
-                        "time",
-                        ceiling.time.map(|c| {
-                            (
-                                spec.limits.time > c,
-                                fmt_duration(spec.limits.time),
-                                fmt_duration(c),
-                            )
-                        }),
-                    ),
-                    (
-                        "output",
-                        ceiling.output.map(|c| {
-                            (
-                                spec.limits.output > c,
-                                fmt_size(spec.limits.output),
-                                fmt_size(c),
-                            )
-                        }),
-                    ),
-                ];
-                for (key, check) in limits {
-                    let Some((true, value, max)) = check else {
-                        continue;
-                    };
-                    let written = table.get("limits").and_then(|l| l.get(key)).is_some();
-                    out.push(Diagnostic::at(
-                        &env.source,
-                        &lp.key(key),
-                        format!(
-                            "{key} {value}{} is above {label} ceiling of {max} ({})",
-                            if written { "" } else { " (the default)" },
-                            self.position(&cp.key("limits").key(key))
-                        ),
-                        Some(help.clone()),
-                    ));
+                check.grants(&at, grants, &mut out);
+                if let Some(spec) = env.plugins.get(name) {
+                    check.limits(&at, spec, table, &mut out);
                 }
             }
         }
         out
+    }
+}
+
+/// One ceiling held against one environment's plugins.
+struct CeilingCheck<'a> {
+    policy: &'a Policy,
+    env: &'a Environment,
+    ceiling: &'a Ceiling,
+    /// `environments.SCOPE` in the policy file.
+    at: KeyPath,
+    /// "the prod" or "every environment's", for messages.
+    label: String,
+    policy_name: &'a str,
+}
+
+impl CeilingCheck<'_> {
+    fn help(&self) -> String {
+        format!("narrow it, or raise the ceiling in {}", self.policy_name)
+    }
+
+    /// A denied capability granted, and each entry of a grant above the ceiling's.
+    fn grants(&self, at: &KeyPath, grants: &Grants, out: &mut Vec<Diagnostic>) {
+        let (env, ceiling, label, cp) = (self.env, self.ceiling, &self.label, &self.at);
+        for d in caps::per_capability(&ceiling.grants, grants) {
+            let gp = at.key("grants").key(d.capability);
+            if d.new && ceiling.deny.iter().any(|x| x == d.capability) {
+                let i = ceiling
+                    .deny
+                    .iter()
+                    .position(|x| x == d.capability)
+                    .unwrap_or(0);
+                out.push(Diagnostic::at(
+                    &env.source,
+                    &gp,
+                    format!(
+                        "grants {}, which {label} policy denies ({})",
+                        d.capability,
+                        self.policy.position(&cp.key("deny").index(i))
+                    ),
+                    Some(format!(
+                        "remove the grant, or the denial in {}",
+                        self.policy_name
+                    )),
+                ));
+                continue;
+            }
+            if !(d.old && d.new) {
+                continue;
+            }
+            let ceiling_at = self.policy.position(&cp.key("grants").key(d.capability));
+            let changes = d.changes.unwrap_or_default();
+            for c in changes.into_iter().filter(|c| c.widens()) {
+                let path = crate::manifest::compose::concat(&gp, &c.path);
+                out.push(Diagnostic::at(
+                    &env.source,
+                    &path,
+                    format!("{}: above {label} ceiling ({ceiling_at})", c.what),
+                    Some(self.help()),
+                ));
+            }
+        }
+    }
+
+    /// Each limit of a plugin (written or default) above the ceiling's.
+    fn limits(
+        &self,
+        at: &KeyPath,
+        spec: &crate::manifest::PluginSpec,
+        table: &toml::Value,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let (ceiling, label, cp) = (self.ceiling, &self.label, &self.at);
+        let lp = at.key("limits");
+        let limits = [
+            (
+                "memory",
+                ceiling.memory.map(|c| {
+                    (
+                        spec.limits.memory > c,
+                        fmt_size(spec.limits.memory),
+                        fmt_size(c),
+                    )
+                }),
+            ),
+            (
+                "time",
+                ceiling.time.map(|c| {
+                    (
+                        spec.limits.time > c,
+                        fmt_duration(spec.limits.time),
+                        fmt_duration(c),
+                    )
+                }),
+            ),
+            (
+                "output",
+                ceiling.output.map(|c| {
+                    (
+                        spec.limits.output > c,
+                        fmt_size(spec.limits.output),
+                        fmt_size(c),
+                    )
+                }),
+            ),
+        ];
+        for (key, check) in limits {
+            let Some((true, value, max)) = check else {
+                continue;
+            };
+            let written = table.get("limits").and_then(|l| l.get(key)).is_some();
+            out.push(Diagnostic::at(
+                &self.env.source,
+                &lp.key(key),
+                format!(
+                    "{key} {value}{} is above {label} ceiling of {max} ({})",
+                    if written { "" } else { " (the default)" },
+                    self.policy.position(&cp.key("limits").key(key))
+                ),
+                Some(self.help()),
+            ));
+        }
     }
 }
