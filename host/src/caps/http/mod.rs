@@ -187,28 +187,44 @@ impl HttpGrant {
 /// old grant does not cover, a larger `max_body` or an extra CA widens.
 pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
     let mut out = Vec::new();
+    let old_nets = nets(&old.addresses);
+    diff_allow(old, new, &old_nets, &mut out);
+    diff_addresses(old, new, &old_nets, &mut out);
+    diff_limits(old, new, &mut out);
+    diff_ca(old, new, &mut out);
+    out
+}
+
+/// Whether `list` holds `text` as written (spaces aside).
+fn same(list: &[String], text: &str) -> bool {
+    list.iter().any(|x| x.trim() == text.trim())
+}
+
+fn patterns(allow: &[String]) -> Vec<UrlPattern> {
+    allow
+        .iter()
+        .filter_map(|a| UrlPattern::parse(a).ok())
+        .collect()
+}
+
+fn nets(addresses: &[String]) -> Vec<ipnet::IpNet> {
+    addresses
+        .iter()
+        .filter_map(|a| policy::parse_net(a).ok())
+        .collect()
+}
+
+/// `allow` entries: new ones (reaching a non-public address, within an old entry, or
+/// matching more than the ones they replace) and dropped ones.
+fn diff_allow(
+    old: &HttpGrantConfig,
+    new: &HttpGrantConfig,
+    old_nets: &[ipnet::IpNet],
+    out: &mut Vec<Change>,
+) {
     let root = KeyPath::root();
-    let same = |list: &[String], text: &str| list.iter().any(|x| x.trim() == text.trim());
-    let old_p: Vec<UrlPattern> = old
-        .allow
-        .iter()
-        .filter_map(|a| UrlPattern::parse(a).ok())
-        .collect();
-    let new_p: Vec<UrlPattern> = new
-        .allow
-        .iter()
-        .filter_map(|a| UrlPattern::parse(a).ok())
-        .collect();
-    let old_nets: Vec<ipnet::IpNet> = old
-        .addresses
-        .iter()
-        .filter_map(|a| policy::parse_net(a).ok())
-        .collect();
-    let new_nets: Vec<ipnet::IpNet> = new
-        .addresses
-        .iter()
-        .filter_map(|a| policy::parse_net(a).ok())
-        .collect();
+    let old_p = patterns(&old.allow);
+    let new_p = patterns(&new.allow);
     // Non-public destinations the old grant reaches: named in allow, or in addresses.
     let old_reaches = |dest: &str| {
         old_p.iter().any(|p| p.unlocks().as_deref() == Some(dest))
@@ -271,6 +287,17 @@ pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
             ));
         }
     }
+}
+
+/// `addresses` blocks: new ones (within an old block or not) and dropped ones.
+fn diff_addresses(
+    old: &HttpGrantConfig,
+    new: &HttpGrantConfig,
+    old_nets: &[ipnet::IpNet],
+    out: &mut Vec<Change>,
+) {
+    let root = KeyPath::root();
+    let new_nets = nets(&new.addresses);
     for (i, text) in new.addresses.iter().enumerate() {
         if same(&old.addresses, text) {
             continue;
@@ -307,6 +334,11 @@ pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
             ));
         }
     }
+}
+
+/// `max_body` and `max_redirects`, larger or smaller.
+fn diff_limits(old: &HttpGrantConfig, new: &HttpGrantConfig, out: &mut Vec<Change>) {
+    let root = KeyPath::root();
     let size = |s: &Option<String>| match s {
         None => Some(HttpGrant::DEFAULT_MAX_BODY),
         Some(s) => crate::manifest::units::parse_size(s).ok(),
@@ -341,6 +373,11 @@ pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
             format!("max_redirects {a} → {b}"),
         ));
     }
+}
+
+/// `ca` files trusted now, and no longer.
+fn diff_ca(old: &HttpGrantConfig, new: &HttpGrantConfig, out: &mut Vec<Change>) {
+    let root = KeyPath::root();
     for (i, ca) in new.ca.iter().enumerate() {
         if !same(&old.ca, ca) {
             out.push(Change::new(
@@ -359,7 +396,6 @@ pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
             ));
         }
     }
-    out
 }
 
 impl wit::Host for CapCtx<'_, Http> {
