@@ -52,6 +52,20 @@ pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     path
 }
 
+/// Every file below `dir` (symlinks are not followed; a missing `dir` has none).
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(files_below(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Lower-case hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).expect("readable file")))

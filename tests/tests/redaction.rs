@@ -56,14 +56,9 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Every file below `dir`, with its bytes (bundles are unpacked).
 fn files_under(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            files_under(&path, out);
-        } else {
-            out.push((path.clone(), std::fs::read(&path).unwrap()));
-        }
+    for path in runcap_e2e::files_below(dir) {
+        let bytes = std::fs::read(&path).unwrap();
+        out.push((path, bytes));
     }
 }
 

@@ -2,10 +2,9 @@
 //! wherever runcap writes or prints, line by line in line streams (plugin output copies,
 //! service logs) and whole in strings; a value too short to redact is refused by `check`.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use runcap_e2e::{Run, Sandbox, plugin_lines, step};
+use runcap_e2e::{Run, Sandbox, files_below, plugin_lines, step};
 
 /// A private key in PEM form (random bytes, not a real key).
 const PEM: &str = "-----BEGIN PRIVATE KEY-----
@@ -94,20 +93,6 @@ steps = [{{ uses = "control", with = {{ service = "printer", action = "stop" }} 
     sb
 }
 
-/// Every file below `dir`.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn assert_clean(what: &str, bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     for piece in planted() {
@@ -185,7 +170,9 @@ fn multi_line_secrets_reach_no_output() {
         printed(&args.join(" "), &r);
     }
     // The state directory (SQLite files included) and the bundle, unpacked.
-    for file in files(&sb.path().join(".runcap")) {
+    let state = files_below(&sb.path().join(".runcap"));
+    assert!(state.iter().any(|f| f.ends_with("runcap.db")), "{state:?}");
+    for file in state {
         assert_clean(&file.display().to_string(), &std::fs::read(&file).unwrap());
     }
     let unpacked = sb.path().join("unpacked");
@@ -200,7 +187,7 @@ fn multi_line_secrets_reach_no_output() {
         .status()
         .unwrap();
     assert!(tar.success());
-    let inside = files(&unpacked);
+    let inside = files_below(&unpacked);
     assert!(!inside.is_empty());
     for file in inside {
         assert_clean(

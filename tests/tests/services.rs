@@ -490,7 +490,7 @@ steps = [{{ uses = "control", with = {{ service = "chatty", action = "stop" }} }
         );
     }
     // Nothing under the state directory keeps a planted value.
-    for entry in walk(&state) {
+    for entry in runcap_e2e::files_below(&state) {
         let bytes = std::fs::read(&entry).unwrap();
         let content = String::from_utf8_lossy(&bytes);
         for planted in [
@@ -607,20 +607,6 @@ steps = [{{ uses = "control", with = {{ service = "long", action = "stop" }} }}]
     ] {
         assert!(!out.contains(piece), "part of a value, `{piece}`, survived");
     }
-}
-
-/// Every file below `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Service processes listening on `port`, by pid.
