@@ -55,11 +55,15 @@ impl schemars::JsonSchema for HumanDuration {
         "Duration".into()
     }
 
+    fn inline_schema() -> bool {
+        true
+    }
+
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
             "description": "A duration such as \"30s\", \"1m 30s\" or \"200ms\".",
-            "examples": ["30s"]
+            "examples": ["300ms", "5s", "1m 30s"]
         })
     }
 }

@@ -5,12 +5,13 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use runcap_sdk::HumanDuration;
 
 /// What to request and what the answer must look like.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -49,7 +50,7 @@ pub struct Params {
 }
 
 fn default_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
+    HumanDuration::secs(10)
 }
 
 /// The methods a probe may use: reads, plus POST for endpoints that only answer to it.
@@ -180,50 +181,6 @@ impl JsonSchema for StatusSpec {
                     "minItems": 1
                 }
             ]
-        })
-    }
-}
-
-/// A duration written the way people write them ("300ms", "5s", "1m 30s"), so runbooks
-/// never have to spell out milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|e| de::Error::custom(format!("invalid duration {text:?}: {e}")))
-    }
-}
-
-/// Written back in the same human form; used for the schema's default values.
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl JsonSchema for HumanDuration {
-    fn schema_name() -> Cow<'static, str> {
-        "HumanDuration".into()
-    }
-
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "examples": ["300ms", "5s", "1m 30s"]
         })
     }
 }

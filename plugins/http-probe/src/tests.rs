@@ -571,7 +571,7 @@ fn params_errors() {
         ),
         (
             r#"{"url": "http://svc", "timeout": "5 parsecs"}"#,
-            "timeout: invalid duration \"5 parsecs\"",
+            "timeout: `5 parsecs` is not a duration",
         ),
         (
             r#"{"url": "http://svc", "warn": {"response_time_below": 300}}"#,
