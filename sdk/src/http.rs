@@ -12,6 +12,7 @@ pub enum Method {
     Post,
     Put,
     Delete,
+    Patch,
 }
 
 /// One request; build it with [`HttpRequest::get`] and friends.

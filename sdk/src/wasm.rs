@@ -34,6 +34,7 @@ pub(crate) fn http(request: &HttpRequest) -> Result<HttpResponse, HttpError> {
             Method::Post => wit_http::Method::Post,
             Method::Put => wit_http::Method::Put,
             Method::Delete => wit_http::Method::Delete,
+            Method::Patch => wit_http::Method::Patch,
         },
         url: request.url.clone(),
         headers: request.headers.clone(),

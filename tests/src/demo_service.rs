@@ -107,6 +107,19 @@ async fn handle(
             .push((name.to_string(), value));
         return Ok(json(StatusCode::OK, serde_json::json!({"received": true})));
     }
+    if path == "/echo" {
+        // Which method arrived, and the body it carried.
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"method": method, "body": String::from_utf8_lossy(&body)}),
+        ));
+    }
     let resp = match (method.as_str(), path.as_str()) {
         ("GET" | "HEAD", "/health") => {
             if state.down.load(Ordering::Relaxed) {

@@ -21,7 +21,7 @@ pub struct Params {
     #[serde(deserialize_with = "deserialize_url")]
     #[schemars(with = "String", extend("format" = "uri"))]
     pub url: String,
-    /// HTTP method. A POST is not sent in a dry run.
+    /// HTTP method. A mutation (POST, PUT, PATCH, DELETE) is not sent in a dry run.
     #[serde(default)]
     pub method: ProbeMethod,
     /// Request headers, name to value.
@@ -53,7 +53,8 @@ fn default_timeout() -> HumanDuration {
     HumanDuration::secs(10)
 }
 
-/// The methods a probe may use: reads, plus POST for endpoints that only answer to it.
+/// The methods a probe may use: reads, and the mutations a runbook step makes through an
+/// API (create, replace, update, delete), which a dry run records without sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ProbeMethod {
@@ -64,6 +65,12 @@ pub enum ProbeMethod {
     Head,
     /// POST `body` to the URL.
     Post,
+    /// PUT `body` to the URL.
+    Put,
+    /// PATCH the URL with `body`.
+    Patch,
+    /// DELETE the URL.
+    Delete,
 }
 
 impl ProbeMethod {
@@ -73,6 +80,9 @@ impl ProbeMethod {
             ProbeMethod::Get => "GET",
             ProbeMethod::Head => "HEAD",
             ProbeMethod::Post => "POST",
+            ProbeMethod::Put => "PUT",
+            ProbeMethod::Patch => "PATCH",
+            ProbeMethod::Delete => "DELETE",
         }
     }
 }
@@ -83,6 +93,9 @@ impl From<ProbeMethod> for runcap_sdk::Method {
             ProbeMethod::Get => runcap_sdk::Method::Get,
             ProbeMethod::Head => runcap_sdk::Method::Head,
             ProbeMethod::Post => runcap_sdk::Method::Post,
+            ProbeMethod::Put => runcap_sdk::Method::Put,
+            ProbeMethod::Patch => runcap_sdk::Method::Patch,
+            ProbeMethod::Delete => runcap_sdk::Method::Delete,
         }
     }
 }

@@ -578,8 +578,8 @@ fn params_errors() {
             "warn.response_time_below: invalid type: integer `300`",
         ),
         (
-            r#"{"url": "http://svc", "method": "PATCH"}"#,
-            "method: unknown variant `PATCH`",
+            r#"{"url": "http://svc", "method": "OPTIONS"}"#,
+            "method: unknown variant `OPTIONS`",
         ),
         (
             r#"{"url": "svc/health"}"#,

@@ -303,6 +303,7 @@ pub fn method_name(m: wit::Method) -> &'static str {
         wit::Method::Post => "POST",
         wit::Method::Put => "PUT",
         wit::Method::Delete => "DELETE",
+        wit::Method::Patch => "PATCH",
     }
 }
 
@@ -313,6 +314,7 @@ fn to_reqwest_method(m: wit::Method) -> reqwest::Method {
         wit::Method::Post => reqwest::Method::POST,
         wit::Method::Put => reqwest::Method::PUT,
         wit::Method::Delete => reqwest::Method::DELETE,
+        wit::Method::Patch => reqwest::Method::PATCH,
     }
 }
 
