@@ -58,3 +58,47 @@ steps = [
         "a dry run sends no mutation"
     );
 }
+
+#[test]
+fn a_batch_of_requests_is_judged_by_its_p95() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = Sandbox::new();
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[plugins.probe]
+{probe}
+grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+
+[runbooks.fast]
+steps = [{{ id = "load", uses = "probe", with = {{ url = "{health}", samples = 20, p95_below = "2s", success_rate_above = 0.95 }} }}]
+
+[runbooks.slow]
+steps = [{{ id = "load", uses = "probe", with = {{ url = "{slow}", samples = 3, p95_below = "20ms" }} }}]
+"#,
+            probe = plugin_lines("http-probe"),
+            port = svc.addr.port(),
+            health = svc.url("/health"),
+            slow = svc.url("/slow?ms=60"),
+        ),
+    );
+    use std::sync::atomic::Ordering;
+    let before = svc.state.requests.load(Ordering::Relaxed);
+    let fast = sb.run(&["run", "fast", "--json"]).expect_code(0).json();
+    let s = step(&fast, "load");
+    assert_eq!(s["details"]["samples"], 20, "{s:#}");
+    assert_eq!(s["details"]["success_rate"], 1.0, "{s:#}");
+    assert_eq!(svc.state.requests.load(Ordering::Relaxed) - before, 20);
+    let slow = sb.run(&["run", "slow", "--json"]);
+    assert_eq!(slow.code(), 1);
+    let report = slow.json();
+    let s = step(&report, "load");
+    assert!(
+        s["summary"].as_str().unwrap().contains("is not below 20ms"),
+        "{s:#}"
+    );
+    assert!(s["details"]["p95_ms"].as_f64().unwrap() >= 60.0, "{s:#}");
+}

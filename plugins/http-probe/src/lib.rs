@@ -28,6 +28,10 @@ pub use params::{Conditions, HumanDuration, Params, ProbeMethod, StatusSpec};
 /// manifest needs fixing; an endpoint that cannot be reached is a `fail` outcome, since
 /// that is exactly what a probe exists to report.
 pub fn run(ctx: &Context, params: Params) -> Result<Outcome, ActionError> {
+    params.check_batch().map_err(ActionError::InvalidParams)?;
+    if let Some(n) = params.samples {
+        return batch(ctx, &params, n);
+    }
     match ctx.http(&request(&params)) {
         // In a dry run the host records a mutating request instead of sending it.
         Ok(response) if ctx.dry_run && response.header("x-runcap-dry-run").is_some() => {
@@ -50,6 +54,92 @@ pub fn run(ctx: &Context, params: Params) -> Result<Outcome, ActionError> {
             unreachable_outcome(&params, &error),
         )),
     }
+}
+
+/// Sends the request `n` times and judges the batch: each answer by `expect`, then the
+/// 95th percentile of response times and the share of answers that met `expect`.
+fn batch(ctx: &Context, params: &Params, n: u32) -> Result<Outcome, ActionError> {
+    let mut times_ms: Vec<f64> = Vec::with_capacity(n as usize);
+    let mut good = 0u32;
+    let mut last_problem = None;
+    for _ in 0..n {
+        match ctx.http(&request(params)) {
+            Ok(response) if ctx.dry_run && response.header("x-runcap-dry-run").is_some() => {
+                return Ok(Outcome::ok(format!(
+                    "dry run: would {} {} {n} times",
+                    params.method.as_str(),
+                    params.url
+                ))
+                .detail("url", params.url.as_str())
+                .detail("dry_run", true));
+            }
+            Ok(response) => {
+                times_ms.push(response.elapsed.as_micros() as f64 / 1000.0);
+                let judged = evaluate(params, &response, now_secs());
+                if judged.status == runcap_sdk::Status::Fail {
+                    last_problem = Some(judged.summary);
+                } else {
+                    good += 1;
+                }
+            }
+            Err(HttpError::Denied(message)) => return Err(ActionError::Denied(message)),
+            Err(HttpError::InvalidRequest(message)) => {
+                return Err(ActionError::InvalidParams(message));
+            }
+            Err(error) => last_problem = Some(error.to_string()),
+        }
+    }
+    times_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if times_ms.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((times_ms.len() as f64 * p).ceil() as usize).clamp(1, times_ms.len()) - 1;
+        times_ms[i]
+    };
+    let (p50, p95, p99) = (pct(0.50), pct(0.95), pct(0.99));
+    let rate = f64::from(good) / f64::from(n);
+    let mut problems = Vec::new();
+    if let Some(limit) = params.p95_below {
+        let limit_ms = limit.get().as_secs_f64() * 1000.0;
+        // No answer at all (p95 is NaN) does not pass either.
+        if p95.is_nan() || p95 >= limit_ms {
+            problems.push(format!("p95 {p95:.1} ms is not below {limit}"));
+        }
+    }
+    let min_rate = params.success_rate_above.unwrap_or(0.0);
+    if rate <= min_rate || (params.success_rate_above.is_none() && good < n) {
+        problems.push(format!(
+            "{good} of {n} answers met expect ({:.0}%){}",
+            rate * 100.0,
+            last_problem
+                .map(|p| format!("; last problem: {p}"))
+                .unwrap_or_default()
+        ));
+    }
+    let summary = format!(
+        "{} {} ×{n}: p50 {p50:.1} ms, p95 {p95:.1} ms, {:.0}% met expect",
+        params.method.as_str(),
+        params.url,
+        rate * 100.0
+    );
+    let outcome = if problems.is_empty() {
+        Outcome::ok(summary)
+    } else {
+        Outcome::fail(format!("{summary} — {}", problems.join("; ")))
+    };
+    Ok(invert_if_asked(
+        params,
+        outcome
+            .detail("url", params.url.as_str())
+            .detail("samples", n)
+            .detail("p50_ms", p50)
+            .detail("p95_ms", p95)
+            .detail("p99_ms", p99)
+            .detail("success_rate", rate)
+            .metric("p95_ms", p95)
+            .metric("success_rate", rate),
+    ))
 }
 
 /// With `expect_fail`, a failing check is the expected result and a passing one is not.

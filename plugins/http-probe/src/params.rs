@@ -47,6 +47,40 @@ pub struct Params {
     /// check notices a fault (an expired certificate, a corrupt index).
     #[serde(default)]
     pub expect_fail: bool,
+    /// Send the request this many times (2 to 1000) and judge the batch: a mini load
+    /// test. Each answer is judged by `expect`; `p95_below` and `success_rate_above`
+    /// judge them together.
+    pub samples: Option<u32>,
+    /// With `samples`: the 95th percentile of response times must be below this.
+    pub p95_below: Option<HumanDuration>,
+    /// With `samples`: the share of answers meeting `expect` must be above this (0 to 1).
+    pub success_rate_above: Option<f64>,
+}
+
+impl Params {
+    /// Checks what serde cannot: the batch settings go together and make sense.
+    pub fn check_batch(&self) -> Result<(), String> {
+        match self.samples {
+            Some(n) if !(2..=1000).contains(&n) => {
+                return Err(format!("samples: {n} is not from 2 to 1000"));
+            }
+            None if self.p95_below.is_some() || self.success_rate_above.is_some() => {
+                return Err(
+                    "p95_below and success_rate_above judge a batch: add samples = 20 (or another count)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(r) = self.success_rate_above
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(format!(
+                "success_rate_above: {r} is not a share from 0 to 1"
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_timeout() -> HumanDuration {

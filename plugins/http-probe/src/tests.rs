@@ -663,3 +663,74 @@ fn expect_fail_inverts_the_verdict() {
     .unwrap();
     assert_eq!(out.status, Status::Fail);
 }
+
+/// A host answering `n` requests: 200 in `i + 1` ms for the i-th, except the indexes in
+/// `failing`, which answer 500.
+fn batch_host(n: u64, failing: &[u64]) -> MockHost {
+    (0..n).fold(MockHost::new(), |h, i| {
+        let status = if failing.contains(&i) { 500 } else { 200 };
+        h.answer_http(Ok(response(status, "", i + 1)))
+    })
+}
+
+#[test]
+fn a_batch_is_judged_by_its_p95_and_success_rate() {
+    let host = batch_host(20, &[3]);
+    let out = run(
+        &host.context(),
+        params(json!({"url": "http://svc/health", "samples": 20, "p95_below": "50ms", "success_rate_above": 0.9})),
+    )
+    .unwrap();
+    assert_eq!(out.status, Status::Ok, "{}", out.summary);
+    assert_eq!(host.requests.borrow().len(), 20);
+    assert_eq!(out.details["p95_ms"], 19.0);
+    assert_eq!(out.details["success_rate"], 0.95);
+
+    let host = batch_host(20, &[3]);
+    let out = run(
+        &host.context(),
+        params(json!({"url": "http://svc/health", "samples": 20, "p95_below": "10ms", "success_rate_above": 0.99})),
+    )
+    .unwrap();
+    assert_eq!(out.status, Status::Fail);
+    assert!(
+        out.summary.contains("p95 19.0 ms is not below 10ms"),
+        "{}",
+        out.summary
+    );
+    assert!(
+        out.summary.contains("19 of 20 answers met expect (95%)"),
+        "{}",
+        out.summary
+    );
+
+    // Without a rate, every answer must meet expect.
+    let host = batch_host(5, &[4]);
+    let out = run(
+        &host.context(),
+        params(json!({"url": "http://svc/health", "samples": 5})),
+    )
+    .unwrap();
+    assert_eq!(out.status, Status::Fail, "{}", out.summary);
+}
+
+#[test]
+fn batch_settings_that_make_no_sense_are_invalid() {
+    for (p, expected) in [
+        (
+            json!({"url": "http://svc", "p95_below": "1s"}),
+            "add samples = 20",
+        ),
+        (
+            json!({"url": "http://svc", "samples": 1}),
+            "not from 2 to 1000",
+        ),
+        (
+            json!({"url": "http://svc", "samples": 5, "success_rate_above": 1.5}),
+            "not a share",
+        ),
+    ] {
+        let err = params(p).check_batch().unwrap_err();
+        assert!(err.contains(expected), "{err}");
+    }
+}
