@@ -4,6 +4,8 @@
 use runcap_sdk::{HttpResponse, Outcome, Status};
 use serde_json::{Value, json};
 
+use crate::params::JsonTest;
+
 use crate::params::{Conditions, Params};
 
 /// Longest excerpt of response data that may appear in an outcome.
@@ -213,26 +215,20 @@ fn check_set(set: &Conditions, severity: Severity, seen: &Observed, out: &mut Ve
     }
 
     for (pointer, expected) in &set.json {
-        let expected_text = shorten(&expected.to_string());
-        let condition = format!("json {pointer} == {expected_text}");
+        // Checked when params were read; a value that is not a test is one to equal.
+        let test = JsonTest::parse(expected).unwrap_or(JsonTest::Equals(expected));
+        let (condition, wanted) = describe_test(pointer, &test);
         match seen.json.as_ref() {
-            Some(Ok(doc)) => match doc.pointer(pointer) {
-                Some(actual) => {
-                    let actual_text = shorten(&actual.to_string());
-                    push(
-                        condition,
-                        json_equal(actual, expected),
-                        actual_text.clone(),
-                        format!("json {pointer} is {actual_text}, expected {expected_text}"),
-                    );
-                }
-                None => push(
-                    condition,
-                    false,
-                    "missing".into(),
-                    format!("json {pointer} missing, expected {expected_text}"),
-                ),
-            },
+            Some(Ok(doc)) => {
+                let actual = doc.pointer(pointer);
+                let actual_text = actual.map_or("missing".to_string(), |a| shorten(&a.to_string()));
+                let ok = json_test_holds(&test, actual);
+                let problem = match actual {
+                    None => format!("json {pointer} missing, expected {wanted}"),
+                    Some(_) => format!("json {pointer} is {actual_text}, expected {wanted}"),
+                };
+                push(condition, ok, actual_text, problem);
+            }
             Some(Err(why)) => {
                 let text = String::from_utf8_lossy(&seen.response.body);
                 let truncated = if seen.response.body_truncated {
@@ -277,6 +273,44 @@ fn check_set(set: &Conditions, severity: Severity, seen: &Observed, out: &mut Ve
                 ),
             ),
         }
+    }
+}
+
+/// A JSON condition as reports show it (`json /ratio < 0.9`), and what it wants, as the
+/// failure message says it.
+fn describe_test(pointer: &str, test: &JsonTest) -> (String, String) {
+    let wanted = match test {
+        JsonTest::Equals(v) => shorten(&v.to_string()),
+        JsonTest::NotEquals(v) => format!("!= {}", shorten(&v.to_string())),
+        JsonTest::Compare(op, n) => format!("{op} {n}"),
+        JsonTest::Matches(r) => format!("to match /{}/", r.as_str()),
+        JsonTest::Exists(true) => "present".to_string(),
+        JsonTest::Exists(false) => "absent".to_string(),
+    };
+    let condition = match test {
+        JsonTest::Equals(v) => format!("json {pointer} == {}", shorten(&v.to_string())),
+        JsonTest::Matches(r) => format!("json {pointer} matches /{}/", r.as_str()),
+        JsonTest::Exists(e) => format!("json {pointer} exists == {e}"),
+        _ => format!("json {pointer} {wanted}"),
+    };
+    (condition, wanted)
+}
+
+/// Whether the value at a pointer (`None`: absent) passes a test.
+fn json_test_holds(test: &JsonTest, actual: Option<&Value>) -> bool {
+    match (test, actual) {
+        (JsonTest::Exists(want), a) => a.is_some() == *want,
+        (_, None) => false,
+        (JsonTest::Equals(v), Some(a)) => json_equal(a, v),
+        (JsonTest::NotEquals(v), Some(a)) => !json_equal(a, v),
+        (JsonTest::Compare(op, n), Some(a)) => a.as_f64().is_some_and(|x| match *op {
+            "<" => x < *n,
+            "<=" => x <= *n,
+            ">" => x > *n,
+            _ => x >= *n,
+        }),
+        (JsonTest::Matches(r), Some(Value::String(text))) => r.is_match(text),
+        (JsonTest::Matches(r), Some(other)) => r.is_match(&other.to_string()),
     }
 }
 

@@ -145,7 +145,8 @@ pub struct Conditions {
     /// Text the response body must contain.
     pub body_contains: Option<String>,
     /// JSON pointers (RFC 6901) into the response body and the value each must have,
-    /// e.g. {"/status": "up", "/checks/db": true}.
+    /// e.g. {"/status": "up", "/checks/db": true}, or a test on it: {"<": 0.9},
+    /// {">=": 95}, {"!=": "down"}, {"matches": "^v2\\."}, {"exists": true}.
     #[serde(default, deserialize_with = "deserialize_pointers")]
     pub json: BTreeMap<String, Value>,
     /// The https certificate must stay valid for more than this many days.
@@ -244,6 +245,65 @@ fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String,
     Ok(url)
 }
 
+/// What a JSON condition asks of the value at its pointer.
+#[derive(Debug)]
+pub enum JsonTest<'a> {
+    /// Equal to this value (numbers by value).
+    Equals(&'a Value),
+    /// Not equal to this value.
+    NotEquals(&'a Value),
+    /// A number, compared with `op` (`<`, `<=`, `>`, `>=`) to this one.
+    Compare(&'static str, f64),
+    /// Text (a non-string is matched as its JSON) matching this regular expression.
+    Matches(regex_lite::Regex),
+    /// Present (true) or absent (false).
+    Exists(bool),
+}
+
+impl<'a> JsonTest<'a> {
+    /// Reads a condition's value: `{"<": 0.9}` and the like are tests, anything else
+    /// is a value to equal.
+    pub fn parse(expected: &'a Value) -> Result<Self, String> {
+        let Some((op, arg)) = expected
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.iter().next())
+        else {
+            return Ok(JsonTest::Equals(expected));
+        };
+        Ok(match op.as_str() {
+            "==" => JsonTest::Equals(arg),
+            "!=" => JsonTest::NotEquals(arg),
+            "<" | "<=" | ">" | ">=" => {
+                let n = arg
+                    .as_f64()
+                    .ok_or_else(|| format!("`{op}` compares numbers; {arg} is not one"))?;
+                let op = match op.as_str() {
+                    "<" => "<",
+                    "<=" => "<=",
+                    ">" => ">",
+                    _ => ">=",
+                };
+                JsonTest::Compare(op, n)
+            }
+            "matches" => {
+                let pattern = arg
+                    .as_str()
+                    .ok_or_else(|| "`matches` takes a regular expression as text".to_string())?;
+                JsonTest::Matches(
+                    regex_lite::Regex::new(pattern)
+                        .map_err(|e| format!("`{pattern}` is not a regular expression: {e}"))?,
+                )
+            }
+            "exists" => JsonTest::Exists(
+                arg.as_bool()
+                    .ok_or_else(|| "`exists` takes true or false".to_string())?,
+            ),
+            _ => return Ok(JsonTest::Equals(expected)),
+        })
+    }
+}
+
 fn deserialize_pointers<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<BTreeMap<String, Value>, D::Error> {
@@ -252,6 +312,9 @@ fn deserialize_pointers<'de, D: Deserializer<'de>>(
         return Err(de::Error::custom(format!(
             "{bad:?} is not a JSON pointer: it must start with \"/\", e.g. \"/{bad}\""
         )));
+    }
+    for (pointer, expected) in &map {
+        JsonTest::parse(expected).map_err(|e| de::Error::custom(format!("{pointer}: {e}")))?;
     }
     Ok(map)
 }

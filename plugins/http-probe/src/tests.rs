@@ -734,3 +734,63 @@ fn batch_settings_that_make_no_sense_are_invalid() {
         assert!(err.contains(expected), "{err}");
     }
 }
+
+#[test]
+fn json_values_are_compared_matched_and_tested_for_presence() {
+    let body = r#"{"ratio": 0.42, "uptime": 99.5, "state": "degraded", "version": "v2.3.1"}"#;
+    let p = probe(json!({ "json": {
+        "/ratio": {"<": 0.9},
+        "/uptime": {">=": 95},
+        "/state": {"!=": "down"},
+        "/version": {"matches": "^v2\\."},
+        "/error": {"exists": false},
+    }}));
+    let out = evaluate(&p, &response(200, body, 5), NOW);
+    assert_eq!(out.status, Status::Ok, "{}", out.summary);
+    assert!(passed(&out, "json /ratio < 0.9"));
+
+    let p = probe(json!({ "json": {
+        "/ratio": {">": 0.5},
+        "/state": {"!=": "degraded"},
+        "/version": {"matches": "^v3"},
+        "/ratio2": {"exists": true},
+    }}));
+    let out = evaluate(&p, &response(200, body, 5), NOW);
+    assert_eq!(out.status, Status::Fail);
+    assert!(
+        out.summary
+            .contains("json /ratio is 0.42, expected > 0.5 (and 3 more failed)"),
+        "{}",
+        out.summary
+    );
+    for (condition, seen) in [
+        ("json /state != \"degraded\"", "\"degraded\""),
+        ("json /version matches /^v3/", "\"v2.3.1\""),
+        ("json /ratio2 exists == true", "missing"),
+    ] {
+        assert!(!passed(&out, condition), "{condition}");
+        assert_eq!(actual(&out, condition), seen, "{condition}");
+    }
+}
+
+#[test]
+fn json_tests_that_cannot_work_are_refused_when_params_are_read() {
+    for (json, expected) in [
+        (json!({"/a": {"<": "high"}}), "`<` compares numbers"),
+        (
+            json!({"/a": {"matches": "("}}),
+            "is not a regular expression",
+        ),
+        (
+            json!({"/a": {"exists": "yes"}}),
+            "`exists` takes true or false",
+        ),
+    ] {
+        let err = serde_json::from_value::<Params>(
+            json!({"url": "http://svc", "expect": {"json": json}}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+}
