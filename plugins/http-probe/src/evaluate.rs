@@ -217,7 +217,7 @@ fn check_set(set: &Conditions, severity: Severity, seen: &Observed, out: &mut Ve
     for (pointer, expected) in &set.json {
         // Checked when params were read; a value that is not a test is one to equal.
         let test = JsonTest::parse(expected).unwrap_or(JsonTest::Equals(expected));
-        let (condition, wanted) = describe_test(pointer, &test);
+        let (condition, wanted) = describe_test(&format!("json {pointer}"), &test);
         match seen.json.as_ref() {
             Some(Ok(doc)) => {
                 let actual = doc.pointer(pointer);
@@ -248,6 +248,42 @@ fn check_set(set: &Conditions, severity: Severity, seen: &Observed, out: &mut Ve
         }
     }
 
+    for (name, expected) in &set.headers {
+        let test = JsonTest::parse(expected).unwrap_or(JsonTest::Equals(expected));
+        let (condition, wanted) = describe_test(&format!("header {name}"), &test);
+        let value = seen
+            .response
+            .header(name)
+            .map(|v| Value::String(v.to_string()));
+        let ok = json_test_holds(&test, value.as_ref());
+        let actual_text = value
+            .as_ref()
+            .map_or("missing".to_string(), |v| shorten(&v.to_string()));
+        let problem = match value {
+            None => format!("header {name} missing, expected {wanted}"),
+            Some(_) => format!("header {name} is {actual_text}, expected {wanted}"),
+        };
+        push(condition, ok, actual_text, problem);
+    }
+
+    if let Some(limit) = set.body_bytes_below {
+        let size = seen.response.body.len() as u64;
+        let truncated = seen.response.body_truncated;
+        push(
+            format!("body_bytes < {limit}"),
+            size < limit && !truncated,
+            if truncated {
+                format!("{size}+ (truncated)")
+            } else {
+                size.to_string()
+            },
+            format!(
+                "body is {size}{} bytes, expected fewer than {limit}",
+                if truncated { "+" } else { "" }
+            ),
+        );
+    }
+
     if let Some(min_days) = set.cert_days_min {
         let condition = format!("cert_days_left > {min_days}");
         match seen.cert_days_left {
@@ -276,9 +312,9 @@ fn check_set(set: &Conditions, severity: Severity, seen: &Observed, out: &mut Ve
     }
 }
 
-/// A JSON condition as reports show it (`json /ratio < 0.9`), and what it wants, as the
-/// failure message says it.
-fn describe_test(pointer: &str, test: &JsonTest) -> (String, String) {
+/// A test on `subject` (`json /ratio`, `header content-type`) as reports show it
+/// (`json /ratio < 0.9`), and what it wants, as the failure message says it.
+fn describe_test(subject: &str, test: &JsonTest) -> (String, String) {
     let wanted = match test {
         JsonTest::Equals(v) => shorten(&v.to_string()),
         JsonTest::NotEquals(v) => format!("!= {}", shorten(&v.to_string())),
@@ -288,10 +324,10 @@ fn describe_test(pointer: &str, test: &JsonTest) -> (String, String) {
         JsonTest::Exists(false) => "absent".to_string(),
     };
     let condition = match test {
-        JsonTest::Equals(v) => format!("json {pointer} == {}", shorten(&v.to_string())),
-        JsonTest::Matches(r) => format!("json {pointer} matches /{}/", r.as_str()),
-        JsonTest::Exists(e) => format!("json {pointer} exists == {e}"),
-        _ => format!("json {pointer} {wanted}"),
+        JsonTest::Equals(v) => format!("{subject} == {}", shorten(&v.to_string())),
+        JsonTest::Matches(r) => format!("{subject} matches /{}/", r.as_str()),
+        JsonTest::Exists(e) => format!("{subject} exists == {e}"),
+        _ => format!("{subject} {wanted}"),
     };
     (condition, wanted)
 }

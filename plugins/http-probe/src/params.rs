@@ -149,6 +149,12 @@ pub struct Conditions {
     /// {">=": 95}, {"!=": "down"}, {"matches": "^v2\\."}, {"exists": true}.
     #[serde(default, deserialize_with = "deserialize_pointers")]
     pub json: BTreeMap<String, Value>,
+    /// Response headers (names in any case) and the value each must have, or a test on
+    /// it as for `json`: {"content-type": {"matches": "json"}, "x-version": "2"}.
+    #[serde(default, deserialize_with = "deserialize_header_tests")]
+    pub headers: BTreeMap<String, Value>,
+    /// The body must be shorter than this many bytes.
+    pub body_bytes_below: Option<u64>,
     /// The https certificate must stay valid for more than this many days.
     /// Fails on a plain http response, which has no certificate.
     pub cert_days_min: Option<u32>,
@@ -302,6 +308,16 @@ impl<'a> JsonTest<'a> {
             _ => return Ok(JsonTest::Equals(expected)),
         })
     }
+}
+
+fn deserialize_header_tests<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, Value>, D::Error> {
+    let map = BTreeMap::<String, Value>::deserialize(deserializer)?;
+    for (name, expected) in &map {
+        JsonTest::parse(expected).map_err(|e| de::Error::custom(format!("{name}: {e}")))?;
+    }
+    Ok(map)
 }
 
 fn deserialize_pointers<'de, D: Deserializer<'de>>(

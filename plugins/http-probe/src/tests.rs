@@ -794,3 +794,24 @@ fn json_tests_that_cannot_work_are_refused_when_params_are_read() {
         assert!(err.contains(expected), "{err}");
     }
 }
+
+#[test]
+fn headers_and_body_size_are_judged() {
+    let mut r = response(200, "0123456789", 5);
+    r.headers = vec![(
+        "Content-Type".into(),
+        "application/json; charset=utf-8".into(),
+    )];
+    let p = probe(json!({
+        "headers": {"content-type": {"matches": "json"}, "x-version": {"exists": false}},
+        "body_bytes_below": 11,
+    }));
+    let out = evaluate(&p, &r, NOW);
+    assert_eq!(out.status, Status::Ok, "{}", out.summary);
+    let p = probe(json!({"headers": {"content-type": "text/plain"}, "body_bytes_below": 10}));
+    let out = evaluate(&p, &r, NOW);
+    assert_eq!(out.status, Status::Fail);
+    assert!(!passed(&out, "header content-type == \"text/plain\""));
+    assert!(!passed(&out, "body_bytes < 10"));
+    assert_eq!(actual(&out, "body_bytes < 10"), "10");
+}
