@@ -950,3 +950,62 @@ fn serves_https_when_a_certificate_is_given() {
     assert!(!curl(&[]).status.success());
     assert_eq!(http(&served.addr, "GET", "/metrics", None, "").0, 0);
 }
+
+#[test]
+fn a_server_whose_binary_was_replaced_still_compiles_a_new_plugin_on_reload() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(&svc, "");
+    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
+        .unwrap()
+        .replace("\"run:health\"", "\"run\"");
+    sb.write("runcap.toml", &text);
+    // The server runs from a copy of the binary, which is then deleted, as an upgrade
+    // that replaces the file under a running server does.
+    let exe = sb.path().join("runcap-copy");
+    std::fs::copy(runcap_e2e::runcap_bin(), &exe).unwrap();
+    let mut child = std::process::Command::new(&exe)
+        .args(["serve", "--grace", "2s"])
+        .current_dir(sb.path())
+        .env("RUNCAP_CACHE_DIR", sb.path().join(".cache"))
+        .env_remove("RUNCAP_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let served = Served {
+        addr: line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in `{line}`"))
+            .to_string(),
+        child,
+    };
+    std::fs::remove_file(&exe).unwrap();
+    // A plugin the server has not compiled yet: the compiler child cannot start, so the
+    // server compiles it itself.
+    sb.write(
+        "runcap.toml",
+        &format!(
+            "{text}\n[plugins.noop]\n{noop}\n[runbooks.added]\n[[runbooks.added.steps]]\nuses = \"noop\"\n",
+            noop = plugin_lines("noop")
+        ),
+    );
+    let (code, body) = http(&served.addr, "POST", "/api/v1/reload", Some(RUN), "");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(
+        &served.addr,
+        "POST",
+        "/api/v1/runs",
+        Some(RUN),
+        r#"{"runbook": "added"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    poll("the run of the new plugin", || {
+        let runs = get_json(&served.addr, "/api/v1/runs?runbook=added", READ);
+        (runs[0]["status"] == "ok").then_some(())
+    });
+}

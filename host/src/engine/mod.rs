@@ -244,8 +244,17 @@ impl Runtime {
                     .precompile_component(&wasm)
                     .map_err(|e| one_line(&e)),
                 Compiler::Isolated { exe, limits } => {
-                    isolate::compile(exe, self.max_instances, *limits, &wasm)
-                        .map_err(|e| e.to_string())
+                    match isolate::compile(exe, self.max_instances, *limits, &wasm) {
+                        // The binary can be gone (replaced by an upgrade under a running
+                        // `serve`): compile here rather than not at all.
+                        Err(e @ isolate::IsolatedError::Spawn { .. }) => {
+                            tracing::warn!("compiling in this process, without limits: {e}");
+                            self.engine
+                                .precompile_component(&wasm)
+                                .map_err(|e| one_line(&e))
+                        }
+                        other => other.map_err(|e| e.to_string()),
+                    }
                 }
             })
             .map_err(|e| LoadError::CompileFailed {
