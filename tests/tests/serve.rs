@@ -1024,3 +1024,57 @@ fn a_server_whose_binary_was_replaced_still_compiles_a_new_plugin_on_reload() {
         (runs[0]["status"] == "ok").then_some(())
     });
 }
+
+#[test]
+fn an_accepted_run_that_never_starts_is_recorded_as_cancelled() {
+    let svc = Service::start("127.0.0.1", None);
+    let extra = format!(
+        r#"
+[runbooks.hold]
+overlap = "refuse"
+[[runbooks.hold.steps]]
+id = "slow"
+uses = "probe"
+with = {{ url = "{}" }}
+"#,
+        svc.url("/slow?ms=3000")
+    );
+    let sb = sandbox(&svc, &extra);
+    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
+        .unwrap()
+        .replace("\"run:health\"", "\"run\"");
+    sb.write("runcap.toml", &text);
+    let served = serve(&sb);
+    let start = || {
+        let (code, body) = http(
+            &served.addr,
+            "POST",
+            "/api/v1/runs",
+            Some(RUN),
+            r#"{"runbook": "hold"}"#,
+        );
+        assert_eq!(code, 202, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["run_id"].as_str().unwrap().to_string()
+    };
+    let first = start();
+    poll("the first run to hold its lock", || {
+        let run = get_json(&served.addr, &format!("/api/v1/runs/{first}"), READ);
+        (run["status"] == "running").then_some(())
+    });
+    let second = start();
+    // Refused by the runbook's lock: its id answers with what became of it, not 404.
+    let run = poll("the refused run's record", || {
+        let (code, body) = http(
+            &served.addr,
+            "GET",
+            &format!("/api/v1/runs/{second}"),
+            Some(READ),
+            "",
+        );
+        assert_ne!(code, 404, "{body}");
+        let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (run["status"] == "cancelled").then_some(run)
+    });
+    assert!(run.to_string().contains("not started"), "{run:#}");
+}

@@ -222,7 +222,7 @@ impl Server {
         let _lock = match lock {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(runbook = name, run_id, "not started: {e}");
+                self.record_not_started(name, run_id, dry_run, &e.to_string());
                 return;
             }
         };
@@ -252,6 +252,34 @@ impl Server {
         self.metrics.running.dec();
         self.metrics.record_run(&report);
         tracing::info!(runbook = name, run_id, status = %report.status, "run finished");
+    }
+
+    /// Records an accepted run that never started (its runbook's lock refused it, or the
+    /// server stopped while it waited) as cancelled, so its id, already handed out by the
+    /// API, keeps answering with what became of it.
+    fn record_not_started(&self, name: &str, run_id: &str, dry_run: bool, why: &str) {
+        tracing::warn!(runbook = name, run_id, "not started: {why}");
+        let start = crate::store::RunStart {
+            id: run_id,
+            environment: &self.env.name,
+            runbook: name,
+            manifest: &self.env.file,
+            dry_run,
+        };
+        let recorded = self.store.begin_run(&start).and_then(|()| {
+            self.store.finish_run(
+                run_id,
+                crate::store::records::RunStatus::Cancelled,
+                &format!("not started: {why}"),
+            )
+        });
+        if let Err(e) = recorded {
+            tracing::error!(
+                runbook = name,
+                run_id,
+                "cannot record the run that did not start: {e}"
+            );
+        }
     }
 
     /// Stops taking work, lets runs under way finish for `grace`, then cancels them and
