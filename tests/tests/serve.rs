@@ -68,9 +68,14 @@ impl Drop for Served {
 }
 
 fn serve(sb: &Sandbox) -> Served {
-    let mut child = sb
-        .runcap()
-        .args(["serve", "--grace", "2s"])
+    let mut cmd = sb.runcap();
+    cmd.args(["serve", "--grace", "2s"]);
+    served_by(cmd)
+}
+
+/// Starts `cmd` (a `runcap serve`) and reads the address it prints first.
+fn served_by(mut cmd: std::process::Command) -> Served {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .expect("runcap serve starts");
@@ -978,27 +983,12 @@ fn a_server_whose_binary_was_replaced_still_compiles_a_new_plugin_on_reload() {
     // that replaces the file under a running server does.
     let exe = sb.path().join("runcap-copy");
     std::fs::copy(runcap_e2e::runcap_bin(), &exe).unwrap();
-    let mut child = std::process::Command::new(&exe)
-        .args(["serve", "--grace", "2s"])
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["serve", "--grace", "2s"])
         .current_dir(sb.path())
         .env("RUNCAP_CACHE_DIR", sb.path().join(".cache"))
-        .env_remove("RUNCAP_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let served = Served {
-        addr: line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in `{line}`"))
-            .to_string(),
-        child,
-    };
+        .env_remove("RUNCAP_LOG");
+    let served = served_by(cmd);
     std::fs::remove_file(&exe).unwrap();
     // A plugin the server has not compiled yet: the compiler child cannot start, so the
     // server compiles it itself.
