@@ -85,11 +85,13 @@ pub async fn acquire(
             }
         }
     }
-    // Who holds it, for the next run that finds it taken.
+    // Who holds it, for the next run that finds it taken. Written over the last note and
+    // then cut to length: truncating to zero first would make the file system flush it
+    // to disk when it is closed (ext4's replace-by-truncate heuristic), on every run.
     let note = format!("run {run_id} (pid {})", std::process::id());
-    file.set_len(0)
-        .and_then(|_| file.rewind())
+    file.rewind()
         .and_then(|_| file.write_all(note.as_bytes()))
+        .and_then(|_| file.set_len(note.len() as u64))
         .map_err(io)?;
     Ok(RunbookLock { _file: file })
 }

@@ -309,8 +309,23 @@ pub fn render_params(
     params: &serde_json::Value,
     ctx: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
+    // Params without a template are the common case: they need no context, and
+    // converting it (every earlier step's details) would make a long runbook quadratic.
+    if !holds_template(params) {
+        return Ok(params.clone());
+    }
     let ctx = Value::from(minijinja::value::Serde(ctx));
     render(params, &ctx, "")
+}
+
+/// Whether any string in `v` is a template.
+fn holds_template(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => is_template(s),
+        serde_json::Value::Array(a) => a.iter().any(holds_template),
+        serde_json::Value::Object(o) => o.values().any(holds_template),
+        _ => false,
+    }
 }
 
 fn render(v: &serde_json::Value, ctx: &Value, path: &str) -> Result<serde_json::Value, String> {

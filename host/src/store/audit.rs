@@ -59,18 +59,16 @@ pub fn append(
     payload: &str,
 ) -> rusqlite::Result<i64> {
     let last: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = match last {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_string()),
     };
     let hash = row_hash(seq, at, kind, run_id, subject, payload, &prev);
-    tx.execute(
+    super::exec(
+        tx,
         "INSERT INTO audit (seq, at, kind, run_id, subject, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![seq, at, kind, run_id, subject, payload, prev, hash],
     )?;

@@ -129,7 +129,7 @@ impl Store {
             let sql = format!(
                 "SELECT {COLUMNS}, revert, pid, pid_start FROM faults WHERE {OPEN} AND {filter} ORDER BY injected_at, rowid"
             );
-            let mut stmt = c.prepare(&sql)?;
+            let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(args, |r| {
                 Ok(OpenFault {
                     row: row(r)?,

@@ -183,6 +183,12 @@ pub struct Interrupted {
     pub pending_rollbacks: Vec<PendingRollback>,
 }
 
+/// Runs one statement through the connection's statement cache, so the statements a run
+/// writes with are parsed once per connection rather than once per row.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Sqlite {
         path: path.display().to_string(),
@@ -218,6 +224,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(&err)?;
         set_wal(&conn).map_err(&err)?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(&err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -297,8 +304,7 @@ impl Store {
         let manifest = run.manifest.display().to_string();
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.err())?;
-        tx.execute(
-            "INSERT INTO runs (id, environment, runbook, manifest, dry_run, status, started_at, pid, pid_start) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
+        exec(&tx, "INSERT INTO runs (id, environment, runbook, manifest, dry_run, status, started_at, pid, pid_start) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
             params![run.id, run.environment, run.runbook, manifest, run.dry_run, now, pid, pid_start],
         )
         .map_err(self.err())?;
@@ -325,9 +331,7 @@ impl Store {
         phase: Phase,
     ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+        exec(&self.conn(), "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
                 params![run_id, seq, step_id, uses, phase, now],
             )
             .map_err(self.err())?;
@@ -355,14 +359,12 @@ impl Store {
             .collect();
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.err())?;
-        tx.execute(
-            "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, attempts, failure_kind, summary, details, metrics, started_at, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        exec(&tx, "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, attempts, failure_kind, summary, details, metrics, started_at, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![run_id, s.seq, s.step_id, s.uses, s.phase, s.status, s.attempts, s.failure_kind, summary, details, metrics, s.started_at, s.duration_ms],
         )
         .map_err(self.err())?;
         for (level, message, fields, at) in &logs {
-            tx.execute(
-                "INSERT INTO logs (run_id, step_seq, level, message, fields, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            exec(&tx, "INSERT INTO logs (run_id, step_seq, level, message, fields, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run_id, s.seq, level, message, fields, at],
             )
             .map_err(self.err())?;
@@ -372,8 +374,7 @@ impl Store {
             ("stderr", (&stderr, s.stderr.1)),
         ] {
             if !text.is_empty() || dropped > 0 {
-                tx.execute(
-                    "INSERT OR REPLACE INTO outputs (run_id, step_seq, stream, text, dropped) VALUES (?1, ?2, ?3, ?4, ?5)",
+                exec(&tx, "INSERT OR REPLACE INTO outputs (run_id, step_seq, stream, text, dropped) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![run_id, s.seq, stream, text, dropped as i64],
                 )
                 .map_err(self.err())?;
@@ -401,8 +402,7 @@ impl Store {
         let result = call.result.as_deref().map(|r| self.clean(r));
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.err())?;
-        tx.execute(
-            "INSERT INTO calls (run_id, step_seq, plugin, capability, operation, target, decision, reason, result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        exec(&tx, "INSERT INTO calls (run_id, step_seq, plugin, capability, operation, target, decision, reason, result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![run_id, step_seq, plugin, call.capability, call.operation, target, call.decision.as_str(), reason, result, call.at_ms as i64],
         )
         .map_err(self.err())?;
@@ -425,9 +425,7 @@ impl Store {
     /// Registers a rollback a completed step left behind.
     pub fn add_rollback(&self, run_id: &str, rb: &PendingRollback) -> Result<(), StoreError> {
         let params_json = self.clean_json(&rb.params);
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO rollbacks (run_id, seq, step_id, uses, params, state, timeout_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+        exec(&self.conn(), "INSERT OR REPLACE INTO rollbacks (run_id, seq, step_id, uses, params, state, timeout_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
                 params![run_id, rb.seq, rb.step_id, rb.uses, params_json, rb.timeout.map(|t| t.as_millis() as i64)],
             )
             .map_err(self.err())?;
@@ -441,12 +439,12 @@ impl Store {
         seq: i64,
         state: records::RollbackState,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE rollbacks SET state = ?3 WHERE run_id = ?1 AND seq = ?2",
-                params![run_id, seq, state],
-            )
-            .map_err(self.err())?;
+        exec(
+            &self.conn(),
+            "UPDATE rollbacks SET state = ?3 WHERE run_id = ?1 AND seq = ?2",
+            params![run_id, seq, state],
+        )
+        .map_err(self.err())?;
         Ok(())
     }
 
@@ -484,7 +482,8 @@ impl Store {
         let summary = self.clean(summary);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.err())?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
             params![run_id, status, now, summary],
         )
@@ -530,7 +529,8 @@ impl Store {
                         .map_err(self.err())?
                 };
                 for (seq, step_id) in &cut {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE steps SET status = 'interrupted' WHERE run_id = ?1 AND seq = ?2",
                         params![id, seq],
                     )
@@ -546,8 +546,7 @@ impl Store {
                         |r| r.get(0),
                     )
                     .map_err(self.err())?;
-                tx.execute(
-                    "UPDATE runs SET status = 'interrupted', finished_at = ?2, summary = 'the runcap process died during the run' WHERE id = ?1",
+                exec(&tx, "UPDATE runs SET status = 'interrupted', finished_at = ?2, summary = 'the runcap process died during the run' WHERE id = ?1",
                     params![id, now],
                 )
                 .map_err(self.err())?;

@@ -64,7 +64,8 @@ pub fn seal_step(
         subject,
         &payload.to_string(),
     )?;
-    tx.execute(
+    super::exec(
+        tx,
         "UPDATE steps SET audit_seq = ?3 WHERE run_id = ?1 AND seq = ?2",
         params![run_id, seq, at],
     )?;
@@ -88,7 +89,8 @@ pub fn seal_run(
         subject,
         &payload.to_string(),
     )?;
-    tx.execute(
+    super::exec(
+        tx,
         "UPDATE runs SET audit_seq = ?2 WHERE id = ?1",
         params![run_id, at],
     )?;

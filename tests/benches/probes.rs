@@ -1,0 +1,405 @@
+//! HTTP probes against the demo service, measured beside `curl` doing the same checks in
+//! the same run, the way a cron user would compare them:
+//!
+//! - **Start to exit**: the whole `runcap run` process of a one-probe runbook (compile cache
+//!   warm) beside one `curl` process. Target: at most 1.3x curl's wall time.
+//! - **A runbook of 100 probes** beside a bash loop of 100 `curl` calls: wall time and CPU
+//!   (user + system, children included) per probe. Target: at most 0.2x the shell's CPU
+//!   per probe.
+//! - **`runcap serve` soak**: 100 runbooks each scheduled every second, each probing the
+//!   demo service, for `PROBES_SOAK_SECS` (default 600). Reports the probes per second
+//!   sustained, the serve process's CPU% and RSS sampled along the way, and its probes per
+//!   CPU-second beside a cron-style shell loop of `curl` doing the same checks. Targets:
+//!   at least 20x the shell's probes per CPU-second, at least 95 % of the scheduled probes
+//!   made, and RSS flat (the last sample within 10 % of the one taken after the first
+//!   minute's warm-up, or the first sample for a shorter soak).
+//!
+//! `./dev bench` runs it. Environment: `PROBES_SOAK_SECS`, `PROBES_SOAK_RUNBOOKS`
+//! (default 100), `PROBES_REPEAT` (process runs timed per side in the first two parts,
+//! default 30).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use runcap_e2e::{Sandbox, Service, plugin_lines};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "not met" }
+}
+
+/// Clock ticks per second, the unit of `/proc`'s CPU times.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Fields of a `/proc/…/stat` line after the command name (which may hold spaces).
+fn stat_fields(path: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after
+        .split_whitespace()
+        .skip(1) // state
+        .map(|f| f.parse().unwrap_or(0))
+        .collect()
+}
+
+/// CPU seconds (user + system) used by this process's waited-for children so far.
+fn children_cpu() -> f64 {
+    // After `state`: ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    // utime stime cutime cstime …
+    let f = stat_fields("/proc/self/stat");
+    (f[12] + f[13]) as f64 / ticks_per_second()
+}
+
+/// CPU seconds (user + system) used by a live process.
+fn process_cpu(pid: u32) -> f64 {
+    let f = stat_fields(&format!("/proc/{pid}/stat"));
+    (f[10] + f[11]) as f64 / ticks_per_second()
+}
+
+/// Resident set size of a live process, in MiB.
+fn process_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs `cmd` to completion; returns its wall time and the CPU it and its children used.
+fn timed(cmd: &mut Command) -> (Duration, f64) {
+    let cpu = children_cpu();
+    let t = Instant::now();
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("the command starts");
+    let wall = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (wall, children_cpu() - cpu)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn curl(url: &str) -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-sf", "-o", "/dev/null", url]);
+    c
+}
+
+/// A bash loop of `n` sequential `curl` calls of `url`, as a cron job would run them.
+fn curl_loop(url: &str, n: u64) -> Command {
+    let mut c = Command::new("bash");
+    c.args([
+        "-c",
+        "for i in $(seq \"$1\"); do curl -sf -o /dev/null \"$2\" || exit 1; done",
+        "curl-loop",
+        &n.to_string(),
+        url,
+    ]);
+    c
+}
+
+/// A manifest granting http-probe the demo service, with `runbooks` appended.
+fn manifest(service: &Service, runbooks: &str) -> String {
+    format!(
+        r#"environment = "bench"
+
+[serve]
+listen = "127.0.0.1:0"
+max_concurrent = 8
+
+[plugins.probe]
+{plugin}
+[plugins.probe.grants.http]
+allow = ["http://{addr}"]
+
+{runbooks}"#,
+        plugin = plugin_lines("http-probe"),
+        addr = service.addr,
+    )
+}
+
+fn probe_step(url: &str) -> String {
+    format!(
+        "[[runbooks.RB.steps]]\nuses = \"probe\"\nwith = {{ url = \"{url}\", expect = {{ status = 200, json = {{ \"/status\" = \"up\" }} }} }}\n"
+    )
+}
+
+/// Part 1: the whole process, `runcap run` of one probe beside one `curl`.
+fn start_to_exit(service: &Service, repeat: u64) {
+    let url = service.url("/health");
+    let sb = Sandbox::new();
+    let env = sb.write(
+        "runcap.toml",
+        &manifest(
+            service,
+            &format!("[runbooks.one]\n{}", probe_step(&url).replace("RB", "one")),
+        ),
+    );
+    let env = env.to_str().unwrap().to_string();
+    let run = |sb: &Sandbox| {
+        let mut c = sb.runcap();
+        c.args(["run", "one", "--env", &env]);
+        c
+    };
+    timed(&mut run(&sb)); // compiles the plugin into the cache
+    let mut runcap = Vec::new();
+    let mut curls = Vec::new();
+    for _ in 0..repeat {
+        curls.push(timed(&mut curl(&url)).0);
+        runcap.push(timed(&mut run(&sb)).0);
+    }
+    let (c, r) = (median(curls), median(runcap));
+    let ratio = r.as_secs_f64() / c.as_secs_f64();
+    println!("one probe, whole process, median of {repeat}:");
+    println!("  curl (baseline)            {:>8.2} ms", ms(c));
+    println!(
+        "  runcap run (cache warm)    {:>8.2} ms  = {ratio:.2}x curl",
+        ms(r)
+    );
+    println!(
+        "target: `runcap run` of one probe <= 1.3x one curl process: {ratio:.2}x, {}",
+        verdict(ratio <= 1.3)
+    );
+}
+
+/// Part 2: one runbook of 100 probes beside a bash loop of 100 `curl` calls.
+fn hundred_probes(service: &Service, repeat: u64) {
+    const N: u64 = 100;
+    let url = service.url("/health");
+    let sb = Sandbox::new();
+    let steps: String = (0..N)
+        .map(|i| probe_step(&url).replace("RB", "many") + &format!("id = \"p{i}\"\n"))
+        .collect();
+    let env = sb.write(
+        "runcap.toml",
+        &manifest(service, &format!("[runbooks.many]\n{steps}")),
+    );
+    let env = env.to_str().unwrap().to_string();
+    let run = |sb: &Sandbox| {
+        let mut c = sb.runcap();
+        c.args(["run", "many", "--env", &env]);
+        c
+    };
+    timed(&mut run(&sb));
+    let before = service.state.requests.load(Ordering::Relaxed);
+    let (mut rw, mut rc, mut sw, mut sc) = (Vec::new(), 0.0, Vec::new(), 0.0);
+    let rounds = repeat.div_ceil(3).max(3);
+    for _ in 0..rounds {
+        let (w, c) = timed(&mut curl_loop(&url, N));
+        sw.push(w);
+        sc += c;
+        let (w, c) = timed(&mut run(&sb));
+        rw.push(w);
+        rc += c;
+    }
+    let served = service.state.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        served,
+        2 * N * rounds,
+        "every probe reached the demo service"
+    );
+    let per = |total: f64| total / (N * rounds) as f64 * 1e6;
+    let (shell_cpu, runcap_cpu) = (per(sc), per(rc));
+    let ratio = runcap_cpu / shell_cpu;
+    println!("{N} probes, median wall of {rounds} rounds, CPU per probe over all rounds:");
+    println!(
+        "  bash loop of curl (baseline) {:>8.2} ms wall = {:>7.1} µs/probe, CPU {shell_cpu:>7.1} µs/probe",
+        ms(median(sw.clone())),
+        ms(median(sw)) * 1000.0 / N as f64
+    );
+    println!(
+        "  runcap run, {N} steps        {:>8.2} ms wall = {:>7.1} µs/probe, CPU {runcap_cpu:>7.1} µs/probe = {ratio:.2}x",
+        ms(median(rw.clone())),
+        ms(median(rw)) * 1000.0 / N as f64
+    );
+    println!(
+        "target: CPU per probe <= 0.2x the shell's: {ratio:.2}x, {}",
+        verdict(ratio <= 0.2)
+    );
+}
+
+/// A running `runcap serve`, killed when dropped.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(sb: &Sandbox) -> Served {
+    let mut child = sb
+        .runcap()
+        .args(["serve", "--grace", "5s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runcap serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in `{line}`"))
+        .to_string();
+    Served { child, addr }
+}
+
+/// The sum of a metric's samples whose labels contain `filter`, from `/metrics`.
+fn metric_sum(addr: &str, name: &str, filter: &str) -> f64 {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Part 3: `runcap serve` with many runbooks scheduled every second, for a while.
+fn soak(service: &Service, secs: u64, runbooks: u64) {
+    let url = service.url("/health");
+    let sb = Sandbox::new();
+    let mut text = String::new();
+    for i in 0..runbooks {
+        let rb = format!("check-{i:03}");
+        text += &format!("[runbooks.{rb}]\nschedule = {{ every = \"1s\" }}\n");
+        text += &probe_step(&url).replace("RB", &rb);
+        text.push('\n');
+    }
+    sb.write("runcap.toml", &manifest(service, &text));
+    let served = serve(&sb);
+    let pid = served.child.id();
+
+    // The shell's side first, while serve settles: the same checks as a cron job of curl.
+    let shell_n = runbooks * 5;
+    let (shell_wall, shell_cpu) = timed(&mut curl_loop(&url, shell_n));
+    let shell_rate = shell_n as f64 / shell_cpu;
+
+    let sample_every = Duration::from_secs((secs / 20).clamp(1, 30));
+    let warm_up = Duration::from_secs(60.min(secs / 4));
+    let start = Instant::now();
+    let (requests0, cpu0) = (
+        service.state.requests.load(Ordering::Relaxed),
+        process_cpu(pid),
+    );
+    let mut rss_after_warm_up = None;
+    let mut rss = Vec::new();
+    let mut last = (start, requests0, cpu0);
+    println!(
+        "runcap serve, {runbooks} runbooks each every 1s, probing the demo service for {secs} s:"
+    );
+    println!(
+        "  {:>6} {:>12} {:>8} {:>9}",
+        "at", "probes/s", "CPU %", "RSS MiB"
+    );
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(sample_every);
+        let now = (
+            Instant::now(),
+            service.state.requests.load(Ordering::Relaxed),
+            process_cpu(pid),
+        );
+        let dt = now.0.duration_since(last.0).as_secs_f64();
+        let m = process_rss_mib(pid);
+        println!(
+            "  {:>5.0}s {:>12.1} {:>8.1} {:>9.1}",
+            start.elapsed().as_secs_f64(),
+            (now.1 - last.1) as f64 / dt,
+            (now.2 - last.2) / dt * 100.0,
+            m
+        );
+        if rss_after_warm_up.is_none() && start.elapsed() >= warm_up {
+            rss_after_warm_up = Some(m);
+        }
+        rss.push(m);
+        last = now;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let probes = (last.1 - requests0) as f64;
+    let cpu = last.2 - cpu0;
+    let rate = probes / cpu;
+    let failed = metric_sum(&served.addr, "runcap_runs_total", "status=\"failed\"");
+    let skipped = metric_sum(&served.addr, "runcap_schedule_skipped", "");
+    let made = probes / (elapsed * runbooks as f64);
+    let base = rss_after_warm_up.unwrap_or(rss[0]);
+    let end = *rss.last().unwrap();
+    let growth = (end - base) / base;
+    let ratio = rate / shell_rate;
+    println!(
+        "  cron-style bash loop of curl (baseline): {shell_n} probes in {:.2} s wall, {shell_cpu:.2} CPU-s = {shell_rate:.0} probes per CPU-second",
+        shell_wall.as_secs_f64()
+    );
+    println!(
+        "  runcap serve: {probes:.0} probes in {elapsed:.0} s = {:.1}/s, {cpu:.2} CPU-s = {rate:.0} probes per CPU-second = {ratio:.1}x; {failed:.0} failed runs, {skipped:.0} skipped schedules; RSS {base:.1} -> {end:.1} MiB ({:+.1} %)",
+        probes / elapsed,
+        growth * 100.0
+    );
+    println!(
+        "target: probes per CPU-second >= 20x shell+curl: {ratio:.1}x, {}",
+        verdict(ratio >= 20.0)
+    );
+    println!(
+        "target: >= 95 % of scheduled probes made: {:.1} %, {}",
+        made * 100.0,
+        verdict(made >= 0.95)
+    );
+    println!(
+        "target: RSS flat (within 10 % after warm-up): {:+.1} %, {}",
+        growth * 100.0,
+        verdict(growth.abs() <= 0.10)
+    );
+}
+
+fn main() {
+    assert!(
+        Path::new("/proc/self/stat").exists(),
+        "this benchmark reads CPU and memory from /proc"
+    );
+    let service = Service::start("127.0.0.1", None);
+    let repeat = env_num("PROBES_REPEAT", 30);
+    start_to_exit(&service, repeat);
+    hundred_probes(&service, repeat);
+    soak(
+        &service,
+        env_num("PROBES_SOAK_SECS", 600),
+        env_num("PROBES_SOAK_RUNBOOKS", 100),
+    );
+}
