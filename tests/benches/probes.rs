@@ -290,7 +290,8 @@ fn metric_sum(addr: &str, name: &str, filter: &str) -> f64 {
         .lines()
         .filter(|l| l.starts_with(name) && l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0
 }
 
 /// Part 3: `runcap serve` with many runbooks scheduled every second, for a while.

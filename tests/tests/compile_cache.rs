@@ -33,7 +33,8 @@ steps = [{{ id = "a", uses = "noop" }}]
     sb
 }
 
-/// The cache's entries, each with the component digest its header names.
+/// The cache's compiled artifacts, each with the component digest its header (the
+/// `.sum` file beside it) names.
 fn entries(sb: &Sandbox) -> Vec<(PathBuf, String)> {
     let dir = sb.path().join(".cache/components");
     let Ok(read) = std::fs::read_dir(&dir) else {
@@ -41,9 +42,10 @@ fn entries(sb: &Sandbox) -> Vec<(PathBuf, String)> {
     };
     let mut out: Vec<_> = read
         .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
         .map(|e| {
-            let bytes = std::fs::read(e.path()).unwrap();
-            (e.path(), hex::encode(&bytes[8..40]))
+            let header = std::fs::read(e.path().with_extension("sum")).unwrap();
+            (e.path(), hex::encode(&header[8..40]))
         })
         .collect();
     out.sort();
@@ -96,8 +98,14 @@ fn a_patched_or_swapped_cache_entry_is_recompiled_not_run() {
         "the entry is rewritten from the component"
     );
 
-    // The no-op plugin's artifact copied under the probe's key: the probe is recompiled.
+    // The no-op plugin's artifact copied under the probe's key, alone or with its header:
+    // the probe is recompiled either way.
     std::fs::copy(&noop, &probe).unwrap();
+    let out = sb.run(&["check"]).expect_code(0).stdout();
+    let probe_line = out.lines().find(|l| l.contains("plugin probe")).unwrap();
+    assert!(!probe_line.contains("cached"), "{out}");
+    std::fs::copy(&noop, &probe).unwrap();
+    std::fs::copy(noop.with_extension("sum"), probe.with_extension("sum")).unwrap();
     let out = sb.run(&["check"]).expect_code(0).stdout();
     let probe_line = out.lines().find(|l| l.contains("plugin probe")).unwrap();
     assert!(!probe_line.contains("cached"), "{out}");

@@ -7,10 +7,12 @@
 //! compatibility hash (wasmtime version and configuration). The plugin file itself is
 //! re-hashed against its pin before the cache is consulted.
 //!
-//! Each entry starts with a header binding it to its source: the sha256 of the
-//! component it was compiled from and the sha256 of the artifact that follows. Both are
-//! checked before the artifact is deserialized, so an entry copied under another
-//! plugin's key, truncated or patched is recompiled instead of run. (Someone who can
+//! Each entry is two files: the artifact (`KEY.cwasm`, exactly as wasmtime wrote it, so
+//! it is mapped into memory rather than read and copied) and a header beside it
+//! (`KEY.sum`) binding it to its source: the sha256 of the component it was compiled
+//! from and the sha256 of the artifact. Both are checked before the artifact is
+//! deserialized, so an entry copied under another plugin's key, truncated or patched is
+//! recompiled instead of run. (Someone who can
 //! write this user's files can rewrite an entry and its header alike: that is outside
 //! what the cache defends, as the README's security model says.)
 //!
@@ -27,8 +29,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Marks an entry in this format (version 1).
-const MAGIC: &[u8; 8] = b"rcapc\x001\n";
+/// Marks a header in this format (version 2: the header in its own file).
+const MAGIC: &[u8; 8] = b"rcapc\x002\n";
 /// Magic, component sha256, artifact sha256.
 const HEADER_LEN: usize = 8 + 32 + 32;
 /// Default bound on the cache directory's size.
@@ -112,14 +114,14 @@ impl CompileCache {
         let path = self.entry(engine, sha256);
         if let (Some(dir), Some(path)) = (&self.dir, &path)
             && prepare(dir).is_ok()
-            && let Ok(entry) = std::fs::read(path)
+            && path.exists()
         {
-            match verified_artifact(&entry, sha256) {
+            match verified_entry(path, sha256) {
                 // SAFETY: the entry was written by this host, atomically, into a directory
                 // whose ownership and permissions were just checked; its name binds it to
                 // this engine's configuration, and its header to the plugin's verified
                 // digest and to the exact artifact bytes.
-                Ok(artifact) => match unsafe { Component::deserialize(engine, artifact) } {
+                Ok(()) => match unsafe { Component::deserialize_file(engine, path) } {
                     Ok(c) => {
                         touch(path);
                         return Ok((c, true));
@@ -133,6 +135,7 @@ impl CompileCache {
                 }
             }
             let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(header_path(path));
         }
         let artifact = compile().map_err(CacheError::Compile)?;
         // SAFETY: `artifact` was produced for this engine's configuration a moment ago (by
@@ -140,7 +143,9 @@ impl CompileCache {
         let component =
             unsafe { Component::deserialize(engine, &artifact) }.map_err(CacheError::Artifact)?;
         if let Some(path) = &path {
-            if let Err(e) = write_atomically(path, &with_header(sha256, &artifact)) {
+            let stored = write_atomically(path, &artifact)
+                .and_then(|()| write_atomically(&header_path(path), &header(sha256, &artifact)));
+            if let Err(e) = stored {
                 tracing::warn!(path = %path.display(), "could not store compiled component: {e}");
             } else if let Some(dir) = &self.dir {
                 evict(dir, self.max_bytes, path);
@@ -172,29 +177,43 @@ enum EntryProblem {
     Altered,
 }
 
-/// The artifact bytes of an entry, if its header names `sha256` as its component and
-/// the artifact's own digest.
-fn verified_artifact<'a>(entry: &'a [u8], sha256: &str) -> Result<&'a [u8], EntryProblem> {
-    if entry.len() < HEADER_LEN || &entry[..8] != MAGIC {
+/// The header file beside an artifact.
+fn header_path(artifact: &Path) -> PathBuf {
+    artifact.with_extension("sum")
+}
+
+/// Checks the entry at `artifact` against its header: it must name `sha256` as its
+/// component and the artifact's own digest. The artifact is hashed as it is read, in
+/// pieces, so checking costs no copy of it in memory.
+fn verified_entry(artifact: &Path, sha256: &str) -> Result<(), EntryProblem> {
+    let header = std::fs::read(header_path(artifact)).map_err(|_| EntryProblem::NoHeader)?;
+    let mut file = std::fs::File::open(artifact).map_err(|_| EntryProblem::Altered)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|_| EntryProblem::Altered)?;
+    check_header(&header, sha256, &hasher.finalize())
+}
+
+/// Whether `header` names `sha256` as the component and `digest` as the artifact's.
+fn check_header(header: &[u8], sha256: &str, digest: &[u8]) -> Result<(), EntryProblem> {
+    if header.len() != HEADER_LEN || &header[..8] != MAGIC {
         return Err(EntryProblem::NoHeader);
     }
-    let (component, rest) = entry[8..].split_at(32);
-    let (digest, artifact) = rest.split_at(32);
+    let (component, recorded) = header[8..].split_at(32);
     if hex::encode(component) != sha256 {
         return Err(EntryProblem::OtherComponent);
     }
-    if Sha256::digest(artifact).as_slice() != digest {
+    if recorded != digest {
         return Err(EntryProblem::Altered);
     }
-    Ok(artifact)
+    Ok(())
 }
 
-fn with_header(sha256: &str, artifact: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + artifact.len());
+/// The header of an entry compiled from the component `sha256` into `artifact`.
+fn header(sha256: &str, artifact: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&hex::decode(sha256).unwrap_or_else(|_| vec![0; 32]));
     out.extend_from_slice(&Sha256::digest(artifact));
-    out.extend_from_slice(artifact);
     out
 }
 
@@ -226,6 +245,7 @@ fn evict(dir: &Path, max_bytes: u64, keep: &Path) {
             break;
         }
         if path != keep && std::fs::remove_file(&path).is_ok() {
+            let _ = std::fs::remove_file(header_path(&path));
             tracing::debug!(path = %path.display(), "evicted from the compile cache");
             total -= len;
         }
@@ -277,24 +297,26 @@ mod tests {
 
     #[test]
     fn an_entry_is_bound_to_its_component_and_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let artifact = dir.path().join("k.cwasm");
+        std::fs::write(&artifact, b"artifact").unwrap();
         let sha = hex::encode(Sha256::digest(b"component"));
-        let entry = with_header(&sha, b"artifact");
-        assert_eq!(verified_artifact(&entry, &sha), Ok(&b"artifact"[..]));
+        assert_eq!(
+            verified_entry(&artifact, &sha),
+            Err(EntryProblem::NoHeader),
+            "an artifact without a header is not used"
+        );
+        std::fs::write(header_path(&artifact), header(&sha, b"artifact")).unwrap();
+        assert_eq!(verified_entry(&artifact, &sha), Ok(()));
         let other = hex::encode(Sha256::digest(b"another component"));
         assert_eq!(
-            verified_artifact(&entry, &other),
+            verified_entry(&artifact, &other),
             Err(EntryProblem::OtherComponent)
         );
-        let mut patched = entry.clone();
-        *patched.last_mut().unwrap() ^= 1;
-        assert_eq!(
-            verified_artifact(&patched, &sha),
-            Err(EntryProblem::Altered)
-        );
-        assert_eq!(
-            verified_artifact(b"artifact", &sha),
-            Err(EntryProblem::NoHeader)
-        );
+        std::fs::write(&artifact, b"artifacT").unwrap();
+        assert_eq!(verified_entry(&artifact, &sha), Err(EntryProblem::Altered));
+        std::fs::write(&artifact, b"artifac").unwrap();
+        assert_eq!(verified_entry(&artifact, &sha), Err(EntryProblem::Altered));
     }
 
     #[test]
