@@ -18,13 +18,12 @@
 //! (default 100), `PROBES_REPEAT` (process runs timed per side in the first two parts,
 //! default 30).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use runcap_e2e::{Sandbox, Service, plugin_lines};
+use runcap_e2e::{Sandbox, Served, Service, plugin_lines, served_by};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -246,38 +245,10 @@ fn hundred_probes(service: &Service, repeat: u64) {
     );
 }
 
-/// A running `runcap serve`, killed when dropped.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(sb: &Sandbox) -> Served {
-    let mut child = sb
-        .runcap()
-        .args(["serve", "--grace", "5s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("runcap serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in `{line}`"))
-        .to_string();
-    Served { child, addr }
+    let mut cmd = sb.runcap();
+    cmd.args(["serve", "--grace", "5s"]).stderr(Stdio::null());
+    served_by(cmd)
 }
 
 /// The sum of a metric's samples whose labels contain `filter`, from `/metrics`.

@@ -4,9 +4,10 @@
 
 pub mod demo_service;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
@@ -230,4 +231,36 @@ impl Service {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
+
+/// A running `runcap serve` and the address it listens on; killed when dropped.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` (a `runcap serve`) and reads the address it prints first.
+pub fn served_by(mut cmd: Command) -> Served {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runcap serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("runcap serve prints its address");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in `{line}`"))
+        .to_string();
+    Served { child, addr }
 }

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use runcap_e2e::{Sandbox, Service, plugin_lines};
+use runcap_e2e::{Sandbox, Served, Service, plugin_lines, served_by};
 
 const READ: &str = "read-token-0123456789";
 const RUN: &str = "run-token-9876543210";
@@ -54,42 +54,10 @@ with = {{ url = "{base}/unhealthy" }}
     )
 }
 
-/// A running `runcap serve` and the address it listens on.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(sb: &Sandbox) -> Served {
     let mut cmd = sb.runcap();
     cmd.args(["serve", "--grace", "2s"]);
     served_by(cmd)
-}
-
-/// Starts `cmd` (a `runcap serve`) and reads the address it prints first.
-fn served_by(mut cmd: std::process::Command) -> Served {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("runcap serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in `{line}`"))
-        .to_string();
-    Served { child, addr }
 }
 
 /// One HTTP/1.1 exchange with a bearer token (if any); returns the status and the body.
