@@ -1036,3 +1036,78 @@ with = {{ url = "{}" }}
     });
     assert!(run.to_string().contains("not started"), "{run:#}");
 }
+
+#[test]
+fn runs_missed_while_no_server_ran_are_reported_once_and_not_replayed() {
+    let svc = Service::start("127.0.0.1", None);
+    let extra = format!(
+        r#"
+[runbooks.minutely]
+schedule = {{ every = "60s" }}
+[[runbooks.minutely.steps]]
+id = "up"
+uses = "probe"
+with = {{ url = "{}" }}
+"#,
+        svc.url("/health")
+    );
+    let sb = sandbox(&svc, &extra);
+    sb.run(&["run", "minutely"]).expect_code(0);
+    // That run, moved an hour back: sixty runs were due since, with no server running.
+    let db = rusqlite::Connection::open(sb.path().join(".runcap/runcap.db")).unwrap();
+    let moved = db
+        .execute(
+            "UPDATE runs SET started_at = started_at - 3600000, finished_at = finished_at - 3600000 WHERE runbook = 'minutely'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(moved, 1);
+    drop(db);
+
+    let mut cmd = sb.runcap();
+    cmd.args(["serve", "--grace", "2s"])
+        .stderr(std::process::Stdio::piped());
+    let mut served = served_by(cmd);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = served.child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let report = poll("the missed runs reported", || {
+        while let Ok(l) = rx.try_recv() {
+            lines.push(l);
+        }
+        lines.iter().find(|l| l.contains("missed")).cloned()
+    });
+    assert!(
+        report.contains("runbook `minutely`")
+            && report.contains("missed 60 scheduled run(s)")
+            && report.contains("not replayed"),
+        "{report}"
+    );
+    // The schedule's own first run happens, and only that one.
+    poll("the schedule's first run", || {
+        let runs = get_json(&served.addr, "/api/v1/runs?runbook=minutely", READ);
+        let n = runs.as_array().map_or(0, |a| a.len());
+        (n >= 2).then_some(())
+    });
+    signal(&served.child, "-TERM");
+    assert!(served.child.wait().unwrap().success());
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    let reports = lines.iter().filter(|l| l.contains("missed")).count();
+    assert_eq!(reports, 1, "reported once: {lines:#?}");
+
+    let history = sb
+        .run(&["history", "minutely", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        history.as_array().map(|a| a.len()),
+        Some(2),
+        "the missed runs are not replayed: {history:#}"
+    );
+}

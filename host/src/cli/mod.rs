@@ -479,6 +479,8 @@ fn init_tracing(level: &str, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: a service's log (journald, a file) gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(crate::diagnostics::RedactedStderr);
     match format {
         LogFormat::Text => builder.init(),

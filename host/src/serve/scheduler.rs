@@ -124,7 +124,7 @@ fn report_missed(server: &Server, name: &str, schedule: &Schedule) {
             schedule.text,
             last_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
+        // One report, through the log (shown at the default level).
         tracing::warn!("{line}");
-        eprintln!("note: {line}");
     }
 }
