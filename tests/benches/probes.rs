@@ -145,35 +145,32 @@ allow = ["http://{addr}"]
     )
 }
 
-fn probe_step(url: &str) -> String {
+/// One step of `runbook` probing `url`, as the demo's health check does.
+fn probe_step(runbook: &str, url: &str) -> String {
     format!(
-        "[[runbooks.RB.steps]]\nuses = \"probe\"\nwith = {{ url = \"{url}\", expect = {{ status = 200, json = {{ \"/status\" = \"up\" }} }} }}\n"
+        "[[runbooks.{runbook}.steps]]\nuses = \"probe\"\nwith = {{ url = \"{url}\", expect = {{ status = 200, json = {{ \"/status\" = \"up\" }} }} }}\n"
     )
+}
+
+/// `runcap run RUNBOOK` in `sb`, whose `runcap.toml` it reads.
+fn run_of(sb: &Sandbox, runbook: &str) -> Command {
+    let mut c = sb.runcap();
+    c.args(["run", runbook]);
+    c
 }
 
 /// Part 1: the whole process, `runcap run` of one probe beside one `curl`.
 fn start_to_exit(service: &Service, repeat: u64) {
     let url = service.url("/health");
     let sb = Sandbox::new();
-    let env = sb.write(
-        "runcap.toml",
-        &manifest(
-            service,
-            &format!("[runbooks.one]\n{}", probe_step(&url).replace("RB", "one")),
-        ),
-    );
-    let env = env.to_str().unwrap().to_string();
-    let run = |sb: &Sandbox| {
-        let mut c = sb.runcap();
-        c.args(["run", "one", "--env", &env]);
-        c
-    };
-    timed(&mut run(&sb)); // compiles the plugin into the cache
+    let runbook = format!("[runbooks.one]\n{}", probe_step("one", &url));
+    sb.write("runcap.toml", &manifest(service, &runbook));
+    timed(&mut run_of(&sb, "one")); // compiles the plugin into the cache
     let mut runcap = Vec::new();
     let mut curls = Vec::new();
     for _ in 0..repeat {
         curls.push(timed(&mut curl(&url)).0);
-        runcap.push(timed(&mut run(&sb)).0);
+        runcap.push(timed(&mut run_of(&sb, "one")).0);
     }
     let (c, r) = (median(curls), median(runcap));
     let ratio = r.as_secs_f64() / c.as_secs_f64();
@@ -195,19 +192,11 @@ fn hundred_probes(service: &Service, repeat: u64) {
     let url = service.url("/health");
     let sb = Sandbox::new();
     let steps: String = (0..N)
-        .map(|i| probe_step(&url).replace("RB", "many") + &format!("id = \"p{i}\"\n"))
+        .map(|i| probe_step("many", &url) + &format!("id = \"p{i}\"\n"))
         .collect();
-    let env = sb.write(
-        "runcap.toml",
-        &manifest(service, &format!("[runbooks.many]\n{steps}")),
-    );
-    let env = env.to_str().unwrap().to_string();
-    let run = |sb: &Sandbox| {
-        let mut c = sb.runcap();
-        c.args(["run", "many", "--env", &env]);
-        c
-    };
-    timed(&mut run(&sb));
+    let runbook = format!("[runbooks.many]\n{steps}");
+    sb.write("runcap.toml", &manifest(service, &runbook));
+    timed(&mut run_of(&sb, "many"));
     let before = service.state.requests.load(Ordering::Relaxed);
     let (mut rw, mut rc, mut sw, mut sc) = (Vec::new(), 0.0, Vec::new(), 0.0);
     let rounds = repeat.div_ceil(3).max(3);
@@ -215,7 +204,7 @@ fn hundred_probes(service: &Service, repeat: u64) {
         let (w, c) = timed(&mut curl_loop(&url, N));
         sw.push(w);
         sc += c;
-        let (w, c) = timed(&mut run(&sb));
+        let (w, c) = timed(&mut run_of(&sb, "many"));
         rw.push(w);
         rc += c;
     }
@@ -273,7 +262,7 @@ fn soak(service: &Service, secs: u64, runbooks: u64) {
     for i in 0..runbooks {
         let rb = format!("check-{i:03}");
         text += &format!("[runbooks.{rb}]\nschedule = {{ every = \"1s\" }}\n");
-        text += &probe_step(&url).replace("RB", &rb);
+        text += &probe_step(&rb, &url);
         text.push('\n');
     }
     sb.write("runcap.toml", &manifest(service, &text));

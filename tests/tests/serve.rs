@@ -155,6 +155,16 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok);
 }
 
+/// Rewrites the sandbox's manifest so the run token may start any runbook (scope
+/// `run`, not `run:health`); returns the new text.
+fn any_runbook_token(sb: &Sandbox) -> String {
+    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
+        .unwrap()
+        .replace("\"run:health\"", "\"run\"");
+    sb.write("runcap.toml", &text);
+    text
+}
+
 fn sandbox(svc: &Service, extra: &str) -> Sandbox {
     let sb = Sandbox::new();
     sb.write("read.token", READ);
@@ -319,10 +329,7 @@ with = {{ url = "{}/slow?ms=20000" }}
         ),
     );
     // The run token may start `long` too.
-    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
-        .unwrap()
-        .replace("\"run:health\"", "\"run\"");
-    sb.write("runcap.toml", &text);
+    any_runbook_token(&sb);
     let mut served = serve(&sb);
     let addr = served.addr.clone();
     let (code, body) = http(
@@ -584,10 +591,7 @@ with = {{ url = "{base}/slow?ms=100000", timeout = "100s" }}
 fn a_reload_with_a_broken_manifest_keeps_serving_and_a_good_one_takes_over() {
     let svc = Service::start("127.0.0.1", None);
     let sb = sandbox(&svc, "");
-    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
-        .unwrap()
-        .replace("\"run:health\"", "\"run\"");
-    sb.write("runcap.toml", &text);
+    let text = any_runbook_token(&sb);
     let mut served = serve(&sb);
     let addr = served.addr.clone();
 
@@ -674,10 +678,7 @@ flap = {{ runs = 2, within = "10m", escalate = "page" }}
     );
     sb.write("alert.token", "alert-token-abcdef123456");
     // The operator's token may act on incidents (scope "run").
-    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
-        .unwrap()
-        .replace("\"run:health\"", "\"run\"");
-    sb.write("runcap.toml", &text);
+    any_runbook_token(&sb);
     sb.run(&["check"]).expect_code(0);
     let served = serve(&sb);
     let addr = served.addr.clone();
@@ -943,10 +944,7 @@ fn serves_https_when_a_certificate_is_given() {
 fn a_server_whose_binary_was_replaced_still_compiles_a_new_plugin_on_reload() {
     let svc = Service::start("127.0.0.1", None);
     let sb = sandbox(&svc, "");
-    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
-        .unwrap()
-        .replace("\"run:health\"", "\"run\"");
-    sb.write("runcap.toml", &text);
+    let text = any_runbook_token(&sb);
     // The server runs from a copy of the binary, which is then deleted, as an upgrade
     // that replaces the file under a running server does.
     let exe = sb.path().join("runcap-copy");
@@ -998,10 +996,7 @@ with = {{ url = "{}" }}
         svc.url("/slow?ms=3000")
     );
     let sb = sandbox(&svc, &extra);
-    let text = std::fs::read_to_string(sb.path().join("runcap.toml"))
-        .unwrap()
-        .replace("\"run:health\"", "\"run\"");
-    sb.write("runcap.toml", &text);
+    any_runbook_token(&sb);
     let served = serve(&sb);
     let start = || {
         let (code, body) = http(

@@ -12,9 +12,9 @@
 //! (`KEY.sum`) binding it to its source: the sha256 of the component it was compiled
 //! from and the sha256 of the artifact. Both are checked before the artifact is
 //! deserialized, so an entry copied under another plugin's key, truncated or patched is
-//! recompiled instead of run. (Someone who can
-//! write this user's files can rewrite an entry and its header alike: that is outside
-//! what the cache defends, as the README's security model says.)
+//! recompiled instead of run. (Someone who can write this user's files can rewrite an
+//! entry and its header alike: that is outside what the cache defends, as the README's
+//! security model says.)
 //!
 //! The directory is bounded: after each store, the least recently used entries are
 //! removed until the total fits `RUNCAP_CACHE_MAX_MB` (default 256 MiB).

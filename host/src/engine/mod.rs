@@ -91,7 +91,7 @@ fn resident_window() -> usize {
 
 /// Whether the running kernel's release is at least `major.minor`.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = sysinfo::System::kernel_version().unwrap_or_default();
     let mut parts = release
         .trim()
         .split(|c: char| !c.is_ascii_digit())
@@ -361,5 +361,17 @@ impl Plugin {
             .filter(|c| caps::import_needs_grant(*c) || self.spec.grants.has(c.name()))
             .map(|c| c.name())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn the_running_kernel_release_is_read() {
+        // Any Linux this runs on is at least 3.0 and below 10,000.
+        assert!(kernel_at_least(3, 0));
+        assert!(!kernel_at_least(10_000, 0));
     }
 }

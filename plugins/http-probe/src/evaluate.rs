@@ -4,9 +4,7 @@
 use runcap_sdk::{HttpResponse, Outcome, Status};
 use serde_json::{Value, json};
 
-use crate::params::JsonTest;
-
-use crate::params::{Conditions, Params};
+use crate::params::{Conditions, JsonTest, Params};
 
 /// Longest excerpt of response data that may appear in an outcome.
 const EXCERPT_CHARS: usize = 200;
@@ -217,19 +215,14 @@ fn check_set(set: &Conditions, severity: Severity, seen: &Observed, out: &mut Ve
     for (pointer, expected) in &set.json {
         // Checked when params were read; a value that is not a test is one to equal.
         let test = JsonTest::parse(expected).unwrap_or(JsonTest::Equals(expected));
-        let (condition, wanted) = describe_test(&format!("json {pointer}"), &test);
+        let subject = format!("json {pointer}");
         match seen.json.as_ref() {
             Some(Ok(doc)) => {
-                let actual = doc.pointer(pointer);
-                let actual_text = actual.map_or("missing".to_string(), |a| shorten(&a.to_string()));
-                let ok = json_test_holds(&test, actual);
-                let problem = match actual {
-                    None => format!("json {pointer} missing, expected {wanted}"),
-                    Some(_) => format!("json {pointer} is {actual_text}, expected {wanted}"),
-                };
-                push(condition, ok, actual_text, problem);
+                let (condition, ok, actual, problem) = judge(&subject, &test, doc.pointer(pointer));
+                push(condition, ok, actual, problem);
             }
             Some(Err(why)) => {
+                let (condition, _) = describe_test(&subject, &test);
                 let text = String::from_utf8_lossy(&seen.response.body);
                 let truncated = if seen.response.body_truncated {
                     ", body was truncated by the host's size limit"
@@ -250,20 +243,13 @@ fn check_set(set: &Conditions, severity: Severity, seen: &Observed, out: &mut Ve
 
     for (name, expected) in &set.headers {
         let test = JsonTest::parse(expected).unwrap_or(JsonTest::Equals(expected));
-        let (condition, wanted) = describe_test(&format!("header {name}"), &test);
         let value = seen
             .response
             .header(name)
             .map(|v| Value::String(v.to_string()));
-        let ok = json_test_holds(&test, value.as_ref());
-        let actual_text = value
-            .as_ref()
-            .map_or("missing".to_string(), |v| shorten(&v.to_string()));
-        let problem = match value {
-            None => format!("header {name} missing, expected {wanted}"),
-            Some(_) => format!("header {name} is {actual_text}, expected {wanted}"),
-        };
-        push(condition, ok, actual_text, problem);
+        let (condition, ok, actual, problem) =
+            judge(&format!("header {name}"), &test, value.as_ref());
+        push(condition, ok, actual, problem);
     }
 
     if let Some(limit) = set.body_bytes_below {
@@ -330,6 +316,18 @@ fn describe_test(subject: &str, test: &JsonTest) -> (String, String) {
         _ => format!("{subject} {wanted}"),
     };
     (condition, wanted)
+}
+
+/// A test on `subject`'s value (`None`: absent), judged: the condition as reports show
+/// it, whether it holds, the value seen, and the problem a failure reports.
+fn judge(subject: &str, test: &JsonTest, actual: Option<&Value>) -> (String, bool, String, String) {
+    let (condition, wanted) = describe_test(subject, test);
+    let seen = actual.map_or("missing".to_string(), |a| shorten(&a.to_string()));
+    let problem = match actual {
+        None => format!("{subject} missing, expected {wanted}"),
+        Some(_) => format!("{subject} is {seen}, expected {wanted}"),
+    };
+    (condition, json_test_holds(test, actual), seen, problem)
 }
 
 /// Whether the value at a pointer (`None`: absent) passes a test.
