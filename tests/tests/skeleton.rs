@@ -205,7 +205,7 @@ with = {{ url = "{url}" }}
         ),
     );
     let started = std::time::Instant::now();
-    // Two plugins cannot load: a configuration error (exit 2), though every step ran.
+    // A plugin cannot load: a configuration error (exit 2), though every step ran.
     let r = sb.run(&["run", "evil", "--json"]).expect_code(2).json();
     assert!(
         started.elapsed().as_secs() < 20,
@@ -224,7 +224,9 @@ with = {{ url = "{url}" }}
             "load",
             "[plugins.hostile-ungranted.grants.http]",
         ),
-        ("raw_sockets", "load", "wasi:sockets"),
+        // Language runtimes import wasi:sockets whether or not they use it, so the
+        // import loads; the connection itself is denied.
+        ("raw_sockets", "plugin-error", "Permission denied"),
     ];
     for (id, kind, needle) in expect {
         let s = step(&r, id);
@@ -240,6 +242,34 @@ with = {{ url = "{url}" }}
     assert_eq!(flood["stdout"]["text"].as_str().unwrap().len(), 64 * 1024);
     assert!(flood["stdout"]["dropped"].as_u64().unwrap() > 15_000_000);
     assert_eq!(step(&r, "after")["status"], "ok", "the host carried on");
+
+    // `caps` agrees with what loads: sockets show as denied at runtime, not refused;
+    // the ungranted import shows as refused.
+    let caps = sb.run(&["caps", "--json"]).expect_code(0).json();
+    let plugin = |name: &str| {
+        caps["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {caps:#}"))
+            .clone()
+    };
+    let sockets = plugin("sockets");
+    assert_eq!(
+        sockets["denied_at_runtime"],
+        serde_json::json!(["wasi:sockets"])
+    );
+    assert!(sockets.get("refused_imports").is_none(), "{sockets:#}");
+    assert_eq!(
+        plugin("hostile-ungranted")["ungranted_imports"],
+        serde_json::json!(["http"])
+    );
+    let text = sb.run(&["caps"]).expect_code(0).stdout();
+    assert!(
+        text.contains("imports  wasi:sockets: imported, denied at runtime"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -10,8 +10,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
-/// WASI interface families a plugin may import; everything else (sockets, HTTP)
-/// is refused at load because runcap's own capabilities replace it.
+/// WASI interface families a plugin may import and use (the filesystem only through
+/// the preopens an `fs` grant adds).
 pub const ALLOWED_FAMILIES: &[&str] = &[
     "wasi:cli/",
     "wasi:io/",
@@ -19,6 +19,42 @@ pub const ALLOWED_FAMILIES: &[&str] = &[
     "wasi:random/",
     "wasi:filesystem/",
 ];
+
+/// WASI interface families a plugin may import but never use: language runtimes
+/// (CPython, StarlingMonkey) import sockets whether or not a plugin opens one, so the
+/// import loads and every use is denied at runtime ([`builder`] allows no TCP, UDP or
+/// name lookup). A plugin reaches the network only through `runcap:plugin/http`.
+pub const DENIED_AT_RUNTIME_FAMILIES: &[&str] = &["wasi:sockets/"];
+
+/// What runcap does with a WASI (or other non-capability) import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasiImport {
+    /// Provided and usable.
+    Allowed,
+    /// Provided so the component loads; every use fails.
+    DeniedAtRuntime,
+    /// Not provided: the component is refused at load.
+    NotProvided,
+}
+
+/// How runcap treats `interface`, an import that is not a capability interface.
+pub fn classify(interface: &str) -> WasiImport {
+    if ALLOWED_FAMILIES.iter().any(|f| interface.starts_with(f)) {
+        WasiImport::Allowed
+    } else if DENIED_AT_RUNTIME_FAMILIES
+        .iter()
+        .any(|f| interface.starts_with(f))
+    {
+        WasiImport::DeniedAtRuntime
+    } else {
+        WasiImport::NotProvided
+    }
+}
+
+/// The interface family of an import (`wasi:sockets` for `wasi:sockets/tcp@0.2.0`).
+pub fn family(interface: &str) -> &str {
+    interface.split('/').next().unwrap_or(interface)
+}
 
 /// Builds the WASI context of one action.
 pub fn context(stdout: &Capture, stderr: &Capture) -> WasiCtx {

@@ -43,6 +43,13 @@ pub struct PluginCaps {
     pub over_grants: Vec<String>,
     /// Capabilities imported but not granted (the plugin will be refused).
     pub ungranted_imports: Vec<String>,
+    /// Imports runcap does not provide, each with why (the plugin will be refused).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused_imports: Vec<String>,
+    /// Interface families the component imports that load but whose every use is
+    /// denied at runtime (`wasi:sockets`, which language runtimes import).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub denied_at_runtime: Vec<String>,
     pub used_by: Vec<String>,
 }
 
@@ -140,6 +147,20 @@ pub(crate) fn report(
                 ungranted.push(cap.name().to_string());
             }
         }
+        let all_imports = imports.as_deref().unwrap_or_default();
+        let refused_imports = crate::engine::imports::check(name, all_imports, &spec.grants)
+            .into_iter()
+            .filter(|p| matches!(p, crate::engine::ImportProblem::Unknown { .. }))
+            .map(|p| p.to_string())
+            .collect();
+        let mut denied_at_runtime: Vec<String> = all_imports
+            .iter()
+            .filter(|i| {
+                crate::caps::wasi::classify(i) == crate::caps::wasi::WasiImport::DeniedAtRuntime
+            })
+            .map(|i| crate::caps::wasi::family(i).to_string())
+            .collect();
+        denied_at_runtime.dedup();
         let used_by = env
             .runbooks
             .values()
@@ -168,6 +189,8 @@ pub(crate) fn report(
             grants,
             over_grants: over,
             ungranted_imports: ungranted,
+            refused_imports,
+            denied_at_runtime,
             used_by,
         });
     }
@@ -306,8 +329,14 @@ fn print_text(env: &str, report: &[PluginCaps]) {
                 println!("             {e}");
             }
         }
+        for d in &p.denied_at_runtime {
+            println!("  imports  {d}: imported, denied at runtime");
+        }
         for u in &p.ungranted_imports {
             println!("  ✘ imports {u} without a grant: the plugin is refused at load");
+        }
+        for r in &p.refused_imports {
+            println!("  ✘ {r}: the plugin is refused at load");
         }
         println!(
             "  used by  {}",
@@ -390,12 +419,15 @@ fn review_header(md: &mut String, env: &Environment, report: &[PluginCaps]) {
         let _ = writeln!(md, "| widens its base | {} |", widen.join(", "));
     }
     let over: usize = report.iter().map(|p| p.over_grants.len()).sum();
-    let refused: usize = report.iter().map(|p| p.ungranted_imports.len()).sum();
+    let refused: usize = report
+        .iter()
+        .map(|p| p.ungranted_imports.len() + p.refused_imports.len())
+        .sum();
     let _ = writeln!(md);
     if over > 0 || refused > 0 {
         let _ = writeln!(
             md,
-            "> **Attention:** {over} over-grant(s) (granted, never imported) and {refused} import(s) without a grant (refused at load). See the plugins marked ⚠ below.\n"
+            "> **Attention:** {over} over-grant(s) (granted, never imported) and {refused} import(s) refused at load. See the plugins marked ⚠ and ✘ below.\n"
         );
     }
 }
@@ -486,6 +518,9 @@ fn plugin_section(md: &mut String, p: &PluginCaps) {
                     String::new()
                 }
             );
+            for d in &p.denied_at_runtime {
+                let _ = writeln!(md, "- **imports** `{d}`: imported, denied at runtime");
+            }
         }
         Err(e) => {
             let _ = writeln!(md, "- **imports** unknown: {}", cell(e));
@@ -549,6 +584,13 @@ fn grant_table(md: &mut String, p: &PluginCaps) {
         let _ = writeln!(
             md,
             "\n> ✘ **Refused:** the component imports `{u}` without a grant, so runcap refuses to load it."
+        );
+    }
+    for r in &p.refused_imports {
+        let _ = writeln!(
+            md,
+            "\n> ✘ **Refused:** the component {}, so runcap refuses to load it.",
+            cell(r)
         );
     }
 }

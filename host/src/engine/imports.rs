@@ -22,13 +22,10 @@ impl std::fmt::Display for ImportProblem {
                 f,
                 "imports `{interface}` but the manifest does not grant it; to allow it, add:\n{hint}"
             ),
-            ImportProblem::Unknown { interface }
-                if interface.starts_with("wasi:sockets/")
-                    || interface.starts_with("wasi:http/") =>
-            {
+            ImportProblem::Unknown { interface } if interface.starts_with("wasi:http/") => {
                 write!(
                     f,
-                    "imports `{interface}`; plugins reach the network only through runcap:plugin/http"
+                    "imports `{interface}`, which runcap does not provide; plugins reach the network only through runcap:plugin/http"
                 )
             }
             ImportProblem::Unknown { interface } => {
@@ -43,9 +40,7 @@ pub fn check(plugin: &str, imports: &[String], grants: &ValidGrants) -> Vec<Impo
     let mut problems = Vec::new();
     for interface in imports {
         if interface == caps::TYPES_INTERFACE
-            || caps::wasi::ALLOWED_FAMILIES
-                .iter()
-                .any(|f| interface.starts_with(f))
+            || caps::wasi::classify(interface) != caps::wasi::WasiImport::NotProvided
         {
             continue;
         }
@@ -57,9 +52,9 @@ pub fn check(plugin: &str, imports: &[String], grants: &ValidGrants) -> Vec<Impo
             }),
             None => {
                 // One line per refused family is enough (`wasi:sockets/*` is seven interfaces).
-                let family = interface.split('/').next().unwrap_or(interface);
+                let family = caps::wasi::family(interface);
                 let seen = problems.iter().any(|p| {
-                    matches!(p, ImportProblem::Unknown { interface: i } if i.split('/').next() == Some(family))
+                    matches!(p, ImportProblem::Unknown { interface: i } if caps::wasi::family(i) == family)
                 });
                 if !seen {
                     problems.push(ImportProblem::Unknown {
@@ -83,9 +78,11 @@ mod tests {
             "runcap:plugin/log".to_string(),
             "wasi:cli/stdout".to_string(),
             "wasi:sockets/tcp".to_string(),
+            "wasi:http/types".to_string(),
+            "wasi:http/outgoing-handler".to_string(),
         ];
         let problems = check("probe", &imports, &ValidGrants::default());
-        assert_eq!(problems.len(), 2);
+        assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(
             problems[0].to_string().starts_with(
                 "imports `runcap:plugin/http` but the manifest does not grant it; to allow it, add:\n[plugins.probe.grants.http]\n"
@@ -96,7 +93,9 @@ mod tests {
         assert!(
             problems[1]
                 .to_string()
-                .contains("only through runcap:plugin/http")
+                .starts_with("imports `wasi:http/types`, which runcap does not provide"),
+            "{}",
+            problems[1]
         );
     }
 }

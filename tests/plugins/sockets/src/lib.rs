@@ -1,5 +1,6 @@
 //! A plugin that tries to open a raw TCP socket, which imports `wasi:sockets`:
-//! runcap must refuse to load it at all.
+//! runcap loads it (language runtimes import sockets whether or not they use them)
+//! and denies the connection.
 
 use runcap_sdk::{ActionError, Context, Outcome};
 
