@@ -245,3 +245,38 @@ fn store_commands_outside_any_manifest_refuse_instead_of_creating_a_store() {
     sb.run(&["history", "--state-dir", state.to_str().unwrap()])
         .expect_code(0);
 }
+
+#[test]
+fn wit_writes_the_package_and_the_world_its_hint_names() {
+    let sb = Sandbox::new();
+    let listed = sb.run(&["wit"]).expect_code(0).stdout();
+    assert!(
+        listed.contains("check") && listed.contains("imports: log, http"),
+        "{listed}"
+    );
+
+    // --imports without --world: the hint is a command that works when pasted.
+    let err = sb
+        .run(&["wit", "--imports", "http"])
+        .expect_code(2)
+        .stderr();
+    let hint = err
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {err}"));
+    let args: Vec<&str> = hint.split_whitespace().skip(1).collect();
+    sb.run(&args).expect_code(0);
+    let world = std::fs::read_to_string(sb.path().join("wit/my-check.wit")).unwrap();
+    assert!(world.contains("world my-check {"), "{world}");
+    assert!(world.contains("import http;"), "{world}");
+    assert!(sb.path().join("wit/world.wit").is_file());
+
+    let bad = sb
+        .run(&["wit", "--world", "probe", "--imports", "http,sevices"])
+        .expect_code(2)
+        .stderr();
+    assert!(
+        bad.contains("`sevices` is not a capability") && bad.contains("services"),
+        "{bad}"
+    );
+}

@@ -19,6 +19,7 @@ mod review;
 mod run;
 mod serve;
 mod services;
+mod wit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -294,6 +295,20 @@ enum Command {
         #[command(flatten)]
         env: EnvArgs,
     },
+    /// The WIT package plugins build against: list its worlds, write it for a toolchain
+    /// (`--out DIR`), or add a world that imports only the capabilities a plugin calls.
+    Wit {
+        /// Write the package's files into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Name of a world to write (or print, without --out) that imports `log` and
+        /// the capabilities given with --imports.
+        #[arg(long)]
+        world: Option<String>,
+        /// Capabilities the world imports, comma-separated (e.g. `http,secrets`).
+        #[arg(long, value_delimiter = ',')]
+        imports: Vec<String>,
+    },
     /// Set every plugin's `sha256` to its file's current digest (after a rebuild you trust).
     Pin {
         #[command(flatten)]
@@ -462,6 +477,11 @@ pub fn main() -> ExitCode {
                 }
             },
             Command::Pin { env } => pin::run(&env),
+            Command::Wit {
+                out,
+                world,
+                imports,
+            } => wit::run(out.as_deref(), world.as_deref(), &imports),
             Command::Plugin {
                 action: PluginCommand::Describe { name, env, json },
             } => plugin::describe(&env, &cli.state, &name, json).await,
