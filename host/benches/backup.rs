@@ -180,6 +180,7 @@ fn main() {
         dry_run: false,
         timeout: None,
         sink: None,
+        tape: None,
     };
     let snapshot = |repository: &str| {
         let params =

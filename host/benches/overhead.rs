@@ -48,6 +48,7 @@ fn main() {
         dry_run: false,
         timeout: None,
         sink: None,
+        tape: None,
     };
     let params = serde_json::json!({});
     const N: usize = 20_000;

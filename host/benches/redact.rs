@@ -155,6 +155,7 @@ fn main() {
         dry_run: false,
         timeout: None,
         sink: None,
+        tape: None,
     };
     let plugins: Vec<_> = sizes
         .iter()

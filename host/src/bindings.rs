@@ -5,4 +5,6 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: { default: async | trappable },
     exports: { default: async },
+    // `runcap call --record/--replay` keeps capability calls and answers as JSON.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });

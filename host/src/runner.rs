@@ -83,6 +83,8 @@ pub struct Invocation {
     pub timeout: Option<Duration>,
     /// Where capability calls go as they happen (the store), besides the report.
     pub sink: Option<CallSink>,
+    /// Records capability calls and their answers, or answers them from a recording.
+    pub tape: Option<crate::caps::tape::SharedTape>,
 }
 
 /// A fresh store for one action of `plugin`. With `granted` false (describing itself,
@@ -132,6 +134,7 @@ fn new_store(
         output_limit: plugin.spec.limits.output,
         calls: Vec::new(),
         redactor: plugin.resources.redactor.clone(),
+        tape: inv.and_then(|i| i.tape.clone()),
     };
     let limiter = MemoryLimiter {
         memory_limit: plugin.spec.limits.memory as usize,
@@ -375,6 +378,9 @@ fn classify_trap(
             FailureKind::Trap,
             format!("the plugin exited with code {}", exit.0),
         );
+    }
+    if let Some(tape) = err.downcast_ref::<crate::caps::tape::TapeError>() {
+        return (FailureKind::Trap, tape.to_string());
     }
     let trap = err.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {

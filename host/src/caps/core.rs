@@ -283,6 +283,8 @@ pub struct ActionCore {
     pub calls: Vec<CallRecord>,
     /// What every string this action reports passes through.
     pub redactor: Arc<runcap_redact::Redactor>,
+    /// Where capability calls are recorded or replayed from (`runcap call`).
+    pub tape: Option<crate::caps::tape::SharedTape>,
 }
 
 impl ActionCore {
@@ -458,6 +460,45 @@ impl<C: Capability> CapCtx<'_, C> {
         self.core
             .record(CallRecord::denied(C::NAME, operation, target, &reason));
         reason
+    }
+
+    /// Before a capability call: its recorded answer when replaying (the call is then
+    /// not made), else the question to keep beside the answer when recording. See
+    /// [`taped!`](crate::taped).
+    pub fn tape_ask<A: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &mut self,
+        call: &str,
+        args: &A,
+    ) -> wasmtime::Result<crate::caps::tape::Taped<R>> {
+        use crate::caps::tape::Taped;
+        let Some(tape) = self.core.tape.clone() else {
+            return Ok(Taped::Live(None));
+        };
+        let taped = tape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ask(call, args)?;
+        if matches!(taped, Taped::Replayed(_)) {
+            let operation = call.split_once('.').map_or(call, |(_, f)| f);
+            self.record(
+                CallRecord::allowed(C::NAME, operation, "")
+                    .with_result("replayed from the recording"),
+            );
+        }
+        Ok(taped)
+    }
+
+    /// After a live capability call that is being recorded: keeps its answer.
+    pub fn tape_answer<R: serde::Serialize>(
+        &mut self,
+        question: (String, serde_json::Value),
+        answer: &R,
+    ) {
+        if let Some(tape) = &self.core.tape {
+            tape.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .answer(question, answer);
+        }
     }
 
     /// The denial reason for a call made without a grant: names the TOML to add.

@@ -424,6 +424,24 @@ impl wit::Host for CapCtx<'_, Faults> {
         &mut self,
         spec: wit::Spec,
     ) -> wasmtime::Result<Result<wit::Fault, wit::Error>> {
+        crate::taped!(self, "faults.inject", (spec), self.inject_live(spec))
+    }
+
+    async fn revert(&mut self, id: String) -> wasmtime::Result<Result<(), wit::Error>> {
+        crate::taped!(self, "faults.revert", (id), self.revert_live(id))
+    }
+
+    async fn active(&mut self) -> wasmtime::Result<Vec<wit::Fault>> {
+        crate::taped!(self, "faults.active", (), self.active_live())
+    }
+}
+
+/// The calls themselves; the [`wit::Host`] impl above records or replays them.
+impl CapCtx<'_, Faults> {
+    async fn inject_live(
+        &mut self,
+        spec: wit::Spec,
+    ) -> wasmtime::Result<Result<wit::Fault, wit::Error>> {
         let s = Spec {
             kind: kind_from_wit(spec.kind),
             target: spec.target,
@@ -491,7 +509,7 @@ impl wit::Host for CapCtx<'_, Faults> {
         }
     }
 
-    async fn revert(&mut self, id: String) -> wasmtime::Result<Result<(), wit::Error>> {
+    async fn revert_live(&mut self, id: String) -> wasmtime::Result<Result<(), wit::Error>> {
         let Some(access) = self.access else {
             let reason = self.not_granted();
             return Ok(Err(wit::Error::Denied(self.deny("revert", &id, reason))));
@@ -530,7 +548,7 @@ impl wit::Host for CapCtx<'_, Faults> {
         }
     }
 
-    async fn active(&mut self) -> wasmtime::Result<Vec<wit::Fault>> {
+    async fn active_live(&mut self) -> wasmtime::Result<Vec<wit::Fault>> {
         let Some(access) = self.access else {
             return Ok(Vec::new());
         };

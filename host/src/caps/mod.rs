@@ -22,6 +22,7 @@ pub mod notify;
 pub mod secrets;
 pub mod services;
 pub mod system;
+pub mod tape;
 #[cfg(test)]
 pub mod testing;
 pub mod wasi;

@@ -322,6 +322,22 @@ impl wit::Host for CapCtx<'_, Notify> {
         channel: String,
         message: wit::Message,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
+        crate::taped!(
+            self,
+            "notify.send",
+            (channel, message),
+            self.send_live(channel, message)
+        )
+    }
+}
+
+/// The calls themselves; the [`wit::Host`] impl above records or replays them.
+impl CapCtx<'_, Notify> {
+    async fn send_live(
+        &mut self,
+        channel: String,
+        message: wit::Message,
+    ) -> wasmtime::Result<Result<(), wit::Error>> {
         let op = "send";
         let Some(notifier) = self.access else {
             let reason = self.not_granted();

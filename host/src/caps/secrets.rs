@@ -151,6 +151,13 @@ pub struct SecretsAccess {
 
 impl wit::Host for CapCtx<'_, Secrets> {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, wit::Error>> {
+        crate::taped!(self, "secrets.get", (name), self.get_live(name))
+    }
+}
+
+/// The calls themselves; the [`wit::Host`] impl above records or replays them.
+impl CapCtx<'_, Secrets> {
+    async fn get_live(&mut self, name: String) -> wasmtime::Result<Result<String, wit::Error>> {
         let Some(access) = self.access else {
             let reason = self.not_granted();
             return Ok(Err(wit::Error::Denied(self.deny("get", &name, reason))));

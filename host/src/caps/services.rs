@@ -225,6 +225,22 @@ impl wit::Host for CapCtx<'_, Services> {
         service: String,
         verb: wit::Verb,
     ) -> wasmtime::Result<Result<wit::ServiceStatus, wit::Error>> {
+        crate::taped!(
+            self,
+            "services.control",
+            (service, verb),
+            self.control_live(service, verb)
+        )
+    }
+}
+
+/// The calls themselves; the [`wit::Host`] impl above records or replays them.
+impl CapCtx<'_, Services> {
+    async fn control_live(
+        &mut self,
+        service: String,
+        verb: wit::Verb,
+    ) -> wasmtime::Result<Result<wit::ServiceStatus, wit::Error>> {
         let verb = match verb {
             wit::Verb::Status => Verb::Status,
             wit::Verb::Start => Verb::Start,

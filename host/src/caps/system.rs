@@ -304,6 +304,28 @@ fn system(refresh: RefreshKind) -> Result<System, ReadError> {
 
 impl wit::Host for CapCtx<'_, SystemFacts> {
     async fn memory(&mut self) -> wasmtime::Result<Result<wit::MemoryInfo, wit::Error>> {
+        crate::taped!(self, "system.memory", (), self.memory_live())
+    }
+
+    async fn load(&mut self) -> wasmtime::Result<Result<wit::LoadInfo, wit::Error>> {
+        crate::taped!(self, "system.load", (), self.load_live())
+    }
+
+    async fn disk(&mut self, mount: String) -> wasmtime::Result<Result<wit::DiskUse, wit::Error>> {
+        crate::taped!(self, "system.disk", (mount), self.disk_live(mount))
+    }
+
+    async fn processes(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<wit::ProcessInfo>, wit::Error>> {
+        crate::taped!(self, "system.processes", (name), self.processes_live(name))
+    }
+}
+
+/// The calls themselves; the [`wit::Host`] impl above records or replays them.
+impl CapCtx<'_, SystemFacts> {
+    async fn memory_live(&mut self) -> wasmtime::Result<Result<wit::MemoryInfo, wit::Error>> {
         if let Err(e) = self.check("memory", "memory", |g| g.memory, "memory") {
             return Ok(Err(e));
         }
@@ -320,7 +342,7 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         Ok(self.answer("memory", "memory", read))
     }
 
-    async fn load(&mut self) -> wasmtime::Result<Result<wit::LoadInfo, wit::Error>> {
+    async fn load_live(&mut self) -> wasmtime::Result<Result<wit::LoadInfo, wit::Error>> {
         if let Err(e) = self.check("load", "load", |g| g.load, "load") {
             return Ok(Err(e));
         }
@@ -347,7 +369,10 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         Ok(self.answer("load", "load", read))
     }
 
-    async fn disk(&mut self, mount: String) -> wasmtime::Result<Result<wit::DiskUse, wit::Error>> {
+    async fn disk_live(
+        &mut self,
+        mount: String,
+    ) -> wasmtime::Result<Result<wit::DiskUse, wit::Error>> {
         if let Err(e) = self.check("disk", &mount, |g| g.mounts.contains(&mount), "mounts") {
             return Ok(Err(e));
         }
@@ -358,7 +383,7 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         Ok(self.answer("disk", &mount, read))
     }
 
-    async fn processes(
+    async fn processes_live(
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Vec<wit::ProcessInfo>, wit::Error>> {

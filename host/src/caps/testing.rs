@@ -189,6 +189,7 @@ pub fn recorded(granted: super::Prepared, dry_run: bool, output_limit: u64) -> A
         output_limit,
         calls: Vec::new(),
         redactor: Arc::default(),
+        tape: None,
     };
     let stdout = wasi::Capture::new(1024);
     let stderr = wasi::Capture::new(1024);

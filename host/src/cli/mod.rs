@@ -4,6 +4,7 @@
 
 mod audit;
 mod bundle;
+mod call;
 mod caps;
 mod check;
 mod config;
@@ -162,6 +163,29 @@ enum Command {
         /// RUNBOOK` lists them.
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
+    },
+    /// Run one plugin's action without a runbook (recorded like a run named
+    /// `call:PLUGIN`); record its capability calls to a file, or replay them from one.
+    Call {
+        /// The plugin's name in the manifest.
+        plugin: String,
+        /// The params, as a JSON object (default: the recording's, or `{}`).
+        #[arg(long = "with", value_name = "JSON")]
+        with: Option<String>,
+        #[command(flatten)]
+        env: EnvArgs,
+        /// Keep every capability call and its answer (redacted) in this file.
+        #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+        record: Option<PathBuf>,
+        /// Answer the capability calls from this recording; nothing leaves the host.
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
+        /// Print one JSON document with the step's result instead of live progress.
+        #[arg(long)]
+        json: bool,
+        /// The plugin is told to change nothing; mutating capability calls are recorded, not made.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run as a service: schedules, an HTTP API, Prometheus metrics and a status page.
     Serve {
@@ -477,6 +501,28 @@ pub fn main() -> ExitCode {
                 }
             },
             Command::Pin { env } => pin::run(&env),
+            Command::Call {
+                plugin,
+                with,
+                env,
+                record,
+                replay,
+                json,
+                dry_run,
+            } => {
+                let how = run::How {
+                    json,
+                    dry_run,
+                    vars: Vec::new(),
+                };
+                let call = call::CallArgs {
+                    plugin: &plugin,
+                    with: with.as_deref(),
+                    record: record.as_deref(),
+                    replay: replay.as_deref(),
+                };
+                call::run(&env, &cli.state, &call, &how).await
+            }
             Command::Wit {
                 out,
                 world,

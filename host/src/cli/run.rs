@@ -19,7 +19,6 @@ pub struct How {
 }
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8 {
-    let (json, dry_run) = (how.json, how.dry_run);
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -37,14 +36,29 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
             return 2;
         }
     };
+    run_runbook(args, state, &env, rb, params.into(), how, None).await
+}
+
+/// Runs `rb` of `env` with its resolved `params`, recorded in the store like any run;
+/// `tape` records or replays its capability calls (`runcap call`).
+pub(crate) async fn run_runbook(
+    args: &EnvArgs,
+    state: &StateArgs,
+    env: &crate::manifest::Environment,
+    rb: &crate::manifest::Runbook,
+    params: serde_json::Value,
+    how: &How,
+    tape: Option<crate::caps::tape::SharedTape>,
+) -> u8 {
+    let (json, dry_run) = (how.json, how.dry_run);
     // What a runcap that died left behind is dealt with first; if something could not be
     // undone the run still goes ahead, and its exit code says so.
-    let (store, recovered, runtime, resources) = match super::for_runs(&env, args, state).await {
+    let (store, recovered, runtime, resources) = match super::for_runs(env, args, state).await {
         Ok(set) => set,
         Err(code) => return code,
     };
-    start_drill_proxies(&env, rb, &resources).await;
-    let plugins = runbook::load_plugins(&runtime, &env, &resources, rb);
+    start_drill_proxies(env, rb, &resources).await;
+    let plugins = runbook::load_plugins(&runtime, env, &resources, rb);
     let (stopper, stop) = runbook::stop::channel();
     let signals = tokio::spawn(async move {
         loop {
@@ -87,7 +101,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
         }
     };
     let mut context = serde_json::Map::new();
-    context.insert("params".into(), params.into());
+    context.insert("params".into(), params);
     let options = RunOptions {
         dry_run,
         store: Some(store),
@@ -95,6 +109,8 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
         faults: Some(resources.faults.clone()),
         run_id: Some(run_id),
         context,
+        ad_hoc: rb.name.starts_with(super::call::RUN_PREFIX),
+        tape,
     };
     if !json {
         println!(
@@ -104,7 +120,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
             if dry_run { " · dry run" } else { "" }
         );
     }
-    let report = runbook::run(&runtime, &env, rb, &plugins, &options, |p| {
+    let report = runbook::run(&runtime, env, rb, &plugins, &options, |p| {
         if !json {
             print_progress(p)
         }

@@ -93,6 +93,11 @@ pub struct RunOptions {
     pub run_id: Option<String>,
     /// More values templates can read, beside `steps`, `vars` and `run` (`trigger`).
     pub context: serde_json::Map<String, serde_json::Value>,
+    /// Records every action's capability calls, or answers them from a recording.
+    pub tape: Option<crate::caps::tape::SharedTape>,
+    /// One action asked for by hand (`runcap call`): recorded like any run, but its
+    /// failure opens no incident.
+    pub ad_hoc: bool,
 }
 
 impl Default for RunOptions {
@@ -104,6 +109,8 @@ impl Default for RunOptions {
             faults: None,
             run_id: None,
             context: serde_json::Map::new(),
+            tape: None,
+            ad_hoc: false,
         }
     }
 }
@@ -463,6 +470,9 @@ async fn update_incident<P: FnMut(Progress<'_>)>(
     main: &MainSteps,
     summary: &str,
 ) -> Option<incident::IncidentUpdate> {
+    if run.options.ad_hoc {
+        return None;
+    }
     let store = run.options.store.clone()?;
     let update = if status == RunStatus::Fail {
         let failed = main.failed_step.clone().unwrap_or_default();

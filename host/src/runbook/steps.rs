@@ -273,6 +273,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
             dry_run: self.options.dry_run,
             timeout: step.timeout,
             sink: self.sink(seq, &step.uses),
+            tape: self.options.tape.clone(),
         };
         let action = runner::run_action(self.runtime, plugin, &inv, &params);
         let stop = self.options.stop.clone();

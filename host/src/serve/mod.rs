@@ -238,6 +238,8 @@ impl Server {
             faults: Some(self.resources.faults.clone()),
             run_id: Some(run_id.to_string()),
             context,
+            tape: None,
+            ad_hoc: false,
         };
         let empty = Loaded::new();
         let plugins = self.plugins.get(name).unwrap_or(&empty);

@@ -653,6 +653,96 @@ impl wit::Host for CapCtx<'_, Backup> {
         repository: String,
         tags: Vec<String>,
     ) -> wasmtime::Result<Result<wit::SnapshotReport, wit::Error>> {
+        crate::taped!(
+            self,
+            "backup.snapshot",
+            (source, repository, tags),
+            self.snapshot_live(source, repository, tags)
+        )
+    }
+
+    async fn verify(
+        &mut self,
+        repository: String,
+        read_data: bool,
+    ) -> wasmtime::Result<Result<wit::VerifyReport, wit::Error>> {
+        crate::taped!(
+            self,
+            "backup.verify",
+            (repository, read_data),
+            self.verify_live(repository, read_data)
+        )
+    }
+
+    async fn restore(
+        &mut self,
+        request: wit::RestoreRequest,
+    ) -> wasmtime::Result<Result<wit::RestoreReport, wit::Error>> {
+        crate::taped!(
+            self,
+            "backup.restore",
+            (request),
+            self.restore_live(request)
+        )
+    }
+
+    async fn compare(
+        &mut self,
+        repository: String,
+        snapshot: String,
+        target: String,
+    ) -> wasmtime::Result<Result<wit::CompareReport, wit::Error>> {
+        crate::taped!(
+            self,
+            "backup.compare",
+            (repository, snapshot, target),
+            self.compare_live(repository, snapshot, target)
+        )
+    }
+
+    async fn forget(
+        &mut self,
+        repository: String,
+        policy: wit::ForgetPolicy,
+        prune: bool,
+    ) -> wasmtime::Result<Result<wit::ForgetReport, wit::Error>> {
+        crate::taped!(
+            self,
+            "backup.forget",
+            (repository, policy, prune),
+            self.forget_live(repository, policy, prune)
+        )
+    }
+
+    async fn list_snapshots(
+        &mut self,
+        repository: String,
+        source: Option<String>,
+    ) -> wasmtime::Result<Result<Vec<wit::SnapshotInfo>, wit::Error>> {
+        crate::taped!(
+            self,
+            "backup.list-snapshots",
+            (repository, source),
+            self.list_snapshots_live(repository, source)
+        )
+    }
+
+    async fn query(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<wit::QueryResult, wit::Error>> {
+        crate::taped!(self, "backup.query", (name), self.query_live(name))
+    }
+}
+
+/// The calls themselves; the [`wit::Host`] impl above records or replays them.
+impl CapCtx<'_, Backup> {
+    async fn snapshot_live(
+        &mut self,
+        source: String,
+        repository: String,
+        tags: Vec<String>,
+    ) -> wasmtime::Result<Result<wit::SnapshotReport, wit::Error>> {
         let op = "snapshot";
         let target = format!("{source} → {repository}");
         let access = match self.backup_access(op, &target, "source and repository") {
@@ -719,7 +809,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         Ok(result)
     }
 
-    async fn verify(
+    async fn verify_live(
         &mut self,
         repository: String,
         read_data: bool,
@@ -773,7 +863,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         Ok(result)
     }
 
-    async fn restore(
+    async fn restore_live(
         &mut self,
         request: wit::RestoreRequest,
     ) -> wasmtime::Result<Result<wit::RestoreReport, wit::Error>> {
@@ -869,7 +959,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         Ok(result)
     }
 
-    async fn compare(
+    async fn compare_live(
         &mut self,
         repository: String,
         snapshot: String,
@@ -926,7 +1016,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         Ok(result)
     }
 
-    async fn forget(
+    async fn forget_live(
         &mut self,
         repository: String,
         policy: wit::ForgetPolicy,
@@ -974,7 +1064,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         Ok(result)
     }
 
-    async fn list_snapshots(
+    async fn list_snapshots_live(
         &mut self,
         repository: String,
         source: Option<String>,
@@ -1007,7 +1097,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         Ok(result)
     }
 
-    async fn query(
+    async fn query_live(
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<wit::QueryResult, wit::Error>> {

@@ -403,6 +403,16 @@ impl wit::Host for CapCtx<'_, Http> {
         &mut self,
         req: wit::Request,
     ) -> wasmtime::Result<Result<wit::Response, wit::Error>> {
+        crate::taped!(self, "http.send", (req), self.send_live(req))
+    }
+}
+
+/// The calls themselves; the [`wit::Host`] impl above records or replays them.
+impl CapCtx<'_, Http> {
+    async fn send_live(
+        &mut self,
+        req: wit::Request,
+    ) -> wasmtime::Result<Result<wit::Response, wit::Error>> {
         let method = client::method_name(req.method).to_string();
         let target = req.url.clone();
         let Some(client) = self.access else {
