@@ -13,6 +13,7 @@ mod faults;
 pub(crate) mod history;
 mod incidents;
 mod lock;
+mod new;
 mod pin;
 mod plugin;
 mod recover;
@@ -186,6 +187,23 @@ enum Command {
         /// The plugin is told to change nothing; mutating capability calls are recorded, not made.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Create a plugin project that builds, tests and runs as written.
+    New {
+        /// The plugin's name (lower-case letters, digits and `-`).
+        name: String,
+        /// The language it is written in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The endpoint its check probes; its grant allows this URL's origin.
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+        /// The Rust SDK's directory (default: the one this runcap was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
     /// Run as a service: schedules, an HTTP API, Prometheus metrics and a status page.
     Serve {
@@ -501,6 +519,19 @@ pub fn main() -> ExitCode {
                 }
             },
             Command::Pin { env } => pin::run(&env),
+            Command::New {
+                name,
+                lang,
+                dir,
+                url,
+                sdk,
+            } => new::run(&new::NewArgs {
+                name: &name,
+                lang,
+                dir: dir.as_deref(),
+                url: &url,
+                sdk: sdk.as_deref(),
+            }),
             Command::Call {
                 plugin,
                 with,

@@ -1,0 +1,79 @@
+//! `runcap new`: a scaffolded plugin passes its own tests, builds, is pinned by
+//! `runcap pin`, and its manifest checks and runs green, as written.
+
+use std::process::Command;
+
+use runcap_e2e::{Sandbox, Service, target_dir};
+
+/// Runs `cargo ARGS` in `dir`; panics with its output unless it succeeds.
+fn cargo(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_rust_scaffold_tests_builds_pins_checks_and_runs_green() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = Sandbox::new();
+    let url = svc.url("/health");
+    let made = sb
+        .run(&["new", "edge-check", "--lang", "rust", "--url", &url])
+        .expect_code(0)
+        .stdout();
+    assert!(
+        made.contains("runcap pin && runcap check && runcap run try"),
+        "{made}"
+    );
+    let project = sb.path().join("edge-check");
+    // Builds share one target directory across runs of this test (the scaffold's own
+    // `target/` is where its manifest looks).
+    let shared = target_dir().join("scaffold-rust");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, project.join("target")).unwrap();
+
+    cargo(&project, &["test", "--quiet"]);
+    cargo(
+        &project,
+        &["build", "--quiet", "--release", "--target", "wasm32-wasip2"],
+    );
+
+    let in_project = |args: &[&str]| {
+        let out = sb
+            .runcap()
+            .current_dir(&project)
+            .args(args)
+            .output()
+            .expect("runcap runs");
+        runcap_e2e::Run(out)
+    };
+    let pinned = in_project(&["pin"]).expect_code(0).stdout();
+    assert!(
+        pinned.contains("plugins.edge-check: sha256 added"),
+        "{pinned}"
+    );
+    in_project(&["check"]).expect_code(0);
+    let run = in_project(&["run", "try", "--json"]).expect_code(0).json();
+    assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
+    assert!(
+        run["steps"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("answered 200"),
+        "{run:#}"
+    );
+
+    // A second scaffold in the same place is refused, and says why.
+    let again = sb.run(&["new", "edge-check"]).expect_code(2).stderr();
+    assert!(again.contains("already exists"), "{again}");
+}
