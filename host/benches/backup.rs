@@ -158,6 +158,7 @@ fn main() {
             g.insert::<Backup, BackupGrant>(Arc::new(grant));
             g
         },
+        signer: None,
     };
     let mut shared = Resources::none();
     shared.secrets = Arc::new(SecretStore::new(BTreeMap::from([(

@@ -32,6 +32,7 @@ fn main() {
             .unwrap_or_else(|e| panic!("{}: {e}; run ./dev plugins", wasm.display())),
         limits: Limits::default(),
         grants: ValidGrants::default(),
+        signer: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -31,4 +31,5 @@ pub mod runner;
 pub mod secrets;
 pub mod serve;
 pub mod services;
+pub mod signing;
 pub mod store;

@@ -74,6 +74,9 @@ pub struct PluginLock {
     /// The grants as composed, in manifest syntax.
     #[serde(default)]
     pub grants: toml::Table,
+    /// The signer whose key verified the file's signature, if any did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 /// Effective limits, written as a manifest would.
@@ -206,6 +209,7 @@ pub fn snapshot(
         .map(|(name, spec)| {
             let raw = written.get(name);
             let lock = PluginLock {
+                signer: spec.signer.clone(),
                 sha256: spec.sha256.clone(),
                 path: raw
                     .and_then(|p| p.get("path"))
@@ -300,6 +304,14 @@ pub fn diff(old: &EnvLock, new: &EnvLock) -> Vec<Change> {
                     short(&o.sha256),
                     short(&n.sha256)
                 ),
+            ));
+        }
+        if o.signer != n.signer {
+            let who = |s: &Option<String>| s.clone().unwrap_or_else(|| "nobody".into());
+            out.push(Change::new(
+                at.key("signed_by"),
+                ChangeKind::Changed,
+                format!("signed by {} → {}", who(&o.signer), who(&n.signer)),
             ));
         }
         if o.path != n.path {
@@ -452,6 +464,7 @@ mod tests {
                 output: "64KiB".into(),
             },
             grants: toml::from_str(grants).unwrap(),
+            signer: None,
         }
     }
 

@@ -23,6 +23,12 @@
 //! any = { path = "/", mode = "ro" }
 //! backups = { path = "/var/backups", mode = "rw" }
 //!
+//! [environments.prod.signed]          # only plugins signed by these may be granted it
+//! services = ["platform"]
+//!
+//! [signers]                           # the keys `signed` names, kept in the policy
+//! platform = "ed25519:…"
+//!
 //! [environments."*"]                  # ceilings for every environment
 //! ```
 //!
@@ -49,6 +55,9 @@ struct RawPolicy {
     /// `[environments.NAME]`, or `[environments."*"]` for all.
     #[serde(default)]
     environments: BTreeMap<String, RawCeiling>,
+    /// `[signers]`: `NAME = "ed25519:…"`, the keys `signed` ceilings name.
+    #[serde(default)]
+    signers: BTreeMap<String, String>,
 }
 
 /// `[environments.NAME]`
@@ -64,6 +73,10 @@ struct RawCeiling {
     /// `[environments.NAME.grants.CAP]`: the widest grant of each capability.
     #[serde(default)]
     grants: Grants,
+    /// `[environments.NAME.signed]`: `CAP = ["platform"]`, a capability only plugins
+    /// signed by one of these signers may be granted.
+    #[serde(default)]
+    signed: BTreeMap<String, Vec<String>>,
 }
 
 /// The ceilings of one environment (or of all, for `*`).
@@ -74,6 +87,7 @@ struct Ceiling {
     time: Option<std::time::Duration>,
     output: Option<u64>,
     grants: Grants,
+    signed: BTreeMap<String, Vec<String>>,
 }
 
 /// A loaded, checked policy file.
@@ -81,6 +95,7 @@ struct Ceiling {
 pub struct Policy {
     source: Arc<SourceFile>,
     ceilings: BTreeMap<String, Ceiling>,
+    signers: BTreeMap<String, crate::signing::PublicKey>,
 }
 
 impl Policy {
@@ -103,6 +118,20 @@ impl Policy {
         let mut problems = Vec::new();
         let mut ceilings = BTreeMap::new();
         let known: Vec<&str> = caps::grantable().map(|c| c.name()).collect();
+        let mut signers = BTreeMap::new();
+        for (name, text) in raw.signers {
+            match text.parse::<crate::signing::PublicKey>() {
+                Ok(key) => {
+                    signers.insert(name, key);
+                }
+                Err(e) => problems.push(Diagnostic::at(
+                    &*source,
+                    &KeyPath::root().key("signers").key(&name),
+                    e.to_string(),
+                    None,
+                )),
+            }
+        }
         for (env, c) in raw.environments {
             let at = KeyPath::root().key("environments").key(&env);
             for (i, name) in c.deny.iter().enumerate() {
@@ -148,6 +177,29 @@ impl Policy {
                     }
                 }
             }
+            for (cap, names) in &c.signed {
+                let sp = at.key("signed").key(cap);
+                if !known.contains(&cap.as_str()) {
+                    problems.push(Diagnostic::at(
+                        &*source,
+                        &sp,
+                        format!("`{cap}` is not a capability runcap grants"),
+                        Some(format!("capabilities: {}", known.join(", "))),
+                    ));
+                }
+                for (i, name) in names.iter().enumerate() {
+                    if !signers.contains_key(name) {
+                        problems.push(Diagnostic::at(
+                            &*source,
+                            &sp.index(i),
+                            format!("`{name}` is not a signer of this policy"),
+                            Some(format!(
+                                "declare its key: [signers]\n{name} = \"ed25519:…\""
+                            )),
+                        ));
+                    }
+                }
+            }
             // A ceiling's relative directories are relative to the policy file.
             caps::resolve_grant_paths(&mut grants, &|_| dir_of(&source.path));
             ceilings.insert(
@@ -158,11 +210,16 @@ impl Policy {
                     time,
                     output,
                     grants,
+                    signed: c.signed,
                 },
             );
         }
         if problems.is_empty() {
-            Ok(Policy { source, ceilings })
+            Ok(Policy {
+                source,
+                ceilings,
+                signers,
+            })
         } else {
             Err(Diagnostics(problems))
         }
@@ -237,6 +294,7 @@ impl Policy {
                 check.grants(&at, grants, &mut out);
                 if let Some(spec) = env.plugins.get(name) {
                     check.limits(&at, spec, table, &mut out);
+                    check.signed(&at, spec, grants, &mut out);
                 }
             }
         }
@@ -257,6 +315,43 @@ struct CeilingCheck<'a> {
 }
 
 impl CeilingCheck<'_> {
+    /// A capability the ceiling reserves for signed plugins, granted to a plugin none of
+    /// its signers signed (checked with the policy's own keys).
+    fn signed(
+        &self,
+        at: &KeyPath,
+        spec: &crate::manifest::PluginSpec,
+        grants: &Grants,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        for (cap, names) in &self.ceiling.signed {
+            if !grants.contains_key(cap) {
+                continue;
+            }
+            let keys = names
+                .iter()
+                .filter_map(|n| self.policy.signers.get_key_value(n))
+                .map(|(n, k)| (n.as_str(), k));
+            let Err(e) = crate::signing::signer_of(&spec.path, &spec.sha256, keys) else {
+                continue;
+            };
+            out.push(Diagnostic::at(
+                &self.env.source,
+                &at.key("grants").key(cap),
+                format!(
+                    "grants {cap}, which {} policy allows only to plugins signed by {} ({}): {e}",
+                    self.label,
+                    names.join(" or "),
+                    self.policy.position(&self.at.key("signed").key(cap))
+                ),
+                Some(format!(
+                    "have a signer sign the reviewed file (runcap sign {} --key KEY_FILE), or remove the grant",
+                    spec.path.display()
+                )),
+            ));
+        }
+    }
+
     fn help(&self) -> String {
         format!("narrow it, or raise the ceiling in {}", self.policy_name)
     }

@@ -31,6 +31,9 @@ pub struct PluginCaps {
     pub name: String,
     pub path: String,
     pub sha256: String,
+    /// The signer whose key verified the file's signature (`FILE.sig`), if any did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
     /// Interfaces the component imports (empty when they could not be read).
     pub imports: Vec<String>,
     /// Why the component's imports could not be read (a missing file, not a component).
@@ -179,6 +182,7 @@ pub(crate) fn report(
             name: name.clone(),
             path: spec.path.display().to_string(),
             sha256: spec.sha256.clone(),
+            signer: spec.signer.clone(),
             imports: imports.clone().unwrap_or_default(),
             error: imports.err(),
             limits: Limits {
@@ -297,6 +301,9 @@ fn print_text(env: &str, report: &[PluginCaps]) {
         println!();
         println!("plugin {}", p.name);
         println!("  sha256   {}", p.sha256);
+        if let Some(signer) = &p.signer {
+            println!("  signed   by {signer}");
+        }
         println!(
             "  limits   memory {}, time {}, output {}",
             p.limits.memory, p.limits.time, p.limits.output
@@ -485,6 +492,9 @@ fn summary_table(md: &mut String, report: &[PluginCaps]) {
 fn plugin_section(md: &mut String, p: &PluginCaps) {
     let _ = writeln!(md, "\n## `{}`\n", p.name);
     let _ = writeln!(md, "- **sha256** `{}`", p.sha256);
+    if let Some(signer) = &p.signer {
+        let _ = writeln!(md, "- **signed by** `{signer}`");
+    }
     let _ = writeln!(md, "- **file** `{}`", cell(&tidy(Path::new(&p.path))));
     let _ = writeln!(
         md,

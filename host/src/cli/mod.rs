@@ -21,6 +21,7 @@ mod review;
 mod run;
 mod serve;
 mod services;
+mod sign;
 mod wit;
 
 use std::path::PathBuf;
@@ -187,6 +188,30 @@ enum Command {
         /// The plugin is told to change nothing; mutating capability calls are recorded, not made.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Create an ed25519 key pair for signing plugins: NAME.key (secret) and NAME.pub.
+    Keygen {
+        /// The signer's name, as `[signers]` will list it.
+        name: String,
+        /// Where to write the two files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a plugin file you reviewed: writes FILE.sig beside it.
+    Sign {
+        /// The plugin's .wasm file.
+        file: PathBuf,
+        /// The secret key file from `runcap keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check that FILE.sig is a key's signature of FILE.
+    Verify {
+        /// The plugin's .wasm file.
+        file: PathBuf,
+        /// The public key: its text (ed25519:…) or a NAME.pub file.
+        #[arg(long)]
+        key: String,
     },
     /// Create a plugin project that builds, tests and runs as written.
     New {
@@ -519,6 +544,9 @@ pub fn main() -> ExitCode {
                 }
             },
             Command::Pin { env } => pin::run(&env),
+            Command::Keygen { name, dir } => sign::keygen(&name, &dir),
+            Command::Sign { file, key } => sign::sign(&file, &key),
+            Command::Verify { file, key } => sign::verify(&file, &key),
             Command::New {
                 name,
                 lang,

@@ -34,6 +34,8 @@ pub struct Environment {
     pub runbooks: BTreeMap<String, Runbook>,
     /// How `runcap serve` listens and who may call it.
     pub serve: crate::serve::config::ServeSettings,
+    /// Public keys plugin signatures are checked with, by signer name.
+    pub signers: BTreeMap<String, crate::signing::PublicKey>,
 }
 
 /// A plugin as the manifest declares it.
@@ -45,6 +47,9 @@ pub struct PluginSpec {
     pub sha256: String,
     pub limits: Limits,
     pub grants: ValidGrants,
+    /// The signer whose key verifies the file's signature (`FILE.sig`), when one does;
+    /// always set for a plugin whose manifest requires a signature.
+    pub signer: Option<String>,
 }
 
 /// Resource limits of one plugin's actions.

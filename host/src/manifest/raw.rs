@@ -37,6 +37,13 @@ pub struct Manifest {
     pub runbooks: BTreeMap<String, Runbook>,
     /// `[serve]`: how `runcap serve` listens and who may call it.
     pub serve: Option<crate::serve::config::ServeConfig>,
+    /// `[signers]`: `NAME = "ed25519:…"`, public keys plugin signatures are checked with.
+    #[serde(default)]
+    pub signers: BTreeMap<String, String>,
+    /// `signed_by = ["platform"]`: every plugin without its own `signed_by` must carry a
+    /// signature (`FILE.sig`) by one of these signers.
+    #[serde(default)]
+    pub signed_by: Option<Vec<String>>,
 }
 
 /// `[plugins.NAME]`
@@ -53,6 +60,10 @@ pub struct Plugin {
     /// `[plugins.NAME.grants]`: everything the plugin may touch. Empty means nothing.
     #[serde(default)]
     pub grants: RawGrants,
+    /// `signed_by = ["platform"]`: the plugin is refused unless `FILE.sig` is a
+    /// signature of its file by one of these signers (overrides the top-level list).
+    #[serde(default)]
+    pub signed_by: Option<Vec<String>>,
 }
 
 /// `[plugins.NAME.limits]`

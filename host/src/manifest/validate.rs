@@ -163,13 +163,22 @@ pub(super) fn validate(
         secrets: &secrets,
         proxies: &proxies,
     };
+    let signers = signers(&mut v, raw.signers);
     let mut plugins = BTreeMap::new();
-    for (name, p) in raw.plugins {
+    for (name, mut p) in raw.plugins {
         let path = root.key("plugins").key(&name);
         if !v.name(&path, "plugin", &name) {
             continue;
         }
-        if let Some(spec) = plugin(&mut v, &path, &name, p, &declared) {
+        let required = match p.signed_by.take() {
+            Some(list) => (list, path.key("signed_by")),
+            None => (
+                raw.signed_by.clone().unwrap_or_default(),
+                root.key("signed_by"),
+            ),
+        };
+        if let Some(mut spec) = plugin(&mut v, &path, &name, p, &declared) {
+            spec.signer = signer(&mut v, &spec, &signers, &required.0, &required.1);
             plugins.insert(name, spec);
         }
     }
@@ -213,8 +222,83 @@ pub(super) fn validate(
         plugins,
         runbooks,
         serve,
+        signers,
     };
     v.finish(env)
+}
+
+/// `[signers]`: each key parsed, or an error at its line.
+fn signers(
+    v: &mut Validator,
+    raw: BTreeMap<String, String>,
+) -> BTreeMap<String, crate::signing::PublicKey> {
+    let mut out = BTreeMap::new();
+    for (name, text) in raw {
+        let at = KeyPath::root().key("signers").key(&name);
+        match text.parse::<crate::signing::PublicKey>() {
+            Ok(key) => {
+                out.insert(name, key);
+            }
+            Err(e) => v.error(
+                &at,
+                e.to_string(),
+                "`runcap keygen NAME` writes a key pair; paste the text of NAME.pub here",
+            ),
+        }
+    }
+    out
+}
+
+/// Who signed a plugin's file. With `required` signers (at `at`), a file no one of them
+/// signed is an error; otherwise any declared signer whose key verifies is named.
+fn signer(
+    v: &mut Validator,
+    spec: &PluginSpec,
+    signers: &BTreeMap<String, crate::signing::PublicKey>,
+    required: &[String],
+    at: &KeyPath,
+) -> Option<String> {
+    let mut keys = Vec::new();
+    for name in required {
+        match signers.get_key_value(name) {
+            Some((n, k)) => keys.push((n.as_str(), k)),
+            None => {
+                let known: Vec<&str> = signers.keys().map(String::as_str).collect();
+                let help = match closest(name, &known) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!(
+                        "declare it: [signers]\n{name} = \"ed25519:…\" (the text of {name}.pub from `runcap keygen {name}`)"
+                    ),
+                };
+                v.error(at, format!("`{name}` is not a declared signer"), help);
+                return None;
+            }
+        }
+    }
+    if required.is_empty() {
+        let all = signers.iter().map(|(n, k)| (n.as_str(), k));
+        return crate::signing::signer_of(&spec.path, &spec.sha256, all)
+            .ok()
+            .map(str::to_string);
+    }
+    match crate::signing::signer_of(&spec.path, &spec.sha256, keys) {
+        Ok(name) => Some(name.to_string()),
+        Err(e) => {
+            v.error(
+                at,
+                format!(
+                    "plugin `{}` must be signed by {}: {e}",
+                    spec.name,
+                    required.join(" or ")
+                ),
+                format!(
+                    "a signer signs the file they reviewed: runcap sign {} --key KEY_FILE",
+                    spec.path.display()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// Checks `[redaction]` by building it, and points at the rule that does not build.
@@ -334,6 +418,7 @@ fn plugin(
         sha256: pin,
         limits,
         grants,
+        signer: None,
     })
 }
 
