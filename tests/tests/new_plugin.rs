@@ -77,3 +77,52 @@ fn a_rust_scaffold_tests_builds_pins_checks_and_runs_green() {
     let again = sb.run(&["new", "edge-check"]).expect_code(2).stderr();
     assert!(again.contains("already exists"), "{again}");
 }
+
+/// Runs `npm ARGS` in `dir`; panics with its output unless it succeeds.
+fn npm(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("npm runs");
+    assert!(
+        out.status.success(),
+        "npm {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_js_scaffold_tests_builds_pins_checks_and_runs_green() {
+    if Command::new("npm").arg("--version").output().is_err() {
+        println!("SKIPPED: npm not found (./dev setup needs Node.js for JavaScript plugins)");
+        return;
+    }
+    let svc = Service::start("127.0.0.1", None);
+    let sb = Sandbox::new();
+    let url = svc.url("/health");
+    let made = sb
+        .run(&["new", "edge-js", "--lang", "js", "--url", &url])
+        .expect_code(0)
+        .stdout();
+    assert!(made.contains("npm run build"), "{made}");
+    let project = sb.path().join("edge-js");
+    npm(&project, &["install", "--no-audit", "--no-fund", "--offline"]);
+    npm(&project, &["test"]);
+    npm(&project, &["run", "build"]);
+
+    let in_project = |args: &[&str]| {
+        let out = sb
+            .runcap()
+            .current_dir(&project)
+            .args(args)
+            .output()
+            .expect("runcap runs");
+        runcap_e2e::Run(out)
+    };
+    in_project(&["pin"]).expect_code(0);
+    in_project(&["check"]).expect_code(0);
+    let run = in_project(&["run", "try", "--json"]).expect_code(0).json();
+    assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
+}

@@ -1,6 +1,6 @@
-//! `runcap new NAME --lang rust`: a plugin project that builds and passes its own tests
-//! as written: a params type, one condition, a unit test against the mock host, and a
-//! manifest that grants it one origin and runs it (its digest added by `runcap pin`).
+//! `runcap new NAME --lang rust|js`: a plugin project that builds and passes its own
+//! tests as written: a params type, one condition, a unit test against the mock host,
+//! and a manifest that grants it one origin and runs it (its digest added by `runcap pin`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,42 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
     Rust,
+    Js,
+}
+
+impl Lang {
+    /// The files of its scaffold.
+    fn templates(self) -> &'static [Template] {
+        match self {
+            Lang::Rust => RUST,
+            Lang::Js => JS,
+        }
+    }
+
+    /// Its SDK's directory in the checkout this runcap was built from.
+    fn default_sdk(self) -> PathBuf {
+        let dir = match self {
+            Lang::Rust => "sdk",
+            Lang::Js => "sdk-js",
+        };
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
+    }
+
+    /// A file that marks the SDK's directory.
+    fn sdk_marker(self) -> &'static str {
+        match self {
+            Lang::Rust => "Cargo.toml",
+            Lang::Js => "dev.sh",
+        }
+    }
+
+    /// The commands that set up and test the project, then build its component.
+    fn steps(self) -> Vec<&'static str> {
+        match self {
+            Lang::Rust => vec!["cargo test", "cargo build --release --target wasm32-wasip2"],
+            Lang::Js => vec!["npm install", "npm test", "npm run build"],
+        }
+    }
 }
 
 /// One file of a scaffold: where it goes in the project, and its template.
@@ -27,11 +63,29 @@ const RUST: &[Template] = &[
         path: "src/lib.rs",
         text: include_str!("../../templates/rust/src/lib.rs.tmpl"),
     },
-    Template {
-        path: "runcap.toml",
-        text: include_str!("../../templates/rust/runcap.toml.tmpl"),
-    },
+    MANIFEST,
 ];
+
+const JS: &[Template] = &[
+    Template {
+        path: "package.json",
+        text: include_str!("../../templates/js/package.json.tmpl"),
+    },
+    Template {
+        path: "index.js",
+        text: include_str!("../../templates/js/index.js.tmpl"),
+    },
+    Template {
+        path: "test/index.test.js",
+        text: include_str!("../../templates/js/test/index.test.js.tmpl"),
+    },
+    MANIFEST,
+];
+
+const MANIFEST: Template = Template {
+    path: "runcap.toml",
+    text: include_str!("../../templates/runcap.toml.tmpl"),
+};
 
 /// The runbook the scaffold's manifest declares.
 const RUNBOOK: &str = "try";
@@ -47,7 +101,9 @@ pub enum NewError {
     Exists(PathBuf),
     #[error("`{0}` is not an http(s) URL such as http://127.0.0.1:8080/health")]
     BadUrl(String),
-    #[error("the Rust SDK is not at {0}; pass --sdk with the path of runcap's `sdk` directory")]
+    #[error(
+        "the SDK is not at {0}; pass --sdk with the path of runcap's `sdk` (Rust) or `sdk-js` (JavaScript) directory"
+    )]
     NoSdk(PathBuf),
     #[error("cannot write {0}: {1}")]
     Io(PathBuf, std::io::Error),
@@ -61,13 +117,8 @@ pub struct NewArgs<'a> {
     pub dir: Option<&'a Path>,
     /// The endpoint the scaffold's check probes, and whose origin its grant allows.
     pub url: &'a str,
-    /// The Rust SDK's directory (default: the one this runcap was built from).
+    /// The language's SDK directory (default: the one this runcap was built from).
     pub sdk: Option<&'a Path>,
-}
-
-/// The Rust SDK this runcap was built with, when it is still there.
-fn default_sdk() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
 }
 
 /// `scheme://host[:port]` of an http(s) URL.
@@ -98,30 +149,28 @@ pub fn create(args: &NewArgs) -> Result<PathBuf, NewError> {
         return Err(NewError::Exists(dir));
     }
     let origin = origin(args.url).ok_or_else(|| NewError::BadUrl(args.url.to_string()))?;
-    let templates = match args.lang {
-        Lang::Rust => RUST,
-    };
-    let sdk = match args.lang {
-        Lang::Rust => {
-            let sdk = args.sdk.map_or_else(default_sdk, Path::to_path_buf);
-            let sdk = sdk
-                .canonicalize()
-                .map_err(|_| NewError::NoSdk(sdk.clone()))?;
-            if !sdk.join("Cargo.toml").is_file() {
-                return Err(NewError::NoSdk(sdk));
-            }
-            sdk.display().to_string()
-        }
-    };
+    let lang = args.lang;
+    let sdk = args
+        .sdk
+        .map_or_else(|| lang.default_sdk(), Path::to_path_buf);
+    let sdk = sdk
+        .canonicalize()
+        .map_err(|_| NewError::NoSdk(sdk.clone()))?;
+    if !sdk.join(lang.sdk_marker()).is_file() {
+        return Err(NewError::NoSdk(sdk));
+    }
+    let sdk = sdk.display().to_string();
+    let build = lang.steps().last().copied().unwrap_or_default().to_string();
     let values = [
         ("{{name}}", name.to_string()),
         ("{{crate}}", name.replace('-', "_")),
         ("{{sdk}}", sdk),
+        ("{{build}}", build),
         ("{{url}}", args.url.to_string()),
         ("{{origin}}", origin),
         ("{{runbook}}", RUNBOOK.to_string()),
     ];
-    for t in templates {
+    for t in lang.templates() {
         let mut text = t.text.to_string();
         for (key, value) in &values {
             text = text.replace(key, value);
@@ -143,11 +192,8 @@ pub fn run(args: &NewArgs) -> u8 {
             println!("created {d}: a {:?} plugin `{}`", args.lang, args.name);
             println!("next:");
             println!("  cd {d}");
-            match args.lang {
-                Lang::Rust => {
-                    println!("  cargo test");
-                    println!("  cargo build --release --target wasm32-wasip2");
-                }
+            for step in args.lang.steps() {
+                println!("  {step}");
             }
             println!("  runcap pin && runcap check && runcap run {RUNBOOK}");
             0
