@@ -270,3 +270,47 @@ steps = [{{ id = "probe", uses = "js-check", with = {{ url = "{base}/health", ex
         "{text}"
     );
 }
+
+/// Copies the files of `from` (not `node_modules`) into `to`.
+fn copy_source(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_name() == "node_modules" {
+            continue;
+        }
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_source(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_rebuild_from_a_copy_of_the_source_gives_the_same_bytes() {
+    let Some(wasm) = js_component() else {
+        println!("SKIPPED: Node.js not found");
+        return;
+    };
+    let sb = Sandbox::new();
+    let src = sb.path().join("elsewhere/js-status-check");
+    copy_source(&repo_root().join("plugins/js-status-check"), &src);
+    let out = sb.path().join("rebuilt.wasm");
+    let build = Command::new(repo_root().join("sdk-js/dev.sh"))
+        .arg("build")
+        .arg(&src)
+        .arg(&out)
+        .output()
+        .expect("sdk-js/dev.sh runs");
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    assert_eq!(
+        sha256_file(&out),
+        sha256_file(&wasm),
+        "the same source built in another place must give the same component"
+    );
+}
