@@ -108,7 +108,10 @@ fn a_js_scaffold_tests_builds_pins_checks_and_runs_green() {
         .stdout();
     assert!(made.contains("npm run build"), "{made}");
     let project = sb.path().join("edge-js");
-    npm(&project, &["install", "--no-audit", "--no-fund", "--offline"]);
+    npm(
+        &project,
+        &["install", "--no-audit", "--no-fund", "--offline"],
+    );
     npm(&project, &["test"]);
     npm(&project, &["run", "build"]);
 

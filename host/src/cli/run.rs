@@ -316,9 +316,11 @@ pub fn step_line(step: &StepReport) -> String {
         (Status::Fail, None) => ("✘", "fail".to_string()),
     };
     let summary = match &a.failure {
-        Some(f) => f.message.clone(),
-        None => a.summary.clone(),
+        Some(f) => f.message.as_str(),
+        None => a.summary.as_str(),
     };
+    // A message of several lines (a stack trace) stays under its step.
+    let summary = summary.trim_end().replace('\n', "\n      ");
     let mut notes = Vec::new();
     if step.phase != Phase::Main {
         notes.push(step.phase.as_str().to_string());
@@ -423,4 +425,30 @@ fn rollback_line(r: &RunReport) -> String {
         );
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::{ActionReport, FailureKind};
+
+    #[test]
+    fn a_message_of_several_lines_stays_under_its_step() {
+        let step = StepReport {
+            id: "probe".into(),
+            uses: "js-check".into(),
+            phase: Phase::Main,
+            attempts: 1,
+            continued: false,
+            action: ActionReport::failed(
+                FailureKind::PluginError,
+                "SyntaxError: bad JSON\nrun@plugin/index.js:3:7\n".into(),
+            ),
+        };
+        let line = step_line(&step);
+        let lines: Vec<&str> = line.lines().collect();
+        assert_eq!(lines.len(), 2, "{line}");
+        assert!(lines[0].ends_with("SyntaxError: bad JSON"), "{line}");
+        assert_eq!(lines[1], "      run@plugin/index.js:3:7");
+    }
 }
