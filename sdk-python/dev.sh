@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Python plugins: set-up, build and unit tests. Needs python3 (3.10 or later) with venv.
+#
+#   sdk-python/dev.sh setup      install componentize-py 0.25.1 into target/py-tools (once)
+#   sdk-python/dev.sh build [SRC_DIR [OUT.wasm [WORLD]]]
+#                                build SRC_DIR/app.py into a component against wit/, for WORLD
+#                                (default check); SRC_DIR defaults to plugins/py-status-check,
+#                                OUT to target/wasm32-wasip2/release/NAME.wasm, NAME being
+#                                SRC_DIR's name with - as _
+#   sdk-python/dev.sh test       run every Python unit test natively, the SDK's and each Python
+#                                plugin's (DIR/tests), with no WebAssembly involved
+#
+# A Python plugin is a directory under plugins/ with an app.py and no Cargo.toml.
+set -euo pipefail
+SDK=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$SDK")
+TOOLS=$ROOT/target/py-tools
+COMPONENTIZE_PY_VERSION=0.25.1
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_python() {
+  command -v python3 >/dev/null || {
+    echo "python3 not found: install Python 3.10 or later (Debian: apt-get install python3 python3-venv)" >&2
+    exit 2
+  }
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+    echo "$(python3 --version) is too old: runcap's Python SDK needs 3.10 or later" >&2
+    exit 2
+  }
+}
+
+py_plugins() {
+  local d
+  for d in "$ROOT"/plugins/*/; do
+    d=${d%/}
+    [ -f "$d/app.py" ] && [ ! -f "$d/Cargo.toml" ] && printf '%s\n' "$d"
+  done
+}
+
+setup() {
+  need_python
+  local have
+  have=$("$TOOLS/bin/componentize-py" --version 2>/dev/null || true)
+  [ "$have" = "componentize-py $COMPONENTIZE_PY_VERSION" ] && return 0
+  if [ ! -x "$TOOLS/bin/python" ]; then
+    say "creating the build venv in ${TOOLS#"$ROOT"/}"
+    python3 -m venv "$TOOLS" || {
+      echo "python3 -m venv failed (Debian: apt-get install python3-venv)" >&2
+      exit 2
+    }
+  fi
+  say "installing componentize-py==$COMPONENTIZE_PY_VERSION"
+  "$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "componentize-py==$COMPONENTIZE_PY_VERSION"
+}
+
+# Copies the files of a Python source tree that a component needs, in name order:
+# no tests, bytecode caches, dot-files or virtualenvs.
+copy_sources() {
+  local from=$1 to=$2 rel
+  mkdir -p "$to"
+  (cd "$from" && find . -mindepth 1 \( -name '.*' -o -name __pycache__ -o -name tests -o -name node_modules \
+      -o -name 'test_*.py' -o -name '*.pyc' -o -name pyvenv.cfg \) -prune \
+      -o -type f -print | LC_ALL=C sort) |
+    while IFS= read -r rel; do
+      mkdir -p "$to/$(dirname "$rel")"
+      cp "$from/$rel" "$to/$rel"
+    done
+}
+
+build() {
+  local src=${1:-$ROOT/plugins/py-status-check}
+  src=$(cd "$src" && pwd)
+  local name
+  name=$(basename "$src")
+  local out=${2:-$ROOT/target/wasm32-wasip2/release/${name//-/_}.wasm}
+  local world=${3:-check}
+  [ -f "$src/app.py" ] || { echo "$src has no app.py: a Python plugin's module is app.py" >&2; exit 2; }
+  setup
+  mkdir -p "$(dirname "$out")"
+  out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
+
+  # componentize-py runs the plugin's import in CPython and snapshots the result, so
+  # whatever that interpreter can see ends up in the component. It sees:
+  #  - copies of the plugin and of the SDK, made fresh in name order with one fixed
+  #    mtime, so neither a source tree's other files nor its history get in;
+  #  - an empty site-packages: without VIRTUAL_ENV, componentize-py adds this machine's
+  #    own site-packages (from pipenv or python3's `site`) to the guest's path;
+  #  - no bytecode cache: a file named __pycache__ in each directory keeps CPython from
+  #    writing .pyc files (and changing the directories) while it imports.
+  # The component is still not byte-for-byte reproducible: the snapshot also holds what
+  # the interpreter drew from build-time randomness and clocks and read from the file
+  # metadata of componentize-py's own temporary files, which no option of componentize-py
+  # 0.25.1 controls (sdk-python/README.md, "Reproducibility").
+  stage=$(mktemp -d "${TMPDIR:-/tmp}/runcap-py-build.XXXXXX")
+  trap 'rm -rf "$stage"' EXIT
+  copy_sources "$src" "$stage/app"
+  copy_sources "$SDK/runcap_plugin" "$stage/sdk/runcap_plugin"
+  rm "$stage/sdk/runcap_plugin/testing.py"
+  mkdir -p "$stage/venv/lib/site-packages"
+  local d
+  while IFS= read -r d; do : >"$d/__pycache__"; done < <(find "$stage/app" "$stage/sdk" -type d)
+  find "$stage" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-315532800}" {} +
+
+  say "building ${src#"$ROOT"/} into ${out#"$ROOT"/} (world $world)"
+  local start=$SECONDS
+  (
+    cd "$stage"
+    VIRTUAL_ENV="$stage/venv" "$TOOLS/bin/componentize-py" --quiet -d "$ROOT/wit" -w "$world" \
+      componentize -p app -p sdk -o "$out.tmp" runcap_plugin._component
+  )
+  mv "$out.tmp" "$out"
+  say "$(basename "$out"): $(wc -c <"$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1), $((SECONDS - start))s"
+}
+
+# Runs the unittest suite in DIR/tests (DIR and the SDK importable); prints "RUN BAD SKIPPED" last.
+run_suite() {
+  local dir=$1
+  (cd "$dir" && PYTHONPATH="$SDK:$dir" PYTHONDONTWRITEBYTECODE=1 python3 - <<'EOF'
+import traceback, unittest
+try:
+    suite = unittest.defaultTestLoader.discover("tests")
+    result = unittest.TextTestRunner(verbosity=1).run(suite)
+    print(result.testsRun, len(result.failures) + len(result.errors), len(result.skipped))
+except Exception:
+    traceback.print_exc()
+    print(1, 1, 0)
+EOF
+  )
+}
+
+test_all() {
+  need_python
+  local dirs=("$SDK") p passed=0 failed=0 skipped=0 line run bad skip
+  while IFS= read -r p; do [ -d "$p/tests" ] && dirs+=("$p"); done < <(py_plugins)
+  for p in "${dirs[@]}"; do
+    say "unittest: ${p#"$ROOT"/}"
+    line=$(run_suite "$p" | tail -n 1)
+    read -r run bad skip <<<"$line"
+    passed=$((passed + run - bad - skip))
+    failed=$((failed + bad))
+    skipped=$((skipped + skip))
+  done
+  echo "python: $passed passed, $failed failed, $skipped skipped"
+  [ "$failed" -eq 0 ]
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  build) shift; build "$@" ;;
+  test) test_all ;;
+  *) sed -n '2,13p' "$0"; exit 2 ;;
+esac

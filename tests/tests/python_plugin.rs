@@ -1,0 +1,242 @@
+//! A plugin written in Python (`plugins/py-status-check`, built with componentize-py by
+//! `sdk-python/dev.sh build`) loads and runs in runcap like a Rust one: CPython's imports
+//! (`wasi:sockets` among them) pass the load check, its outcomes, log lines and `print()`
+//! output are recorded, and a params error or an uncaught exception comes back as an action
+//! error (invalid-params, or plugin-error with the traceback), never a trap.
+//!
+//! The component is not built here: `sdk-python/dev.sh build` writes it to
+//! `target/wasm32-wasip2/release/py_status_check.wasm`, and without it the test says SKIPPED.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use runcap_e2e::{Run, Sandbox, Service, sha256_file, step, target_dir};
+
+const PLUGIN: &str = "py-status";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// The newest modification time of the files below `dir`.
+fn newest_below(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        let time = if t.is_dir() {
+            newest_below(&e.path())
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+/// The built component, or None when it has not been built.
+fn py_component() -> Option<PathBuf> {
+    let wasm = target_dir().join("wasm32-wasip2/release/py_status_check.wasm");
+    let built = std::fs::metadata(&wasm).and_then(|m| m.modified()).ok()?;
+    let root = repo_root();
+    let newest_source = ["plugins/py-status-check", "sdk-python/runcap_plugin", "wit"]
+        .iter()
+        .filter_map(|d| newest_below(&root.join(d)))
+        .max();
+    if newest_source.is_some_and(|s| s > built) {
+        eprintln!(
+            "note: {} is older than its sources; rebuild it with sdk-python/dev.sh build",
+            wasm.display()
+        );
+    }
+    Some(wasm)
+}
+
+fn output(run: &Run) -> String {
+    format!("{}{}", run.stdout(), run.stderr())
+}
+
+#[test]
+fn python_check_runs_and_reports_errors_as_errors() {
+    let Some(wasm) = py_component() else {
+        println!("SKIPPED: build it with sdk-python/dev.sh build");
+        return;
+    };
+    let svc = Service::start("127.0.0.1", None);
+    let sb = Sandbox::new();
+    let port = svc.addr.port();
+    let base = svc.url("");
+    // A port on the same address that the grant does not name.
+    let elsewhere = format!("http://127.0.0.1:{}/health", port.wrapping_add(1).max(1));
+    let plugin = format!(
+        "[plugins.{PLUGIN}]\npath = {:?}\nsha256 = \"{}\"\nlimits = {{ time = \"20s\" }}\ngrants.http = {{ allow = [\"http://127.0.0.1:{port}\"] }}\n",
+        wasm.display().to_string(),
+        sha256_file(&wasm),
+    );
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+{plugin}
+[runbooks.health]
+description = "A Python check against the demo service"
+
+[[runbooks.health.steps]]
+id = "healthy"
+uses = "{PLUGIN}"
+with = {{ url = "{base}/health", json = {{ pointer = "/checks/db", equals = true }} }}
+
+[[runbooks.health.steps]]
+id = "wrong_status"
+uses = "{PLUGIN}"
+on_failure = "continue"
+with = {{ url = "{base}/unhealthy" }}
+
+[[runbooks.health.steps]]
+id = "not_json"
+uses = "{PLUGIN}"
+on_failure = "continue"
+with = {{ url = "{base}/big?bytes=16", json = {{ pointer = "/status", equals = "up" }} }}
+
+[[runbooks.health.steps]]
+id = "not_granted"
+uses = "{PLUGIN}"
+on_failure = "continue"
+with = {{ url = "{elsewhere}" }}
+"#
+        ),
+    );
+
+    // Loads (wasi:sockets imported, denied at every use) and validates every step's params.
+    let check = sb.run(&["check"]).expect_code(0);
+    assert!(
+        check.stdout().contains("runbook health: 4 steps"),
+        "{}",
+        output(&check)
+    );
+
+    let described = sb
+        .run(&["plugin", "describe", PLUGIN, "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(described["name"], "py-status-check", "{described:#}");
+    assert_eq!(described["params_schema"]["required"][0], "url");
+    let imports: Vec<&str> = described["imports"]
+        .as_array()
+        .expect("imports")
+        .iter()
+        .filter_map(|i| i.as_str())
+        .collect();
+    assert!(imports.contains(&"runcap:plugin/http"), "{imports:?}");
+    assert!(imports.contains(&"wasi:sockets/tcp"), "{imports:?}");
+
+    let r = sb.run(&["run", "health", "--json"]).expect_code(0).json();
+    for s in r["steps"].as_array().expect("steps") {
+        assert_ne!(s["failure"]["kind"], "trap", "{s:#}");
+    }
+
+    let healthy = step(&r, "healthy");
+    assert_eq!(healthy["status"], "ok", "{healthy:#}");
+    assert_eq!(healthy["details"]["status"], 200);
+    assert_eq!(healthy["details"]["json"]["passed"], true);
+    let printed = healthy["stdout"]["text"].as_str().unwrap_or_default();
+    assert!(
+        printed.starts_with(&format!("GET {base}/health -> 200 in ")),
+        "print() lands in the step's stdout: {healthy:#}"
+    );
+    assert_eq!(healthy["logs"][0]["message"], "answer", "{healthy:#}");
+    assert_eq!(healthy["logs"][0]["level"], "info");
+    assert!(
+        healthy["metrics"].to_string().contains("response_time_ms"),
+        "{healthy:#}"
+    );
+
+    let wrong = step(&r, "wrong_status");
+    assert_eq!(wrong["status"], "fail", "{wrong:#}");
+    assert!(
+        wrong["failure"].is_null(),
+        "a failed check, not an error: {wrong:#}"
+    );
+    assert_eq!(wrong["details"]["status"], 503);
+    assert!(
+        wrong["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("status 503, expected 200"),
+        "{wrong:#}"
+    );
+
+    // An uncaught exception in `run` is the step's error, with the Python traceback.
+    let not_json = step(&r, "not_json");
+    assert_eq!(not_json["failure"]["kind"], "plugin-error", "{not_json:#}");
+    let traceback = not_json["failure"]["message"].as_str().unwrap_or_default();
+    for words in [
+        "Traceback (most recent call last):",
+        "app.py",
+        "resp.json()",
+        "ValueError: the body of",
+        "is not JSON",
+    ] {
+        assert!(traceback.contains(words), "{words:?} in:\n{traceback}");
+    }
+    assert!(!traceback.contains("unreachable"), "{traceback}");
+
+    // An HTTP denial left uncaught is the step's `denied` error, naming the grant.
+    let not_granted = step(&r, "not_granted");
+    assert_eq!(not_granted["failure"]["kind"], "denied", "{not_granted:#}");
+    assert!(
+        not_granted["failure"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("grants.http.allow"),
+        "{not_granted:#}"
+    );
+
+    // Params the plugin rejects: `run` answers invalid-params, naming each problem...
+    let call = sb.run(&[
+        "call",
+        PLUGIN,
+        "--with",
+        r#"{"url": "ftp://example.com", "expect_status": "200", "expect": 200}"#,
+        "--json",
+    ]);
+    assert_eq!(call.code(), 1, "{}", output(&call));
+    let called = step(&call.json(), PLUGIN).clone();
+    assert_eq!(called["failure"]["kind"], "invalid-params", "{called:#}");
+    let message = called["failure"]["message"].as_str().unwrap_or_default();
+    for words in [
+        "expect_status: expected an integer, got string \"200\"",
+        "url: string \"ftp://example.com\" does not match ^https?://",
+        "expect: unknown key",
+    ] {
+        assert!(message.contains(words), "{words:?} in {message}");
+    }
+    assert!(called["stdout"]["text"] == "", "nothing ran: {called:#}");
+
+    // ...and `runcap check` finds them before anything runs, through `validate`.
+    sb.write(
+        "bad.toml",
+        &format!(
+            r#"
+environment = "test"
+
+{plugin}
+[runbooks.typo]
+steps = [{{ id = "typo", uses = "{PLUGIN}", with = {{ url = "{base}/health", expect_status = "two hundred" }} }}]
+"#
+        ),
+    );
+    let bad = sb.run(&["check", "--env", "bad.toml"]);
+    assert_ne!(bad.code(), 0, "{}", output(&bad));
+    assert!(
+        output(&bad).contains(&format!(
+            "params rejected by `{PLUGIN}`: expect_status: expected an integer, got string \"two hundred\""
+        )),
+        "{}",
+        output(&bad)
+    );
+}
