@@ -129,3 +129,56 @@ fn a_js_scaffold_tests_builds_pins_checks_and_runs_green() {
     let run = in_project(&["run", "try", "--json"]).expect_code(0).json();
     assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
 }
+
+#[test]
+fn a_python_scaffold_tests_builds_pins_checks_and_runs_green() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED: python3 not found");
+        return;
+    }
+    let svc = Service::start("127.0.0.1", None);
+    let sb = Sandbox::new();
+    let url = svc.url("/health");
+    let made = sb
+        .run(&["new", "edge-py", "--lang", "python", "--url", &url])
+        .expect_code(0)
+        .stdout();
+    let project = sb.path().join("edge-py");
+    // The printed steps, run as printed (each is one shell command).
+    let steps: Vec<&str> = made
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("cd "))
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.starts_with("runcap "))
+        .collect();
+    assert_eq!(steps.len(), 2, "{made}");
+    for step in steps {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(step)
+            .current_dir(&project)
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "`{step}` failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let in_project = |args: &[&str]| {
+        let out = sb
+            .runcap()
+            .current_dir(&project)
+            .args(args)
+            .output()
+            .expect("runcap runs");
+        runcap_e2e::Run(out)
+    };
+    in_project(&["pin"]).expect_code(0);
+    in_project(&["check"]).expect_code(0);
+    let run = in_project(&["run", "try", "--json"]).expect_code(0).json();
+    assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
+}

@@ -1,4 +1,4 @@
-//! `runcap new NAME --lang rust|js`: a plugin project that builds and passes its own
+//! `runcap new NAME --lang rust|python|js`: a plugin project that builds and passes its own
 //! tests as written: a params type, one condition, a unit test against the mock host,
 //! and a manifest that grants it one origin and runs it (its digest added by `runcap pin`).
 
@@ -10,6 +10,7 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
     Rust,
+    Python,
     Js,
 }
 
@@ -18,6 +19,7 @@ impl Lang {
     fn templates(self) -> &'static [Template] {
         match self {
             Lang::Rust => RUST,
+            Lang::Python => PYTHON,
             Lang::Js => JS,
         }
     }
@@ -26,6 +28,7 @@ impl Lang {
     fn default_sdk(self) -> PathBuf {
         let dir = match self {
             Lang::Rust => "sdk",
+            Lang::Python => "sdk-python",
             Lang::Js => "sdk-js",
         };
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
@@ -35,15 +38,27 @@ impl Lang {
     fn sdk_marker(self) -> &'static str {
         match self {
             Lang::Rust => "Cargo.toml",
-            Lang::Js => "dev.sh",
+            Lang::Python | Lang::Js => "dev.sh",
         }
     }
 
-    /// The commands that set up and test the project, then build its component.
-    fn steps(self) -> Vec<&'static str> {
+    /// The commands, run in the project, that set it up and test it, then build its
+    /// component; `sdk` is the SDK's directory and `crate_name` the component's file stem.
+    fn steps(self, sdk: &str, crate_name: &str) -> Vec<String> {
         match self {
-            Lang::Rust => vec!["cargo test", "cargo build --release --target wasm32-wasip2"],
-            Lang::Js => vec!["npm install", "npm test", "npm run build"],
+            Lang::Rust => vec![
+                "cargo test".into(),
+                "cargo build --release --target wasm32-wasip2".into(),
+            ],
+            Lang::Python => vec![
+                format!("PYTHONPATH={sdk}:. python3 -m unittest discover -s tests"),
+                format!("{sdk}/dev.sh build . target/wasm32-wasip2/release/{crate_name}.wasm"),
+            ],
+            Lang::Js => vec![
+                "npm install".into(),
+                "npm test".into(),
+                "npm run build".into(),
+            ],
         }
     }
 }
@@ -62,6 +77,18 @@ const RUST: &[Template] = &[
     Template {
         path: "src/lib.rs",
         text: include_str!("../../templates/rust/src/lib.rs.tmpl"),
+    },
+    MANIFEST,
+];
+
+const PYTHON: &[Template] = &[
+    Template {
+        path: "app.py",
+        text: include_str!("../../templates/python/app.py.tmpl"),
+    },
+    Template {
+        path: "tests/test_app.py",
+        text: include_str!("../../templates/python/tests/test_app.py.tmpl"),
     },
     MANIFEST,
 ];
@@ -102,7 +129,7 @@ pub enum NewError {
     #[error("`{0}` is not an http(s) URL such as http://127.0.0.1:8080/health")]
     BadUrl(String),
     #[error(
-        "the SDK is not at {0}; pass --sdk with the path of runcap's `sdk` (Rust) or `sdk-js` (JavaScript) directory"
+        "the SDK is not at {0}; pass --sdk with the path of runcap's `sdk` (Rust), `sdk-python` or `sdk-js` directory"
     )]
     NoSdk(PathBuf),
     #[error("cannot write {0}: {1}")]
@@ -131,8 +158,14 @@ fn origin(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| format!("{scheme}://{host}"))
 }
 
-/// Writes the project; returns its directory.
-pub fn create(args: &NewArgs) -> Result<PathBuf, NewError> {
+/// A project written: where, and the commands that test, build and run it.
+pub struct Created {
+    pub dir: PathBuf,
+    pub steps: Vec<String>,
+}
+
+/// Writes the project.
+pub fn create(args: &NewArgs) -> Result<Created, NewError> {
     let name = args.name;
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -160,11 +193,12 @@ pub fn create(args: &NewArgs) -> Result<PathBuf, NewError> {
         return Err(NewError::NoSdk(sdk));
     }
     let sdk = sdk.display().to_string();
-    let build = lang.steps().last().copied().unwrap_or_default().to_string();
+    let crate_name = name.replace('-', "_");
+    let build = lang.steps(&sdk, &crate_name).pop().unwrap_or_default();
     let values = [
         ("{{name}}", name.to_string()),
-        ("{{crate}}", name.replace('-', "_")),
-        ("{{sdk}}", sdk),
+        ("{{crate}}", crate_name.clone()),
+        ("{{sdk}}", sdk.clone()),
         ("{{build}}", build),
         ("{{url}}", args.url.to_string()),
         ("{{origin}}", origin),
@@ -181,18 +215,19 @@ pub fn create(args: &NewArgs) -> Result<PathBuf, NewError> {
         }
         std::fs::write(&path, text).map_err(|e| NewError::Io(path.clone(), e))?;
     }
-    Ok(dir)
+    let steps = lang.steps(&sdk, &crate_name);
+    Ok(Created { dir, steps })
 }
 
 /// `runcap new`: creates the project and prints the commands that build, test and run it.
 pub fn run(args: &NewArgs) -> u8 {
     match create(args) {
-        Ok(dir) => {
-            let d = dir.display();
+        Ok(created) => {
+            let d = created.dir.display();
             println!("created {d}: a {:?} plugin `{}`", args.lang, args.name);
             println!("next:");
             println!("  cd {d}");
-            for step in args.lang.steps() {
+            for step in &created.steps {
                 println!("  {step}");
             }
             println!("  runcap pin && runcap check && runcap run {RUNBOOK}");
@@ -241,7 +276,9 @@ mod tests {
             create(&args("check", tmp.path().to_path_buf())),
             Err(NewError::Exists(_))
         ));
-        let made = create(&args("disk-check", tmp.path().join("disk-check"))).unwrap();
+        let made = create(&args("disk-check", tmp.path().join("disk-check")))
+            .unwrap()
+            .dir;
         let manifest = std::fs::read_to_string(made.join("runcap.toml")).unwrap();
         assert!(manifest.contains("[plugins.disk-check]"), "{manifest}");
         assert!(manifest.contains("release/disk_check.wasm"), "{manifest}");
