@@ -41,6 +41,35 @@ pub fn runcap_bin() -> PathBuf {
     bin
 }
 
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// The newest modification time of the files below `dir`, skipping directories named
+/// in `skip` (`node_modules`, tests): whether a built plugin is older than its sources.
+pub fn newest_below(dir: &Path, skip: &[&str]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if skip.iter().any(|s| e.file_name() == *s) {
+            continue;
+        }
+        let Ok(t) = e.file_type() else { continue };
+        let time = if t.is_dir() {
+            newest_below(&e.path(), skip)
+        } else if t.is_file() {
+            e.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
 /// A plugin component built by `./dev plugins` (crate name with `-` as `_`).
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     let file = format!("{}.wasm", crate_name.replace('-', "_"));

@@ -8,37 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::SystemTime;
 
-use runcap_e2e::{Sandbox, Service, sha256_file, step, target_dir};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the repository")
-        .to_path_buf()
-}
-
-/// The newest modification time of the files below `dir`, skipping `node_modules` and tests.
-fn newest_below(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = e.file_name();
-        if name == "node_modules" || name == "test" {
-            continue;
-        }
-        let Ok(t) = e.file_type() else { continue };
-        let time = if t.is_dir() {
-            newest_below(&e.path())
-        } else if t.is_file() {
-            e.metadata().and_then(|m| m.modified()).ok()
-        } else {
-            None
-        };
-        newest = newest.max(time);
-    }
-    newest
-}
+use runcap_e2e::{Sandbox, Service, newest_below, repo_root, sha256_file, step, target_dir};
 
 /// The built JS component, (re)built with `sdk-js/dev.sh build` when missing or stale;
 /// None when Node.js is not installed.
@@ -54,7 +25,10 @@ fn js_component() -> Option<PathBuf> {
                 root.join("sdk-js/build"),
                 root.join("wit"),
             ];
-            let newest_source = sources.iter().filter_map(|d| newest_below(d)).max();
+            let newest_source = sources
+                .iter()
+                .filter_map(|d| newest_below(d, &["node_modules", "test"]))
+                .max();
             let built_at = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
             let lock = std::fs::metadata(root.join("sdk-js/package-lock.json"))
                 .and_then(|m| m.modified())

@@ -22,6 +22,27 @@ fn cargo(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
+/// `runcap ARGS` in a project directory of the sandbox.
+fn in_dir(sb: &Sandbox, project: &std::path::Path, args: &[&str]) -> runcap_e2e::Run {
+    let out = sb
+        .runcap()
+        .current_dir(project)
+        .args(args)
+        .output()
+        .expect("runcap runs");
+    runcap_e2e::Run(out)
+}
+
+/// The last steps every scaffold prints: pin, check, and a green run of `try`.
+fn pin_check_and_run(sb: &Sandbox, project: &std::path::Path) {
+    in_dir(sb, project, &["pin"]).expect_code(0);
+    in_dir(sb, project, &["check"]).expect_code(0);
+    let run = in_dir(sb, project, &["run", "try", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
+}
+
 #[test]
 fn a_rust_scaffold_tests_builds_pins_checks_and_runs_green() {
     let svc = Service::start("127.0.0.1", None);
@@ -48,22 +69,15 @@ fn a_rust_scaffold_tests_builds_pins_checks_and_runs_green() {
         &["build", "--quiet", "--release", "--target", "wasm32-wasip2"],
     );
 
-    let in_project = |args: &[&str]| {
-        let out = sb
-            .runcap()
-            .current_dir(&project)
-            .args(args)
-            .output()
-            .expect("runcap runs");
-        runcap_e2e::Run(out)
-    };
-    let pinned = in_project(&["pin"]).expect_code(0).stdout();
+    let pinned = in_dir(&sb, &project, &["pin"]).expect_code(0).stdout();
     assert!(
         pinned.contains("plugins.edge-check: sha256 added"),
         "{pinned}"
     );
-    in_project(&["check"]).expect_code(0);
-    let run = in_project(&["run", "try", "--json"]).expect_code(0).json();
+    in_dir(&sb, &project, &["check"]).expect_code(0);
+    let run = in_dir(&sb, &project, &["run", "try", "--json"])
+        .expect_code(0)
+        .json();
     assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
     assert!(
         run["steps"][0]["summary"]
@@ -115,19 +129,7 @@ fn a_js_scaffold_tests_builds_pins_checks_and_runs_green() {
     npm(&project, &["test"]);
     npm(&project, &["run", "build"]);
 
-    let in_project = |args: &[&str]| {
-        let out = sb
-            .runcap()
-            .current_dir(&project)
-            .args(args)
-            .output()
-            .expect("runcap runs");
-        runcap_e2e::Run(out)
-    };
-    in_project(&["pin"]).expect_code(0);
-    in_project(&["check"]).expect_code(0);
-    let run = in_project(&["run", "try", "--json"]).expect_code(0).json();
-    assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
+    pin_check_and_run(&sb, &project);
 }
 
 #[test]
@@ -168,17 +170,5 @@ fn a_python_scaffold_tests_builds_pins_checks_and_runs_green() {
         );
     }
 
-    let in_project = |args: &[&str]| {
-        let out = sb
-            .runcap()
-            .current_dir(&project)
-            .args(args)
-            .output()
-            .expect("runcap runs");
-        runcap_e2e::Run(out)
-    };
-    in_project(&["pin"]).expect_code(0);
-    in_project(&["check"]).expect_code(0);
-    let run = in_project(&["run", "try", "--json"]).expect_code(0).json();
-    assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
+    pin_check_and_run(&sb, &project);
 }

@@ -7,34 +7,11 @@
 //! The component is not built here: `sdk-python/dev.sh build` writes it to
 //! `target/wasm32-wasip2/release/py_status_check.wasm`, and without it the test says SKIPPED.
 
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::PathBuf;
 
-use runcap_e2e::{Run, Sandbox, Service, sha256_file, step, target_dir};
+use runcap_e2e::{Run, Sandbox, Service, newest_below, repo_root, sha256_file, step, target_dir};
 
 const PLUGIN: &str = "py-status";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the repository")
-        .to_path_buf()
-}
-
-/// The newest modification time of the files below `dir`.
-fn newest_below(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(t) = e.file_type() else { continue };
-        let time = if t.is_dir() {
-            newest_below(&e.path())
-        } else {
-            e.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(time);
-    }
-    newest
-}
 
 /// The built component, or None when it has not been built.
 fn py_component() -> Option<PathBuf> {
@@ -43,7 +20,7 @@ fn py_component() -> Option<PathBuf> {
     let root = repo_root();
     let newest_source = ["plugins/py-status-check", "sdk-python/runcap_plugin", "wit"]
         .iter()
-        .filter_map(|d| newest_below(&root.join(d)))
+        .filter_map(|d| newest_below(&root.join(d), &[]))
         .max();
     if newest_source.is_some_and(|s| s > built) {
         eprintln!(

@@ -59,6 +59,14 @@ pub fn keygen(name: &str, dir: &Path) -> u8 {
     0
 }
 
+/// The sha256 of a plugin file, or exit code 2 after saying why it cannot be read.
+fn digest_of(file: &Path) -> Result<String, u8> {
+    file_digest(file).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", file.display());
+        2
+    })
+}
+
 /// `runcap sign FILE --key KEY_FILE`: writes FILE.sig.
 pub fn sign(file: &Path, key_file: &Path) -> u8 {
     let secret = match std::fs::read_to_string(key_file) {
@@ -68,12 +76,9 @@ pub fn sign(file: &Path, key_file: &Path) -> u8 {
             return 2;
         }
     };
-    let digest = match file_digest(file) {
+    let digest = match digest_of(file) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", file.display());
-            return 2;
-        }
+        Err(code) => return code,
     };
     let signature = match signing::sign(&secret, &digest) {
         Ok(s) => s,
@@ -109,12 +114,9 @@ pub fn verify(file: &Path, key: &str) -> u8 {
             return 2;
         }
     };
-    let digest = match file_digest(file) {
+    let digest = match digest_of(file) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", file.display());
-            return 2;
-        }
+        Err(code) => return code,
     };
     match signing::signer_of(file, &digest, [("key", &key)]) {
         Ok(_) => {
