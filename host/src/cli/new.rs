@@ -194,7 +194,8 @@ pub fn create(args: &NewArgs) -> Result<Created, NewError> {
     }
     let sdk = sdk.display().to_string();
     let crate_name = name.replace('-', "_");
-    let build = lang.steps(&sdk, &crate_name).pop().unwrap_or_default();
+    let steps = lang.steps(&sdk, &crate_name);
+    let build = steps.last().cloned().unwrap_or_default();
     let values = [
         ("{{name}}", name.to_string()),
         ("{{crate}}", crate_name.clone()),
@@ -215,7 +216,6 @@ pub fn create(args: &NewArgs) -> Result<Created, NewError> {
         }
         std::fs::write(&path, text).map_err(|e| NewError::Io(path.clone(), e))?;
     }
-    let steps = lang.steps(&sdk, &crate_name);
     Ok(Created { dir, steps })
 }
 
