@@ -20,6 +20,7 @@ pub mod chaos;
 pub mod cli;
 pub mod diagnostics;
 pub mod engine;
+pub mod fleet;
 pub mod lockfile;
 pub mod manifest;
 pub mod net;

@@ -104,8 +104,15 @@ fn signing_key(secret: &str) -> Result<SigningKey, SignError> {
 
 /// The text of `FILE.sig` for a file with digest `sha256`, signed with a secret key file's text.
 pub fn sign(secret: &str, sha256: &str) -> Result<String, SignError> {
+    sign_message(secret, &message(sha256))
+}
+
+/// A signature of any message, as `runcap-signature ed25519:BASE64` text. The message
+/// must start with a context string of its own (as plugin signatures and audit
+/// checkpoints do), so a signature of one kind never passes for another.
+pub fn sign_message(secret: &str, message: &[u8]) -> Result<String, SignError> {
     let key = signing_key(secret)?;
-    let sig = key.sign(&message(sha256));
+    let sig = key.sign(message);
     Ok(format!(
         "{SIGNATURE_PREFIX}{}\n",
         B64.encode(sig.to_bytes())
@@ -120,6 +127,17 @@ pub fn verify(
     signature: &str,
     origin: &str,
 ) -> Result<(), SignError> {
+    verify_message(key, &message(sha256), signature, origin)
+}
+
+/// Whether `signature` (text as [`sign_message`] writes it, named `origin` in errors) is
+/// `key`'s signature of `message`.
+pub fn verify_message(
+    key: &PublicKey,
+    message: &[u8],
+    signature: &str,
+    origin: &str,
+) -> Result<(), SignError> {
     let bad = || SignError::BadSignature(origin.to_string());
     let b64 = signature
         .trim()
@@ -131,7 +149,7 @@ pub fn verify(
         .and_then(|b| b.try_into().ok())
         .ok_or_else(bad)?;
     key.0
-        .verify(&message(sha256), &Signature::from_bytes(&bytes))
+        .verify(message, &Signature::from_bytes(&bytes))
         .map_err(|_| SignError::Mismatch(origin.to_string()))
 }
 

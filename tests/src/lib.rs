@@ -3,6 +3,7 @@
 //! services to run them against.
 
 pub mod demo_service;
+pub mod servers;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -2,33 +2,68 @@
 //! `sdk-python/dev.sh build`) loads and runs in runcap like a Rust one: CPython's imports
 //! (`wasi:sockets` among them) pass the load check, its outcomes, log lines and `print()`
 //! output are recorded, and a params error or an uncaught exception comes back as an action
-//! error (invalid-params, or plugin-error with the traceback), never a trap.
+//! error (invalid-params, or plugin-error with the traceback), never a trap. Its build is
+//! reproducible: the same source built twice, elsewhere, gives the bytes runcap pins.
 //!
-//! The component is not built here: `sdk-python/dev.sh build` writes it to
-//! `target/wasm32-wasip2/release/py_status_check.wasm`, and without it the test says SKIPPED.
+//! The component is built here into `target/wasm32-wasip2/release/py_status_check.wasm`
+//! when it is missing or older than its sources, with the componentize-py that
+//! `sdk-python/dev.sh setup` installs; without it the tests say SKIPPED.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 use runcap_e2e::{Run, Sandbox, Service, newest_below, repo_root, sha256_file, step, target_dir};
 
 const PLUGIN: &str = "py-status";
 
-/// The built component, or None when it has not been built.
+/// Whether `sdk-python/dev.sh setup` has installed componentize-py.
+fn have_componentize_py() -> bool {
+    target_dir().join("py-tools/bin/componentize-py").is_file()
+}
+
+/// Builds the Python plugin in `src` into `out` with `sdk-python/dev.sh build`.
+fn build(src: &Path, out: &Path) {
+    let build = Command::new(repo_root().join("sdk-python/dev.sh"))
+        .arg("build")
+        .arg(src)
+        .arg(out)
+        .output()
+        .expect("sdk-python/dev.sh runs");
+    assert!(
+        build.status.success(),
+        "sdk-python/dev.sh build failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+}
+
+/// The built component, (re)built when missing or older than its sources; None when
+/// componentize-py is not installed.
 fn py_component() -> Option<PathBuf> {
-    let wasm = target_dir().join("wasm32-wasip2/release/py_status_check.wasm");
-    let built = std::fs::metadata(&wasm).and_then(|m| m.modified()).ok()?;
-    let root = repo_root();
-    let newest_source = ["plugins/py-status-check", "sdk-python/runcap_plugin", "wit"]
-        .iter()
-        .filter_map(|d| newest_below(&root.join(d), &[]))
-        .max();
-    if newest_source.is_some_and(|s| s > built) {
-        eprintln!(
-            "note: {} is older than its sources; rebuild it with sdk-python/dev.sh build",
-            wasm.display()
-        );
-    }
-    Some(wasm)
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if !have_componentize_py() {
+                return None;
+            }
+            let root = repo_root();
+            let wasm = target_dir().join("wasm32-wasip2/release/py_status_check.wasm");
+            let built = std::fs::metadata(&wasm).and_then(|m| m.modified()).ok();
+            let newest_source = [
+                newest_below(&root.join("plugins/py-status-check"), &["__pycache__"]),
+                newest_below(&root.join("sdk-python"), &["tests", "__pycache__"]),
+                newest_below(&root.join("wit"), &[]),
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            if built.is_none() || newest_source > built {
+                build(&root.join("plugins/py-status-check"), &wasm);
+            }
+            Some(wasm)
+        })
+        .clone()
 }
 
 fn output(run: &Run) -> String {
@@ -38,7 +73,7 @@ fn output(run: &Run) -> String {
 #[test]
 fn python_check_runs_and_reports_errors_as_errors() {
     let Some(wasm) = py_component() else {
-        println!("SKIPPED: build it with sdk-python/dev.sh build");
+        println!("SKIPPED: componentize-py not installed (sdk-python/dev.sh setup)");
         return;
     };
     let svc = Service::start("127.0.0.1", None);
@@ -215,5 +250,55 @@ steps = [{{ id = "typo", uses = "{PLUGIN}", with = {{ url = "{base}/health", exp
         )),
         "{}",
         output(&bad)
+    );
+}
+
+/// Copies the files of `from` (not bytecode caches) into `to`.
+fn copy_source(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_name() == "__pycache__" {
+            continue;
+        }
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_source(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_rebuild_from_a_copy_of_the_source_gives_the_pinned_bytes() {
+    let Some(wasm) = py_component() else {
+        println!("SKIPPED: componentize-py not installed (sdk-python/dev.sh setup)");
+        return;
+    };
+    let pinned = sha256_file(&wasm);
+    let sb = Sandbox::new();
+    let mut digests = Vec::new();
+    for (i, dir) in [
+        "elsewhere/py-status-check",
+        "and/somewhere/else/py-status-check",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let src = sb.path().join(dir);
+        copy_source(&repo_root().join("plugins/py-status-check"), &src);
+        let out = sb.path().join(format!("rebuilt-{i}.wasm"));
+        build(&src, &out);
+        digests.push(sha256_file(&out));
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "two builds of the same source must give the same component"
+    );
+    assert_eq!(
+        digests[0],
+        pinned,
+        "the same source built in another place must give the pinned component ({})",
+        wasm.display()
     );
 }

@@ -180,6 +180,7 @@ fn one_step(plugin: &str, params: serde_json::Value) -> Runbook {
         handlers: Vec::new(),
         incident: Default::default(),
         keep_going: false,
+        idempotent: false,
         overlap: Overlap::Wait,
         params: Default::default(),
         schedule: None,

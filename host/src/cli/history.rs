@@ -51,11 +51,35 @@ pub fn history(
         println!("no runs recorded in {}", store.path().display());
         return 0;
     }
+    print_runs(&runs, None);
+    0
+}
+
+/// The history table; with `hosts` (one per run), a host column first.
+pub(crate) fn print_runs(runs: &[crate::store::RunRow], hosts: Option<&[String]>) {
+    let host_width = hosts
+        .map(|h| h.iter().map(|h| h.len()).max().unwrap_or(4).max(4) + 1)
+        .unwrap_or(0);
+    let host_of = |i: usize| {
+        hosts
+            .and_then(|h| h.get(i))
+            .map(|h| format!("{h:<host_width$}"))
+            .unwrap_or_default()
+    };
     println!(
-        "{:<18} {:<20} {:<20} {:<11} {:>9}  summary",
-        "run", "started (UTC)", "runbook", "status", "took"
+        "{}{:<18} {:<20} {:<20} {:<11} {:>9}  summary",
+        if hosts.is_some() {
+            format!("{:<host_width$}", "host")
+        } else {
+            String::new()
+        },
+        "run",
+        "started (UTC)",
+        "runbook",
+        "status",
+        "took"
     );
-    for r in runs {
+    for (i, r) in runs.iter().enumerate() {
         let took = r
             .finished_at
             .map(|f| format_ms((f - r.started_at) as f64))
@@ -69,7 +93,8 @@ pub fn history(
             status += " ⚠ EDITED";
         }
         println!(
-            "{:<18} {:<20} {:<20} {:<11} {:>9}  {}",
+            "{}{:<18} {:<20} {:<20} {:<11} {:>9}  {}",
+            host_of(i),
             r.id,
             time(r.started_at),
             r.runbook,
@@ -78,7 +103,6 @@ pub fn history(
             r.summary
         );
     }
-    0
 }
 
 pub fn show(env: &EnvArgs, state: &StateArgs, run_id: &str, json: bool) -> u8 {

@@ -10,6 +10,7 @@ mod check;
 mod config;
 mod describe;
 mod faults;
+mod fleet;
 pub(crate) mod history;
 mod incidents;
 mod lock;
@@ -49,6 +50,64 @@ pub struct Cli {
     /// Format of runcap's own diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// `runcap fleet …`
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Every agent: up, last heartbeat, version, lock digest and drift. Exits 1 if one is down.
+    Status {
+        #[command(flatten)]
+        controller: fleet::ControllerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a runbook on a host, a group or every agent, and wait for every result.
+    /// Exits 0 only if every host's run succeeded.
+    #[command(group = clap::ArgGroup::new("target").required(true).args(["host", "group", "all"]))]
+    Run {
+        runbook: String,
+        /// One agent.
+        #[arg(long)]
+        host: Option<String>,
+        /// Every agent of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Every agent.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        dry_run: bool,
+        /// A value for one of the runbook's parameters (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// How long to wait for the results.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        controller: fleet::ControllerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every agent's audit chain against the checkpoints it signed. Exits 1 on a problem.
+    Audit {
+        #[command(flatten)]
+        controller: fleet::ControllerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every agent's capability report; flags a manifest that drifted from its lock.
+    Caps {
+        #[command(flatten)]
+        controller: fleet::ControllerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the nats-server `authorization` block that holds each agent to its own subjects.
+    NatsConfig {
+        #[arg(long)]
+        fleet: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +324,12 @@ enum Command {
         limit: usize,
         #[arg(long)]
         json: bool,
+        /// Read the fleet's history from its controller (URL) instead of this store.
+        #[arg(long, env = "RUNCAP_CONTROLLER")]
+        controller: Option<String>,
+        /// With --controller: only runs of this agent.
+        #[arg(long, requires = "controller")]
+        host: Option<String>,
     },
     /// Everything recorded about one run: steps, outcomes, logs, output, capability calls.
     Show {
@@ -274,6 +339,26 @@ enum Command {
         env: EnvArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// Run this host as an agent of a fleet: take runs from the controller, record them
+    /// here, report them there.
+    Agent {
+        #[command(flatten)]
+        env: EnvArgs,
+        /// The fleet file (the same one the controller's `[serve] fleet` names).
+        #[arg(long)]
+        fleet: PathBuf,
+        /// This agent's name in the fleet file (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long runs under way may take to finish when stopping.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
+    /// Operate a fleet through its controller: agents, fan-out runs, audit, capabilities.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetCommand,
     },
     /// Check the tamper-evident audit log.
     Audit {
@@ -469,10 +554,60 @@ pub fn main() -> ExitCode {
             Command::Serve { env, grace } => serve::run(&env, &cli.state, grace).await,
             Command::History {
                 runbook,
+                limit,
+                json,
+                controller: Some(controller),
+                host,
+                ..
+            } => {
+                let c = fleet::ControllerArgs { controller };
+                fleet::history(&c, host.as_deref(), runbook.as_deref(), limit, json).await
+            }
+            Command::History {
+                runbook,
                 env,
                 limit,
                 json,
+                ..
             } => history::history(&env, &cli.state, runbook.as_deref(), limit, json),
+            Command::Agent {
+                env,
+                fleet: file,
+                name,
+                grace,
+            } => fleet::agent(&env, &cli.state, &file, name, grace).await,
+            Command::Fleet { action } => match action {
+                FleetCommand::Status { controller, json } => fleet::status(&controller, json).await,
+                FleetCommand::Run {
+                    runbook,
+                    host,
+                    group,
+                    all,
+                    dry_run,
+                    vars,
+                    timeout,
+                    controller,
+                    json,
+                } => {
+                    let target = match (host, group, all) {
+                        (Some(h), _, _) => crate::fleet::config::Target::Host(h),
+                        (None, Some(g), _) => crate::fleet::config::Target::Group(g),
+                        _ => crate::fleet::config::Target::All,
+                    };
+                    let req = fleet::FleetRun {
+                        runbook: &runbook,
+                        target,
+                        dry_run,
+                        vars: &vars,
+                        json,
+                        timeout,
+                    };
+                    fleet::run(&controller, req).await
+                }
+                FleetCommand::Audit { controller, json } => fleet::audit(&controller, json).await,
+                FleetCommand::Caps { controller, json } => fleet::caps(&controller, json).await,
+                FleetCommand::NatsConfig { fleet: file } => fleet::nats_config(&file),
+            },
             Command::Show { run_id, env, json } => history::show(&env, &cli.state, &run_id, json),
             Command::Audit {
                 action: AuditCommand::Verify { env, anchor, json },

@@ -111,6 +111,7 @@ pub(crate) async fn run_runbook(
         context,
         ad_hoc: rb.name.starts_with(super::call::RUN_PREFIX),
         tape,
+        recorded: None,
     };
     if !json {
         println!(

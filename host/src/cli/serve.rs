@@ -58,7 +58,12 @@ impl Servers {
         reload: &mpsc::Sender<ReloadRequest>,
     ) -> Result<String, String> {
         let next = match load(args, state, &self.current.store, reload).await {
-            Ok(s) => s,
+            Ok(s) => {
+                if let Some(c) = self.current.fleet() {
+                    s.control(c.clone());
+                }
+                s
+            }
             Err(problems) => {
                 tracing::error!("reload refused; still serving the previous manifest:\n{problems}");
                 eprintln!("reload refused; still serving the previous manifest:\n{problems}");
@@ -95,6 +100,16 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
     let (store, _, runtime, resources) = match super::for_runs(&env, args, state).await {
         Ok(set) => set,
         Err(code) => return code,
+    };
+    let controller = match &env.serve.fleet {
+        Some(fleet) => match start_controller(fleet, &resources).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: the fleet controller cannot start: {e}");
+                return 2;
+            }
+        },
+        None => None,
     };
     let listen = env.serve.listen;
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -134,6 +149,9 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
             return 2;
         }
     };
+    if let Some(c) = &controller {
+        server.control(c.clone());
+    }
     let routes = Arc::new(RwLock::new(serve::api::router(server.clone())));
     let mut servers = Servers {
         schedules: serve::scheduler::start(&server),
@@ -177,6 +195,14 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
             s.env.runbooks.len(),
             servers.schedules.len()
         );
+        if let Some(c) = &controller {
+            let _ = writeln!(
+                out,
+                "controlling the fleet of {} ({} agents): API /api/v1/fleet",
+                c.fleet.file.display(),
+                c.fleet.agents.len()
+            );
+        }
         let _ = out.flush();
     }
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -232,6 +258,36 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
         Ok(Err(e)) => eprintln!("error: the HTTP server failed: {e}"),
         Err(e) => eprintln!("error: the HTTP server task failed: {e}"),
     }
+    if let Some(c) = &controller {
+        c.stop();
+    }
     eprintln!("stopped: nothing is running");
     0
+}
+
+/// Starts the fleet controller with the passwords this manifest's secrets hold.
+async fn start_controller(
+    fleet: &crate::fleet::config::Fleet,
+    resources: &crate::caps::Resources,
+) -> Result<Arc<crate::fleet::controller::Controller>, String> {
+    let secret = |name: Option<&String>| -> Result<Option<String>, String> {
+        name.map(|n| {
+            resources
+                .secrets
+                .value(n)
+                .map(|v| v.trim().to_string())
+                .map_err(|e| e.to_string())
+        })
+        .transpose()
+    };
+    let nats = secret(fleet.nats.password_secret.as_ref())?;
+    let store = secret(
+        fleet
+            .store
+            .as_ref()
+            .and_then(|s| s.password_secret.as_ref()),
+    )?;
+    crate::fleet::controller::Controller::start(fleet.clone(), nats, store)
+        .await
+        .map_err(|e| e.to_string())
 }

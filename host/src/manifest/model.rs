@@ -145,6 +145,8 @@ pub struct Runbook {
     pub incident: IncidentPolicy,
     /// Every step runs even when one fails; the run then fails at the end.
     pub keep_going: bool,
+    /// Safe to run again elsewhere when its host is lost mid-run (`idempotent = true`).
+    pub idempotent: bool,
     /// What a run does while another run of this runbook is under way.
     pub overlap: Overlap,
     /// Values a run is given (`--var NAME=VALUE`), read by templates as `params.NAME`.

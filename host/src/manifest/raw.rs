@@ -97,6 +97,10 @@ pub struct Runbook {
     /// the run fails at the end if any failed (steps default to `on_failure = "finish"`).
     #[serde(default)]
     pub keep_going: bool,
+    /// `idempotent = true`: running it twice does no harm, so a fleet controller may run
+    /// it again on another host of the group when the host it ran on is lost mid-run.
+    #[serde(default)]
+    pub idempotent: bool,
     /// `overlap = "wait"` (default) or `"refuse"`: what a run does while another run of
     /// this runbook (from any runcap sharing the state directory) is under way.
     pub overlap: Option<String>,

@@ -544,6 +544,7 @@ fn runbook(
         handlers,
         incident,
         keep_going: rb.keep_going,
+        idempotent: rb.idempotent,
         overlap,
         params,
         schedule: rb

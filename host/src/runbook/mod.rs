@@ -98,6 +98,9 @@ pub struct RunOptions {
     /// One action asked for by hand (`runcap call`): recorded like any run, but its
     /// failure opens no incident.
     pub ad_hoc: bool,
+    /// Told once the run's start is in the store: a fleet agent acknowledges a job only
+    /// then, so a job is never lost between delivery and record.
+    pub recorded: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Default for RunOptions {
@@ -111,6 +114,7 @@ impl Default for RunOptions {
             context: serde_json::Map::new(),
             tape: None,
             ad_hoc: false,
+            recorded: None,
         }
     }
 }
@@ -246,6 +250,9 @@ async fn run_with_id(
                 dry_run: options.dry_run,
             }),
         );
+    }
+    if let Some(recorded) = &options.recorded {
+        recorded.notify_one();
     }
     tracing::info!("run started");
     let main = main_steps(&mut run, runbook).await;

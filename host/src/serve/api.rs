@@ -36,7 +36,12 @@ use super::{Origin, Server, StartError};
 
 /// The routes, bound to a server.
 pub fn router(server: Arc<Server>) -> axum::Router {
+    let fleet = match server.fleet() {
+        Some(_) => crate::fleet::api::routes(),
+        None => axum::Router::new(),
+    };
     axum::Router::new()
+        .merge(fleet)
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/api/v1/runbooks", get(runbooks))
@@ -58,7 +63,7 @@ pub fn router(server: Arc<Server>) -> axum::Router {
 }
 
 /// What a call needs.
-enum Need<'a> {
+pub(crate) enum Need<'a> {
     Read,
     Run(&'a str),
     /// Re-reading the manifest, or acting on an incident: the `run` scope (any runbook).
@@ -66,7 +71,7 @@ enum Need<'a> {
 }
 
 /// A call refused for its token: 401 or 403 with the reason.
-struct Refused(StatusCode, String);
+pub(crate) struct Refused(StatusCode, String);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
@@ -74,12 +79,12 @@ impl IntoResponse for Refused {
     }
 }
 
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 /// Checks the caller's token against what the call needs; failures are audited.
-fn authorize(
+pub(crate) fn authorize(
     server: &Server,
     headers: &HeaderMap,
     need: Need<'_>,
@@ -148,7 +153,7 @@ fn authorize(
     }
 }
 
-fn redacted_json<T: serde::Serialize>(server: &Server, value: &T) -> Response {
+pub(crate) fn redacted_json<T: serde::Serialize>(server: &Server, value: &T) -> Response {
     match server.redacted(value) {
         Some(v) => Json(v).into_response(),
         None => error(
@@ -158,7 +163,7 @@ fn redacted_json<T: serde::Serialize>(server: &Server, value: &T) -> Response {
     }
 }
 
-fn store_error(e: impl std::fmt::Display) -> Response {
+pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
 }
 
@@ -227,6 +232,8 @@ async fn start_run(
         origin: Origin::Api,
         skip_if_running: false,
         trigger: None,
+        run_id: None,
+        notify: None,
     };
     match s.start_run(run) {
         Ok(Some(id)) => (StatusCode::ACCEPTED, Json(json!({ "run_id": id }))).into_response(),

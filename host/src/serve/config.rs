@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub triggers: BTreeMap<String, TriggerConfig>,
     /// `tls = { cert = "server.pem", key = "server.key" }`: serve HTTPS.
     pub tls: Option<TlsConfig>,
+    /// `fleet = "fleet.toml"`: this server is the controller of the fleet the file
+    /// describes (relative to the manifest).
+    pub fleet: Option<String>,
 }
 
 /// `[serve] tls` as written: PEM files, relative to the manifest.
@@ -160,6 +163,8 @@ pub struct ServeSettings {
     pub triggers: BTreeMap<String, Trigger>,
     /// HTTPS: the checked configuration made from the certificate and key.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The fleet this server controls.
+    pub fleet: Option<crate::fleet::config::Fleet>,
 }
 
 impl Default for ServeSettings {
@@ -170,6 +175,7 @@ impl Default for ServeSettings {
             tokens: Vec::new(),
             triggers: BTreeMap::new(),
             tls: None,
+            fleet: None,
         }
     }
 }
@@ -217,6 +223,68 @@ const MIN_EVERY: Duration = Duration::from_millis(50);
 
 /// Checks `[serve]`: the address, the limit, and that each token names a declared secret
 /// and scopes that exist.
+/// Reads the fleet file `[serve] fleet` names: it must parse, have a `[store]`, and
+/// name only secrets this manifest declares.
+fn validate_fleet(
+    v: &mut Validator,
+    at: &KeyPath,
+    written: &str,
+    secrets: &BTreeMap<String, crate::secrets::SecretSource>,
+) -> Option<crate::fleet::config::Fleet> {
+    let path = v.resolve(at, written);
+    let fleet = match crate::fleet::config::Fleet::load(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            v.error(
+                at,
+                e.to_string(),
+                "point `fleet` at a fleet file, relative to the manifest",
+            );
+            return None;
+        }
+    };
+    if fleet.store.is_none() {
+        v.error(
+            at,
+            format!(
+                "{} has no [store]: a controller keeps the fleet's history in PostgreSQL",
+                path.display()
+            ),
+            "add [store] with url = \"host=… user=… dbname=…\" to the fleet file",
+        );
+    }
+    let named = [
+        (
+            "[nats] password_secret",
+            fleet.nats.password_secret.as_ref(),
+        ),
+        (
+            "[store] password_secret",
+            fleet
+                .store
+                .as_ref()
+                .and_then(|s| s.password_secret.as_ref()),
+        ),
+    ];
+    for (key, secret) in named {
+        if let Some(name) = secret
+            && !secrets.contains_key(name)
+        {
+            v.error(
+                at,
+                format!(
+                    "{key} of {} names secret `{name}`, which this manifest does not declare",
+                    path.display()
+                ),
+                format!(
+                    "declare it under [secrets.{name}] (env = \"VARIABLE\" or file = \"PATH\")"
+                ),
+            );
+        }
+    }
+    Some(fleet)
+}
+
 pub fn validate_serve(
     v: &mut Validator,
     raw: Option<ServeConfig>,
@@ -249,6 +317,9 @@ pub fn validate_serve(
                 "point `cert` at a PEM certificate chain and `key` at its PEM private key, relative to the manifest",
             ),
         }
+    }
+    if let Some(f) = &raw.fleet {
+        out.fleet = validate_fleet(v, &root.key("fleet"), f, secrets);
     }
     if let Some(n) = raw.max_concurrent {
         if n == 0 {

@@ -58,6 +58,18 @@ pub struct RunRequest<'a> {
     pub skip_if_running: bool,
     /// What templates see as `trigger` when an alert started it.
     pub trigger: Option<serde_json::Value>,
+    /// The run's id when the caller chose it (a fleet job's); a new one otherwise.
+    pub run_id: Option<String>,
+    /// Told when the run's start is recorded, and when it has ended (or ended without
+    /// starting): what a fleet agent waits for before acknowledging and reporting.
+    pub notify: Option<RunNotify>,
+}
+
+/// What a caller of [`Server::start_run`] is told about its run.
+#[derive(Clone, Default)]
+pub struct RunNotify {
+    pub recorded: Arc<tokio::sync::Notify>,
+    pub finished: Arc<tokio::sync::Notify>,
 }
 
 /// Who asked for a run, for logs and the audit.
@@ -66,6 +78,8 @@ pub enum Origin {
     Schedule,
     Api,
     Trigger,
+    /// A job from a fleet controller.
+    Fleet,
 }
 
 impl Origin {
@@ -74,6 +88,7 @@ impl Origin {
             Origin::Schedule => "schedule",
             Origin::Api => "api",
             Origin::Trigger => "trigger",
+            Origin::Fleet => "fleet",
         }
     }
 }
@@ -106,9 +121,26 @@ pub struct Server {
     pub(crate) seen: Mutex<triggers::Seen>,
     /// Where `POST /api/v1/reload` sends its request.
     reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+    /// The fleet this server controls (`[serve] fleet`), once started.
+    fleet: std::sync::OnceLock<Arc<crate::fleet::controller::Controller>>,
 }
 
 impl Server {
+    /// The fleet controller, when this server is one.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::controller::Controller>> {
+        self.fleet.get()
+    }
+
+    /// Makes this server the fleet's controller (before its routes are built).
+    pub fn control(&self, controller: Arc<crate::fleet::controller::Controller>) {
+        let _ = self.fleet.set(controller);
+    }
+
+    /// How many runs are under way.
+    pub fn running(&self) -> usize {
+        *self.running.borrow()
+    }
+
     /// Whether the server has stopped taking new work.
     pub fn closing(&self) -> bool {
         *self.closing.borrow()
@@ -147,6 +179,8 @@ impl Server {
             origin,
             skip_if_running: overlap_skip,
             trigger,
+            run_id,
+            notify,
         } = req;
         if self.closing() {
             return Err(StartError::Stopping);
@@ -165,7 +199,7 @@ impl Server {
             }
             *n += 1;
         }
-        let run_id = runbook::new_run_id();
+        let run_id = run_id.unwrap_or_else(runbook::new_run_id);
         self.accepted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -174,8 +208,9 @@ impl Server {
         let server = self.clone();
         let (name, id) = (name.to_string(), run_id.clone());
         tokio::spawn(async move {
+            let recorded = notify.as_ref().map(|n| n.recorded.clone());
             server
-                .run(&name, &id, dry_run, params, origin, trigger)
+                .run(&name, &id, dry_run, params, origin, trigger, recorded)
                 .await;
             if let Some(n) = server
                 .in_flight
@@ -191,6 +226,9 @@ impl Server {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
             server.running.send_modify(|n| *n -= 1);
+            if let Some(n) = notify {
+                n.finished.notify_one();
+            }
         });
         Ok(Some(run_id))
     }
@@ -203,6 +241,7 @@ impl Server {
         params: serde_json::Map<String, serde_json::Value>,
         origin: Origin,
         trigger: Option<serde_json::Value>,
+        recorded: Option<Arc<tokio::sync::Notify>>,
     ) {
         let Some(rb) = self.env.runbooks.get(name) else {
             return;
@@ -240,6 +279,7 @@ impl Server {
             context,
             tape: None,
             ad_hoc: false,
+            recorded,
         };
         let empty = Loaded::new();
         let plugins = self.plugins.get(name).unwrap_or(&empty);
@@ -393,5 +433,6 @@ pub async fn build(
         state_dir,
         seen: Mutex::default(),
         reload,
+        fleet: std::sync::OnceLock::new(),
     }))
 }

@@ -80,6 +80,8 @@ async fn run_schedule(server: Arc<Server>, name: String, schedule: Schedule) {
             origin: Origin::Schedule,
             skip_if_running: skip,
             trigger: None,
+            run_id: None,
+            notify: None,
         };
         match server.start_run(req) {
             Ok(Some(_)) => {}

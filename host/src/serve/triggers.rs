@@ -230,6 +230,8 @@ fn flap_guard(
             origin: Origin::Trigger,
             skip_if_running: false,
             trigger: Some(ctx),
+            run_id: None,
+            notify: None,
         };
         if let Err(e) = s.start_run(run) {
             tracing::error!(runbook = %escalate, "the flap escalation did not start: {e}");
@@ -304,6 +306,8 @@ pub async fn receive(
             origin: Origin::Trigger,
             skip_if_running: false,
             trigger: Some(context),
+            run_id: None,
+            notify: None,
         };
         match s.start_run(run) {
             Ok(Some(id)) => started.push(id),

@@ -10,6 +10,8 @@
 pub mod audit;
 mod faults;
 pub mod incidents;
+mod outbox;
+pub mod postgres;
 pub mod records;
 mod schema;
 pub mod seal;

@@ -152,4 +152,12 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX runs_by_runbook;
     CREATE INDEX runs_by_runbook ON runs (runbook, started_at, id);
     "#,
+    // 7: runs a fleet controller asked for whose result it has not yet confirmed: an
+    // agent reports them again after a restart or a lost connection.
+    r#"
+    CREATE TABLE fleet_outbox (
+        run_id        TEXT PRIMARY KEY,
+        added_at      INTEGER NOT NULL
+    );
+    "#,
 ];

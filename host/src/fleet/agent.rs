@@ -1,0 +1,519 @@
+//! `runcap agent`: one host of a fleet. The agent is a `runcap serve` without HTTP that
+//! takes its runs from the controller's jobs instead: its own manifest decides what
+//! runs and with which grants (a job names a runbook and parameters, nothing else), and
+//! its own SQLite store, journal and recovery work exactly as for `runcap run`.
+//!
+//! Delivery, step by step:
+//! 1. A job arrives from the agent's durable consumer. If the store already has its run
+//!    id (a redelivery), the agent reports what it recorded and acknowledges: a run is
+//!    never started twice.
+//! 2. Otherwise the agent notes in its outbox that the run's result is owed, starts the
+//!    run, and acknowledges the job only once the run's start is in the store. A job
+//!    delivered to an agent that dies before that is delivered again.
+//! 3. When the run ends, the agent publishes everything its store holds about it and
+//!    clears the outbox entry once JetStream has the event. An agent that was killed
+//!    mid-run recovers the run at its next start (as `runcap run` would) and reports it
+//!    then, from the outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt;
+use thiserror::Error;
+use tracing::Instrument;
+
+use super::config::Fleet;
+use super::protocol::{self, AuditAnswer, Event, Job, Presence};
+use crate::serve::{Origin, RunNotify, RunRequest, Server, StartError};
+use crate::store::records::{RunState, now_ms};
+
+/// Why an agent stopped before its time.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Transport(#[from] protocol::TransportError),
+    #[error("agent `{name}` is not in [agents] of {file}")]
+    NotInFleet { name: String, file: String },
+    #[error("the agent's audit key {path}: {message}")]
+    Key { path: String, message: String },
+}
+
+/// Everything an agent needs besides its server.
+pub struct AgentSetup {
+    pub name: String,
+    pub fleet: Fleet,
+    /// The NATS password, read from the manifest's secrets.
+    pub password: Option<String>,
+    /// The secret key its audit checkpoints are signed with.
+    pub audit_key: String,
+    /// Said to the controller at every start.
+    pub hello: Event,
+}
+
+/// The agent's audit key: read from the state directory, or made and kept there on the
+/// first start (returns the key text and whether it was just made).
+pub fn audit_key(state_dir: &std::path::Path) -> Result<(String, bool), AgentError> {
+    let path = state_dir.join("agent-audit.key");
+    let shown = path.display().to_string();
+    let key_err = |message: String| AgentError::Key {
+        path: shown.clone(),
+        message,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            crate::signing::public_of(&text).map_err(|e| key_err(e.to_string()))?;
+            Ok((text, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (secret, _) = crate::signing::generate().map_err(|e| key_err(e.to_string()))?;
+            std::fs::create_dir_all(state_dir).map_err(|e| key_err(e.to_string()))?;
+            let tmp = state_dir.join("agent-audit.key.tmp");
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| key_err(e.to_string()))?;
+                f.write_all(secret.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| key_err(e.to_string()))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| key_err(e.to_string()))?;
+            Ok((secret, true))
+        }
+        Err(e) => Err(key_err(e.to_string())),
+    }
+}
+
+/// One running agent.
+struct Agent {
+    name: String,
+    fleet: Fleet,
+    server: Arc<Server>,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    audit_key: String,
+    /// Raised when a run ends, so a checkpoint follows it.
+    checkpoint_now: tokio::sync::Notify,
+    /// The approved lockfile's digest, as the hello said.
+    lock_digest: Option<String>,
+}
+
+/// Runs the agent until `stop` resolves; then takes no more jobs, lets runs under way
+/// finish within `grace`, reports them, and returns.
+pub async fn run(
+    server: Arc<Server>,
+    setup: AgentSetup,
+    grace: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let AgentSetup {
+        name,
+        fleet,
+        password,
+        audit_key,
+        hello,
+    } = setup;
+    if !fleet.agents.contains_key(&name) {
+        return Err(AgentError::NotInFleet {
+            name,
+            file: fleet.file.display().to_string(),
+        });
+    }
+    let client = protocol::connect(&fleet.nats, &name, password).await?;
+    let js = protocol::jetstream(client.clone());
+    let lock_digest = match &hello {
+        Event::Hello { lock, .. } => lock.digest.clone(),
+        _ => None,
+    };
+    let agent = Arc::new(Agent {
+        lock_digest,
+        name,
+        fleet,
+        server,
+        js,
+        client,
+        audit_key,
+        checkpoint_now: tokio::sync::Notify::new(),
+    });
+    agent.publish(&hello).await;
+    agent.report_owed().await;
+    let tasks = vec![
+        tokio::spawn(agent.clone().heartbeats()),
+        tokio::spawn(agent.clone().checkpoints()),
+        tokio::spawn(agent.clone().answer_audits()),
+    ];
+    tokio::select! {
+        () = agent.clone().take_jobs() => {}
+        () = stop => {}
+    }
+    tracing::info!("agent stopping: no new jobs");
+    agent.server.shut_down(grace).await;
+    // Runs that ended while stopping are reported before the agent goes.
+    let reporting = tokio::time::timeout(Duration::from_secs(10), agent.report_owed());
+    let _ = reporting.await;
+    agent.checkpoint().await;
+    for t in tasks {
+        t.abort();
+    }
+    let _ = agent.client.flush().await;
+    Ok(())
+}
+
+impl Agent {
+    /// Publishes an event and waits for JetStream to have it, trying again while NATS is
+    /// unreachable. Returns once stored (a repeat is dropped by its message id).
+    async fn publish(&self, event: &Event) {
+        let subject = protocol::event_subject(&self.name, event.kind());
+        let payload: bytes::Bytes = match serde_json::to_vec(event) {
+            Ok(p) => p.into(),
+            Err(e) => {
+                tracing::error!("cannot encode a {} event: {e}", event.kind());
+                return;
+            }
+        };
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(id) = event.dedupe_id(&self.name) {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
+            let sent = match self
+                .js
+                .publish_with_headers(subject.clone(), headers, payload.clone())
+                .await
+            {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(subject, "cannot publish yet ({e}); retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Reports every run whose result the controller has not confirmed: ended runs
+    /// (including those recovered after a crash) are published and cleared.
+    async fn report_owed(&self) {
+        let owed = match self.server.store.outbox() {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!("cannot read the fleet outbox: {e}");
+                return;
+            }
+        };
+        for (run_id, added_at) in owed {
+            match self.server.store.run(&run_id) {
+                Ok(Some(detail)) if detail.run.status != RunState::Running => {
+                    self.publish(&Event::Finished {
+                        run: Box::new(detail),
+                    })
+                    .await;
+                    self.forget(&run_id);
+                }
+                Ok(Some(_)) => {} // under way: its end reports it
+                Ok(None) => {
+                    // Never started: the job was not acknowledged and comes again; an
+                    // entry a day old belongs to a job that never will.
+                    if (now_ms() as i64) - added_at > 24 * 3600 * 1000 {
+                        self.forget(&run_id);
+                    }
+                }
+                Err(e) => tracing::error!(run_id, "cannot read a run owed to the controller: {e}"),
+            }
+        }
+    }
+
+    fn forget(&self, run_id: &str) {
+        if let Err(e) = self.server.store.outbox_remove(run_id) {
+            tracing::error!(run_id, "cannot clear the fleet outbox: {e}");
+        }
+    }
+
+    /// Takes jobs from the agent's consumer until the connection is given up for good.
+    async fn take_jobs(self: Arc<Self>) {
+        let consumer_name = protocol::job_consumer(&self.name);
+        loop {
+            let consumer: jetstream::consumer::PullConsumer = match self
+                .js
+                .get_consumer_from_stream(&consumer_name, protocol::JOBS)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(
+                        "no job consumer `{consumer_name}` yet ({e}): is the controller running with this fleet file?"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut messages = match consumer.messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("cannot take jobs ({e}); retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            tracing::info!(consumer = consumer_name, "taking jobs");
+            while let Some(next) = messages.next().await {
+                match next {
+                    Ok(message) => {
+                        tokio::spawn(self.clone().take(message));
+                    }
+                    Err(e) => tracing::warn!("job stream: {e}"),
+                }
+                if self.server.closing() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one delivered job.
+    async fn take(self: Arc<Self>, message: jetstream::Message) {
+        let job: Job = match serde_json::from_slice(&message.payload) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!("a job that is not a job ({e}); dropped");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("job", run_id = %job.run_id, runbook = %job.runbook);
+        self.take_job(job, message).instrument(span).await;
+    }
+
+    async fn take_job(self: Arc<Self>, job: Job, message: jetstream::Message) {
+        // A job delivered again: report what is recorded, never run it twice.
+        match self.server.store.run(&job.run_id) {
+            Ok(Some(detail)) if detail.run.id == job.run_id => {
+                tracing::info!("delivered again; already recorded as {}", detail.run.status);
+                let _ = message.double_ack().await;
+                if detail.run.status != RunState::Running {
+                    self.publish(&Event::Finished {
+                        run: Box::new(detail),
+                    })
+                    .await;
+                    self.forget(&job.run_id);
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("cannot read the store ({e}); the job is delivered again later");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await;
+                return;
+            }
+        }
+        if let Err(e) = self.server.store.outbox_add(&job.run_id) {
+            tracing::error!("cannot note the run as owed ({e}); the job is delivered again later");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+            return;
+        }
+        let notify = RunNotify::default();
+        let started = self.server.start_run(RunRequest {
+            runbook: &job.runbook,
+            dry_run: job.dry_run,
+            vars: &job.vars,
+            origin: Origin::Fleet,
+            skip_if_running: false,
+            trigger: None,
+            run_id: Some(job.run_id.clone()),
+            notify: Some(notify.clone()),
+        });
+        match started {
+            Ok(_) => {}
+            Err(StartError::Stopping) => {
+                self.forget(&job.run_id);
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("refused: {e}");
+                let _ = message.double_ack().await;
+                self.publish(&Event::Refused {
+                    run_id: job.run_id.clone(),
+                    runbook: job.runbook.clone(),
+                    reason: e.to_string(),
+                })
+                .await;
+                self.forget(&job.run_id);
+                return;
+            }
+        }
+        // Acknowledged once the run's start is recorded; until then the job is kept
+        // alive (a run may wait for its runbook's lock).
+        let mut progress = tokio::time::interval(self.fleet.timing.heartbeat);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                () = notify.recorded.notified() => break,
+                () = notify.finished.notified() => {
+                    notify.finished.notify_one();
+                    break;
+                }
+                _ = progress.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+        if let Err(e) = message.double_ack().await {
+            // Not acknowledged: the job comes again, finds the run recorded, and reports it.
+            tracing::warn!("cannot acknowledge the job: {e}");
+        }
+        self.publish(&Event::Started {
+            run_id: job.run_id.clone(),
+            runbook: job.runbook.clone(),
+            at_ms: now_ms(),
+        })
+        .await;
+        let agent = self.clone();
+        tokio::spawn(async move {
+            notify.finished.notified().await;
+            match agent.server.store.run(&job.run_id) {
+                Ok(Some(detail)) => {
+                    agent
+                        .publish(&Event::Finished {
+                            run: Box::new(detail),
+                        })
+                        .await;
+                    agent.forget(&job.run_id);
+                }
+                Ok(None) => tracing::error!(run_id = job.run_id, "the run left no record"),
+                Err(e) => tracing::error!(run_id = job.run_id, "cannot read the run: {e}"),
+            }
+            agent.checkpoint_now.notify_one();
+        });
+    }
+
+    /// Keeps the agent's presence fresh in the key-value bucket.
+    async fn heartbeats(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.fleet.timing.heartbeat);
+        let mut bucket = None;
+        loop {
+            tick.tick().await;
+            if bucket.is_none() {
+                match self.js.get_key_value(protocol::PRESENCE).await {
+                    Ok(b) => bucket = Some(b),
+                    Err(e) => {
+                        tracing::warn!("no presence bucket yet: {e}");
+                        continue;
+                    }
+                }
+            }
+            let Some(b) = &bucket else { continue };
+            let presence = Presence {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                at_ms: now_ms(),
+                running: self.server.running(),
+                lock_digest: self.lock_digest.clone(),
+            };
+            let Ok(value) = serde_json::to_vec(&presence) else {
+                continue;
+            };
+            if let Err(e) = b.put(&self.name, value.into()).await {
+                tracing::warn!("cannot refresh presence: {e}");
+            }
+        }
+    }
+
+    /// Signs and publishes the audit chain's head every `checkpoint_every` and after
+    /// every run.
+    async fn checkpoints(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.fleet.timing.checkpoint_every);
+        let mut last: Option<i64> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.checkpoint_now.notified() => {}
+            }
+            let seq = self.server.store.audit_head().ok().flatten().map(|a| a.seq);
+            if seq.is_some() && seq != last {
+                self.checkpoint().await;
+                last = seq;
+            }
+        }
+    }
+
+    async fn checkpoint(&self) {
+        let head = match self.server.store.audit_head() {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("cannot read the audit chain's head: {e}");
+                return;
+            }
+        };
+        let at_ms = now_ms();
+        let message = protocol::checkpoint_message(&self.name, head.seq, &head.hash, at_ms);
+        let signature = match crate::signing::sign_message(&self.audit_key, &message) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) => {
+                tracing::error!("cannot sign a checkpoint: {e}");
+                return;
+            }
+        };
+        self.publish(&Event::Checkpoint {
+            seq: head.seq,
+            head: head.hash,
+            at_ms,
+            signature,
+        })
+        .await;
+    }
+
+    /// Answers the controller's questions about the audit chain: is it intact, and does
+    /// it still hold the checkpoint the controller has?
+    async fn answer_audits(self: Arc<Self>) {
+        let subject = protocol::audit_subject(&self.name);
+        loop {
+            let mut sub = match self.client.subscribe(subject.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for audit questions: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(question) = sub.next().await {
+                let Some(reply) = question.reply.clone() else {
+                    continue;
+                };
+                let anchor = std::str::from_utf8(&question.payload)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<crate::store::audit::Anchor>().ok());
+                let answer = match self.server.store.verify_audit(anchor.as_ref()) {
+                    Ok(v) => AuditAnswer {
+                        rows: v.rows,
+                        head: v.head,
+                        broken: v.broken.map(|b| format!("row {}: {}", b.seq, b.problem)),
+                    },
+                    Err(e) => AuditAnswer {
+                        rows: 0,
+                        head: None,
+                        broken: Some(format!("the chain cannot be read: {e}")),
+                    },
+                };
+                if let Ok(body) = serde_json::to_vec(&answer) {
+                    let _ = self.client.publish(reply, body.into()).await;
+                }
+            }
+        }
+    }
+}

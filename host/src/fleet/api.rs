@@ -1,0 +1,202 @@
+//! The controller's fleet routes, beside `runcap serve`'s own API and under the same
+//! tokens and scopes:
+//!
+//! | method and path | scope | returns |
+//! |---|---|---|
+//! | `GET /api/v1/fleet/agents` | read | every agent: up, last heartbeat, version, lock digest, drift |
+//! | `POST /api/v1/fleet/runs` `{"runbook", "host" \| "group" \| "all": true, "dry_run", "params"}` | run or run:RUNBOOK | `202 {"runs": [{"host", "run_id"}]}` |
+//! | `GET /api/v1/fleet/runs?host=&runbook=&limit=` | read | recent runs across hosts, newest first |
+//! | `GET /api/v1/fleet/runs/ID` | read | `{"host", "job", "run", "retries"}`: the job's state and everything the agent reported |
+//! | `GET /api/v1/fleet/audit` | read | each host's audit chain against its signed checkpoints |
+//! | `GET /api/v1/fleet/caps` | read | each agent's capability report and lock state |
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::config::Target;
+use super::controller::{ControllerError, DispatchRequest};
+use crate::serve::Server;
+use crate::serve::api::{Need, authorize, error, redacted_json, store_error};
+
+/// The fleet routes (merged into the server's router when it controls a fleet).
+pub fn routes() -> axum::Router<Arc<Server>> {
+    axum::Router::new()
+        .route("/api/v1/fleet/agents", get(agents))
+        .route("/api/v1/fleet/runs", get(runs).post(dispatch))
+        .route("/api/v1/fleet/runs/{id}", get(run))
+        .route("/api/v1/fleet/audit", get(audit))
+        .route("/api/v1/fleet/caps", get(caps))
+}
+
+macro_rules! controller {
+    ($s:expr, $headers:expr, $need:expr, $what:expr) => {{
+        if let Err(r) = authorize(&$s, &$headers, $need, $what) {
+            return r.into_response();
+        }
+        match $s.fleet() {
+            Some(c) => c.clone(),
+            None => return error(StatusCode::NOT_FOUND, "this server controls no fleet"),
+        }
+    }};
+}
+
+async fn agents(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/agents");
+    match c.status().await {
+        Ok(a) => redacted_json(&s, &a),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DispatchBody {
+    runbook: String,
+    host: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+async fn dispatch(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: DispatchBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body is not {{\"runbook\": NAME, \"group\": NAME (or \"host\", or \"all\": true), \"dry_run\": BOOL, \"params\": {{…}}}}: {e}"
+                ),
+            );
+        }
+    };
+    let c = controller!(
+        s,
+        headers,
+        Need::Run(&req.runbook),
+        "POST /api/v1/fleet/runs"
+    );
+    let target = match (req.host, req.group, req.all) {
+        (Some(h), None, false) => Target::Host(h),
+        (None, Some(g), false) => Target::Group(g),
+        (None, None, true) => Target::All,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name exactly one target: \"host\", \"group\" or \"all\": true",
+            );
+        }
+    };
+    let vars: Vec<String> = req
+        .params
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(t) => format!("{k}={t}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    let asked = DispatchRequest {
+        runbook: &req.runbook,
+        target: &target,
+        vars: &vars,
+        dry_run: req.dry_run,
+    };
+    match c.dispatch(asked).await {
+        Ok(runs) => (StatusCode::ACCEPTED, Json(json!({ "runs": runs }))).into_response(),
+        Err(e @ ControllerError::NoAgents { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    host: Option<String>,
+    runbook: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn runs(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Response {
+    let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/runs");
+    let limit = q.limit.unwrap_or(50).min(1000);
+    match c
+        .store
+        .history(q.host.as_deref(), q.runbook.as_deref(), limit)
+        .await
+    {
+        Ok(rows) => redacted_json(&s, &rows),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn run(State(s): State<Arc<Server>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/runs/ID");
+    let found = match c.store.run(&id).await {
+        Ok(f) => f,
+        Err(e) => return store_error(e),
+    };
+    let run_id = found.as_ref().map(|(_, d)| d.run.id.clone()).unwrap_or(id);
+    let job = match c.store.job(&run_id).await {
+        Ok(j) => j,
+        Err(e) => return store_error(e),
+    };
+    if found.is_none() && job.is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no fleet run `{run_id}`"));
+    }
+    let retries = match c.store.retries_of(&run_id).await {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    let host = found
+        .as_ref()
+        .map(|(h, _)| h.clone())
+        .or_else(|| job.as_ref().map(|j| j.host.clone()));
+    let doc = json!({
+        "host": host,
+        "job": job,
+        "run": found.map(|(_, d)| d),
+        "retries": retries,
+    });
+    redacted_json(&s, &doc)
+}
+
+async fn audit(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/audit");
+    match c.audit().await {
+        Ok(a) => redacted_json(&s, &a),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn caps(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/caps");
+    match c.store.agents().await {
+        Ok(agents) => {
+            let doc: Vec<_> = agents
+                .into_iter()
+                .map(|a| json!({"host": a.host, "environment": a.environment, "version": a.version, "lock": a.lock, "plugins": a.caps}))
+                .collect();
+            redacted_json(&s, &doc)
+        }
+        Err(e) => store_error(e),
+    }
+}
