@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Python plugins: set-up, build and unit tests. Needs python3 (3.10 or later) with venv.
 #
-#   sdk-python/dev.sh setup      install componentize-py 0.25.1 into target/py-tools (once)
+#   sdk-python/dev.sh setup      install componentize-py 0.25.1 into target/py-tools (once),
+#                                and libfaketime (apt-get install faketime) if it is missing
 #   sdk-python/dev.sh build [SRC_DIR [OUT.wasm [WORLD]]]
 #                                build SRC_DIR/app.py into a component against wit/, for WORLD
 #                                (default check); SRC_DIR defaults to plugins/py-status-check,
 #                                OUT to target/wasm32-wasip2/release/NAME.wasm, NAME being
-#                                SRC_DIR's name with - as _
+#                                SRC_DIR's name with - as _. The same sources give the same bytes
+#                                (Linux, with unshare and libfaketime; it says so when not)
 #   sdk-python/dev.sh test       run every Python unit test natively, the SDK's and each Python
 #                                plugin's (DIR/tests), with no WebAssembly involved
 #
@@ -38,8 +40,29 @@ py_plugins() {
   done
 }
 
+# libfaketime, which freezes the clocks componentize-py reads during a build (see build).
+faketime_lib() {
+  local f
+  for f in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib*/faketime/libfaketimeMT.so.1; do
+    [ -f "$f" ] && { printf '%s\n' "$f"; return 0; }
+  done
+  return 1
+}
+
 setup() {
   need_python
+  if ! faketime_lib >/dev/null; then
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+    if command -v apt-get >/dev/null && { [ ${#sudo[@]} -eq 0 ] || sudo -n true 2>/dev/null; }; then
+      say "installing faketime with apt-get"
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null ||
+        { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+          "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
+    else
+      say "libfaketime not found: Python plugin builds will not be reproducible (Debian: apt-get install faketime)"
+    fi
+  fi
   local have
   have=$("$TOOLS/bin/componentize-py" --version 2>/dev/null || true)
   [ "$have" = "componentize-py $COMPONENTIZE_PY_VERSION" ] && return 0
@@ -69,6 +92,14 @@ copy_sources() {
     done
 }
 
+# The command that runs the rest of a build in a new mount namespace, or nothing when this
+# machine cannot make one (then the build is not reproducible).
+namespace_cmd() {
+  local cmd=(unshare --mount --propagation private)
+  [ "$(id -u)" -eq 0 ] || cmd=(unshare --user --map-root-user --mount --propagation private)
+  command -v unshare >/dev/null && "${cmd[@]}" true 2>/dev/null && printf '%s\n' "${cmd[@]}"
+}
+
 build() {
   local src=${1:-$ROOT/plugins/py-status-check}
   src=$(cd "$src" && pwd)
@@ -81,37 +112,60 @@ build() {
   mkdir -p "$(dirname "$out")"
   out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
 
-  # componentize-py runs the plugin's import in CPython and snapshots the result, so
-  # whatever that interpreter can see ends up in the component. It sees:
-  #  - copies of the plugin and of the SDK, made fresh in name order with one fixed
-  #    mtime, so neither a source tree's other files nor its history get in;
-  #  - an empty site-packages: without VIRTUAL_ENV, componentize-py adds this machine's
-  #    own site-packages (from pipenv or python3's `site`) to the guest's path;
-  #  - no bytecode cache: a file named __pycache__ in each directory keeps CPython from
-  #    writing .pyc files (and changing the directories) while it imports.
-  # The component is still not byte-for-byte reproducible: the snapshot also holds what
-  # the interpreter drew from build-time randomness and clocks and read from the file
-  # metadata of componentize-py's own temporary files, which no option of componentize-py
-  # 0.25.1 controls (sdk-python/README.md, "Reproducibility").
   stage=$(mktemp -d "${TMPDIR:-/tmp}/runcap-py-build.XXXXXX")
   trap 'rm -rf "$stage"' EXIT
+  say "building ${src#"$ROOT"/} into ${out#"$ROOT"/} (world $world)"
+  local start=$SECONDS ns=() lib
+  mapfile -t ns < <(namespace_cmd)
+  if lib=$(faketime_lib) && [ ${#ns[@]} -gt 0 ]; then
+    "${ns[@]}" env RUNCAP_FAKETIME_LIB="$lib" "$SDK/dev.sh" build-staged "$src" "$out.tmp" "$world" "$stage"
+  else
+    [ ${#ns[@]} -gt 0 ] || say "unshare cannot make a mount namespace here: this build is not reproducible"
+    [ -n "${lib:-}" ] || say "libfaketime not found (sdk-python/dev.sh setup installs it): this build is not reproducible"
+    build_staged "$src" "$out.tmp" "$world" "$stage"
+  fi
+  mv "$out.tmp" "$out"
+  say "$(basename "$out"): $(wc -c <"$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1), $((SECONDS - start))s"
+}
+
+# The build itself, in STAGE: in a mount namespace of its own when RUNCAP_FAKETIME_LIB is set.
+#
+# componentize-py runs the plugin's import in CPython and snapshots the interpreter's memory,
+# so whatever the interpreter was told while importing ends up in the component, even in the
+# bytes of objects it has freed since. It is told:
+#  - the files in STAGE: copies of the plugin and of the SDK, made fresh in name order, and an
+#    empty site-packages (without VIRTUAL_ENV, componentize-py adds this machine's own
+#    site-packages to the guest's path). A file named __pycache__ in each directory keeps
+#    CPython from writing bytecode caches there;
+#  - the standard library, support modules and bindings componentize-py unpacks and writes
+#    into its temporary directories (TMPDIR is STAGE/tmp);
+#  - what the kernel says of all these files: inode numbers, directory order, sizes and link
+#    counts are the same at every build because STAGE is a fresh tmpfs; device numbers and
+#    times, which are not, build/sandbox.py replaces;
+#  - randomness (the str hash secret, `random`'s seed): build/sandbox.py answers getrandom
+#    with zeros, and libfaketime glibc's getrandom with a fixed seed;
+#  - clocks: libfaketime freezes them at SOURCE_DATE_EPOCH.
+build_staged() {
+  local src=$1 out=$2 world=$3 stage=$4
+  local epoch=${SOURCE_DATE_EPOCH:-315532800}
+  [ -n "${RUNCAP_FAKETIME_LIB:-}" ] && mount -t tmpfs -o mode=0755 runcap-py "$stage"
   copy_sources "$src" "$stage/app"
   copy_sources "$SDK/runcap_plugin" "$stage/sdk/runcap_plugin"
   rm "$stage/sdk/runcap_plugin/testing.py"
-  mkdir -p "$stage/venv/lib/site-packages"
+  mkdir -p "$stage/venv/lib/site-packages" "$stage/tmp"
   local d
-  while IFS= read -r d; do : >"$d/__pycache__"; done < <(find "$stage/app" "$stage/sdk" -type d)
-  find "$stage" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-315532800}" {} +
-
-  say "building ${src#"$ROOT"/} into ${out#"$ROOT"/} (world $world)"
-  local start=$SECONDS
+  while IFS= read -r d; do : >"$d/__pycache__"; done < <(find "$stage/app" "$stage/sdk" -type d | LC_ALL=C sort)
+  find "$stage" -exec touch -h -d "@$epoch" {} +
+  local run=(env TMPDIR="$stage/tmp" VIRTUAL_ENV="$stage/venv")
+  if [ -n "${RUNCAP_FAKETIME_LIB:-}" ]; then
+    run+=(LD_PRELOAD="$RUNCAP_FAKETIME_LIB" FAKETIME_FMT=%s FAKETIME="$epoch" FAKERANDOM_SEED=0
+      NO_FAKE_STAT=1 SOURCE_DATE_EPOCH="$epoch" python3 "$SDK/build/sandbox.py" "$stage")
+  fi
   (
     cd "$stage"
-    VIRTUAL_ENV="$stage/venv" "$TOOLS/bin/componentize-py" --quiet -d "$ROOT/wit" -w "$world" \
-      componentize -p app -p sdk -o "$out.tmp" runcap_plugin._component
+    "${run[@]}" "$TOOLS/bin/componentize-py" --quiet -d "$ROOT/wit" -w "$world" \
+      componentize -p app -p sdk -o "$out" runcap_plugin._component
   )
-  mv "$out.tmp" "$out"
-  say "$(basename "$out"): $(wc -c <"$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1), $((SECONDS - start))s"
 }
 
 # Runs the unittest suite in DIR/tests (DIR and the SDK importable); prints "RUN BAD SKIPPED" last.
@@ -149,6 +203,7 @@ test_all() {
 case "${1:-}" in
   setup) setup ;;
   build) shift; build "$@" ;;
+  build-staged) shift; build_staged "$@" ;;
   test) test_all ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac
