@@ -28,10 +28,28 @@ struct Rig {
     agents: BTreeMap<String, Child>,
     /// Each agent's demo service port.
     ports: BTreeMap<String, u16>,
+    /// runcap's own partition proxy between an agent and NATS, when a test cuts one off.
+    proxy: Option<Child>,
 }
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the processes said, to tell why.
+            for name in ["controller", "web-1", "web-2", "web-3"] {
+                let log = std::fs::read_to_string(self.sb.path().join(format!("{name}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- {name}.log (last lines) ---");
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        if let Some(mut p) = self.proxy.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
         for (_, mut a) in std::mem::take(&mut self.agents) {
             let _ = a.kill();
             let _ = a.wait();
@@ -82,6 +100,19 @@ grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
 grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
 grants.services = {{ api = ["status", "start", "stop", "restart"] }}
 
+[runbooks.slow]
+description = "Two probes, the second slow"
+idempotent = {idempotent}
+params.ms = {{ type = "int", default = 3000 }}
+[[runbooks.slow.steps]]
+id = "first"
+uses = "probe"
+with = {{ url = "{{{{ vars.health }}}}" }}
+[[runbooks.slow.steps]]
+id = "wait"
+uses = "probe"
+with = {{ url = "http://127.0.0.1:{port}/slow?ms={{{{ params.ms }}}}", timeout = "30s" }}
+
 [runbooks.start]
 steps = [{{ uses = "control", with = {{ service = "api", action = "start", healthy_within = "10s" }} }}]
 
@@ -113,6 +144,12 @@ impl Rig {
     /// and the three agents, each agent's service running. `None` when a server is not
     /// installed (said on stderr).
     fn start(idempotent: bool) -> Option<Rig> {
+        Self::start_with(idempotent, &BTreeMap::new())
+    }
+
+    /// As [`Rig::start`], some agents reaching NATS at another address (a proxy): the
+    /// address is given the NATS port once it is known.
+    fn start_with(idempotent: bool, nats_via: &BTreeMap<&str, u16>) -> Option<Rig> {
         let pg = Postgres::start()?;
         pg.psql("postgres", "create database runcap;");
         let sb = Sandbox::new();
@@ -135,7 +172,20 @@ checkpoint_every = "1s"
             pg.conn_string("runcap")
         );
         for h in HOSTS {
-            fleet += &format!("\n[agents.{h}]\ngroups = [\"api\"]\n");
+            // Each agent's audit key, made beforehand so the fleet file can pin it.
+            let dir = sb.path().join(format!("agents/{h}/.runcap"));
+            std::fs::create_dir_all(&dir).unwrap();
+            sb.run(&["keygen", h, "--dir", dir.to_str().unwrap()])
+                .expect_code(0);
+            std::fs::rename(dir.join(format!("{h}.key")), dir.join("agent-audit.key")).unwrap();
+            let public = std::fs::read_to_string(dir.join(format!("{h}.pub"))).unwrap();
+            fleet += &format!(
+                "\n[agents.{h}]\ngroups = [\"api\"]\naudit_key = \"{}\"\n",
+                public.trim()
+            );
+            if let Some(port) = nats_via.get(h) {
+                fleet += &format!("nats = \"nats://127.0.0.1:{port}\"\n");
+            }
         }
         sb.write("fleet.toml", &fleet);
         let auth = sb
@@ -189,12 +239,49 @@ tokens = [{{ secret = "api-token", scopes = ["read", "run"] }}]
             controller: None,
             agents: BTreeMap::new(),
             ports,
+            proxy: None,
         };
+        if let Some(port) = nats_via.values().next() {
+            rig.start_proxy(*port);
+        }
         rig.start_controller();
         for h in HOSTS {
             rig.start_agent(h);
         }
         Some(rig)
+    }
+
+    /// As [`Rig::start`], with the agents `via` names reaching NATS through runcap's
+    /// partition proxy (whose control file is `partition.json`).
+    fn start_with_proxy(via: &BTreeMap<&str, u16>) -> Option<Rig> {
+        Self::start_with(false, via)
+    }
+
+    fn start_proxy(&mut self, port: u16) {
+        let control = self.sb.path().join("partition.json");
+        std::fs::write(&control, "{\"faults\": []}").unwrap();
+        let child = self
+            .sb
+            .runcap()
+            .args([
+                "proxy-serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &format!("127.0.0.1:{}", self.nats.port),
+                "--control",
+                control.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.proxy = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the proxy never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn start_controller(&mut self) {
@@ -386,4 +473,389 @@ fn a_fan_out_run_restarts_the_service_only_where_it_is_down_and_the_controller_s
         text.contains("web-2") && text.contains("service-down"),
         "{text}"
     );
+}
+
+/// `GET path` on loopback `port`, the body as JSON.
+fn http_json(port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+impl Rig {
+    /// Sends `runbook` to one host without waiting; its run id.
+    fn send(&self, runbook: &str, host: &str, vars: &[&str]) -> String {
+        let mut args = vec![
+            "fleet",
+            "run",
+            runbook,
+            "--host",
+            host,
+            "--no-wait",
+            "--json",
+        ];
+        for v in vars {
+            args.extend(["--var", v]);
+        }
+        let doc = self.operator(&args).expect_code(0).json();
+        doc["runs"][0]["run_id"].as_str().unwrap().to_string()
+    }
+
+    /// `runcap fleet show ID --json`.
+    fn show(&self, run_id: &str) -> serde_json::Value {
+        self.operator(&["fleet", "show", run_id, "--json"])
+            .expect_code(0)
+            .json()
+    }
+
+    /// Polls `fleet show` until `done` holds.
+    fn wait_show(
+        &self,
+        run_id: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let doc = self.show(run_id);
+            if done(&doc) {
+                return doc;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {doc:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The runs an agent's own store holds.
+    fn local_runs(&self, host: &str) -> Vec<serde_json::Value> {
+        self.sb
+            .run(&[
+                "history",
+                "--env",
+                &format!("agents/{host}/runcap.toml"),
+                "--json",
+            ])
+            .expect_code(0)
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap()
+    }
+
+    /// Requests the agent's demo service has answered.
+    fn requests(&self, host: &str) -> u64 {
+        http_json(self.ports[host], "/stats")["requests"]
+            .as_u64()
+            .unwrap()
+    }
+
+    fn kill_agent(&mut self, host: &str) {
+        let mut a = self.agents.remove(host).unwrap();
+        a.kill().unwrap();
+        a.wait().unwrap();
+    }
+
+    /// A NATS client logged in as `user`.
+    fn nats_as(&self, user: &str) -> async_nats::Client {
+        runcap_e2e::background()
+            .block_on(
+                async_nats::ConnectOptions::new()
+                    .user_and_password(user.to_string(), password(user))
+                    .custom_inbox_prefix(format!("_INBOX_{user}"))
+                    .connect(self.nats.url()),
+            )
+            .unwrap()
+    }
+}
+
+fn state(doc: &serde_json::Value) -> &str {
+    doc["job"]["state"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn an_agent_killed_mid_step_recovers_the_run_at_restart_and_reports_it_without_running_it_again() {
+    let Some(mut rig) = Rig::start(false) else {
+        return;
+    };
+    let before = rig.requests("web-1");
+    let id = rig.send("slow", "web-1", &["ms=20000"]);
+    // The slow request has reached the service: the run is inside its second step.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rig.requests("web-1") < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached its slow step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rig.wait_show(&id, "started", |d| state(d) == "started");
+    rig.kill_agent("web-1");
+    rig.start_agent("web-1");
+    let doc = rig.wait_show(&id, "reported", |d| state(d) == "finished");
+    assert_eq!(doc["run"]["status"], "interrupted", "{doc:#}");
+    assert_eq!(doc["host"], "web-1");
+    let mine: Vec<_> = rig
+        .local_runs("web-1")
+        .into_iter()
+        .filter(|r| r["runbook"] == "slow")
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    assert_eq!(mine[0]["id"], id.as_str());
+    // first probe (GET /health), the slow one, and our /stats reads: no step ran twice.
+    let after_restart = rig.requests("web-1");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        rig.requests("web-1"),
+        after_restart + 1,
+        "only this /stats read"
+    );
+    assert_eq!(
+        rig.local_runs("web-1").len(),
+        mine.len() + 1,
+        "plus `start`"
+    );
+}
+
+#[test]
+fn a_job_delivered_twice_runs_once_and_the_second_delivery_reports_the_first_run() {
+    let Some(rig) = Rig::start(false) else { return };
+    let before = rig.requests("web-2");
+    let nats = rig.nats_as("controller");
+    let job = serde_json::json!({
+        "run_id": "dup-0001", "runbook": "slow", "vars": ["ms=10"], "dispatched_ms": 1
+    });
+    runcap_e2e::background().block_on(async {
+        let js = async_nats::jetstream::new(nats);
+        for copy in ["a", "b"] {
+            // Two messages JetStream cannot tell apart as repeats: the agent must.
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("dup-0001-{copy}").as_str());
+            js.publish_with_headers("runcap.job.host.web-2", headers, job.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    // Unknown to the controller until the agent reports it (no job was dispatched).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = rig.operator(&["fleet", "show", "dup-0001", "--json"]);
+        if out.code() == 0 && out.json()["run"]["status"] == "ok" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}{}",
+            out.stdout(),
+            out.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runs: Vec<_> = rig
+        .local_runs("web-2")
+        .into_iter()
+        .filter(|r| r["id"] == "dup-0001")
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    // Both deliveries are acknowledged: nothing is left to deliver.
+    let controller = rig.nats_as("controller");
+    let pending = runcap_e2e::background().block_on(async {
+        let js = async_nats::jetstream::new(controller);
+        let mut stream = js.get_stream("RUNCAP_JOBS").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    });
+    assert_eq!(pending, 0, "the work queue is empty");
+    // Two probes ran once each: /health and /slow, plus the /stats reads.
+    assert_eq!(rig.requests("web-2"), before + 2 + 1);
+}
+
+#[test]
+fn an_agent_cannot_publish_as_another_agent_nor_take_its_jobs() {
+    let Some(rig) = Rig::start(false) else { return };
+    rig.wait_all_up();
+    let forged =
+        serde_json::json!({"type": "started", "run_id": "forged-1", "runbook": "slow", "at_ms": 1});
+    let web1 = rig.nats_as("web-1");
+    let (published, pulled) = runcap_e2e::background().block_on(async {
+        let js = async_nats::jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(web1.clone());
+        let published = match js
+            .publish("runcap.event.web-2.started", forged.to_string().into())
+            .await
+        {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let pulled = web1
+            .request(
+                "$JS.API.CONSUMER.MSG.NEXT.RUNCAP_JOBS.agent-web-2",
+                "{\"batch\":1,\"no_wait\":true}".into(),
+            )
+            .await;
+        (published, pulled)
+    });
+    assert!(published.is_err(), "web-1 published as web-2");
+    assert!(pulled.is_err(), "web-1 pulled web-2's jobs: {pulled:?}");
+    // Its own subject works, and the controller never heard of the forged run.
+    let out = rig.operator(&["fleet", "show", "forged-1", "--json"]);
+    assert_eq!(out.code(), 2, "{}", out.stdout());
+    assert!(out.stderr().contains("404"), "{}", out.stderr());
+}
+
+#[test]
+fn a_tampered_or_cut_agent_chain_is_caught_by_fleet_audit() {
+    let Some(rig) = Rig::start(false) else { return };
+    rig.operator(&["fleet", "run", "slow", "--all", "--var", "ms=10"])
+        .expect_code(0);
+    // Every agent's checkpoint covering that run reaches the controller.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = rig.operator(&["fleet", "audit", "--json"]);
+        let v = out.json();
+        let all_ok = v.as_array().is_some_and(|a| {
+            a.len() == 3
+                && a.iter()
+                    .all(|h| h["ok"] == true && h["checkpoint"].is_string())
+        });
+        if out.code() == 0 && all_ok {
+            let text = rig.operator(&["fleet", "audit"]).expect_code(0).stdout();
+            assert!(text.contains("✔ web-3: chain intact"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // web-3's history is edited; web-1's chain loses its last rows.
+    let edit = |host: &str, sql: &str| {
+        let db = rig
+            .sb
+            .path()
+            .join(format!("agents/{host}/.runcap/runcap.db"));
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute_batch(sql).unwrap();
+    };
+    edit(
+        "web-3",
+        "UPDATE audit SET payload = '{\"rewritten\": true}' WHERE seq = 2;",
+    );
+    edit("web-1", "DELETE FROM audit WHERE seq > 2;");
+    let out = rig.operator(&["fleet", "audit"]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    let text = out.stdout();
+    assert!(text.contains("✔ web-2"), "{text}");
+    assert!(text.contains("✘ web-3:"), "{text}");
+    assert!(text.contains("✘ web-1:"), "{text}");
+    assert!(text.contains("deleted from the end"), "{text}");
+}
+
+#[test]
+fn a_nats_server_restarted_mid_run_loses_nothing() {
+    let Some(mut rig) = Rig::start(false) else {
+        return;
+    };
+    let id = rig.send("slow", "web-2", &["ms=3000"]);
+    rig.wait_show(&id, "started", |d| state(d) == "started");
+    rig.nats.kill();
+    rig.nats.restart();
+    let doc = rig.wait_show(&id, "finished", |d| state(d) == "finished");
+    assert_eq!(doc["run"]["status"], "ok", "{doc:#}");
+    assert_eq!(doc["run"]["steps"].as_array().unwrap().len(), 2, "{doc:#}");
+    // Everything reconnected: a fan-out after the restart works too.
+    rig.operator(&[
+        "fleet",
+        "run",
+        "slow",
+        "--group",
+        "api",
+        "--var",
+        "ms=10",
+        "--timeout",
+        "2m",
+    ])
+    .expect_code(0);
+    let runs = rig.local_runs("web-2");
+    assert_eq!(runs.iter().filter(|r| r["id"] == id.as_str()).count(), 1);
+}
+
+#[test]
+fn an_agent_cut_off_by_a_partition_is_seen_down_and_reports_its_run_when_it_comes_back() {
+    let proxy_port = free_port();
+    let via = BTreeMap::from([("web-3", proxy_port)]);
+    // The proxy forwards to NATS: started once the rig knows NATS's port.
+    let Some(mut rig) = Rig::start_with_proxy(&via) else {
+        return;
+    };
+    let control = rig.sb.path().join("partition.json");
+    let id = rig.send("slow", "web-3", &["ms=4000"]);
+    rig.wait_show(&id, "started", |d| state(d) == "started");
+    let fault = serde_json::json!({"faults": [{"id": "cut", "kind": "partition",
+        "expires_at_ms": runcap_now_ms() + 60_000}]});
+    std::fs::write(&control, fault.to_string()).unwrap();
+    // The controller notices: web-3 is down, and its run lost.
+    let lost = rig.wait_show(&id, "lost", |d| state(d) == "lost");
+    assert!(
+        lost["job"]["reason"].as_str().unwrap().contains("web-3"),
+        "{lost:#}"
+    );
+    let status = rig.operator(&["fleet", "status", "--json"]).json();
+    let web3 = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["host"] == "web-3")
+        .unwrap()
+        .clone();
+    assert_eq!(web3["up"], false, "{status:#}");
+    std::fs::write(&control, "{\"faults\": []}").unwrap();
+    let doc = rig.wait_show(&id, "reported after the partition", |d| {
+        state(d) == "finished"
+    });
+    assert_eq!(doc["run"]["status"], "ok", "{doc:#}");
+    assert_eq!(
+        doc["retries"].as_array().unwrap().len(),
+        0,
+        "not idempotent: not run again"
+    );
+    assert_eq!(
+        rig.local_runs("web-3")
+            .iter()
+            .filter(|r| r["runbook"] == "slow")
+            .count(),
+        1
+    );
+    drop(rig.proxy.take());
+}
+
+#[test]
+fn a_lost_idempotent_run_runs_again_on_another_host_of_its_group() {
+    let Some(mut rig) = Rig::start(true) else {
+        return;
+    };
+    rig.wait_all_up();
+    let id = rig.send("slow", "web-1", &["ms=10000"]);
+    rig.wait_show(&id, "started", |d| state(d) == "started");
+    rig.kill_agent("web-1");
+    let doc = rig.wait_show(&id, "run again elsewhere", |d| {
+        d["retries"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    assert_eq!(state(&doc), "lost", "{doc:#}");
+    let retry = doc["retries"][0]["run_id"].as_str().unwrap().to_string();
+    let again = rig.wait_show(&retry, "finished", |d| state(d) == "finished");
+    let host = again["host"].as_str().unwrap();
+    assert!(host == "web-2" || host == "web-3", "{again:#}");
+    assert_eq!(again["run"]["status"], "ok", "{again:#}");
+}
+
+fn runcap_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

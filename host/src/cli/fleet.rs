@@ -241,7 +241,7 @@ impl Client {
         let resp = req
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable(self.base.clone(), e.to_string()))?;
+            .map_err(|e| ClientError::Unreachable(self.base.clone(), with_sources(&e)))?;
         let status = resp.status();
         let bytes = resp.bytes().await.unwrap_or_default();
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -259,6 +259,17 @@ impl Client {
     async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call(reqwest::Method::GET, path, None).await
     }
+}
+
+/// An error with its causes, `a: b: c`.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text += &format!(": {s}");
+        next = s.source();
+    }
+    text
 }
 
 fn print_json(v: &Value) {
@@ -349,6 +360,8 @@ pub struct FleetRun<'a> {
     pub vars: &'a [String],
     pub json: bool,
     pub timeout: Duration,
+    /// Wait for every result (or return once the jobs are sent).
+    pub wait: bool,
 }
 
 /// `runcap fleet run`: sends the runbook to every host the target names, waits for each
@@ -393,6 +406,16 @@ pub async fn run(args: &ControllerArgs, req: FleetRun<'_>) -> u8 {
             runs.len(),
             if runs.len() == 1 { "" } else { "s" }
         );
+    }
+    if !req.wait {
+        if req.json {
+            print_json(&sent);
+        } else {
+            for (host, run_id) in &runs {
+                println!("  {host:<16} {run_id}");
+            }
+        }
+        return 0;
     }
     let deadline = Instant::now() + req.timeout;
     let mut results = Vec::new();
@@ -497,6 +520,71 @@ async fn wait_for(client: &Client, run_id: &str, deadline: Instant) -> (Value, O
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `runcap fleet show`: one fleet run as the controller knows it.
+pub async fn show(args: &ControllerArgs, run_id: &str, json: bool) -> u8 {
+    let client = client_or_exit!(args);
+    let doc = or_exit!(
+        client
+            .get(&format!("/api/v1/fleet/runs/{}", encode(run_id)))
+            .await
+    );
+    if json {
+        print_json(&doc);
+        return 0;
+    }
+    let job = &doc["job"];
+    let run = &doc["run"];
+    println!(
+        "run {} of {} on {}: job {}{}",
+        run["id"]
+            .as_str()
+            .or(job["run_id"].as_str())
+            .unwrap_or(run_id),
+        run["runbook"]
+            .as_str()
+            .or(job["runbook"].as_str())
+            .unwrap_or("?"),
+        doc["host"].as_str().unwrap_or("?"),
+        job["state"].as_str().unwrap_or("unknown"),
+        match job["reason"].as_str() {
+            Some(r) if !r.is_empty() => format!(" ({r})"),
+            _ => String::new(),
+        }
+    );
+    if let Some(status) = run["status"].as_str() {
+        println!(
+            "  status {status}: {}",
+            run["summary"].as_str().unwrap_or_default()
+        );
+    }
+    for s in run["steps"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<14} {:<8} {}",
+            s["id"].as_str().unwrap_or("?"),
+            s["status"].as_str().unwrap_or("?"),
+            s["summary"].as_str().unwrap_or_default()
+        );
+        for c in s["calls"].as_array().into_iter().flatten() {
+            println!(
+                "      {} {} {} → {}",
+                c["capability"].as_str().unwrap_or("?"),
+                c["operation"].as_str().unwrap_or("?"),
+                c["target"].as_str().unwrap_or("?"),
+                c["decision"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    for r in doc["retries"].as_array().into_iter().flatten() {
+        println!(
+            "  run again as {} on {} (job {})",
+            r["run_id"].as_str().unwrap_or("?"),
+            r["host"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?")
+        );
+    }
+    0
 }
 
 /// `runcap fleet audit`: exits 1 if any host's chain is in doubt.

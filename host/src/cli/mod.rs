@@ -84,6 +84,17 @@ enum FleetCommand {
         /// How long to wait for the results.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Print each host's run id and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        controller: fleet::ControllerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One fleet run: its job's state, its host, everything the agent reported.
+    Show {
+        run_id: String,
         #[command(flatten)]
         controller: fleet::ControllerArgs,
         #[arg(long)]
@@ -516,10 +527,13 @@ pub fn main() -> ExitCode {
         let code = crate::services::supervise(state, log, cwd, pid_file.as_deref(), command);
         return ExitCode::from(code as u8);
     }
-    // Die quietly when the reader of our output goes away (`runcap … | head`).
-    // SAFETY: called before any thread starts; SIG_DFL is always a valid disposition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    // Die quietly when the reader of our output goes away (`runcap … | head`); a
+    // server or agent keeps serving when whoever read its first lines stops reading.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Agent { .. }) {
+        // SAFETY: called before any thread starts; SIG_DFL is always a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
 
     init_tracing(&cli.log_level, cli.log_format);
@@ -586,6 +600,7 @@ pub fn main() -> ExitCode {
                     dry_run,
                     vars,
                     timeout,
+                    no_wait,
                     controller,
                     json,
                 } => {
@@ -601,10 +616,16 @@ pub fn main() -> ExitCode {
                         vars: &vars,
                         json,
                         timeout,
+                        wait: !no_wait,
                     };
                     fleet::run(&controller, req).await
                 }
                 FleetCommand::Audit { controller, json } => fleet::audit(&controller, json).await,
+                FleetCommand::Show {
+                    run_id,
+                    controller,
+                    json,
+                } => fleet::show(&controller, &run_id, json).await,
                 FleetCommand::Caps { controller, json } => fleet::caps(&controller, json).await,
                 FleetCommand::NatsConfig { fleet: file } => fleet::nats_config(&file),
             },

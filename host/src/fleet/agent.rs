@@ -102,6 +102,9 @@ struct Agent {
     checkpoint_now: tokio::sync::Notify,
     /// The approved lockfile's digest, as the hello said.
     lock_digest: Option<String>,
+    /// Run ids of jobs being taken right now: a second delivery of one waits its turn
+    /// behind the first, then finds its run recorded.
+    taking: tokio::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Runs the agent until `stop` resolves; then takes no more jobs, lets runs under way
@@ -125,7 +128,11 @@ pub async fn run(
             file: fleet.file.display().to_string(),
         });
     }
-    let client = protocol::connect(&fleet.nats, &name, password).await?;
+    let mut nats = fleet.nats.clone();
+    if let Some(url) = fleet.agents.get(&name).and_then(|a| a.nats.clone()) {
+        nats.url = url;
+    }
+    let client = protocol::connect(&nats, &name, password).await?;
     let js = protocol::jetstream(client.clone());
     let lock_digest = match &hello {
         Event::Hello { lock, .. } => lock.digest.clone(),
@@ -133,6 +140,7 @@ pub async fn run(
     };
     let agent = Arc::new(Agent {
         lock_digest,
+        taking: Default::default(),
         name,
         fleet,
         server,
@@ -296,6 +304,18 @@ impl Agent {
     }
 
     async fn take_job(self: Arc<Self>, job: Job, message: jetstream::Message) {
+        // One delivery of a run id at a time, until the run is recorded (or refused).
+        loop {
+            if self.taking.lock().await.insert(job.run_id.clone()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.clone().take_job_alone(&job, message).await;
+        self.taking.lock().await.remove(&job.run_id);
+    }
+
+    async fn take_job_alone(self: Arc<Self>, job: &Job, message: jetstream::Message) {
         // A job delivered again: report what is recorded, never run it twice.
         match self.server.store.run(&job.run_id) {
             Ok(Some(detail)) if detail.run.id == job.run_id => {
@@ -384,6 +404,7 @@ impl Agent {
         })
         .await;
         let agent = self.clone();
+        let job = job.clone();
         tokio::spawn(async move {
             notify.finished.notified().await;
             match agent.server.store.run(&job.run_id) {

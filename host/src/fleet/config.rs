@@ -21,6 +21,7 @@
 //! [agents.web-1]
 //! groups = ["api"]
 //! audit_key = "ed25519:…"            # printed by the agent at its first start
+//! nats = "nats://10.1.0.5:4222"       # this agent's own way to NATS, if not [nats] url
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,6 +89,7 @@ struct AgentRaw {
     #[serde(default)]
     groups: Vec<String>,
     audit_key: Option<String>,
+    nats: Option<String>,
 }
 
 /// Where NATS is and how to reach it.
@@ -126,6 +128,9 @@ pub struct AgentEntry {
     pub groups: Vec<String>,
     /// The key its audit checkpoints must be signed with.
     pub audit_key: Option<PublicKey>,
+    /// Where this agent reaches NATS, when not at `[nats] url` (another network's
+    /// address, a relay).
+    pub nats: Option<String>,
 }
 
 /// A checked fleet file.
@@ -228,6 +233,7 @@ impl Fleet {
                 AgentEntry {
                     groups: a.groups,
                     audit_key,
+                    nats: a.nats,
                 },
             );
         }
@@ -250,11 +256,8 @@ impl Fleet {
     /// The agents a target names: one host, a group's members, or every agent.
     pub fn members(&self, target: &Target) -> Vec<String> {
         match target {
-            Target::Host(h) => self
-                .agents
-                .contains_key(h)
-                .then(|| vec![h.clone()])
-                .unwrap_or_default(),
+            Target::Host(h) if self.agents.contains_key(h) => vec![h.clone()],
+            Target::Host(_) => Vec::new(),
             Target::Group(g) => self
                 .agents
                 .iter()

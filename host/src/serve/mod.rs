@@ -72,6 +72,15 @@ pub struct RunNotify {
     pub finished: Arc<tokio::sync::Notify>,
 }
 
+/// A run accepted by [`Server::start_run`], as its task gets it.
+struct Accepted {
+    dry_run: bool,
+    params: serde_json::Map<String, serde_json::Value>,
+    origin: Origin,
+    trigger: Option<serde_json::Value>,
+    recorded: Option<Arc<tokio::sync::Notify>>,
+}
+
 /// Who asked for a run, for logs and the audit.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin {
@@ -208,10 +217,14 @@ impl Server {
         let server = self.clone();
         let (name, id) = (name.to_string(), run_id.clone());
         tokio::spawn(async move {
-            let recorded = notify.as_ref().map(|n| n.recorded.clone());
-            server
-                .run(&name, &id, dry_run, params, origin, trigger, recorded)
-                .await;
+            let accepted = Accepted {
+                dry_run,
+                params,
+                origin,
+                trigger,
+                recorded: notify.as_ref().map(|n| n.recorded.clone()),
+            };
+            server.run(&name, &id, accepted).await;
             if let Some(n) = server
                 .in_flight
                 .lock()
@@ -233,16 +246,14 @@ impl Server {
         Ok(Some(run_id))
     }
 
-    async fn run(
-        &self,
-        name: &str,
-        run_id: &str,
-        dry_run: bool,
-        params: serde_json::Map<String, serde_json::Value>,
-        origin: Origin,
-        trigger: Option<serde_json::Value>,
-        recorded: Option<Arc<tokio::sync::Notify>>,
-    ) {
+    async fn run(&self, name: &str, run_id: &str, accepted: Accepted) {
+        let Accepted {
+            dry_run,
+            params,
+            origin,
+            trigger,
+            recorded,
+        } = accepted;
         let Some(rb) = self.env.runbooks.get(name) else {
             return;
         };

@@ -351,7 +351,7 @@ impl PgStore {
         let guard = self.client().await?;
         let c = guard.as_ref().expect("connected");
         let order = "CASE state WHEN 'dispatched' THEN 0 WHEN 'started' THEN 1 ELSE 2 END";
-        let next = match state {
+        let next: i32 = match state {
             "dispatched" => 0,
             "started" => 1,
             _ => 2,
@@ -361,7 +361,7 @@ impl PgStore {
             &format!(
                 "UPDATE jobs SET state = $2, reason = $3, updated_at = $4 WHERE run_id = $1 AND ({order} < $5 OR (state = 'lost' AND $2 = 'finished'))"
             ),
-            &[&run_id, &state, &reason, &(now_ms() as i64), &(next as i32)],
+            &[&run_id, &state, &reason, &(now_ms() as i64), &next],
         )
         .await
         .map_err(self.db())?;
