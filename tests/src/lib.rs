@@ -3,6 +3,7 @@
 //! services to run them against.
 
 pub mod demo_service;
+pub mod fleet_rig;
 pub mod servers;
 
 use std::io::{BufRead, BufReader};
@@ -27,6 +28,11 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The `runcap` binary of this build profile.
+/// The demo service binary built beside `runcap`.
+pub fn demo_service_bin() -> PathBuf {
+    runcap_bin().with_file_name("runcap-demo-service")
+}
+
 pub fn runcap_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
