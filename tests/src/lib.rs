@@ -4,6 +4,7 @@
 
 pub mod demo_service;
 pub mod fleet_rig;
+pub mod procstat;
 pub mod servers;
 
 use std::io::{BufRead, BufReader};
