@@ -11,11 +11,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use runcap_e2e::{Run, Sandbox, Service, newest_below, repo_root, sha256_file, step, target_dir};
 
 const PLUGIN: &str = "py-status";
+
+/// One test at a time: the rebuilds use every core, and compiling the 19 MB component in
+/// runcap beside them can pass runcap's compile time limit on a loaded machine.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Whether `sdk-python/dev.sh setup` has installed componentize-py.
 fn have_componentize_py() -> bool {
@@ -72,6 +79,7 @@ fn output(run: &Run) -> String {
 
 #[test]
 fn python_check_runs_and_reports_errors_as_errors() {
+    let _serial = one_at_a_time();
     let Some(wasm) = py_component() else {
         println!("SKIPPED: componentize-py not installed (sdk-python/dev.sh setup)");
         return;
@@ -271,6 +279,7 @@ fn copy_source(from: &Path, to: &Path) {
 
 #[test]
 fn a_rebuild_from_a_copy_of_the_source_gives_the_pinned_bytes() {
+    let _serial = one_at_a_time();
     let Some(wasm) = py_component() else {
         println!("SKIPPED: componentize-py not installed (sdk-python/dev.sh setup)");
         return;
