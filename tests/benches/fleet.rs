@@ -33,7 +33,12 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 /// One HTTP/1.0 request on loopback; the body as JSON.
-fn http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> serde_json::Value {
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> serde_json::Value {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
@@ -215,7 +220,10 @@ async fn sim_agent(url: String, name: String, latencies: Arc<Mutex<Vec<f64>>>) {
             .unwrap()
             .as_millis() as u64;
         let sent = job["dispatched_ms"].as_u64().unwrap();
-        latencies.lock().unwrap().push(now.saturating_sub(sent) as f64);
+        latencies
+            .lock()
+            .unwrap()
+            .push(now.saturating_sub(sent) as f64);
         let run_id = job["run_id"].as_str().unwrap();
         let runbook = job["runbook"].as_str().unwrap();
         let _ = m.double_ack().await;
@@ -236,7 +244,9 @@ fn pg_counters(pg: &Postgres) -> (f64, f64) {
         "postgres",
         "select xact_commit, tup_inserted + tup_updated + tup_deleted from pg_stat_database where datname = 'runcap';",
     );
-    let mut f = line.split('|').map(|x| x.trim().parse::<f64>().unwrap_or(0.0));
+    let mut f = line
+        .split('|')
+        .map(|x| x.trim().parse::<f64>().unwrap_or(0.0));
     (f.next().unwrap_or(0.0), f.next().unwrap_or(0.0))
 }
 
@@ -245,7 +255,9 @@ fn simulated_agents() {
     let rounds = env_num("FLEET_SIM_ROUNDS", 5) as usize;
     let Some(pg) = Postgres::start() else { return };
     pg.psql("postgres", "create database runcap;");
-    let Some(nats) = Nats::start("max_connections: 100000", &[]) else { return };
+    let Some(nats) = Nats::start("max_connections: 100000", &[]) else {
+        return;
+    };
     let sb = Sandbox::new();
     let mut fleet = format!(
         "[nats]\nurl = \"{}\"\n[store]\nurl = \"{}\"\n[timing]\nheartbeat = \"1s\"\nlost_after = \"30s\"\n",
@@ -266,7 +278,9 @@ fn simulated_agents() {
     );
     let t = Instant::now();
     let mut cmd = sb.runcap();
-    cmd.args(["serve"]).env("API_TOKEN", TOKEN).stderr(Stdio::null());
+    cmd.args(["serve"])
+        .env("API_TOKEN", TOKEN)
+        .stderr(Stdio::null());
     let served = served_by(cmd);
     println!(
         "{n} simulated agents: the controller set up {n} consumers and started in {:.1} s",
@@ -302,7 +316,9 @@ fn simulated_agents() {
             .map(|r| r["run_id"].as_str().unwrap().to_string())
             .collect();
         let last = ids.last().unwrap().clone();
-        poll(&ctl, &format!("/api/v1/fleet/runs/{last}"), |d| d["job"]["state"] == "finished");
+        poll(&ctl, &format!("/api/v1/fleet/runs/{last}"), |d| {
+            d["job"]["state"] == "finished"
+        });
         // Every run of the round recorded.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

@@ -37,7 +37,6 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "not met" }
 }
 
-
 /// Runs `cmd` to completion; returns its wall time and the CPU it and its children used.
 fn timed(cmd: &mut Command) -> (Duration, f64) {
     let cpu = children_cpu();

@@ -144,12 +144,16 @@ impl Rig {
     /// and the three agents, each agent's service running. `None` when a server is not
     /// installed (said on stderr).
     pub fn start(idempotent: bool) -> Option<Rig> {
-        Self::start_with(idempotent, &BTreeMap::new())
+        Self::start_with(idempotent, &BTreeMap::new(), "")
     }
 
     /// As [`Rig::start`], some agents reaching NATS at another address (a proxy): the
     /// address is given the NATS port once it is known.
-    pub fn start_with(idempotent: bool, nats_via: &BTreeMap<&str, u16>) -> Option<Rig> {
+    pub fn start_with(
+        idempotent: bool,
+        nats_via: &BTreeMap<&str, u16>,
+        controller_extra: &str,
+    ) -> Option<Rig> {
         let pg = Postgres::start()?;
         pg.psql("postgres", "create database runcap;");
         let sb = Sandbox::new();
@@ -218,6 +222,7 @@ env = "CONTROLLER_API_TOKEN"
 listen = "127.0.0.1:{api_port}"
 fleet = "../fleet.toml"
 tokens = [{{ secret = "api-token", scopes = ["read", "run"] }}]
+{controller_extra}
 "#
             ),
         );
@@ -254,7 +259,7 @@ tokens = [{{ secret = "api-token", scopes = ["read", "run"] }}]
     /// As [`Rig::start`], with the agents `via` names reaching NATS through runcap's
     /// partition proxy (whose control file is `partition.json`).
     pub fn start_with_proxy(via: &BTreeMap<&str, u16>) -> Option<Rig> {
-        Self::start_with(false, via)
+        Self::start_with(false, via, "")
     }
 
     pub fn start_proxy(&mut self, port: u16) {

@@ -394,3 +394,43 @@ fn runcap_now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[test]
+fn a_scheduled_dispatch_runs_the_runbook_on_every_host_of_its_group() {
+    let extra = r#"
+[serve.dispatch.probe-api]
+runbook = "slow"
+group = "api"
+schedule = { every = "1s" }
+"#;
+    let Some(rig) = Rig::start_with(false, &BTreeMap::new(), extra) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for host in ["web-1", "web-2", "web-3"] {
+        loop {
+            let n = rig
+                .local_runs(host)
+                .iter()
+                .filter(|r| r["runbook"] == "slow")
+                .count();
+            if n >= 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{host} ran `slow` {n} times");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The controller recorded them, by host.
+    let runs = rig
+        .operator(&["history", "--host", "web-3", "--json"])
+        .expect_code(0)
+        .json();
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["runbook"] == "slow"),
+        "{runs:#}"
+    );
+}

@@ -73,6 +73,18 @@ fn py_component() -> Option<PathBuf> {
         .clone()
 }
 
+/// Runs `runcap ARGS` in `sb`. CPython makes a 19 MB component: on a loaded machine its
+/// first compile can take longer than runcap's default limit of 120s.
+fn runcap(sb: &Sandbox, args: &[&str]) -> Run {
+    let out = sb
+        .runcap()
+        .args(args)
+        .env("RUNCAP_COMPILE_TIMEOUT", "900s")
+        .output()
+        .expect("runcap runs");
+    Run(out)
+}
+
 fn output(run: &Run) -> String {
     format!("{}{}", run.stdout(), run.stderr())
 }
@@ -132,15 +144,14 @@ with = {{ url = "{elsewhere}" }}
     );
 
     // Loads (wasi:sockets imported, denied at every use) and validates every step's params.
-    let check = sb.run(&["check"]).expect_code(0);
+    let check = runcap(&sb, &["check"]).expect_code(0);
     assert!(
         check.stdout().contains("runbook health: 4 steps"),
         "{}",
         output(&check)
     );
 
-    let described = sb
-        .run(&["plugin", "describe", PLUGIN, "--json"])
+    let described = runcap(&sb, &["plugin", "describe", PLUGIN, "--json"])
         .expect_code(0)
         .json();
     assert_eq!(described["name"], "py-status-check", "{described:#}");
@@ -154,7 +165,9 @@ with = {{ url = "{elsewhere}" }}
     assert!(imports.contains(&"runcap:plugin/http"), "{imports:?}");
     assert!(imports.contains(&"wasi:sockets/tcp"), "{imports:?}");
 
-    let r = sb.run(&["run", "health", "--json"]).expect_code(0).json();
+    let r = runcap(&sb, &["run", "health", "--json"])
+        .expect_code(0)
+        .json();
     for s in r["steps"].as_array().expect("steps") {
         assert_ne!(s["failure"]["kind"], "trap", "{s:#}");
     }
@@ -217,13 +230,16 @@ with = {{ url = "{elsewhere}" }}
     );
 
     // Params the plugin rejects: `run` answers invalid-params, naming each problem...
-    let call = sb.run(&[
-        "call",
-        PLUGIN,
-        "--with",
-        r#"{"url": "ftp://example.com", "expect_status": "200", "expect": 200}"#,
-        "--json",
-    ]);
+    let call = runcap(
+        &sb,
+        &[
+            "call",
+            PLUGIN,
+            "--with",
+            r#"{"url": "ftp://example.com", "expect_status": "200", "expect": 200}"#,
+            "--json",
+        ],
+    );
     assert_eq!(call.code(), 1, "{}", output(&call));
     let called = step(&call.json(), PLUGIN).clone();
     assert_eq!(called["failure"]["kind"], "invalid-params", "{called:#}");
@@ -250,7 +266,7 @@ steps = [{{ id = "typo", uses = "{PLUGIN}", with = {{ url = "{base}/health", exp
 "#
         ),
     );
-    let bad = sb.run(&["check", "--env", "bad.toml"]);
+    let bad = runcap(&sb, &["check", "--env", "bad.toml"]);
     assert_ne!(bad.code(), 0, "{}", output(&bad));
     assert!(
         output(&bad).contains(&format!(

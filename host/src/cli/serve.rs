@@ -103,7 +103,10 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
     };
     let controller = match &env.serve.fleet {
         Some(fleet) => match start_controller(fleet, &resources).await {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                c.schedule(env.serve.dispatch.clone());
+                Some(c)
+            }
             Err(e) => {
                 eprintln!("error: the fleet controller cannot start: {e}");
                 return 2;
@@ -198,9 +201,10 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
         if let Some(c) = &controller {
             let _ = writeln!(
                 out,
-                "controlling the fleet of {} ({} agents): API /api/v1/fleet",
+                "controlling the fleet of {} ({} agents, {} scheduled dispatches): API /api/v1/fleet",
                 c.fleet.file.display(),
-                c.fleet.agents.len()
+                c.fleet.agents.len(),
+                s.env.serve.dispatch.len()
             );
         }
         let _ = out.flush();

@@ -102,14 +102,7 @@ async fn dispatch(
             );
         }
     };
-    let vars: Vec<String> = req
-        .params
-        .iter()
-        .map(|(k, v)| match v {
-            serde_json::Value::String(t) => format!("{k}={t}"),
-            other => format!("{k}={other}"),
-        })
-        .collect();
+    let vars = crate::serve::api::param_vars(&req.params);
     let asked = DispatchRequest {
         runbook: &req.runbook,
         target: &target,

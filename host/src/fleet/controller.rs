@@ -195,6 +195,59 @@ impl Controller {
         Ok(())
     }
 
+    /// Sends each scheduled dispatch when it is due, until the controller stops. A
+    /// dispatch whose last jobs are still open when the next is due is skipped
+    /// (`overlap = "skip"`, the default) or sent anyway (`"queue"`).
+    pub fn schedule(self: &Arc<Self>, dispatches: Vec<crate::serve::config::Dispatch>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for d in dispatches {
+            let controller = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut last: Vec<String> = Vec::new();
+                loop {
+                    let wait = d
+                        .schedule
+                        .next_in(chrono::Utc::now())
+                        .unwrap_or(Duration::from_secs(60));
+                    let jitter = if d.schedule.jitter.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        d.schedule.jitter.mul_f64(rand::random::<f64>())
+                    };
+                    tokio::time::sleep(wait + jitter).await;
+                    if d.schedule.overlap == crate::serve::config::Overlap::Skip
+                        && controller.any_open(&last).await
+                    {
+                        tracing::info!(dispatch = d.name, "skipped: its last runs are still open");
+                        continue;
+                    }
+                    let asked = DispatchRequest {
+                        runbook: &d.runbook,
+                        target: &d.target,
+                        vars: &[],
+                        dry_run: false,
+                    };
+                    match controller.dispatch(asked).await {
+                        Ok(sent) => last = sent.into_iter().map(|s| s.run_id).collect(),
+                        Err(e) => tracing::error!(dispatch = d.name, "cannot dispatch: {e}"),
+                    }
+                }
+            }));
+        }
+    }
+
+    /// Whether any of these jobs is still dispatched or started.
+    async fn any_open(&self, run_ids: &[String]) -> bool {
+        for id in run_ids {
+            if let Ok(Some(j)) = self.store.job(id).await
+                && (j.state == "dispatched" || j.state == "started")
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Whether each agent declares `runbook` idempotent, from their hellos.
     async fn idempotent(&self, runbook: &str) -> BTreeMap<String, bool> {
         let Ok(agents) = self.store.agents().await else {

@@ -163,6 +163,20 @@ pub(crate) fn redacted_json<T: serde::Serialize>(server: &Server, value: &T) -> 
     }
 }
 
+/// A request's `"params"` as the `NAME=VALUE` arguments runs take (strings as they are,
+/// other values as JSON).
+pub(crate) fn param_vars(
+    params: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Vec<String> {
+    params
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(t) => format!("{k}={t}"),
+            other => format!("{k}={other}"),
+        })
+        .collect()
+}
+
 pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
 }
@@ -217,14 +231,7 @@ async fn start_run(
     if let Err(r) = authorize(&s, &headers, Need::Run(&req.runbook), "POST /api/v1/runs") {
         return r.into_response();
     }
-    let vars: Vec<String> = req
-        .params
-        .iter()
-        .map(|(k, v)| match v {
-            serde_json::Value::String(t) => format!("{k}={t}"),
-            other => format!("{k}={other}"),
-        })
-        .collect();
+    let vars = param_vars(&req.params);
     let run = super::RunRequest {
         runbook: &req.runbook,
         dry_run: req.dry_run,

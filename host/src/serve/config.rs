@@ -43,6 +43,32 @@ pub struct ServeConfig {
     /// `fleet = "fleet.toml"`: this server is the controller of the fleet the file
     /// describes (relative to the manifest).
     pub fleet: Option<String>,
+    /// `[serve.dispatch.NAME]`: a fleet runbook sent to a host, a group or every agent on
+    /// a schedule.
+    #[serde(default)]
+    pub dispatch: BTreeMap<String, DispatchConfig>,
+}
+
+/// `[serve.dispatch.NAME]` as written: `runbook` (an agents' runbook), one target of
+/// `host`, `group` or `all = true`, and `schedule = { every = "1m" }` or `{ cron = … }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    pub runbook: String,
+    pub host: Option<String>,
+    pub group: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+    pub schedule: ScheduleConfig,
+}
+
+/// A validated scheduled fleet dispatch.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub name: String,
+    pub runbook: String,
+    pub target: crate::fleet::config::Target,
+    pub schedule: Schedule,
 }
 
 /// `[serve] tls` as written: PEM files, relative to the manifest.
@@ -165,6 +191,8 @@ pub struct ServeSettings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The fleet this server controls.
     pub fleet: Option<crate::fleet::config::Fleet>,
+    /// Fleet runbooks sent on schedules.
+    pub dispatch: Vec<Dispatch>,
 }
 
 impl Default for ServeSettings {
@@ -176,6 +204,7 @@ impl Default for ServeSettings {
             triggers: BTreeMap::new(),
             tls: None,
             fleet: None,
+            dispatch: Vec::new(),
         }
     }
 }
@@ -285,6 +314,51 @@ fn validate_fleet(
     Some(fleet)
 }
 
+/// Checks one `[serve.dispatch.NAME]`: exactly one target, naming agents the fleet has,
+/// and a schedule.
+fn validate_dispatch(
+    v: &mut Validator,
+    at: &KeyPath,
+    name: &str,
+    d: DispatchConfig,
+    fleet: Option<&crate::fleet::config::Fleet>,
+) -> Option<Dispatch> {
+    use crate::fleet::config::Target;
+    let target = match (d.host, d.group, d.all) {
+        (Some(h), None, false) => Target::Host(h),
+        (None, Some(g), false) => Target::Group(g),
+        (None, None, true) => Target::All,
+        _ => {
+            v.error(
+                at,
+                "a dispatch needs exactly one target",
+                "write one of host = \"NAME\", group = \"NAME\" or all = true",
+            );
+            return None;
+        }
+    };
+    if let Some(f) = fleet
+        && f.members(&target).is_empty()
+    {
+        v.error(
+            at,
+            format!("{target} names no agent of {}", f.file.display()),
+            format!(
+                "agents: {}",
+                f.agents.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+        return None;
+    }
+    let schedule = validate_schedule(v, &at.key("schedule"), d.schedule)?;
+    Some(Dispatch {
+        name: name.to_string(),
+        runbook: d.runbook,
+        target,
+        schedule,
+    })
+}
+
 pub fn validate_serve(
     v: &mut Validator,
     raw: Option<ServeConfig>,
@@ -320,6 +394,20 @@ pub fn validate_serve(
     }
     if let Some(f) = &raw.fleet {
         out.fleet = validate_fleet(v, &root.key("fleet"), f, secrets);
+    }
+    for (name, d) in raw.dispatch {
+        let at = root.key("dispatch").key(&name);
+        if raw.fleet.is_none() {
+            v.error(
+                &at,
+                "a scheduled dispatch sends a runbook to a fleet, and this server controls none",
+                "add `fleet = \"fleet.toml\"` to [serve], or remove the dispatch",
+            );
+            continue;
+        }
+        if let Some(d) = validate_dispatch(v, &at, &name, d, out.fleet.as_ref()) {
+            out.dispatch.push(d);
+        }
     }
     if let Some(n) = raw.max_concurrent {
         if n == 0 {
