@@ -143,41 +143,11 @@ async fn runs(
 
 async fn run(State(s): State<Arc<Server>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/runs/ID");
-    // The job is read before the run: a job seen finished has its run's result stored
-    // (both are written in one transaction), so the two never disagree.
-    let mut job = match c.store.job(&id).await {
-        Ok(j) => j,
-        Err(e) => return store_error(e),
-    };
-    let found = match c.store.run(&id).await {
-        Ok(f) => f,
-        Err(e) => return store_error(e),
-    };
-    let run_id = found.as_ref().map(|(_, d)| d.run.id.clone()).unwrap_or(id);
-    if job.is_none() && found.is_some() {
-        job = match c.store.job(&run_id).await {
-            Ok(j) => j,
-            Err(e) => return store_error(e),
-        };
+    match c.store.fleet_run(&id).await {
+        Ok(Some(doc)) => redacted_json(&s, &doc),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no fleet run `{id}`")),
+        Err(e) => store_error(e),
     }
-    if found.is_none() && job.is_none() {
-        return error(StatusCode::NOT_FOUND, format!("no fleet run `{run_id}`"));
-    }
-    let retries = match c.store.retries_of(&run_id).await {
-        Ok(r) => r,
-        Err(e) => return store_error(e),
-    };
-    let host = found
-        .as_ref()
-        .map(|(h, _)| h.clone())
-        .or_else(|| job.as_ref().map(|j| j.host.clone()));
-    let doc = json!({
-        "host": host,
-        "job": job,
-        "run": found.map(|(_, d)| d),
-        "retries": retries,
-    });
-    redacted_json(&s, &doc)
 }
 
 async fn audit(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {

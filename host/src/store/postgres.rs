@@ -153,6 +153,15 @@ pub struct JobRow {
     pub reason: String,
 }
 
+/// A fleet run as `runcap fleet show` and the API return it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetRun {
+    pub host: String,
+    pub job: Option<JobRow>,
+    pub run: Option<RunDetail>,
+    pub retries: Vec<JobRow>,
+}
+
 /// An agent as its last hello described it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentRow {
@@ -383,11 +392,6 @@ impl PgStore {
             .next())
     }
 
-    /// Jobs that retried `run_id`.
-    pub async fn retries_of(&self, run_id: &str) -> Result<Vec<JobRow>, PgStoreError> {
-        self.jobs_where("retry_of = $1", &[&run_id]).await
-    }
-
     async fn jobs_where(
         &self,
         filter: &str,
@@ -395,6 +399,15 @@ impl PgStore {
     ) -> Result<Vec<JobRow>, PgStoreError> {
         let guard = self.client().await?;
         let c = guard.as_ref().expect("connected");
+        self.jobs_on(c, filter, args).await
+    }
+
+    async fn jobs_on(
+        &self,
+        c: &impl tokio_postgres::GenericClient,
+        filter: &str,
+        args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<JobRow>, PgStoreError> {
         let rows = c
             .query(
                 &format!("SELECT run_id, host, runbook, job, state, idempotent, retry_of, dispatched_at, updated_at, reason FROM jobs WHERE {filter} ORDER BY dispatched_at, run_id"),
@@ -556,6 +569,55 @@ impl PgStore {
     ) -> Result<Option<(String, RunDetail)>, PgStoreError> {
         let guard = self.client().await?;
         let c = guard.as_ref().expect("connected");
+        self.run_on(c, id_or_prefix).await
+    }
+
+    /// A fleet run as one consistent picture: its job, the jobs that ran it again, and
+    /// the run, all read in one snapshot (so a job seen lost has its retries, and a job
+    /// seen finished has its result). `None` when neither job nor run is known.
+    pub async fn fleet_run(&self, id_or_prefix: &str) -> Result<Option<FleetRun>, PgStoreError> {
+        let mut guard = self.client().await?;
+        let c = guard.as_mut().expect("connected");
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(self.db())?;
+        let run = self.run_on(&tx, id_or_prefix).await?;
+        let run_id = run
+            .as_ref()
+            .map(|(_, d)| d.run.id.clone())
+            .unwrap_or_else(|| id_or_prefix.to_string());
+        let job = self
+            .jobs_on(&tx, "run_id = $1", &[&run_id])
+            .await?
+            .into_iter()
+            .next();
+        let retries = self.jobs_on(&tx, "retry_of = $1", &[&run_id]).await?;
+        tx.commit().await.map_err(self.db())?;
+        if run.is_none() && job.is_none() {
+            return Ok(None);
+        }
+        let host = run
+            .as_ref()
+            .map(|(h, _)| h.clone())
+            .or_else(|| job.as_ref().map(|j| j.host.clone()))
+            .unwrap_or_default();
+        Ok(Some(FleetRun {
+            host,
+            job,
+            run: run.map(|(_, d)| d),
+            retries,
+        }))
+    }
+
+    async fn run_on(
+        &self,
+        c: &impl tokio_postgres::GenericClient,
+        id_or_prefix: &str,
+    ) -> Result<Option<(String, RunDetail)>, PgStoreError> {
         let like = format!("{}%", id_or_prefix.replace(['%', '_'], ""));
         let rows = c
             .query(
