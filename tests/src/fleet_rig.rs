@@ -170,7 +170,7 @@ url = "{}"
 
 [timing]
 heartbeat = "300ms"
-lost_after = "2s"
+lost_after = "4s"
 checkpoint_every = "1s"
 "#,
             pg.conn_string("runcap")

@@ -42,7 +42,12 @@ pub struct Controller {
     /// When each agent's presence last changed, by this controller's clock: an agent is
     /// up while that is within `lost_after`.
     seen: Mutex<BTreeMap<String, (u64, Instant)>>,
-    started: Instant,
+    /// Since when the controller has been able to read presence without a break: an
+    /// agent is judged silent only over time the controller could hear it (after NATS
+    /// was unreachable, every agent gets `lost_after` again).
+    hearing_since: Mutex<Instant>,
+    /// Whether the last read of presence failed.
+    deaf: std::sync::atomic::AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -108,7 +113,8 @@ impl Controller {
             client,
             store,
             seen: Mutex::new(BTreeMap::new()),
-            started: Instant::now(),
+            hearing_since: Mutex::new(Instant::now()),
+            deaf: std::sync::atomic::AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
         });
         let tasks = vec![
@@ -467,13 +473,22 @@ impl Controller {
 
     /// Reads every agent's presence and notes which changed since the last look.
     async fn refresh_presence(&self) -> BTreeMap<String, Presence> {
+        use std::sync::atomic::Ordering;
         let mut out = BTreeMap::new();
+        let deaf = || self.deaf.store(true, Ordering::SeqCst);
         let Ok(bucket) = self.js.get_key_value(protocol::PRESENCE).await else {
+            deaf();
             return out;
         };
+        let mut failed = false;
         for host in self.fleet.agents.keys() {
-            let Ok(Some(entry)) = bucket.entry(host).await else {
-                continue;
+            let entry = match bucket.entry(host).await {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(_) => {
+                    failed = true;
+                    continue;
+                }
             };
             if let Ok(p) = serde_json::from_slice::<Presence>(&entry.value) {
                 let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -486,22 +501,34 @@ impl Controller {
                 out.insert(host.clone(), p);
             }
         }
+        if failed {
+            deaf();
+        } else if self.deaf.swap(false, Ordering::SeqCst) {
+            *self.hearing_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
         out
     }
 
-    /// Whether `host` has been heard from within `lost_after` (an agent not heard from
-    /// since this controller started gets that long too).
+    /// Whether `host` has been heard from within `lost_after`, counting only time the
+    /// controller could hear (since it started, or since NATS was reachable again).
     fn is_up(&self, host: &str) -> bool {
         let lost_after = self.fleet.timing.lost_after;
-        match self
-            .seen
+        if self.deaf.load(std::sync::atomic::Ordering::SeqCst) {
+            return true;
+        }
+        let hearing = self
+            .hearing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if hearing < lost_after {
+            return true;
+        }
+        self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(host)
-        {
-            Some((_, at)) => at.elapsed() < lost_after,
-            None => self.started.elapsed() < lost_after,
-        }
+            .is_some_and(|(_, at)| at.elapsed() < lost_after)
     }
 
     /// Marks lost the runs of agents that went silent, and sends an idempotent one to
