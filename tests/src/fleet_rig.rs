@@ -170,7 +170,7 @@ url = "{}"
 
 [timing]
 heartbeat = "300ms"
-lost_after = "4s"
+lost_after = "5s"
 checkpoint_every = "1s"
 "#,
             pg.conn_string("runcap")

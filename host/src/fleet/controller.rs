@@ -48,6 +48,9 @@ pub struct Controller {
     hearing_since: Mutex<Instant>,
     /// Whether the last read of presence failed.
     deaf: std::sync::atomic::AtomicBool,
+    /// How many times the controller's NATS connection had connected at the last look: a
+    /// reconnection, however brief, means agents were cut off from NATS too.
+    connects: std::sync::atomic::AtomicU64,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -115,6 +118,7 @@ impl Controller {
             seen: Mutex::new(BTreeMap::new()),
             hearing_since: Mutex::new(Instant::now()),
             deaf: std::sync::atomic::AtomicBool::new(false),
+            connects: std::sync::atomic::AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
         });
         let tasks = vec![
@@ -501,9 +505,11 @@ impl Controller {
                 out.insert(host.clone(), p);
             }
         }
+        let connects = self.client.statistics().connects.load(Ordering::SeqCst);
+        let reconnected = self.connects.swap(connects, Ordering::SeqCst) != connects;
         if failed {
             deaf();
-        } else if self.deaf.swap(false, Ordering::SeqCst) {
+        } else if self.deaf.swap(false, Ordering::SeqCst) || reconnected {
             *self.hearing_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
         out
