@@ -273,14 +273,15 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
 async fn start_controller(
     fleet: &crate::fleet::config::Fleet,
     resources: &crate::caps::Resources,
-) -> Result<Arc<crate::fleet::controller::Controller>, String> {
-    let secret = |name: Option<&String>| -> Result<Option<String>, String> {
+) -> Result<Arc<crate::fleet::controller::Controller>, crate::fleet::controller::ControllerError> {
+    use crate::fleet::controller::ControllerError;
+    let secret = |name: Option<&String>| -> Result<Option<String>, ControllerError> {
         name.map(|n| {
             resources
                 .secrets
                 .value(n)
                 .map(|v| v.trim().to_string())
-                .map_err(|e| e.to_string())
+                .map_err(|e| ControllerError::Secret(n.clone(), e))
         })
         .transpose()
     };
@@ -291,7 +292,5 @@ async fn start_controller(
             .as_ref()
             .and_then(|s| s.password_secret.as_ref()),
     )?;
-    crate::fleet::controller::Controller::start(fleet.clone(), nats, store)
-        .await
-        .map_err(|e| e.to_string())
+    crate::fleet::controller::Controller::start(fleet.clone(), nats, store).await
 }

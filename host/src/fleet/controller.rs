@@ -29,6 +29,8 @@ pub enum ControllerError {
     NoStore(String),
     #[error("{target} names no agent of the fleet file")]
     NoAgents { target: Target },
+    #[error("the secret `{0}`: {1}")]
+    Secret(String, crate::secrets::SecretError),
     #[error("cannot send the job to {host}: {message}")]
     Publish { host: String, message: String },
 }
