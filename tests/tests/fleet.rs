@@ -328,7 +328,8 @@ fn an_agent_cut_off_by_a_partition_is_seen_down_and_reports_its_run_when_it_come
         return;
     };
     let control = rig.sb.path().join("partition.json");
-    let id = rig.send("slow", "web-3", &["ms=4000"]);
+    // The run outlasts `lost_after` (5s), so it is under way when the controller gives up.
+    let id = rig.send("slow", "web-3", &["ms=15000"]);
     rig.wait_show(&id, "started", |d| state(d) == "started");
     let fault = serde_json::json!({"faults": [{"id": "cut", "kind": "partition",
         "expires_at_ms": runcap_now_ms() + 60_000}]});
