@@ -484,11 +484,17 @@ impl Outcome {
     }
 }
 
+/// How long `fleet run` keeps waiting for a run marked lost to report after all.
+const LOST_GRACE: Duration = Duration::from_secs(60);
+
 /// Polls the controller until the run (or the run that replaced it after its host was
 /// lost) has ended, or the deadline passes.
 async fn wait_for(client: &Client, run_id: &str, deadline: Instant) -> (Value, Outcome) {
     let mut id = run_id.to_string();
     let mut last = Value::Null;
+    // A host marked lost may only have been out of touch (a partition, NATS
+    // restarting): its result replaces `lost` when it reports, so wait a while for it.
+    let mut lost_since: Option<Instant> = None;
     loop {
         if let Ok(doc) = client.get(&format!("/api/v1/fleet/runs/{id}")).await {
             let state = doc["job"]["state"].as_str().unwrap_or_default().to_string();
@@ -507,6 +513,9 @@ async fn wait_for(client: &Client, run_id: &str, deadline: Instant) -> (Value, O
                     match retry {
                         Some(next) => id = next,
                         None if doc["job"]["idempotent"].as_bool() == Some(true)
+                            && Instant::now() < deadline => {}
+                        None if lost_since.get_or_insert_with(Instant::now).elapsed()
+                            < LOST_GRACE
                             && Instant::now() < deadline => {}
                         None => return (doc, Outcome::Lost),
                     }
