@@ -222,6 +222,11 @@ pub async fn connect(
     if let Some(pw) = password {
         options = options.user_and_password(user.to_string(), pw);
     }
+    if user != CONTROLLER {
+        // An agent outlives NATS being down, at its start too; the controller says at
+        // once that it cannot reach NATS.
+        options = options.retry_on_initial_connect();
+    }
     if let Some(ca) = &settings.ca {
         options = options.require_tls(true).add_root_certificates(ca.clone());
     }
