@@ -229,7 +229,7 @@ impl PgStore {
     }
 
     /// The connection, opened (again) if there is none or it broke.
-    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, PgStoreError> {
+    async fn client(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Client>, PgStoreError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             let (client, connection) = self.config.connect(NoTls).await.map_err(self.db())?;
@@ -240,14 +240,14 @@ impl PgStore {
             });
             *guard = Some(client);
         }
-        Ok(guard)
+        // Always a connection here: one was just made if there was none.
+        Ok(tokio::sync::MutexGuard::map(guard, |c| {
+            c.get_or_insert_with(|| unreachable!("connected above"))
+        }))
     }
 
     async fn migrate(&self) -> Result<(), PgStoreError> {
-        let mut guard = self.client().await?;
-        let Some(client) = guard.as_mut() else {
-            unreachable!("client() always leaves a connection")
-        };
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.db())?;
         // One migrating controller at a time.
         tx.batch_execute(
@@ -283,8 +283,7 @@ impl PgStore {
 
     /// Records (or replaces) an agent's hello.
     pub async fn agent_hello(&self, h: &Hello<'_>) -> Result<(), PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let groups = serde_json::json!(h.groups);
         let runbooks = serde_json::json!(h.runbooks);
         c.execute(
@@ -301,8 +300,7 @@ impl PgStore {
 
     /// Every agent that said hello, by name.
     pub async fn agents(&self) -> Result<Vec<AgentRow>, PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT host, version, environment, groups, audit_key, caps, lock, runbooks, hello_at FROM agents ORDER BY host",
@@ -335,8 +333,7 @@ impl PgStore {
         idempotent: bool,
         retry_of: Option<&str>,
     ) -> Result<(), PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let value = serde_json::to_value(job).map_err(|e| PgStoreError::Corrupt(e.to_string()))?;
         let at = job.dispatched_ms as i64;
         c.execute(
@@ -357,8 +354,7 @@ impl PgStore {
         state: &str,
         reason: &str,
     ) -> Result<(), PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let order = "CASE state WHEN 'dispatched' THEN 0 WHEN 'started' THEN 1 ELSE 2 END";
         let next: i32 = match state {
             "dispatched" => 0,
@@ -397,9 +393,8 @@ impl PgStore {
         filter: &str,
         args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<JobRow>, PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
-        self.jobs_on(c, filter, args).await
+        let c = self.client().await?;
+        self.jobs_on(&*c, filter, args).await
     }
 
     async fn jobs_on(
@@ -440,8 +435,7 @@ impl PgStore {
         runbook: &str,
         at_ms: u64,
     ) -> Result<(), PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         c.execute(
             "INSERT INTO runs (host, id, environment, runbook, status, dry_run, started_at, summary)
              SELECT $1, $2, '', $3, 'running', COALESCE((j.job->>'dry_run')::boolean, false), $4, ''
@@ -451,14 +445,13 @@ impl PgStore {
         )
         .await
         .map_err(self.db())?;
-        drop(guard);
+        drop(c);
         self.job_state(run_id, "started", "").await
     }
 
     /// Stores everything about a finished run from `host`, replacing what was there.
     pub async fn run_finished(&self, host: &str, detail: &RunDetail) -> Result<(), PgStoreError> {
-        let mut guard = self.client().await?;
-        let c = guard.as_mut().expect("connected");
+        let mut c = self.client().await?;
         let run = &detail.run;
         let value =
             serde_json::to_value(detail).map_err(|e| PgStoreError::Corrupt(e.to_string()))?;
@@ -527,8 +520,7 @@ impl PgStore {
         runbook: Option<&str>,
         limit: usize,
     ) -> Result<Vec<HostRun>, PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT host, id, environment, runbook, status, dry_run, started_at, finished_at, summary FROM runs
@@ -567,17 +559,15 @@ impl PgStore {
         &self,
         id_or_prefix: &str,
     ) -> Result<Option<(String, RunDetail)>, PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
-        self.run_on(c, id_or_prefix).await
+        let c = self.client().await?;
+        self.run_on(&*c, id_or_prefix).await
     }
 
     /// A fleet run as one consistent picture: its job, the jobs that ran it again, and
     /// the run, all read in one snapshot (so a job seen lost has its retries, and a job
     /// seen finished has its result). `None` when neither job nor run is known.
     pub async fn fleet_run(&self, id_or_prefix: &str) -> Result<Option<FleetRun>, PgStoreError> {
-        let mut guard = self.client().await?;
-        let c = guard.as_mut().expect("connected");
+        let mut c = self.client().await?;
         let tx = c
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -665,8 +655,7 @@ impl PgStore {
 
     /// How many capability calls are stored for a run (for status lines and tests).
     pub async fn call_count(&self, run_id: &str) -> Result<i64, PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let row = c
             .query_one("SELECT count(*) FROM calls WHERE run_id = $1", &[&run_id])
             .await
@@ -677,8 +666,7 @@ impl PgStore {
     /// Stores a verified checkpoint. Returns `false` (and stores nothing) if one with the
     /// same sequence and another head is already there: the chain was rewritten.
     pub async fn checkpoint(&self, cp: &CheckpointRow) -> Result<bool, PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let n = c
             .execute(
                 "INSERT INTO checkpoints (host, seq, head, at, signature, received_at) VALUES ($1, $2, $3, $4, $5, $6)
@@ -702,8 +690,7 @@ impl PgStore {
 
     /// The newest checkpoint of `host`.
     pub async fn last_checkpoint(&self, host: &str) -> Result<Option<CheckpointRow>, PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let row = c
             .query_opt(
                 "SELECT host, seq, head, at, signature FROM checkpoints WHERE host = $1 ORDER BY seq DESC LIMIT 1",
@@ -722,8 +709,7 @@ impl PgStore {
 
     /// Notes something wrong with a host's audit chain, for `runcap fleet audit`.
     pub async fn audit_problem(&self, host: &str, problem: &str) -> Result<(), PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         c.execute(
             "INSERT INTO audit_problems (host, at, problem) VALUES ($1, $2, $3)",
             &[&host, &(now_ms() as i64), &problem],
@@ -735,8 +721,7 @@ impl PgStore {
 
     /// The audit problems noted for `host`, oldest first.
     pub async fn audit_problems(&self, host: &str) -> Result<Vec<(i64, String)>, PgStoreError> {
-        let guard = self.client().await?;
-        let c = guard.as_ref().expect("connected");
+        let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT at, problem FROM audit_problems WHERE host = $1 ORDER BY id",
