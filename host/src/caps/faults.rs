@@ -155,26 +155,7 @@ impl FaultsGrant {
                 };
                 if !known {
                     ok = false;
-                    let help = match kind {
-                        Kind::Kill | Kind::Stop => {
-                            format!("define [services.{t}] or name a defined service")
-                        }
-                        Kind::Latency | Kind::Drop | Kind::Partition => {
-                            format!("define [proxies.{t}] with listen and upstream")
-                        }
-                        Kind::CorruptFile => {
-                            "name an existing directory, relative to the manifest".to_string()
-                        }
-                        Kind::CertExpiry => "name a plugin".to_string(),
-                    };
-                    v.error(
-                        &tp,
-                        format!(
-                            "`{t}` is not a {} this environment defines",
-                            chaos::target_noun(kind)
-                        ),
-                        help,
-                    );
+                    unknown_target(v, &tp, kind, t);
                 }
             }
             match max_duration {
@@ -223,6 +204,26 @@ impl FaultsGrant {
     }
 }
 
+/// Reports a target the environment does not define, with how to define one.
+fn unknown_target(v: &mut Validator, tp: &KeyPath, kind: Kind, t: &str) {
+    let help = match kind {
+        Kind::Kill | Kind::Stop => format!("define [services.{t}] or name a defined service"),
+        Kind::Latency | Kind::Drop | Kind::Partition => {
+            format!("define [proxies.{t}] with listen and upstream")
+        }
+        Kind::CorruptFile => "name an existing directory, relative to the manifest".to_string(),
+        Kind::CertExpiry => "name a plugin".to_string(),
+    };
+    v.error(
+        tp,
+        format!(
+            "`{t}` is not a {} this environment defines",
+            chaos::target_noun(kind)
+        ),
+        help,
+    );
+}
+
 impl FaultsGrantConfig {
     fn kinds(&self) -> [(Kind, Option<&KindGrantConfig>); 7] {
         [
@@ -237,9 +238,63 @@ impl FaultsGrantConfig {
     }
 }
 
+/// How one kind's grant changed: targets added and removed, and its longest duration.
+fn diff_kind(
+    out: &mut Vec<Change>,
+    k: &KeyPath,
+    kind: Kind,
+    o: &KindGrantConfig,
+    n: &KindGrantConfig,
+) {
+    use crate::manifest::units::parse_duration;
+    for (i, t) in n.targets.iter().enumerate() {
+        if !o.targets.contains(t) {
+            out.push(Change::new(
+                k.key("targets").index(i),
+                ChangeKind::Added,
+                format!("may inject {} faults on `{t}`", kind.as_str()),
+            ));
+        }
+    }
+    for t in &o.targets {
+        if !n.targets.contains(t) {
+            out.push(Change::new(
+                k.key("targets"),
+                ChangeKind::Removed,
+                format!("may no longer inject {} faults on `{t}`", kind.as_str()),
+            ));
+        }
+    }
+    match (
+        parse_duration(&o.max_duration),
+        parse_duration(&n.max_duration),
+    ) {
+        (Ok(a), Ok(b)) if b > a => out.push(Change::new(
+            k.key("max_duration"),
+            ChangeKind::Widened,
+            format!(
+                "{} faults may last {} instead of {}",
+                kind.as_str(),
+                n.max_duration,
+                o.max_duration
+            ),
+        )),
+        (Ok(a), Ok(b)) if b < a => out.push(Change::new(
+            k.key("max_duration"),
+            ChangeKind::Narrowed,
+            format!("{} faults may last only {}", kind.as_str(), n.max_duration),
+        )),
+        (Ok(_), Ok(_)) => {}
+        _ => out.push(Change::new(
+            k.key("max_duration"),
+            ChangeKind::Changed,
+            format!("{} → {}", o.max_duration, n.max_duration),
+        )),
+    }
+}
+
 /// What `new` lets a plugin inject that `old` did not, and what it no longer may.
 pub fn diff(old: &FaultsGrantConfig, new: &FaultsGrantConfig) -> Vec<Change> {
-    use crate::manifest::units::parse_duration;
     let mut out = Vec::new();
     for ((kind, o), (_, n)) in old.kinds().into_iter().zip(new.kinds()) {
         let k = KeyPath::root().key(kind.as_str());
@@ -259,52 +314,7 @@ pub fn diff(old: &FaultsGrantConfig, new: &FaultsGrantConfig) -> Vec<Change> {
                 ChangeKind::Removed,
                 format!("may no longer inject {} faults", kind.as_str()),
             )),
-            (Some(o), Some(n)) => {
-                for (i, t) in n.targets.iter().enumerate() {
-                    if !o.targets.contains(t) {
-                        out.push(Change::new(
-                            k.key("targets").index(i),
-                            ChangeKind::Added,
-                            format!("may inject {} faults on `{t}`", kind.as_str()),
-                        ));
-                    }
-                }
-                for t in &o.targets {
-                    if !n.targets.contains(t) {
-                        out.push(Change::new(
-                            k.key("targets"),
-                            ChangeKind::Removed,
-                            format!("may no longer inject {} faults on `{t}`", kind.as_str()),
-                        ));
-                    }
-                }
-                match (
-                    parse_duration(&o.max_duration),
-                    parse_duration(&n.max_duration),
-                ) {
-                    (Ok(a), Ok(b)) if b > a => out.push(Change::new(
-                        k.key("max_duration"),
-                        ChangeKind::Widened,
-                        format!(
-                            "{} faults may last {} instead of {}",
-                            kind.as_str(),
-                            n.max_duration,
-                            o.max_duration
-                        ),
-                    )),
-                    (Ok(a), Ok(b)) if b < a => out.push(Change::new(
-                        k.key("max_duration"),
-                        ChangeKind::Narrowed,
-                        format!("{} faults may last only {}", kind.as_str(), n.max_duration),
-                    )),
-                    (Ok(_), Ok(_)) => {}
-                    _ => out.push(Change::new(
-                        k.key("max_duration"),
-                        ChangeKind::Changed,
-                        format!("{} → {}", o.max_duration, n.max_duration),
-                    )),
-                }
-            }
+            (Some(o), Some(n)) => diff_kind(&mut out, &k, kind, o, n),
             (None, None) => {}
         }
     }
@@ -328,32 +338,65 @@ pub fn diff(old: &FaultsGrantConfig, new: &FaultsGrantConfig) -> Vec<Change> {
     out
 }
 
+/// Why a fault request is outside the plugin's grant; the message names the manifest
+/// entry that would allow it.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultDenied {
+    #[error(
+        "{kind} faults are not granted; add {kind} = {{ targets = [\"{target}\"], max_duration = \"…\" }} to [{key}]"
+    )]
+    Kind {
+        kind: &'static str,
+        target: String,
+        key: String,
+    },
+    #[error("{kind} on `{target}` is not granted; add \"{target}\" to {key}.{kind}.targets")]
+    Target {
+        kind: &'static str,
+        target: String,
+        key: String,
+    },
+    #[error(
+        "a {kind} fault of {} exceeds the granted maximum of {} ({key}.{kind}.max_duration)",
+        humantime::format_duration(*asked),
+        humantime::format_duration(*max)
+    )]
+    Duration {
+        kind: &'static str,
+        asked: Duration,
+        max: Duration,
+        key: String,
+    },
+}
+
 impl FaultsGrant {
     /// Checks a request's kind, target and duration against the grant; the error names
     /// the manifest entry that would allow it. What the manager may do beyond that (how
     /// many at once, which directory) is the returned [`Allowance`].
-    pub fn check(&self, spec: &Spec) -> Result<Allowance, String> {
+    pub fn check(&self, spec: &Spec) -> Result<Allowance, FaultDenied> {
         let kind = spec.kind.as_str();
         let Some(g) = self.kinds.get(&spec.kind) else {
-            return Err(format!(
-                "{kind} faults are not granted; add {kind} = {{ targets = [\"{}\"], max_duration = \"…\" }} to [{}]",
-                spec.target, self.key
-            ));
+            return Err(FaultDenied::Kind {
+                kind,
+                target: spec.target.clone(),
+                key: self.key.clone(),
+            });
         };
         if !g.targets.contains(&spec.target) {
-            return Err(format!(
-                "{kind} on `{}` is not granted; add \"{}\" to {}.{kind}.targets",
-                spec.target, spec.target, self.key
-            ));
+            return Err(FaultDenied::Target {
+                kind,
+                target: spec.target.clone(),
+                key: self.key.clone(),
+            });
         }
         let asked = Duration::from_millis(spec.duration_ms);
         if asked.is_zero() || asked > g.max_duration {
-            return Err(format!(
-                "a {kind} fault of {} exceeds the granted maximum of {} ({}.{kind}.max_duration)",
-                humantime::format_duration(asked),
-                humantime::format_duration(g.max_duration),
-                self.key
-            ));
+            return Err(FaultDenied::Duration {
+                kind,
+                asked,
+                max: g.max_duration,
+                key: self.key.clone(),
+            });
         }
         Ok(Allowance {
             max_concurrent: self.max_concurrent,
@@ -458,7 +501,10 @@ impl CapCtx<'_, Faults> {
         };
         let allowance = match access.grant.check(&s) {
             Ok(a) => a,
-            Err(reason) => return Ok(Err(self.refuse(Some(&access.manager), &s, reason))),
+            Err(denied) => {
+                let reason = denied.to_string();
+                return Ok(Err(self.refuse(Some(&access.manager), &s, reason)));
+            }
         };
         if self.dry_run() {
             let detail = format!(

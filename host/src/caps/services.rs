@@ -275,7 +275,7 @@ impl CapCtx<'_, Services> {
                 .manager
                 .control(&service, Verb::Status)
                 .await
-                .unwrap_or_else(|e| Status::unknown(&service, e));
+                .unwrap_or_else(|e| Status::unknown(&service, e.to_string()));
             status.detail = format!("dry run: would {op} {service} (now {})", status.state);
             self.record(
                 CallRecord::dry_run(Services::NAME, op, &service)
@@ -296,7 +296,7 @@ impl CapCtx<'_, Services> {
                     CallRecord::allowed(Services::NAME, op, &service)
                         .with_result(format!("failed: {e}")),
                 );
-                Ok(Err(wit::Error::Failed(e)))
+                Ok(Err(wit::Error::Failed(e.to_string())))
             }
         }
     }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::proxy::{self, ProxyManager};
-use super::{Allowance, FaultRow, FaultState, InjectError, Kind, Revert, RevertError, Spec};
+use super::{
+    Allowance, FaultError, FaultRow, FaultState, InjectError, Kind, Revert, RevertError, Spec,
+};
 use crate::engine::cache::write_atomically;
 use crate::services::{ServiceManager, Verb};
 use crate::store::Store;
@@ -84,29 +86,14 @@ impl FaultManager {
         let store = self
             .store()
             .map_err(|e| InjectError::Failed(e.to_string()))?;
-        let active_now = store
-            .count_open_faults(plugin, run_id)
-            .map_err(|e| InjectError::Failed(e.to_string()))?;
-        if active_now >= allowance.max_concurrent {
-            let reason = format!(
-                "{plugin} already has {active_now} fault(s) active, the most {}.max_concurrent allows",
-                allowance.key
-            );
-            self.audit(
-                "fault.denied",
-                run_id,
-                spec.kind.as_str(),
-                serde_json::json!({"plugin": plugin, "target": spec.target, "reason": reason}),
-            );
-            return Err(InjectError::Denied(reason));
-        }
+        self.check_concurrency(store, run_id, plugin, allowance, spec)?;
         let id = format!("f-{}", crate::runbook::new_run_id());
         let now = now_ms();
         let expires = now + spec.duration_ms;
         // Prepare everything the revert needs before anything changes.
         let (revert, prepared) = self
             .prepare(&id, allowance, spec, expires)
-            .map_err(InjectError::Failed)?;
+            .map_err(|e| InjectError::Failed(e.to_string()))?;
         let row = FaultRow {
             id: id.clone(),
             run_id: run_id.to_string(),
@@ -121,22 +108,7 @@ impl FaultManager {
             reverted_by: None,
             revert_result: None,
         };
-        let encode =
-            |e: serde_json::Error| InjectError::Failed(format!("cannot journal the fault: {e}"));
-        let spec_json = serde_json::to_string(spec).map_err(encode)?;
-        let revert_json = serde_json::to_string(&revert).map_err(encode)?;
-        store
-            .insert_fault(
-                &row,
-                &spec_json,
-                &revert_json,
-                crate::procinfo::this_process(),
-            )
-            .map_err(|e| {
-                InjectError::Failed(format!(
-                    "cannot journal the fault, so it was not applied: {e}"
-                ))
-            })?;
+        journal(store, &row, spec, &revert)?;
         match self.apply(spec, &revert, prepared).await {
             Ok(detail) => {
                 if let Err(e) = store.set_fault_state(&id, FaultState::Active, &detail) {
@@ -155,20 +127,53 @@ impl FaultManager {
                 })
             }
             Err(e) => {
-                // Undo whatever part of it took hold, then report.
-                let undo = revert
-                    .run(Some(&self.clocks), self.services.redaction())
-                    .await;
-                let (state, undo) = match undo {
-                    Ok(t) => (FaultState::Reverted, t),
-                    Err(u) => (FaultState::RevertFailed, u),
-                };
-                let result = format!("apply failed: {e}; undo: {undo}");
-                if let Err(j) = store.finish_fault(&id, state, "apply-failed", &result) {
-                    tracing::error!("could not record the undo of fault {id}: {j}");
-                }
-                Err(InjectError::Failed(e))
+                self.undo_failed_apply(store, &id, &revert, &e).await;
+                Err(InjectError::Failed(e.to_string()))
             }
+        }
+    }
+
+    /// Denies a fault beyond the number the grant allows active at once in a run.
+    fn check_concurrency(
+        &self,
+        store: &Store,
+        run_id: &str,
+        plugin: &str,
+        allowance: &Allowance,
+        spec: &Spec,
+    ) -> Result<(), InjectError> {
+        let active_now = store
+            .count_open_faults(plugin, run_id)
+            .map_err(|e| InjectError::Failed(e.to_string()))?;
+        if active_now < allowance.max_concurrent {
+            return Ok(());
+        }
+        let reason = format!(
+            "{plugin} already has {active_now} fault(s) active, the most {}.max_concurrent allows",
+            allowance.key
+        );
+        self.audit(
+            "fault.denied",
+            run_id,
+            spec.kind.as_str(),
+            serde_json::json!({"plugin": plugin, "target": spec.target, "reason": reason}),
+        );
+        Err(InjectError::Denied(reason))
+    }
+
+    /// Undoes whatever part of a fault took hold before applying it failed, and
+    /// journals how that went.
+    async fn undo_failed_apply(&self, store: &Store, id: &str, revert: &Revert, e: &FaultError) {
+        let undo = revert
+            .run(Some(&self.clocks), self.services.redaction())
+            .await;
+        let (state, undo) = match undo {
+            Ok(t) => (FaultState::Reverted, t),
+            Err(u) => (FaultState::RevertFailed, u.to_string()),
+        };
+        let result = format!("apply failed: {e}; undo: {undo}");
+        if let Err(j) = store.finish_fault(id, state, "apply-failed", &result) {
+            tracing::error!("could not record the undo of fault {id}: {j}");
         }
     }
 
@@ -179,13 +184,15 @@ impl FaultManager {
         allowance: &Allowance,
         spec: &Spec,
         expires: u64,
-    ) -> Result<(Revert, Prepared), String> {
+    ) -> Result<(Revert, Prepared), FaultError> {
         Ok(match spec.kind {
             Kind::Kill | Kind::Stop => {
-                let (driver, dir) = self
-                    .services
-                    .driver(&spec.target)
-                    .ok_or_else(|| format!("no service `{}`", spec.target))?;
+                let (driver, dir) =
+                    self.services
+                        .driver(&spec.target)
+                        .ok_or_else(|| FaultError::NoService {
+                            name: spec.target.clone(),
+                        })?;
                 (
                     Revert::StartService {
                         service: spec.target.clone(),
@@ -205,10 +212,10 @@ impl FaultManager {
                     expires_at_ms: expires,
                 };
                 if spec.kind == Kind::Latency && fault.latency_ms == 0 {
-                    return Err("a latency fault needs latency-ms".into());
+                    return Err(FaultError::NoLatency);
                 }
                 if spec.kind == Kind::Drop && fault.drop_rate <= 0.0 {
-                    return Err("a drop fault needs a drop-rate above 0".into());
+                    return Err(FaultError::NoDropRate);
                 }
                 (
                     Revert::RemoveNetFault {
@@ -219,32 +226,7 @@ impl FaultManager {
                     Prepared::Net(fault),
                 )
             }
-            Kind::CorruptFile => {
-                let dir = allowance
-                    .dir
-                    .as_deref()
-                    .ok_or("no granted directory for this target")?;
-                let rel = spec
-                    .path
-                    .as_deref()
-                    .ok_or("a corrupt-file fault needs a path")?;
-                let target = contained_file(dir, rel)?;
-                let bytes = std::fs::read(&target)
-                    .map_err(|e| format!("cannot read {}: {e}", target.display()))?;
-                std::fs::create_dir_all(&self.dir)
-                    .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-                let backup = self.dir.join(format!("{id}.orig"));
-                write_atomically(&backup, &bytes)
-                    .map_err(|e| format!("cannot save the original: {e}"))?;
-                (
-                    Revert::RestoreFile {
-                        target: target.clone(),
-                        backup,
-                        sha256: hex::encode(Sha256::digest(&bytes)),
-                    },
-                    Prepared::File(target, bytes.len()),
-                )
-            }
+            Kind::CorruptFile => self.prepare_corrupt(id, allowance, spec)?,
             Kind::CertExpiry => (
                 Revert::ResetClock {
                     plugin: spec.target.clone(),
@@ -254,12 +236,43 @@ impl FaultManager {
         })
     }
 
+    /// Saves the original of the file a corrupt-file fault damages, for its revert.
+    fn prepare_corrupt(
+        &self,
+        id: &str,
+        allowance: &Allowance,
+        spec: &Spec,
+    ) -> Result<(Revert, Prepared), FaultError> {
+        let dir = allowance.dir.as_deref().ok_or(FaultError::NoDirectory)?;
+        let rel = spec.path.as_deref().ok_or(FaultError::NoPath)?;
+        let target = contained_file(dir, rel)?;
+        let bytes = std::fs::read(&target).map_err(|source| FaultError::Read {
+            path: target.clone(),
+            source,
+        })?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| FaultError::CreateDir {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        let backup = self.dir.join(format!("{id}.orig"));
+        write_atomically(&backup, &bytes).map_err(FaultError::SaveOriginal)?;
+        Ok((
+            Revert::RestoreFile {
+                target: target.clone(),
+                backup,
+                sha256: hex::encode(Sha256::digest(&bytes)),
+            },
+            Prepared::File(target, bytes.len()),
+        ))
+    }
+
+    /// Applies a prepared fault; the text says what it did.
     async fn apply(
         &self,
         spec: &Spec,
         revert: &Revert,
         prepared: Prepared,
-    ) -> Result<String, String> {
+    ) -> Result<String, FaultError> {
         match (spec.kind, prepared) {
             (Kind::Kill, _) => {
                 let pid = self.services.kill(&spec.target).await?;
@@ -271,7 +284,7 @@ impl FaultManager {
             }
             (_, Prepared::Net(fault)) => {
                 let Revert::RemoveNetFault { control, .. } = revert else {
-                    return Err("internal: wrong revert for a network fault".into());
+                    return Err(FaultError::Internal("wrong revert for a network fault"));
                 };
                 self.proxies.control(&spec.target, Verb::Start).await?;
                 let what = match fault.kind.as_str() {
@@ -283,8 +296,7 @@ impl FaultManager {
                 proxy::update_control(control, |c| c.faults.push(fault))?;
                 let control = control.clone();
                 tokio::task::spawn_blocking(move || proxy::wait_seen(&control, &id, true))
-                    .await
-                    .map_err(|e| e.to_string())??;
+                    .await??;
                 Ok(format!(
                     "{} through proxy {}: {what}",
                     spec.kind.as_str(),
@@ -306,7 +318,7 @@ impl FaultManager {
                     secs / 86_400
                 ))
             }
-            _ => Err("internal: nothing prepared for this fault".into()),
+            _ => Err(FaultError::Internal("nothing prepared for this fault")),
         }
     }
 
@@ -367,17 +379,37 @@ impl FaultManager {
     }
 }
 
+/// Writes a fault and the recipe that undoes it to the journal, before it is applied.
+fn journal(store: &Store, row: &FaultRow, spec: &Spec, revert: &Revert) -> Result<(), InjectError> {
+    let encode =
+        |e: serde_json::Error| InjectError::Failed(format!("cannot journal the fault: {e}"));
+    let spec_json = serde_json::to_string(spec).map_err(encode)?;
+    let revert_json = serde_json::to_string(revert).map_err(encode)?;
+    store
+        .insert_fault(
+            row,
+            &spec_json,
+            &revert_json,
+            crate::procinfo::this_process(),
+        )
+        .map_err(|e| {
+            InjectError::Failed(format!(
+                "cannot journal the fault, so it was not applied: {e}"
+            ))
+        })
+}
+
 /// Records how a revert went in the journal and the audit chain; the revert's own error
 /// wins over a failure to record it, and both are reported.
 fn finish(
     store: &Store,
     row: &FaultRow,
     by: &str,
-    result: Result<String, String>,
+    result: Result<String, FaultError>,
 ) -> Result<String, RevertError> {
     let (state, text) = match &result {
         Ok(t) => (FaultState::Reverted, t.clone()),
-        Err(e) => (FaultState::RevertFailed, e.clone()),
+        Err(e) => (FaultState::RevertFailed, e.to_string()),
     };
     let journaled = store.finish_fault(&row.id, state, by, &text);
     let audited = store.audit(
@@ -400,67 +432,95 @@ enum Prepared {
     Clock(i64),
 }
 
+/// Why a corrupt-file fault's path was refused: it must name a regular file inside the
+/// granted directory.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("`{rel}` must be a plain relative path inside the granted directory")]
+    NotPlain { rel: String },
+    #[error("{}: {source}", path.display())]
+    Resolve {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} leads outside {} through a symlink; faults follow links only within the granted directory",
+        path.display(),
+        dir.display()
+    )]
+    Outside { path: PathBuf, dir: PathBuf },
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+}
+
 /// The file `rel` inside `dir`, refusing absolute paths and `..`. Symlinks on the way are
 /// followed only while they stay inside `dir` (a release layout's `current/app.db`), so a
 /// fault can only damage what the grant names; the resolved path is returned.
-pub fn contained_file(dir: &Path, rel: &str) -> Result<PathBuf, String> {
+pub fn contained_file(dir: &Path, rel: &str) -> Result<PathBuf, PathError> {
     let rel_path = Path::new(rel);
     if rel_path.is_absolute()
         || rel_path
             .components()
             .any(|c| !matches!(c, std::path::Component::Normal(_)))
     {
-        return Err(format!(
-            "`{rel}` must be a plain relative path inside the granted directory"
-        ));
+        return Err(PathError::NotPlain {
+            rel: rel.to_string(),
+        });
     }
-    let root = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let canonical = |path: &Path| {
+        std::fs::canonicalize(path).map_err(|source| PathError::Resolve {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let root = canonical(dir)?;
     let joined = dir.join(rel_path);
-    let resolved =
-        std::fs::canonicalize(&joined).map_err(|e| format!("{}: {e}", joined.display()))?;
+    let resolved = canonical(&joined)?;
     if !resolved.starts_with(&root) {
-        return Err(format!(
-            "{} leads outside {} through a symlink; faults follow links only within the granted directory",
-            joined.display(),
-            dir.display()
-        ));
+        return Err(PathError::Outside {
+            path: joined,
+            dir: dir.to_path_buf(),
+        });
     }
     if !std::fs::metadata(&resolved)
         .map(|m| m.is_file())
         .unwrap_or(false)
     {
-        return Err(format!("{} is not a regular file", joined.display()));
+        return Err(PathError::NotAFile { path: joined });
     }
     Ok(resolved)
 }
 
 /// Damages a file in place: flips every bit of up to 4 KiB in its middle (or, for an
 /// empty file, writes garbage).
-fn corrupt(target: &Path, len: usize) -> Result<(), String> {
+fn corrupt(target: &Path, len: usize) -> Result<(), FaultError> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(target)
-        .map_err(|e| format!("cannot open {}: {e}", target.display()))?;
+        .map_err(|source| FaultError::Open {
+            path: target.to_path_buf(),
+            source,
+        })?;
     if len == 0 {
         f.write_all(b"\xde\xad\xbe\xef")
-            .map_err(|e| e.to_string())?;
+            .map_err(FaultError::Write)?;
     } else {
         let n = len.min(4096);
         let start = (len - n) / 2;
         let mut buf = vec![0u8; n];
         f.seek(SeekFrom::Start(start as u64))
-            .map_err(|e| e.to_string())?;
-        f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            .map_err(FaultError::Write)?;
+        f.read_exact(&mut buf).map_err(FaultError::Write)?;
         for b in &mut buf {
             *b = !*b;
         }
         f.seek(SeekFrom::Start(start as u64))
-            .map_err(|e| e.to_string())?;
-        f.write_all(&buf).map_err(|e| e.to_string())?;
+            .map_err(FaultError::Write)?;
+        f.write_all(&buf).map_err(FaultError::Write)?;
     }
-    f.sync_all().map_err(|e| e.to_string())
+    f.sync_all().map_err(FaultError::Write)
 }
 
 /// What recovery after a crash found and did.
@@ -562,7 +622,7 @@ mod tests {
         ] {
             assert!(contained_file(dir.path(), bad).is_err(), "{bad}");
         }
-        let outside = contained_file(dir.path(), "link").unwrap_err();
+        let outside = contained_file(dir.path(), "link").unwrap_err().to_string();
         assert!(outside.contains("leads outside"), "{outside}");
     }
 }

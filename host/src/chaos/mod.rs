@@ -19,8 +19,8 @@ mod revert;
 use serde::{Deserialize, Serialize};
 
 pub use crate::store::records::{FaultKind as Kind, FaultRow, FaultState};
-pub use manager::{FaultManager, OffsetClock, Recovery, contained_file, recover};
-pub use proxy::{ProxyConfig, ProxyDef, ProxyManager};
+pub use manager::{FaultManager, OffsetClock, PathError, Recovery, contained_file, recover};
+pub use proxy::{ProxyConfig, ProxyDef, ProxyError, ProxyManager};
 pub use revert::Revert;
 
 /// What a plugin asked for.
@@ -68,6 +68,73 @@ pub enum InjectError {
     Failed(String),
 }
 
+/// Why a fault could not be prepared, applied or undone: the work itself, as opposed to
+/// the grant ([`InjectError::Denied`]) or the journal ([`RevertError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error("no service `{name}`")]
+    NoService { name: String },
+    #[error("a latency fault needs latency-ms")]
+    NoLatency,
+    #[error("a drop fault needs a drop-rate above 0")]
+    NoDropRate,
+    #[error("no granted directory for this target")]
+    NoDirectory,
+    #[error("a corrupt-file fault needs a path")]
+    NoPath,
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot save the original: {0}")]
+    SaveOriginal(std::io::Error),
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Damaging or syncing the target file failed part-way.
+    #[error("{0}")]
+    Write(std::io::Error),
+    #[error("cannot read the saved original {}: {source}", backup.display())]
+    ReadOriginal {
+        backup: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the saved original {} does not match its digest; {} left as is",
+        backup.display(),
+        target.display()
+    )]
+    OriginalChanged {
+        backup: std::path::PathBuf,
+        target: std::path::PathBuf,
+    },
+    #[error("cannot restore {}: {source}", target.display())]
+    Restore {
+        target: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Service(#[from] crate::services::ServiceError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// A blocking wait on a proxy panicked or was cancelled.
+    #[error("{0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// `prepare` and `apply` disagree on a kind: a bug, not an operator's mistake.
+    #[error("internal: {0}")]
+    Internal(&'static str),
+}
+
 /// Why reverting a fault went wrong. Every one is reported; none is dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum RevertError {
@@ -78,5 +145,5 @@ pub enum RevertError {
     #[error("fault {id} has an unreadable revert recipe ({message}); revert it by hand")]
     Recipe { id: String, message: String },
     #[error("{0}")]
-    Failed(String),
+    Failed(#[from] FaultError),
 }

@@ -116,9 +116,33 @@ fn seen_path(control: &Path) -> PathBuf {
     control.with_extension("seen")
 }
 
+/// Why a proxy could not be driven or its faults written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no proxy `{name}` is defined")]
+    Undefined { name: String },
+    #[error("cannot find the runcap binary: {0}")]
+    NoBinary(std::io::Error),
+    /// `present`: the fault was being applied (else dropped).
+    #[error("the proxy did not {} the fault within 2s", if *present { "apply" } else { "drop" })]
+    NotSeen { present: bool },
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    WriteControl {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Service(#[from] services::ServiceError),
+}
+
 /// Waits (up to 2 s) until the proxy has applied (`present`) or dropped a fault, so a
 /// fault is in effect when inject returns, and gone when revert returns.
-pub fn wait_seen(control: &Path, id: &str, present: bool) -> Result<(), String> {
+pub fn wait_seen(control: &Path, id: &str, present: bool) -> Result<(), ProxyError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
         let seen = std::fs::read_to_string(seen_path(control)).unwrap_or_default();
@@ -126,10 +150,7 @@ pub fn wait_seen(control: &Path, id: &str, present: bool) -> Result<(), String> 
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "the proxy did not {} the fault within 2s",
-                if present { "apply" } else { "drop" }
-            ));
+            return Err(ProxyError::NotSeen { present });
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -145,12 +166,14 @@ pub fn read_control(path: &Path) -> Control {
 
 /// Rewrites a control file atomically with `change` applied. Callers serialize through
 /// the fault manager; the proxy only reads.
-pub fn update_control(path: &Path, change: impl FnOnce(&mut Control)) -> Result<(), String> {
+pub fn update_control(path: &Path, change: impl FnOnce(&mut Control)) -> Result<(), ProxyError> {
     let mut c = read_control(path);
     change(&mut c);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| ProxyError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
     write_atomically(
         path,
@@ -158,7 +181,10 @@ pub fn update_control(path: &Path, change: impl FnOnce(&mut Control)) -> Result<
             .unwrap_or_default()
             .as_bytes(),
     )
-    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    .map_err(|source| ProxyError::WriteControl {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The environment's proxies, their processes and control files.
@@ -188,9 +214,8 @@ impl ProxyManager {
         self.dir.join(format!("{name}.faults.json"))
     }
 
-    fn process(&self, def: &ProxyDef) -> Result<Driver, String> {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the runcap binary: {e}"))?;
+    fn process(&self, def: &ProxyDef) -> Result<Driver, ProxyError> {
+        let exe = std::env::current_exe().map_err(ProxyError::NoBinary)?;
         Ok(Driver::Process(ProcessDef {
             command: exe,
             args: vec![
@@ -211,11 +236,10 @@ impl ProxyManager {
     }
 
     /// Applies a verb to a proxy's process (start is idempotent).
-    pub async fn control(&self, name: &str, verb: Verb) -> Result<services::Status, String> {
-        let def = self
-            .defs
-            .get(name)
-            .ok_or_else(|| format!("no proxy `{name}` is defined"))?;
+    pub async fn control(&self, name: &str, verb: Verb) -> Result<services::Status, ProxyError> {
+        let def = self.defs.get(name).ok_or_else(|| ProxyError::Undefined {
+            name: name.to_string(),
+        })?;
         let driver = self.process(def)?;
         let mut st = services::control_with(name, &driver, &self.dir, verb, Arc::default()).await?;
         st.detail = format!("{} → {}: {}", def.listen, def.upstream, st.detail);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::proxy;
+use super::{FaultError, proxy};
 use crate::engine::cache::write_atomically;
 use crate::services::{self, Driver, Verb};
 
@@ -45,7 +45,7 @@ impl Revert {
         &self,
         clocks: Option<&Mutex<HashMap<String, i64>>>,
         redaction: Arc<crate::redaction::Spec>,
-    ) -> Result<String, String> {
+    ) -> Result<String, FaultError> {
         match self {
             Revert::StartService {
                 service,
@@ -77,18 +77,20 @@ impl Revert {
                 backup,
                 sha256,
             } => {
-                let bytes = std::fs::read(backup).map_err(|e| {
-                    format!("cannot read the saved original {}: {e}", backup.display())
+                let bytes = std::fs::read(backup).map_err(|source| FaultError::ReadOriginal {
+                    backup: backup.clone(),
+                    source,
                 })?;
                 if hex::encode(Sha256::digest(&bytes)) != *sha256 {
-                    return Err(format!(
-                        "the saved original {} does not match its digest; {} left as is",
-                        backup.display(),
-                        target.display()
-                    ));
+                    return Err(FaultError::OriginalChanged {
+                        backup: backup.clone(),
+                        target: target.clone(),
+                    });
                 }
-                write_atomically(target, &bytes)
-                    .map_err(|e| format!("cannot restore {}: {e}", target.display()))?;
+                write_atomically(target, &bytes).map_err(|source| FaultError::Restore {
+                    target: target.clone(),
+                    source,
+                })?;
                 let _ = std::fs::remove_file(backup);
                 Ok(format!(
                     "restored {} ({} bytes, sha256 {})",

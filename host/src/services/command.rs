@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ServiceConfig, ServiceState, Status, Verb, only_for, parse_duration_or};
+use super::{ServiceConfig, ServiceError, ServiceState, Status, Verb, only_for, parse_duration_or};
 use crate::manifest::{KeyPath, Validator};
 
 /// A validated command service.
@@ -65,7 +65,7 @@ pub(super) fn validate(
 }
 
 /// Runs one shell command with a time limit; returns its exit code and the tail of its output.
-fn run(cmd: &str, def: &CommandDef) -> Result<(i32, String), String> {
+fn run(cmd: &str, def: &CommandDef) -> Result<(i32, String), ServiceError> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -74,32 +74,13 @@ fn run(cmd: &str, def: &CommandDef) -> Result<(i32, String), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
+        .map_err(|source| ServiceError::Spawn {
+            cmd: cmd.to_string(),
+            source,
+        })?;
     // Drain both pipes while the command runs, so a chatty command cannot block on a
-    // full pipe; keep at most 64 KiB of each. A command that leaves a daemon holding the
-    // pipes open (`server &`) must not hang us, so the result is read without waiting
-    // for the pipes to close.
-    type Captured = std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| -> Captured {
-        let captured: Captured = Default::default();
-        let sink = captured.clone();
-        std::thread::spawn(move || {
-            if let Some(mut p) = pipe {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = p.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut c = sink.lock().unwrap_or_else(|e| e.into_inner());
-                    if c.0.len() < 64 * 1024 {
-                        c.0.extend_from_slice(&buf[..n]);
-                    }
-                }
-            }
-            sink.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-        });
-        captured
-    };
+    // full pipe. A command that leaves a daemon holding the pipes open (`server &`) must
+    // not hang us, so the result is read without waiting for the pipes to close.
     let out = drain(
         child
             .stdout
@@ -114,16 +95,16 @@ fn run(cmd: &str, def: &CommandDef) -> Result<(i32, String), String> {
     );
     let deadline = Instant::now() + def.timeout;
     let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(s) = child.try_wait().map_err(ServiceError::Wait)? {
             break s;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "`{cmd}` did not finish within {}",
-                humantime::format_duration(def.timeout)
-            ));
+            return Err(ServiceError::TimedOut {
+                cmd: cmd.to_string(),
+                timeout: def.timeout,
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -132,17 +113,7 @@ fn run(cmd: &str, def: &CommandDef) -> Result<(i32, String), String> {
     while !(done(&out) && done(&err)) && Instant::now() < settle {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let text = |c: &Captured| {
-        String::from_utf8_lossy(&c.lock().unwrap_or_else(|e| e.into_inner()).0).into_owned()
-    };
-    let output = text(&out) + &text(&err);
-    let tail: Vec<&str> = output
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .rev()
-        .take(3)
-        .collect();
-    let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+    let tail = tail(&(text(&out) + &text(&err)));
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()
@@ -150,7 +121,47 @@ fn run(cmd: &str, def: &CommandDef) -> Result<(i32, String), String> {
     Ok((code, tail))
 }
 
-fn status_of(name: &str, def: &CommandDef) -> Result<Status, String> {
+/// What a drained pipe has given so far, and whether it has closed.
+type Captured = std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>;
+
+/// Reads a pipe on a thread of its own until it closes, keeping at most 64 KiB.
+fn drain(pipe: Option<Box<dyn Read + Send>>) -> Captured {
+    let captured: Captured = Default::default();
+    let sink = captured.clone();
+    std::thread::spawn(move || {
+        if let Some(mut p) = pipe {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = p.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut c = sink.lock().unwrap_or_else(|e| e.into_inner());
+                if c.0.len() < 64 * 1024 {
+                    c.0.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        sink.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+    });
+    captured
+}
+
+fn text(c: &Captured) -> String {
+    String::from_utf8_lossy(&c.lock().unwrap_or_else(|e| e.into_inner()).0).into_owned()
+}
+
+/// The last three non-blank lines of a command's output, on one line.
+fn tail(output: &str) -> String {
+    let tail: Vec<&str> = output
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .rev()
+        .take(3)
+        .collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+fn status_of(name: &str, def: &CommandDef) -> Result<Status, ServiceError> {
     let mut st = Status {
         name: name.to_string(),
         state: ServiceState::Unknown,
@@ -176,14 +187,21 @@ fn status_of(name: &str, def: &CommandDef) -> Result<Status, String> {
     Ok(st)
 }
 
-pub(super) fn control(name: &str, def: &CommandDef, verb: Verb) -> Result<Status, String> {
-    let step = |cmd: &Option<String>, what: &str| -> Result<String, String> {
+pub(super) fn control(name: &str, def: &CommandDef, verb: Verb) -> Result<Status, ServiceError> {
+    let step = |cmd: &Option<String>, what: &'static str| -> Result<String, ServiceError> {
         let Some(cmd) = cmd else {
-            return Err(format!("service `{name}` has no `{what}` command"));
+            return Err(ServiceError::NoCommand {
+                name: name.to_string(),
+                verb: what,
+            });
         };
         let (code, out) = run(cmd, def)?;
         if code != 0 {
-            return Err(format!("`{cmd}` exited with code {code}: {out}"));
+            return Err(ServiceError::CommandFailed {
+                cmd: cmd.clone(),
+                code,
+                output: out,
+            });
         }
         Ok(out)
     };

@@ -213,6 +213,97 @@ impl Status {
     }
 }
 
+/// Why a service could not be driven: the verb was not carried out, or its result is
+/// not known. Each message says which service and what to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no service `{name}` is defined")]
+    Undefined { name: String },
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open {}: {source}", path.display())]
+    OpenLock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The blocking task that drives the service panicked or was cancelled.
+    #[error("the service driver failed: {0}")]
+    Driver(#[from] tokio::task::JoinError),
+    #[error(
+        "`{name}` uses the command driver, so runcap knows no pid to kill; use a stop fault instead"
+    )]
+    NoPid { name: String },
+    /// command driver: the shell could not be started.
+    #[error("cannot run `{cmd}`: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    /// command driver: waiting for the command failed.
+    #[error("{0}")]
+    Wait(std::io::Error),
+    #[error("`{cmd}` did not finish within {}", humantime::format_duration(*timeout))]
+    TimedOut { cmd: String, timeout: Duration },
+    #[error("service `{name}` has no `{verb}` command")]
+    NoCommand { name: String, verb: &'static str },
+    #[error("`{cmd}` exited with code {code}: {output}")]
+    CommandFailed {
+        cmd: String,
+        code: i32,
+        output: String,
+    },
+    /// process driver: runcap's own executable (the supervisor) was not found.
+    #[error("cannot find the runcap binary: {0}")]
+    NoBinary(std::io::Error),
+    #[error("cannot start the supervisor: {0}")]
+    Supervisor(std::io::Error),
+    #[error("cannot encode the redaction rules: {0}")]
+    EncodeRules(serde_json::Error),
+    #[error("cannot hand the redaction rules to the supervisor: {0}")]
+    HandRules(std::io::Error),
+    /// The process ended or failed as it started; `detail` is its status.
+    #[error("{detail} ({}); last log lines: {log}", command.display())]
+    StartFailed {
+        detail: String,
+        command: PathBuf,
+        log: String,
+    },
+    #[error("{name}: the supervisor ended before it started the service")]
+    SupervisorEnded { name: String },
+    #[error("{name} did not start within 10s; last log lines: {log}")]
+    StartTimedOut { name: String, log: String },
+    #[error(
+        "another supervisor of {name} holds it but runs no process ({detail}); last log lines: {log}"
+    )]
+    HeldElsewhere {
+        name: String,
+        detail: String,
+        log: String,
+    },
+    #[error("pid {pid} did not stop after {how}")]
+    DidNotStop { pid: u32, how: String },
+    #[error("{name} was never started by runcap")]
+    NeverStarted { name: String },
+    #[error("{name} is not running")]
+    NotRunning { name: String },
+    #[error("cannot kill pid {pid}: {source}")]
+    Kill { pid: u32, source: std::io::Error },
+}
+
+impl ServiceError {
+    fn create_dir(dir: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| ServiceError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// Drives the environment's services; shared by every plugin of a run.
 pub struct ServiceManager {
     defs: BTreeMap<String, ServiceDef>,
@@ -241,17 +332,12 @@ impl ServiceManager {
 
     /// Applies a verb. Mutating verbs hold the service's lock, so concurrent restarts of
     /// one service (from any runcap process) happen one after the other.
-    pub async fn control(&self, name: &str, verb: Verb) -> Result<Status, String> {
-        let def = self
-            .defs
-            .get(name)
-            .ok_or_else(|| format!("no service `{name}` is defined"))?
-            .clone();
+    pub async fn control(&self, name: &str, verb: Verb) -> Result<Status, ServiceError> {
+        let def = self.def(name)?.clone();
         let dir = self.dir.clone();
         let redaction = self.redaction.clone();
-        tokio::task::spawn_blocking(move || -> Result<Status, String> {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        tokio::task::spawn_blocking(move || -> Result<Status, ServiceError> {
+            std::fs::create_dir_all(&dir).map_err(ServiceError::create_dir(&dir))?;
             let _lock = if verb == Verb::Status {
                 None
             } else {
@@ -264,8 +350,13 @@ impl ServiceManager {
             status.health_url = def.health_url.clone();
             Ok(status)
         })
-        .await
-        .map_err(|e| format!("the service driver failed: {e}"))?
+        .await?
+    }
+
+    fn def(&self, name: &str) -> Result<&ServiceDef, ServiceError> {
+        self.defs.get(name).ok_or_else(|| ServiceError::Undefined {
+            name: name.to_string(),
+        })
     }
 }
 
@@ -282,25 +373,19 @@ impl ServiceManager {
 
     /// SIGKILLs a process-driver service, as a crash would. Only process services have a
     /// pid runcap can vouch for.
-    pub async fn kill(&self, name: &str) -> Result<u32, String> {
-        let def = self
-            .defs
-            .get(name)
-            .ok_or_else(|| format!("no service `{name}` is defined"))?
-            .clone();
+    pub async fn kill(&self, name: &str) -> Result<u32, ServiceError> {
+        let def = self.def(name)?.clone();
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || {
             let _lock = lock(&dir, &def.name)?;
             match &def.driver {
                 Driver::Process(_) => process::kill(&def.name, &dir),
-                Driver::Command(_) => Err(format!(
-                    "`{}` uses the command driver, so runcap knows no pid to kill; use a stop fault instead",
-                    def.name
-                )),
+                Driver::Command(_) => Err(ServiceError::NoPid {
+                    name: def.name.clone(),
+                }),
             }
         })
-        .await
-        .map_err(|e| format!("the service driver failed: {e}"))?
+        .await?
     }
 }
 
@@ -313,11 +398,10 @@ pub async fn control_with(
     dir: &Path,
     verb: Verb,
     redaction: Arc<crate::redaction::Spec>,
-) -> Result<Status, String> {
+) -> Result<Status, ServiceError> {
     let (name, driver, dir) = (name.to_string(), driver.clone(), dir.to_path_buf());
     tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(ServiceError::create_dir(&dir))?;
         let _lock = if verb == Verb::Status {
             None
         } else {
@@ -328,8 +412,7 @@ pub async fn control_with(
             Driver::Command(c) => command::control(&name, c, verb),
         }
     })
-    .await
-    .map_err(|e| format!("the service driver failed: {e}"))?
+    .await?
 }
 
 impl ServiceManager {
@@ -345,22 +428,24 @@ impl ServiceManager {
 /// An exclusive lock on one service, released when dropped.
 struct ServiceLock(std::fs::File);
 
-fn lock(dir: &Path, name: &str) -> Result<ServiceLock, String> {
+fn lock(dir: &Path, name: &str) -> Result<ServiceLock, ServiceError> {
     use std::os::fd::AsRawFd;
     let path = dir.join(format!("{name}.lock"));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .open(&path);
+    let file = match file {
+        Ok(f) => f,
+        Err(source) => return Err(ServiceError::OpenLock { path, source }),
+    };
     // SAFETY: flock on a descriptor we own; blocks until the other holder releases it.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(format!(
-            "cannot lock {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(ServiceError::Lock {
+            path,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(ServiceLock(file))
 }

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ServiceConfig, ServiceState, Status, Verb, only_for, parse_duration_or, parse_signal};
+use super::{
+    ServiceConfig, ServiceError, ServiceState, Status, Verb, only_for, parse_duration_or,
+    parse_signal,
+};
 use crate::engine::cache::write_atomically;
 use crate::manifest::{KeyPath, Validator};
 use crate::redaction::Spec;
@@ -243,7 +246,7 @@ pub(super) fn control(
     dir: &Path,
     verb: Verb,
     redaction: &Spec,
-) -> Result<Status, String> {
+) -> Result<Status, ServiceError> {
     match verb {
         Verb::Status => Ok(status_of(name, dir)),
         Verb::Start => start(name, def, dir, redaction),
@@ -257,7 +260,12 @@ pub(super) fn control(
     }
 }
 
-fn start(name: &str, def: &ProcessDef, dir: &Path, redaction: &Spec) -> Result<Status, String> {
+fn start(
+    name: &str,
+    def: &ProcessDef,
+    dir: &Path,
+    redaction: &Spec,
+) -> Result<Status, ServiceError> {
     let current = status_of(name, dir);
     if current.state == ServiceState::Running {
         let mut st = current;
@@ -308,8 +316,8 @@ fn spawn_supervisor(
     def: &ProcessDef,
     dir: &Path,
     redaction: &Spec,
-) -> Result<Supervisor, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the runcap binary: {e}"))?;
+) -> Result<Supervisor, ServiceError> {
+    let exe = std::env::current_exe().map_err(ServiceError::NoBinary)?;
     let mut cmd = Command::new(exe);
     cmd.arg("supervise-service")
         .arg("--state")
@@ -334,19 +342,14 @@ fn spawn_supervisor(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+    let mut child = cmd.spawn().map_err(ServiceError::Supervisor)?;
     // The redaction rules and secret values go through a pipe, never into the supervisor's
     // arguments or environment, where other local users could read them.
     if let Some(mut stdin) = child.stdin.take() {
-        let spec = serde_json::to_vec(redaction)
-            .map_err(|e| format!("cannot encode the redaction rules: {e}"))?;
+        let spec = serde_json::to_vec(redaction).map_err(ServiceError::EncodeRules)?;
         if let Err(e) = stdin.write_all(&spec) {
             let _ = child.kill();
-            return Err(format!(
-                "cannot hand the redaction rules to the supervisor: {e}"
-            ));
+            return Err(ServiceError::HandRules(e));
         }
     }
     Ok(Supervisor(std::sync::Mutex::new(child)))
@@ -360,7 +363,7 @@ fn wait_started(
     def: &ProcessDef,
     dir: &Path,
     supervisor: &Supervisor,
-) -> Result<Status, String> {
+) -> Result<Status, ServiceError> {
     let ours = supervisor.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -378,24 +381,23 @@ fn wait_started(
             }
             if s.exited_at_ms.is_some() || s.error.is_some() {
                 let st = status_of(name, dir);
-                return Err(format!(
-                    "{} ({}); last log lines: {}",
-                    st.detail,
-                    def.command.display(),
-                    log_tail(dir, name)
-                ));
+                return Err(ServiceError::StartFailed {
+                    detail: st.detail,
+                    command: def.command.clone(),
+                    log: log_tail(dir, name),
+                });
             }
         } else if supervisor.ended() {
             // It never wrote a state: another supervisor took the service first.
-            return other_supervisor(name, dir)?.ok_or_else(|| {
-                format!("{name}: the supervisor ended before it started the service")
+            return other_supervisor(name, dir)?.ok_or_else(|| ServiceError::SupervisorEnded {
+                name: name.to_string(),
             });
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "{name} did not start within 10s; last log lines: {}",
-                log_tail(dir, name)
-            ));
+            return Err(ServiceError::StartTimedOut {
+                name: name.to_string(),
+                log: log_tail(dir, name),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -403,7 +405,7 @@ fn wait_started(
 
 /// Waits while another supervisor holds the service: `Some` once it runs the service
 /// (reported as already running), `None` once it has ended and a new one may start.
-fn other_supervisor(name: &str, dir: &Path) -> Result<Option<Status>, String> {
+fn other_supervisor(name: &str, dir: &Path) -> Result<Option<Status>, ServiceError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while supervised(dir, name) {
         let st = status_of(name, dir);
@@ -413,18 +415,18 @@ fn other_supervisor(name: &str, dir: &Path) -> Result<Option<Status>, String> {
             return Ok(Some(st));
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "another supervisor of {name} holds it but runs no process ({}); last log lines: {}",
-                st.detail,
-                log_tail(dir, name)
-            ));
+            return Err(ServiceError::HeldElsewhere {
+                name: name.to_string(),
+                detail: st.detail,
+                log: log_tail(dir, name),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(None)
 }
 
-fn stop(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
+fn stop(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, ServiceError> {
     let Some(s) = read_state(dir, name) else {
         let mut st = status_of(name, dir);
         st.detail = "already stopped".into();
@@ -465,22 +467,23 @@ fn stop(name: &str, def: &ProcessDef, dir: &Path) -> Result<Status, String> {
     }
     let mut st = status_of(name, dir);
     if st.state == ServiceState::Running {
-        return Err(format!("pid {pid} did not stop after {how}"));
+        return Err(ServiceError::DidNotStop { pid, how });
     }
     st.detail = format!("stopped pid {pid} with {how}; {}", st.detail);
     Ok(st)
 }
 
 /// Kills the service's process with SIGKILL, as a crash would; returns the pid killed.
-pub(super) fn kill(name: &str, dir: &Path) -> Result<u32, String> {
-    let s = read_state(dir, name).ok_or_else(|| format!("{name} was never started by runcap"))?;
-    let pid = is_ours(&s).ok_or_else(|| format!("{name} is not running"))?;
+pub(super) fn kill(name: &str, dir: &Path) -> Result<u32, ServiceError> {
+    let name_of = || name.to_string();
+    let s = read_state(dir, name).ok_or_else(|| ServiceError::NeverStarted { name: name_of() })?;
+    let pid = is_ours(&s).ok_or_else(|| ServiceError::NotRunning { name: name_of() })?;
     // SAFETY: kill(2) on a pid whose identity (start time) was just checked.
     if unsafe { libc::kill(pid as i32, libc::SIGKILL) } != 0 {
-        return Err(format!(
-            "cannot kill pid {pid}: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(ServiceError::Kill {
+            pid,
+            source: std::io::Error::last_os_error(),
+        });
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while is_ours(&s).is_some() && Instant::now() < deadline {
@@ -489,16 +492,25 @@ pub(super) fn kill(name: &str, dir: &Path) -> Result<u32, String> {
     Ok(pid)
 }
 
+/// Why the supervisor has no redaction rules to write the service's log with.
+#[derive(Debug, thiserror::Error)]
+enum RulesError {
+    #[error("cannot read the rules: {0}")]
+    Read(std::io::Error),
+    #[error("bad rules: {0}")]
+    Parse(serde_json::Error),
+    #[error("{0}")]
+    Build(#[from] runcap_redact::Error),
+}
+
 /// Reads the redaction [`Spec`] runcap writes to the supervisor's stdin, and builds it.
-fn read_spec() -> Result<runcap_redact::Redactor, String> {
+fn read_spec() -> Result<runcap_redact::Redactor, RulesError> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read the rules: {e}"))?;
-    let spec: Spec = serde_json::from_str(&text).map_err(|e| format!("bad rules: {e}"))?;
-    spec.build()
-        .map(|r| r.with_max_line(PUMP_LINE))
-        .map_err(|e| e.to_string())
+        .map_err(RulesError::Read)?;
+    let spec: Spec = serde_json::from_str(&text).map_err(RulesError::Parse)?;
+    Ok(spec.build()?.with_max_line(PUMP_LINE))
 }
 
 /// The longest line redacted in one piece in a service's log (longer ones are cut).
@@ -556,13 +568,13 @@ pub fn supervise(
         started_at_ms: now_ms(),
         ..StateFile::default()
     };
-    let save = |r: &StateFile| {
-        let _ = write_atomically(
-            state,
-            serde_json::to_string_pretty(r)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+    let save = |r: &StateFile| save_state(state, r);
+    // Records why the service was not started, and the exit code that says so.
+    let fail = |record: &mut StateFile, error: String, code: i32| {
+        record.error = Some(error);
+        record.exited_at_ms = Some(now_ms());
+        save(record);
+        code
     };
     let Some((program, args)) = command.split_first() else {
         record.error = Some("no command".into());
@@ -571,19 +583,16 @@ pub fn supervise(
     };
     // One supervisor per service: one that loses the instance lock to a live one leaves
     // without touching the state file (the runcap that started it defers to the other).
-    let dir = state.parent().unwrap_or(Path::new("."));
-    let name = state
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let (dir, name) = service_of(state);
     let _instance = match try_instance_lock(dir, &name) {
         Ok(Some(lock)) => lock,
         Ok(None) => return 3,
         Err(e) => {
-            record.error = Some(format!("cannot take the instance lock: {e}"));
-            record.exited_at_ms = Some(now_ms());
-            save(&record);
-            return 2;
+            return fail(
+                &mut record,
+                format!("cannot take the instance lock: {e}"),
+                2,
+            );
         }
     };
     // The state names this supervisor before the service exists, so a start that
@@ -593,25 +602,16 @@ pub fn supervise(
     // runcap promises never to store.
     let redactor = match read_spec() {
         Ok(r) => Arc::new(r),
-        Err(e) => {
-            record.error = Some(format!("cannot set up log redaction: {e}"));
-            record.exited_at_ms = Some(now_ms());
-            save(&record);
-            return 2;
-        }
+        Err(e) => return fail(&mut record, format!("cannot set up log redaction: {e}"), 2),
     };
-    let log_file = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(log)
-    {
+    let log_file = match open_log(log) {
         Ok(f) => Arc::new(Mutex::new(f)),
         Err(e) => {
-            record.error = Some(format!("cannot open {}: {e}", log.display()));
-            record.exited_at_ms = Some(now_ms());
-            save(&record);
-            return 2;
+            return fail(
+                &mut record,
+                format!("cannot open {}: {e}", log.display()),
+                2,
+            );
         }
     };
     let spawned = Command::new(program)
@@ -623,27 +623,9 @@ pub fn supervise(
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => {
-            record.error = Some(format!("cannot run {program}: {e}"));
-            record.exited_at_ms = Some(now_ms());
-            save(&record);
-            return 1;
-        }
+        Err(e) => return fail(&mut record, format!("cannot run {program}: {e}"), 1),
     };
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let mut pumps = 0;
-    let outputs: [Option<Box<dyn Read + Send>>; 2] = [
-        child.stdout.take().map(|o| Box::new(o) as _),
-        child.stderr.take().map(|e| Box::new(e) as _),
-    ];
-    for output in outputs.into_iter().flatten() {
-        let (redactor, log_file, done) = (redactor.clone(), log_file.clone(), done_tx.clone());
-        pumps += 1;
-        std::thread::spawn(move || {
-            pump(&redactor, output, &log_file);
-            let _ = done.send(());
-        });
-    }
+    let pumps = start_pumps(&mut child, &redactor, &log_file);
     record.pid = Some(child.id());
     record.pid_start = crate::procinfo::start_time(child.id());
     // A pid file other tools rely on that cannot be written fails the start: the
@@ -653,10 +635,11 @@ pub fn supervise(
     {
         let _ = child.kill();
         let _ = child.wait();
-        record.error = Some(format!("cannot write the pid file {}: {e}", p.display()));
-        record.exited_at_ms = Some(now_ms());
-        save(&record);
-        return 2;
+        return fail(
+            &mut record,
+            format!("cannot write the pid file {}: {e}", p.display()),
+            2,
+        );
     }
     save(&record);
     let status = child.wait();
@@ -665,13 +648,7 @@ pub fn supervise(
     // waits for the exit then finds them in the log). A process the service left behind
     // may hold its pipes open, so wait only a moment for that (well within the moment
     // `status_of` gives a supervisor to record an exit).
-    let deadline = Instant::now() + Duration::from_millis(300);
-    for _ in 0..pumps {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            break;
-        }
-    }
+    pumps.wait(Duration::from_millis(300));
     record.exited_at_ms = Some(exited_at);
     match status {
         Ok(s) => {
@@ -681,17 +658,92 @@ pub fn supervise(
         }
         Err(e) => record.error = Some(format!("lost track of the child: {e}")),
     }
-    // Once the child is gone, a restart may already have handed the state file (and the
-    // pid file) to a new supervisor; leave them to it.
+    record_exit(state, pid_file, &record);
+    0
+}
+
+/// The directory and name of the service whose state file is `state`.
+fn service_of(state: &Path) -> (&Path, String) {
+    let dir = state.parent().unwrap_or(Path::new("."));
+    let name = state
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (dir, name)
+}
+
+/// The service's log, appended to and readable by its owner only.
+fn open_log(log: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)
+}
+
+/// Writes the supervisor's record of its child; a failure is left for status to notice.
+fn save_state(state: &Path, r: &StateFile) {
+    let _ = write_atomically(
+        state,
+        serde_json::to_string_pretty(r)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+}
+
+/// Records how the child ended and removes its pid file, unless a restart already
+/// handed the state file (and the pid file) to a new supervisor; those are left to it.
+fn record_exit(state: &Path, pid_file: Option<&Path>, record: &StateFile) {
     let current = std::fs::read_to_string(state)
         .ok()
         .and_then(|t| serde_json::from_str::<StateFile>(&t).ok());
     if current.is_some_and(|c| c.supervisor_pid != record.supervisor_pid) {
-        return 0;
+        return;
     }
-    save(&record);
+    save_state(state, record);
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
-    0
+}
+
+/// The threads copying the child's stdout and stderr into its log.
+struct Pumps {
+    count: usize,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Pumps {
+    /// Waits up to `limit` for every pump to reach the end of its stream.
+    fn wait(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        for _ in 0..self.count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.done.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Starts a pump per output stream of the child, each redacting into the shared log.
+fn start_pumps(
+    child: &mut std::process::Child,
+    redactor: &Arc<runcap_redact::Redactor>,
+    log_file: &Arc<Mutex<File>>,
+) -> Pumps {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let mut count = 0;
+    let outputs: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|o| Box::new(o) as _),
+        child.stderr.take().map(|e| Box::new(e) as _),
+    ];
+    for output in outputs.into_iter().flatten() {
+        let (redactor, log_file, done) = (redactor.clone(), log_file.clone(), done_tx.clone());
+        count += 1;
+        std::thread::spawn(move || {
+            pump(&redactor, output, &log_file);
+            let _ = done.send(());
+        });
+    }
+    Pumps { count, done }
 }
