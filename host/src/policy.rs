@@ -98,130 +98,177 @@ pub struct Policy {
     signers: BTreeMap<String, crate::signing::PublicKey>,
 }
 
-impl Policy {
-    /// Reads and checks a policy file; problems name the policy's file and line.
-    pub fn load(path: &Path) -> Result<Policy, Diagnostics> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics(vec![Diagnostic::file(
-                path,
-                format!("cannot read the policy: {e}"),
-                Some(
-                    "pass the path of a policy file (TOML with [environments.NAME] ceilings)"
-                        .into(),
-                ),
-            )])
-        })?;
-        let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let source = Arc::new(SourceFile::new(file, text));
-        let raw: RawPolicy = toml::from_str(&source.text)
-            .map_err(|e| Diagnostics(vec![crate::manifest::validate::toml_error(&source, &e)]))?;
-        let mut problems = Vec::new();
-        let mut ceilings = BTreeMap::new();
-        let known: Vec<&str> = caps::grantable().map(|c| c.name()).collect();
+/// Reads a policy file and parses it as TOML.
+fn read_policy(path: &Path) -> Result<(Arc<SourceFile>, RawPolicy), Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic::file(
+            path,
+            format!("cannot read the policy: {e}"),
+            Some("pass the path of a policy file (TOML with [environments.NAME] ceilings)".into()),
+        )])
+    })?;
+    let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let source = Arc::new(SourceFile::new(file, text));
+    let raw: RawPolicy = toml::from_str(&source.text)
+        .map_err(|e| Diagnostics(vec![crate::manifest::validate::toml_error(&source, &e)]))?;
+    Ok((source, raw))
+}
+
+/// Checks the parts of a policy file, collecting every problem with its location.
+struct Check<'a> {
+    source: &'a SourceFile,
+    /// The capabilities a ceiling may name.
+    known: Vec<&'static str>,
+    problems: Vec<Diagnostic>,
+}
+
+impl Check<'_> {
+    fn problem(&mut self, at: &KeyPath, message: String, help: Option<String>) {
+        self.problems
+            .push(Diagnostic::at(self.source, at, message, help));
+    }
+
+    /// `name` must be a capability runcap grants.
+    fn capability(&mut self, at: &KeyPath, name: &str) -> bool {
+        let known = self.known.contains(&name);
+        if !known {
+            let help = format!("capabilities: {}", self.known.join(", "));
+            self.problem(
+                at,
+                format!("`{name}` is not a capability runcap grants"),
+                Some(help),
+            );
+        }
+        known
+    }
+
+    /// `[signers]`: each a public key.
+    fn signers(
+        &mut self,
+        raw: BTreeMap<String, String>,
+    ) -> BTreeMap<String, crate::signing::PublicKey> {
         let mut signers = BTreeMap::new();
-        for (name, text) in raw.signers {
+        for (name, text) in raw {
             match text.parse::<crate::signing::PublicKey>() {
                 Ok(key) => {
                     signers.insert(name, key);
                 }
-                Err(e) => problems.push(Diagnostic::at(
-                    &*source,
+                Err(e) => self.problem(
                     &KeyPath::root().key("signers").key(&name),
                     e.to_string(),
                     None,
-                )),
+                ),
             }
         }
+        signers
+    }
+
+    /// One `[environments.NAME]`: denied capabilities, limits, grant ceilings and the
+    /// capabilities only signed plugins may be granted.
+    fn ceiling(
+        &mut self,
+        env: &str,
+        c: RawCeiling,
+        signers: &BTreeMap<String, crate::signing::PublicKey>,
+    ) -> Ceiling {
+        let at = KeyPath::root().key("environments").key(env);
+        for (i, name) in c.deny.iter().enumerate() {
+            self.capability(&at.key("deny").index(i), name);
+        }
+        let lp = at.key("limits");
+        let memory = self.size(&lp.key("memory"), &c.limits.memory);
+        let output = self.size(&lp.key("output"), &c.limits.output);
+        let time = c.limits.time.as_ref().and_then(|t| {
+            units::parse_duration(t)
+                .map_err(|e| self.problem(&lp.key("time"), e.to_string(), None))
+                .ok()
+        });
+        let mut grants = c.grants;
+        self.grant_ceilings(&at.key("grants"), &grants);
+        self.signed(&at.key("signed"), &c.signed, signers);
+        // A ceiling's relative directories are relative to the policy file.
+        caps::resolve_grant_paths(&mut grants, &|_| dir_of(&self.source.path));
+        Ceiling {
+            deny: c.deny,
+            memory,
+            time,
+            output,
+            grants,
+            signed: c.signed,
+        }
+    }
+
+    fn size(&mut self, at: &KeyPath, text: &Option<String>) -> Option<u64> {
+        text.as_ref().and_then(|t| {
+            units::parse_size(t)
+                .map_err(|e| self.problem(at, e.to_string(), None))
+                .ok()
+        })
+    }
+
+    /// A ceiling is written like a grant: it must read as one.
+    fn grant_ceilings(&mut self, at: &KeyPath, grants: &Grants) {
+        for (name, ceiling) in grants {
+            let gp = at.key(name);
+            if !self.capability(&gp, name) {
+                continue;
+            }
+            if let Some(cap) = caps::by_name(name)
+                && let Err(e) = cap.diff(ceiling, ceiling)
+            {
+                self.problem(&gp, e.to_string(), None);
+            }
+        }
+    }
+
+    /// `[signed]`: capabilities runcap grants, each with signers the policy declares.
+    fn signed(
+        &mut self,
+        at: &KeyPath,
+        signed: &BTreeMap<String, Vec<String>>,
+        signers: &BTreeMap<String, crate::signing::PublicKey>,
+    ) {
+        for (cap, names) in signed {
+            let sp = at.key(cap);
+            self.capability(&sp, cap);
+            for (i, name) in names.iter().enumerate() {
+                if !signers.contains_key(name) {
+                    self.problem(
+                        &sp.index(i),
+                        format!("`{name}` is not a signer of this policy"),
+                        Some(format!(
+                            "declare its key: [signers]\n{name} = \"ed25519:…\""
+                        )),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Policy {
+    /// Reads and checks a policy file; problems name the policy's file and line.
+    pub fn load(path: &Path) -> Result<Policy, Diagnostics> {
+        let (source, raw) = read_policy(path)?;
+        let mut check = Check {
+            source: &source,
+            known: caps::grantable().map(|c| c.name()).collect(),
+            problems: Vec::new(),
+        };
+        let signers = check.signers(raw.signers);
+        let mut ceilings = BTreeMap::new();
         for (env, c) in raw.environments {
-            let at = KeyPath::root().key("environments").key(&env);
-            for (i, name) in c.deny.iter().enumerate() {
-                if !known.contains(&name.as_str()) {
-                    problems.push(Diagnostic::at(
-                        &*source,
-                        &at.key("deny").index(i),
-                        format!("`{name}` is not a capability runcap grants"),
-                        Some(format!("capabilities: {}", known.join(", "))),
-                    ));
-                }
-            }
-            let lp = at.key("limits");
-            let mut size = |key: &str, text: &Option<String>| {
-                text.as_ref().and_then(|t| {
-                    units::parse_size(t)
-                        .map_err(|e| problems.push(Diagnostic::at(&*source, &lp.key(key), e, None)))
-                        .ok()
-                })
-            };
-            let memory = size("memory", &c.limits.memory);
-            let output = size("output", &c.limits.output);
-            let time = c.limits.time.as_ref().and_then(|t| {
-                units::parse_duration(t)
-                    .map_err(|e| problems.push(Diagnostic::at(&*source, &lp.key("time"), e, None)))
-                    .ok()
-            });
-            let mut grants = c.grants;
-            for (name, ceiling) in &grants {
-                let gp = at.key("grants").key(name);
-                match caps::by_name(name).filter(|c| known.contains(&c.name())) {
-                    None => problems.push(Diagnostic::at(
-                        &*source,
-                        &gp,
-                        format!("`{name}` is not a capability runcap grants"),
-                        Some(format!("capabilities: {}", known.join(", "))),
-                    )),
-                    Some(cap) => {
-                        // A ceiling is written like a grant: it must read as one.
-                        if let Err(e) = cap.diff(ceiling, ceiling) {
-                            problems.push(Diagnostic::at(&*source, &gp, e, None));
-                        }
-                    }
-                }
-            }
-            for (cap, names) in &c.signed {
-                let sp = at.key("signed").key(cap);
-                if !known.contains(&cap.as_str()) {
-                    problems.push(Diagnostic::at(
-                        &*source,
-                        &sp,
-                        format!("`{cap}` is not a capability runcap grants"),
-                        Some(format!("capabilities: {}", known.join(", "))),
-                    ));
-                }
-                for (i, name) in names.iter().enumerate() {
-                    if !signers.contains_key(name) {
-                        problems.push(Diagnostic::at(
-                            &*source,
-                            &sp.index(i),
-                            format!("`{name}` is not a signer of this policy"),
-                            Some(format!(
-                                "declare its key: [signers]\n{name} = \"ed25519:…\""
-                            )),
-                        ));
-                    }
-                }
-            }
-            // A ceiling's relative directories are relative to the policy file.
-            caps::resolve_grant_paths(&mut grants, &|_| dir_of(&source.path));
-            ceilings.insert(
-                env,
-                Ceiling {
-                    deny: c.deny,
-                    memory,
-                    time,
-                    output,
-                    grants,
-                    signed: c.signed,
-                },
-            );
+            let ceiling = check.ceiling(&env, c, &signers);
+            ceilings.insert(env, ceiling);
         }
-        if problems.is_empty() {
+        if check.problems.is_empty() {
             Ok(Policy {
                 source,
                 ceilings,
                 signers,
             })
         } else {
-            Err(Diagnostics(problems))
+            Err(Diagnostics(check.problems))
         }
     }
 

@@ -20,7 +20,7 @@ use std::path::Path;
 pub use compose::Sources;
 pub use model::{Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step};
 pub use source::{Diagnostic, Diagnostics, KeyPath, Locate, Seg, SourceFile};
-pub use validate::{MAX_PLUGIN_FILE, Validator, closest, file_digest, toml_to_json};
+pub use validate::{DigestError, MAX_PLUGIN_FILE, Validator, closest, file_digest, toml_to_json};
 
 /// The largest manifest file runcap reads: far beyond any real environment (a
 /// thousand runbooks of a hundred steps is a few MB), small enough that checking one

@@ -56,14 +56,14 @@ impl<'a> Validator<'a> {
     /// Parses a human duration, recording a problem if it is not one.
     pub fn duration(&mut self, path: &KeyPath, text: &str) -> Option<Duration> {
         units::parse_duration(text)
-            .map_err(|e| self.error(path, e, ""))
+            .map_err(|e| self.error(path, e.to_string(), ""))
             .ok()
     }
 
     /// Parses a human size, recording a problem if it is not one.
     pub fn size(&mut self, path: &KeyPath, text: &str) -> Option<u64> {
         units::parse_size(text)
-            .map_err(|e| self.error(path, e, ""))
+            .map_err(|e| self.error(path, e.to_string(), ""))
             .ok()
     }
 
@@ -456,18 +456,7 @@ fn runbook(
     }
     let main_ids: Vec<String> = rb.steps.iter().map(default_id).collect();
     let params = super::params::validate_params(v, &path.key("params"), rb.params);
-    let overlap = match rb.overlap.as_deref() {
-        None | Some("wait") => Overlap::Wait,
-        Some("refuse") => Overlap::Refuse,
-        Some(other) => {
-            v.error(
-                &path.key("overlap"),
-                format!("`{other}` is not an overlap policy"),
-                "use \"wait\" (the default) or \"refuse\"",
-            );
-            Overlap::Wait
-        }
-    };
+    let overlap = overlap(v, &path.key("overlap"), rb.overlap.as_deref());
     let param_names: Vec<&str> = params.keys().map(String::as_str).collect();
     let var_names: Vec<&str> = vars.iter().map(String::as_str).collect();
     let cx = StepContext {
@@ -487,56 +476,13 @@ fn runbook(
         &cx,
         &mut seen,
     );
-    for (i, step) in steps.iter().enumerate() {
-        if let OnFailure::Run(names) = &step.on_failure {
-            for h in names {
-                if !handlers.iter().any(|x| &x.id == h) {
-                    let ids: Vec<&str> = handlers.iter().map(|x| x.id.as_str()).collect();
-                    v.error(
-                        &path.key("steps").index(i).key("on_failure"),
-                        format!(
-                            "names handler `{h}`, which is not under [[runbooks.{name}.handlers]]"
-                        ),
-                        if ids.is_empty() {
-                            "add it as a handler step, or use \"abort\" or \"continue\"".to_string()
-                        } else {
-                            format!("handlers: {}", ids.join(", "))
-                        },
-                    );
-                }
-            }
+    check_handler_names(v, path, name, &steps, &handlers);
+    let incident = match rb.incident {
+        Some(raw_incident) => {
+            incident_policy(v, &path.key("incident"), raw_incident, &cx, &mut seen)
         }
-    }
-    let mut incident = IncidentPolicy::default();
-    if let Some(raw_incident) = rb.incident {
-        let ip = path.key("incident");
-        if let Some(sev) = raw_incident.severity {
-            match crate::store::records::Severity::parse(&sev) {
-                Some(s) => incident.severity = s,
-                None => v.error(
-                    &ip.key("severity"),
-                    format!("`{sev}` is not a severity"),
-                    "use critical, high, medium, low or info",
-                ),
-            }
-        }
-        incident.escalate_after = raw_incident.escalate_after.unwrap_or(0);
-        incident.escalate = step_list(
-            v,
-            &ip.key("escalate"),
-            raw_incident.escalate,
-            Phase::Escalation,
-            &cx,
-            &mut seen,
-        );
-        if incident.escalate_after == 0 && !incident.escalate.is_empty() {
-            v.error(
-                &ip.key("escalate_after"),
-                "escalation steps are declared but never run",
-                "set `escalate_after = N`: the number of consecutive failed runs that escalates",
-            );
-        }
-    }
+        None => IncidentPolicy::default(),
+    };
     Some(Runbook {
         name: name.to_string(),
         description: rb.description,
@@ -551,6 +497,90 @@ fn runbook(
             .schedule
             .and_then(|s| crate::serve::config::validate_schedule(v, &path.key("schedule"), s)),
     })
+}
+
+/// A runbook's `overlap` policy: "wait" (the default) or "refuse".
+fn overlap(v: &mut Validator, at: &KeyPath, text: Option<&str>) -> Overlap {
+    match text {
+        None | Some("wait") => Overlap::Wait,
+        Some("refuse") => Overlap::Refuse,
+        Some(other) => {
+            v.error(
+                at,
+                format!("`{other}` is not an overlap policy"),
+                "use \"wait\" (the default) or \"refuse\"",
+            );
+            Overlap::Wait
+        }
+    }
+}
+
+/// Every handler a main step's `on_failure` names must be one of the runbook's handlers.
+fn check_handler_names(
+    v: &mut Validator,
+    path: &KeyPath,
+    name: &str,
+    steps: &[Step],
+    handlers: &[Step],
+) {
+    for (i, step) in steps.iter().enumerate() {
+        let OnFailure::Run(names) = &step.on_failure else {
+            continue;
+        };
+        for h in names {
+            if handlers.iter().any(|x| &x.id == h) {
+                continue;
+            }
+            let ids: Vec<&str> = handlers.iter().map(|x| x.id.as_str()).collect();
+            v.error(
+                &path.key("steps").index(i).key("on_failure"),
+                format!("names handler `{h}`, which is not under [[runbooks.{name}.handlers]]"),
+                if ids.is_empty() {
+                    "add it as a handler step, or use \"abort\" or \"continue\"".to_string()
+                } else {
+                    format!("handlers: {}", ids.join(", "))
+                },
+            );
+        }
+    }
+}
+
+/// A runbook's `[incident]`: severity, and the escalation steps with when they run.
+fn incident_policy(
+    v: &mut Validator,
+    ip: &KeyPath,
+    raw_incident: raw::Incident,
+    cx: &StepContext,
+    seen: &mut HashSet<String>,
+) -> IncidentPolicy {
+    let mut incident = IncidentPolicy::default();
+    if let Some(sev) = raw_incident.severity {
+        match crate::store::records::Severity::parse(&sev) {
+            Some(s) => incident.severity = s,
+            None => v.error(
+                &ip.key("severity"),
+                format!("`{sev}` is not a severity"),
+                "use critical, high, medium, low or info",
+            ),
+        }
+    }
+    incident.escalate_after = raw_incident.escalate_after.unwrap_or(0);
+    incident.escalate = step_list(
+        v,
+        &ip.key("escalate"),
+        raw_incident.escalate,
+        Phase::Escalation,
+        cx,
+        seen,
+    );
+    if incident.escalate_after == 0 && !incident.escalate.is_empty() {
+        v.error(
+            &ip.key("escalate_after"),
+            "escalation steps are declared but never run",
+            "set `escalate_after = N`: the number of consecutive failed runs that escalates",
+        );
+    }
+    incident
 }
 
 /// What every step list of one runbook is checked against.
@@ -576,19 +606,7 @@ fn step_list(
     let plugins = cx.plugins;
     for (i, s) in raw_steps.into_iter().enumerate() {
         let sp = path.index(i);
-        let id = default_id(&s);
-        let id_path = if s.id.is_some() {
-            sp.key("id")
-        } else {
-            sp.key("uses")
-        };
-        if v.ident(&id_path, "step", &id) && !seen.insert(id.clone()) {
-            v.error(
-                &id_path,
-                format!("step id `{id}` is used twice in this runbook"),
-                "give each step a distinct `id = \"…\"`",
-            );
-        }
+        let id = step_id(v, &sp, &s, seen);
         uses(v, &sp.key("uses"), &s.uses, plugins);
         // What templates here may refer to: earlier main steps, or all of them after the fact.
         let ran = match phase {
@@ -609,23 +627,13 @@ fn step_list(
             check_text(v, &sp.key("when"), cond, true, &scope);
         }
         let timeout = step_timeout(v, &sp, s.timeout.as_deref(), &s.uses, plugins);
-        let mut retry = Retry {
-            retries: s.retries.unwrap_or(0),
-            ..Retry::default()
-        };
-        if retry.retries > 100 {
-            v.error(
-                &sp.key("retries"),
-                "more than 100 retries",
-                "use at most 100",
-            );
-        }
-        if let Some(b) = &s.backoff {
-            retry.backoff = v.duration(&sp.key("backoff"), b).unwrap_or(retry.backoff);
-        }
-        if let Some(b) = &s.backoff_max {
-            retry.max = v.duration(&sp.key("backoff_max"), b).unwrap_or(retry.max);
-        }
+        let retry = step_retry(
+            v,
+            &sp,
+            s.retries,
+            s.backoff.as_deref(),
+            s.backoff_max.as_deref(),
+        );
         let on_failure = match &s.on_failure {
             None if cx.keep_going && phase == Phase::Main => OnFailure::Finish,
             None => OnFailure::Abort,
@@ -634,28 +642,9 @@ fn step_list(
         let watch = s
             .watch
             .and_then(|w| watch(v, &sp.key("watch"), w, retry.retries));
-        let rollback = s.rollback.map(|r| {
-            let rp = sp.key("rollback");
-            uses(v, &rp.key("uses"), &r.uses, plugins);
-            let rscope = template::Scope {
-                also: Some(&id),
-                ..scope
-            };
-            let with = toml_to_json(toml::Value::Table(r.with));
-            check_templates(v, &rp.key("with"), &with, &rscope);
-            let timeout = step_timeout(v, &rp, r.timeout.as_deref(), &r.uses, plugins);
-            Box::new(Step {
-                id: format!("{id}.rollback"),
-                uses: r.uses,
-                with,
-                when: None,
-                timeout,
-                retry: Retry::default(),
-                on_failure: OnFailure::Continue,
-                rollback: None,
-                watch: None,
-            })
-        });
+        let rollback = s
+            .rollback
+            .map(|r| rollback_step(v, &sp.key("rollback"), r, &id, &scope, plugins));
         out.push(Step {
             id,
             uses: s.uses,
@@ -669,6 +658,82 @@ fn step_list(
         });
     }
     out
+}
+
+/// A step's id (its `uses` when it has none), which must be a name used once per runbook.
+fn step_id(v: &mut Validator, sp: &KeyPath, s: &raw::Step, seen: &mut HashSet<String>) -> String {
+    let id = default_id(s);
+    let id_path = if s.id.is_some() {
+        sp.key("id")
+    } else {
+        sp.key("uses")
+    };
+    if v.ident(&id_path, "step", &id) && !seen.insert(id.clone()) {
+        v.error(
+            &id_path,
+            format!("step id `{id}` is used twice in this runbook"),
+            "give each step a distinct `id = \"…\"`",
+        );
+    }
+    id
+}
+
+/// A step's `retries`, `backoff` and `backoff_max`.
+fn step_retry(
+    v: &mut Validator,
+    sp: &KeyPath,
+    retries: Option<u32>,
+    backoff: Option<&str>,
+    backoff_max: Option<&str>,
+) -> Retry {
+    let mut retry = Retry {
+        retries: retries.unwrap_or(0),
+        ..Retry::default()
+    };
+    if retry.retries > 100 {
+        v.error(
+            &sp.key("retries"),
+            "more than 100 retries",
+            "use at most 100",
+        );
+    }
+    if let Some(b) = backoff {
+        retry.backoff = v.duration(&sp.key("backoff"), b).unwrap_or(retry.backoff);
+    }
+    if let Some(b) = backoff_max {
+        retry.max = v.duration(&sp.key("backoff_max"), b).unwrap_or(retry.max);
+    }
+    retry
+}
+
+/// The rollback of step `id`, whose templates may also refer to the step it undoes.
+fn rollback_step(
+    v: &mut Validator,
+    rp: &KeyPath,
+    r: raw::Rollback,
+    id: &str,
+    scope: &template::Scope,
+    plugins: &BTreeMap<String, PluginSpec>,
+) -> Box<Step> {
+    uses(v, &rp.key("uses"), &r.uses, plugins);
+    let rscope = template::Scope {
+        also: Some(id),
+        ..*scope
+    };
+    let with = toml_to_json(toml::Value::Table(r.with));
+    check_templates(v, &rp.key("with"), &with, &rscope);
+    let timeout = step_timeout(v, rp, r.timeout.as_deref(), &r.uses, plugins);
+    Box::new(Step {
+        id: format!("{id}.rollback"),
+        uses: r.uses,
+        with,
+        when: None,
+        timeout,
+        retry: Retry::default(),
+        on_failure: OnFailure::Continue,
+        rollback: None,
+        watch: None,
+    })
 }
 
 /// A step's `timeout`, which must fit within its plugin's `limits.time`: a longer one
@@ -837,27 +902,37 @@ fn check_text(
         Ok(refs) => {
             for r in refs {
                 if let Err(e) = template::check_reference(&r, scope) {
-                    v.error(path, e, "");
+                    v.error(path, e.to_string(), "");
                 }
             }
         }
     }
 }
 
+/// Why a plugin file could not be digested (and so cannot be pinned or loaded).
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotAFile,
+    #[error(
+        "{size} bytes is more than the {} runcap accepts for a plugin",
+        bytesize::ByteSize(MAX_PLUGIN_FILE)
+    )]
+    TooLarge { size: u64 },
+}
+
 /// The hex sha256 of a plugin file, refusing files too large to compile.
-pub fn file_digest(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+pub fn file_digest(path: &Path) -> Result<String, DigestError> {
+    let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err("not a regular file".into());
+        return Err(DigestError::NotAFile);
     }
     if meta.len() > MAX_PLUGIN_FILE {
-        return Err(format!(
-            "{} bytes is more than the {} runcap accepts for a plugin",
-            meta.len(),
-            bytesize::ByteSize(MAX_PLUGIN_FILE)
-        ));
+        return Err(DigestError::TooLarge { size: meta.len() });
     }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(path)?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 

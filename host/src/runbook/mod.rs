@@ -144,8 +144,24 @@ pub enum Progress<'a> {
     },
 }
 
+/// Why a plugin a runbook uses is not there for its steps (which then fail, while
+/// steps using other plugins still run).
+#[derive(Debug, thiserror::Error)]
+pub enum PluginUnavailable {
+    #[error(transparent)]
+    Load(#[from] crate::engine::LoadError),
+    #[error("plugin `{0}` is not declared")]
+    Undeclared(String),
+    /// A recovered run's rollback names a plugin the manifest has dropped since.
+    #[error("plugin `{plugin}` is no longer declared in {}", file.display())]
+    NoLongerDeclared {
+        plugin: String,
+        file: std::path::PathBuf,
+    },
+}
+
 /// Plugins loaded for a run, or why each could not be.
-pub type Loaded = BTreeMap<String, Result<Plugin, String>>;
+pub type Loaded = BTreeMap<String, Result<Plugin, PluginUnavailable>>;
 
 /// Loads every plugin a runbook may use (steps, handlers, rollbacks, escalations); a
 /// plugin that fails to load is kept as its error, so only the steps using it fail.
@@ -167,8 +183,10 @@ pub fn load_plugins(
             continue;
         }
         let result = match env.plugins.get(&step.uses) {
-            Some(spec) => runtime.load(spec, resources).map_err(|e| e.to_string()),
-            None => Err(format!("plugin `{}` is not declared", step.uses)),
+            Some(spec) => runtime
+                .load(spec, resources)
+                .map_err(PluginUnavailable::from),
+            None => Err(PluginUnavailable::Undeclared(step.uses.clone())),
         };
         loaded.insert(step.uses.clone(), result);
     }
@@ -208,6 +226,48 @@ async fn run_with_id(
 ) -> RunReport {
     let started = Instant::now();
     let started_at_ms = now_ms();
+    let context = initial_context(env, runbook, options, &run_id);
+    let mut run = steps::Run {
+        runtime,
+        env,
+        runbook: runbook.name.clone(),
+        plugins,
+        options,
+        progress,
+        context,
+        run_id,
+        seq: 0,
+        reports: Vec::new(),
+        rollbacks: Vec::new(),
+    };
+    record_start(&run, env, runbook);
+    tracing::info!("run started");
+    let main = main_steps(&mut run, runbook).await;
+    let ended = end_run(&mut run, runbook, &main).await;
+    RunReport {
+        run_id: run.run_id,
+        environment: env.name.clone(),
+        runbook: runbook.name.clone(),
+        dry_run: options.dry_run,
+        status: ended.status,
+        failed_step: main.failed_step,
+        started_at_ms,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        steps: run.reports,
+        incident: ended.incident,
+        reverted_faults: ended.reverted_faults,
+        rollbacks: ended.rollbacks,
+    }
+}
+
+/// What templates see when the run starts: vars, the run, the caller's context (a
+/// trigger's alert, params) and, when the caller gave none, the params' defaults.
+fn initial_context(
+    env: &Environment,
+    runbook: &Runbook,
+    options: &RunOptions,
+    run_id: &str,
+) -> serde_json::Value {
     let mut context = serde_json::json!({
         "steps": {},
         "vars": env.vars,
@@ -226,19 +286,16 @@ async fn run_with_id(
             .collect::<serde_json::Map<_, _>>()
             .into();
     }
-    let mut run = steps::Run {
-        runtime,
-        env,
-        runbook: runbook.name.clone(),
-        plugins,
-        options,
-        progress,
-        context,
-        run_id,
-        seq: 0,
-        reports: Vec::new(),
-        rollbacks: Vec::new(),
-    };
+    context
+}
+
+/// Records the run's start in the store, if there is one, and tells a caller waiting
+/// for that record (a fleet job is acknowledged only once its run is recorded).
+fn record_start<P: FnMut(Progress<'_>)>(
+    run: &steps::Run<'_, P>,
+    env: &Environment,
+    runbook: &Runbook,
+) {
     if let Some(store) = run.store() {
         run.note(
             "the run start",
@@ -247,24 +304,39 @@ async fn run_with_id(
                 environment: &env.name,
                 runbook: &runbook.name,
                 manifest: &env.file,
-                dry_run: options.dry_run,
+                dry_run: run.options.dry_run,
             }),
         );
     }
-    if let Some(recorded) = &options.recorded {
+    if let Some(recorded) = &run.options.recorded {
         recorded.notify_one();
     }
-    tracing::info!("run started");
-    let main = main_steps(&mut run, runbook).await;
+}
+
+/// How a run ended, once its main steps are done.
+struct Ended {
+    status: RunStatus,
+    rollbacks: Rollbacks,
+    reverted_faults: Vec<RevertedFault>,
+    incident: Option<incident::IncidentUpdate>,
+}
+
+/// Ends a run after its main steps: rolls back if it failed or was cancelled, reverts
+/// its faults, records its result and updates its incident.
+async fn end_run<P: FnMut(Progress<'_>)>(
+    run: &mut steps::Run<'_, P>,
+    runbook: &Runbook,
+    main: &MainSteps,
+) -> Ended {
     let cancelled = run.cancelled();
     let rollbacks = if main.failed_step.is_some() || cancelled {
         run.roll_back().await
     } else {
         Rollbacks::default()
     };
-    let reverted_faults = revert_faults(&run, cancelled).await;
-    let status = run_status(&run, &main, cancelled, &reverted_faults);
-    let summary = run_summary(runbook, &main, status, &rollbacks);
+    let reverted_faults = revert_faults(run, cancelled).await;
+    let status = run_status(run, main, cancelled, &reverted_faults);
+    let summary = run_summary(runbook, main, status, &rollbacks);
     tracing::info!(status = %status, "run finished: {summary}");
     if let Some(store) = run.store() {
         run.note(
@@ -272,24 +344,16 @@ async fn run_with_id(
             store.finish_run(&run.run_id, status, &summary),
         );
     }
-    let incident = if status == RunStatus::Cancelled || options.dry_run {
+    let incident = if status == RunStatus::Cancelled || run.options.dry_run {
         None
     } else {
-        update_incident(&mut run, runbook, status, &main, &summary).await
+        update_incident(run, runbook, status, main, &summary).await
     };
-    RunReport {
-        run_id: run.run_id,
-        environment: env.name.clone(),
-        runbook: runbook.name.clone(),
-        dry_run: options.dry_run,
+    Ended {
         status,
-        failed_step: main.failed_step,
-        started_at_ms,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        steps: run.reports,
-        incident,
-        reverted_faults,
         rollbacks,
+        reverted_faults,
+        incident,
     }
 }
 
@@ -325,7 +389,7 @@ async fn main_steps<P: FnMut(Progress<'_>)>(
             }
             Ok(true) => {}
             Err(e) => {
-                run.fail_early(step, Phase::Main, e);
+                run.fail_early(step, Phase::Main, e.to_string());
                 out.failed_step = Some(step.id.clone());
                 break;
             }
@@ -535,12 +599,13 @@ pub async fn recover(
             plugins
                 .entry(rb.uses.clone())
                 .or_insert_with(|| match env.plugins.get(&rb.uses) {
-                    Some(spec) => runtime.load(spec, resources).map_err(|e| e.to_string()),
-                    None => Err(format!(
-                        "plugin `{}` is no longer declared in {}",
-                        rb.uses,
-                        env.file.display()
-                    )),
+                    Some(spec) => runtime
+                        .load(spec, resources)
+                        .map_err(PluginUnavailable::from),
+                    None => Err(PluginUnavailable::NoLongerDeclared {
+                        plugin: rb.uses.clone(),
+                        file: env.file.clone(),
+                    }),
                 });
         }
         let options = RunOptions {

@@ -19,6 +19,11 @@ use crate::runner::{self, ActionReport, FailureKind, Invocation, Status};
 use crate::store::records::RollbackState;
 use crate::store::{PendingRollback, StepRecord, Store};
 
+/// A step's `when` condition that could not be evaluated; the step it guards fails.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot evaluate `when`: {0}")]
+pub struct ConditionError(#[from] template::TemplateError);
+
 /// What became of a run's rollbacks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Rollbacks {
@@ -257,7 +262,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
         };
         let plugin = match self.plugins.get(&step.uses) {
             Some(Ok(p)) => p,
-            Some(Err(e)) => return ActionReport::failed(FailureKind::Load, e.clone()),
+            Some(Err(e)) => return ActionReport::failed(FailureKind::Load, e.to_string()),
             None => {
                 return ActionReport::failed(
                     FailureKind::Load,
@@ -359,11 +364,10 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
     }
 
     /// Whether a step's condition holds; a condition that cannot be evaluated fails the step.
-    pub fn condition(&self, step: &Step) -> Result<bool, String> {
+    pub fn condition(&self, step: &Step) -> Result<bool, ConditionError> {
         match &step.when {
             None => Ok(true),
-            Some(c) => template::eval_condition(c, &self.context)
-                .map_err(|e| format!("cannot evaluate `when`: {e}")),
+            Some(c) => Ok(template::eval_condition(c, &self.context)?),
         }
     }
 
@@ -395,7 +399,7 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("rollback of {} cannot be prepared: {e}", step.id);
-                serde_json::json!({ "error": e })
+                serde_json::json!({ "error": e.to_string() })
             }
         };
         let pending = PendingRollback {

@@ -108,23 +108,95 @@ impl std::fmt::Display for Reference {
     }
 }
 
+/// Why a condition or template could not be parsed, evaluated or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// A condition or template that does not parse or evaluate.
+    #[error("{}", describe(.0))]
+    Expression(#[from] minijinja::Error),
+    /// A params template that does not render; `path` is the param's JSON path.
+    #[error("param `{path}`: {}", describe(source))]
+    Param {
+        path: String,
+        source: minijinja::Error,
+    },
+    #[error("param `{path}`: `{expr}` is undefined")]
+    Undefined { path: String, expr: String },
+    #[error("param `{path}`: {source}")]
+    Value {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
+/// A reference that points at nothing from where it appears; the message says what
+/// is wrong and what is available.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("`steps` needs a step id, like `steps.probe.status`")]
+    NoStepId,
+    #[error("`{reference}` refers to step `{step}`, which has not run at this point")]
+    NotYetRun { reference: String, step: String },
+    #[error("`{reference}` refers to step `{step}`, which this runbook does not have (steps: {})", .steps.join(", "))]
+    NoSuchStep {
+        reference: String,
+        step: String,
+        steps: Vec<String>,
+    },
+    #[error("`{reference}`: a step has no field `{field}` (fields: {})", STEP_FIELDS.join(", "))]
+    NoStepField { reference: String, field: String },
+    #[error("`{reference}`: no var `{var}` in [vars] (declared: {})", or_none(.declared, "none"))]
+    NoVar {
+        reference: String,
+        var: String,
+        declared: Vec<String>,
+    },
+    #[error("`vars` needs a name, like `vars.base_url`")]
+    NoVarName,
+    #[error(
+        "`{reference}`: this runbook has no parameter `{param}` (declared: {})",
+        or_none(.declared, "none; declare it under [runbooks.NAME.params]")
+    )]
+    NoParam {
+        reference: String,
+        param: String,
+        declared: Vec<String>,
+    },
+    #[error("`params` needs a name, like `params.service`")]
+    NoParamName,
+    #[error("`{reference}`: `run` has {}", RUN_FIELDS.join(", "))]
+    RunField { reference: String },
+    #[error("`{reference}`: `trigger` has {}", TRIGGER_FIELDS.join(", "))]
+    TriggerField { reference: String },
+    #[error("`{reference}`: `incident` is only known in escalation steps")]
+    IncidentOutside { reference: String },
+    #[error("`{reference}`: `incident` has {}", INCIDENT_FIELDS.join(", "))]
+    IncidentField { reference: String },
+    #[error("unknown name `{root}` (templates can use {})", ROOTS.join(", "))]
+    UnknownRoot { root: String },
+}
+
+/// The names, comma-separated, or `none` when there are none.
+fn or_none(names: &[String], none: &str) -> String {
+    if names.is_empty() {
+        none.to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// The variables a condition or a template string refers to, or why it does not parse.
-pub fn references(text: &str, is_condition: bool) -> Result<BTreeSet<Reference>, String> {
+pub fn references(text: &str, is_condition: bool) -> Result<BTreeSet<Reference>, TemplateError> {
     let names = if is_condition {
         strict()
-            .compile_expression(text)
-            .map_err(|e| describe(&e))?
+            .compile_expression(text)?
             .undeclared_variables(true)
     } else if let Some(expr) = sole_expression(text) {
         strict()
-            .compile_expression(expr)
-            .map_err(|e| describe(&e))?
+            .compile_expression(expr)?
             .undeclared_variables(true)
     } else {
-        strict()
-            .template_from_str(text)
-            .map_err(|e| describe(&e))?
-            .undeclared_variables(true)
+        strict().template_from_str(text)?.undeclared_variables(true)
     };
     Ok(names
         .into_iter()
@@ -184,83 +256,85 @@ impl Scope<'_> {
 }
 
 /// Checks one reference; the error says what is wrong and what is available.
-pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), String> {
-    let parts = &r.0;
+pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), ReferenceError> {
+    let reference = || r.to_string();
+    let owned = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let field = r.0.get(1).map(String::as_str);
     match r.root() {
-        "steps" => {
-            let Some(step) = parts.get(1) else {
-                return Err("`steps` needs a step id, like `steps.probe.status`".into());
-            };
-            if !scope.has_run(step) {
-                return Err(if scope.steps.first_at.contains_key(step.as_str()) {
-                    format!("`{r}` refers to step `{step}`, which has not run at this point")
-                } else {
-                    format!(
-                        "`{r}` refers to step `{step}`, which this runbook does not have (steps: {})",
-                        scope.steps.order.join(", ")
-                    )
-                });
-            }
-            if let Some(field) = parts.get(2)
-                && !STEP_FIELDS.contains(&field.as_str())
-            {
-                return Err(format!(
-                    "`{r}`: a step has no field `{field}` (fields: {})",
-                    STEP_FIELDS.join(", ")
-                ));
-            }
-            Ok(())
-        }
-        "vars" => match parts.get(1) {
-            Some(v) if scope.vars.contains(&v.as_str()) => Ok(()),
-            Some(v) => Err(format!(
-                "`{r}`: no var `{v}` in [vars] (declared: {})",
-                if scope.vars.is_empty() {
-                    "none".into()
-                } else {
-                    scope.vars.join(", ")
-                }
-            )),
-            None => Err("`vars` needs a name, like `vars.base_url`".into()),
+        "steps" => check_step_reference(r, scope),
+        "vars" => match field {
+            Some(v) if scope.vars.contains(&v) => Ok(()),
+            Some(v) => Err(ReferenceError::NoVar {
+                reference: reference(),
+                var: v.to_string(),
+                declared: owned(scope.vars),
+            }),
+            None => Err(ReferenceError::NoVarName),
         },
-        "params" => match parts.get(1) {
-            Some(p) if scope.params.contains(&p.as_str()) => Ok(()),
-            Some(p) => Err(format!(
-                "`{r}`: this runbook has no parameter `{p}` (declared: {})",
-                if scope.params.is_empty() {
-                    "none; declare it under [runbooks.NAME.params]".into()
-                } else {
-                    scope.params.join(", ")
-                }
-            )),
-            None => Err("`params` needs a name, like `params.service`".into()),
+        "params" => match field {
+            Some(p) if scope.params.contains(&p) => Ok(()),
+            Some(p) => Err(ReferenceError::NoParam {
+                reference: reference(),
+                param: p.to_string(),
+                declared: owned(scope.params),
+            }),
+            None => Err(ReferenceError::NoParamName),
         },
-        "run" => match parts.get(1) {
-            Some(f) if RUN_FIELDS.contains(&f.as_str()) => Ok(()),
-            _ => Err(format!("`{r}`: `run` has {}", RUN_FIELDS.join(", "))),
+        "run" => match field {
+            Some(f) if RUN_FIELDS.contains(&f) => Ok(()),
+            _ => Err(ReferenceError::RunField {
+                reference: reference(),
+            }),
         },
-        "trigger" => match parts.get(1) {
-            Some(f) if TRIGGER_FIELDS.contains(&f.as_str()) => Ok(()),
-            _ => Err(format!(
-                "`{r}`: `trigger` has {}",
-                TRIGGER_FIELDS.join(", ")
-            )),
+        "trigger" => match field {
+            Some(f) if TRIGGER_FIELDS.contains(&f) => Ok(()),
+            _ => Err(ReferenceError::TriggerField {
+                reference: reference(),
+            }),
         },
-        "incident" if !scope.incident => Err(format!(
-            "`{r}`: `incident` is only known in escalation steps"
-        )),
-        "incident" => match parts.get(1) {
-            Some(f) if INCIDENT_FIELDS.contains(&f.as_str()) => Ok(()),
-            _ => Err(format!(
-                "`{r}`: `incident` has {}",
-                INCIDENT_FIELDS.join(", ")
-            )),
+        "incident" if !scope.incident => Err(ReferenceError::IncidentOutside {
+            reference: reference(),
+        }),
+        "incident" => match field {
+            Some(f) if INCIDENT_FIELDS.contains(&f) => Ok(()),
+            _ => Err(ReferenceError::IncidentField {
+                reference: reference(),
+            }),
         },
-        other => Err(format!(
-            "unknown name `{other}` (templates can use {})",
-            ROOTS.join(", ")
-        )),
+        other => Err(ReferenceError::UnknownRoot {
+            root: other.to_string(),
+        }),
     }
+}
+
+/// Checks a `steps.ID.FIELD` reference: the step has run by then, and has the field.
+fn check_step_reference(r: &Reference, scope: &Scope) -> Result<(), ReferenceError> {
+    let Some(step) = r.0.get(1) else {
+        return Err(ReferenceError::NoStepId);
+    };
+    if !scope.has_run(step) {
+        return Err(if scope.steps.first_at.contains_key(step.as_str()) {
+            ReferenceError::NotYetRun {
+                reference: r.to_string(),
+                step: step.clone(),
+            }
+        } else {
+            ReferenceError::NoSuchStep {
+                reference: r.to_string(),
+                step: step.clone(),
+                steps: scope.steps.order.iter().map(|s| s.to_string()).collect(),
+            }
+        });
+    }
+    if let Some(field) = r.0.get(2)
+        && !STEP_FIELDS.contains(&field.as_str())
+    {
+        return Err(ReferenceError::NoStepField {
+            reference: r.to_string(),
+            field: field.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Every template string inside a params value, with its JSON path.
@@ -293,13 +367,9 @@ pub fn template_strings(value: &serde_json::Value) -> Vec<(String, &str)> {
 
 /// Evaluates a `when` condition. Missing fields are undefined (falsy), not errors, so
 /// `steps.probe.details.status >= 500` is simply false when the probe had no response.
-pub fn eval_condition(expr: &str, ctx: &serde_json::Value) -> Result<bool, String> {
-    let compiled = lenient()
-        .compile_expression(expr)
-        .map_err(|e| describe(&e))?;
-    let v = compiled
-        .eval(Value::from(minijinja::value::Serde(ctx)))
-        .map_err(|e| describe(&e))?;
+pub fn eval_condition(expr: &str, ctx: &serde_json::Value) -> Result<bool, TemplateError> {
+    let compiled = lenient().compile_expression(expr)?;
+    let v = compiled.eval(Value::from(minijinja::value::Serde(ctx)))?;
     Ok(v.is_true())
 }
 
@@ -308,7 +378,7 @@ pub fn eval_condition(expr: &str, ctx: &serde_json::Value) -> Result<bool, Strin
 pub fn render_params(
     params: &serde_json::Value,
     ctx: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, TemplateError> {
     // Params without a template are the common case: they need no context, and
     // converting it (every earlier step's details) would make a long runbook quadratic.
     if !holds_template(params) {
@@ -328,10 +398,17 @@ fn holds_template(v: &serde_json::Value) -> bool {
     }
 }
 
-fn render(v: &serde_json::Value, ctx: &Value, path: &str) -> Result<serde_json::Value, String> {
+fn render(
+    v: &serde_json::Value,
+    ctx: &Value,
+    path: &str,
+) -> Result<serde_json::Value, TemplateError> {
     Ok(match v {
         serde_json::Value::String(s) if is_template(s) => {
-            let at = |e: minijinja::Error| format!("param `{path}`: {}", describe(&e));
+            let at = |source: minijinja::Error| TemplateError::Param {
+                path: path.to_string(),
+                source,
+            };
             if let Some(expr) = sole_expression(s) {
                 let value = strict()
                     .compile_expression(expr)
@@ -339,9 +416,15 @@ fn render(v: &serde_json::Value, ctx: &Value, path: &str) -> Result<serde_json::
                     .eval(ctx.clone())
                     .map_err(at)?;
                 if value.is_undefined() {
-                    return Err(format!("param `{path}`: `{expr}` is undefined"));
+                    return Err(TemplateError::Undefined {
+                        path: path.to_string(),
+                        expr: expr.to_string(),
+                    });
                 }
-                serde_json::to_value(&value).map_err(|e| format!("param `{path}`: {e}"))?
+                serde_json::to_value(&value).map_err(|source| TemplateError::Value {
+                    path: path.to_string(),
+                    source,
+                })?
             } else {
                 serde_json::Value::String(strict().render_str(s, ctx.clone()).map_err(at)?)
             }
@@ -362,7 +445,7 @@ fn render(v: &serde_json::Value, ctx: &Value, path: &str) -> Result<serde_json::
                     };
                     Ok((k.clone(), render(x, ctx, &p)?))
                 })
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, TemplateError>>()?,
         ),
         other => other.clone(),
     })
@@ -404,7 +487,8 @@ mod tests {
             &json!({"a": {"b": "{{ steps.probe.details.nope }}"}}),
             &ctx(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("param `a.b`"), "{e}");
     }
 
@@ -441,6 +525,7 @@ mod tests {
             refs.iter()
                 .find_map(|r| check_reference(r, &scope).err())
                 .unwrap()
+                .to_string()
         };
         assert!(bad("steps.later.status == 'ok'").contains("has not run"));
         assert!(bad("steps.nope.status == 'ok'").contains("does not have"));
