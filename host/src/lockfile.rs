@@ -275,92 +275,9 @@ pub fn diff(old: &EnvLock, new: &EnvLock) -> Vec<Change> {
     let plugins = KeyPath::root().key("plugins");
     for (name, n) in &new.plugins {
         let at = plugins.key(name);
-        let Some(o) = old.plugins.get(name) else {
-            let caps: Vec<&String> = n.grants.keys().collect();
-            out.push(Change::new(
-                at,
-                ChangeKind::Added,
-                format!(
-                    "new plugin `{name}` (sha256 {}…, grants {})",
-                    short(&n.sha256),
-                    if caps.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        caps.iter()
-                            .map(|c| c.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
-            ));
-            continue;
-        };
-        if o.sha256 != n.sha256 {
-            out.push(Change::new(
-                at.key("sha256"),
-                ChangeKind::Changed,
-                format!(
-                    "different code: sha256 {}… → {}…",
-                    short(&o.sha256),
-                    short(&n.sha256)
-                ),
-            ));
-        }
-        if o.signer != n.signer {
-            let who = |s: &Option<String>| s.clone().unwrap_or_else(|| "nobody".into());
-            out.push(Change::new(
-                at.key("signed_by"),
-                ChangeKind::Changed,
-                format!("signed by {} → {}", who(&o.signer), who(&n.signer)),
-            ));
-        }
-        if o.path != n.path {
-            out.push(Change::new(
-                at.key("path"),
-                ChangeKind::Note,
-                format!("file `{}` → `{}`", o.path, n.path),
-            ));
-        }
-        let (oi, ni): (BTreeSet<&String>, BTreeSet<&String>) =
-            (o.imports.iter().collect(), n.imports.iter().collect());
-        for i in ni.difference(&oi) {
-            out.push(Change::new(
-                at.clone(),
-                ChangeKind::Note,
-                format!("now imports `{i}`"),
-            ));
-        }
-        for i in oi.difference(&ni) {
-            out.push(Change::new(
-                at.clone(),
-                ChangeKind::Note,
-                format!("no longer imports `{i}`"),
-            ));
-        }
-        out.extend(
-            limits(&o.limits)
-                .diff(&limits(&n.limits))
-                .into_iter()
-                .map(|c| c.under(&at)),
-        );
-        let grants = |t: &toml::Table| -> crate::caps::Grants {
-            t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        let readable = crate::caps::per_capability(&grants(&o.grants), &grants(&n.grants))
-            .iter()
-            .all(|d| d.changes.is_ok());
-        if readable {
-            out.extend(
-                crate::caps::diff_grants(&grants(&o.grants), &grants(&n.grants))
-                    .into_iter()
-                    .map(|c| c.under(&at)),
-            );
-        } else if o.grants != n.grants {
-            out.push(Change::new(
-                at.key("grants"),
-                ChangeKind::Changed,
-                "grants changed and cannot be compared (they do not read as grants)",
-            ));
+        match old.plugins.get(name) {
+            Some(o) => diff_plugin(&mut out, &at, o, n),
+            None => out.push(new_plugin(at, name, n)),
         }
     }
     for name in old.plugins.keys() {
@@ -381,6 +298,103 @@ pub fn diff(old: &EnvLock, new: &EnvLock) -> Vec<Change> {
     );
     declarations(&mut out, "secrets", "secret", &old.secrets, &new.secrets);
     out
+}
+
+/// A plugin the old lock did not have: its code and what it is granted.
+fn new_plugin(at: KeyPath, name: &str, n: &PluginLock) -> Change {
+    let caps: Vec<&String> = n.grants.keys().collect();
+    Change::new(
+        at,
+        ChangeKind::Added,
+        format!(
+            "new plugin `{name}` (sha256 {}…, grants {})",
+            short(&n.sha256),
+            if caps.is_empty() {
+                "nothing".to_string()
+            } else {
+                caps.iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+    )
+}
+
+/// How a plugin in both locks changed: code, signer, file, imports, limits and grants.
+fn diff_plugin(out: &mut Vec<Change>, at: &KeyPath, o: &PluginLock, n: &PluginLock) {
+    if o.sha256 != n.sha256 {
+        out.push(Change::new(
+            at.key("sha256"),
+            ChangeKind::Changed,
+            format!(
+                "different code: sha256 {}… → {}…",
+                short(&o.sha256),
+                short(&n.sha256)
+            ),
+        ));
+    }
+    if o.signer != n.signer {
+        let who = |s: &Option<String>| s.clone().unwrap_or_else(|| "nobody".into());
+        out.push(Change::new(
+            at.key("signed_by"),
+            ChangeKind::Changed,
+            format!("signed by {} → {}", who(&o.signer), who(&n.signer)),
+        ));
+    }
+    if o.path != n.path {
+        out.push(Change::new(
+            at.key("path"),
+            ChangeKind::Note,
+            format!("file `{}` → `{}`", o.path, n.path),
+        ));
+    }
+    let (oi, ni): (BTreeSet<&String>, BTreeSet<&String>) =
+        (o.imports.iter().collect(), n.imports.iter().collect());
+    for i in ni.difference(&oi) {
+        out.push(Change::new(
+            at.clone(),
+            ChangeKind::Note,
+            format!("now imports `{i}`"),
+        ));
+    }
+    for i in oi.difference(&ni) {
+        out.push(Change::new(
+            at.clone(),
+            ChangeKind::Note,
+            format!("no longer imports `{i}`"),
+        ));
+    }
+    out.extend(
+        limits(&o.limits)
+            .diff(&limits(&n.limits))
+            .into_iter()
+            .map(|c| c.under(at)),
+    );
+    diff_plugin_grants(out, at, &o.grants, &n.grants);
+}
+
+/// How a plugin's grants changed, or that they changed when they cannot be compared.
+fn diff_plugin_grants(out: &mut Vec<Change>, at: &KeyPath, o: &toml::Table, n: &toml::Table) {
+    let grants = |t: &toml::Table| -> crate::caps::Grants {
+        t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let readable = crate::caps::per_capability(&grants(o), &grants(n))
+        .iter()
+        .all(|d| d.changes.is_ok());
+    if readable {
+        out.extend(
+            crate::caps::diff_grants(&grants(o), &grants(n))
+                .into_iter()
+                .map(|c| c.under(at)),
+        );
+    } else if o != n {
+        out.push(Change::new(
+            at.key("grants"),
+            ChangeKind::Changed,
+            "grants changed and cannot be compared (they do not read as grants)",
+        ));
+    }
 }
 
 /// Services and secrets: added, removed, or defined differently.

@@ -125,6 +125,12 @@ pub enum Granted {
 #[error("{0}")]
 pub struct PrepareError(pub String);
 
+/// A grant as written that does not read as its capability's grant, met while comparing
+/// two grants (validation reports it in full, with its location).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.message())]
+pub struct UnreadableGrant(pub toml::de::Error);
+
 /// What the environment declares outside the plugins, which grants refer to.
 pub struct Declared<'a> {
     pub services: &'a BTreeMap<String, ServiceDef>,
@@ -547,7 +553,7 @@ pub trait Entry: Sync {
         out: &mut ValidGrants,
     );
     /// Compares two grants as written; `Err` when one does not read as this grant.
-    fn diff(&self, old: &toml::Value, new: &toml::Value) -> Result<Vec<Change>, String>;
+    fn diff(&self, old: &toml::Value, new: &toml::Value) -> Result<Vec<Change>, UnreadableGrant>;
     fn describe(&self, grants: &ValidGrants) -> Vec<String>;
     fn risks(&self, grants: &ValidGrants) -> Vec<String>;
     fn secrets(&self, grants: &ValidGrants) -> Vec<String>;
@@ -610,12 +616,8 @@ impl<C: Capability> Entry for Registered<C> {
         }
     }
 
-    fn diff(&self, old: &toml::Value, new: &toml::Value) -> Result<Vec<Change>, String> {
-        let read = |v: &toml::Value| {
-            v.clone()
-                .try_into::<C::Config>()
-                .map_err(|e| e.message().to_string())
-        };
+    fn diff(&self, old: &toml::Value, new: &toml::Value) -> Result<Vec<Change>, UnreadableGrant> {
+        let read = |v: &toml::Value| v.clone().try_into::<C::Config>().map_err(UnreadableGrant);
         Ok(C::diff(&read(old)?, &read(new)?))
     }
 

@@ -83,7 +83,7 @@ impl Capability for Fs {
     fn begin_action(grant: &Arc<FsGrant>, setup: &mut ActionSetup) -> Result<(), PrepareError> {
         let records = grant
             .preopen(setup.wasi, setup.dry_run)
-            .map_err(PrepareError)?;
+            .map_err(|e| PrepareError(e.to_string()))?;
         setup.records.extend(records);
         Ok(())
     }
@@ -243,7 +243,7 @@ impl FsGrant {
         &self,
         builder: &mut WasiCtxBuilder,
         dry_run: bool,
-    ) -> Result<Vec<CallRecord>, String> {
+    ) -> Result<Vec<CallRecord>, PreopenError> {
         let mut records = Vec::new();
         // File operations run on blocking-pool threads, never on the thread running the
         // action: a call can block without end (opening a FIFO no one writes, reading a
@@ -261,13 +261,10 @@ impl FsGrant {
                     );
                     continue;
                 }
-                std::fs::create_dir_all(&d.host).map_err(|e| {
-                    format!(
-                        "cannot create the granted directory {} ({}.{}): {e}",
-                        d.host.display(),
-                        self.key,
-                        d.name
-                    )
+                std::fs::create_dir_all(&d.host).map_err(|source| PreopenError::Create {
+                    dir: d.host.clone(),
+                    grant: format!("{}.{}", self.key, d.name),
+                    source,
                 })?;
             }
             let perms = if writable {
@@ -277,13 +274,10 @@ impl FsGrant {
             };
             builder
                 .preopened_dir(&d.host, &d.guest, perms)
-                .map_err(|e| {
-                    format!(
-                        "cannot open the granted directory {} ({}.{}): {e:#}",
-                        d.host.display(),
-                        self.key,
-                        d.name
-                    )
+                .map_err(|error| PreopenError::Open {
+                    dir: d.host.clone(),
+                    grant: format!("{}.{}", self.key, d.name),
+                    error,
                 })?;
             records.push(if d.mode == Mode::ReadWrite && dry_run {
                 CallRecord::dry_run(Fs::NAME, "preopen", &target)
@@ -294,6 +288,25 @@ impl FsGrant {
         }
         Ok(records)
     }
+}
+
+/// Why a granted directory could not be handed to an action; `grant` is the manifest
+/// key that grants it.
+#[derive(Debug, thiserror::Error)]
+pub enum PreopenError {
+    #[error("cannot create the granted directory {} ({grant}): {source}", dir.display())]
+    Create {
+        dir: PathBuf,
+        grant: String,
+        source: std::io::Error,
+    },
+    /// `error` is wasmtime's, shown with its causes.
+    #[error("cannot open the granted directory {} ({grant}): {error:#}", dir.display())]
+    Open {
+        dir: PathBuf,
+        grant: String,
+        error: wasmtime::Error,
+    },
 }
 
 /// An absolute path with `.` and `..` settled: canonical for the part that exists, the

@@ -37,8 +37,8 @@ use crate::manifest::{KeyPath, Validator};
 use compare::{Change, ChangeKind};
 pub use core::{
     ActionCore, ActionInfo, ActionSetup, CallRecord, CallSink, Capability, Decision, Declared,
-    Entry, Granted, HostState, MemoryLimiter, PrepareError, Prepared, Resources, ValidGrants,
-    now_ms,
+    Entry, Granted, HostState, MemoryLimiter, PrepareError, Prepared, Resources, UnreadableGrant,
+    ValidGrants, now_ms,
 };
 
 /// Every capability the host provides, in the order reports list them. Adding a
@@ -129,7 +129,7 @@ pub struct CapabilityDiff {
     pub new: bool,
     /// When both have it: every difference, relative to `grants.NAME`; `Err` when one
     /// of them does not read as a grant.
-    pub changes: Result<Vec<Change>, String>,
+    pub changes: Result<Vec<Change>, UnreadableGrant>,
 }
 
 /// Compares two sets of grants as written, capability by capability.

@@ -80,7 +80,7 @@ impl Resolve for GrantResolver {
                 match grant.policy.check_address(&host, addr.ip(), &grant.key) {
                     Ok(()) => allowed.push(addr),
                     Err(e) => {
-                        first_denial.get_or_insert(e);
+                        first_denial.get_or_insert(e.to_string());
                     }
                 }
             }
@@ -137,7 +137,7 @@ impl HttpClient {
         self.grant
             .policy
             .check_url(&parsed, &self.grant.key)
-            .map_err(SendError::Denied)?;
+            .map_err(|e| SendError::Denied(e.to_string()))?;
         let literal: Option<IpAddr> = match parsed.host() {
             Some(url::Host::Ipv4(a)) => Some(a.into()),
             Some(url::Host::Ipv6(a)) => Some(a.into()),
@@ -147,7 +147,7 @@ impl HttpClient {
             self.grant
                 .policy
                 .check_address(&ip.to_string(), ip, &self.grant.key)
-                .map_err(SendError::Denied)?;
+                .map_err(|e| SendError::Denied(e.to_string()))?;
         }
         Ok(parsed)
     }

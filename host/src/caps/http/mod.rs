@@ -116,7 +116,7 @@ impl HttpGrant {
                     ok = false;
                     v.error(
                         &path.key("allow").index(i),
-                        e,
+                        e.to_string(),
                         "allow entries look like \"https://api.example.com\", \"https://*.internal:8443\" or \"http://127.0.0.1:*\"",
                     );
                 }
@@ -128,7 +128,7 @@ impl HttpGrant {
                 Ok(n) => addresses.push(n),
                 Err(e) => {
                     ok = false;
-                    v.error(&path.key("addresses").index(i), e, "");
+                    v.error(&path.key("addresses").index(i), e.to_string(), "");
                 }
             }
         }

@@ -53,25 +53,78 @@ impl fmt::Display for UrlPattern {
     }
 }
 
+/// Why an `allow` pattern or an `addresses` entry of an http grant is not understood.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("`{0}` has no scheme; write it like \"https://api.example.com\"")]
+    NoScheme(String),
+    #[error("scheme `{0}` is not http, https or *")]
+    Scheme(String),
+    #[error("`{0}` has a path, query or user; patterns name only scheme, host and port")]
+    HasPath(String),
+    #[error("`[{0}` has no closing `]`")]
+    Unclosed(String),
+    #[error("unexpected `{0}` after `]`")]
+    AfterBracket(String),
+    #[error("port `{0}` is not a number from 1 to 65535 or *")]
+    Port(String),
+    #[error("port 0 is not a port")]
+    PortZero,
+    #[error("the host is empty")]
+    EmptyHost,
+    #[error("`{0}` is not a host name, an address, `*` or `*.domain`")]
+    Host(String),
+    #[error("`{0}` is not an address or CIDR block like \"10.0.0.0/8\"")]
+    Net(String),
+}
+
+/// Why a request's URL or address is outside an http grant; each message says what to
+/// add to the grant (`key` is its manifest key) to allow it.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpDenied {
+    #[error("{origin} is not granted; to allow it, add \"{origin}\" to {key}.allow")]
+    Origin { origin: String, key: String },
+    #[error(
+        "{origin} is a {kind} address that only a wildcard entry matches; to allow it, add \"{origin}\" to {key}.allow (or \"{ip}\" to {key}.addresses)"
+    )]
+    WildcardAddress {
+        origin: String,
+        kind: &'static str,
+        ip: IpAddr,
+        key: String,
+    },
+    #[error(
+        "{origin} is loopback, which only a wildcard entry matches; to allow it, add \"{origin}\" to {key}.allow"
+    )]
+    WildcardLoopback { origin: String, key: String },
+    #[error(
+        "{host} resolves to {ip}, a {kind} address the grant does not name; to allow it, add \"{ip}\" (or its network) to {key}.addresses"
+    )]
+    Address {
+        host: String,
+        ip: IpAddr,
+        kind: &'static str,
+        key: String,
+    },
+}
+
 impl UrlPattern {
     /// Parses `scheme://host[:port]`; `scheme` is http, https or `*`, `host` may be
     /// `*` or start with `*.`, `port` may be `*`. Paths and queries are refused.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
         let t = text.trim();
-        let (scheme, rest) = t.split_once("://").ok_or_else(|| {
-            format!("`{t}` has no scheme; write it like \"https://api.example.com\"")
-        })?;
+        let (scheme, rest) = t
+            .split_once("://")
+            .ok_or_else(|| PatternError::NoScheme(t.to_string()))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => SchemePattern::Http,
             "https" => SchemePattern::Https,
             "*" => SchemePattern::Any,
-            other => return Err(format!("scheme `{other}` is not http, https or *")),
+            other => return Err(PatternError::Scheme(other.to_string())),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#', '@']) {
-            return Err(format!(
-                "`{t}` has a path, query or user; patterns name only scheme, host and port"
-            ));
+            return Err(PatternError::HasPath(t.to_string()));
         }
         let (host, port) = split_host_port(rest)?;
         let port = match port {
@@ -79,10 +132,10 @@ impl UrlPattern {
             Some("*") => PortPattern::Any,
             Some(p) => PortPattern::Exact(
                 p.parse()
-                    .map_err(|_| format!("port `{p}` is not a number from 1 to 65535 or *"))
+                    .map_err(|_| PatternError::Port(p.to_string()))
                     .and_then(|n: u16| {
                         if n == 0 {
-                            Err("port 0 is not a port".to_string())
+                            Err(PatternError::PortZero)
                         } else {
                             Ok(n)
                         }
@@ -190,17 +243,17 @@ fn host_covers(a: &HostPattern, b: &HostPattern) -> bool {
     }
 }
 
-fn split_host_port(rest: &str) -> Result<(&str, Option<&str>), String> {
+fn split_host_port(rest: &str) -> Result<(&str, Option<&str>), PatternError> {
     if let Some(inner) = rest.strip_prefix('[') {
         let (host, after) = inner
             .split_once(']')
-            .ok_or_else(|| format!("`[{inner}` has no closing `]`"))?;
+            .ok_or_else(|| PatternError::Unclosed(inner.to_string()))?;
         return match after {
             "" => Ok((host, None)),
             p => p
                 .strip_prefix(':')
                 .map(|p| (host, Some(p)))
-                .ok_or_else(|| format!("unexpected `{p}` after `]`")),
+                .ok_or_else(|| PatternError::AfterBracket(p.to_string())),
         };
     }
     Ok(match rest.rsplit_once(':') {
@@ -209,9 +262,9 @@ fn split_host_port(rest: &str) -> Result<(&str, Option<&str>), String> {
     })
 }
 
-fn parse_host(host: &str) -> Result<HostPattern, String> {
+fn parse_host(host: &str) -> Result<HostPattern, PatternError> {
     if host.is_empty() {
-        return Err("the host is empty".into());
+        return Err(PatternError::EmptyHost);
     }
     if host == "*" {
         return Ok(HostPattern::Any);
@@ -232,9 +285,7 @@ fn parse_host(host: &str) -> Result<HostPattern, String> {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
     if !valid || name.contains('*') {
-        return Err(format!(
-            "`{host}` is not a host name, an address, `*` or `*.domain`"
-        ));
+        return Err(PatternError::Host(host.to_string()));
     }
     let name = name.to_ascii_lowercase();
     Ok(if wild {
@@ -245,11 +296,11 @@ fn parse_host(host: &str) -> Result<HostPattern, String> {
 }
 
 /// Parses an `addresses` entry: a CIDR block or a single address.
-pub fn parse_net(text: &str) -> Result<IpNet, String> {
+pub fn parse_net(text: &str) -> Result<IpNet, PatternError> {
     let t = text.trim();
     t.parse::<IpNet>()
         .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("`{t}` is not an address or CIDR block like \"10.0.0.0/8\""))
+        .map_err(|_| PatternError::Net(t.to_string()))
 }
 
 /// IPv4 ranges that are not globally reachable, after IANA's IPv4 Special-Purpose
@@ -345,12 +396,11 @@ impl Policy {
     /// it leads somewhere non-public by naming it (an address literal, `localhost`),
     /// the entry that names it matches the whole URL — an entry unlocks its own
     /// scheme, host and port, never what a wildcard entry beside it matches.
-    pub fn check_url(&self, url: &Url, grant_key: &str) -> Result<(), String> {
+    pub fn check_url(&self, url: &Url, grant_key: &str) -> Result<(), HttpDenied> {
         let origin = crate::net::origin_of(url);
+        let key = || grant_key.to_string();
         if !self.allow.iter().any(|p| p.matches(url)) {
-            return Err(format!(
-                "{origin} is not granted; to allow it, add \"{origin}\" to {grant_key}.allow"
-            ));
+            return Err(HttpDenied::Origin { origin, key: key() });
         }
         let literal: Option<IpAddr> = match url.host() {
             Some(url::Host::Ipv4(a)) => Some(a.into()),
@@ -365,9 +415,12 @@ impl Policy {
             && !self.addresses.iter().any(|n| n.contains(&ip))
             && !self.allow.iter().any(|p| named(&p))
         {
-            return Err(format!(
-                "{origin} is a {kind} address that only a wildcard entry matches; to allow it, add \"{origin}\" to {grant_key}.allow (or \"{ip}\" to {grant_key}.addresses)"
-            ));
+            return Err(HttpDenied::WildcardAddress {
+                origin,
+                kind,
+                ip,
+                key: key(),
+            });
         }
         let localhost = url
             .host_str()
@@ -377,9 +430,7 @@ impl Policy {
                 || n.contains(&IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
         });
         if localhost && !loopback_listed && !self.allow.iter().any(|p| named(&p)) {
-            return Err(format!(
-                "{origin} is loopback, which only a wildcard entry matches; to allow it, add \"{origin}\" to {grant_key}.allow"
-            ));
+            return Err(HttpDenied::WildcardLoopback { origin, key: key() });
         }
         Ok(())
     }
@@ -389,7 +440,7 @@ impl Policy {
     /// them, or, for loopback, if the name is `localhost` and an entry names it (the
     /// URL was checked against that entry by [`Policy::check_url`]). An entry naming an
     /// address never unlocks a name that resolves to it.
-    pub fn check_address(&self, host: &str, ip: IpAddr, grant_key: &str) -> Result<(), String> {
+    pub fn check_address(&self, host: &str, ip: IpAddr, grant_key: &str) -> Result<(), HttpDenied> {
         let Some(kind) = non_public_kind(ip) else {
             return Ok(());
         };
@@ -407,9 +458,12 @@ impl Policy {
         if named {
             return Ok(());
         }
-        Err(format!(
-            "{host} resolves to {ip}, a {kind} address the grant does not name; to allow it, add \"{ip}\" (or its network) to {grant_key}.addresses"
-        ))
+        Err(HttpDenied::Address {
+            host: host.to_string(),
+            ip,
+            kind,
+            key: grant_key.to_string(),
+        })
     }
 }
 
@@ -458,7 +512,7 @@ mod tests {
             ("https://a.*.com", "not a host"),
             ("https://", "empty"),
         ] {
-            let e = UrlPattern::parse(bad).unwrap_err();
+            let e = UrlPattern::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }
@@ -483,7 +537,8 @@ mod tests {
         ] {
             let e = p
                 .check_address("a.example.com", ip.parse().unwrap(), "g")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("g.addresses"), "{e}");
         }
         let p = policy(&["https://*.internal"], &["10.0.0.0/8"]);
@@ -577,7 +632,8 @@ mod tests {
         // The wildcard matches another port of the address; only the naming entry unlocks.
         let e = both
             .check_url(&url("http://127.0.0.1:22/"), "g")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only a wildcard entry matches"), "{e}");
         assert!(e.contains("add \"http://127.0.0.1:22\" to g.allow"), "{e}");
         // A name that resolves to the address is not unlocked by the entry naming it.
@@ -632,7 +688,8 @@ mod tests {
         let p = policy(&["https://api.example.com"], &[]);
         let e = p
             .check_url(&url("https://other.example.com/x"), "plugins.p.grants.http")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("\"https://other.example.com:443\" to plugins.p.grants.http.allow"),
             "{e}"
