@@ -71,6 +71,31 @@ impl ActionReport {
     }
 }
 
+/// Why a call into a plugin outside a runbook step (describing itself, checking params,
+/// a benchmark's warm instance) gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The action's capabilities could not be prepared.
+    #[error("{0}")]
+    Setup(#[from] caps::PrepareError),
+    /// The plugin rejected the params; the text is its own.
+    #[error("{0}")]
+    Rejected(String),
+    /// The plugin trapped while checking params; the text says how.
+    #[error("the plugin failed while checking params: {0}")]
+    CheckTrapped(String),
+    #[error("the plugin did not finish checking params in time")]
+    CheckTimedOut,
+    /// Instantiating or calling the plugin failed.
+    #[error("{0:#}")]
+    Trapped(wasmtime::Error),
+    #[error("timed out")]
+    TimedOut,
+    /// The action ended with an error of its own instead of an outcome.
+    #[error("{0:?}")]
+    Action(wit::ActionError),
+}
+
 /// Who is asking for the action, as the plugin's context will say.
 #[derive(Clone)]
 pub struct Invocation {
@@ -96,7 +121,7 @@ fn new_store(
     dry_run: bool,
     limit: Duration,
     granted: bool,
-) -> Result<Store<HostState>, String> {
+) -> Result<Store<HostState>, caps::PrepareError> {
     let output = plugin.spec.limits.output as usize;
     let stdout = wasi::Capture::new(output);
     let stderr = wasi::Capture::new(output);
@@ -116,7 +141,7 @@ fn new_store(
         dry_run,
         records: Vec::new(),
     };
-    caps::begin_action(&granted, &mut setup).map_err(|e| e.to_string())?;
+    caps::begin_action(&granted, &mut setup)?;
     let preopens = setup.records;
     let deadline = Instant::now() + limit;
     let action = inv.map(|i| ActionInfo {
@@ -169,8 +194,8 @@ pub async fn run_action(
         .map_or(plugin.spec.limits.time, |t| t.min(plugin.spec.limits.time));
     let mut store = match new_store(runtime, plugin, Some(inv), inv.dry_run, limit, true) {
         Ok(s) => s,
-        Err(message) => {
-            let mut report = ActionReport::failed(FailureKind::Load, message);
+        Err(e) => {
+            let mut report = ActionReport::failed(FailureKind::Load, e.to_string());
             report.scrub(&plugin.resources.redactor);
             return report;
         }
@@ -432,7 +457,7 @@ pub async fn validate_params(
     runtime: &Runtime,
     plugin: &Plugin,
     params: &serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), CallError> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
     // Nothing is granted while a plugin describes itself or checks params.
     let mut store = new_store(runtime, plugin, None, true, limit, false)?;
@@ -442,17 +467,16 @@ pub async fn validate_params(
         instance.call_validate(&mut store, &params).await
     };
     match tokio::time::timeout(limit + EPOCH_TICK * 4, call).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(format!(
-            "the plugin failed while checking params: {}",
-            classify_trap(&e, store.data().limiter.hit, limit, "").1
+        Ok(Ok(r)) => r.map_err(CallError::Rejected),
+        Ok(Err(e)) => Err(CallError::CheckTrapped(
+            classify_trap(&e, store.data().limiter.hit, limit, "").1,
         )),
-        Err(_) => Err("the plugin did not finish checking params in time".into()),
+        Err(_) => Err(CallError::CheckTimedOut),
     }
 }
 
 /// Asks a plugin to describe itself (name, version, params schema).
-pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descriptor, String> {
+pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descriptor, CallError> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
     // Nothing is granted while a plugin describes itself or checks params.
     let mut store = new_store(runtime, plugin, None, true, limit, false)?;
@@ -462,8 +486,8 @@ pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descrip
     };
     match tokio::time::timeout(limit + EPOCH_TICK * 4, call).await {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(_) => Err("timed out".into()),
+        Ok(Err(e)) => Err(CallError::Trapped(e)),
+        Err(_) => Err(CallError::TimedOut),
     }
 }
 
@@ -476,7 +500,7 @@ pub struct WarmInstance {
 
 impl WarmInstance {
     /// Instantiates `plugin` once, with its grants and a one-hour deadline.
-    pub async fn new(runtime: &Runtime, plugin: &Plugin) -> Result<Self, String> {
+    pub async fn new(runtime: &Runtime, plugin: &Plugin) -> Result<Self, CallError> {
         let mut store = new_store(
             runtime,
             plugin,
@@ -489,20 +513,20 @@ impl WarmInstance {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(CallError::Trapped)?;
         Ok(WarmInstance { store, action })
     }
 
-    /// Calls the plugin's `validate` export.
-    pub async fn validate(&mut self, params: &str) -> Result<Result<(), String>, String> {
+    /// Calls the plugin's `validate` export; the inner result is the plugin's answer.
+    pub async fn validate(&mut self, params: &str) -> Result<Result<(), String>, CallError> {
         self.action
             .call_validate(&mut self.store, params)
             .await
-            .map_err(|e| format!("{e:#}"))
+            .map_err(CallError::Trapped)
     }
 
     /// Calls the plugin's `run` export with a fixed context.
-    pub async fn run(&mut self, params: &str) -> Result<Status, String> {
+    pub async fn run(&mut self, params: &str) -> Result<Status, CallError> {
         let ctx = wit::Context {
             run_id: "bench".into(),
             environment: "bench".into(),
@@ -517,8 +541,8 @@ impl WarmInstance {
                 wit::Status::Warn => Status::Warn,
                 wit::Status::Fail => Status::Fail,
             }),
-            Ok(Err(e)) => Err(format!("{e:?}")),
-            Err(e) => Err(format!("{e:#}")),
+            Ok(Err(e)) => Err(CallError::Action(e)),
+            Err(e) => Err(CallError::Trapped(e)),
         }
     }
 }

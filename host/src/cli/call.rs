@@ -53,7 +53,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, call: &CallArgs<'_>, how: &H
     let recording = match call.replay.map(read_recording).transpose() {
         Ok(r) => r,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {message:#}");
             return 2;
         }
     };
@@ -146,12 +146,13 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, call: &CallArgs<'_>, how: &H
     code
 }
 
-fn read_recording(path: &Path) -> Result<Recording, String> {
+fn read_recording(path: &Path) -> anyhow::Result<Recording> {
+    use anyhow::Context;
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the recording {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
+        .with_context(|| format!("cannot read the recording {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
         format!(
-            "{} is not a recording written by `runcap call --record`: {e}",
+            "{} is not a recording written by `runcap call --record`",
             path.display()
         )
     })

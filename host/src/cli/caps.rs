@@ -112,93 +112,123 @@ pub(crate) fn report(
     runtime: &crate::engine::Runtime,
     resources: &crate::caps::Resources,
 ) -> Vec<PluginCaps> {
-    let mut report = Vec::new();
-    for (name, spec) in &env.plugins {
-        let imports = imports_of(runtime, spec, resources);
-        let imported: Vec<&str> = imports
-            .as_ref()
-            .map(|i| {
-                i.iter()
-                    .filter_map(|x| crate::caps::by_interface(x))
-                    .map(|c| c.name())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut grants = Vec::new();
-        let mut over = Vec::new();
-        let mut ungranted = Vec::new();
-        for cap in crate::caps::grantable() {
-            let granted = spec.grants.has(cap.name());
-            if granted {
-                let key = KeyPath::root()
-                    .key("plugins")
-                    .key(name)
-                    .key("grants")
-                    .key(cap.name());
-                grants.push(Grant {
-                    capability: cap.name(),
-                    entries: cap.describe(&spec.grants),
-                    risks: cap.risks(&spec.grants),
-                    written_at: written_at(env, &key),
-                });
-            }
-            let uses = imported.contains(&cap.name());
-            if granted && !uses && imports.is_ok() {
-                over.push(cap.name().to_string());
-            }
-            if uses && !granted && crate::caps::import_needs_grant(cap) {
-                ungranted.push(cap.name().to_string());
-            }
-        }
-        let all_imports = imports.as_deref().unwrap_or_default();
-        let refused_imports = crate::engine::imports::check(name, all_imports, &spec.grants)
-            .into_iter()
-            .filter(|p| matches!(p, crate::engine::ImportProblem::Unknown { .. }))
-            .map(|p| p.to_string())
-            .collect();
-        let mut denied_at_runtime: Vec<String> = all_imports
-            .iter()
-            .filter(|i| {
-                crate::caps::wasi::classify(i) == crate::caps::wasi::WasiImport::DeniedAtRuntime
-            })
-            .map(|i| crate::caps::wasi::family(i).to_string())
-            .collect();
-        denied_at_runtime.dedup();
-        let used_by = env
-            .runbooks
-            .values()
-            .filter(|rb| {
-                rb.steps
-                    .iter()
-                    .chain(&rb.handlers)
-                    .chain(&rb.incident.escalate)
-                    .any(|s| {
-                        &s.uses == name || s.rollback.as_ref().is_some_and(|r| &r.uses == name)
-                    })
-            })
-            .map(|rb| rb.name.clone())
-            .collect();
-        report.push(PluginCaps {
-            name: name.clone(),
-            path: spec.path.display().to_string(),
-            sha256: spec.sha256.clone(),
-            signer: spec.signer.clone(),
-            imports: imports.clone().unwrap_or_default(),
-            error: imports.err(),
-            limits: Limits {
-                memory: bytesize::ByteSize(spec.limits.memory).to_string(),
-                time: humantime::format_duration(spec.limits.time).to_string(),
-                output: bytesize::ByteSize(spec.limits.output).to_string(),
-            },
-            grants,
-            over_grants: over,
-            ungranted_imports: ungranted,
-            refused_imports,
-            denied_at_runtime,
-            used_by,
-        });
+    env.plugins
+        .iter()
+        .map(|(name, spec)| plugin_report(env, name, spec, imports_of(runtime, spec, resources)))
+        .collect()
+}
+
+/// One plugin's report: its grants against what its component imports.
+fn plugin_report(
+    env: &Environment,
+    name: &str,
+    spec: &crate::manifest::PluginSpec,
+    imports: Result<Vec<String>, ImportsError>,
+) -> PluginCaps {
+    let granted = granted_and_used(env, name, spec, &imports);
+    let all_imports = imports.as_deref().unwrap_or_default();
+    let refused_imports = crate::engine::imports::check(name, all_imports, &spec.grants)
+        .into_iter()
+        .filter(|p| matches!(p, crate::engine::ImportProblem::Unknown { .. }))
+        .map(|p| p.to_string())
+        .collect();
+    let mut denied_at_runtime: Vec<String> = all_imports
+        .iter()
+        .filter(|i| {
+            crate::caps::wasi::classify(i) == crate::caps::wasi::WasiImport::DeniedAtRuntime
+        })
+        .map(|i| crate::caps::wasi::family(i).to_string())
+        .collect();
+    denied_at_runtime.dedup();
+    PluginCaps {
+        name: name.to_string(),
+        path: spec.path.display().to_string(),
+        sha256: spec.sha256.clone(),
+        signer: spec.signer.clone(),
+        imports: imports.as_ref().cloned().unwrap_or_default(),
+        error: imports.err().map(|e| e.to_string()),
+        limits: Limits {
+            memory: bytesize::ByteSize(spec.limits.memory).to_string(),
+            time: humantime::format_duration(spec.limits.time).to_string(),
+            output: bytesize::ByteSize(spec.limits.output).to_string(),
+        },
+        grants: granted.grants,
+        over_grants: granted.over,
+        ungranted_imports: granted.ungranted,
+        refused_imports,
+        denied_at_runtime,
+        used_by: used_by(env, name),
     }
-    report
+}
+
+/// A plugin's grants, and how they compare with the capabilities it imports.
+struct GrantedAndUsed {
+    grants: Vec<Grant>,
+    /// Granted but not imported (only known when the imports could be read).
+    over: Vec<String>,
+    /// Imported but not granted.
+    ungranted: Vec<String>,
+}
+
+fn granted_and_used(
+    env: &Environment,
+    name: &str,
+    spec: &crate::manifest::PluginSpec,
+    imports: &Result<Vec<String>, ImportsError>,
+) -> GrantedAndUsed {
+    let imported: Vec<&str> = imports
+        .as_ref()
+        .map(|i| {
+            i.iter()
+                .filter_map(|x| crate::caps::by_interface(x))
+                .map(|c| c.name())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = GrantedAndUsed {
+        grants: Vec::new(),
+        over: Vec::new(),
+        ungranted: Vec::new(),
+    };
+    for cap in crate::caps::grantable() {
+        let granted = spec.grants.has(cap.name());
+        if granted {
+            let key = KeyPath::root()
+                .key("plugins")
+                .key(name)
+                .key("grants")
+                .key(cap.name());
+            out.grants.push(Grant {
+                capability: cap.name(),
+                entries: cap.describe(&spec.grants),
+                risks: cap.risks(&spec.grants),
+                written_at: written_at(env, &key),
+            });
+        }
+        let uses = imported.contains(&cap.name());
+        if granted && !uses && imports.is_ok() {
+            out.over.push(cap.name().to_string());
+        }
+        if uses && !granted && crate::caps::import_needs_grant(cap) {
+            out.ungranted.push(cap.name().to_string());
+        }
+    }
+    out
+}
+
+/// The runbooks with a step (handler, escalation or rollback included) that uses `plugin`.
+fn used_by(env: &Environment, plugin: &str) -> Vec<String> {
+    env.runbooks
+        .values()
+        .filter(|rb| {
+            rb.steps
+                .iter()
+                .chain(&rb.handlers)
+                .chain(&rb.incident.escalate)
+                .any(|s| s.uses == plugin || s.rollback.as_ref().is_some_and(|r| r.uses == plugin))
+        })
+        .map(|rb| rb.name.clone())
+        .collect()
 }
 
 /// Where the parts of a grant are written: one `file:line` per file of the chain that
@@ -258,25 +288,35 @@ fn tidy(path: &Path) -> String {
     display_path(&out)
 }
 
+/// Why a plugin's imports could not be read for its capability report.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ImportsError {
+    #[error(transparent)]
+    Load(#[from] crate::engine::LoadError),
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Inspect(#[from] crate::engine::inspect::InspectError),
+}
+
 /// What a plugin's component imports; read even when its grants would refuse it,
 /// because that is what a reviewer needs to see.
 pub(crate) fn imports_of(
     runtime: &crate::engine::Runtime,
     spec: &crate::manifest::PluginSpec,
     resources: &crate::caps::Resources,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, ImportsError> {
     match runtime.load(spec, resources) {
         Ok(p) => Ok(p.imports),
         Err(crate::engine::LoadError::Imports { .. }) => inspect_only(spec),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn inspect_only(spec: &crate::manifest::PluginSpec) -> Result<Vec<String>, String> {
-    let wasm = std::fs::read(&spec.path).map_err(|e| e.to_string())?;
-    crate::engine::inspect::declared(&wasm)
-        .map(|d| d.imports)
-        .map_err(|e| e.to_string())
+/// The imports a component declares, read without loading it.
+fn inspect_only(spec: &crate::manifest::PluginSpec) -> Result<Vec<String>, ImportsError> {
+    let wasm = std::fs::read(&spec.path)?;
+    Ok(crate::engine::inspect::declared(&wasm)?.imports)
 }
 
 /// The runcap capability interfaces among a component's imports.
@@ -765,34 +805,55 @@ fn run_diff(
         }
     }
     let current = lockfile::snapshot(env, &import_lists(report), &lock_dir);
-    let (baseline, label): (EnvLock, String) = if lockfile::is_lockfile(other) {
-        match Lockfile::read_env(other, &env.name) {
-            Ok(l) => (l, display_path(other)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        }
-    } else {
-        let other_args = EnvArgs {
-            env: other.to_path_buf(),
-        };
-        let other_env = match super::load_env(&other_args) {
-            Ok(e) => e,
-            Err(code) => return code,
-        };
-        let resources = match super::resources(&other_env, args, state, None) {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
-        let other_report = report_for(&other_env, runtime, &resources);
-        (
-            lockfile::snapshot(&other_env, &import_lists(&other_report), &lock_dir),
-            format!("{} ({})", other_env.name, display_path(other)),
-        )
+    let (baseline, label) = match baseline(env, other, args, state, runtime, &lock_dir) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
     let changes = locate(env, lockfile::diff(&baseline, &current));
     let widened = changes.iter().filter(|c| c.widens).count();
+    print_diff(env, &label, &changes, widened, format);
+    if widened > 0 { 1 } else { 0 }
+}
+
+/// What `--diff` compares against, and its label: a lockfile's entry for the
+/// environment, or another manifest as it would be locked now.
+fn baseline(
+    env: &Environment,
+    other: &Path,
+    args: &EnvArgs,
+    state: &StateArgs,
+    runtime: &crate::engine::Runtime,
+    lock_dir: &Path,
+) -> Result<(EnvLock, String), u8> {
+    if lockfile::is_lockfile(other) {
+        return match Lockfile::read_env(other, &env.name) {
+            Ok(l) => Ok((l, display_path(other))),
+            Err(e) => {
+                eprintln!("error: {e}");
+                Err(2)
+            }
+        };
+    }
+    let other_args = EnvArgs {
+        env: other.to_path_buf(),
+    };
+    let other_env = super::load_env(&other_args)?;
+    let resources = super::resources(&other_env, args, state, None)?;
+    let other_report = report_for(&other_env, runtime, &resources);
+    Ok((
+        lockfile::snapshot(&other_env, &import_lists(&other_report), lock_dir),
+        format!("{} ({})", other_env.name, display_path(other)),
+    ))
+}
+
+/// Prints the changes `--diff` found, in the format asked for.
+fn print_diff(
+    env: &Environment,
+    label: &str,
+    changes: &[LocatedChange],
+    widened: usize,
+    format: Format,
+) {
     let subject = format!("{} ({})", env.name, display_path(&env.file));
     match format {
         Format::Json => {
@@ -809,12 +870,12 @@ fn run_diff(
             let mut md = format!(
                 "# Capability changes: `{}` against `{}`\n\n",
                 cell(&subject),
-                cell(&label)
+                cell(label)
             );
             if changes.is_empty() {
                 md.push_str("No changes.\n");
             } else {
-                change_table(&mut md, &changes);
+                change_table(&mut md, changes);
                 let _ = writeln!(
                     md,
                     "\n{widened} of {} changes widen what `{}` may do.",
@@ -826,7 +887,7 @@ fn run_diff(
         }
         Format::Text => {
             println!("{subject} against {label}");
-            for line in change_lines(&changes) {
+            for line in change_lines(changes) {
                 println!("  {line}");
             }
             if changes.is_empty() {
@@ -846,7 +907,6 @@ fn run_diff(
             }
         }
     }
-    if widened > 0 { 1 } else { 0 }
 }
 
 fn report_for(

@@ -52,57 +52,103 @@ struct Alert {
     fingerprint: String,
 }
 
-/// Why a payload is not an alert.
-fn alerts_of(body: &[u8]) -> Result<Vec<Alert>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let one = |a: &Value, default_status: &str| -> Result<Alert, String> {
-        let labels: BTreeMap<String, String> = match a.get("labels") {
-            Some(Value::Object(m)) => m
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => Ok((k.clone(), s.clone())),
-                    other => Err(format!("label `{k}` is {other}, not a string")),
-                })
-                .collect::<Result<_, _>>()?,
-            _ => return Err("an alert needs `labels`, an object of strings".into()),
-        };
-        let status = match a.get("status") {
-            None => default_status.to_string(),
-            Some(Value::String(s)) if s == "firing" || s == "resolved" => s.clone(),
-            Some(other) => return Err(format!("status {other} is not \"firing\" or \"resolved\"")),
-        };
-        let fingerprint = match a.get("fingerprint").and_then(Value::as_str) {
-            Some(f) if !f.is_empty() => f.to_string(),
-            _ => hex::encode(Sha256::digest(
-                serde_json::to_vec(&labels).unwrap_or_default(),
-            )),
-        };
-        Ok(Alert {
-            status,
-            labels,
-            annotations: a.get("annotations").cloned().unwrap_or(json!({})),
-            fingerprint,
-        })
+/// Why a trigger's payload is not an alert (answered with 400 and this message).
+#[derive(Debug, thiserror::Error)]
+enum PayloadError {
+    #[error("not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("label `{key}` is {value}, not a string")]
+    Label { key: String, value: Value },
+    #[error("an alert needs `labels`, an object of strings")]
+    NoLabels,
+    #[error("status {0} is not \"firing\" or \"resolved\"")]
+    Status(Value),
+    #[error("Alertmanager webhook version {0} is not supported (version 4 is)")]
+    Version(String),
+    #[error("`alerts` is not a list")]
+    AlertsNotList,
+    #[error(
+        "expected an Alertmanager webhook (version 4) or an alert like {{\"labels\": {{\"alertname\": \"…\"}}}}"
+    )]
+    NotAnAlert,
+}
+
+/// Why a caller was refused (answered with 401 and this message, and audited).
+#[derive(Debug, thiserror::Error)]
+enum AuthError {
+    #[error("the trigger's token cannot be read")]
+    NoToken,
+    #[error("missing `Authorization: Bearer TOKEN`")]
+    NoBearer,
+    #[error("unknown token")]
+    UnknownToken,
+    #[error("the trigger's key cannot be read")]
+    NoKey,
+    #[error("missing `{0}`")]
+    MissingHeader(&'static str),
+    #[error("the timestamp is not Unix seconds")]
+    Timestamp,
+    #[error("the signature is more than 5 minutes old (or ahead)")]
+    TooOld,
+    #[error("the signature is not `sha256=HEX`")]
+    SignatureShape,
+    #[error("the trigger's key cannot be used")]
+    UnusableKey,
+    #[error("the signature does not match")]
+    Mismatch,
+    #[error("this signature was already used (a replay)")]
+    Replay,
+}
+
+/// One alert of a payload, with the status of its group when it has none of its own.
+fn alert_of(a: &Value, default_status: &str) -> Result<Alert, PayloadError> {
+    let labels: BTreeMap<String, String> = match a.get("labels") {
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => Err(PayloadError::Label {
+                    key: k.clone(),
+                    value: other.clone(),
+                }),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(PayloadError::NoLabels),
     };
+    let status = match a.get("status") {
+        None => default_status.to_string(),
+        Some(Value::String(s)) if s == "firing" || s == "resolved" => s.clone(),
+        Some(other) => return Err(PayloadError::Status(other.clone())),
+    };
+    let fingerprint = match a.get("fingerprint").and_then(Value::as_str) {
+        Some(f) if !f.is_empty() => f.to_string(),
+        _ => hex::encode(Sha256::digest(
+            serde_json::to_vec(&labels).unwrap_or_default(),
+        )),
+    };
+    Ok(Alert {
+        status,
+        labels,
+        annotations: a.get("annotations").cloned().unwrap_or(json!({})),
+        fingerprint,
+    })
+}
+
+/// The alerts of a payload: an Alertmanager webhook (version 4) or a single alert.
+fn alerts_of(body: &[u8]) -> Result<Vec<Alert>, PayloadError> {
+    let v: Value = serde_json::from_slice(body)?;
     match v.get("alerts") {
         Some(Value::Array(list)) => {
             match v.get("version").and_then(Value::as_str) {
                 Some("4") | None => {}
-                Some(other) => {
-                    return Err(format!(
-                        "Alertmanager webhook version {other} is not supported (version 4 is)"
-                    ));
-                }
+                Some(other) => return Err(PayloadError::Version(other.to_string())),
             }
             let group = v.get("status").and_then(Value::as_str).unwrap_or("firing");
-            list.iter().map(|a| one(a, group)).collect()
+            list.iter().map(|a| alert_of(a, group)).collect()
         }
-        Some(_) => Err("`alerts` is not a list".into()),
-        None if v.get("labels").is_some() => Ok(vec![one(&v, "firing")?]),
-        None => Err(
-            "expected an Alertmanager webhook (version 4) or an alert like {\"labels\": {\"alertname\": \"…\"}}"
-                .into(),
-        ),
+        Some(_) => Err(PayloadError::AlertsNotList),
+        None if v.get("labels").is_some() => Ok(vec![alert_of(&v, "firing")?]),
+        None => Err(PayloadError::NotAnAlert),
     }
 }
 
@@ -112,72 +158,78 @@ fn authenticate(
     t: &Trigger,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<(), AuthError> {
     match &t.auth {
-        TriggerAuth::Bearer(secret) => {
-            let expected = server
-                .secret(secret)
-                .ok_or_else(|| "the trigger's token cannot be read".to_string())?;
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| "missing `Authorization: Bearer TOKEN`".to_string())?;
-            let (a, b) = (
-                Sha256::digest(given.trim().as_bytes()),
-                Sha256::digest(expected.trim().as_bytes()),
-            );
-            if bool::from(a.ct_eq(&b)) {
-                Ok(())
-            } else {
-                Err("unknown token".into())
-            }
-        }
-        TriggerAuth::Hmac(secret) => {
-            let key = server
-                .secret(secret)
-                .ok_or_else(|| "the trigger's key cannot be read".to_string())?;
-            let header = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| format!("missing `{name}`"))
-            };
-            let ts = header("x-runcap-timestamp")?;
-            let sig = header("x-runcap-signature")?;
-            let at: u64 = ts
-                .parse()
-                .map_err(|_| "the timestamp is not Unix seconds".to_string())?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            if now.abs_diff(at) > MAX_AGE.as_secs() {
-                return Err("the signature is more than 5 minutes old (or ahead)".into());
-            }
-            let sig_bytes = sig
-                .strip_prefix("sha256=")
-                .and_then(|h| hex::decode(h).ok())
-                .ok_or_else(|| "the signature is not `sha256=HEX`".to_string())?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(key.trim().as_bytes())
-                .map_err(|_| "the trigger's key cannot be used".to_string())?;
-            mac.update(ts.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(&sig_bytes)
-                .map_err(|_| "the signature does not match".to_string())?;
-            let mut seen = server.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.signatures.retain(|_, t| t.elapsed() < MAX_AGE * 2);
-            if seen
-                .signatures
-                .insert(sig.to_string(), Instant::now())
-                .is_some()
-            {
-                return Err("this signature was already used (a replay)".into());
-            }
-            Ok(())
-        }
+        TriggerAuth::Bearer(secret) => check_bearer(server, secret, headers),
+        TriggerAuth::Hmac(secret) => check_signature(server, secret, headers, body),
     }
+}
+
+/// `Authorization: Bearer TOKEN` against the trigger's token, compared in constant time.
+fn check_bearer(server: &Server, secret: &str, headers: &HeaderMap) -> Result<(), AuthError> {
+    let expected = server.secret(secret).ok_or(AuthError::NoToken)?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AuthError::NoBearer)?;
+    let (a, b) = (
+        Sha256::digest(given.trim().as_bytes()),
+        Sha256::digest(expected.trim().as_bytes()),
+    );
+    if bool::from(a.ct_eq(&b)) {
+        Ok(())
+    } else {
+        Err(AuthError::UnknownToken)
+    }
+}
+
+/// `x-runcap-signature: sha256=HEX`, an HMAC of `TIMESTAMP.BODY` with the trigger's key,
+/// made within [`MAX_AGE`] and not seen before (a replay is refused).
+fn check_signature(
+    server: &Server,
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), AuthError> {
+    let key = server.secret(secret).ok_or(AuthError::NoKey)?;
+    let header = |name: &'static str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(AuthError::MissingHeader(name))
+    };
+    let ts = header("x-runcap-timestamp")?;
+    let sig = header("x-runcap-signature")?;
+    let at: u64 = ts.parse().map_err(|_| AuthError::Timestamp)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    if now.abs_diff(at) > MAX_AGE.as_secs() {
+        return Err(AuthError::TooOld);
+    }
+    let sig_bytes = sig
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(AuthError::SignatureShape)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.trim().as_bytes())
+        .map_err(|_| AuthError::UnusableKey)?;
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&sig_bytes)
+        .map_err(|_| AuthError::Mismatch)?;
+    let mut seen = server.seen.lock().unwrap_or_else(|p| p.into_inner());
+    seen.signatures.retain(|_, t| t.elapsed() < MAX_AGE * 2);
+    if seen
+        .signatures
+        .insert(sig.to_string(), Instant::now())
+        .is_some()
+    {
+        return Err(AuthError::Replay);
+    }
+    Ok(())
 }
 
 /// Whether the trigger's runbook is held because it flapped: already (an open incident
@@ -252,6 +304,7 @@ pub async fn receive(
         return error(StatusCode::NOT_FOUND, format!("no trigger `{name}`"));
     };
     if let Err(reason) = authenticate(&s, t, &headers, &body) {
+        let reason = reason.to_string();
         let payload = json!({ "call": what, "status": 401, "reason": reason });
         if let Err(e) = s.store.audit("api.denied", "", &what, &payload) {
             tracing::error!("could not audit a refused trigger: {e}");
@@ -260,7 +313,7 @@ pub async fn receive(
     }
     let alerts = match alerts_of(&body) {
         Ok(a) => a,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason.to_string()),
     };
     let (mut started, mut deduplicated, mut resolved, mut unmatched) = (Vec::new(), 0, 0, 0);
     let (mut held, mut incident) = (0, None);
