@@ -28,30 +28,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
     };
     super::note_leftovers_if_any(args, state);
     let mut problems = secrets_readable(&env, &resources);
-    let mut loaded = std::collections::BTreeMap::new();
-    for (name, spec) in &env.plugins {
-        match runtime.load(spec, &resources) {
-            Ok(p) => {
-                println!(
-                    "✔ plugin {name}: sha256 {}… {}, imports {}",
-                    &p.sha256[..12],
-                    if p.from_cache {
-                        "(compiled, cached)"
-                    } else {
-                        "(compiled)"
-                    },
-                    list(&p.capabilities())
-                );
-                loaded.insert(name.clone(), p);
-            }
-            // One problem per refused import, each with the TOML that fixes it.
-            Err(crate::engine::LoadError::Imports {
-                plugin,
-                problems: p,
-            }) => problems.extend(p.iter().map(|p| format!("plugin `{plugin}` {p}"))),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
+    let loaded = load_plugins(&env, &runtime, &resources, &mut problems);
     let mut marks = std::collections::BTreeMap::new();
     for (name, plugin) in &loaded {
         if let Ok(d) = runner::describe(&runtime, plugin).await
@@ -60,48 +37,13 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
             marks.insert(name.clone(), grant_marks(&schema));
         }
     }
+    let plugins = Plugins {
+        runtime: &runtime,
+        loaded: &loaded,
+        marks: &marks,
+    };
     for (rb_name, rb) in &env.runbooks {
-        let mut ok = true;
-        for (path, step) in every_step(rb_name, rb) {
-            let Some(plugin) = loaded.get(&step.uses) else {
-                continue;
-            };
-            // Params that depend on earlier steps can only be checked when they run;
-            // the rest are resolved with the manifest's vars and checked now.
-            let Some(params) = static_params(&env, rb_name, &step.with) else {
-                continue;
-            };
-            if let Err(e) = runner::validate_params(&runtime, plugin, &params).await {
-                ok = false;
-                let help = format!(
-                    "`runcap plugin describe {} --env {}` shows the params it accepts",
-                    step.uses,
-                    args.env.display()
-                );
-                let d = Diagnostic::at(
-                    &env.source,
-                    &path.key("with"),
-                    format!("params rejected by `{}`: {e}", step.uses),
-                    Some(help),
-                );
-                problems.push(
-                    d.to_string()
-                        .trim_end()
-                        .trim_start_matches("error: ")
-                        .to_string(),
-                );
-                continue;
-            }
-            for (field, mark) in marks.get(&step.uses).into_iter().flatten() {
-                if let Some(problem) =
-                    ungranted_name(&env, &path, &step.uses, plugin, &params, field, mark)
-                {
-                    ok = false;
-                    problems.push(problem);
-                }
-            }
-        }
-        if ok {
+        if check_runbook(args, &env, &plugins, rb_name, rb, &mut problems).await {
             println!(
                 "✔ runbook {rb_name}: {} step{}",
                 rb.steps.len(),
@@ -133,6 +75,101 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, review: &ReviewArgs) -> u8 {
         );
         2
     }
+}
+
+/// Loads every plugin of `env`, saying so for each that loads; the others add their
+/// problems (one per refused import, each with the TOML that fixes it).
+fn load_plugins(
+    env: &crate::manifest::Environment,
+    runtime: &crate::engine::Runtime,
+    resources: &crate::caps::Resources,
+    problems: &mut Vec<String>,
+) -> std::collections::BTreeMap<String, crate::engine::Plugin> {
+    let mut loaded = std::collections::BTreeMap::new();
+    for (name, spec) in &env.plugins {
+        match runtime.load(spec, resources) {
+            Ok(p) => {
+                println!(
+                    "✔ plugin {name}: sha256 {}… {}, imports {}",
+                    &p.sha256[..12],
+                    if p.from_cache {
+                        "(compiled, cached)"
+                    } else {
+                        "(compiled)"
+                    },
+                    list(&p.capabilities())
+                );
+                loaded.insert(name.clone(), p);
+            }
+            Err(crate::engine::LoadError::Imports {
+                plugin,
+                problems: p,
+            }) => problems.extend(p.iter().map(|p| format!("plugin `{plugin}` {p}"))),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    loaded
+}
+
+/// The loaded plugins of an environment and what their params schemas mark.
+struct Plugins<'a> {
+    runtime: &'a crate::engine::Runtime,
+    loaded: &'a std::collections::BTreeMap<String, crate::engine::Plugin>,
+    /// Per plugin: params fields that name something its grants must list.
+    marks: &'a std::collections::BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// Checks the params of every step of a runbook that can be checked before it runs;
+/// whether all passed.
+async fn check_runbook(
+    args: &EnvArgs,
+    env: &crate::manifest::Environment,
+    plugins: &Plugins<'_>,
+    rb_name: &str,
+    rb: &crate::manifest::Runbook,
+    problems: &mut Vec<String>,
+) -> bool {
+    let mut ok = true;
+    for (path, step) in every_step(rb_name, rb) {
+        let Some(plugin) = plugins.loaded.get(&step.uses) else {
+            continue;
+        };
+        // Params that depend on earlier steps can only be checked when they run;
+        // the rest are resolved with the manifest's vars and checked now.
+        let Some(params) = static_params(env, rb_name, &step.with) else {
+            continue;
+        };
+        if let Err(e) = runner::validate_params(plugins.runtime, plugin, &params).await {
+            ok = false;
+            let help = format!(
+                "`runcap plugin describe {} --env {}` shows the params it accepts",
+                step.uses,
+                args.env.display()
+            );
+            let d = Diagnostic::at(
+                &env.source,
+                &path.key("with"),
+                format!("params rejected by `{}`: {e}", step.uses),
+                Some(help),
+            );
+            problems.push(
+                d.to_string()
+                    .trim_end()
+                    .trim_start_matches("error: ")
+                    .to_string(),
+            );
+            continue;
+        }
+        for (field, mark) in plugins.marks.get(&step.uses).into_iter().flatten() {
+            if let Some(problem) =
+                ungranted_name(env, &path, &step.uses, plugin, &params, field, mark)
+            {
+                ok = false;
+                problems.push(problem);
+            }
+        }
+    }
+    ok
 }
 
 /// Params fields a plugin's schema marks as naming something its grants must list,

@@ -547,212 +547,237 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = rt.block_on(async {
-        match cli.command {
-            Command::Check { env, review } => check::run(&env, &cli.state, &review).await,
-            Command::Run {
-                runbook,
-                env,
-                json,
-                dry_run,
-                vars,
-            } => {
-                let how = run::How {
-                    json,
-                    dry_run,
-                    vars,
-                };
-                run::run(&env, &cli.state, &runbook, &how).await
-            }
-            Command::Describe { runbook, env, json } => describe::run(&env, &runbook, json),
-            Command::Serve { env, grace } => serve::run(&env, &cli.state, grace).await,
-            Command::History {
-                runbook,
-                limit,
-                json,
-                controller: Some(controller),
-                host,
-                ..
-            } => {
-                let c = fleet::ControllerArgs { controller };
-                fleet::history(&c, host.as_deref(), runbook.as_deref(), limit, json).await
-            }
-            Command::History {
-                runbook,
-                env,
-                limit,
-                json,
-                ..
-            } => history::history(&env, &cli.state, runbook.as_deref(), limit, json),
-            Command::Agent {
-                env,
-                fleet: file,
-                name,
-                grace,
-            } => fleet::agent(&env, &cli.state, &file, name, grace).await,
-            Command::Fleet { action } => match action {
-                FleetCommand::Status { controller, json } => fleet::status(&controller, json).await,
-                FleetCommand::Run {
-                    runbook,
-                    host,
-                    group,
-                    all,
-                    dry_run,
-                    vars,
-                    timeout,
-                    no_wait,
-                    controller,
-                    json,
-                } => {
-                    let target = match (host, group, all) {
-                        (Some(h), _, _) => crate::fleet::config::Target::Host(h),
-                        (None, Some(g), _) => crate::fleet::config::Target::Group(g),
-                        _ => crate::fleet::config::Target::All,
-                    };
-                    let req = fleet::FleetRun {
-                        runbook: &runbook,
-                        target,
-                        dry_run,
-                        vars: &vars,
-                        json,
-                        timeout,
-                        wait: !no_wait,
-                    };
-                    fleet::run(&controller, req).await
-                }
-                FleetCommand::Audit { controller, json } => fleet::audit(&controller, json).await,
-                FleetCommand::Show {
-                    run_id,
-                    controller,
-                    json,
-                } => fleet::show(&controller, &run_id, json).await,
-                FleetCommand::Caps { controller, json } => fleet::caps(&controller, json).await,
-                FleetCommand::NatsConfig { fleet: file } => fleet::nats_config(&file),
-            },
-            Command::Show { run_id, env, json } => history::show(&env, &cli.state, &run_id, json),
-            Command::Audit {
-                action: AuditCommand::Verify { env, anchor, json },
-            } => audit::verify(&env, &cli.state, anchor.as_ref(), json),
-            Command::Audit {
-                action: AuditCommand::Head { env, json },
-            } => audit::head(&env, &cli.state, json),
-            Command::Incidents {
-                action: Some(IncidentCommand::Ack { id, env, note }),
-                ..
-            } => incidents::act(&env, &cli.state, id, OperatorAction::Acknowledge, &note),
-            Command::Incidents {
-                action: Some(IncidentCommand::Resolve { id, env, note }),
-                ..
-            } => incidents::act(&env, &cli.state, id, OperatorAction::Resolve, &note),
-            Command::Incidents {
-                action: None,
-                env,
-                all,
-                json,
-            } => incidents::run(&env, &cli.state, all, json),
-            Command::Bundle { env, since, out } => bundle::run(&env, &cli.state, &since, out),
-            Command::Recover { run_id, env } => {
-                recover::run(&env, &cli.state, run_id.as_deref()).await
-            }
-            Command::Caps {
-                env,
-                json,
-                markdown,
-                diff,
-            } => {
-                let format = match (json, markdown) {
-                    (true, _) => caps::Format::Json,
-                    (_, true) => caps::Format::Markdown,
-                    _ => caps::Format::Text,
-                };
-                caps::run(&env, &cli.state, format, diff.as_deref()).await
-            }
-            Command::Lock { env, lock } => lock::run(&env, &cli.state, lock.as_deref()).await,
-            Command::Config { env, json } => {
-                note_leftovers_if_any(&env, &cli.state);
-                config::run(&env, json)
-            }
-            Command::Services { env, json } => services::run(&env, &cli.state, json).await,
-            Command::SuperviseService { .. } => 2,
-            Command::Faults { env, json } => faults::list(&env, &cli.state, json),
-            Command::Proxies {
-                env,
-                stop,
-                start,
-                json,
-            } => {
-                let verb = match (stop, start) {
-                    (true, _) => crate::services::Verb::Stop,
-                    (_, true) => crate::services::Verb::Start,
-                    _ => crate::services::Verb::Status,
-                };
-                faults::proxies(&env, &cli.state, verb, json).await
-            }
-            Command::ProxyServe {
-                listen,
-                upstream,
-                control,
-            } => match crate::chaos::proxy::serve(listen, upstream, control).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: proxy on {listen}: {e}");
-                    2
-                }
-            },
-            Command::Pin { env } => pin::run(&env),
-            Command::Keygen { name, dir } => sign::keygen(&name, &dir),
-            Command::Sign { file, key } => sign::sign(&file, &key),
-            Command::Verify { file, key } => sign::verify(&file, &key),
-            Command::New {
-                name,
-                lang,
-                dir,
-                url,
-                sdk,
-            } => new::run(&new::NewArgs {
-                name: &name,
-                lang,
-                dir: dir.as_deref(),
-                url: &url,
-                sdk: sdk.as_deref(),
-            }),
-            Command::Call {
-                plugin,
-                with,
-                env,
-                record,
-                replay,
-                json,
-                dry_run,
-            } => {
-                let how = run::How {
-                    json,
-                    dry_run,
-                    vars: Vec::new(),
-                };
-                let call = call::CallArgs {
-                    plugin: &plugin,
-                    with: with.as_deref(),
-                    record: record.as_deref(),
-                    replay: replay.as_deref(),
-                };
-                call::run(&env, &cli.state, &call, &how).await
-            }
-            Command::Wit {
-                out,
-                world,
-                imports,
-            } => wit::run(out.as_deref(), world.as_deref(), &imports),
-            Command::Plugin {
-                action: PluginCommand::Describe { name, env, json },
-            } => plugin::describe(&env, &cli.state, &name, json).await,
-        }
-    });
+    let code = rt.block_on(dispatch(cli.command, &cli.state));
     // A plugin's file call cut short by its time limit or by a signal can leave its
     // blocking-pool thread waiting in the kernel (opening a FIFO no one writes): the
     // command is done, so it does not wait for such threads.
     rt.shutdown_background();
     ExitCode::from(code)
+}
+
+/// Runs an operator's command (running, serving, history, audit, incidents, grants,
+/// services and faults); plugin authors' commands go on to [`dispatch_authoring`].
+async fn dispatch(command: Command, state: &StateArgs) -> u8 {
+    match command {
+        Command::Check { env, review } => check::run(&env, state, &review).await,
+        Command::Run {
+            runbook,
+            env,
+            json,
+            dry_run,
+            vars,
+        } => {
+            let how = run::How {
+                json,
+                dry_run,
+                vars,
+            };
+            run::run(&env, state, &runbook, &how).await
+        }
+        Command::Describe { runbook, env, json } => describe::run(&env, &runbook, json),
+        Command::Serve { env, grace } => serve::run(&env, state, grace).await,
+        Command::History {
+            runbook,
+            env,
+            limit,
+            json,
+            controller: None,
+            ..
+        } => history::history(&env, state, runbook.as_deref(), limit, json),
+        Command::Show { run_id, env, json } => history::show(&env, state, &run_id, json),
+        Command::Audit {
+            action: AuditCommand::Verify { env, anchor, json },
+        } => audit::verify(&env, state, anchor.as_ref(), json),
+        Command::Audit {
+            action: AuditCommand::Head { env, json },
+        } => audit::head(&env, state, json),
+        Command::Incidents {
+            action: Some(IncidentCommand::Ack { id, env, note }),
+            ..
+        } => incidents::act(&env, state, id, OperatorAction::Acknowledge, &note),
+        Command::Incidents {
+            action: Some(IncidentCommand::Resolve { id, env, note }),
+            ..
+        } => incidents::act(&env, state, id, OperatorAction::Resolve, &note),
+        Command::Incidents {
+            action: None,
+            env,
+            all,
+            json,
+        } => incidents::run(&env, state, all, json),
+        Command::Bundle { env, since, out } => bundle::run(&env, state, &since, out),
+        Command::Recover { run_id, env } => recover::run(&env, state, run_id.as_deref()).await,
+        Command::Caps {
+            env,
+            json,
+            markdown,
+            diff,
+        } => {
+            let format = match (json, markdown) {
+                (true, _) => caps::Format::Json,
+                (_, true) => caps::Format::Markdown,
+                _ => caps::Format::Text,
+            };
+            caps::run(&env, state, format, diff.as_deref()).await
+        }
+        Command::Lock { env, lock } => lock::run(&env, state, lock.as_deref()).await,
+        Command::Config { env, json } => {
+            note_leftovers_if_any(&env, state);
+            config::run(&env, json)
+        }
+        Command::Services { env, json } => services::run(&env, state, json).await,
+        Command::SuperviseService { .. } => 2,
+        Command::Faults { env, json } => faults::list(&env, state, json),
+        Command::Proxies {
+            env,
+            stop,
+            start,
+            json,
+        } => {
+            let verb = match (stop, start) {
+                (true, _) => crate::services::Verb::Stop,
+                (_, true) => crate::services::Verb::Start,
+                _ => crate::services::Verb::Status,
+            };
+            faults::proxies(&env, state, verb, json).await
+        }
+        Command::ProxyServe {
+            listen,
+            upstream,
+            control,
+        } => match crate::chaos::proxy::serve(listen, upstream, control).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: proxy on {listen}: {e}");
+                2
+            }
+        },
+        command @ (Command::History { .. } | Command::Agent { .. } | Command::Fleet { .. }) => {
+            dispatch_fleet(command, state).await
+        }
+        other => dispatch_authoring(other, state).await,
+    }
+}
+
+/// Runs a fleet command: an agent, the controller's client commands, and history read
+/// from a controller.
+async fn dispatch_fleet(command: Command, state: &StateArgs) -> u8 {
+    match command {
+        Command::History {
+            runbook,
+            limit,
+            json,
+            controller: Some(controller),
+            host,
+            ..
+        } => {
+            let c = fleet::ControllerArgs { controller };
+            fleet::history(&c, host.as_deref(), runbook.as_deref(), limit, json).await
+        }
+        Command::Agent {
+            env,
+            fleet: file,
+            name,
+            grace,
+        } => fleet::agent(&env, state, &file, name, grace).await,
+        Command::Fleet { action } => match action {
+            FleetCommand::Status { controller, json } => fleet::status(&controller, json).await,
+            FleetCommand::Run {
+                runbook,
+                host,
+                group,
+                all,
+                dry_run,
+                vars,
+                timeout,
+                no_wait,
+                controller,
+                json,
+            } => {
+                let target = match (host, group, all) {
+                    (Some(h), _, _) => crate::fleet::config::Target::Host(h),
+                    (None, Some(g), _) => crate::fleet::config::Target::Group(g),
+                    _ => crate::fleet::config::Target::All,
+                };
+                let req = fleet::FleetRun {
+                    runbook: &runbook,
+                    target,
+                    dry_run,
+                    vars: &vars,
+                    json,
+                    timeout,
+                    wait: !no_wait,
+                };
+                fleet::run(&controller, req).await
+            }
+            FleetCommand::Audit { controller, json } => fleet::audit(&controller, json).await,
+            FleetCommand::Show {
+                run_id,
+                controller,
+                json,
+            } => fleet::show(&controller, &run_id, json).await,
+            FleetCommand::Caps { controller, json } => fleet::caps(&controller, json).await,
+            FleetCommand::NatsConfig { fleet: file } => fleet::nats_config(&file),
+        },
+        // Other commands are run by `dispatch`.
+        _ => 2,
+    }
+}
+
+/// Runs a plugin author's command: pinning, signing, scaffolding, calling and
+/// describing plugins.
+async fn dispatch_authoring(command: Command, state: &StateArgs) -> u8 {
+    match command {
+        Command::Pin { env } => pin::run(&env),
+        Command::Keygen { name, dir } => sign::keygen(&name, &dir),
+        Command::Sign { file, key } => sign::sign(&file, &key),
+        Command::Verify { file, key } => sign::verify(&file, &key),
+        Command::New {
+            name,
+            lang,
+            dir,
+            url,
+            sdk,
+        } => new::run(&new::NewArgs {
+            name: &name,
+            lang,
+            dir: dir.as_deref(),
+            url: &url,
+            sdk: sdk.as_deref(),
+        }),
+        Command::Call {
+            plugin,
+            with,
+            env,
+            record,
+            replay,
+            json,
+            dry_run,
+        } => {
+            let how = run::How {
+                json,
+                dry_run,
+                vars: Vec::new(),
+            };
+            let call = call::CallArgs {
+                plugin: &plugin,
+                with: with.as_deref(),
+                record: record.as_deref(),
+                replay: replay.as_deref(),
+            };
+            call::run(&env, state, &call, &how).await
+        }
+        Command::Wit {
+            out,
+            world,
+            imports,
+        } => wit::run(out.as_deref(), world.as_deref(), &imports),
+        Command::Plugin {
+            action: PluginCommand::Describe { name, env, json },
+        } => plugin::describe(&env, state, &name, json).await,
+        // Operators' commands are run by `dispatch`.
+        _ => 2,
+    }
 }
 
 fn init_tracing(level: &str, format: LogFormat) {

@@ -60,19 +60,7 @@ pub(crate) async fn run_runbook(
     start_drill_proxies(env, rb, &resources).await;
     let plugins = runbook::load_plugins(&runtime, env, &resources, rb);
     let (stopper, stop) = runbook::stop::channel();
-    let signals = tokio::spawn(async move {
-        loop {
-            wait_for_signal().await;
-            match stopper.escalate() {
-                StopLevel::Stop => eprintln!(
-                    "\nstopping: cancelling the current action and running the rollbacks (a second Ctrl-C stops them too)…"
-                ),
-                _ => eprintln!(
-                    "\nstopping the rollbacks too: those not done stay pending for `runcap recover`…"
-                ),
-            }
-        }
-    });
+    let signals = tokio::spawn(stop_on_signals(stopper));
     let run_id = runbook::new_run_id();
     let lock = runbook::lock::acquire(
         &super::state_dir(args, state),
@@ -138,7 +126,33 @@ pub(crate) async fn run_runbook(
     } else {
         print_summary(&report);
     }
-    let mut code = report.status.exit_code();
+    let code = exit_code(&report, args);
+    if !recovered && code == 0 {
+        eprintln!("error: something a previous runcap left behind could not be undone (see above)");
+        return 1;
+    }
+    code
+}
+
+/// Escalates the run's stop on each Ctrl-C or SIGTERM: first the current action and
+/// then, on a second signal, the rollbacks too.
+async fn stop_on_signals(stopper: runbook::stop::Stopper) {
+    loop {
+        wait_for_signal().await;
+        match stopper.escalate() {
+            StopLevel::Stop => eprintln!(
+                "\nstopping: cancelling the current action and running the rollbacks (a second Ctrl-C stops them too)…"
+            ),
+            _ => eprintln!(
+                "\nstopping the rollbacks too: those not done stay pending for `runcap recover`…"
+            ),
+        }
+    }
+}
+
+/// A run's exit code: its status's, or 2 when a plugin it uses could not be loaded (a
+/// configuration error, not a failed check).
+fn exit_code(report: &runbook::RunReport, args: &EnvArgs) -> u8 {
     let unloadable: std::collections::BTreeSet<&str> = report
         .steps
         .iter()
@@ -150,20 +164,15 @@ pub(crate) async fn run_runbook(
         })
         .map(|s| s.uses.as_str())
         .collect();
-    if !unloadable.is_empty() && report.status != RunStatus::Cancelled {
-        // A plugin that cannot load is a configuration error, not a failed check.
-        eprintln!(
-            "error: plugin {} could not be loaded; `runcap check --env {}` reports why before a run",
-            unloadable.into_iter().collect::<Vec<_>>().join(", "),
-            args.env.display()
-        );
-        code = 2;
+    if unloadable.is_empty() || report.status == RunStatus::Cancelled {
+        return report.status.exit_code();
     }
-    if !recovered && code == 0 {
-        eprintln!("error: something a previous runcap left behind could not be undone (see above)");
-        return 1;
-    }
-    code
+    eprintln!(
+        "error: plugin {} could not be loaded; `runcap check --env {}` reports why before a run",
+        unloadable.into_iter().collect::<Vec<_>>().join(", "),
+        args.env.display()
+    );
+    2
 }
 
 /// The exit code of a run refused because another run of its runbook is under way

@@ -379,18 +379,7 @@ pub fn validate_serve(
         }
     }
     if let Some(t) = &raw.tls {
-        let (cert, key) = (
-            v.resolve(&root.key("tls").key("cert"), &t.cert),
-            v.resolve(&root.key("tls").key("key"), &t.key),
-        );
-        match super::tls::server_config(&cert, &key) {
-            Ok(c) => out.tls = Some(c),
-            Err(e) => v.error(
-                &root.key("tls"),
-                e.to_string(),
-                "point `cert` at a PEM certificate chain and `key` at its PEM private key, relative to the manifest",
-            ),
-        }
+        out.tls = tls(v, &root.key("tls"), t);
     }
     if let Some(f) = &raw.fleet {
         out.fleet = validate_fleet(v, &root.key("fleet"), f, secrets);
@@ -422,147 +411,210 @@ pub fn validate_serve(
     }
     for (i, t) in raw.tokens.into_iter().enumerate() {
         let at = root.key("tokens").index(i);
-        if !secrets.contains_key(&t.secret) {
-            let declared: Vec<&str> = secrets.keys().map(String::as_str).collect();
-            v.error(
-                &at.key("secret"),
-                format!("no secret `{}` is declared", t.secret),
-                format!(
-                    "declare it under [secrets.{}] (declared: {})",
-                    t.secret,
-                    if declared.is_empty() {
-                        "none".to_string()
-                    } else {
-                        declared.join(", ")
-                    }
-                ),
-            );
-            continue;
+        if let Some(token) = token(v, &at, t, secrets, runbooks) {
+            out.tokens.push(token);
         }
-        let mut scopes = Vec::new();
-        for (j, s) in t.scopes.iter().enumerate() {
-            let scope = match s.as_str() {
-                "read" => Scope::Read,
-                "run" => Scope::Run,
-                other => match other.strip_prefix("run:") {
-                    Some(rb) if runbooks.contains(&rb) => Scope::RunOne(rb.to_string()),
-                    Some(rb) => {
-                        v.error(
-                            &at.key("scopes").index(j),
-                            format!("`{other}` names runbook `{rb}`, which is not declared"),
-                            format!("runbooks: {}", runbooks.join(", ")),
-                        );
-                        continue;
-                    }
-                    None => {
-                        v.error(
-                            &at.key("scopes").index(j),
-                            format!("`{other}` is not a scope"),
-                            "use \"read\", \"run\" or \"run:RUNBOOK\"",
-                        );
-                        continue;
-                    }
-                },
-            };
-            scopes.push(scope);
-        }
-        out.tokens.push(Token {
-            secret: t.secret,
-            scopes,
-        });
     }
     for (name, t) in raw.triggers {
         let at = root.key("triggers").key(&name);
         if !v.name(&at, "trigger", &name) {
             continue;
         }
-        if !runbooks.contains(&t.runbook.as_str()) {
-            v.error(
-                &at.key("runbook"),
-                format!("no runbook `{}` is declared", t.runbook),
-                format!("runbooks: {}", runbooks.join(", ")),
-            );
-            continue;
+        if let Some(trigger) = trigger(v, &at, t, secrets, runbooks) {
+            out.triggers.insert(name, trigger);
         }
-        let declared = |v: &mut Validator, key: &str, secret: &str| {
-            let ok = secrets.contains_key(secret);
-            if !ok {
-                v.error(
-                    &at.key(key),
-                    format!("no secret `{secret}` is declared"),
-                    format!("declare it under [secrets.{secret}]"),
-                );
-            }
-            ok
-        };
-        let auth = match (&t.token, &t.hmac) {
-            (Some(s), None) if declared(v, "token", s) => TriggerAuth::Bearer(s.clone()),
-            (None, Some(s)) if declared(v, "hmac", s) => TriggerAuth::Hmac(s.clone()),
-            (Some(_), None) | (None, Some(_)) => continue,
-            _ => {
-                v.error(
-                    &at,
-                    "a trigger needs exactly one of `token` and `hmac`",
-                    "name the secret callers prove themselves with, like `token = \"alertmanager\"`",
-                );
-                continue;
-            }
-        };
-        let dedupe = match &t.dedupe {
-            None => Duration::from_secs(300),
-            Some(d) => match v.duration(&at.key("dedupe"), d) {
-                Some(d) => d,
-                None => continue,
-            },
-        };
-        let raw_flap = t.flap.unwrap_or(FlapConfig {
-            runs: None,
-            within: None,
-            escalate: None,
-        });
-        let fp = at.key("flap");
-        let runs = raw_flap.runs.unwrap_or(3);
-        if runs == 0 {
-            v.error(
-                &fp.key("runs"),
-                "0 runs would hold every run",
-                "use at least 1",
-            );
-            continue;
-        }
-        let within = match &raw_flap.within {
-            None => Duration::from_secs(30 * 60),
-            Some(w) => match v.duration(&fp.key("within"), w) {
-                Some(d) => d,
-                None => continue,
-            },
-        };
-        if let Some(e) = &raw_flap.escalate
-            && !runbooks.contains(&e.as_str())
-        {
-            v.error(
-                &fp.key("escalate"),
-                format!("no runbook `{e}` is declared"),
-                format!("runbooks: {}", runbooks.join(", ")),
-            );
-            continue;
-        }
-        out.triggers.insert(
-            name,
-            Trigger {
-                runbook: t.runbook,
-                labels: t.labels,
-                auth,
-                dedupe,
-                flap: Flap {
-                    runs,
-                    within,
-                    escalate: raw_flap.escalate,
-                },
-            },
-        );
     }
     out
+}
+
+/// `[serve.tls]`: the certificate chain and key, read now.
+fn tls(v: &mut Validator, at: &KeyPath, t: &TlsConfig) -> Option<Arc<rustls::ServerConfig>> {
+    let (cert, key) = (
+        v.resolve(&at.key("cert"), &t.cert),
+        v.resolve(&at.key("key"), &t.key),
+    );
+    match super::tls::server_config(&cert, &key) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            v.error(
+                at,
+                e.to_string(),
+                "point `cert` at a PEM certificate chain and `key` at its PEM private key, relative to the manifest",
+            );
+            None
+        }
+    }
+}
+
+/// One `[[serve.tokens]]`: a declared secret and the scopes it grants.
+fn token(
+    v: &mut Validator,
+    at: &KeyPath,
+    t: TokenConfig,
+    secrets: &BTreeMap<String, crate::secrets::SecretSource>,
+    runbooks: &[&str],
+) -> Option<Token> {
+    if !secrets.contains_key(&t.secret) {
+        let declared: Vec<&str> = secrets.keys().map(String::as_str).collect();
+        v.error(
+            &at.key("secret"),
+            format!("no secret `{}` is declared", t.secret),
+            format!(
+                "declare it under [secrets.{}] (declared: {})",
+                t.secret,
+                if declared.is_empty() {
+                    "none".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            ),
+        );
+        return None;
+    }
+    let scopes = t
+        .scopes
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| scope(v, &at.key("scopes").index(j), s, runbooks))
+        .collect();
+    Some(Token {
+        secret: t.secret,
+        scopes,
+    })
+}
+
+/// A token's scope: "read", "run" or "run:RUNBOOK" of a declared runbook.
+fn scope(v: &mut Validator, at: &KeyPath, text: &str, runbooks: &[&str]) -> Option<Scope> {
+    Some(match text {
+        "read" => Scope::Read,
+        "run" => Scope::Run,
+        other => match other.strip_prefix("run:") {
+            Some(rb) if runbooks.contains(&rb) => Scope::RunOne(rb.to_string()),
+            Some(rb) => {
+                v.error(
+                    at,
+                    format!("`{other}` names runbook `{rb}`, which is not declared"),
+                    format!("runbooks: {}", runbooks.join(", ")),
+                );
+                return None;
+            }
+            None => {
+                v.error(
+                    at,
+                    format!("`{other}` is not a scope"),
+                    "use \"read\", \"run\" or \"run:RUNBOOK\"",
+                );
+                return None;
+            }
+        },
+    })
+}
+
+/// One `[serve.triggers.NAME]`: its runbook, how callers prove themselves, how long an
+/// alert is deduplicated and when a flapping alert is held.
+fn trigger(
+    v: &mut Validator,
+    at: &KeyPath,
+    t: TriggerConfig,
+    secrets: &BTreeMap<String, crate::secrets::SecretSource>,
+    runbooks: &[&str],
+) -> Option<Trigger> {
+    if !runbooks.contains(&t.runbook.as_str()) {
+        v.error(
+            &at.key("runbook"),
+            format!("no runbook `{}` is declared", t.runbook),
+            format!("runbooks: {}", runbooks.join(", ")),
+        );
+        return None;
+    }
+    let auth = trigger_auth(v, at, &t, secrets)?;
+    let dedupe = match &t.dedupe {
+        None => Duration::from_secs(300),
+        Some(d) => v.duration(&at.key("dedupe"), d)?,
+    };
+    let flap = flap(v, &at.key("flap"), t.flap, runbooks)?;
+    Some(Trigger {
+        runbook: t.runbook,
+        labels: t.labels,
+        auth,
+        dedupe,
+        flap,
+    })
+}
+
+/// A trigger's `token` or `hmac`: exactly one, naming a declared secret.
+fn trigger_auth(
+    v: &mut Validator,
+    at: &KeyPath,
+    t: &TriggerConfig,
+    secrets: &BTreeMap<String, crate::secrets::SecretSource>,
+) -> Option<TriggerAuth> {
+    let declared = |v: &mut Validator, key: &str, secret: &str| {
+        let ok = secrets.contains_key(secret);
+        if !ok {
+            v.error(
+                &at.key(key),
+                format!("no secret `{secret}` is declared"),
+                format!("declare it under [secrets.{secret}]"),
+            );
+        }
+        ok
+    };
+    match (&t.token, &t.hmac) {
+        (Some(s), None) if declared(v, "token", s) => Some(TriggerAuth::Bearer(s.clone())),
+        (None, Some(s)) if declared(v, "hmac", s) => Some(TriggerAuth::Hmac(s.clone())),
+        (Some(_), None) | (None, Some(_)) => None,
+        _ => {
+            v.error(
+                at,
+                "a trigger needs exactly one of `token` and `hmac`",
+                "name the secret callers prove themselves with, like `token = \"alertmanager\"`",
+            );
+            None
+        }
+    }
+}
+
+/// A trigger's `[flap]`: how many runs within how long hold the next, and what escalates.
+fn flap(
+    v: &mut Validator,
+    fp: &KeyPath,
+    raw: Option<FlapConfig>,
+    runbooks: &[&str],
+) -> Option<Flap> {
+    let raw_flap = raw.unwrap_or(FlapConfig {
+        runs: None,
+        within: None,
+        escalate: None,
+    });
+    let runs = raw_flap.runs.unwrap_or(3);
+    if runs == 0 {
+        v.error(
+            &fp.key("runs"),
+            "0 runs would hold every run",
+            "use at least 1",
+        );
+        return None;
+    }
+    let within = match &raw_flap.within {
+        None => Duration::from_secs(30 * 60),
+        Some(w) => v.duration(&fp.key("within"), w)?,
+    };
+    if let Some(e) = &raw_flap.escalate
+        && !runbooks.contains(&e.as_str())
+    {
+        v.error(
+            &fp.key("escalate"),
+            format!("no runbook `{e}` is declared"),
+            format!("runbooks: {}", runbooks.join(", ")),
+        );
+        return None;
+    }
+    Some(Flap {
+        runs,
+        within,
+        escalate: raw_flap.escalate,
+    })
 }
 
 /// Checks a runbook's `schedule`: one of `every` and `cron`, a time zone that exists,
