@@ -324,7 +324,7 @@ fn an_agent_cut_off_by_a_partition_is_seen_down_and_reports_its_run_when_it_come
     let proxy_port = free_port();
     let via = BTreeMap::from([("web-3", proxy_port)]);
     // The proxy forwards to NATS: started once the rig knows NATS's port.
-    let Some(mut rig) = Rig::start_with_proxy(&via) else {
+    let Some(rig) = Rig::start_with_proxy(&via) else {
         return;
     };
     let control = rig.sb.path().join("partition.json");
