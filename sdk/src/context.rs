@@ -6,6 +6,7 @@ use crate::backup::{
     BackupError, CompareReport, ForgetPolicy, ForgetReport, QueryResult, RestoreReport,
     RestoreRequest, SnapshotInfo, SnapshotReport, VerifyReport,
 };
+use crate::exec::{CommandResult, ExecError};
 use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
@@ -129,6 +130,13 @@ pub trait Host {
     fn system(&self, fact: &Fact) -> Result<FactValue, SystemError> {
         Err(SystemError::Denied(format!(
             "{fact:?} is not available here"
+        )))
+    }
+    /// Runs a declared command (`grants.exec`).
+    fn exec(&self, command: &str, args: &[(&str, &str)]) -> Result<CommandResult, ExecError> {
+        let _ = args;
+        Err(ExecError::Denied(format!(
+            "command `{command}` is not available here"
         )))
     }
 }

@@ -23,6 +23,7 @@ extern crate self as runcap_sdk;
 mod backup;
 mod context;
 mod duration;
+mod exec;
 mod faults;
 mod http;
 mod notify;
@@ -38,6 +39,7 @@ pub use backup::{
 };
 pub use context::{Context, Host, Level};
 pub use duration::HumanDuration;
+pub use exec::{CommandResult, ExecError};
 pub use faults::{Fault, FaultError, FaultKind, FaultSpec};
 pub use http::{HttpError, HttpRequest, HttpResponse, Method};
 pub use notify::{Notification, NotifyError, Severity};

@@ -8,6 +8,7 @@ use crate::backup::{
     RestoreRequest, SnapshotInfo, SnapshotReport, VerifyReport,
 };
 use crate::context::{Context, Host, Level};
+use crate::exec::{CommandResult, ExecError};
 use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::notify::{Notification, NotifyError};
@@ -48,7 +49,14 @@ pub struct MockHost {
     system_answers: RefCell<VecDeque<Result<FactValue, SystemError>>>,
     /// Host facts the plugin asked for, in order.
     pub system_calls: RefCell<Vec<Fact>>,
+    /// Answers to declared commands, in order; an empty queue denies.
+    exec_answers: RefCell<VecDeque<Result<CommandResult, ExecError>>>,
+    /// Commands the plugin ran, in order, with their (hole, value) arguments.
+    pub exec_calls: RefCell<Vec<ExecCall>>,
 }
+
+/// A command a plugin ran: its name and its (hole, value) arguments.
+pub type ExecCall = (String, Vec<(String, String)>);
 
 /// The canned answer to one backup operation; it must match the operation asked for.
 #[derive(Debug, Clone)]
@@ -102,6 +110,12 @@ impl MockHost {
         self
     }
 
+    /// Queues the answer to the next command run.
+    pub fn answer_exec(self, answer: Result<CommandResult, ExecError>) -> Self {
+        self.exec_answers.borrow_mut().push_back(answer);
+        self
+    }
+
     /// Lets the plugin read a secret.
     pub fn grant_secret(mut self, name: &str, value: &str) -> Self {
         self.secrets.push((name.to_string(), value.to_string()));
@@ -121,6 +135,24 @@ impl MockHost {
 }
 
 impl Host for MockHost {
+    fn exec(&self, command: &str, args: &[(&str, &str)]) -> Result<CommandResult, ExecError> {
+        let args = args
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.exec_calls
+            .borrow_mut()
+            .push((command.to_string(), args));
+        self.exec_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| {
+                Err(ExecError::Denied(format!(
+                    "command `{command}` is not granted"
+                )))
+            })
+    }
+
     fn system(&self, fact: &Fact) -> Result<FactValue, SystemError> {
         self.system_calls.borrow_mut().push(fact.clone());
         self.system_answers

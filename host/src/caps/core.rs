@@ -39,6 +39,9 @@ pub trait Capability: Sized + Send + Sync + 'static {
     const NAME: &'static str;
     /// The interface (without version) whose import means the plugin uses it.
     const INTERFACE: &'static str;
+    /// The WIT file that defines the interface (`include_str!` of `wit/NAME.wit`), which
+    /// `runcap wit` writes for plugin authors; `None` for an interface WASI defines.
+    const WIT: Option<&'static str> = None;
     /// How a plugin comes to have it.
     const GRANTED: Granted = Granted::ByGrant;
 
@@ -540,6 +543,7 @@ impl wit_types::Host for HostState {}
 pub trait Entry: Sync {
     fn name(&self) -> &'static str;
     fn interface(&self) -> &'static str;
+    fn wit(&self) -> Option<&'static str>;
     fn granted(&self) -> Granted;
     fn hint(&self, plugin: &str) -> String;
     /// Deserializes and validates a grant as written; shape errors are located at the
@@ -588,6 +592,10 @@ impl<C: Capability> Entry for Registered<C> {
 
     fn interface(&self) -> &'static str {
         C::INTERFACE
+    }
+
+    fn wit(&self) -> Option<&'static str> {
+        C::WIT
     }
 
     fn granted(&self) -> Granted {

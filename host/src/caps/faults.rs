@@ -31,6 +31,7 @@ pub struct Faults;
 impl Capability for Faults {
     const NAME: &'static str = "faults";
     const INTERFACE: &'static str = "runcap:plugin/faults";
+    const WIT: Option<&'static str> = Some(include_str!("../../../wit/faults.wit"));
     type Config = FaultsGrantConfig;
     type Grant = FaultsGrant;
     type Access = FaultsAccess;

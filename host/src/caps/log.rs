@@ -33,6 +33,7 @@ pub struct LogState {
 impl Capability for Log {
     const NAME: &'static str = "log";
     const INTERFACE: &'static str = "runcap:plugin/log";
+    const WIT: Option<&'static str> = Some(include_str!("../../../wit/log.wit"));
     const GRANTED: Granted = Granted::Always;
     type Config = ();
     type Grant = ();

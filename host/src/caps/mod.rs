@@ -14,6 +14,7 @@
 pub mod backup;
 pub mod compare;
 pub mod core;
+pub mod exec;
 pub mod faults;
 pub mod fs;
 pub mod http;
@@ -53,6 +54,7 @@ pub static REGISTRY: &[&dyn Entry] = &[
     &core::Registered::<backup::Backup>::ENTRY,
     &core::Registered::<fs::Fs>::ENTRY,
     &core::Registered::<system::SystemFacts>::ENTRY,
+    &core::Registered::<exec::Exec>::ENTRY,
 ];
 
 /// `[plugins.NAME.grants]` as written: capability name → its grant as written. Each is

@@ -34,6 +34,7 @@ pub struct Notify;
 impl Capability for Notify {
     const NAME: &'static str = "notify";
     const INTERFACE: &'static str = "runcap:plugin/notify";
+    const WIT: Option<&'static str> = Some(include_str!("../../../wit/notify.wit"));
     type Config = NotifyGrantConfig;
     type Grant = NotifyGrant;
     type Access = Notifier;

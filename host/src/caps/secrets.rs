@@ -27,6 +27,7 @@ pub struct Secrets;
 impl Capability for Secrets {
     const NAME: &'static str = "secrets";
     const INTERFACE: &'static str = "runcap:plugin/secrets";
+    const WIT: Option<&'static str> = Some(include_str!("../../../wit/secrets.wit"));
     type Config = SecretsGrantConfig;
     type Grant = SecretsGrant;
     type Access = SecretsAccess;

@@ -27,6 +27,7 @@ pub struct Services;
 impl Capability for Services {
     const NAME: &'static str = "services";
     const INTERFACE: &'static str = "runcap:plugin/services";
+    const WIT: Option<&'static str> = Some(include_str!("../../../wit/services.wit"));
     type Config = ServicesGrantConfig;
     type Grant = ServicesGrant;
     type Access = ServicesAccess;

@@ -34,6 +34,7 @@ pub struct SystemFacts;
 impl Capability for SystemFacts {
     const NAME: &'static str = "system";
     const INTERFACE: &'static str = "runcap:plugin/system";
+    const WIT: Option<&'static str> = Some(include_str!("../../../wit/system.wit"));
     type Config = SystemGrantConfig;
     type Grant = SystemGrant;
     type Access = Arc<SystemGrant>;

@@ -375,6 +375,9 @@ fn print_text(env: &str, report: &[PluginCaps]) {
             for e in &g.entries {
                 println!("             {e}");
             }
+            for r in &g.risks {
+                println!("             ⚠ risk: {r}");
+            }
         }
         for d in &p.denied_at_runtime {
             println!("  imports  {d}: imported, denied at runtime");
@@ -622,6 +625,9 @@ fn grant_table(md: &mut String, p: &PluginCaps) {
                 cell(&g.written_at)
             );
         }
+    }
+    for r in p.grants.iter().flat_map(|g| &g.risks) {
+        let _ = writeln!(md, "\n> ⚠ **Risk:** {}", cell(r));
     }
     for o in &p.over_grants {
         let _ = writeln!(

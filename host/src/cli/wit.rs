@@ -12,19 +12,23 @@ use std::path::Path;
 
 use thiserror::Error;
 
-/// Every file of the `runcap:plugin` package, as this runcap was built with it.
-pub const PACKAGE: &[(&str, &str)] = &[
-    ("types.wit", include_str!("../../../wit/types.wit")),
-    ("log.wit", include_str!("../../../wit/log.wit")),
-    ("http.wit", include_str!("../../../wit/http.wit")),
-    ("notify.wit", include_str!("../../../wit/notify.wit")),
-    ("services.wit", include_str!("../../../wit/services.wit")),
-    ("secrets.wit", include_str!("../../../wit/secrets.wit")),
-    ("faults.wit", include_str!("../../../wit/faults.wit")),
-    ("backup.wit", include_str!("../../../wit/backup.wit")),
-    ("system.wit", include_str!("../../../wit/system.wit")),
-    ("world.wit", include_str!("../../../wit/world.wit")),
-];
+/// The WIT text every interface's types come from.
+const TYPES_WIT: &str = include_str!("../../../wit/types.wit");
+/// The worlds plugins target.
+const WORLD_WIT: &str = include_str!("../../../wit/world.wit");
+
+/// Every file of the `runcap:plugin` package, as this runcap was built with it: the
+/// shared types, each registered capability's interface, and the worlds.
+pub fn package() -> Vec<(String, &'static str)> {
+    let mut files = vec![("types.wit".to_string(), TYPES_WIT)];
+    files.extend(
+        crate::caps::REGISTRY
+            .iter()
+            .filter_map(|c| Some((format!("{}.wit", c.name()), c.wit()?))),
+    );
+    files.push(("world.wit".to_string(), WORLD_WIT));
+    files
+}
 
 /// The package's name and version, which a written world must repeat.
 const PACKAGE_LINE: &str = "package runcap:plugin@0.1.0;";
@@ -54,11 +58,7 @@ pub struct World {
 /// The worlds `world.wit` declares, read from its text (each `world NAME {` block, its
 /// `import X;` lines and the `///` line above it).
 pub fn worlds() -> Vec<World> {
-    let text = PACKAGE
-        .iter()
-        .find(|(f, _)| *f == "world.wit")
-        .map(|(_, t)| *t)
-        .unwrap_or_default();
+    let text = WORLD_WIT;
     let mut out: Vec<World> = Vec::new();
     let mut doc = String::new();
     let mut current: Option<World> = None;
@@ -151,9 +151,9 @@ pub fn custom_world(name: &str, imports: &[String]) -> Result<String, WitError> 
 pub fn write_package(dir: &Path, custom: Option<(&str, &str)>) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
-    for (file, text) in PACKAGE {
-        std::fs::write(dir.join(file), text)?;
-        written.push(file.to_string());
+    for (file, text) in package() {
+        std::fs::write(dir.join(&file), text)?;
+        written.push(file);
     }
     if let Some((name, text)) = custom {
         let file = format!("{name}.wit");
@@ -231,7 +231,7 @@ mod tests {
             .filter(|f| f.ends_with(".wit"))
             .collect();
         on_disk.sort();
-        let mut embedded: Vec<String> = PACKAGE.iter().map(|(f, _)| f.to_string()).collect();
+        let mut embedded: Vec<String> = package().into_iter().map(|(f, _)| f).collect();
         embedded.sort();
         assert_eq!(embedded, on_disk);
     }

@@ -32,6 +32,7 @@ pub struct Backup;
 impl Capability for Backup {
     const NAME: &'static str = "backup";
     const INTERFACE: &'static str = "runcap:plugin/backup";
+    const WIT: Option<&'static str> = Some(include_str!("../../../../wit/backup.wit"));
     type Config = BackupGrantConfig;
     type Grant = BackupGrant;
     type Access = Arc<BackupAccess>;

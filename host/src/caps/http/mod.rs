@@ -32,6 +32,7 @@ pub struct Http;
 impl Capability for Http {
     const NAME: &'static str = "http";
     const INTERFACE: &'static str = "runcap:plugin/http";
+    const WIT: Option<&'static str> = Some(include_str!("../../../../wit/http.wit"));
     type Config = HttpGrantConfig;
     type Grant = HttpGrant;
     type Access = HttpClient;
