@@ -232,7 +232,7 @@ pub enum Hole {
 
 impl Hole {
     /// Checks a value; the error says what the hole accepts.
-    fn accept(&self, name: &str, value: &str) -> Result<(), String> {
+    fn accept(&self, name: &str, value: &str) -> Result<(), ArgError> {
         let ok = match self {
             Hole::Enum(values) => values.iter().any(|v| v == value),
             Hole::Int { min, max } => value
@@ -243,7 +243,11 @@ impl Hole {
         if ok {
             Ok(())
         } else {
-            Err(format!("`{name}` is {}; got {value:?}", self.describe()))
+            Err(ArgError::Rejected {
+                name: name.to_string(),
+                accepts: self.describe(),
+                value: value.to_string(),
+            })
         }
     }
 
@@ -262,6 +266,44 @@ impl Hole {
     }
 }
 
+/// Why a plugin's arguments do not fill a command's holes; the plugin is told which.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    #[error("`{name}` is {accepts}; got {value:?}")]
+    Rejected {
+        name: String,
+        accepts: String,
+        value: String,
+    },
+    #[error("command `{command}` takes no arguments; got `{name}`")]
+    NoHoles { command: String, name: String },
+    #[error("command `{command}` has no hole `{name}`; its holes: {holes}")]
+    Unknown {
+        command: String,
+        name: String,
+        holes: String,
+    },
+    #[error("`{0}` is given twice")]
+    Twice(String),
+    #[error("command `{command}` needs `{name}` ({accepts})")]
+    Missing {
+        command: String,
+        name: String,
+        accepts: String,
+    },
+}
+
+/// Why an argument template in a grant cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("`{{{{` in {0:?} is not closed by `}}}}`")]
+    Unclosed(String),
+    #[error(
+        "`{{{{{mark}}}}}` in {text:?} is not a hole: write {{{{ name }}}} with a name from params"
+    )]
+    NotAHole { mark: String, text: String },
+}
+
 /// One argument (or a script) with holes: literal text and `{{ name }}` marks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template(Vec<Part>);
@@ -274,7 +316,7 @@ enum Part {
 
 impl Template {
     /// Parses `{{ name }}` marks; a `{{` that does not open a mark is an error.
-    fn parse(text: &str) -> Result<Template, String> {
+    fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find("{{") {
@@ -283,7 +325,7 @@ impl Template {
             }
             let after = &rest[open + 2..];
             let Some(close) = after.find("}}") else {
-                return Err(format!("`{{{{` in {text:?} is not closed by `}}}}`"));
+                return Err(TemplateError::Unclosed(text.to_string()));
             };
             let name = after[..close].trim();
             let ok = !name.is_empty()
@@ -291,10 +333,10 @@ impl Template {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !ok {
-                return Err(format!(
-                    "`{{{{{}}}}}` in {text:?} is not a hole: write {{{{ name }}}} with a name from params",
-                    &after[..close]
-                ));
+                return Err(TemplateError::NotAHole {
+                    mark: after[..close].to_string(),
+                    text: text.to_string(),
+                });
             }
             parts.push(Part::Hole(name.to_string()));
             rest = &after[close + 2..];
@@ -471,7 +513,7 @@ impl Command {
             return match Template::parse(script) {
                 Ok(t) => Some(Program::Shell(t)),
                 Err(e) => {
-                    v.error(&at.key("script"), e, "");
+                    v.error(&at.key("script"), e.to_string(), "");
                     None
                 }
             };
@@ -516,7 +558,7 @@ impl Command {
                 Ok(t) => args.push(t),
                 Err(e) => {
                     ok = false;
-                    v.error(&at.key("args").index(i), e, "");
+                    v.error(&at.key("args").index(i), e.to_string(), "");
                 }
             }
         }
@@ -717,36 +759,35 @@ impl Command {
 
     /// The argument list for `args`: every hole filled with an accepted value, no value
     /// for a hole the command does not have.
-    fn render(&self, args: &[wit::Arg]) -> Result<Vec<String>, String> {
+    fn render(&self, args: &[wit::Arg]) -> Result<Vec<String>, ArgError> {
         let mut values: BTreeMap<&str, &str> = BTreeMap::new();
         for a in args {
             let Some(hole) = self.holes.get(&a.name) else {
                 let known: Vec<&str> = self.holes.keys().map(String::as_str).collect();
                 return Err(if known.is_empty() {
-                    format!(
-                        "command `{}` takes no arguments; got `{}`",
-                        self.name, a.name
-                    )
+                    ArgError::NoHoles {
+                        command: self.name.clone(),
+                        name: a.name.clone(),
+                    }
                 } else {
-                    format!(
-                        "command `{}` has no hole `{}`; its holes: {}",
-                        self.name,
-                        a.name,
-                        known.join(", ")
-                    )
+                    ArgError::Unknown {
+                        command: self.name.clone(),
+                        name: a.name.clone(),
+                        holes: known.join(", "),
+                    }
                 });
             };
             hole.accept(&a.name, &a.value)?;
             if values.insert(&a.name, &a.value).is_some() {
-                return Err(format!("`{}` is given twice", a.name));
+                return Err(ArgError::Twice(a.name.clone()));
             }
         }
         if let Some(missing) = self.holes.keys().find(|h| !values.contains_key(h.as_str())) {
-            return Err(format!(
-                "command `{}` needs `{missing}` ({})",
-                self.name,
-                self.holes[missing].describe()
-            ));
+            return Err(ArgError::Missing {
+                command: self.name.clone(),
+                name: missing.clone(),
+                accepts: self.holes[missing].describe(),
+            });
         }
         Ok(match &self.program {
             Program::Direct { path, args } => std::iter::once(path.display().to_string())
@@ -803,109 +844,115 @@ pub fn diff(old: &ExecGrantConfig, new: &ExecGrantConfig) -> Vec<Change> {
 
 /// How one command changed, field by field.
 fn diff_command(at: &KeyPath, name: &str, was: &CommandConfig, is: &CommandConfig) -> Vec<Change> {
-    let mut out = Vec::new();
-    let mut changed = |key: &str, kind: ChangeKind, what: String| {
-        out.push(Change::new(at.key(key), kind, what));
-    };
-    if was.program != is.program || was.args != is.args || was.script != is.script {
-        changed(
-            "args",
-            ChangeKind::Changed,
-            format!("command `{name}` runs something else"),
-        );
-    }
-    if is.shell && !was.shell {
-        changed(
-            "shell",
-            ChangeKind::Widened,
-            format!("command `{name}` runs through a shell"),
-        );
-    } else if was.shell && !is.shell {
-        changed(
-            "shell",
-            ChangeKind::Narrowed,
-            format!("command `{name}` no longer runs through a shell"),
-        );
-    }
-    if was.dir != is.dir {
-        changed(
-            "dir",
-            ChangeKind::Changed,
-            format!("command `{name}` runs in another directory"),
-        );
-    }
-    if was.user != is.user {
-        changed(
-            "user",
-            ChangeKind::Changed,
-            format!("command `{name}` runs as another user"),
-        );
-    }
-    if is.read_only && !was.read_only {
-        changed(
-            "read_only",
-            ChangeKind::Widened,
-            format!("command `{name}` runs in dry runs too"),
-        );
-    }
-    for (key, w, i) in [
-        ("env", &was.env, &is.env),
+    let mut out = diff_settings(at, name, was, is);
+    out.extend(diff_inputs(at, name, was, is));
+    out
+}
+
+/// What the command runs, where, as whom and for how long.
+fn diff_settings(at: &KeyPath, name: &str, was: &CommandConfig, is: &CommandConfig) -> Vec<Change> {
+    let runs_other = was.program != is.program || was.args != is.args || was.script != is.script;
+    let now = |v: &Option<String>| v.as_deref().unwrap_or("the default").to_string();
+    let timeout = format!("has a timeout of {}", now(&is.timeout));
+    let output = format!("keeps output up to {}", now(&is.output_limit));
+    // (key, whether it changed, how, what the command now does)
+    let facts = [
         (
-            "secret_env",
-            &was.secret_env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
-            &is.secret_env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
+            "args",
+            runs_other,
+            ChangeKind::Changed,
+            "runs something else",
         ),
+        (
+            "shell",
+            is.shell && !was.shell,
+            ChangeKind::Widened,
+            "runs through a shell",
+        ),
+        (
+            "shell",
+            was.shell && !is.shell,
+            ChangeKind::Narrowed,
+            "no longer runs through a shell",
+        ),
+        (
+            "dir",
+            was.dir != is.dir,
+            ChangeKind::Changed,
+            "runs in another directory",
+        ),
+        (
+            "user",
+            was.user != is.user,
+            ChangeKind::Changed,
+            "runs as another user",
+        ),
+        (
+            "read_only",
+            is.read_only && !was.read_only,
+            ChangeKind::Widened,
+            "runs in dry runs too",
+        ),
+        (
+            "timeout",
+            was.timeout != is.timeout,
+            ChangeKind::Changed,
+            timeout.as_str(),
+        ),
+        (
+            "output_limit",
+            was.output_limit != is.output_limit,
+            ChangeKind::Changed,
+            output.as_str(),
+        ),
+    ];
+    facts
+        .into_iter()
+        .filter(|(_, changed, _, _)| *changed)
+        .map(|(key, _, kind, what)| {
+            Change::new(at.key(key), kind, format!("command `{name}` {what}"))
+        })
+        .collect()
+}
+
+/// What reaches the command: its environment and its holes.
+fn diff_inputs(at: &KeyPath, name: &str, was: &CommandConfig, is: &CommandConfig) -> Vec<Change> {
+    let mut out = Vec::new();
+    let pairs = |m: &BTreeMap<String, String>| -> Vec<String> {
+        m.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    };
+    for (key, w, i) in [
+        ("env", was.env.clone(), is.env.clone()),
+        ("secret_env", pairs(&was.secret_env), pairs(&is.secret_env)),
     ] {
-        for e in i.iter().filter(|e| !w.contains(e)) {
-            changed(
-                key,
+        out.extend(i.iter().filter(|e| !w.contains(e)).map(|e| {
+            Change::new(
+                at.key(key),
                 ChangeKind::Added,
                 format!("command `{name}` gets {e} in its environment"),
-            );
-        }
-        for e in w.iter().filter(|e| !i.contains(e)) {
-            changed(
-                key,
+            )
+        }));
+        out.extend(w.iter().filter(|e| !i.contains(e)).map(|e| {
+            Change::new(
+                at.key(key),
                 ChangeKind::Removed,
                 format!("command `{name}` no longer gets {e}"),
-            );
-        }
+            )
+        }));
     }
     for (hole, h) in &is.params {
-        match was.params.get(hole) {
-            Some(old) if old == h => {}
-            Some(old) => changed(
-                "params",
+        let (kind, what) = match was.params.get(hole) {
+            Some(old) if old == h => continue,
+            Some(old) => (
                 hole_change(old, h),
                 format!("hole `{hole}` of command `{name}` accepts other values"),
             ),
-            None => changed(
-                "params",
+            None => (
                 ChangeKind::Added,
                 format!("command `{name}` has a new hole `{hole}`"),
             ),
-        }
-    }
-    for (key, w, i) in [
-        ("timeout", &was.timeout, &is.timeout),
-        ("output_limit", &was.output_limit, &is.output_limit),
-    ] {
-        if w != i {
-            changed(
-                key,
-                ChangeKind::Changed,
-                format!(
-                    "command `{name}`'s {key} is now {}",
-                    i.as_deref().unwrap_or("the default")
-                ),
-            );
-        }
+        };
+        out.push(Change::new(at.key("params").key(hole), kind, what));
     }
     out
 }
@@ -1153,7 +1200,8 @@ impl CapCtx<'_, Exec> {
         };
         let argv = match cmd.render(&args) {
             Ok(argv) => argv,
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 return Ok(Err(wit::Error::Denied(self.deny("run", &command, reason))));
             }
         };

@@ -672,7 +672,7 @@ mod host_tests {
             &decl,
         )
         .unwrap();
-        let mut action = testing::recorded(crate::caps::Prepared::default(), false, 1024);
+        let mut action = testing::recorded(crate::caps::core::Prepared::default(), false, 1024);
         let env = testing::resources(&decl, &dir, Some(action.store.clone()));
         action.state.granted = Arc::new(testing::prepared::<Faults>(grant, &env));
         let mut ctx = action.state.view::<Faults>();
@@ -737,7 +737,7 @@ mod host_tests {
             &decl,
         )
         .unwrap();
-        let mut action = testing::recorded(crate::caps::Prepared::default(), false, 1024);
+        let mut action = testing::recorded(crate::caps::core::Prepared::default(), false, 1024);
         let env = testing::resources(&decl, &dir.join(".runcap"), Some(action.store.clone()));
         action.state.granted = Arc::new(testing::prepared::<Faults>(grant, &env));
         let mut ctx = action.state.view::<Faults>();

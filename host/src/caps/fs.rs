@@ -447,8 +447,8 @@ mod tests {
         assert_eq!(
             dry.iter().map(|r| r.decision).collect::<Vec<_>>(),
             [
-                crate::caps::Decision::Allowed,
-                crate::caps::Decision::DryRun
+                crate::caps::core::Decision::Allowed,
+                crate::caps::core::Decision::DryRun
             ]
         );
         let records = begin(&grant, false);

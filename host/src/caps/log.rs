@@ -112,7 +112,7 @@ mod tests {
 
     #[tokio::test]
     async fn lines_are_kept_until_the_output_limit_then_counted() {
-        let mut state = action(crate::caps::Prepared::default(), false, 40);
+        let mut state = action(crate::caps::core::Prepared::default(), false, 40);
         {
             let mut ctx = state.view::<Log>();
             wit::Host::write(&mut ctx, wit::Level::Warn, "disk at 91%".into(), vec![])

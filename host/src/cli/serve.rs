@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use crate::cli::{EnvArgs, StateArgs};
-use crate::serve::{self, ReloadRequest, Server};
+use crate::serve::{self, ReloadError, ReloadRequest, Server};
 use crate::store::Store;
 
 /// The server that takes new work, the ones it replaced, and the routes in use.
@@ -32,11 +32,11 @@ async fn load(
     state: &StateArgs,
     store: &Arc<Store>,
     reload: &mpsc::Sender<ReloadRequest>,
-) -> Result<Arc<Server>, String> {
-    let env = crate::manifest::load(&args.env).map_err(|d| d.to_string())?;
-    let runtime = super::runtime().map_err(|_| "the engine cannot start".to_string())?;
+) -> Result<Arc<Server>, ReloadError> {
+    let env = crate::manifest::load(&args.env).map_err(ReloadError::Manifest)?;
+    let runtime = super::runtime().map_err(|_| ReloadError::Engine)?;
     let resources = super::resources(&env, args, state, Some(store.clone()))
-        .map_err(|_| "the environment's redaction cannot be built (see above)".to_string())?;
+        .map_err(|_| ReloadError::Redaction)?;
     serve::build(
         env,
         store.clone(),
@@ -46,7 +46,7 @@ async fn load(
         reload.clone(),
     )
     .await
-    .map_err(|problems| problems.join("\n"))
+    .map_err(ReloadError::Plugins)
 }
 
 impl Servers {
@@ -56,7 +56,7 @@ impl Servers {
         args: &EnvArgs,
         state: &StateArgs,
         reload: &mpsc::Sender<ReloadRequest>,
-    ) -> Result<String, String> {
+    ) -> Result<String, ReloadError> {
         let next = match load(args, state, &self.current.store, reload).await {
             Ok(s) => {
                 if let Some(c) = self.current.fleet() {

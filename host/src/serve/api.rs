@@ -369,7 +369,7 @@ async fn reload(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
         Ok(said) => Json(json!({ "reloaded": true, "message": said })).into_response(),
         Err(problems) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "reloaded": false, "error": problems })),
+            Json(json!({ "reloaded": false, "error": problems.to_string() })),
         )
             .into_response(),
     }

@@ -163,13 +163,13 @@ impl Server {
 
     /// Asks for the manifest to be re-read and checked; the old one keeps serving if the
     /// new one has a problem.
-    pub async fn request_reload(&self) -> Result<String, String> {
+    pub async fn request_reload(&self) -> Result<String, ReloadError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.reload
             .send(tx)
             .await
-            .map_err(|_| "the server is stopping".to_string())?;
-        rx.await.map_err(|_| "the server is stopping".to_string())?
+            .map_err(|_| ReloadError::Stopping)?;
+        rx.await.map_err(|_| ReloadError::Stopping)?
     }
 
     /// Resolves once the server has stopped taking work.
@@ -391,7 +391,23 @@ impl Server {
 
 /// Asks the process running the server to re-read the manifest; the reply says what
 /// happened, or why the new manifest was refused.
-pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, ReloadError>>;
+
+/// Why the manifest was not reloaded; the previous one keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the server is stopping")]
+    Stopping,
+    #[error("{0}")]
+    Manifest(crate::manifest::Diagnostics),
+    #[error("the engine cannot start")]
+    Engine,
+    #[error("the environment's redaction cannot be built (see above)")]
+    Redaction,
+    /// Plugins that cannot be loaded, one problem each.
+    #[error("{}", .0.join("\n"))]
+    Plugins(Vec<String>),
+}
 
 /// Builds the server for `env` with its plugins loaded. A plugin that cannot be loaded
 /// is a problem the caller refuses to serve with, as `runcap check` would.

@@ -89,13 +89,16 @@ impl fmt::Display for Anchor {
     }
 }
 
-impl FromStr for Anchor {
-    type Err = String;
+/// Text that is not an anchor.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an anchor: expected SEQ:HASH, as `runcap audit head` prints it")]
+pub struct NotAnAnchor(String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("`{s}` is not an anchor: expected SEQ:HASH, as `runcap audit head` prints it")
-        };
+impl FromStr for Anchor {
+    type Err = NotAnAnchor;
+
+    fn from_str(s: &str) -> Result<Self, NotAnAnchor> {
+        let bad = || NotAnAnchor(s.to_string());
         let (seq, hash) = s.trim().split_once(':').ok_or_else(bad)?;
         let seq: i64 = seq.parse().map_err(|_| bad())?;
         let hex = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());

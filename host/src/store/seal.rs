@@ -106,18 +106,27 @@ pub struct Unsealed {
     pub problem: String,
 }
 
+/// Why a record has no seal to compare with.
+#[derive(Debug, thiserror::Error)]
+enum NoSeal {
+    #[error("its audit event {0} is missing")]
+    Missing(i64),
+    #[error("its audit event {0} holds no seal")]
+    Empty(i64),
+}
+
 /// The seal an audit event holds, or why there is none to compare with.
-fn sealed(conn: &Connection, audit_seq: i64) -> rusqlite::Result<Result<String, String>> {
+fn sealed(conn: &Connection, audit_seq: i64) -> rusqlite::Result<Result<String, NoSeal>> {
     let payload: Option<String> = conn
         .prepare_cached("SELECT payload FROM audit WHERE seq = ?1")?
         .query_row([audit_seq], |r| r.get(0))
         .optional()?;
     Ok(match payload {
-        None => Err(format!("its audit event {audit_seq} is missing")),
+        None => Err(NoSeal::Missing(audit_seq)),
         Some(p) => serde_json::from_str::<serde_json::Value>(&p)
             .ok()
             .and_then(|v| v["seal"].as_str().map(str::to_string))
-            .ok_or_else(|| format!("its audit event {audit_seq} holds no seal")),
+            .ok_or(NoSeal::Empty(audit_seq)),
     })
 }
 

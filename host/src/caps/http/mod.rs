@@ -451,7 +451,7 @@ impl CapCtx<'_, Http> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::Resources;
+    use crate::caps::core::Resources;
     use crate::caps::testing::{self, Decl, HttpServer};
 
     fn request(method: wit::Method, url: &str) -> wit::Request {
@@ -465,7 +465,7 @@ mod tests {
         }
     }
 
-    fn prepared(manifest: &str) -> crate::caps::Prepared {
+    fn prepared(manifest: &str) -> crate::caps::core::Prepared {
         let (_d, dir) = testing::dir();
         let grant = testing::grant::<Http>(manifest, &dir, &Decl::default()).unwrap();
         testing::prepared::<Http>(grant, &Resources::none())
@@ -535,7 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_grant_every_request_is_denied() {
-        let mut action = testing::recorded(crate::caps::Prepared::default(), false, 1 << 20);
+        let mut action = testing::recorded(crate::caps::core::Prepared::default(), false, 1 << 20);
         let mut ctx = action.state.view::<Http>();
         let r = wit::Host::send(&mut ctx, request(wit::Method::Get, "https://example.com/"))
             .await
