@@ -158,3 +158,40 @@ fn a_pid_file_in_a_missing_directory_is_refused_until_it_exists() {
     std::fs::create_dir(sb.path().join("run")).unwrap();
     sb.run(&["check"]).expect_code(0);
 }
+
+#[test]
+fn a_tier_waiting_for_a_missing_sla_is_refused_and_the_pasted_hint_is_accepted() {
+    let sb = sandbox(
+        r#"  { id = "st", uses = "control", with = { service = "api", action = "status" } },"#,
+        "",
+    );
+    let text = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap()
+        + r#"
+[runbooks.r.incident]
+severity = "critical"
+
+[[runbooks.r.incident.tiers]]
+after = "sla"
+steps = [{ uses = "notify", with = { channel = "oncall", title = "missed" } }]
+
+[[runbooks.r.incident.tiers]]
+after = "soon"
+"#;
+    sb.write("runcap.toml", &text);
+    let out = sb.run(&["check"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    let err = out.stderr();
+    assert!(
+        err.contains("this tier waits for the SLA of `critical` incidents, and there is none"),
+        "{err}"
+    );
+    assert!(err.contains("runcap.toml:"), "located: {err}");
+    assert!(err.contains("`soon` is not a duration") || err.contains("soon"), "{err}");
+    // The hint, pasted at the end of the manifest, is accepted.
+    let start = err.find("[incidents.sla]").expect(&err);
+    let hint: String = err[start..].lines().take(2).map(|l| format!("{l}\n")).collect();
+    let fixed = text.replace("after = \"soon\"", "after = \"30m\"");
+    sb.write("runcap.toml", &format!("{fixed}\n{hint}"));
+    let out = sb.run(&["check"]);
+    assert_eq!(out.code(), 0, "{hint}\n{}", out.stderr());
+}

@@ -1106,3 +1106,93 @@ with = {{ url = "{}" }}
         "the missed runs are not replayed: {history:#}"
     );
 }
+
+#[test]
+fn escalation_tiers_are_reached_by_failures_by_time_and_by_a_missed_sla_once_each() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = sandbox(
+        &svc,
+        &format!(
+            r#"
+[plugins.notify]
+{notify}
+grants.notify.channels.oncall = {{ url = "{base}/hooks/oncall", format = "json" }}
+grants.notify.channels.lead = {{ url = "{base}/hooks/lead", format = "json" }}
+grants.notify.channels.manager = {{ url = "{base}/hooks/manager", format = "json" }}
+
+[incidents]
+sla = {{ critical = "1s" }}
+
+[runbooks.api-down]
+[[runbooks.api-down.steps]]
+id = "probe"
+uses = "probe"
+with = {{ url = "{base}/unhealthy" }}
+
+[runbooks.api-down.incident]
+severity = "critical"
+
+[[runbooks.api-down.incident.tiers]]
+name = "on-call"
+after = 1
+steps = [{{ id = "oncall", uses = "notify", with = {{ channel = "oncall", title = "{{{{ run.runbook }}}} failed" }} }}]
+
+[[runbooks.api-down.incident.tiers]]
+name = "manager"
+after = "sla"
+steps = [{{ id = "manager", uses = "notify", with = {{ channel = "manager", title = "incident {{{{ incident.id }}}} missed its SLA" }} }}]
+
+[[runbooks.api-down.incident.tiers]]
+name = "lead"
+after = "2s"
+steps = [{{ id = "lead", uses = "notify", with = {{ channel = "lead", title = "incident {{{{ incident.id }}}}: {{{{ incident.tier }}}}" }} }}]
+"#,
+            notify = plugin_lines("notify"),
+            base = svc.url(""),
+        ),
+    );
+    let served = serve(&sb);
+    // The run fails and reaches the first tier itself; the server's clock does the rest.
+    sb.run(&["run", "api-down"]).expect_code(1);
+    let hooks = |name: &str| -> Vec<serde_json::Value> {
+        svc.state
+            .hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(hooks("oncall").len(), 1);
+    let lead = poll("the time tier", || hooks("lead").pop());
+    let manager = poll("the SLA tier", || hooks("manager").pop());
+    let incidents = sb.run(&["incidents", "--json"]).expect_code(0).json();
+    let incident = &incidents[0];
+    let id = incident["id"].as_i64().unwrap();
+    assert_eq!(lead["title"], format!("incident {id}: lead"));
+    assert_eq!(manager["title"], format!("incident {id} missed its SLA"));
+    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    let kinds: Vec<&str> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for (kind, n) in [("escalated", 3), ("sla-missed", 1), ("notified", 3)] {
+        assert_eq!(
+            kinds.iter().filter(|k| **k == kind).count(),
+            n,
+            "{kind}: {kinds:?}"
+        );
+    }
+    // Once each: a second failure reaches nothing new.
+    sb.run(&["run", "api-down"]).expect_code(1);
+    assert_eq!(
+        (hooks("oncall").len(), hooks("lead").len(), hooks("manager").len()),
+        (1, 1, 1)
+    );
+    let audit = sb.run(&["audit", "verify"]).expect_code(0).stdout();
+    assert!(!audit.is_empty());
+    drop(served);
+}

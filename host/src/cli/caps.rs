@@ -224,7 +224,7 @@ fn used_by(env: &Environment, plugin: &str) -> Vec<String> {
             rb.steps
                 .iter()
                 .chain(&rb.handlers)
-                .chain(&rb.incident.escalate)
+                .chain(rb.incident.steps())
                 .any(|s| s.uses == plugin || s.rollback.as_ref().is_some_and(|r| r.uses == plugin))
         })
         .map(|rb| rb.name.clone())

@@ -92,8 +92,11 @@ fn document(rb: &Runbook) -> serde_json::Value {
         "handlers": rb.handlers.iter().map(step_json).collect::<Vec<_>>(),
         "incident": {
             "severity": rb.incident.severity.as_str(),
-            "escalate_after": rb.incident.escalate_after,
-            "escalate": rb.incident.escalate.iter().map(step_json).collect::<Vec<_>>(),
+            "tiers": rb.incident.tiers.iter().map(|t| json!({
+                "name": t.name,
+                "when": t.after.describe(),
+                "steps": t.steps.iter().map(step_json).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         },
     })
 }
@@ -177,11 +180,12 @@ fn text(rb: &Runbook) -> String {
     );
     let i = &rb.incident;
     out += &format!("incident: severity {}", i.severity.as_str());
-    if i.escalate_after > 0 {
+    for t in &i.tiers {
         out += &format!(
-            ", escalates after {} consecutive failed runs ({} steps)",
-            i.escalate_after,
-            i.escalate.len()
+            "; {} {} ({} steps)",
+            t.name,
+            t.after.describe(),
+            t.steps.len()
         );
     }
     out += "\n";

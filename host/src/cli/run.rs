@@ -206,7 +206,7 @@ async fn start_drill_proxies(
         .steps
         .iter()
         .chain(&rb.handlers)
-        .chain(&rb.incident.escalate)
+        .chain(rb.incident.steps())
         .flat_map(|s| std::iter::once(s).chain(s.rollback.as_deref()))
         .filter_map(|s| env.plugins.get(&s.uses))
         .filter_map(|p| p.grants.get::<Faults, FaultsGrant>())

@@ -83,7 +83,7 @@ impl Servers {
             "reloaded {}: {} runbooks, {} scheduled",
             args.env.display(),
             self.current.env.runbooks.len(),
-            self.schedules.len()
+            scheduled(&self.current)
         );
         tracing::info!("{said}");
         eprintln!("{said}");
@@ -196,7 +196,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
             "serving environment {} on {scheme}://{addr} ({} runbooks, {} scheduled): status page /, metrics /metrics, API /api/v1",
             s.env.name,
             s.env.runbooks.len(),
-            servers.schedules.len()
+            scheduled(&servers.current)
         );
         if let Some(c) = &controller {
             let _ = writeln!(
@@ -293,4 +293,14 @@ async fn start_controller(
             .and_then(|s| s.password_secret.as_ref()),
     )?;
     crate::fleet::controller::Controller::start(fleet.clone(), nats, store).await
+}
+
+/// How many of the server's runbooks run on a schedule.
+fn scheduled(server: &Server) -> usize {
+    server
+        .env
+        .runbooks
+        .values()
+        .filter(|rb| rb.schedule.is_some())
+        .count()
 }

@@ -34,6 +34,8 @@ pub struct Environment {
     pub runbooks: BTreeMap<String, Runbook>,
     /// How `runcap serve` listens and who may call it.
     pub serve: crate::serve::config::ServeSettings,
+    /// How soon an incident must be acknowledged, per severity (`[incidents] sla`).
+    pub sla: BTreeMap<crate::store::records::Severity, Duration>,
     /// Public keys plugin signatures are checked with, by signer name.
     pub signers: BTreeMap<String, crate::signing::PublicKey>,
 }
@@ -236,21 +238,63 @@ pub enum OnFailure {
     Run(Vec<String>),
 }
 
-/// What a failed run of this runbook opens, and when it escalates.
+/// What a failed run of this runbook opens, and how it escalates.
 #[derive(Debug, Clone)]
 pub struct IncidentPolicy {
     pub severity: crate::store::records::Severity,
-    /// Consecutive failed runs that trigger `escalate`; 0 never escalates.
-    pub escalate_after: u32,
-    pub escalate: Vec<Step>,
+    /// Escalation tiers, each reached at most once per incident (`escalate_after` with
+    /// `escalate` is the first).
+    pub tiers: Vec<Tier>,
 }
 
 impl Default for IncidentPolicy {
     fn default() -> Self {
         IncidentPolicy {
             severity: crate::store::records::Severity::High,
-            escalate_after: 0,
-            escalate: Vec::new(),
+            tiers: Vec::new(),
+        }
+    }
+}
+
+/// One escalation tier: when it is reached, and the steps it runs then.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    /// How the incident's timeline calls it.
+    pub name: String,
+    pub after: TierAfter,
+    pub steps: Vec<Step>,
+    /// Where its steps are written, for diagnostics.
+    pub at: KeyPath,
+}
+
+impl IncidentPolicy {
+    /// Every tier's steps, in order.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.tiers.iter().flat_map(|t| &t.steps)
+    }
+}
+
+/// When an escalation tier is reached. Nothing escalates an acknowledged incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierAfter {
+    /// This many consecutive failed runs (checked when a run fails).
+    Failures(u32),
+    /// Open this long without an acknowledgement (checked by `runcap serve`).
+    Unacknowledged(Duration),
+    /// Open past its severity's `[incidents] sla` without an acknowledgement (checked by
+    /// `runcap serve`).
+    Sla,
+}
+
+impl TierAfter {
+    /// The phrase the timeline uses: "after 2 consecutive failed runs".
+    pub fn describe(&self) -> String {
+        match self {
+            TierAfter::Failures(n) => format!("after {n} consecutive failed runs"),
+            TierAfter::Unacknowledged(d) => {
+                format!("after {} without an acknowledgement", fmt_duration(*d))
+            }
+            TierAfter::Sla => "after its acknowledgement SLA was missed".to_string(),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Manifest {
     pub runbooks: BTreeMap<String, Runbook>,
     /// `[serve]`: how `runcap serve` listens and who may call it.
     pub serve: Option<crate::serve::config::ServeConfig>,
+    /// `[incidents]`: acknowledgement SLAs per severity.
+    pub incidents: Option<Incidents>,
     /// `[signers]`: `NAME = "ed25519:…"`, public keys plugin signatures are checked with.
     #[serde(default)]
     pub signers: BTreeMap<String, String>,
@@ -123,6 +125,33 @@ pub struct Incident {
     /// `[[runbooks.NAME.incident.escalate]]`: steps run once when the threshold is reached.
     #[serde(default)]
     pub escalate: Vec<Step>,
+    /// `[[runbooks.NAME.incident.tiers]]`: escalation tiers, each run once per incident.
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+}
+
+/// `[[runbooks.NAME.incident.tiers]]`: one escalation tier.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// `name = "lead"`: how the incident's timeline calls it (default `tier N`).
+    pub name: Option<String>,
+    /// `after = 2` (consecutive failed runs), `after = "30m"` (open this long without
+    /// an acknowledgement) or `after = "sla"` (its severity's `ack_within` passed).
+    pub after: toml::Value,
+    /// The steps run when it is reached.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// `[incidents]`: what applies to every runbook's incidents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incidents {
+    /// `sla = { critical = "15m", high = "1h" }`: how soon an incident of each severity
+    /// must be acknowledged; `runcap serve` records a miss and runs `after = "sla"` tiers.
+    #[serde(default)]
+    pub sla: BTreeMap<String, String>,
 }
 
 /// `rollback = { uses = "…", with = { … } }`: undoes a step if the run aborts later.

@@ -9,12 +9,14 @@ use sha2::{Digest, Sha256};
 use super::compose::{self, Sources};
 use super::model::{
     Environment, IncidentPolicy, Limits, OnFailure, Overlap, PluginSpec, Retry, Runbook, Step,
+    Tier, TierAfter,
     Watch,
 };
 use super::raw;
 use super::source::{Diagnostic, Diagnostics, KeyPath, SourceFile};
 use super::units;
 use crate::runbook::template;
+use crate::store::records::Severity;
 
 /// The largest plugin file runcap will hash and compile.
 pub const MAX_PLUGIN_FILE: u64 = 64 << 20;
@@ -208,6 +210,8 @@ pub(super) fn validate(
         }
     }
 
+    let sla = sla(&mut v, raw.incidents.unwrap_or_default());
+    sla_tiers_have_an_sla(&mut v, &runbooks, &sla);
     let runbook_names: Vec<&str> = runbooks.keys().map(String::as_str).collect();
     let serve = crate::serve::config::validate_serve(&mut v, raw.serve, &secrets, &runbook_names);
     let env = Environment {
@@ -222,9 +226,69 @@ pub(super) fn validate(
         plugins,
         runbooks,
         serve,
+        sla,
         signers,
     };
     v.finish(env)
+}
+
+/// `[incidents] sla`: a duration per severity.
+fn sla(v: &mut Validator, raw: raw::Incidents) -> BTreeMap<Severity, Duration> {
+    let mut out = BTreeMap::new();
+    for (sev, text) in raw.sla {
+        let at = KeyPath::root().key("incidents").key("sla").key(&sev);
+        let Some(severity) = Severity::parse(&sev) else {
+            v.error(
+                &at,
+                format!("`{sev}` is not a severity"),
+                "use critical, high, medium, low or info",
+            );
+            continue;
+        };
+        if let Some(d) = v.duration(&at, &text) {
+            out.insert(severity, d);
+        }
+    }
+    out
+}
+
+/// A tier reached when the SLA is missed needs an SLA for its runbook's severity.
+fn sla_tiers_have_an_sla(
+    v: &mut Validator,
+    runbooks: &BTreeMap<String, Runbook>,
+    sla: &BTreeMap<Severity, Duration>,
+) {
+    for (name, rb) in runbooks {
+        let severity = rb.incident.severity;
+        for (i, t) in rb.incident.tiers.iter().enumerate() {
+            if t.after == TierAfter::Sla && !sla.contains_key(&severity) {
+                v.error(
+                    &KeyPath::root()
+                        .key("runbooks")
+                        .key(name)
+                        .key("incident")
+                        .key("tiers")
+                        .index(i)
+                        .key("after"),
+                    format!(
+                        "this tier waits for the SLA of `{}` incidents, and there is none",
+                        severity.as_str()
+                    ),
+                    if sla.is_empty() {
+                        format!(
+                            "add to the manifest:\n[incidents.sla]\n{} = \"15m\"",
+                            severity.as_str()
+                        )
+                    } else {
+                        format!(
+                            "add {} = \"15m\" to `sla` under [incidents]",
+                            severity.as_str()
+                        )
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// `[signers]`: each key parsed, or an error at its line.
@@ -564,8 +628,8 @@ fn incident_policy(
             ),
         }
     }
-    incident.escalate_after = raw_incident.escalate_after.unwrap_or(0);
-    incident.escalate = step_list(
+    let escalate_after = raw_incident.escalate_after.unwrap_or(0);
+    let escalate = step_list(
         v,
         &ip.key("escalate"),
         raw_incident.escalate,
@@ -573,14 +637,61 @@ fn incident_policy(
         cx,
         seen,
     );
-    if incident.escalate_after == 0 && !incident.escalate.is_empty() {
+    if escalate_after == 0 && !escalate.is_empty() {
         v.error(
             &ip.key("escalate_after"),
             "escalation steps are declared but never run",
             "set `escalate_after = N`: the number of consecutive failed runs that escalates",
         );
     }
+    if escalate_after > 0 {
+        incident.tiers.push(Tier {
+            name: "escalation".into(),
+            after: TierAfter::Failures(escalate_after),
+            steps: escalate,
+            at: ip.key("escalate"),
+        });
+    }
+    for (i, t) in raw_incident.tiers.into_iter().enumerate() {
+        let tp = ip.key("tiers").index(i);
+        let after = tier_after(v, &tp.key("after"), &t.after);
+        let steps = step_list(v, &tp.key("steps"), t.steps, Phase::Escalation, cx, seen);
+        if let Some(after) = after {
+            incident.tiers.push(Tier {
+                name: t
+                    .name
+                    .unwrap_or_else(|| format!("tier {}", incident.tiers.len() + 1)),
+                after,
+                steps,
+                at: tp.key("steps"),
+            });
+        }
+    }
+    if incident.tiers.len() > MAX_TIERS {
+        v.error(
+            &ip.key("tiers"),
+            format!("{} escalation tiers; at most {MAX_TIERS} are allowed", incident.tiers.len()),
+            "merge tiers that fire together",
+        );
+    }
     incident
+}
+
+/// The most escalation tiers a runbook may have (each is one bit of the incident's record).
+const MAX_TIERS: usize = 32;
+
+/// A tier's `after`: a count of failed runs, a duration, or `"sla"`.
+fn tier_after(v: &mut Validator, at: &KeyPath, raw: &toml::Value) -> Option<TierAfter> {
+    let help = "write after = 2 (consecutive failed runs), after = \"30m\" (unacknowledged this long) or after = \"sla\"";
+    match raw {
+        toml::Value::Integer(n) if (1..=1000).contains(n) => Some(TierAfter::Failures(*n as u32)),
+        toml::Value::String(s) if s == "sla" => Some(TierAfter::Sla),
+        toml::Value::String(s) => v.duration(at, s).map(TierAfter::Unacknowledged),
+        other => {
+            v.error(at, format!("`{other}` is not when a tier is reached"), help);
+            None
+        }
+    }
 }
 
 /// What every step list of one runbook is checked against.

@@ -7,8 +7,8 @@
 //! `on_failure` decides: `continue` records the failure and goes on, `abort` (the
 //! default) stops, and a handler list runs those handlers and stops. A stopped run,
 //! including one cancelled by Ctrl-C or SIGTERM, runs the rollbacks of completed steps in
-//! reverse order. A failed run opens or updates the runbook's incident, which escalates
-//! once after `escalate_after` consecutive failures.
+//! reverse order. A failed run opens or updates the runbook's incident and runs the
+//! steps of each escalation tier its consecutive failures reach (once per incident).
 
 pub mod incident;
 pub mod lock;
@@ -176,7 +176,7 @@ pub fn load_plugins(
         .steps
         .iter()
         .chain(&runbook.handlers)
-        .chain(&runbook.incident.escalate)
+        .chain(runbook.incident.steps())
         .flat_map(|s| std::iter::once(s).chain(s.rollback.as_deref()));
     for step in all {
         if loaded.contains_key(&step.uses) {
@@ -560,20 +560,13 @@ async fn update_incident<P: FnMut(Progress<'_>)>(
     };
     if update.escalated_now {
         run.context["incident"] = serde_json::to_value(&update).unwrap_or_default();
-        let steps = runbook.incident.escalate.clone();
-        let before = run.reports.len();
-        run.side_steps(&steps, Phase::Escalation).await;
-        for r in &run.reports[before..] {
-            let message = format!(
-                "escalation step {} {}: {}",
-                r.id,
-                r.action.status.as_str(),
-                r.action.summary
-            );
-            run.note(
-                "an incident event",
-                store.incident_event(update.id, "notified", &run.run_id, &message),
-            );
+        for tier in &update.tiers_now {
+            let Some(tier) = runbook.incident.tiers.get(*tier as usize) else {
+                continue;
+            };
+            let before = run.reports.len();
+            run.side_steps(&tier.steps, Phase::Escalation).await;
+            incident::note_escalation_steps(&store, update.id, &run.run_id, &run.reports[before..]);
         }
     }
     Some(update)

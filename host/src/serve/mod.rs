@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod config;
+pub mod escalation;
 pub mod metrics;
 pub mod scheduler;
 pub mod status;

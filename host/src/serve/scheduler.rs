@@ -28,6 +28,7 @@ pub fn start(server: &Arc<Server>) -> Vec<tokio::task::JoinHandle<()>> {
             run_schedule(server, name, schedule).await;
         }));
     }
+    tasks.extend(super::escalation::start(server));
     tasks
 }
 

@@ -17,8 +17,11 @@ pub struct IncidentUpdate {
     /// Consecutive failed runs so far.
     pub failures: u32,
     pub failed_step: String,
-    /// This run crossed the escalation threshold.
+    /// This run reached an escalation tier.
     pub escalated_now: bool,
+    /// The tiers (indexes into the runbook's) this run reached.
+    #[serde(skip)]
+    pub tiers_now: Vec<u32>,
 }
 
 /// One incident with its timeline, for `runcap incidents` and bundles.
@@ -47,13 +50,29 @@ pub struct Event {
 }
 
 /// What opening or updating an incident needs to know of the runbook.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IncidentPolicy<'a> {
     pub environment: &'a str,
     pub runbook: &'a str,
     pub severity: Severity,
-    /// Consecutive failed runs that escalate; 0 never escalates.
-    pub escalate_after: u32,
+    /// The runbook's tiers reached by consecutive failed runs: (tier index, failures).
+    pub failure_tiers: Vec<(u32, u32)>,
+}
+
+/// The bit of `tiers_fired` that records a missed acknowledgement SLA.
+pub const SLA_MISSED_BIT: u32 = 40;
+
+/// An incident nobody has acknowledged yet, for the escalation clock.
+#[derive(Debug, Clone)]
+pub struct Unacknowledged {
+    pub id: i64,
+    pub runbook: String,
+    pub severity: Severity,
+    pub opened_at: i64,
+    /// Bits of the tiers already reached.
+    pub tiers_fired: i64,
+    pub failures: u32,
+    pub failed_step: String,
 }
 
 impl Store {
@@ -70,15 +89,16 @@ impl Store {
         self.with(|conn| {
             let tx = conn.transaction()?;
             let now = now_ms() as i64;
-            let open: Option<(i64, u32, String)> = tx
+            let open: Option<(i64, u32, String, i64)> = tx
                 .query_row(
-                    "SELECT id, failures, status FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1",
+                    "SELECT id, failures, status, tiers_fired FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1",
                     params![policy.environment, policy.runbook],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
+            let fired = open.as_ref().map_or(0, |o| o.3);
             let (id, failures, mut status) = match open {
-                Some((id, failures, status)) => {
+                Some((id, failures, status, _)) => {
                     tx.execute(
                         "UPDATE incidents SET failures = ?2, failed_step = ?3, updated_at = ?4 WHERE id = ?1",
                         params![id, failures + 1, failed_step, now],
@@ -98,13 +118,25 @@ impl Store {
                     (id, 1, "open".to_string())
                 }
             };
-            let escalated_now = policy.escalate_after > 0 && failures >= policy.escalate_after && status == "open";
+            // Nothing escalates an incident someone has acknowledged.
+            let tiers_now: Vec<u32> = if status == "acknowledged" {
+                Vec::new()
+            } else {
+                policy
+                    .failure_tiers
+                    .iter()
+                    .filter(|(tier, after)| failures >= *after && fired & (1 << tier) == 0)
+                    .map(|(tier, _)| *tier)
+                    .collect()
+            };
+            let escalated_now = !tiers_now.is_empty();
             if escalated_now {
                 status = "escalated".into();
-                tx.execute("UPDATE incidents SET status = 'escalated' WHERE id = ?1", [id])?;
+                let bits = tiers_now.iter().fold(fired, |b, t| b | (1 << t));
+                tx.execute("UPDATE incidents SET status = 'escalated', tiers_fired = ?2 WHERE id = ?1", params![id, bits])?;
                 let message = format!("escalated after {failures} consecutive failed runs");
                 event(&tx, id, now, "escalated", run_id, &message)?;
-                let payload = serde_json::json!({"incident": id, "failures": failures});
+                let payload = serde_json::json!({"incident": id, "failures": failures, "tiers": tiers_now});
                 audit::append(&tx, now, "incident.escalated", run_id, policy.runbook, &payload.to_string())?;
             }
             tx.commit()?;
@@ -116,6 +148,7 @@ impl Store {
                 failures,
                 failed_step: failed_step.to_string(),
                 escalated_now,
+                tiers_now,
             })
         })
     }
@@ -156,7 +189,65 @@ impl Store {
                 failures,
                 failed_step,
                 escalated_now: false,
+                tiers_now: Vec::new(),
             }))
+        })
+    }
+
+    /// The incidents of `environment` that are open and not acknowledged.
+    pub fn incidents_unacknowledged(
+        &self,
+        environment: &str,
+    ) -> Result<Vec<Unacknowledged>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, runbook, severity, opened_at, tiers_fired, failures, failed_step FROM incidents WHERE environment = ?1 AND status IN ('open', 'escalated') ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([environment], |r| {
+                    Ok(Unacknowledged {
+                        id: r.get(0)?,
+                        runbook: r.get(1)?,
+                        severity: r.get(2)?,
+                        opened_at: r.get(3)?,
+                        tiers_fired: r.get(4)?,
+                        failures: r.get(5)?,
+                        failed_step: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Marks tier `bit` of incident `id` reached, escalates it, and records why, if the
+    /// incident is still open, unacknowledged and had not reached it: `false` otherwise
+    /// (another process, or an operator, got there first).
+    pub fn incident_tier_reached(
+        &self,
+        id: i64,
+        bit: u32,
+        kind: &str,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let message = self.scrubbed(message);
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let now = now_ms() as i64;
+            let changed = tx.execute(
+                "UPDATE incidents SET tiers_fired = tiers_fired | ?2, status = 'escalated', updated_at = ?3 WHERE id = ?1 AND status IN ('open', 'escalated') AND (tiers_fired & ?2) = 0",
+                params![id, 1i64 << bit, now],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            let runbook: String =
+                tx.query_row("SELECT runbook FROM incidents WHERE id = ?1", [id], |r| r.get(0))?;
+            event(&tx, id, now, kind, "", &message)?;
+            let payload = serde_json::json!({"incident": id, "tier": bit, "message": message});
+            audit::append(&tx, now, &format!("incident.{kind}"), "", &runbook, &payload.to_string())?;
+            tx.commit()?;
+            Ok(true)
         })
     }
 
@@ -364,4 +455,40 @@ fn event(
         params![id, at, kind, run_id, message],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tier_is_reached_once_and_nothing_escalates_an_acknowledged_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let policy = IncidentPolicy {
+            environment: "e",
+            runbook: "rb",
+            severity: Severity::High,
+            failure_tiers: vec![(0, 1), (1, 3)],
+        };
+        let u = store.incident_failed(policy.clone(), "r1", "s", "x").unwrap();
+        assert_eq!(u.tiers_now, [0]);
+        assert_eq!(u.status, "escalated");
+        let u = store.incident_failed(policy.clone(), "r2", "s", "x").unwrap();
+        assert!(u.tiers_now.is_empty());
+        assert!(store.incident_tier_reached(u.id, 5, "escalated", "m").unwrap());
+        assert!(!store.incident_tier_reached(u.id, 5, "escalated", "m").unwrap());
+        assert_eq!(
+            store.incidents_unacknowledged("e").unwrap()[0].tiers_fired,
+            0b100001
+        );
+        store
+            .incident_by_operator(u.id, OperatorAction::Acknowledge, "on it")
+            .unwrap();
+        assert!(store.incidents_unacknowledged("e").unwrap().is_empty());
+        assert!(!store.incident_tier_reached(u.id, 6, "escalated", "m").unwrap());
+        let u = store.incident_failed(policy, "r3", "s", "x").unwrap();
+        assert_eq!(u.failures, 3);
+        assert!(u.tiers_now.is_empty(), "an acknowledged incident reaches no tier");
+    }
 }

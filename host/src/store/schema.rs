@@ -160,4 +160,9 @@ pub const MIGRATIONS: &[&str] = &[
         added_at      INTEGER NOT NULL
     );
     "#,
+    // 8: which escalation tiers an incident has reached (bit N: the runbook's tier N;
+    // bit 40: its acknowledgement SLA was missed), so each is reached once.
+    r#"
+    ALTER TABLE incidents ADD COLUMN tiers_fired INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
