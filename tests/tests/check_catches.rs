@@ -186,10 +186,17 @@ after = "soon"
         "{err}"
     );
     assert!(err.contains("runcap.toml:"), "located: {err}");
-    assert!(err.contains("`soon` is not a duration") || err.contains("soon"), "{err}");
+    assert!(
+        err.contains("`soon` is not a duration") || err.contains("soon"),
+        "{err}"
+    );
     // The hint, pasted at the end of the manifest, is accepted.
     let start = err.find("[incidents.sla]").expect(&err);
-    let hint: String = err[start..].lines().take(2).map(|l| format!("{l}\n")).collect();
+    let hint: String = err[start..]
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
     let fixed = text.replace("after = \"soon\"", "after = \"30m\"");
     sb.write("runcap.toml", &format!("{fixed}\n{hint}"));
     let out = sb.run(&["check"]);

@@ -1189,7 +1189,11 @@ steps = [{{ id = "lead", uses = "notify", with = {{ channel = "lead", title = "i
     // Once each: a second failure reaches nothing new.
     sb.run(&["run", "api-down"]).expect_code(1);
     assert_eq!(
-        (hooks("oncall").len(), hooks("lead").len(), hooks("manager").len()),
+        (
+            hooks("oncall").len(),
+            hooks("lead").len(),
+            hooks("manager").len()
+        ),
         (1, 1, 1)
     );
     let audit = sb.run(&["audit", "verify"]).expect_code(0).stdout();

@@ -284,9 +284,12 @@ fn secrets_readable(
 /// handlers, escalation steps, and each one's rollback.
 fn every_step<'a>(name: &str, rb: &'a Runbook) -> Vec<(KeyPath, &'a Step)> {
     let at = KeyPath::root().key("runbooks").key(name);
-    let lists = [(at.key("steps"), &rb.steps), (at.key("handlers"), &rb.handlers)]
-        .into_iter()
-        .chain(rb.incident.tiers.iter().map(|t| (t.at.clone(), &t.steps)));
+    let lists = [
+        (at.key("steps"), &rb.steps),
+        (at.key("handlers"), &rb.handlers),
+    ]
+    .into_iter()
+    .chain(rb.incident.tiers.iter().map(|t| (t.at.clone(), &t.steps)));
     let mut out = Vec::new();
     for (path, steps) in lists {
         for (i, step) in steps.iter().enumerate() {

@@ -9,8 +9,7 @@ use sha2::{Digest, Sha256};
 use super::compose::{self, Sources};
 use super::model::{
     Environment, IncidentPolicy, Limits, OnFailure, Overlap, PluginSpec, Retry, Runbook, Step,
-    Tier, TierAfter,
-    Watch,
+    Tier, TierAfter, Watch,
 };
 use super::raw;
 use super::source::{Diagnostic, Diagnostics, KeyPath, SourceFile};
@@ -670,7 +669,10 @@ fn incident_policy(
     if incident.tiers.len() > MAX_TIERS {
         v.error(
             &ip.key("tiers"),
-            format!("{} escalation tiers; at most {MAX_TIERS} are allowed", incident.tiers.len()),
+            format!(
+                "{} escalation tiers; at most {MAX_TIERS} are allowed",
+                incident.tiers.len()
+            ),
             "merge tiers that fire together",
         );
     }

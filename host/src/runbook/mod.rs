@@ -564,6 +564,7 @@ async fn update_incident<P: FnMut(Progress<'_>)>(
             let Some(tier) = runbook.incident.tiers.get(*tier as usize) else {
                 continue;
             };
+            run.context["incident"]["tier"] = tier.name.clone().into();
             let before = run.reports.len();
             run.side_steps(&tier.steps, Phase::Escalation).await;
             incident::note_escalation_steps(&store, update.id, &run.run_id, &run.reports[before..]);

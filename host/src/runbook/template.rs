@@ -60,6 +60,7 @@ const INCIDENT_FIELDS: &[&str] = &[
     "failed_step",
     "runbook",
     "status",
+    "tier",
 ];
 
 fn strict() -> &'static Environment<'static> {

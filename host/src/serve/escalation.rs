@@ -64,9 +64,10 @@ async fn look(server: &Arc<Server>) {
         };
         let sla = server.env.sla.get(&incident.severity).copied();
         for d in due(&incident, &rb.incident, sla, now_ms() as i64) {
-            let reached = server
-                .store
-                .incident_tier_reached(incident.id, d.bit, d.kind, &d.message);
+            let reached =
+                server
+                    .store
+                    .incident_tier_reached(incident.id, d.bit, d.kind, &d.message);
             match reached {
                 Ok(true) => {
                     tracing::warn!(incident = incident.id, runbook = %rb.name, "{}", d.message);
@@ -241,7 +242,9 @@ mod tests {
         assert_eq!(at_30.len(), 1);
         assert_eq!(at_30[0].tier, Some(1));
         assert!(
-            at_30[0].message.contains("lead reached after 30m without an acknowledgement"),
+            at_30[0]
+                .message
+                .contains("lead reached after 30m without an acknowledgement"),
             "{}",
             at_30[0].message
         );

@@ -471,13 +471,25 @@ mod tests {
             severity: Severity::High,
             failure_tiers: vec![(0, 1), (1, 3)],
         };
-        let u = store.incident_failed(policy.clone(), "r1", "s", "x").unwrap();
+        let u = store
+            .incident_failed(policy.clone(), "r1", "s", "x")
+            .unwrap();
         assert_eq!(u.tiers_now, [0]);
         assert_eq!(u.status, "escalated");
-        let u = store.incident_failed(policy.clone(), "r2", "s", "x").unwrap();
+        let u = store
+            .incident_failed(policy.clone(), "r2", "s", "x")
+            .unwrap();
         assert!(u.tiers_now.is_empty());
-        assert!(store.incident_tier_reached(u.id, 5, "escalated", "m").unwrap());
-        assert!(!store.incident_tier_reached(u.id, 5, "escalated", "m").unwrap());
+        assert!(
+            store
+                .incident_tier_reached(u.id, 5, "escalated", "m")
+                .unwrap()
+        );
+        assert!(
+            !store
+                .incident_tier_reached(u.id, 5, "escalated", "m")
+                .unwrap()
+        );
         assert_eq!(
             store.incidents_unacknowledged("e").unwrap()[0].tiers_fired,
             0b100001
@@ -486,9 +498,16 @@ mod tests {
             .incident_by_operator(u.id, OperatorAction::Acknowledge, "on it")
             .unwrap();
         assert!(store.incidents_unacknowledged("e").unwrap().is_empty());
-        assert!(!store.incident_tier_reached(u.id, 6, "escalated", "m").unwrap());
+        assert!(
+            !store
+                .incident_tier_reached(u.id, 6, "escalated", "m")
+                .unwrap()
+        );
         let u = store.incident_failed(policy, "r3", "s", "x").unwrap();
         assert_eq!(u.failures, 3);
-        assert!(u.tiers_now.is_empty(), "an acknowledged incident reaches no tier");
+        assert!(
+            u.tiers_now.is_empty(),
+            "an acknowledged incident reaches no tier"
+        );
     }
 }
