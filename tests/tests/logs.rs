@@ -209,6 +209,29 @@ steps = [{ id = "errors", uses = "logs", with = { source = "ap", grep = "ERROR" 
         "{stderr}"
     );
     assert!(stderr.contains("app"), "{stderr}");
+
+    // Without the grant the plugin is refused at load with the TOML to add, and that
+    // TOML, pasted at the end of the manifest, is accepted.
+    let manifest = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
+    let grant = manifest
+        .lines()
+        .find(|l| l.starts_with("grants.logs = "))
+        .unwrap();
+    let runbooks = manifest.find("[runbooks.typo]").unwrap();
+    let manifest = manifest[..runbooks].replace(grant, "");
+    sb.write("runcap.toml", &manifest);
+    let refused = sb.run(&["check"]);
+    assert_eq!(refused.code(), 2);
+    let stderr = refused.stderr();
+    let hint_start = stderr.find("[plugins.logs.grants.logs]").expect(&stderr);
+    let hint: String = stderr[hint_start..]
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    sb.write("runcap.toml", &format!("{manifest}\n{hint}"));
+    let accepted = sb.run(&["check"]);
+    assert_eq!(accepted.code(), 0, "{}", accepted.stderr());
 }
 
 /// Kills the service a test started, even when it fails.

@@ -1111,6 +1111,20 @@ status = "true"
     }
 
     #[test]
+    fn sources_written_in_other_files_compare_by_where_they_point() {
+        let mut raw: toml::Value = toml::from_str(
+            "sources = { app = \"./logs/../logs/app.log\", abs = \"/var/log/x.log\" }\n",
+        )
+        .unwrap();
+        Logs::resolve_paths(&mut raw, &|_| PathBuf::from("/srv/ops"));
+        assert_eq!(
+            raw["sources"]["app"].as_str(),
+            Some("/srv/ops/logs/app.log")
+        );
+        assert_eq!(raw["sources"]["abs"].as_str(), Some("/var/log/x.log"));
+    }
+
+    #[test]
     fn a_new_source_or_larger_limits_widen_and_removals_narrow() {
         let read = |t: &str| -> LogsGrantConfig { toml::from_str(t).unwrap() };
         let base = read("sources = { app = \"app.log\" }\n");
