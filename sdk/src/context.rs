@@ -9,6 +9,7 @@ use crate::backup::{
 use crate::exec::{CommandResult, ExecError};
 use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
+use crate::logs::{LogLines, LogQuery, LogsError};
 use crate::notify::{Notification, NotifyError};
 use crate::outcome::ActionError;
 use crate::services::{ServiceError, ServiceStatus, Verb};
@@ -137,6 +138,13 @@ pub trait Host {
         let _ = args;
         Err(ExecError::Denied(format!(
             "command `{command}` is not available here"
+        )))
+    }
+    /// Reads lines of a granted log (`grants.logs`).
+    fn read_logs(&self, query: &LogQuery) -> Result<LogLines, LogsError> {
+        Err(LogsError::Denied(format!(
+            "log `{}` is not available here",
+            query.source
         )))
     }
 }

@@ -11,6 +11,7 @@ use crate::context::{Context, Host, Level};
 use crate::exec::{CommandResult, ExecError};
 use crate::faults::{Fault, FaultError, FaultSpec};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
+use crate::logs::{LogLines, LogQuery, LogsError};
 use crate::notify::{Notification, NotifyError};
 use crate::services::{ServiceError, ServiceStatus, Verb};
 use crate::system::{Fact, FactValue, SystemError};
@@ -53,6 +54,10 @@ pub struct MockHost {
     exec_answers: RefCell<VecDeque<Result<CommandResult, ExecError>>>,
     /// Commands the plugin ran, in order, with their (hole, value) arguments.
     pub exec_calls: RefCell<Vec<ExecCall>>,
+    /// Answers to log reads, in order; an empty queue denies.
+    log_read_answers: RefCell<VecDeque<Result<LogLines, LogsError>>>,
+    /// Log reads the plugin asked for, in order.
+    pub log_reads: RefCell<Vec<LogQuery>>,
 }
 
 /// A command a plugin ran: its name and its (hole, value) arguments.
@@ -116,6 +121,12 @@ impl MockHost {
         self
     }
 
+    /// Queues the answer to the next log read.
+    pub fn answer_log_read(self, answer: Result<LogLines, LogsError>) -> Self {
+        self.log_read_answers.borrow_mut().push_back(answer);
+        self
+    }
+
     /// Lets the plugin read a secret.
     pub fn grant_secret(mut self, name: &str, value: &str) -> Self {
         self.secrets.push((name.to_string(), value.to_string()));
@@ -135,6 +146,19 @@ impl MockHost {
 }
 
 impl Host for MockHost {
+    fn read_logs(&self, query: &LogQuery) -> Result<LogLines, LogsError> {
+        self.log_reads.borrow_mut().push(query.clone());
+        self.log_read_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| {
+                Err(LogsError::Denied(format!(
+                    "log `{}` is not granted",
+                    query.source
+                )))
+            })
+    }
+
     fn exec(&self, command: &str, args: &[(&str, &str)]) -> Result<CommandResult, ExecError> {
         let args = args
             .iter()

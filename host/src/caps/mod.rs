@@ -19,6 +19,7 @@ pub mod faults;
 pub mod fs;
 pub mod http;
 pub mod log;
+pub mod logs;
 pub mod notify;
 pub mod secrets;
 pub mod services;
@@ -55,6 +56,7 @@ pub static REGISTRY: &[&dyn Entry] = &[
     &core::Registered::<fs::Fs>::ENTRY,
     &core::Registered::<system::SystemFacts>::ENTRY,
     &core::Registered::<exec::Exec>::ENTRY,
+    &core::Registered::<logs::Logs>::ENTRY,
 ];
 
 /// `[plugins.NAME.grants]` as written: capability name → its grant as written. Each is

@@ -1,0 +1,326 @@
+//! The `logs` capability end to end through the `logs` plugin: a granted log file is read
+//! from its end, its lines stamped, redacted and only then filtered, and the count judged;
+//! a secret in the log never reaches a report, the store or a pattern's match count;
+//! `caps` shows each source, `check` refuses one that is not granted, and a supervised
+//! service's own log is read as `service:NAME`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use runcap_e2e::{Sandbox, demo_service_bin, files_below, free_port, plugin_lines, step};
+
+const SECRET: &str = "tok-9f8e7d6c5b4a3210zz";
+
+/// `secs` since the epoch as RFC 3339 in UTC.
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// An app log: 6 ERROR lines from 20 minutes ago, then 12 from the last two minutes (one
+/// holding the secret, one a JSON line, one followed by a stack trace), among INFO lines.
+fn app_log() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let old = rfc3339(now - 20 * 60);
+    let mut log = String::from("started before any stamp\n");
+    for i in 0..6 {
+        log += &format!("{old} ERROR old failure {i}\n{old} INFO ok\n");
+    }
+    for i in 0..10 {
+        let t = rfc3339(now - 120 + i * 10);
+        log += &format!("{t} INFO request {i} ok\n{t} ERROR upstream timed out ({i})\n");
+    }
+    let t = rfc3339(now - 10);
+    log += &format!("{t} ERROR auth failed for token {SECRET}\n");
+    log += "    at auth.check(auth.rs:12)\n";
+    log += &format!("{{\"ts\":\"{t}\",\"level\":\"ERROR\",\"msg\":\"queue full\"}}\n");
+    log += &format!("{t} INFO done\n");
+    log
+}
+
+/// A sandbox whose `logs` plugin may read `logs/app.log` (as `app`), with `runbooks`.
+fn sandbox(runbooks: &str) -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write("x.key", &format!("{SECRET}\n"));
+    sb.write("logs/app.log", &app_log());
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[secrets.x]
+file = "x.key"
+
+[plugins.logs]
+{logs}
+grants.logs = {{ sources = {{ app = "logs/app.log", later = "logs/later.log" }} }}
+
+{runbooks}
+"#,
+            logs = plugin_lines("logs"),
+        ),
+    );
+    sb
+}
+
+const RUNBOOKS: &str = r#"
+[runbooks.strict]
+steps = [{ id = "errors", uses = "logs", with = { source = "app", grep = "ERROR", since = "5m", fail_above = 10 } }]
+
+[runbooks.lenient]
+steps = [{ id = "errors", uses = "logs", with = { source = "app", grep = "ERROR", since = "5m", fail_above = 20, tail = 3 } }]
+
+[runbooks.probe]
+steps = [{ id = "probe", uses = "logs", with = { source = "app", grep = "tok-9f8e" } }]
+
+[runbooks.later]
+steps = [{ id = "later", uses = "logs", with = { source = "later" } }]
+"#;
+
+#[test]
+fn errors_in_a_window_are_counted_judged_and_never_carry_the_secret() {
+    let sb = sandbox(RUNBOOKS);
+    sb.run(&["check"]).expect_code(0);
+
+    let strict = sb.run(&["run", "strict", "--json"]);
+    assert_eq!(strict.code(), 1, "{}", strict.stdout());
+    let report = strict.json();
+    let errors = step(&report, "errors");
+    assert_eq!(errors["status"], "fail", "{errors:#}");
+    assert_eq!(
+        errors["summary"],
+        "app: 12 lines matching `ERROR` in the last 5m (fail above 10)"
+    );
+    assert_eq!(errors["details"]["matched"], 12);
+    let lines = errors["details"]["lines"].as_array().unwrap();
+    assert!(
+        lines.iter().any(|l| l
+            .as_str()
+            .unwrap()
+            .ends_with("auth failed for token [SECRET_REDACTED]")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.as_str().unwrap().contains("old failure"))
+    );
+    let strict_id = report["run_id"].as_str().unwrap().to_string();
+
+    let lenient = sb.run(&["run", "lenient", "--json"]).expect_code(0);
+    let errors = step(&lenient.json(), "errors").clone();
+    assert_eq!(errors["status"], "ok", "{errors:#}");
+    assert_eq!(errors["details"]["matched"], 12);
+    assert_eq!(errors["details"]["lines"].as_array().unwrap().len(), 3);
+    assert_eq!(errors["details"]["truncated"], true);
+
+    // Reading changes nothing, so a dry run reads too.
+    let dry = sb
+        .run(&["run", "lenient", "--dry-run", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(step(&dry, "errors")["details"]["matched"], 12);
+
+    // A pattern cannot find the secret's characters: lines are redacted before grep.
+    let probe = sb.run(&["run", "probe", "--json"]).expect_code(0);
+    let p = step(&probe.json(), "probe").clone();
+    assert_eq!(p["details"]["matched"], 0, "{p:#}");
+    assert_eq!(p["details"]["lines"], serde_json::json!([]));
+
+    // A log that does not exist yet fails its step, saying so.
+    let later = sb.run(&["run", "later", "--json"]);
+    assert_eq!(later.code(), 1);
+    let l = step(&later.json(), "later").clone();
+    assert!(
+        l["summary"].as_str().unwrap().contains("does not exist"),
+        "{l:#}"
+    );
+
+    for (args, out) in [
+        (vec!["run", "strict", "--json"], strict.stdout()),
+        (vec!["run", "lenient", "--json"], lenient.stdout()),
+        (vec!["run", "probe", "--json"], probe.stdout()),
+    ] {
+        assert!(!out.contains(SECRET), "{args:?} printed the secret");
+    }
+    for args in [
+        vec!["show", strict_id.as_str(), "--json"],
+        vec!["history", "--json"],
+        vec!["audit", "verify"],
+    ] {
+        let r = sb.run(&args);
+        assert_eq!(r.code(), 0, "{args:?}: {}", r.stderr());
+        assert!(
+            !r.stdout().contains(SECRET) && !r.stderr().contains(SECRET),
+            "{args:?}"
+        );
+    }
+    let show = sb.run(&["show", &strict_id, "--json"]).stdout();
+    assert!(show.contains("12 of 37 lines matched"), "{show}");
+    for file in files_below(&sb.path().join(".runcap")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{} holds the secret",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn caps_lists_the_sources_and_check_refuses_an_ungranted_one() {
+    let sb = sandbox(
+        r#"
+[runbooks.typo]
+steps = [{ id = "errors", uses = "logs", with = { source = "ap", grep = "ERROR" } }]
+"#,
+    );
+    let caps = sb.run(&["caps"]).expect_code(0).stdout();
+    let app = sb.path().join("logs/app.log");
+    for line in [
+        format!("app: {} (last 64MiB, at most 1000 lines)", app.display()),
+        "later: ".to_string(),
+    ] {
+        assert!(caps.contains(&line), "{line}\n{caps}");
+    }
+    let check = sb.run(&["check"]);
+    assert_eq!(check.code(), 2, "{}", check.stdout());
+    let stderr = check.stderr();
+    assert!(
+        stderr.contains("`ap`") || stderr.contains("\"ap\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("app"), "{stderr}");
+
+    // Without the grant the plugin is refused at load with the TOML to add, and that
+    // TOML, pasted at the end of the manifest, is accepted.
+    let manifest = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
+    let grant = manifest
+        .lines()
+        .find(|l| l.starts_with("grants.logs = "))
+        .unwrap();
+    let runbooks = manifest.find("[runbooks.typo]").unwrap();
+    let manifest = manifest[..runbooks].replace(grant, "");
+    sb.write("runcap.toml", &manifest);
+    let refused = sb.run(&["check"]);
+    assert_eq!(refused.code(), 2);
+    let stderr = refused.stderr();
+    let hint_start = stderr.find("[plugins.logs.grants.logs]").expect(&stderr);
+    let hint: String = stderr[hint_start..]
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    sb.write("runcap.toml", &format!("{manifest}\n{hint}"));
+    let accepted = sb.run(&["check"]);
+    assert_eq!(accepted.code(), 0, "{}", accepted.stderr());
+}
+
+/// Kills the service a test started, even when it fails.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(&self.0)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(pid) = v["pid"].as_i64()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_supervised_service_log_is_read_as_service_name() {
+    let port = free_port();
+    let sb = Sandbox::new();
+    let _cleanup = Cleanup(sb.path().join(".runcap/services/api.json"));
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[services.api]
+driver = "process"
+command = "{demo}"
+args = ["--listen", "127.0.0.1:{port}"]
+health_url = "http://127.0.0.1:{port}/health"
+
+[plugins.control]
+{control}
+grants.http = {{ allow = ["http://127.0.0.1:{port}"] }}
+grants.services = {{ api = ["status", "start", "stop"] }}
+
+[plugins.logs]
+{logs}
+grants.logs = {{ services = ["api"] }}
+
+[runbooks.start]
+steps = [{{ uses = "control", with = {{ service = "api", action = "start", healthy_within = "10s" }} }}]
+
+[runbooks.stop]
+steps = [{{ uses = "control", with = {{ service = "api", action = "stop" }} }}]
+
+[runbooks.read]
+steps = [{{ id = "log", uses = "logs", with = {{ source = "service:api", grep = "listening", fail_above = 0 }} }}]
+"#,
+            demo = demo_service_bin().display(),
+            control = plugin_lines("service-control"),
+            logs = plugin_lines("logs"),
+        ),
+    );
+    sb.run(&["check"]).expect_code(0);
+    let caps = sb.run(&["caps"]).expect_code(0).stdout();
+    assert!(
+        caps.contains("service:api: the log runcap keeps of service `api`"),
+        "{caps}"
+    );
+    sb.run(&["run", "start", "--json"]).expect_code(0);
+
+    // The service is healthy; its first line reaches the log as the supervisor pumps it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let r = sb.run(&["run", "read", "--json"]);
+        let log = step(&r.json(), "log").clone();
+        if log["details"]["matched"].as_u64().unwrap_or(0) >= 1 {
+            assert_eq!(r.code(), 1, "matched above fail_above fails: {log:#}");
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log never showed the line: {log:#}"
+        );
+        std::thread::yield_now();
+    };
+    assert_eq!(log["status"], "fail");
+    let lines = log["details"]["lines"].as_array().unwrap();
+    assert!(
+        lines.iter().any(|l| l.as_str().unwrap().contains(&format!(
+            "demo service listening on http://127.0.0.1:{port}"
+        ))),
+        "{lines:?}"
+    );
+    sb.run(&["run", "stop", "--json"]).expect_code(0);
+}
