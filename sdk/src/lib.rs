@@ -47,7 +47,9 @@ pub use logs::{LogLines, LogQuery, LogsError};
 pub use notify::{Notification, NotifyError, Severity};
 pub use outcome::{ActionError, Outcome, Status};
 pub use services::{ServiceError, ServiceState, ServiceStatus, Verb};
-pub use system::{DiskUse, Fact, FactValue, Load, Memory, ProcessInfo, SystemError};
+pub use system::{
+    CertificateInfo, DiskUse, Fact, FactValue, Load, Memory, PortListener, ProcessInfo, SystemError,
+};
 
 /// Everything a plugin usually imports.
 pub mod prelude {

@@ -81,6 +81,26 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// What listens on a TCP port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortListener {
+    pub port: u16,
+    /// The listening process, when the host can see it.
+    pub pid: Option<u32>,
+    pub name: Option<String>,
+}
+
+/// The first certificate of a PEM file and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub path: String,
+    pub subject: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Whole days left; negative once expired.
+    pub days_left: i64,
+}
+
 /// A fact a plugin asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
@@ -90,6 +110,10 @@ pub enum Fact {
     Disk(String),
     /// Processes with this exact name.
     Processes(String),
+    /// What listens on this TCP port.
+    Port(u16),
+    /// When this certificate file expires.
+    Certificate(String),
 }
 
 /// The answer to a [`Fact`].
@@ -99,6 +123,9 @@ pub enum FactValue {
     Load(Load),
     Disk(DiskUse),
     Processes(Vec<ProcessInfo>),
+    /// `None` when nothing listens.
+    Port(Option<PortListener>),
+    Certificate(CertificateInfo),
 }
 
 /// Why a fact was not read.
@@ -170,6 +197,24 @@ impl Context<'_> {
         }
     }
 
+    /// What listens on a TCP port listed in `ports`; `None` when nothing does.
+    pub fn port(&self, port: u16) -> Result<Option<PortListener>, SystemError> {
+        let fact = Fact::Port(port);
+        match self.fact(fact.clone())? {
+            FactValue::Port(p) => Ok(p),
+            _ => Err(mismatch(&fact)),
+        }
+    }
+
+    /// When a certificate file listed in `certificates` expires.
+    pub fn certificate(&self, path: &str) -> Result<CertificateInfo, SystemError> {
+        let fact = Fact::Certificate(path.to_string());
+        match self.fact(fact.clone())? {
+            FactValue::Certificate(c) => Ok(c),
+            _ => Err(mismatch(&fact)),
+        }
+    }
+
     fn fact(&self, fact: Fact) -> Result<FactValue, SystemError> {
         match self.host() {
             Some(h) => h.system(&fact),
@@ -228,5 +273,19 @@ fn wasm_fact(fact: &Fact) -> Result<FactValue, SystemError> {
                 })
                 .collect(),
         ),
+        Fact::Port(port) => FactValue::Port(wit::port(*port).map_err(err)?.map(|p| PortListener {
+            port: p.port,
+            pid: p.pid,
+            name: p.name,
+        })),
+        Fact::Certificate(path) => {
+            let c = wit::certificate(path).map_err(err)?;
+            FactValue::Certificate(CertificateInfo {
+                path: c.path,
+                subject: c.subject,
+                not_after: c.not_after,
+                days_left: c.days_left,
+            })
+        }
     })
 }

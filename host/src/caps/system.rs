@@ -2,10 +2,10 @@
 //!
 //! | | |
 //! |---|---|
-//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]` |
+//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]`, `ports = [443]`, `certificates = ["/etc/ssl/api.pem"]` |
 //! | manifest | the grant only |
 //! | default | no grant: the interface cannot be imported; an unlisted fact, mount or process name is denied |
-//! | enforced | read-only: nothing a plugin asks changes the host, so calls run in dry runs too; facts are read by `sysinfo` and `statvfs`, not by parsing command output |
+//! | enforced | read-only: nothing a plugin asks changes the host, so calls run in dry runs too; facts are read by `sysinfo`, `procfs`, `statvfs` and `x509-parser`, not by parsing command output |
 //! | audit | one call record per read: what was read (memory, load, a mount, a process name) and the decision |
 
 use std::ffi::OsStr;
@@ -88,6 +88,12 @@ pub struct SystemGrantConfig {
     /// `processes = ["nginx"]`: processes by exact name.
     #[serde(default)]
     pub processes: Vec<String>,
+    /// `ports = [443]`: what listens on these TCP ports.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// `certificates = ["/etc/ssl/api.pem"]`: when these certificate files expire.
+    #[serde(default)]
+    pub certificates: Vec<String>,
 }
 
 /// A validated system grant.
@@ -97,6 +103,8 @@ pub struct SystemGrant {
     pub load: bool,
     pub mounts: Vec<String>,
     pub processes: Vec<String>,
+    pub ports: Vec<u16>,
+    pub certificates: Vec<String>,
     /// `plugins.NAME.grants.system`, for denial messages.
     pub key: String,
 }
@@ -118,6 +126,16 @@ impl SystemGrant {
                 );
             }
         }
+        for (i, c) in raw.certificates.iter().enumerate() {
+            if !c.starts_with('/') {
+                ok = false;
+                v.error(
+                    &at.key("certificates").index(i),
+                    format!("`{c}` is not an absolute path"),
+                    "name the certificate file from the root, e.g. \"/etc/ssl/certs/api.pem\"",
+                );
+            }
+        }
         for (i, p) in raw.processes.iter().enumerate() {
             if p.is_empty() || p.contains('/') || p.len() > 255 {
                 ok = false;
@@ -133,6 +151,8 @@ impl SystemGrant {
             load: raw.load,
             mounts: raw.mounts,
             processes: raw.processes,
+            ports: raw.ports,
+            certificates: raw.certificates,
             key: at.to_string(),
         })
     }
@@ -151,6 +171,12 @@ impl SystemGrant {
             self.processes
                 .iter()
                 .map(|p| format!("processes named {p}")),
+        );
+        out.extend(self.ports.iter().map(|p| format!("what listens on TCP port {p}")));
+        out.extend(
+            self.certificates
+                .iter()
+                .map(|c| format!("the expiry of certificate {c}")),
         );
         out
     }
@@ -178,6 +204,7 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
             ));
         }
     }
+    let ports = |g: &SystemGrantConfig| -> Vec<String> { g.ports.iter().map(u16::to_string).collect() };
     for (key, was, is, what) in [
         ("mounts", &old.mounts, &new.mounts, "the disk use of"),
         (
@@ -185,6 +212,13 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
             &old.processes,
             &new.processes,
             "processes named",
+        ),
+        ("ports", &ports(old), &ports(new), "what listens on TCP port"),
+        (
+            "certificates",
+            &old.certificates,
+            &new.certificates,
+            "the expiry of certificate",
         ),
     ] {
         for (i, entry) in is.iter().enumerate() {
@@ -219,6 +253,15 @@ pub enum ReadError {
     },
     #[error("the read did not finish: {0}")]
     Abandoned(#[from] tokio::task::JoinError),
+    #[error("cannot read the TCP sockets: {0}")]
+    Sockets(#[from] procfs::ProcError),
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate: {reason}")]
+    Certificate { path: String, reason: String },
 }
 
 /// Space and inodes of the file system holding `mount`.
@@ -268,6 +311,8 @@ impl CapCtx<'_, SystemFacts> {
                 "{target} is not granted; add {field} = true to {}",
                 grant.key
             )
+        } else if field == "ports" {
+            format!("port {target} is not granted; add {target} to {}.ports", grant.key)
         } else {
             format!(
                 "{target} is not granted; add \"{target}\" to {}.{field}",
@@ -322,6 +367,71 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
     ) -> wasmtime::Result<Result<Vec<wit::ProcessInfo>, wit::Error>> {
         crate::taped!(self, "system.processes", (name), self.processes_live(name))
     }
+
+    async fn port(
+        &mut self,
+        port: u16,
+    ) -> wasmtime::Result<Result<Option<wit::PortListener>, wit::Error>> {
+        crate::taped!(self, "system.port", (port), self.port_live(port))
+    }
+
+    async fn certificate(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<wit::CertificateInfo, wit::Error>> {
+        crate::taped!(self, "system.certificate", (path), self.certificate_live(path))
+    }
+}
+
+/// The process listening on TCP `port` (IPv4 or IPv6), found by matching the listening
+/// socket's inode among processes' open descriptors.
+fn port_listener(port: u16) -> Result<Option<wit::PortListener>, ReadError> {
+    use procfs::net::TcpState;
+    let sockets = procfs::net::tcp()?
+        .into_iter()
+        .chain(procfs::net::tcp6().unwrap_or_default());
+    let Some(inode) = sockets
+        .filter(|s| s.state == TcpState::Listen && s.local_address.port() == port)
+        .map(|s| s.inode)
+        .next()
+    else {
+        return Ok(None);
+    };
+    let owner = procfs::process::all_processes()?
+        .filter_map(Result::ok)
+        .find(|p| {
+            p.fd().is_ok_and(|fds| {
+                fds.filter_map(Result::ok)
+                    .any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(i) if i == inode))
+            })
+        });
+    Ok(Some(wit::PortListener {
+        port,
+        pid: owner.as_ref().map(|p| p.pid as u32),
+        name: owner.and_then(|p| p.stat().ok()).map(|s| s.comm),
+    }))
+}
+
+/// The first certificate of the PEM file at `path`, and the days it has left at `now`
+/// (Unix seconds).
+fn certificate_info(path: &str, now: i64) -> Result<wit::CertificateInfo, ReadError> {
+    let bytes = std::fs::read(path).map_err(|source| ReadError::File {
+        path: path.to_string(),
+        source,
+    })?;
+    let bad = |reason: String| ReadError::Certificate {
+        path: path.to_string(),
+        reason,
+    };
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| bad(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let not_after = cert.validity().not_after.timestamp();
+    Ok(wit::CertificateInfo {
+        path: path.to_string(),
+        subject: cert.subject().to_string(),
+        not_after,
+        days_left: (not_after - now).div_euclid(86_400),
+    })
 }
 
 /// The calls themselves; the [`wit::Host`] impl above records or replays them.
@@ -428,6 +538,36 @@ impl CapCtx<'_, SystemFacts> {
             Err(e) => Err(e),
         };
         Ok(self.answer("processes", &name, read))
+    }
+
+    async fn port_live(
+        &mut self,
+        port: u16,
+    ) -> wasmtime::Result<Result<Option<wit::PortListener>, wit::Error>> {
+        let target = port.to_string();
+        if let Err(e) = self.check("port", &target, |g| g.ports.contains(&port), "ports") {
+            return Ok(Err(e));
+        }
+        let read = blocking(move || port_listener(port)).await;
+        Ok(self.answer("port", &target, read))
+    }
+
+    async fn certificate_live(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<wit::CertificateInfo, wit::Error>> {
+        if let Err(e) = self.check(
+            "certificate",
+            &path,
+            |g| g.certificates.contains(&path),
+            "certificates",
+        ) {
+            return Ok(Err(e));
+        }
+        let at = path.clone();
+        let now = crate::caps::core::now_ms() as i64 / 1000;
+        let read = blocking(move || certificate_info(&at, now)).await;
+        Ok(self.answer("certificate", &path, read))
     }
 }
 
@@ -585,5 +725,47 @@ mod tests {
             ]
         );
         assert!(diff(&new, &new).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_granted_port_names_its_listener_and_a_certificate_its_days_left() {
+        let (_d, dir) = testing::dir();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_port = free.local_addr().unwrap().port();
+        drop(free);
+        let mut params = rcgen::CertificateParams::new(vec!["api.test".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.join("api.pem");
+        std::fs::write(&pem, cert.pem()).unwrap();
+        let pem = pem.display().to_string();
+        let manifest = format!(
+            "[plugins.p.grants.system]\nports = [{port}, {free_port}]\ncertificates = [\"{pem}\"]\n"
+        );
+        let grant = testing::grant::<SystemFacts>(&manifest, &dir, &Decl::default()).unwrap();
+        let env = testing::resources(&Decl::default(), &dir, None);
+        let mut action = testing::recorded(testing::prepared::<SystemFacts>(grant, &env), false, 1024);
+        let mut ctx = action.state.view::<SystemFacts>();
+        let held = wit::Host::port(&mut ctx, port).await.unwrap().unwrap().unwrap();
+        assert_eq!(held.pid, Some(std::process::id()));
+        assert!(held.name.is_some());
+        assert!(wit::Host::port(&mut ctx, free_port).await.unwrap().unwrap().is_none());
+        let denied = wit::Host::port(&mut ctx, 1).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add 1 to plugins.p.grants.system.ports")),
+            "{denied:?}"
+        );
+        let c = wit::Host::certificate(&mut ctx, pem.clone()).await.unwrap().unwrap();
+        assert!(c.days_left > 365 * 70, "{c:?}");
+        assert!(c.subject.contains("rcgen") || !c.subject.is_empty(), "{c:?}");
+        let not_pem = dir.join("runcap.toml").display().to_string();
+        let denied = wit::Host::certificate(&mut ctx, not_pem).await.unwrap();
+        assert!(matches!(denied, Err(wit::Error::Denied(_))));
+        drop(listener);
+        let decisions: Vec<String> = action.audit().into_iter().map(|(_, d, _)| d).collect();
+        assert_eq!(decisions, ["allowed", "allowed", "denied", "allowed", "denied"]);
     }
 }

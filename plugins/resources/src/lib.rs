@@ -40,6 +40,23 @@ pub struct ProcessCheck {
     pub max_rss_mib: Option<u64>,
 }
 
+/// What must listen on a TCP port.
+#[derive(Debug, Default, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortCheck {
+    /// The listening process's name, when it must be this one.
+    pub process: Option<String>,
+}
+
+/// Limits on a certificate's remaining validity: fewer days left than `warn_days` warns,
+/// fewer than `fail_days` fails (an expired one always fails).
+#[derive(Debug, Default, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateCheck {
+    pub warn_days: Option<i64>,
+    pub fail_days: Option<i64>,
+}
+
 fn one() -> u32 {
     1
 }
@@ -75,6 +92,12 @@ pub struct Checks {
     /// Processes that must run, by exact name.
     #[serde(default)]
     pub processes: BTreeMap<String, ProcessCheck>,
+    /// TCP ports something must listen on, by number.
+    #[serde(default)]
+    pub ports: BTreeMap<String, PortCheck>,
+    /// Certificate files that must not expire soon, by path.
+    #[serde(default)]
+    pub certificates: BTreeMap<String, CertificateCheck>,
 }
 
 impl Checks {
@@ -111,14 +134,33 @@ impl Checks {
                 return Err(format!("`{m}` is not an absolute mount point"));
             }
         }
+        for p in self.ports.keys() {
+            if p.parse::<u16>().map_or(true, |n| n == 0) {
+                return Err(format!("ports: `{p}` is not a TCP port (1 to 65535)"));
+            }
+        }
+        for (path, c) in &self.certificates {
+            if !path.starts_with('/') {
+                return Err(format!("certificates: `{path}` is not an absolute path"));
+            }
+            if let (Some(w), Some(f)) = (c.warn_days, c.fail_days)
+                && w < f
+            {
+                return Err(format!(
+                    "certificates.{path}: warn_days {w} is below fail_days {f}"
+                ));
+            }
+        }
         if self.memory.is_none()
             && self.load_per_cpu.is_none()
             && self.disks.is_empty()
             && self.inodes.is_empty()
             && self.processes.is_empty()
+            && self.ports.is_empty()
+            && self.certificates.is_empty()
         {
             return Err(
-                "nothing to check: name memory, load_per_cpu, disks, inodes or processes".into(),
+                "nothing to check: name memory, load_per_cpu, disks, inodes, processes, ports or certificates".into(),
             );
         }
         Ok(())
@@ -211,6 +253,8 @@ pub fn run(ctx: &Context, Params(p): Params) -> Result<Outcome, ActionError> {
             }
         }
     }
+    check_ports(ctx, &p.ports, &mut f)?;
+    check_certificates(ctx, &p.certificates, &mut f)?;
     let summary = if f.problems.is_empty() {
         format!("{} resource checks within limits", f.values.len())
     } else {
@@ -221,6 +265,65 @@ pub fn run(ctx: &Context, Params(p): Params) -> Result<Outcome, ActionError> {
         out = out.detail(name.clone(), value).metric(name, value);
     }
     Ok(out)
+}
+
+/// Something listens on each port, and it is the process named when one is.
+fn check_ports(
+    ctx: &Context,
+    ports: &BTreeMap<String, PortCheck>,
+    f: &mut Findings,
+) -> Result<(), ActionError> {
+    for (text, check) in ports {
+        let port: u16 = text.parse().unwrap_or_default();
+        match ctx.port(port)? {
+            None => f.fail(format!("nothing listens on TCP port {port}")),
+            Some(l) => {
+                if let Some(pid) = l.pid {
+                    f.values.push((format!("ports.{port}.pid"), f64::from(pid)));
+                }
+                if let Some(want) = &check.process
+                    && l.name.as_deref() != Some(want.as_str())
+                {
+                    f.fail(format!(
+                        "TCP port {port} is held by {}, not {want}",
+                        l.name.as_deref().unwrap_or("a process runcap cannot see")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each certificate has more days left than its limits.
+fn check_certificates(
+    ctx: &Context,
+    certificates: &BTreeMap<String, CertificateCheck>,
+    f: &mut Findings,
+) -> Result<(), ActionError> {
+    for (path, check) in certificates {
+        let c = ctx.certificate(path)?;
+        let left = c.days_left;
+        f.values
+            .push((format!("certificates.{path}.days_left"), left as f64));
+        if left < 0 {
+            f.fail(format!("certificate {path} ({}) has expired", c.subject));
+        } else if check.fail_days.is_some_and(|d| left < d) {
+            f.fail(format!(
+                "certificate {path} expires in {left} days, fewer than {}",
+                check.fail_days.unwrap_or_default()
+            ));
+        } else if check.warn_days.is_some_and(|d| left < d) {
+            if f.status == Status::Ok {
+                f.status = Status::Warn;
+            }
+            f.problems.push(format!(
+                "certificate {path} expires in {left} days (warning below {})",
+                check.warn_days.unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
 }
 
 runcap_sdk::plugin!(name: "resources", description: "Checks memory, load, disk and processes against thresholds.", run: run);
@@ -333,6 +436,47 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_port_held_by_another_process_or_a_certificate_near_expiry_is_judged() {
+        use runcap_sdk::{CertificateInfo, PortListener};
+        let host = MockHost::new()
+            .answer_system(Ok(FactValue::Port(Some(PortListener {
+                port: 443,
+                pid: Some(7),
+                name: Some("haproxy".into()),
+            }))))
+            .answer_system(Ok(FactValue::Certificate(CertificateInfo {
+                path: "/etc/ssl/api.pem".into(),
+                subject: "CN=api".into(),
+                not_after: 0,
+                days_left: 20,
+            })));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({
+                "ports": {"443": {"process": "nginx"}},
+                "certificates": {"/etc/ssl/api.pem": {"warn_days": 30, "fail_days": 7}}
+            })),
+        )
+        .unwrap();
+        assert_eq!(out.status, Status::Fail, "{}", out.summary);
+        assert!(out.summary.contains("TCP port 443 is held by haproxy, not nginx"), "{}", out.summary);
+        assert!(out.summary.contains("expires in 20 days (warning below 30)"), "{}", out.summary);
+        assert_eq!(out.details["certificates./etc/ssl/api.pem.days_left"], 20.0);
+        assert_eq!(host.system_calls.borrow()[0], Fact::Port(443));
+
+        let host = MockHost::new().answer_system(Ok(FactValue::Port(None)));
+        let out = run(&host.context(), params(serde_json::json!({"ports": {"8080": {}}}))).unwrap();
+        assert!(out.summary.contains("nothing listens on TCP port 8080"), "{}", out.summary);
+        for (json, expected) in [
+            (serde_json::json!({"ports": {"http": {}}}), "is not a TCP port"),
+            (serde_json::json!({"certificates": {"/c.pem": {"warn_days": 3, "fail_days": 7}}}), "warn_days 3 is below fail_days 7"),
+        ] {
+            let e = serde_json::from_value::<Params>(json).unwrap_err().to_string();
+            assert!(e.contains(expected), "{e}");
         }
     }
 }
