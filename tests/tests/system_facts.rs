@@ -162,3 +162,86 @@ steps = [{ id = "res", uses = "resources", with = { disks = { "/" = { fail_above
     sb.write("runcap.toml", &format!("{manifest}\n{hint}"));
     sb.run(&["check"]).expect_code(0);
 }
+
+#[test]
+fn a_port_nothing_listens_on_and_a_certificate_about_to_expire_fail_the_check() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = listener.local_addr().unwrap().port();
+    let empty = runcap_e2e::free_port();
+    let sb = Sandbox::new();
+    // A certificate valid for three more days.
+    let mut params = rcgen::CertificateParams::new(vec!["api.test".into()]).unwrap();
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(3 * 86_400 + 3600);
+    params.not_after = soon.into();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = sb.write("api.pem", &params.self_signed(&key).unwrap().pem());
+    let pem = pem.display().to_string();
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[plugins.resources]
+{resources}
+grants.system = {{ ports = [{held}, {empty}], certificates = ["{pem}"] }}
+
+[runbooks.listening]
+steps = [{{ id = "res", uses = "resources", with = {{ ports = {{ "{held}" = {{}} }}, certificates = {{ "{pem}" = {{ fail_days = 2 }} }} }} }}]
+
+[runbooks.nothing]
+steps = [{{ id = "res", uses = "resources", with = {{ ports = {{ "{empty}" = {{}} }} }} }}]
+
+[runbooks.expiring]
+steps = [{{ id = "res", uses = "resources", with = {{ certificates = {{ "{pem}" = {{ warn_days = 30, fail_days = 7 }} }} }} }}]
+"#,
+            resources = plugin_lines("resources"),
+        ),
+    );
+    sb.run(&["check"]).expect_code(0);
+    let ok = sb
+        .run(&["run", "listening", "--json"])
+        .expect_code(0)
+        .json();
+    let res = step(&ok, "res");
+    assert_eq!(
+        res["details"][format!("ports.{held}.pid")].as_f64(),
+        Some(f64::from(std::process::id())),
+        "{res:#}"
+    );
+    assert_eq!(
+        res["details"][format!("certificates.{pem}.days_left")].as_f64(),
+        Some(3.0),
+        "{res:#}"
+    );
+    let nothing = sb.run(&["run", "nothing", "--json"]);
+    assert_eq!(nothing.code(), 1);
+    let res = step(&nothing.json(), "res").clone();
+    assert!(
+        res["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("nothing listens on TCP port {empty}")),
+        "{res:#}"
+    );
+    let expiring = sb.run(&["run", "expiring", "--json"]);
+    assert_eq!(expiring.code(), 1);
+    let res = step(&expiring.json(), "res").clone();
+    assert!(
+        res["summary"]
+            .as_str()
+            .unwrap()
+            .contains("expires in 3 days, fewer than 7"),
+        "{res:#}"
+    );
+    let caps = sb.run(&["caps"]).expect_code(0).stdout();
+    assert!(
+        caps.contains(&format!("what listens on TCP port {held}")),
+        "{caps}"
+    );
+    assert!(
+        caps.contains(&format!("the expiry of certificate {pem}")),
+        "{caps}"
+    );
+    drop(listener);
+}

@@ -172,7 +172,11 @@ impl SystemGrant {
                 .iter()
                 .map(|p| format!("processes named {p}")),
         );
-        out.extend(self.ports.iter().map(|p| format!("what listens on TCP port {p}")));
+        out.extend(
+            self.ports
+                .iter()
+                .map(|p| format!("what listens on TCP port {p}")),
+        );
         out.extend(
             self.certificates
                 .iter()
@@ -204,7 +208,8 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
             ));
         }
     }
-    let ports = |g: &SystemGrantConfig| -> Vec<String> { g.ports.iter().map(u16::to_string).collect() };
+    let ports =
+        |g: &SystemGrantConfig| -> Vec<String> { g.ports.iter().map(u16::to_string).collect() };
     for (key, was, is, what) in [
         ("mounts", &old.mounts, &new.mounts, "the disk use of"),
         (
@@ -213,7 +218,12 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
             &new.processes,
             "processes named",
         ),
-        ("ports", &ports(old), &ports(new), "what listens on TCP port"),
+        (
+            "ports",
+            &ports(old),
+            &ports(new),
+            "what listens on TCP port",
+        ),
         (
             "certificates",
             &old.certificates,
@@ -312,7 +322,10 @@ impl CapCtx<'_, SystemFacts> {
                 grant.key
             )
         } else if field == "ports" {
-            format!("port {target} is not granted; add {target} to {}.ports", grant.key)
+            format!(
+                "port {target} is not granted; add {target} to {}.ports",
+                grant.key
+            )
         } else {
             format!(
                 "{target} is not granted; add \"{target}\" to {}.{field}",
@@ -379,7 +392,12 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         &mut self,
         path: String,
     ) -> wasmtime::Result<Result<wit::CertificateInfo, wit::Error>> {
-        crate::taped!(self, "system.certificate", (path), self.certificate_live(path))
+        crate::taped!(
+            self,
+            "system.certificate",
+            (path),
+            self.certificate_live(path)
+        )
     }
 }
 
@@ -401,8 +419,9 @@ fn port_listener(port: u16) -> Result<Option<wit::PortListener>, ReadError> {
         .filter_map(Result::ok)
         .find(|p| {
             p.fd().is_ok_and(|fds| {
-                fds.filter_map(Result::ok)
-                    .any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(i) if i == inode))
+                fds.filter_map(Result::ok).any(
+                    |fd| matches!(fd.target, procfs::process::FDTarget::Socket(i) if i == inode),
+                )
             })
         });
     Ok(Some(wit::PortListener {
@@ -747,25 +766,45 @@ mod tests {
         );
         let grant = testing::grant::<SystemFacts>(&manifest, &dir, &Decl::default()).unwrap();
         let env = testing::resources(&Decl::default(), &dir, None);
-        let mut action = testing::recorded(testing::prepared::<SystemFacts>(grant, &env), false, 1024);
+        let mut action =
+            testing::recorded(testing::prepared::<SystemFacts>(grant, &env), false, 1024);
         let mut ctx = action.state.view::<SystemFacts>();
-        let held = wit::Host::port(&mut ctx, port).await.unwrap().unwrap().unwrap();
+        let held = wit::Host::port(&mut ctx, port)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(held.pid, Some(std::process::id()));
         assert!(held.name.is_some());
-        assert!(wit::Host::port(&mut ctx, free_port).await.unwrap().unwrap().is_none());
+        assert!(
+            wit::Host::port(&mut ctx, free_port)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_none()
+        );
         let denied = wit::Host::port(&mut ctx, 1).await.unwrap();
         assert!(
             matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add 1 to plugins.p.grants.system.ports")),
             "{denied:?}"
         );
-        let c = wit::Host::certificate(&mut ctx, pem.clone()).await.unwrap().unwrap();
+        let c = wit::Host::certificate(&mut ctx, pem.clone())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(c.days_left > 365 * 70, "{c:?}");
-        assert!(c.subject.contains("rcgen") || !c.subject.is_empty(), "{c:?}");
+        assert!(
+            c.subject.contains("rcgen") || !c.subject.is_empty(),
+            "{c:?}"
+        );
         let not_pem = dir.join("runcap.toml").display().to_string();
         let denied = wit::Host::certificate(&mut ctx, not_pem).await.unwrap();
         assert!(matches!(denied, Err(wit::Error::Denied(_))));
         drop(listener);
         let decisions: Vec<String> = action.audit().into_iter().map(|(_, d, _)| d).collect();
-        assert_eq!(decisions, ["allowed", "allowed", "denied", "allowed", "denied"]);
+        assert_eq!(
+            decisions,
+            ["allowed", "allowed", "denied", "allowed", "denied"]
+        );
     }
 }

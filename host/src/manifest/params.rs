@@ -31,7 +31,7 @@ pub struct RawParam {
     pub kind: Option<String>,
     /// `values = ["api", "worker"]`: the only values an enum accepts.
     pub values: Option<Vec<String>>,
-    /// `pattern = "^[a-z-]+$"`: a regular expression a string must match.
+    /// `pattern = "[a-z-]+"`: a regular expression the whole string must match.
     pub pattern: Option<String>,
     /// `min = 1`, `max = 600`: bounds of an int.
     pub min: Option<i64>,
@@ -84,7 +84,7 @@ impl fmt::Display for ParamType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParamType::String { pattern: None } => f.write_str("string"),
-            ParamType::String { pattern: Some(p) } => write!(f, "string matching {}", p.as_str()),
+            ParamType::String { pattern: Some(p) } => write!(f, "string matching {}", written(p)),
             ParamType::Int { min, max } => {
                 f.write_str("int")?;
                 match (min, max) {
@@ -162,7 +162,7 @@ impl Param {
                 {
                     return Err(ParamError::NoMatch {
                         value: s.clone(),
-                        pattern: p.as_str().to_string(),
+                        pattern: written(p).to_string(),
                     });
                 }
             }
@@ -215,7 +215,8 @@ pub fn validate_params(
             (None | Some("string"), None) => {
                 let pattern = match &p.pattern {
                     None => None,
-                    Some(text) => match regex::Regex::new(text) {
+                    // The whole value must match, as an exec hole's must.
+                    Some(text) => match regex::Regex::new(&format!("^(?:{text})$")) {
                         Ok(re) => Some(re),
                         Err(e) => {
                             v.error(
@@ -378,6 +379,14 @@ pub fn resolve_args(
     Ok(out)
 }
 
+/// A string parameter's pattern as the manifest wrote it (it is kept anchored).
+fn written(p: &regex::Regex) -> &str {
+    p.as_str()
+        .strip_prefix("^(?:")
+        .and_then(|s| s.strip_suffix(")$"))
+        .unwrap_or(p.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,5 +477,22 @@ mod tests {
         assert_eq!(p.parse("v12").unwrap(), serde_json::json!("v12"));
         assert!(p.parse("v1; rm -rf /").is_err());
         assert!(p.check(&serde_json::json!(3)).is_err());
+    }
+
+    #[test]
+    fn a_written_pattern_must_match_the_whole_value() {
+        use crate::manifest::{SourceFile, Sources};
+        let text = "[id]\npattern = \"req_[0-9]+\"\n";
+        let file = std::sync::Arc::new(SourceFile::new("runcap.toml".into(), text.into()));
+        let sources = Sources::single(file, toml::from_str(text).unwrap());
+        let mut v = Validator::new(&sources);
+        let raw: BTreeMap<String, RawParam> = toml::from_str(text).unwrap();
+        let params = validate_params(&mut v, &KeyPath::root(), raw);
+        assert!(v.into_diagnostics().is_empty());
+        let id = &params["id"];
+        assert!(id.parse("req_12").is_ok());
+        let e = id.parse("req_1;rm -rf /").unwrap_err().to_string();
+        assert!(e.contains("does not match the pattern req_[0-9]+"), "{e}");
+        assert!(id.parse("x req_1").is_err());
     }
 }

@@ -463,19 +463,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.status, Status::Fail, "{}", out.summary);
-        assert!(out.summary.contains("TCP port 443 is held by haproxy, not nginx"), "{}", out.summary);
-        assert!(out.summary.contains("expires in 20 days (warning below 30)"), "{}", out.summary);
+        assert!(
+            out.summary
+                .contains("TCP port 443 is held by haproxy, not nginx"),
+            "{}",
+            out.summary
+        );
+        assert!(
+            out.summary
+                .contains("expires in 20 days (warning below 30)"),
+            "{}",
+            out.summary
+        );
         assert_eq!(out.details["certificates./etc/ssl/api.pem.days_left"], 20.0);
         assert_eq!(host.system_calls.borrow()[0], Fact::Port(443));
 
         let host = MockHost::new().answer_system(Ok(FactValue::Port(None)));
-        let out = run(&host.context(), params(serde_json::json!({"ports": {"8080": {}}}))).unwrap();
-        assert!(out.summary.contains("nothing listens on TCP port 8080"), "{}", out.summary);
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"ports": {"8080": {}}})),
+        )
+        .unwrap();
+        assert!(
+            out.summary.contains("nothing listens on TCP port 8080"),
+            "{}",
+            out.summary
+        );
         for (json, expected) in [
-            (serde_json::json!({"ports": {"http": {}}}), "is not a TCP port"),
-            (serde_json::json!({"certificates": {"/c.pem": {"warn_days": 3, "fail_days": 7}}}), "warn_days 3 is below fail_days 7"),
+            (
+                serde_json::json!({"ports": {"http": {}}}),
+                "is not a TCP port",
+            ),
+            (
+                serde_json::json!({"certificates": {"/c.pem": {"warn_days": 3, "fail_days": 7}}}),
+                "warn_days 3 is below fail_days 7",
+            ),
         ] {
-            let e = serde_json::from_value::<Params>(json).unwrap_err().to_string();
+            let e = serde_json::from_value::<Params>(json)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(expected), "{e}");
         }
     }
