@@ -489,6 +489,18 @@ steps = [{{ uses = "control", with = {{ service = "chatty", action = "stop" }} }
             "`{token}` missing from the log:\n{text}"
         );
     }
+    // `runcap services --logs` prints its last lines, as redacted as the file.
+    let shown = sb
+        .run(&["services", "--logs", "chatty", "--lines", "2"])
+        .expect_code(0)
+        .stdout();
+    assert_eq!(
+        shown,
+        "connecting with [SECRET_REDACTED] for [CUSTOMER_ID_REDACTED]\nlast words: ssn [SSN_REDACTED]\n"
+    );
+    let unknown = sb.run(&["services", "--logs", "nope"]);
+    assert_eq!(unknown.code(), 2);
+    assert!(unknown.stderr().contains("those are: chatty"), "{}", unknown.stderr());
     // Nothing under the state directory keeps a planted value.
     for entry in runcap_e2e::files_below(&state) {
         let bytes = std::fs::read(&entry).unwrap();

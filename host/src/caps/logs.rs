@@ -100,9 +100,9 @@ impl Capability for Logs {
             files.insert(name.clone(), path.clone());
         }
         for service in &grant.services {
-            let path = match env.services.driver(service) {
-                Some((Driver::Process(_), dir)) => service_log(&dir, service),
-                _ => {
+            let path = match env.services.log_file(service) {
+                Some(path) => path,
+                None => {
                     return Err(PrepareError(format!(
                         "service `{service}` is not a driver = \"process\" service of this environment"
                     )));
@@ -116,13 +116,6 @@ impl Capability for Logs {
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
     }
-}
-
-/// The log runcap keeps of a supervised service's output, in the service manager's
-/// directory (`services/NAME.log` under the state directory; see
-/// `services::process::log_path`).
-fn service_log(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.log"))
 }
 
 /// `path` with `.` dropped and each `..` taking away the name before it, without looking

@@ -406,6 +406,12 @@ enum Command {
         env: EnvArgs,
         #[arg(long)]
         json: bool,
+        /// Print the last lines of this supervised service's log (kept redacted) instead.
+        #[arg(long, value_name = "SERVICE")]
+        logs: Option<String>,
+        /// How many lines `--logs` prints.
+        #[arg(long, default_value_t = 50, requires = "logs")]
+        lines: usize,
     },
     /// Runs one service under runcap's supervision (started by the process driver).
     #[command(hide = true)]
@@ -625,7 +631,13 @@ async fn dispatch(command: Command, state: &StateArgs) -> u8 {
             note_leftovers_if_any(&env, state);
             config::run(&env, json)
         }
-        Command::Services { env, json } => services::run(&env, state, json).await,
+        Command::Services {
+            env,
+            logs: Some(service),
+            lines,
+            ..
+        } => services::logs(&env, state, &service, lines),
+        Command::Services { env, json, .. } => services::run(&env, state, json).await,
         Command::SuperviseService { .. } => 2,
         Command::Faults { env, json } => faults::list(&env, state, json),
         Command::Proxies {

@@ -1,7 +1,74 @@
 //! `runcap services`: what the manifest's services are doing right now.
 
+use std::io::{Read, Seek, SeekFrom};
+
 use crate::cli::{EnvArgs, StateArgs};
 use crate::services::Verb;
+
+/// The most of a log's end `--logs` reads, whatever `--lines` asks.
+const LOG_TAIL_BYTES: u64 = 4 << 20;
+
+/// `runcap services --logs NAME`: the last `lines` lines of a supervised service's log.
+/// The supervisor wrote it through the environment's redaction; it is redacted again
+/// with the rules as they are now, in case they grew since.
+pub fn logs(args: &EnvArgs, state: &StateArgs, service: &str, lines: usize) -> u8 {
+    let env = match super::load_env(args) {
+        Ok(env) => env,
+        Err(code) => return code,
+    };
+    let resources = match super::resources(&env, args, state, None) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let Some(path) = resources.services.log_file(service) else {
+        let known: Vec<&str> = resources
+            .services
+            .names()
+            .filter(|n| resources.services.log_file(n).is_some())
+            .map(String::as_str)
+            .collect();
+        eprintln!(
+            "error: `{service}` is not a supervised (driver = \"process\") service of {}; those are: {}",
+            env.file.display(),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        );
+        return 2;
+    };
+    let text = match tail(&path, lines) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("{service} has no log yet: it has not been started by runcap here");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return 2;
+        }
+    };
+    for mut line in text {
+        crate::redaction::scrub_string(&resources.redactor, &mut line);
+        println!("{line}");
+    }
+    0
+}
+
+/// The last `n` whole lines of the file at `path` (read from its last few MiB).
+fn tail(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(LOG_TAIL_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut all: Vec<&str> = text.lines().collect();
+    if start > 0 && !all.is_empty() {
+        // The first line read is only the end of one.
+        all.remove(0);
+    }
+    let from = all.len().saturating_sub(n);
+    Ok(all[from..].iter().map(|l| l.to_string()).collect())
+}
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, json: bool) -> u8 {
     let env = match super::load_env(args) {

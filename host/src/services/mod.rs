@@ -423,6 +423,15 @@ impl ServiceManager {
             .get(name)
             .map(|d| (d.driver.clone(), self.dir.clone()))
     }
+
+    /// The log runcap keeps of a supervised (`driver = "process"`) service's output,
+    /// redacted as it is written; `None` for another driver or an unknown service.
+    pub fn log_file(&self, name: &str) -> Option<PathBuf> {
+        match &self.defs.get(name)?.driver {
+            Driver::Process(_) => Some(process::log_path(&self.dir, name)),
+            _ => None,
+        }
+    }
 }
 
 /// An exclusive lock on one service, released when dropped.

@@ -142,7 +142,7 @@ fn state_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
 }
 
-fn log_path(dir: &Path, name: &str) -> PathBuf {
+pub(super) fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
 
