@@ -90,6 +90,32 @@ pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     path
 }
 
+/// Asserts that `secret` is nowhere runcap keeps or prints what run `run_id` did: not in
+/// `show --json`, `history --json` or `audit verify`, and not in any file of the sandbox's
+/// state directory (SQLite files included).
+pub fn assert_secret_kept_nowhere(sb: &Sandbox, run_id: &str, secret: &str) {
+    for args in [
+        vec!["show", run_id, "--json"],
+        vec!["history", "--json"],
+        vec!["audit", "verify"],
+    ] {
+        let r = sb.run(&args);
+        assert_eq!(r.code(), 0, "{args:?}: {}", r.stderr());
+        assert!(
+            !r.stdout().contains(secret) && !r.stderr().contains(secret),
+            "{args:?} printed the secret"
+        );
+    }
+    for file in files_below(&sb.path().join(".runcap")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the secret",
+            file.display()
+        );
+    }
+}
+
 /// Every file below `dir` (symlinks are not followed; a missing `dir` has none).
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
