@@ -1,0 +1,434 @@
+//! `examples/grace` end to end, as an operator would use it: the example is copied into a
+//! sandbox (its plugin paths made absolute, its ports replaced by free ones, its pages sent
+//! to an in-process webhook sink), booted (migrations, policies, backend), smoke-tested and
+//! checked; then the backend is killed (health pages on-call, then the lead on the second
+//! failure) and restarted, an error burst in its log trips the error-rate check, a broken
+//! logic update rolls itself back, a tampered immutable log is recovered from the backup,
+//! and the stack is stopped.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use runcap_e2e::{Sandbox, Service, demo_service_bin, free_port, repo_root, step, target_dir};
+
+/// The ports the example's manifest writes: backend, serve, pager.
+const PORTS: [u16; 3] = [18120, 18128, 18129];
+
+/// Copies the example's files (symlinks as symlinks), leaving out what running it locally
+/// leaves behind.
+fn copy_example(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if [".runcap", "data", "backups", "scratch"].contains(&name.as_ref()) {
+            continue;
+        }
+        let dest = to.join(&*name);
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            // deploy/current is the release link the update runbook swaps.
+            let target = std::fs::read_link(entry.path()).unwrap();
+            std::os::unix::fs::symlink(target, &dest).unwrap();
+        } else if kind.is_dir() {
+            copy_example(&entry.path(), &dest);
+        } else {
+            // fs::copy keeps the mode, so bin/ stays executable.
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// The example in a sandbox, stopped (and any process it left killed) when dropped, so a
+/// failing assertion leaves nothing running.
+struct Stack {
+    sb: Sandbox,
+    ports: Vec<u16>,
+}
+
+impl Stack {
+    fn new(hooks: &Service) -> Stack {
+        let sb = Sandbox::new();
+        copy_example(&repo_root().join("examples/grace"), sb.path());
+        let mut text = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
+        // Pages go to a sink this test can read; the pager stand-in still runs.
+        text = text.replace("http://127.0.0.1:18129/hooks/", &hooks.url("/hooks/"));
+        text = text.replace(
+            "../../target/debug/runcap-demo-service",
+            &demo_service_bin().display().to_string(),
+        );
+        text = text.replace("../../target/", &format!("{}/", target_dir().display()));
+        let mut ports = Vec::new();
+        for port in PORTS {
+            let new = free_port();
+            text = text.replace(&port.to_string(), &new.to_string());
+            ports.push(new);
+        }
+        assert!(
+            !text.contains("../../target") && !text.contains("127.0.0.1:1812"),
+            "every path and port was rewritten:\n{text}"
+        );
+        sb.write("runcap.toml", &text);
+        Stack { sb, ports }
+    }
+
+    fn port(&self, example_port: u16) -> u16 {
+        self.ports[PORTS.iter().position(|p| *p == example_port).unwrap()]
+    }
+
+    fn run_json(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        self.sb.run(&all).expect_code(code).json()
+    }
+
+    fn pid(&self, service: &str) -> i64 {
+        let services = self.run_json(&["services"], 0);
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == service)
+            .and_then(|s| s["pid"].as_i64())
+            .unwrap_or_else(|| panic!("{service} has no pid: {services:#}"))
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.sb.run(&["run", "stop"]);
+        // Whatever the stop left (a supervisor, a service it could not reach) is killed.
+        let dir = self.sb.path().join(".runcap/services");
+        for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if file.path().extension().is_some_and(|e| e == "json")
+                && let Ok(text) = std::fs::read_to_string(file.path())
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                for key in ["pid", "supervisor_pid"] {
+                    if let Some(pid) = v[key].as_i64()
+                        && v["exit_code"].is_null()
+                        && v["signal"].is_null()
+                    {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-9", &pid.to_string()])
+                            .status();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Polls `cond` every 50 ms until it holds, for at most 15 s.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn all_ok(report: &serde_json::Value) {
+    assert_eq!(report["status"], "ok", "{report:#}");
+    assert!(
+        statuses(report).iter().all(|(_, s)| s == "ok"),
+        "{report:#}"
+    );
+}
+
+/// `secs_ago` seconds before now as an RFC 3339 UTC stamp, the way the backend's log
+/// writes them.
+fn stamp(secs_ago: u64) -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - secs_ago;
+    let (days, secs) = ((t / 86_400) as i64, t % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The pages received so far, as (channel, title).
+fn pages(hooks: &Service) -> Vec<(String, String)> {
+    hooks
+        .state
+        .hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(channel, page)| {
+            (
+                channel.clone(),
+                page["title"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `n` pages arrived and returns those after the first `seen`.
+fn new_pages(hooks: &Service, seen: usize, n: usize) -> Vec<(String, String)> {
+    wait_for("the pages", || pages(hooks).len() >= seen + n);
+    let all = pages(hooks);
+    assert_eq!(all.len(), seen + n, "{all:#?}");
+    all[seen..].to_vec()
+}
+
+#[test]
+fn the_grace_backend_boots_pages_in_tiers_rolls_back_a_bad_update_and_recovers_its_database() {
+    let hooks = Service::start("127.0.0.1", None);
+    let stack = Stack::new(&hooks);
+    let sb = &stack.sb;
+    let backend_port = stack.port(18120);
+    sb.run(&["check"]).expect_code(0);
+
+    // Boot: the pager, migrations (creating the database), policies, then the backend.
+    let started = stack.run_json(&["run", "start"], 0);
+    all_ok(&started);
+    let order: Vec<String> = statuses(&started).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        order,
+        ["pager", "migrate", "seed_policies", "backend", "healthy"]
+    );
+    let migrate = step(&started, "migrate");
+    assert!(
+        migrate["details"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("5 applied"),
+        "{migrate:#}"
+    );
+    assert!(sb.path().join("data/grace.db").is_file());
+    assert!(listening(backend_port));
+
+    // Smoke tests, the daily checklist and the weekly integrity check all pass.
+    all_ok(&stack.run_json(&["run", "smoke"], 0));
+    all_ok(&stack.run_json(&["run", "health"], 0));
+    all_ok(&stack.run_json(&["run", "daily"], 0));
+    all_ok(&stack.run_json(&["run", "integrity"], 0));
+    let stress = stack.run_json(&["run", "stress"], 0);
+    all_ok(&stress);
+    assert_eq!(
+        step(&stress, "fetch")["details"]["samples"],
+        50,
+        "{stress:#}"
+    );
+    assert!(pages(&hooks).is_empty());
+
+    // Resources name the process that holds the backend's port: the backend itself.
+    let backend_pid = stack.pid("grace");
+    // Its exit code depends on this host's disk and memory, so only the port is judged.
+    let resources = sb.run(&["run", "resources", "--json"]).json();
+    let host = step(&resources, "host");
+    assert_eq!(
+        host["details"][format!("ports.{backend_port}.pid")].as_f64(),
+        Some(backend_pid as f64),
+        "{host:#}"
+    );
+
+    // The backend dies without a word: health fails and pages on-call, then the lead
+    // when it fails a second time in a row.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &backend_pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("the backend's port to close", || !listening(backend_port));
+    let failed = stack.run_json(&["run", "health"], 1);
+    assert_eq!(failed["failed_step"], "backend", "{failed:#}");
+    assert_eq!(step(&failed, "errors")["status"], "ok", "{failed:#}");
+    assert_eq!(failed["incident"]["status"], "escalated", "{failed:#}");
+    let incident_id = failed["incident"]["id"].as_i64().unwrap();
+    assert_eq!(
+        new_pages(&hooks, 0, 1),
+        [("oncall".into(), "grace health failed: backend".into())]
+    );
+    let again = stack.run_json(&["run", "health"], 1);
+    assert_eq!(again["incident"]["id"], incident_id, "{again:#}");
+    assert_eq!(again["incident"]["failures"], 2, "{again:#}");
+    assert_eq!(
+        new_pages(&hooks, 1, 1),
+        [(
+            "lead".into(),
+            "grace health failed 2 times in a row: backend".into()
+        )]
+    );
+
+    let restarted = stack.run_json(&["run", "restart"], 0);
+    all_ok(&restarted);
+    assert_ne!(stack.pid("grace"), backend_pid);
+    let healed = stack.run_json(&["run", "health"], 0);
+    assert_eq!(healed["incident"]["status"], "resolved", "{healed:#}");
+    assert_eq!(pages(&hooks).len(), 2, "no page once it passes");
+
+    // The error rate: errors older than five minutes do not count, a few recent ones warn,
+    // more than ten in five minutes fail.
+    let log = sb.path().join("logs/grace.log");
+    let original = std::fs::read_to_string(&log).unwrap();
+    let burst = |secs_ago: u64, n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{} ERROR memory_fusion: fetch failed ({i})\n",
+                    stamp(secs_ago)
+                )
+            })
+            .collect()
+    };
+    std::fs::write(&log, format!("{original}{}", burst(400, 20))).unwrap();
+    all_ok(&stack.run_json(&["run", "health"], 0));
+    std::fs::write(&log, format!("{original}{}", burst(30, 3))).unwrap();
+    let warned = stack.run_json(&["run", "health"], 0);
+    assert_eq!(warned["status"], "warn", "{warned:#}");
+    assert_eq!(step(&warned, "errors")["status"], "warn", "{warned:#}");
+    std::fs::write(&log, format!("{original}{}", burst(30, 11))).unwrap();
+    let noisy = stack.run_json(&["run", "health"], 1);
+    assert_eq!(noisy["failed_step"], "errors", "{noisy:#}");
+    assert!(
+        step(&noisy, "errors")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("11 lines"),
+        "{noisy:#}"
+    );
+    assert_eq!(
+        new_pages(&hooks, 2, 1),
+        [("oncall".into(), "grace health failed: errors".into())]
+    );
+    std::fs::write(&log, &original).unwrap();
+    assert_eq!(
+        stack.run_json(&["run", "health"], 0)["incident"]["status"],
+        "resolved"
+    );
+
+    // A logic update that loads is kept and recorded; one the backend cannot parse is
+    // rolled back on its own, recorded as rolled back, and pages on-call.
+    let current = || std::fs::read_link(sb.path().join("deploy/current")).unwrap();
+    all_ok(&stack.run_json(&["run", "update", "--var", "release=v2"], 0));
+    assert_eq!(current(), Path::new("releases/v2"));
+    let bad = stack.run_json(&["run", "update", "--var", "release=v3-broken"], 1);
+    assert_eq!(bad["failed_step"], "verify", "{bad:#}");
+    assert_eq!(step(&bad, "record_rollback")["status"], "ok", "{bad:#}");
+    assert_eq!(step(&bad, "swap.rollback")["status"], "ok", "{bad:#}");
+    assert_eq!(current(), Path::new("releases/v2"));
+    assert_eq!(
+        new_pages(&hooks, 3, 1),
+        [(
+            "oncall".into(),
+            "grace logic update rolled back: verify failed".into()
+        )]
+    );
+    all_ok(&stack.run_json(&["run", "smoke"], 0));
+    // A release name that is not one is refused before anything runs.
+    sb.run(&["run", "update", "--var", "release=../../etc"])
+        .expect_code(2);
+    // Two rollbacks in 42 updates stay within the 5% target.
+    let daily = stack.run_json(&["run", "daily"], 0);
+    all_ok(&daily);
+    assert!(
+        step(&daily, "rollback_rate")["details"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("2 of 42"),
+        "{daily:#}"
+    );
+
+    // Backup, then a tampered immutable log: the weekly check fails and pages, recover-db
+    // keeps the damaged copy, restores the backup and brings the backend back.
+    all_ok(&stack.run_json(&["run", "backup"], 0));
+    all_ok(&stack.run_json(&["run", "restore-drill"], 0));
+    {
+        let db = rusqlite::Connection::open(sb.path().join("data/grace.db")).unwrap();
+        db.execute(
+            "UPDATE immutable_log SET event = 'tampered' WHERE id = 3",
+            [],
+        )
+        .unwrap();
+    }
+    let corrupt = stack.run_json(&["run", "integrity"], 1);
+    assert_eq!(corrupt["failed_step"], "immutable_log", "{corrupt:#}");
+    assert!(
+        step(&corrupt, "immutable_log")["details"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("broken at entry 3"),
+        "{corrupt:#}"
+    );
+    assert_eq!(
+        new_pages(&hooks, 4, 1),
+        [(
+            "oncall".into(),
+            "grace data integrity check failed: immutable_log".into()
+        )]
+    );
+    let before = stack.pid("grace");
+    let recovered = stack.run_json(&["run", "recover-db"], 0);
+    all_ok(&recovered);
+    assert!(
+        step(&recovered, "evidence")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("grace-db-evidence"),
+        "{recovered:#}"
+    );
+    assert_ne!(stack.pid("grace"), before);
+    let fixed = stack.run_json(&["run", "integrity"], 0);
+    assert_eq!(fixed["incident"]["status"], "resolved", "{fixed:#}");
+
+    // Manual escalation: a typed title, paged to the lead.
+    sb.run(&["run", "escalate", "--var", "title=rm -rf /; echo $HOME"])
+        .expect_code(2);
+    all_ok(&stack.run_json(
+        &["run", "escalate", "--var", "title=Manual escalation needed"],
+        0,
+    ));
+    assert_eq!(
+        new_pages(&hooks, 5, 1),
+        [("lead".into(), "grace: Manual escalation needed".into())]
+    );
+
+    // Stopped, every port free.
+    let stopped = stack.run_json(&["run", "stop"], 0);
+    all_ok(&stopped);
+    for s in stack.run_json(&["services"], 0).as_array().unwrap() {
+        assert_eq!(s["state"], "stopped", "{s:#}");
+    }
+    assert!(!listening(backend_port));
+    assert!(!listening(stack.port(18129)));
+}
