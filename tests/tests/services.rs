@@ -500,7 +500,11 @@ steps = [{{ uses = "control", with = {{ service = "chatty", action = "stop" }} }
     );
     let unknown = sb.run(&["services", "--logs", "nope"]);
     assert_eq!(unknown.code(), 2);
-    assert!(unknown.stderr().contains("those are: chatty"), "{}", unknown.stderr());
+    assert!(
+        unknown.stderr().contains("those are: chatty"),
+        "{}",
+        unknown.stderr()
+    );
     // Nothing under the state directory keeps a planted value.
     for entry in runcap_e2e::files_below(&state) {
         let bytes = std::fs::read(&entry).unwrap();

@@ -30,7 +30,11 @@ pub fn logs(args: &EnvArgs, state: &StateArgs, service: &str, lines: usize) -> u
         eprintln!(
             "error: `{service}` is not a supervised (driver = \"process\") service of {}; those are: {}",
             env.file.display(),
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         );
         return 2;
     };
