@@ -3,6 +3,7 @@
 //! services to run them against.
 
 pub mod demo_service;
+pub mod example;
 pub mod fleet_rig;
 pub mod procstat;
 pub mod servers;

@@ -10,9 +10,10 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use runcap_e2e::{Sandbox, Service, demo_service_bin, free_port, repo_root, step, target_dir};
+use runcap_e2e::example::{Example, Layout, listening, statuses, wait_for};
+use runcap_e2e::{Service, step};
 
 /// The ports the example's manifest writes: the seven services, serve, the pager.
 const PORTS: [u16; 9] = [
@@ -21,89 +22,25 @@ const PORTS: [u16; 9] = [
 /// The seven services, in the order `start` starts them.
 const SERVICES: [&str; 7] = ["auth", "ac", "integrity", "fv", "gs", "pgc", "ec"];
 
-/// Copies the example's files, leaving out what running it locally leaves behind, and
-/// keeping the release link a link.
-fn copy_example(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if [".runcap", "backups", "scratch", "bundle.tar.gz"].contains(&name.as_ref()) {
-            continue;
-        }
-        let dest = to.join(&*name);
-        let kind = entry.file_type().unwrap();
-        if kind.is_symlink() {
-            let target = std::fs::read_link(entry.path()).unwrap();
-            std::os::unix::fs::symlink(target, &dest).unwrap();
-        } else if kind.is_dir() {
-            copy_example(&entry.path(), &dest);
-        } else {
-            // fs::copy keeps the mode, so bin/ stays executable.
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
+/// Where the example writes what the test rewrites.
+const LAYOUT: Layout = Layout {
+    name: "acgs-1",
+    ports: &PORTS,
+    pager: 18139,
+    skip: &[".runcap", "backups", "scratch", "bundle.tar.gz"],
+};
+
+/// What this test reads of its example beside what every example test reads.
+trait Local {
+    fn service_port(&self, service: &str) -> u16;
+    fn release(&self) -> String;
+    fn policies_in_db(&self) -> i64;
 }
 
-/// The example in a sandbox, stopped (and any process it left killed) when dropped, so a
-/// failing assertion leaves nothing running.
-struct Stack {
-    sb: Sandbox,
-    ports: Vec<u16>,
-}
-
-impl Stack {
-    fn new(hooks: &Service) -> Stack {
-        let sb = Sandbox::new();
-        copy_example(&repo_root().join("examples/acgs-1"), sb.path());
-        let mut text = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
-        // Pages go to a sink this test can read; the pager stand-in still runs.
-        text = text.replace("http://127.0.0.1:18139/hooks/", &hooks.url("/hooks/"));
-        text = text.replace(
-            "../../target/debug/runcap-demo-service",
-            &demo_service_bin().display().to_string(),
-        );
-        text = text.replace("../../target/", &format!("{}/", target_dir().display()));
-        let mut ports = Vec::new();
-        for port in PORTS {
-            let new = free_port();
-            // Bare numbers too: the `resources` grant and checks name the ports alone.
-            text = text.replace(&port.to_string(), &new.to_string());
-            ports.push(new);
-        }
-        assert!(
-            !text.contains("../../target") && !text.contains("1813"),
-            "every path and port was rewritten:\n{text}"
-        );
-        sb.write("runcap.toml", &text);
-        Stack { sb, ports }
-    }
-
-    fn port(&self, example_port: u16) -> u16 {
-        self.ports[PORTS.iter().position(|p| *p == example_port).unwrap()]
-    }
-
+impl Local for Example {
     fn service_port(&self, service: &str) -> u16 {
         let i = SERVICES.iter().position(|s| *s == service).unwrap();
-        self.ports[i]
-    }
-
-    fn run_json(&self, args: &[&str], code: i32) -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        self.sb.run(&all).expect_code(code).json()
-    }
-
-    fn pid(&self, service: &str) -> i64 {
-        let services = self.run_json(&["services"], 0);
-        services
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == service)
-            .and_then(|s| s["pid"].as_i64())
-            .unwrap_or_else(|| panic!("{service} has no pid: {services:#}"))
+        self.port(PORTS[i])
     }
 
     fn release(&self) -> String {
@@ -120,66 +57,15 @@ impl Stack {
     }
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = self.sb.run(&["run", "stop"]);
-        // Whatever the stop left (a supervisor, a service it could not reach) is killed.
-        let dir = self.sb.path().join(".runcap/services");
-        for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if file.path().extension().is_some_and(|e| e == "json")
-                && let Ok(text) = std::fs::read_to_string(file.path())
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                for key in ["pid", "supervisor_pid"] {
-                    if let Some(pid) = v[key].as_i64()
-                        && v["exit_code"].is_null()
-                        && v["signal"].is_null()
-                    {
-                        let _ = std::process::Command::new("kill")
-                            .args(["-9", &pid.to_string()])
-                            .status();
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn listening(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
 /// The body of a plain GET on loopback.
 fn get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
-}
-
-/// Polls `cond` every 50 ms until it holds, for at most 15 s.
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().unwrap().to_string(),
-                s["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 fn pages(hooks: &Service) -> Vec<(String, serde_json::Value)> {
@@ -219,7 +105,7 @@ fn append(path: &Path, text: &str) {
 #[test]
 fn the_acgs1_stack_is_checked_escalates_by_severity_recovers_rolls_back_and_restores() {
     let hooks = Service::start("127.0.0.1", None);
-    let stack = Stack::new(&hooks);
+    let stack = Example::new(&LAYOUT, &hooks, &[]);
     let sb = &stack.sb;
     sb.run(&["check"]).expect_code(0);
 
@@ -446,8 +332,8 @@ fn the_acgs1_stack_is_checked_escalates_by_severity_recovers_rolls_back_and_rest
     for s in stack.run_json(&["services"], 0).as_array().unwrap() {
         assert_eq!(s["state"], "stopped", "{s:#}");
     }
-    for port in &stack.ports[..7] {
-        assert!(!listening(*port), "{port} is free");
+    for port in PORTS[..7].iter().map(|p| stack.port(*p)) {
+        assert!(!listening(port), "{port} is free");
     }
     assert!(!listening(stack.port(18139)));
 }

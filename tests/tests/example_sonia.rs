@@ -4,149 +4,25 @@
 //! triaged again (failing, naming the crashed service and paging on-call), repaired by the
 //! restart runbook, triaged green, and stopped.
 
-use std::net::TcpStream;
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use runcap_e2e::{Sandbox, Service, demo_service_bin, free_port, repo_root, step, target_dir};
+use runcap_e2e::example::{Example, Layout, listening, statuses, wait_for};
+use runcap_e2e::{Service, step};
 
 /// The ports the example's manifest writes: gateway, router, memory engine, serve, pager.
 const PORTS: [u16; 5] = [18110, 18111, 18112, 18118, 18119];
 
-/// Copies the example's files, leaving out what running it locally leaves behind.
-fn copy_example(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if [".runcap", "redacted", "backups"].contains(&name.as_ref())
-            || name.ends_with("-wal")
-            || name.ends_with("-shm")
-        {
-            continue;
-        }
-        let dest = to.join(&*name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_example(&entry.path(), &dest);
-        } else {
-            // fs::copy keeps the mode, so bin/ stays executable.
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
-/// The example in a sandbox, stopped (and any process it left killed) when dropped, so a
-/// failing assertion leaves nothing running.
-struct Stack {
-    sb: Sandbox,
-    ports: Vec<u16>,
-}
-
-impl Stack {
-    fn new(hooks: &Service) -> Stack {
-        let sb = Sandbox::new();
-        copy_example(&repo_root().join("examples/sonia"), sb.path());
-        let mut text = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
-        // Pages go to a sink this test can read; the pager stand-in still runs.
-        text = text.replace("http://127.0.0.1:18119/hooks/", &hooks.url("/hooks/"));
-        text = text.replace(
-            "../../target/debug/runcap-demo-service",
-            &demo_service_bin().display().to_string(),
-        );
-        text = text.replace("../../target/", &format!("{}/", target_dir().display()));
-        let mut ports = Vec::new();
-        for port in PORTS {
-            let new = free_port();
-            text = text.replace(&port.to_string(), &new.to_string());
-            ports.push(new);
-        }
-        assert!(
-            !text.contains("../../target") && !text.contains("127.0.0.1:1811"),
-            "every path and port was rewritten:\n{text}"
-        );
-        sb.write("runcap.toml", &text);
-        Stack { sb, ports }
-    }
-
-    fn port(&self, example_port: u16) -> u16 {
-        self.ports[PORTS.iter().position(|p| *p == example_port).unwrap()]
-    }
-
-    fn run_json(&self, args: &[&str], code: i32) -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        self.sb.run(&all).expect_code(code).json()
-    }
-
-    fn pid(&self, service: &str) -> i64 {
-        let services = self.run_json(&["services"], 0);
-        services
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == service)
-            .and_then(|s| s["pid"].as_i64())
-            .unwrap_or_else(|| panic!("{service} has no pid: {services:#}"))
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = self.sb.run(&["run", "stop"]);
-        // Whatever the stop left (a supervisor, a service it could not reach) is killed.
-        let dir = self.sb.path().join(".runcap/services");
-        for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if file.path().extension().is_some_and(|e| e == "json")
-                && let Ok(text) = std::fs::read_to_string(file.path())
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                for key in ["pid", "supervisor_pid"] {
-                    if let Some(pid) = v[key].as_i64()
-                        && v["exit_code"].is_null()
-                        && v["signal"].is_null()
-                    {
-                        let _ = std::process::Command::new("kill")
-                            .args(["-9", &pid.to_string()])
-                            .status();
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn listening(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-/// Polls `cond` every 50 ms until it holds, for at most 15 s.
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().unwrap().to_string(),
-                s["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
+/// Where the example writes what the test rewrites.
+const LAYOUT: Layout = Layout {
+    name: "sonia",
+    ports: &PORTS,
+    pager: 18119,
+    skip: &[".runcap", "redacted", "backups"],
+};
 
 #[test]
 fn the_sonia_stack_starts_is_triaged_pages_on_a_crash_recovers_and_stops() {
     let hooks = Service::start("127.0.0.1", None);
-    let stack = Stack::new(&hooks);
+
+    let stack = Example::new(&LAYOUT, &hooks, &[]);
     let sb = &stack.sb;
     sb.run(&["check"]).expect_code(0);
 

@@ -1,0 +1,176 @@
+//! An example environment (`examples/NAME`) run end to end as an operator would: copied
+//! into a sandbox with its plugin paths made absolute, its ports replaced by free ones and
+//! its pages sent to an in-process webhook sink, and stopped (whatever it left killed) when
+//! dropped, so a failing assertion leaves nothing running.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::{Sandbox, Service, demo_service_bin, free_port, repo_root, target_dir};
+
+/// What an example's manifest writes that a test rewrites.
+pub struct Layout<'a> {
+    /// The directory below `examples/`.
+    pub name: &'a str,
+    /// Every port the manifest writes, in an order the test indexes by.
+    pub ports: &'a [u16],
+    /// The pager stand-in's port: its `/hooks/` go to the test's sink instead.
+    pub pager: u16,
+    /// Top-level names running the example by hand leaves behind, not copied.
+    pub skip: &'a [&'a str],
+}
+
+/// An example in a sandbox.
+pub struct Example {
+    pub sb: Sandbox,
+    /// (the manifest's port, the free one that replaced it)
+    ports: Vec<(u16, u16)>,
+}
+
+impl Example {
+    /// Copies the example and rewrites its manifest; `more` are further (text, with)
+    /// rewrites, with `{sandbox}` in `with` standing for the sandbox's directory.
+    pub fn new(layout: &Layout, hooks: &Service, more: &[(&str, &str)]) -> Example {
+        let sb = Sandbox::new();
+        copy_example(
+            &repo_root().join("examples").join(layout.name),
+            sb.path(),
+            layout.skip,
+        );
+        let mut text = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
+        // Pages go to a sink the test can read; the pager stand-in still runs.
+        text = text.replace(
+            &format!("http://127.0.0.1:{}/hooks/", layout.pager),
+            &hooks.url("/hooks/"),
+        );
+        text = text.replace(
+            "../../target/debug/runcap-demo-service",
+            &demo_service_bin().display().to_string(),
+        );
+        text = text.replace("../../target/", &format!("{}/", target_dir().display()));
+        let dir = sb.path().display().to_string();
+        for (from, to) in more {
+            text = text.replace(from, &to.replace("{sandbox}", &dir));
+        }
+        let mut ports = Vec::new();
+        for &port in layout.ports {
+            let new = free_port();
+            // Bare numbers too: `resources` grants and checks name ports alone.
+            text = text.replace(&port.to_string(), &new.to_string());
+            ports.push((port, new));
+        }
+        assert!(
+            !text.contains("../../target")
+                && layout.ports.iter().all(|p| !text.contains(&p.to_string())),
+            "every path and port was rewritten:\n{text}"
+        );
+        sb.write("runcap.toml", &text);
+        Example { sb, ports }
+    }
+
+    /// The free port that replaced the manifest's `example_port`.
+    pub fn port(&self, example_port: u16) -> u16 {
+        self.ports
+            .iter()
+            .find(|(p, _)| *p == example_port)
+            .map(|(_, new)| *new)
+            .unwrap_or_else(|| panic!("{example_port} is not one of the example's ports"))
+    }
+
+    /// `runcap ARGS --json`, expecting exit `code`.
+    pub fn run_json(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        self.sb.run(&all).expect_code(code).json()
+    }
+
+    /// The pid `runcap services` reports for `service`.
+    pub fn pid(&self, service: &str) -> i64 {
+        let services = self.run_json(&["services"], 0);
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == service)
+            .and_then(|s| s["pid"].as_i64())
+            .unwrap_or_else(|| panic!("{service} has no pid: {services:#}"))
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.sb.run(&["run", "stop"]);
+        // Whatever the stop left (a supervisor, a service it could not reach) is killed.
+        let dir = self.sb.path().join(".runcap/services");
+        for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if file.path().extension().is_some_and(|e| e == "json")
+                && let Ok(text) = std::fs::read_to_string(file.path())
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                for key in ["pid", "supervisor_pid"] {
+                    if let Some(pid) = v[key].as_i64()
+                        && v["exit_code"].is_null()
+                        && v["signal"].is_null()
+                    {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-9", &pid.to_string()])
+                            .status();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies an example's files, leaving out `skip` and SQLite's WAL side files, keeping
+/// links links (release links) and modes (bin/ stays executable).
+fn copy_example(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if skip.contains(&name.as_ref()) || name.ends_with("-wal") || name.ends_with("-shm") {
+            continue;
+        }
+        let dest = to.join(&*name);
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
+        } else if kind.is_dir() {
+            copy_example(&entry.path(), &dest, skip);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Whether something accepts connections on the loopback `port`.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Polls `cond` every 50 ms until it holds, for at most 15 s.
+pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A run report's steps as (id, status).
+pub fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
