@@ -1031,7 +1031,7 @@ fn finish_output(read: &Read, cap: u64, redactor: &runcap_redact::Redactor) -> (
 
 /// How a started command ended.
 struct Ended {
-    status: Option<std::process::ExitStatus>,
+    status: std::process::ExitStatus,
     timed_out: bool,
     stdout: Read,
     stderr: Read,
@@ -1153,7 +1153,7 @@ async fn run_command(
     };
     let (stdout, stderr) = tokio::time::timeout(DRAIN, drain).await.unwrap_or_default();
     Ok(Ended {
-        status: Some(status),
+        status,
         timed_out,
         stdout,
         stderr,
@@ -1234,7 +1234,7 @@ impl CapCtx<'_, Exec> {
             Ok(ended) => ended,
             Err(e) => return Ok(Err(self.failed(&target, e))),
         };
-        let result = self.result(&cmd, ended, limit, shown);
+        let result = self.result(&cmd, ended, shown);
         let summary = match (result.exit_code, result.signal) {
             _ if result.timed_out => {
                 format!("killed after its time limit ({})", fmt_duration(limit))
@@ -1262,24 +1262,22 @@ impl CapCtx<'_, Exec> {
         &self,
         cmd: &Command,
         ended: Ended,
-        limit: Duration,
         argv: Vec<String>,
     ) -> wit::CommandResult {
         use std::os::unix::process::ExitStatusExt;
         let redactor = &self.core.redactor;
         let (stdout, stdout_truncated) = finish_output(&ended.stdout, cmd.output_limit, redactor);
         let (stderr, stderr_truncated) = finish_output(&ended.stderr, cmd.output_limit, redactor);
-        let status = ended.status;
         wit::CommandResult {
-            exit_code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| s.signal()),
+            exit_code: ended.status.code(),
+            signal: ended.status.signal(),
             timed_out: ended.timed_out,
             skipped: false,
             stdout,
             stderr,
             stdout_truncated,
             stderr_truncated,
-            duration_ms: ended.duration.min(limit + DRAIN).as_millis() as u64,
+            duration_ms: ended.duration.as_millis() as u64,
             argv,
         }
     }

@@ -406,7 +406,7 @@ struct Filter {
 }
 
 /// The end of a file, at most `scan` bytes, from its first whole line.
-fn read_end(path: &Path, scan: u64) -> Result<Vec<u8>, ReadError> {
+pub fn read_end(path: &Path, scan: u64) -> Result<Vec<u8>, ReadError> {
     let shown = || path.display().to_string();
     let mut file = std::fs::File::open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ReadError::Missing { path: shown() },

@@ -1,7 +1,6 @@
 //! `runcap services`: what the manifest's services are doing right now.
 
-use std::io::{Read, Seek, SeekFrom};
-
+use crate::caps::logs::{ReadError, read_end};
 use crate::cli::{EnvArgs, StateArgs};
 use crate::services::Verb;
 
@@ -40,12 +39,12 @@ pub fn logs(args: &EnvArgs, state: &StateArgs, service: &str, lines: usize) -> u
     };
     let text = match tail(&path, lines) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(ReadError::Missing { .. }) => {
             eprintln!("{service} has no log yet: it has not been started by runcap here");
             return 0;
         }
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
+            eprintln!("error: {e}");
             return 2;
         }
     };
@@ -56,20 +55,11 @@ pub fn logs(args: &EnvArgs, state: &StateArgs, service: &str, lines: usize) -> u
     0
 }
 
-/// The last `n` whole lines of the file at `path` (read from its last few MiB).
-fn tail(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(LOG_TAIL_BYTES);
-    f.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
+/// The last `n` lines of the file at `path` (read from its last few MiB).
+fn tail(path: &std::path::Path, n: usize) -> Result<Vec<String>, ReadError> {
+    let bytes = read_end(path, LOG_TAIL_BYTES)?;
     let text = String::from_utf8_lossy(&bytes);
-    let mut all: Vec<&str> = text.lines().collect();
-    if start > 0 && !all.is_empty() {
-        // The first line read is only the end of one.
-        all.remove(0);
-    }
+    let all: Vec<&str> = text.lines().collect();
     let from = all.len().saturating_sub(n);
     Ok(all[from..].iter().map(|l| l.to_string()).collect())
 }
