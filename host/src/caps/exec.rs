@@ -1258,12 +1258,7 @@ impl CapCtx<'_, Exec> {
     }
 
     /// What the plugin gets: exit, timing and the output, redacted and cut.
-    fn result(
-        &self,
-        cmd: &Command,
-        ended: Ended,
-        argv: Vec<String>,
-    ) -> wit::CommandResult {
+    fn result(&self, cmd: &Command, ended: Ended, argv: Vec<String>) -> wit::CommandResult {
         use std::os::unix::process::ExitStatusExt;
         let redactor = &self.core.redactor;
         let (stdout, stdout_truncated) = finish_output(&ended.stdout, cmd.output_limit, redactor);
