@@ -1,5 +1,6 @@
 //! A small HTTP service with the behaviours runbooks probe for: healthy, unhealthy,
-//! slow, JSON, redirects, a health flag that can be flipped, and large bodies.
+//! slow, JSON, redirects, a health flag that can be flipped, large bodies, and a JSON
+//! data file (`/data` judges it, `/data/raw` serves it as it is).
 //! Runs in a test process or as the `runcap-demo-service` binary.
 
 use std::collections::HashMap;
@@ -169,10 +170,12 @@ async fn handle(
                 )
             }
         }
-        ("GET", "/data") => match state.data_file.get() {
+        ("GET", "/data" | "/data/raw") => match state.data_file.get() {
             None => reply(StatusCode::NOT_FOUND, "text/plain", "no --data file"),
             Some(f) => {
                 match std::fs::read(f).map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
+                    // The file itself, for checks of what it says rather than its size.
+                    Ok(Ok(v)) if path == "/data/raw" => json(StatusCode::OK, v),
                     Ok(Ok(v)) => json(
                         StatusCode::OK,
                         serde_json::json!({"status": "ok", "records": v.as_array().map_or(0, |a| a.len())}),

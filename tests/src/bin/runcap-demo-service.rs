@@ -1,5 +1,6 @@
 //! The demo service the README's quickstart probes: `/health`, `/json`, `/slow`,
-//! `/unhealthy`, `/redirect?to=`, `/flip`, and `POST /admin/down|up`.
+//! `/unhealthy`, `/redirect?to=`, `/flip`, `/data` and `/data/raw` (with `--data`), and
+//! `POST /admin/down|up`.
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ struct Args {
     /// PEM (PKCS#8) private key for --tls-listen.
     #[arg(long)]
     tls_key: Option<std::path::PathBuf>,
-    /// A JSON file that GET /data checks on every request.
+    /// A JSON file that GET /data checks, and GET /data/raw serves, on every request.
     #[arg(long)]
     data: Option<std::path::PathBuf>,
 }
