@@ -1,11 +1,12 @@
 //! An example environment (`examples/NAME`) run end to end as an operator would: copied
 //! into a sandbox with its plugin paths made absolute, its ports replaced by free ones and
-//! its pages sent to an in-process webhook sink, and stopped (whatever it left killed) when
-//! dropped, so a failing assertion leaves nothing running.
+//! its pages sent to an in-process webhook sink, and stopped (whatever it left killed, drill
+//! proxies too) when dropped, so a failing assertion leaves nothing running.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::{Sandbox, Service, demo_service_bin, free_port, repo_root, target_dir};
 
@@ -85,6 +86,24 @@ impl Example {
         self.sb.run(&all).expect_code(code).json()
     }
 
+    /// Processes whose working directory is inside the sandbox (services, their
+    /// supervisors, drill proxies), as (pid, command line): none once the stack is stopped.
+    pub fn processes(&self) -> Vec<(u32, String)> {
+        let root = self.sb.path().canonicalize().unwrap();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root))
+            {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+            }
+        }
+        found
+    }
+
     /// The pid `runcap services` reports for `service`.
     pub fn pid(&self, service: &str) -> i64 {
         let services = self.run_json(&["services"], 0);
@@ -101,9 +120,17 @@ impl Example {
 impl Drop for Example {
     fn drop(&mut self) {
         let _ = self.sb.run(&["run", "stop"]);
-        // Whatever the stop left (a supervisor, a service it could not reach) is killed.
-        let dir = self.sb.path().join(".runcap/services");
-        for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = self.sb.run(&["proxies", "--stop"]);
+        // Whatever the stops left (a supervisor, a service or a drill proxy they could not
+        // reach) is killed.
+        let state = self.sb.path().join(".runcap");
+        let files = ["services", "proxies"].into_iter().flat_map(|d| {
+            std::fs::read_dir(state.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        });
+        for file in files {
             if file.path().extension().is_some_and(|e| e == "json")
                 && let Ok(text) = std::fs::read_to_string(file.path())
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
@@ -149,6 +176,71 @@ fn copy_example(from: &Path, to: &Path, skip: &[&str]) {
 /// Whether something accepts connections on the loopback `port`.
 pub fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A plain HTTP/1.0 request on loopback, as a person with curl would send it (to flip a
+/// stand-in's failure switch, or read what it serves): the status code and the body.
+pub fn http(method: &str, port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {out}"));
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// The pages the sink received on `channel`, in order.
+pub fn pages(hooks: &Service, channel: &str) -> Vec<serde_json::Value> {
+    hooks
+        .state
+        .hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| c == channel)
+        .map(|(_, p)| p.clone())
+        .collect()
+}
+
+/// Now as RFC 3339 in UTC, the way stand-in application logs stamp their lines.
+pub fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Appends `text` to an existing file (fresh lines in a stand-in's log).
+pub fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// Polls `cond` every 50 ms until it holds, for at most 15 s.
