@@ -63,10 +63,11 @@ pub async fn agent(
     };
     let groups = entry.groups.clone();
     let pinned = entry.audit_key.clone();
-    let (store, _, runtime, resources) = match super::for_runs(&env, args, state).await {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
+    let (store, _, runtime, resources) =
+        match super::for_runs(&env, args, state, super::Workload::Server).await {
+            Ok(set) => set,
+            Err(code) => return code,
+        };
     let password = match &fleet.nats.password_secret {
         None => None,
         Some(s) => match resources.secrets.value(s) {

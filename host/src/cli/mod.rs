@@ -972,7 +972,7 @@ pub(crate) fn for_review(
     state: &StateArgs,
 ) -> Result<(Environment, Runtime, crate::caps::Resources), u8> {
     let env = load_env(args)?;
-    let runtime = runtime()?;
+    let runtime = runtime(Workload::OneAtATime)?;
     let resources = resources(&env, args, state, None)?;
     Ok((env, runtime, resources))
 }
@@ -1028,23 +1028,49 @@ pub(crate) async fn for_runs(
     env: &Environment,
     args: &EnvArgs,
     state: &StateArgs,
+    workload: Workload,
 ) -> Result<(Arc<Store>, bool, Runtime, crate::caps::Resources), u8> {
     let store = open_store(args, state)?;
     let recovered = recover_after_crash(&store).await;
-    let runtime = runtime()?;
+    let runtime = runtime(workload)?;
     let resources = resources(env, args, state, Some(store.clone()))?;
     Ok((store, recovered, runtime, resources))
 }
 
-/// Starts the engine with the default compile cache.
-/// The runtime every command uses: the user's compile cache, and compiles in bounded
-/// child processes of this binary.
-pub(crate) fn runtime() -> Result<Runtime, u8> {
-    let runtime =
-        Runtime::new(CompileCache::open(CompileCache::default_dir()), 1000).map_err(|e| {
-            eprintln!("error: {e:#}");
-            2u8
-        })?;
+/// How many plugin instances a command can have alive at once, which sizes the engine's
+/// pools. Every slot costs start-up work (a stack with a guard page each), so a command
+/// that runs one action at a time does not pay for a server's thousand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Workload {
+    /// One action at a time: `run`, `check`, `caps`, `lock`, `recover`.
+    OneAtATime,
+    /// Many runs at once: `serve`, `agent`.
+    Server,
+}
+
+impl Workload {
+    /// The engine's pool size. Steps run one after another and a step's instance is
+    /// dropped before the next starts; the margin covers a notify or rollback started while
+    /// a step's instance is still being torn down.
+    fn max_instances(self) -> u32 {
+        match self {
+            Workload::OneAtATime => 8,
+            Workload::Server => 1000,
+        }
+    }
+}
+
+/// The runtime every command uses: the user's compile cache, compiles in bounded child
+/// processes of this binary, and pools sized for `workload`.
+pub(crate) fn runtime(workload: Workload) -> Result<Runtime, u8> {
+    let runtime = Runtime::new(
+        CompileCache::open(CompileCache::default_dir()),
+        workload.max_instances(),
+    )
+    .map_err(|e| {
+        eprintln!("error: {e:#}");
+        2u8
+    })?;
     Ok(match std::env::current_exe() {
         Ok(exe) => runtime.with_isolated_compiles(exe, CompileLimits::from_env()),
         Err(e) => {

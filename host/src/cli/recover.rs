@@ -29,7 +29,7 @@ pub async fn run(env_args: &EnvArgs, state: &StateArgs, only: Option<&str>) -> u
         println!("nothing to recover: no interrupted run has pending rollbacks");
         return if recovered { 0 } else { 1 };
     }
-    let runtime = match super::runtime() {
+    let runtime = match super::runtime(super::Workload::OneAtATime) {
         Ok(r) => r,
         Err(code) => return code,
     };

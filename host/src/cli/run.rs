@@ -53,10 +53,11 @@ pub(crate) async fn run_runbook(
     let (json, dry_run) = (how.json, how.dry_run);
     // What a runcap that died left behind is dealt with first; if something could not be
     // undone the run still goes ahead, and its exit code says so.
-    let (store, recovered, runtime, resources) = match super::for_runs(env, args, state).await {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
+    let (store, recovered, runtime, resources) =
+        match super::for_runs(env, args, state, super::Workload::OneAtATime).await {
+            Ok(set) => set,
+            Err(code) => return code,
+        };
     start_drill_proxies(env, rb, &resources).await;
     let plugins = runbook::load_plugins(&runtime, env, &resources, rb);
     let (stopper, stop) = runbook::stop::channel();

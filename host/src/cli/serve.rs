@@ -34,7 +34,7 @@ async fn load(
     reload: &mpsc::Sender<ReloadRequest>,
 ) -> Result<Arc<Server>, ReloadError> {
     let env = crate::manifest::load(&args.env).map_err(ReloadError::Manifest)?;
-    let runtime = super::runtime().map_err(|_| ReloadError::Engine)?;
+    let runtime = super::runtime(super::Workload::Server).map_err(|_| ReloadError::Engine)?;
     let resources = super::resources(&env, args, state, Some(store.clone()))
         .map_err(|_| ReloadError::Redaction)?;
     serve::build(
@@ -97,10 +97,11 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
         Err(code) => return code,
     };
     // What a runcap that died left behind is dealt with before anything runs.
-    let (store, _, runtime, resources) = match super::for_runs(&env, args, state).await {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
+    let (store, _, runtime, resources) =
+        match super::for_runs(&env, args, state, super::Workload::Server).await {
+            Ok(set) => set,
+            Err(code) => return code,
+        };
     let controller = match &env.serve.fleet {
         Some(fleet) => match start_controller(fleet, &resources).await {
             Ok(c) => {
