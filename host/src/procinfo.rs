@@ -14,10 +14,13 @@ pub fn start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
-/// This process's pid and start time.
+/// This process's pid and start time, read once: every run a server starts records them.
 pub fn this_process() -> (u32, u64) {
-    let pid = std::process::id();
-    (pid, start_time(pid).unwrap_or(0))
+    static THIS: std::sync::OnceLock<(u32, u64)> = std::sync::OnceLock::new();
+    *THIS.get_or_init(|| {
+        let pid = std::process::id();
+        (pid, start_time(pid).unwrap_or(0))
+    })
 }
 
 /// Whether the process `pid` that started at `start` still runs.

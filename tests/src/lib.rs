@@ -29,12 +29,12 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// The `runcap` binary of this build profile.
 /// The demo service binary built beside `runcap`.
 pub fn demo_service_bin() -> PathBuf {
     runcap_bin().with_file_name("runcap-demo-service")
 }
 
+/// The `runcap` binary of this build profile.
 pub fn runcap_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe

@@ -335,7 +335,9 @@ impl Drop for Runtime {
     }
 }
 
-/// A verified, compiled plugin, ready to instantiate once per action.
+/// A verified, compiled plugin, ready to instantiate once per action. Cloning shares the
+/// compiled code and the prepared capability state.
+#[derive(Clone)]
 pub struct Plugin {
     pub spec: PluginSpec,
     pub sha256: String,

@@ -171,26 +171,37 @@ pub fn load_plugins(
     resources: &Resources,
     runbook: &Runbook,
 ) -> Loaded {
-    let mut loaded = Loaded::new();
-    let all = runbook
+    plugins_used(runbook)
+        .into_iter()
+        .map(|name| (name.to_string(), load_plugin(runtime, env, resources, name)))
+        .collect()
+}
+
+/// The plugins a runbook may use: its steps', handlers', rollbacks' and escalations'.
+pub fn plugins_used(runbook: &Runbook) -> std::collections::BTreeSet<&str> {
+    runbook
         .steps
         .iter()
         .chain(&runbook.handlers)
         .chain(runbook.incident.steps())
-        .flat_map(|s| std::iter::once(s).chain(s.rollback.as_deref()));
-    for step in all {
-        if loaded.contains_key(&step.uses) {
-            continue;
-        }
-        let result = match env.plugins.get(&step.uses) {
-            Some(spec) => runtime
-                .load(spec, resources)
-                .map_err(PluginUnavailable::from),
-            None => Err(PluginUnavailable::Undeclared(step.uses.clone())),
-        };
-        loaded.insert(step.uses.clone(), result);
+        .flat_map(|s| std::iter::once(s).chain(s.rollback.as_deref()))
+        .map(|s| s.uses.as_str())
+        .collect()
+}
+
+/// Loads the plugin the environment declares as `name`.
+pub fn load_plugin(
+    runtime: &Runtime,
+    env: &Environment,
+    resources: &Resources,
+    name: &str,
+) -> Result<Plugin, PluginUnavailable> {
+    match env.plugins.get(name) {
+        Some(spec) => runtime
+            .load(spec, resources)
+            .map_err(PluginUnavailable::from),
+        None => Err(PluginUnavailable::Undeclared(name.to_string())),
     }
-    loaded
 }
 
 /// Runs a runbook from start to end and reports every step.

@@ -420,26 +420,36 @@ pub async fn build(
     state_dir: std::path::PathBuf,
     reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 ) -> Result<Arc<Server>, Vec<String>> {
-    let mut plugins = BTreeMap::new();
-    let mut loaded = BTreeSet::new();
-    let mut problems = Vec::new();
-    for (name, rb) in &env.runbooks {
-        let l = runbook::load_plugins(&runtime, &env, &resources, rb);
-        for (p, r) in &l {
-            match r {
-                Ok(_) => {
-                    loaded.insert(p.clone());
-                }
-                Err(e) => problems.push(format!("plugin `{p}`: {e}")),
+    // Each plugin is loaded once and shared by every runbook that uses it: one compiled
+    // copy, and instance slots that stay warm with its memory image from run to run.
+    let mut shared = BTreeMap::new();
+    for rb in env.runbooks.values() {
+        for name in runbook::plugins_used(rb) {
+            if !shared.contains_key(name) {
+                let plugin = runbook::load_plugin(&runtime, &env, &resources, name);
+                shared.insert(name.to_string(), plugin);
             }
         }
-        plugins.insert(name.clone(), l);
     }
+    let problems: Vec<String> = shared
+        .iter()
+        .filter_map(|(p, r)| r.as_ref().err().map(|e| format!("plugin `{p}`: {e}")))
+        .collect();
     if !problems.is_empty() {
-        problems.sort();
-        problems.dedup();
         return Err(problems);
     }
+    let loaded: BTreeSet<String> = shared.keys().cloned().collect();
+    let plugins = env
+        .runbooks
+        .iter()
+        .map(|(name, rb)| {
+            let own: runbook::Loaded = runbook::plugins_used(rb)
+                .into_iter()
+                .filter_map(|p| Some((p.to_string(), Ok(shared.get(p)?.as_ref().ok()?.clone()))))
+                .collect();
+            (name.clone(), own)
+        })
+        .collect();
     let metrics = metrics::Metrics::default();
     metrics.plugins.set(loaded.len() as i64);
     let (stopper, stop) = runbook::stop::channel();

@@ -41,10 +41,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.with(|c| {
             c.pragma_update(None, "synchronous", "FULL")?;
-            let res = c.execute(
-                "INSERT INTO faults (id, run_id, plugin, kind, target, spec, revert, state, injected_at, expires_at, pid, pid_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![r.id, r.run_id, r.plugin, r.kind, r.target, spec, revert, r.state, r.injected_at, r.expires_at, owner.0, owner.1 as i64],
-            );
+            let res = c.prepare_cached("INSERT INTO faults (id, run_id, plugin, kind, target, spec, revert, state, injected_at, expires_at, pid, pid_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)").and_then(|mut st| st.execute(params![r.id, r.run_id, r.plugin, r.kind, r.target, spec, revert, r.state, r.injected_at, r.expires_at, owner.0, owner.1 as i64]));
             c.pragma_update(None, "synchronous", "NORMAL")?;
             res.map(|_| ())
         })
@@ -59,11 +56,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let detail = self.scrubbed(detail);
         self.with(|c| {
-            c.execute(
-                "UPDATE faults SET state = ?2, detail = ?3 WHERE id = ?1",
-                params![id, state, detail],
-            )
-            .map(|_| ())
+            c.prepare_cached("UPDATE faults SET state = ?2, detail = ?3 WHERE id = ?1")?
+                .execute(params![id, state, detail])
+                .map(|_| ())
         })
     }
 
@@ -77,9 +72,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let result = self.scrubbed(result);
         self.with(|c| {
-            c.execute(
-                "UPDATE faults SET state = ?2, reverted_at = ?3, reverted_by = ?4, revert_result = ?5 WHERE id = ?1",
-                params![id, state, now_ms() as i64, by, result],
+            c.prepare_cached("UPDATE faults SET state = ?2, reverted_at = ?3, reverted_by = ?4, revert_result = ?5 WHERE id = ?1")?.execute(params![id, state, now_ms() as i64, by, result],
             )
             .map(|_| ())
         })
@@ -88,13 +81,10 @@ impl Store {
     /// How many faults a plugin has open in a run.
     pub fn count_open_faults(&self, plugin: &str, run_id: &str) -> Result<u32, StoreError> {
         self.with(|c| {
-            c.query_row(
-                &format!(
-                    "SELECT COUNT(*) FROM faults WHERE plugin = ?1 AND run_id = ?2 AND {OPEN}"
-                ),
-                params![plugin, run_id],
-                |r| r.get(0),
-            )
+            c.prepare_cached(&format!(
+                "SELECT COUNT(*) FROM faults WHERE plugin = ?1 AND run_id = ?2 AND {OPEN}"
+            ))?
+            .query_row(params![plugin, run_id], |r| r.get(0))
         })
     }
 

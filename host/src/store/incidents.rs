@@ -99,17 +99,13 @@ impl Store {
             let fired = open.as_ref().map_or(0, |o| o.3);
             let (id, failures, mut status) = match open {
                 Some((id, failures, status, _)) => {
-                    tx.execute(
-                        "UPDATE incidents SET failures = ?2, failed_step = ?3, updated_at = ?4 WHERE id = ?1",
-                        params![id, failures + 1, failed_step, now],
+                    tx.prepare_cached("UPDATE incidents SET failures = ?2, failed_step = ?3, updated_at = ?4 WHERE id = ?1")?.execute(params![id, failures + 1, failed_step, now],
                     )?;
                     event(&tx, id, now, "failed", run_id, &format!("run failed again at step {failed_step}: {summary}"))?;
                     (id, failures + 1, status)
                 }
                 None => {
-                    tx.execute(
-                        "INSERT INTO incidents (environment, runbook, severity, status, failures, failed_step, opened_at, updated_at) VALUES (?1, ?2, ?3, 'open', 1, ?4, ?5, ?5)",
-                        params![policy.environment, policy.runbook, policy.severity, failed_step, now],
+                    tx.prepare_cached("INSERT INTO incidents (environment, runbook, severity, status, failures, failed_step, opened_at, updated_at) VALUES (?1, ?2, ?3, 'open', 1, ?4, ?5, ?5)")?.execute(params![policy.environment, policy.runbook, policy.severity, failed_step, now],
                     )?;
                     let id = tx.last_insert_rowid();
                     event(&tx, id, now, "opened", run_id, &format!("run failed at step {failed_step}: {summary}"))?;
@@ -133,7 +129,7 @@ impl Store {
             if escalated_now {
                 status = "escalated".into();
                 let bits = tiers_now.iter().fold(fired, |b, t| b | (1 << t));
-                tx.execute("UPDATE incidents SET status = 'escalated', tiers_fired = ?2 WHERE id = ?1", params![id, bits])?;
+                tx.prepare_cached("UPDATE incidents SET status = 'escalated', tiers_fired = ?2 WHERE id = ?1")?.execute(params![id, bits])?;
                 let message = format!("escalated after {failures} consecutive failed runs");
                 event(&tx, id, now, "escalated", run_id, &message)?;
                 let payload = serde_json::json!({"incident": id, "failures": failures, "tiers": tiers_now});
@@ -173,9 +169,7 @@ impl Store {
                 return Ok(None);
             };
             let now = now_ms() as i64;
-            tx.execute(
-                "UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1",
-                params![id, now],
+            tx.prepare_cached("UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1")?.execute(params![id, now],
             )?;
             event(&tx, id, now, "resolved", run_id, "the runbook passed again")?;
             let payload = serde_json::json!({"incident": id});
@@ -234,15 +228,13 @@ impl Store {
         self.with(|conn| {
             let tx = conn.transaction()?;
             let now = now_ms() as i64;
-            let changed = tx.execute(
-                "UPDATE incidents SET tiers_fired = tiers_fired | ?2, status = 'escalated', updated_at = ?3 WHERE id = ?1 AND status IN ('open', 'escalated') AND (tiers_fired & ?2) = 0",
-                params![id, 1i64 << bit, now],
+            let changed = tx.prepare_cached("UPDATE incidents SET tiers_fired = tiers_fired | ?2, status = 'escalated', updated_at = ?3 WHERE id = ?1 AND status IN ('open', 'escalated') AND (tiers_fired & ?2) = 0")?.execute(params![id, 1i64 << bit, now],
             )?;
             if changed == 0 {
                 return Ok(false);
             }
             let runbook: String =
-                tx.query_row("SELECT runbook FROM incidents WHERE id = ?1", [id], |r| r.get(0))?;
+                tx.prepare_cached("SELECT runbook FROM incidents WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
             event(&tx, id, now, kind, "", &message)?;
             let payload = serde_json::json!({"incident": id, "tier": bit, "message": message});
             audit::append(&tx, now, &format!("incident.{kind}"), "", &runbook, &payload.to_string())?;
@@ -356,14 +348,10 @@ impl Store {
             let now = now_ms() as i64;
             let status = action.status();
             if action == OperatorAction::Resolve {
-                tx.execute(
-                    "UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1",
-                    params![id, now],
+                tx.prepare_cached("UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1")?.execute(params![id, now],
                 )?;
             } else {
-                tx.execute(
-                    "UPDATE incidents SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, status, now],
+                tx.prepare_cached("UPDATE incidents SET status = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![id, status, now],
                 )?;
             }
             event(&tx, id, now, status, "", &note)?;
@@ -377,9 +365,7 @@ impl Store {
     /// The open incident that holds `runbook`'s automatic runs because it flapped, if any.
     pub fn flapping(&self, environment: &str, runbook: &str) -> Result<Option<i64>, StoreError> {
         self.with(|conn| {
-            conn.query_row(
-                "SELECT i.id FROM incidents i WHERE i.environment = ?1 AND i.runbook = ?2 AND i.status != 'resolved' AND EXISTS (SELECT 1 FROM incident_events e WHERE e.incident_id = i.id AND e.kind = 'flapping') ORDER BY i.id DESC LIMIT 1",
-                params![environment, runbook],
+            conn.prepare_cached("SELECT i.id FROM incidents i WHERE i.environment = ?1 AND i.runbook = ?2 AND i.status != 'resolved' AND EXISTS (SELECT 1 FROM incident_events e WHERE e.incident_id = i.id AND e.kind = 'flapping') ORDER BY i.id DESC LIMIT 1")?.query_row(params![environment, runbook],
                 |r| r.get(0),
             )
             .optional()
@@ -394,9 +380,7 @@ impl Store {
         runbook: &str,
     ) -> Result<Option<i64>, StoreError> {
         self.with(|conn| {
-            conn.query_row(
-                "SELECT max(i.resolved_at) FROM incidents i WHERE i.environment = ?1 AND i.runbook = ?2 AND i.status = 'resolved' AND EXISTS (SELECT 1 FROM incident_events e WHERE e.incident_id = i.id AND e.kind = 'flapping')",
-                params![environment, runbook],
+            conn.prepare_cached("SELECT max(i.resolved_at) FROM incidents i WHERE i.environment = ?1 AND i.runbook = ?2 AND i.status = 'resolved' AND EXISTS (SELECT 1 FROM incident_events e WHERE e.incident_id = i.id AND e.kind = 'flapping')")?.query_row(params![environment, runbook],
                 |r| r.get(0),
             )
         })
@@ -425,14 +409,12 @@ impl Store {
             let id = match open {
                 Some(id) => id,
                 None => {
-                    tx.execute(
-                        "INSERT INTO incidents (environment, runbook, severity, status, failures, failed_step, opened_at, updated_at) VALUES (?1, ?2, ?3, 'open', 0, '', ?4, ?4)",
-                        params![environment, runbook, severity, now],
+                    tx.prepare_cached("INSERT INTO incidents (environment, runbook, severity, status, failures, failed_step, opened_at, updated_at) VALUES (?1, ?2, ?3, 'open', 0, '', ?4, ?4)")?.execute(params![environment, runbook, severity, now],
                     )?;
                     tx.last_insert_rowid()
                 }
             };
-            tx.execute("UPDATE incidents SET updated_at = ?2 WHERE id = ?1", params![id, now])?;
+            tx.prepare_cached("UPDATE incidents SET updated_at = ?2 WHERE id = ?1")?.execute(params![id, now])?;
             event(&tx, id, now, "flapping", "", &message)?;
             let payload = serde_json::json!({"incident": id, "message": message});
             audit::append(&tx, now, "incident.flapping", "", runbook, &payload.to_string())?;
@@ -450,9 +432,7 @@ fn event(
     run_id: &str,
     message: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO incident_events (incident_id, at, kind, run_id, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, at, kind, run_id, message],
+    tx.prepare_cached("INSERT INTO incident_events (incident_id, at, kind, run_id, message) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![id, at, kind, run_id, message],
     )?;
     Ok(())
 }

@@ -226,6 +226,14 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(&err)?;
         set_wal(&conn).map_err(&err)?;
+        // A one-shot command closing its connection would otherwise checkpoint the WAL
+        // into the database and fsync it, every time; SQLite's automatic checkpoint (every
+        // 1,000 pages written) does that work once for many commands instead.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(&err)?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(&err)?;
@@ -600,11 +608,8 @@ impl Store {
     /// continue after the steps already recorded).
     pub fn next_step_seq(&self, run_id: &str) -> Result<i64, StoreError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT COALESCE(MAX(seq), -1) + 1 FROM steps WHERE run_id = ?1",
-                [run_id],
-                |r| r.get(0),
-            )
+            c.prepare_cached("SELECT COALESCE(MAX(seq), -1) + 1 FROM steps WHERE run_id = ?1")?
+                .query_row([run_id], |r| r.get(0))
         })
     }
 
