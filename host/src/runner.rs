@@ -192,6 +192,7 @@ pub async fn run_action(
     let limit = inv
         .timeout
         .map_or(plugin.spec.limits.time, |t| t.min(plugin.spec.limits.time));
+    let _ticking = runtime.ticking();
     let mut store = match new_store(runtime, plugin, Some(inv), inv.dry_run, limit, true) {
         Ok(s) => s,
         Err(e) => {
@@ -459,6 +460,7 @@ pub async fn validate_params(
     params: &serde_json::Value,
 ) -> Result<(), CallError> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
+    let _ticking = runtime.ticking();
     // Nothing is granted while a plugin describes itself or checks params.
     let mut store = new_store(runtime, plugin, None, true, limit, false)?;
     let params = params.to_string();
@@ -478,6 +480,7 @@ pub async fn validate_params(
 /// Asks a plugin to describe itself (name, version, params schema).
 pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descriptor, CallError> {
     let limit = plugin.spec.limits.time.min(Duration::from_secs(5));
+    let _ticking = runtime.ticking();
     // Nothing is granted while a plugin describes itself or checks params.
     let mut store = new_store(runtime, plugin, None, true, limit, false)?;
     let call = async {
@@ -496,11 +499,13 @@ pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descrip
 pub struct WarmInstance {
     store: Store<HostState>,
     action: crate::bindings::Action,
+    _ticking: crate::engine::ticker::Ticking,
 }
 
 impl WarmInstance {
     /// Instantiates `plugin` once, with its grants and a one-hour deadline.
     pub async fn new(runtime: &Runtime, plugin: &Plugin) -> Result<Self, CallError> {
+        let ticking = runtime.ticking();
         let mut store = new_store(
             runtime,
             plugin,
@@ -514,7 +519,11 @@ impl WarmInstance {
             .instantiate_async(&mut store)
             .await
             .map_err(CallError::Trapped)?;
-        Ok(WarmInstance { store, action })
+        Ok(WarmInstance {
+            store,
+            action,
+            _ticking: ticking,
+        })
     }
 
     /// Calls the plugin's `validate` export; the inner result is the plugin's answer.

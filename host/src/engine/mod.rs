@@ -6,10 +6,10 @@ pub mod cache;
 pub mod imports;
 pub mod inspect;
 pub mod isolate;
+pub mod ticker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -138,7 +138,7 @@ pub struct Runtime {
     cache: CompileCache,
     compiler: Compiler,
     max_instances: u32,
-    ticking: Arc<AtomicBool>,
+    ticker: ticker::Ticker,
 }
 
 impl Runtime {
@@ -151,27 +151,14 @@ impl Runtime {
         caps::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link capabilities: {e}"))?;
 
-        let ticking = Arc::new(AtomicBool::new(true));
-        let weak = engine.weak();
-        let flag = ticking.clone();
-        std::thread::Builder::new()
-            .name("runcap-epoch".into())
-            .spawn(move || {
-                while flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(e) => e.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })?;
+        let ticker = ticker::Ticker::start(engine.weak())?;
         Ok(Runtime {
             engine,
             linker,
             cache,
             compiler: Compiler::InProcess,
             max_instances,
-            ticking,
+            ticker,
         })
     }
 
@@ -180,6 +167,12 @@ impl Runtime {
     pub fn with_isolated_compiles(mut self, exe: PathBuf, limits: CompileLimits) -> Self {
         self.compiler = Compiler::Isolated { exe, limits };
         self
+    }
+
+    /// Keeps deadlines enforced while the guard lives: hold it for as long as an
+    /// action's store exists.
+    pub fn ticking(&self) -> ticker::Ticking {
+        self.ticker.hold()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -327,12 +320,6 @@ struct Compiled {
     sha256: String,
     imports: Vec<String>,
     cached: bool,
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticking.store(false, Ordering::Relaxed);
-    }
 }
 
 /// A verified, compiled plugin, ready to instantiate once per action. Cloning shares the
