@@ -7,7 +7,6 @@
 //! and the stack is stopped.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use runcap_e2e::example::{Example, Layout, listening, statuses, wait_for};
 use runcap_e2e::{Service, step};
@@ -35,28 +34,7 @@ fn all_ok(report: &serde_json::Value) {
 /// `secs_ago` seconds before now as an RFC 3339 UTC stamp, the way the backend's log
 /// writes them.
 fn stamp(secs_ago: u64) -> String {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - secs_ago;
-    let (days, secs) = ((t / 86_400) as i64, t % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    runcap_e2e::rfc3339(runcap_e2e::unix_now() - secs_ago)
 }
 
 /// The pages received so far, as (channel, title).

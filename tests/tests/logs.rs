@@ -4,40 +4,16 @@
 //! `caps` shows each source, `check` refuses one that is not granted, and a supervised
 //! service's own log is read as `service:NAME`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use runcap_e2e::{Sandbox, demo_service_bin, free_port, plugin_lines, step};
+use runcap_e2e::{Sandbox, demo_service_bin, free_port, plugin_lines, rfc3339, step, unix_now};
 
 const SECRET: &str = "tok-9f8e7d6c5b4a3210zz";
-
-/// `secs` since the epoch as RFC 3339 in UTC.
-fn rfc3339(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
 
 /// An app log: 6 ERROR lines from 20 minutes ago, then 12 from the last two minutes (one
 /// holding the secret, one a JSON line, one followed by a stack trace), among INFO lines.
 fn app_log() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let old = rfc3339(now - 20 * 60);
     let mut log = String::from("started before any stamp\n");
     for i in 0..6 {
