@@ -212,6 +212,17 @@ pub fn pages(hooks: &Service, channel: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Kills `pid` outright, as a crash would (SIGKILL), and waits until nothing listens on
+/// `port` any more; `what` names the stand-in in the failure message.
+pub fn crash(pid: impl std::fmt::Display, port: u16, what: &str) {
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success(), "kill -9 {pid} ({what}) failed");
+    wait_for(&format!("{what}'s port to close"), || !listening(port));
+}
+
 /// Now as RFC 3339 in UTC, the way stand-in application logs stamp their lines.
 pub fn now_rfc3339() -> String {
     crate::rfc3339(crate::unix_now())

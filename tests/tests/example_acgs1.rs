@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use runcap_e2e::example::{Example, Layout, append, listening, now_rfc3339, statuses, wait_for};
+use runcap_e2e::example::{
+    Example, Layout, append, crash, listening, now_rfc3339, statuses, wait_for,
+};
 use runcap_e2e::{Service, step};
 
 /// The ports the example's manifest writes: the seven services, serve, the pager.
@@ -139,14 +141,7 @@ fn the_acgs1_stack_is_checked_escalates_by_severity_recovers_rolls_back_and_rest
     // A crash: the policy compiler dies without a word.
     let pgc_port = stack.service_port("pgc");
     let pid = stack.pid("pgc");
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    wait_for("the compiler's port to close", || !listening(pgc_port));
+    crash(pid, pgc_port, "the compiler");
 
     // A partial outage: high, operations and infrastructure paged, naming the service.
     let failed = stack.run_json(&["run", "health"], 1);

@@ -11,7 +11,7 @@
 //! the stack is stopped with nothing left running.
 
 use runcap_e2e::example::{
-    Example, Layout, append, http, listening, now_rfc3339, pages, statuses, wait_for,
+    Example, Layout, append, crash, http, listening, now_rfc3339, pages, statuses, wait_for,
 };
 use runcap_e2e::{Service, repo_root, step};
 
@@ -195,16 +195,7 @@ fn the_acgs1_lite_stack_deploys_rolls_back_pages_by_issue_type_locks_down_recove
 
     // The sandbox controller crashes.
     let pid = stack.pid("sandbox-controller");
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    wait_for("the sandbox controller's port to close", || {
-        !listening(sandbox)
-    });
+    crash(pid, sandbox, "the sandbox controller");
     // Health fails naming it: an infrastructure issue, the infra team and SRE paged.
     let failed = stack.run_json(&["run", "health"], 1);
     assert_eq!(failed["failed_step"], "sandbox_controller", "{failed:#}");

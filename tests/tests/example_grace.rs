@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use runcap_e2e::example::{Example, Layout, listening, statuses, wait_for};
+use runcap_e2e::example::{Example, Layout, crash, listening, statuses, wait_for};
 use runcap_e2e::{Service, step};
 
 /// The ports the example's manifest writes: backend, serve, pager.
@@ -116,14 +116,7 @@ fn the_grace_backend_boots_pages_in_tiers_rolls_back_a_bad_update_and_recovers_i
 
     // The backend dies without a word: health fails and pages on-call, then the lead
     // when it fails a second time in a row.
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &backend_pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    wait_for("the backend's port to close", || !listening(backend_port));
+    crash(backend_pid, backend_port, "the backend");
     let failed = stack.run_json(&["run", "health"], 1);
     assert_eq!(failed["failed_step"], "backend", "{failed:#}");
     assert_eq!(step(&failed, "errors")["status"], "ok", "{failed:#}");

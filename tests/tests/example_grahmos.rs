@@ -6,7 +6,7 @@
 //! pages on-call, the restart runbook repairs it; logs, security, resources, backups and
 //! the drills run; and everything is stopped.
 
-use runcap_e2e::example::{Example, Layout, listening, statuses, wait_for};
+use runcap_e2e::example::{Example, Layout, crash, listening, pages, statuses, wait_for};
 use runcap_e2e::{Service, repo_root, sha256_file, step};
 
 /// The ports the example's manifest writes: edge API (HTTP, TLS), search, serve, pager.
@@ -39,19 +39,6 @@ impl Local for Example {
 
 fn summary(report: &serde_json::Value, id: &str) -> String {
     step(report, id)["summary"].as_str().unwrap().to_string()
-}
-
-/// The pages received so far on one channel.
-fn pages(hooks: &Service, channel: &str) -> Vec<serde_json::Value> {
-    hooks
-        .state
-        .hooks
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(c, _)| c == channel)
-        .map(|(_, p)| p.clone())
-        .collect()
 }
 
 #[test]
@@ -165,16 +152,7 @@ fn the_grahmos_platform_deploys_rolls_back_pages_on_a_crash_recovers_and_stops()
 
     // A crash: the search engine dies without a word.
     let search_port = stack.port(18152);
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &search.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    wait_for("the search engine's port to close", || {
-        !listening(search_port)
-    });
+    crash(search, search_port, "the search engine");
 
     let down = stack.run_json(&["run", "health"], 1);
     assert_eq!(down["failed_step"], "search", "{down:#}");

@@ -4,7 +4,7 @@
 //! triaged again (failing, naming the crashed service and paging on-call), repaired by the
 //! restart runbook, triaged green, and stopped.
 
-use runcap_e2e::example::{Example, Layout, listening, statuses, wait_for};
+use runcap_e2e::example::{Example, Layout, crash, listening, statuses, wait_for};
 use runcap_e2e::{Service, step};
 
 /// The ports the example's manifest writes: gateway, router, memory engine, serve, pager.
@@ -77,16 +77,7 @@ fn the_sonia_stack_starts_is_triaged_pages_on_a_crash_recovers_and_stops() {
     // A crash: the model router dies without a word.
     let router_port = stack.port(18111);
     let pid = stack.pid("model-router");
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    wait_for("the model router's port to close", || {
-        !listening(router_port)
-    });
+    crash(pid, router_port, "the model router");
 
     let failed = stack.run_json(&["run", "triage"], 1);
     assert_eq!(failed["status"], "fail");
