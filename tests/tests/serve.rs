@@ -1200,3 +1200,142 @@ steps = [{{ id = "lead", uses = "notify", with = {{ channel = "lead", title = "i
     assert!(!audit.is_empty());
     drop(served);
 }
+
+#[test]
+fn an_alert_fills_its_runbooks_parameters_and_one_they_refuse_starts_nothing() {
+    let svc = Service::start("127.0.0.1", None);
+    let restart = format!(
+        r#"
+[secrets.alert_token]
+file = "alert.token"
+
+[runbooks.restart.params.service]
+values = ["api", "worker"]
+[runbooks.restart.params.wait]
+type = "int"
+default = 5
+[[runbooks.restart.steps]]
+id = "check"
+uses = "probe"
+with = {{ url = "{base}/health?svc={{{{ params.service }}}}&wait={{{{ params.wait }}}}" }}
+
+[serve.triggers.down]
+runbook = "restart"
+match = {{ alertname = "ServiceDown" }}
+token = "alert_token"
+"#,
+        base = svc.url("")
+    );
+    let sb = Sandbox::new();
+    sb.write("read.token", READ);
+    sb.write("run.token", RUN);
+    sb.write("alert.token", "alert-token-abcdef123456");
+
+    // A trigger that cannot give a required parameter is refused at check time, and the
+    // hint, pasted under the trigger, is accepted.
+    sb.write("runcap.toml", &manifest(&svc, &restart));
+    let err = sb.run(&["check"]).expect_code(2).stderr();
+    assert!(
+        err.contains("runbook `restart` requires the parameter `service`"),
+        "{err}"
+    );
+    assert!(err.contains("runcap.toml:"), "located: {err}");
+    let start = err.find("params = {").expect(&err);
+    let hint = err[start..].lines().next().unwrap();
+    sb.write(
+        "runcap.toml",
+        &manifest(&svc, &format!("{restart}{hint}\n")),
+    );
+    sb.run(&["check"]).expect_code(0);
+
+    // Parameters the runbook does not declare, fixed values it refuses, and templates
+    // reading more than the alert are refused too, each at its key.
+    for (params, key, expected) in [
+        (
+            r#"{ service = "api", size = "3" }"#,
+            "params.size",
+            "declares no parameter `size`",
+        ),
+        (
+            r#"{ service = "db" }"#,
+            "params.service",
+            "`db` is not one of api, worker",
+        ),
+        (
+            r#"{ service = "{{ steps.check.summary }}" }"#,
+            "params.service",
+            "only `trigger.*` is",
+        ),
+        (
+            r#"{ service = "{{ trigger.labelz.service }}" }"#,
+            "params.service",
+            "is not a field of an alert",
+        ),
+    ] {
+        sb.write(
+            "runcap.toml",
+            &manifest(&svc, &format!("{restart}params = {params}\n")),
+        );
+        let err = sb.run(&["check"]).expect_code(2).stderr();
+        assert!(err.contains(expected), "{params}: {err}");
+        let at = format!("serve.triggers.down.{key}");
+        assert!(err.contains(&at), "{params}: {err}");
+    }
+
+    sb.write(
+        "runcap.toml",
+        &manifest(&svc, &format!("{restart}{hint}\n")),
+    );
+    let served = serve(&sb);
+    let addr = served.addr.clone();
+    let bearer = [(
+        "Authorization",
+        "Bearer alert-token-abcdef123456".to_string(),
+    )];
+    let alert = |service: &str, fingerprint: &str| {
+        format!(
+            r#"{{"status": "firing", "labels": {{"alertname": "ServiceDown", "service": "{service}"}}, "fingerprint": "{fingerprint}"}}"#
+        )
+    };
+
+    // The alert names a service the runbook takes: it runs for that service.
+    let (code, body) = post_with(
+        &addr,
+        "/api/v1/triggers/down",
+        &bearer,
+        &alert("worker", "w1"),
+    );
+    assert_eq!(code, 202, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = r["started"][0].as_str().expect(&body).to_string();
+    let run = poll("the triggered run", || {
+        let v = get_json(&addr, &format!("/api/v1/runs/{id}"), READ);
+        (v["status"] == "ok").then_some(v)
+    });
+    let url = run["steps"][0]["details"]["url"].as_str().unwrap();
+    assert!(url.ends_with("/health?svc=worker&wait=5"), "{url}");
+
+    // One it does not take: 422 with the reason, nothing started, and the same alert
+    // sent again is refused again rather than taken for a duplicate.
+    for _ in 0..2 {
+        let (code, body) = post_with(&addr, "/api/v1/triggers/down", &bearer, &alert("db", "d1"));
+        assert_eq!(code, 422, "{body}");
+        let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(r["started"].as_array().map(Vec::len), Some(0), "{r:#}");
+        assert_eq!(r["deduplicated"], 0, "{r:#}");
+        let reason = r["rejected"][0]["reason"].as_str().expect(&body);
+        assert!(
+            reason.contains("`db` is not one of api, worker"),
+            "{reason}"
+        );
+    }
+    // An alert without the label: refused, naming what is missing.
+    let (code, body) = post_with(
+        &addr,
+        "/api/v1/triggers/down",
+        &bearer,
+        r#"{"status": "firing", "labels": {"alertname": "ServiceDown"}, "fingerprint": "n1"}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("service"), "{body}");
+}

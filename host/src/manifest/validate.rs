@@ -213,6 +213,7 @@ pub(super) fn validate(
     sla_tiers_have_an_sla(&mut v, &runbooks, &sla);
     let runbook_names: Vec<&str> = runbooks.keys().map(String::as_str).collect();
     let serve = crate::serve::config::validate_serve(&mut v, raw.serve, &secrets, &runbook_names);
+    trigger_params(&mut v, &serve, &runbooks);
     let env = Environment {
         name: raw.environment,
         file: source.top().path.clone(),
@@ -229,6 +230,82 @@ pub(super) fn validate(
         signers,
     };
     v.finish(env)
+}
+
+/// A trigger's `params` against its runbook's declared parameters: each names one, a
+/// template reads only the alert (`trigger.*`), a fixed value is one the parameter
+/// accepts, and every parameter without a default is given, so no alert can start a run
+/// that is bound to be refused.
+fn trigger_params(
+    v: &mut Validator,
+    serve: &crate::serve::config::ServeSettings,
+    runbooks: &BTreeMap<String, Runbook>,
+) {
+    for (name, t) in &serve.triggers {
+        let Some(rb) = runbooks.get(&t.runbook) else {
+            continue;
+        };
+        let at = KeyPath::root().key("serve").key("triggers").key(name);
+        for (p, text) in &t.params {
+            let here = at.key("params").key(p);
+            let Some(param) = rb.params.get(p) else {
+                let declared: Vec<&str> = rb.params.keys().map(String::as_str).collect();
+                v.error(
+                    &here,
+                    format!("runbook `{}` declares no parameter `{p}`", t.runbook),
+                    if declared.is_empty() {
+                        format!("declare it under [runbooks.{}.params.{p}]", t.runbook)
+                    } else {
+                        format!("its parameters: {}", declared.join(", "))
+                    },
+                );
+                continue;
+            };
+            if !template::is_template(text) {
+                if let Err(e) = param.parse(text) {
+                    v.error(&here, e.to_string(), format!("it takes {}", param.kind));
+                }
+                continue;
+            }
+            match template::references(text, false) {
+                Err(e) => v.error(&here, format!("not a template: {e}"), ""),
+                Ok(refs) => {
+                    for r in refs {
+                        let problem = if r.root() == "trigger" {
+                            template::check_trigger_reference(&r).err()
+                        } else {
+                            Some(format!(
+                                "`{r}` is not known when an alert arrives; only `trigger.*` is"
+                            ))
+                        };
+                        if let Some(problem) = problem {
+                            v.error(
+                                &here,
+                                problem,
+                                "use trigger.labels.NAME, trigger.annotations.NAME, trigger.status or trigger.fingerprint",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (p, param) in &rb.params {
+            if param.default.is_none() && !t.params.contains_key(p) {
+                v.error(
+                    &at.key("runbook"),
+                    format!(
+                        "runbook `{}` requires the parameter `{p}`, which this trigger does not give",
+                        t.runbook
+                    ),
+                    if t.params.is_empty() {
+                        format!("add to [serve.triggers.{name}]:\n  params = {{ {p} = \"{{{{ trigger.labels.{p} }}}}\" }}")
+                    } else {
+                        format!("add to the trigger's params: {p} = \"{{{{ trigger.labels.{p} }}}}\"")
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// `[incidents] sla`: a duration per severity.

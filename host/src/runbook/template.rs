@@ -308,6 +308,17 @@ pub fn check_reference(r: &Reference, scope: &Scope) -> Result<(), ReferenceErro
     }
 }
 
+/// Checks a `trigger.FIELD` reference, where nothing but the alert is known (a
+/// trigger's `params`); the error says which fields there are.
+pub fn check_trigger_reference(r: &Reference) -> Result<(), String> {
+    match r.0.get(1).map(String::as_str) {
+        Some(f) if TRIGGER_FIELDS.contains(&f) && f != "incident" => Ok(()),
+        _ => Err(format!(
+            "`{r}` is not a field of an alert (labels, annotations, status, fingerprint, name)"
+        )),
+    }
+}
+
 /// Checks a `steps.ID.FIELD` reference: the step has run by then, and has the field.
 fn check_step_reference(r: &Reference, scope: &Scope) -> Result<(), ReferenceError> {
     let Some(step) = r.0.get(1) else {

@@ -98,6 +98,10 @@ pub struct TriggerConfig {
     pub dedupe: Option<String>,
     /// `flap = { runs = 3, within = "30m", escalate = "page-lead" }`: the flap guard.
     pub flap: Option<FlapConfig>,
+    /// `params = { service = "{{ trigger.labels.service }}" }`: the runbook's parameters,
+    /// each a template over the alert or a fixed value, checked as `--var` values are.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
 }
 
 /// The flap guard as written: once the runbook has run `runs` times within `within` and
@@ -135,6 +139,8 @@ pub struct Trigger {
     pub auth: TriggerAuth,
     pub dedupe: Duration,
     pub flap: Flap,
+    /// The runbook's parameters as written: templates over `trigger.*`, or fixed values.
+    pub params: BTreeMap<String, String>,
 }
 
 /// One API token: a declared secret holds its value.
@@ -539,6 +545,7 @@ fn trigger(
         auth,
         dedupe,
         flap,
+        params: t.params,
     })
 }
 

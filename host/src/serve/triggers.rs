@@ -292,6 +292,33 @@ fn flap_guard(
     Ok(Some(id))
 }
 
+/// The runbook's parameters for one alert, as `NAME=VALUE`: the trigger's `params`
+/// rendered against the alert and checked against the runbook's declarations; the error
+/// says which parameter and why.
+fn run_params(s: &Server, t: &Trigger, context: &Value) -> Result<Vec<String>, String> {
+    if t.params.is_empty() {
+        return Ok(Vec::new());
+    }
+    let written = serde_json::to_value(&t.params).unwrap_or_default();
+    let rendered =
+        crate::runbook::template::render_params(&written, &json!({ "trigger": context }))
+            .map_err(|e| e.to_string())?;
+    let vars: Vec<String> = rendered
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| match v {
+            Value::String(text) => format!("{k}={text}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    if let Some(rb) = s.env.runbooks.get(&t.runbook) {
+        crate::manifest::params::resolve_args(&rb.name, &rb.params, &vars)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(vars)
+}
+
 /// `POST /api/v1/triggers/NAME`.
 pub async fn receive(
     State(s): State<Arc<Server>>,
@@ -316,7 +343,7 @@ pub async fn receive(
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason.to_string()),
     };
     let (mut started, mut deduplicated, mut resolved, mut unmatched) = (Vec::new(), 0, 0, 0);
-    let (mut held, mut incident) = (0, None);
+    let (mut held, mut incident, mut rejected) = (0, None, Vec::new());
     for alert in alerts {
         if alert.status == "resolved" {
             resolved += 1;
@@ -326,6 +353,22 @@ pub async fn receive(
             unmatched += 1;
             continue;
         }
+        let context = json!({
+            "name": name,
+            "status": alert.status,
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "fingerprint": alert.fingerprint,
+        });
+        // An alert the runbook's parameters refuse starts nothing and is not remembered,
+        // so the same alert, corrected, is not taken for a duplicate.
+        let vars = match run_params(&s, t, &context) {
+            Ok(vars) => vars,
+            Err(reason) => {
+                rejected.push(json!({ "fingerprint": alert.fingerprint, "reason": reason }));
+                continue;
+            }
+        };
         {
             let mut seen = s.seen.lock().unwrap_or_else(|p| p.into_inner());
             seen.alerts.retain(|_, at| at.elapsed() < t.dedupe);
@@ -336,13 +379,6 @@ pub async fn receive(
             }
             seen.alerts.insert(key, Instant::now());
         }
-        let context = json!({
-            "name": name,
-            "status": alert.status,
-            "labels": alert.labels,
-            "annotations": alert.annotations,
-            "fingerprint": alert.fingerprint,
-        });
         match flap_guard(&s, t, &context) {
             Ok(None) => {}
             Ok(Some(id)) => {
@@ -355,7 +391,7 @@ pub async fn receive(
         let run = RunRequest {
             runbook: &t.runbook,
             dry_run: false,
-            vars: &[],
+            vars: &vars,
             origin: Origin::Trigger,
             skip_if_running: false,
             trigger: Some(context),
@@ -375,9 +411,17 @@ pub async fn receive(
         "unmatched": unmatched,
         "held": held,
         "incident": incident,
+        "rejected": rejected,
     });
     if let Err(e) = s.store.audit("trigger.received", "", &name, &summary) {
         tracing::error!("could not audit a trigger: {e}");
     }
-    (StatusCode::ACCEPTED, Json(summary)).into_response()
+    // Only refused alerts: the sender's payload cannot start anything as it is.
+    let status = if started.is_empty() && !summary["rejected"].as_array().is_none_or(Vec::is_empty)
+    {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::ACCEPTED
+    };
+    (status, Json(summary)).into_response()
 }
