@@ -52,6 +52,11 @@ impl Example {
         text = text.replace("../../target/", &format!("{}/", target_dir().display()));
         let dir = sb.path().display().to_string();
         for (from, to) in more {
+            assert!(
+                text.contains(from),
+                "the {} manifest no longer holds `{from}`: update the test's rewrites",
+                layout.name
+            );
             text = text.replace(from, &to.replace("{sandbox}", &dir));
         }
         let mut ports = Vec::new();
