@@ -540,11 +540,11 @@ impl Write for SharedLog<'_> {
     }
 }
 
+/// The last three lines of a service's log, for the message that says it did not start:
+/// read from the file's last 64 KiB, however large the log has grown.
 fn log_tail(dir: &Path, name: &str) -> String {
-    let mut text = String::new();
-    if let Ok(mut f) = std::fs::File::open(log_path(dir, name)) {
-        let _ = f.read_to_string(&mut text);
-    }
+    let end = crate::caps::logs::read_end(&log_path(dir, name), 64 << 10).unwrap_or_default();
+    let text = String::from_utf8_lossy(&end);
     let lines: Vec<&str> = text.lines().rev().take(3).collect();
     if lines.is_empty() {
         "(none)".into()
@@ -746,4 +746,24 @@ fn start_pumps(
         });
     }
     Pumps { count, done }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_quotes_the_last_lines_of_however_large_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(log_tail(dir.path(), "api"), "(none)");
+        // 200 KiB of earlier output, then the lines that explain the failure.
+        let mut log = "x".repeat(99) + "\n";
+        log = log.repeat(2048);
+        log += "starting\nbinding 127.0.0.1:80\nerror: permission denied\n";
+        std::fs::write(log_path(dir.path(), "api"), log).unwrap();
+        assert_eq!(
+            log_tail(dir.path(), "api"),
+            "starting | binding 127.0.0.1:80 | error: permission denied"
+        );
+    }
 }
