@@ -10,7 +10,7 @@
 //! Each entry is two files: the artifact (`KEY.cwasm`, exactly as wasmtime wrote it, so
 //! it is mapped into memory rather than read and copied) and a header beside it
 //! (`KEY.sum`) binding it to its source: the sha256 of the component it was compiled
-//! from and the sha256 of the artifact. Both are checked before the artifact is
+//! from and the BLAKE3 digest of the artifact. Both are checked before the artifact is
 //! deserialized, so an entry copied under another plugin's key, truncated or patched is
 //! recompiled instead of run. (Someone who can write this user's files can rewrite an
 //! entry and its header alike: that is outside what the cache defends, as the README's
@@ -29,9 +29,11 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Marks a header in this format (version 2: the header in its own file).
-const MAGIC: &[u8; 8] = b"rcapc\x002\n";
-/// Magic, component sha256, artifact sha256.
+/// Marks a header in this format (version 3: the header in its own file, the artifact's
+/// digest BLAKE3, which checks an artifact on every load about three times faster than
+/// SHA-256 here; version 2 entries are recompiled).
+const MAGIC: &[u8; 8] = b"rcapc\x003\n";
+/// Magic, component sha256 (the plugin's pin), artifact BLAKE3.
 const HEADER_LEN: usize = 8 + 32 + 32;
 /// Default bound on the cache directory's size.
 const DEFAULT_MAX_BYTES: u64 = 256 << 20;
@@ -188,9 +190,9 @@ fn header_path(artifact: &Path) -> PathBuf {
 fn verified_entry(artifact: &Path, sha256: &str) -> Result<(), EntryProblem> {
     let header = std::fs::read(header_path(artifact)).map_err(|_| EntryProblem::NoHeader)?;
     let mut file = std::fs::File::open(artifact).map_err(|_| EntryProblem::Altered)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = blake3::Hasher::new();
     std::io::copy(&mut file, &mut hasher).map_err(|_| EntryProblem::Altered)?;
-    check_header(&header, sha256, &hasher.finalize())
+    check_header(&header, sha256, hasher.finalize().as_bytes())
 }
 
 /// Whether `header` names `sha256` as the component and `digest` as the artifact's.
@@ -213,7 +215,7 @@ fn header(sha256: &str, artifact: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&hex::decode(sha256).unwrap_or_else(|_| vec![0; 32]));
-    out.extend_from_slice(&Sha256::digest(artifact));
+    out.extend_from_slice(blake3::hash(artifact).as_bytes());
     out
 }
 
