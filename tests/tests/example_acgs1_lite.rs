@@ -40,9 +40,14 @@ const LAYOUT: Layout = Layout {
 /// services at 50 ms. On a loaded two-core machine the scheduler, not the stand-in,
 /// decides tens of milliseconds (a 101 ms answer has been seen), so the test moves those
 /// levels (and only them) out of the scheduler's reach; the drills prove a slow engine is
-/// still caught.
-const RELAXED: [(&str, &str); 4] = [
+/// still caught. The load per CPU a check tolerates is moved the same way.
+const RELAXED: [(&str, &str); 5] = [
     (r#"p95_below = "5ms""#, r#"p95_below = "1s""#),
+    // Likewise the host's load: a loaded test machine is not a failing platform.
+    (
+        "load_per_cpu = { warn_above = 0.8, fail_above = 4 }",
+        "load_per_cpu = { warn_above = 999, fail_above = 1000 }",
+    ),
     ("p99_ms > 5", "p99_ms > 1000"),
     (r#"p95_below = "50ms""#, r#"p95_below = "1s""#),
     (
