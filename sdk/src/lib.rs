@@ -48,7 +48,8 @@ pub use notify::{Notification, NotifyError, Severity};
 pub use outcome::{ActionError, Outcome, Status};
 pub use services::{ServiceError, ServiceState, ServiceStatus, Verb};
 pub use system::{
-    CertificateInfo, DiskUse, Fact, FactValue, Load, Memory, PortListener, ProcessInfo, SystemError,
+    CertificateInfo, DiskUse, Fact, FactValue, FileHandles, Load, Memory, PortListener,
+    ProcessDetail, ProcessInfo, SystemError,
 };
 
 /// Everything a plugin usually imports.

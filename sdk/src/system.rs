@@ -73,6 +73,47 @@ pub struct ProcessInfo {
     pub uptime_seconds: u64,
 }
 
+/// One running process and the files it holds open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessDetail {
+    pub pid: u32,
+    pub name: String,
+    /// Resident memory, in bytes.
+    pub rss: u64,
+    /// CPU use over a short sample (100 = one full CPU).
+    pub cpu_percent: f32,
+    pub uptime_seconds: u64,
+    /// Open file descriptors; `None` when the host cannot see them (another user's
+    /// process, unless runcap runs as root).
+    pub open_files: Option<u32>,
+    /// The process's open-files limit; `None` when the host cannot see it.
+    pub open_files_limit: Option<u32>,
+}
+
+impl ProcessDetail {
+    /// Open files as a share of the limit, 0–100; `None` unless both are known.
+    pub fn open_files_percent(&self) -> Option<f64> {
+        let (open, limit) = (self.open_files?, self.open_files_limit?);
+        Some(percent(u64::from(open), u64::from(limit)))
+    }
+}
+
+/// Open file handles on the whole host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileHandles {
+    /// Handles in use.
+    pub open: u64,
+    /// The most the kernel hands out (`fs.file-max`).
+    pub max: u64,
+}
+
+impl FileHandles {
+    /// Share of the maximum in use, 0–100.
+    pub fn used_percent(&self) -> f64 {
+        percent(self.open.min(self.max), self.max)
+    }
+}
+
 fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -110,6 +151,12 @@ pub enum Fact {
     Disk(String),
     /// Processes with this exact name.
     Processes(String),
+    /// Processes with this exact name, with their open files.
+    ProcessDetails(String),
+    /// The process this pid file names.
+    PidFile(String),
+    /// Open file handles on the whole host.
+    Files,
     /// What listens on this TCP port.
     Port(u16),
     /// When this certificate file expires.
@@ -123,6 +170,10 @@ pub enum FactValue {
     Load(Load),
     Disk(DiskUse),
     Processes(Vec<ProcessInfo>),
+    ProcessDetails(Vec<ProcessDetail>),
+    /// `None` when the pid is not running.
+    PidFile(Option<ProcessDetail>),
+    Files(FileHandles),
     /// `None` when nothing listens.
     Port(Option<PortListener>),
     Certificate(CertificateInfo),
@@ -197,6 +248,33 @@ impl Context<'_> {
         }
     }
 
+    /// Processes whose name is listed in `processes`, with their open files and limit.
+    pub fn process_details(&self, name: &str) -> Result<Vec<ProcessDetail>, SystemError> {
+        let fact = Fact::ProcessDetails(name.to_string());
+        match self.fact(fact.clone())? {
+            FactValue::ProcessDetails(p) => Ok(p),
+            _ => Err(mismatch(&fact)),
+        }
+    }
+
+    /// The live process a pid file listed in `pid_files` names; `None` when that pid is
+    /// not running. A missing or empty pid file, or one without a pid, is `Unavailable`.
+    pub fn pid_file(&self, path: &str) -> Result<Option<ProcessDetail>, SystemError> {
+        let fact = Fact::PidFile(path.to_string());
+        match self.fact(fact.clone())? {
+            FactValue::PidFile(p) => Ok(p),
+            _ => Err(mismatch(&fact)),
+        }
+    }
+
+    /// Open file handles on the whole host (needs `files = true`).
+    pub fn files(&self) -> Result<FileHandles, SystemError> {
+        match self.fact(Fact::Files)? {
+            FactValue::Files(f) => Ok(f),
+            _ => Err(mismatch(&Fact::Files)),
+        }
+    }
+
     /// What listens on a TCP port listed in `ports`; `None` when nothing does.
     pub fn port(&self, port: u16) -> Result<Option<PortListener>, SystemError> {
         let fact = Fact::Port(port);
@@ -226,6 +304,15 @@ impl Context<'_> {
 /// Reads a fact through the `system` import.
 fn wasm_fact(fact: &Fact) -> Result<FactValue, SystemError> {
     use crate::bindings::runcap::plugin::system as wit;
+    let detail = |p: wit::ProcessDetail| ProcessDetail {
+        pid: p.pid,
+        name: p.name,
+        rss: p.rss,
+        cpu_percent: p.cpu_percent,
+        uptime_seconds: p.uptime_seconds,
+        open_files: p.open_files,
+        open_files_limit: p.open_files_limit,
+    };
     let err = |e: wit::Error| match e {
         wit::Error::Denied(m) => SystemError::Denied(m),
         wit::Error::Unavailable(m) => SystemError::Unavailable(m),
@@ -273,6 +360,21 @@ fn wasm_fact(fact: &Fact) -> Result<FactValue, SystemError> {
                 })
                 .collect(),
         ),
+        Fact::ProcessDetails(name) => FactValue::ProcessDetails(
+            wit::process_details(name)
+                .map_err(err)?
+                .into_iter()
+                .map(detail)
+                .collect(),
+        ),
+        Fact::PidFile(path) => FactValue::PidFile(wit::pid_file(path).map_err(err)?.map(detail)),
+        Fact::Files => {
+            let f = wit::files().map_err(err)?;
+            FactValue::Files(FileHandles {
+                open: f.open,
+                max: f.max,
+            })
+        }
         Fact::Port(port) => FactValue::Port(wit::port(*port).map_err(err)?.map(|p| PortListener {
             port: p.port,
             pid: p.pid,

@@ -245,3 +245,94 @@ steps = [{{ id = "res", uses = "resources", with = {{ certificates = {{ "{pem}" 
     );
     drop(listener);
 }
+
+#[test]
+fn a_process_by_pid_file_passes_until_it_is_killed_and_a_relative_pid_file_is_refused() {
+    let sb = Sandbox::new();
+    let mut api = Command::new("sleep").arg("120").spawn().unwrap();
+    let pid = api.id();
+    let pid_file = sb.write("run/api.pid", &format!("{pid}\n"));
+    let pid_file = pid_file.display().to_string();
+    let manifest = |pid_files: &str| {
+        format!(
+            r#"
+environment = "test"
+
+[plugins.resources]
+{resources}
+
+[plugins.resources.grants.system]
+files = true
+{pid_files}
+
+[runbooks.api]
+steps = [{{ id = "api", uses = "resources", with = {{ pid_files = {{ "{pid_file}" = {{ max_rss_mib = 1024, max_open_files = 100000, max_open_files_percent = 100 }} }}, open_files = {{ fail_above = 100 }} }} }}]
+"#,
+            resources = plugin_lines("resources"),
+        )
+    };
+    sb.write(
+        "runcap.toml",
+        &manifest(&format!("pid_files = [\"{pid_file}\"]")),
+    );
+    sb.run(&["check"]).expect_code(0);
+    let caps = sb.run(&["caps"]).expect_code(0).stdout();
+    for line in [
+        format!("the process pid file {pid_file} names, and its open files"),
+        "open file handles on the host".to_string(),
+    ] {
+        assert!(caps.contains(&line), "{caps}");
+    }
+
+    let report = sb.run(&["run", "api", "--json"]).expect_code(0).json();
+    let res = step(&report, "api");
+    assert_eq!(res["status"], "ok", "{res:#}");
+    let details = &res["details"];
+    let at = |what: &str| details[format!("pid_files.{pid_file}.{what}")].as_f64();
+    assert_eq!(at("pid"), Some(f64::from(pid)), "{res:#}");
+    assert!(at("open_files").is_some_and(|n| n >= 1.0), "{res:#}");
+    assert!(at("open_files_limit").is_some_and(|n| n > 0.0), "{res:#}");
+    let used = details["open_files.used_percent"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&used), "{res:#}");
+    assert!(
+        details["open_files.open"].as_f64().unwrap() >= 1.0,
+        "{res:#}"
+    );
+    assert!(res["calls"].to_string().contains(&pid_file), "{res:#}");
+
+    // The API dies; its pid file stays behind.
+    api.kill().unwrap();
+    api.wait().unwrap();
+    let down = sb.run(&["run", "api", "--json"]);
+    assert_eq!(down.code(), 1, "{}", down.stdout());
+    let res = step(&down.json(), "api").clone();
+    assert_eq!(res["status"], "fail", "{res:#}");
+    assert!(
+        res["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no process runs with the pid in {pid_file}")),
+        "{res:#}"
+    );
+
+    // A pid file named relative to the manifest is refused, with the line to paste.
+    let relative = "pid_files = [\"run/api.pid\"]";
+    sb.write("runcap.toml", &manifest(relative));
+    let refused = sb.run(&["check"]);
+    assert_eq!(refused.code(), 2, "{}", refused.stdout());
+    let stderr = refused.stderr();
+    assert!(
+        stderr.contains("pid_files[0]: `run/api.pid` is not an absolute path"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("runcap.toml:"), "{stderr}");
+    let fix = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("pid_files = ["))
+        .expect(&stderr)
+        .to_string();
+    assert!(fix.contains(&pid_file), "{fix}");
+    sb.write("runcap.toml", &manifest(&fix));
+    sb.run(&["check"]).expect_code(0);
+}

@@ -2,19 +2,21 @@
 //!
 //! | | |
 //! |---|---|
-//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]`, `ports = [443]`, `certificates = ["/etc/ssl/api.pem"]` |
+//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]`, `ports = [443]`, `certificates = ["/etc/ssl/api.pem"]`, `pid_files = ["/run/api.pid"]`, `files = true` |
 //! | manifest | the grant only |
 //! | default | no grant: the interface cannot be imported; an unlisted fact, mount or process name is denied |
 //! | enforced | read-only: nothing a plugin asks changes the host, so calls run in dry runs too; facts are read by `sysinfo`, `procfs`, `statvfs` and `x509-parser`, not by parsing command output |
-//! | audit | one call record per read: what was read (memory, load, a mount, a process name) and the decision |
+//! | audit | one call record per read: what was read (memory, load, files, a mount, a process name, a pid file) and the decision |
 
 use std::ffi::OsStr;
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use sysinfo::{
-    CpuRefreshKind, MemoryRefreshKind, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System,
+    CpuRefreshKind, MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate,
+    RefreshKind, System,
 };
 use wasmtime::component::Linker;
 
@@ -27,6 +29,10 @@ use crate::manifest::{KeyPath, Validator};
 
 /// How long CPU use is sampled for (sysinfo needs at least 200 ms between two readings).
 const CPU_SAMPLE: Duration = Duration::from_millis(250);
+
+/// The most of a pid file read: a pid is a line of a few digits (PostgreSQL's
+/// `postmaster.pid` has more lines after it, well under this).
+const PID_FILE_MAX: u64 = 4096;
 
 /// The `system` capability.
 pub struct SystemFacts;
@@ -94,6 +100,12 @@ pub struct SystemGrantConfig {
     /// `certificates = ["/etc/ssl/api.pem"]`: when these certificate files expire.
     #[serde(default)]
     pub certificates: Vec<String>,
+    /// `pid_files = ["/run/api.pid"]`: the processes these pid files name.
+    #[serde(default)]
+    pub pid_files: Vec<String>,
+    /// `files = true`: open file handles on the whole host.
+    #[serde(default)]
+    pub files: bool,
 }
 
 /// A validated system grant.
@@ -105,6 +117,8 @@ pub struct SystemGrant {
     pub processes: Vec<String>,
     pub ports: Vec<u16>,
     pub certificates: Vec<String>,
+    pub pid_files: Vec<String>,
+    pub files: bool,
     /// `plugins.NAME.grants.system`, for denial messages.
     pub key: String,
 }
@@ -136,6 +150,38 @@ impl SystemGrant {
                 );
             }
         }
+        if raw.pid_files.iter().any(|p| !p.starts_with('/')) {
+            // The fix to paste: every entry from the root, relative ones resolved against
+            // the directory of the file that wrote them.
+            let fixed: Vec<String> = raw
+                .pid_files
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let path = if p.starts_with('/') {
+                        std::path::PathBuf::from(p)
+                    } else {
+                        let at = at.key("pid_files").index(i);
+                        let joined = v.resolve(&at, p);
+                        std::path::absolute(&joined).unwrap_or(joined)
+                    };
+                    toml::Value::String(path.display().to_string()).to_string()
+                })
+                .collect();
+            let line = format!("pid_files = [{}]", fixed.join(", "));
+            for (i, p) in raw.pid_files.iter().enumerate() {
+                if !p.starts_with('/') {
+                    ok = false;
+                    v.error(
+                        &at.key("pid_files").index(i),
+                        format!("`{p}` is not an absolute path"),
+                        format!(
+                            "name the pid file from the root; next to this manifest it is:\n{line}"
+                        ),
+                    );
+                }
+            }
+        }
         for (i, p) in raw.processes.iter().enumerate() {
             if p.is_empty() || p.contains('/') || p.len() > 255 {
                 ok = false;
@@ -153,6 +199,8 @@ impl SystemGrant {
             processes: raw.processes,
             ports: raw.ports,
             certificates: raw.certificates,
+            pid_files: raw.pid_files,
+            files: raw.files,
             key: at.to_string(),
         })
     }
@@ -165,6 +213,9 @@ impl SystemGrant {
         }
         if self.load {
             out.push("load and CPU use".to_string());
+        }
+        if self.files {
+            out.push("open file handles on the host".to_string());
         }
         out.extend(self.mounts.iter().map(|m| format!("disk use of {m}")));
         out.extend(
@@ -182,6 +233,11 @@ impl SystemGrant {
                 .iter()
                 .map(|c| format!("the expiry of certificate {c}")),
         );
+        out.extend(
+            self.pid_files
+                .iter()
+                .map(|p| format!("the process pid file {p} names, and its open files")),
+        );
         out
     }
 }
@@ -193,6 +249,12 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
     for (key, was, is, what) in [
         ("memory", old.memory, new.memory, "memory and swap"),
         ("load", old.load, new.load, "load and CPU use"),
+        (
+            "files",
+            old.files,
+            new.files,
+            "open file handles on the host",
+        ),
     ] {
         if is && !was {
             out.push(Change::new(
@@ -229,6 +291,12 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
             &old.certificates,
             &new.certificates,
             "the expiry of certificate",
+        ),
+        (
+            "pid_files",
+            &old.pid_files,
+            &new.pid_files,
+            "the process named by pid file",
         ),
     ] {
         for (i, entry) in is.iter().enumerate() {
@@ -272,6 +340,10 @@ pub enum ReadError {
     },
     #[error("{path} holds no PEM certificate: {reason}")]
     Certificate { path: String, reason: String },
+    #[error("{path} {reason}")]
+    PidFile { path: String, reason: &'static str },
+    #[error("cannot read /proc/sys/fs/file-nr: {0}")]
+    FileHandles(procfs::ProcError),
 }
 
 /// Space and inodes of the file system holding `mount`.
@@ -316,7 +388,7 @@ impl CapCtx<'_, SystemFacts> {
         if allowed(grant) {
             return Ok(());
         }
-        let reason = if matches!(field, "memory" | "load") {
+        let reason = if matches!(field, "memory" | "load" | "files") {
             format!(
                 "{target} is not granted; add {field} = true to {}",
                 grant.key
@@ -379,6 +451,29 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         name: String,
     ) -> wasmtime::Result<Result<Vec<wit::ProcessInfo>, wit::Error>> {
         crate::taped!(self, "system.processes", (name), self.processes_live(name))
+    }
+
+    async fn process_details(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<wit::ProcessDetail>, wit::Error>> {
+        crate::taped!(
+            self,
+            "system.process_details",
+            (name),
+            self.process_details_live(name)
+        )
+    }
+
+    async fn pid_file(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<Option<wit::ProcessDetail>, wit::Error>> {
+        crate::taped!(self, "system.pid_file", (path), self.pid_file_live(path))
+    }
+
+    async fn files(&mut self) -> wasmtime::Result<Result<wit::FileHandles, wit::Error>> {
+        crate::taped!(self, "system.files", (), self.files_live())
     }
 
     async fn port(
@@ -450,6 +545,122 @@ fn certificate_info(path: &str, now: i64) -> Result<wit::CertificateInfo, ReadEr
         subject: cert.subject().to_string(),
         not_after,
         days_left: (not_after - now).div_euclid(86_400),
+    })
+}
+
+/// The pid a pid file holds: its first line, a positive decimal number. At most
+/// [`PID_FILE_MAX`] bytes are read, and only from a regular file (a FIFO would block).
+fn read_pid_file(path: &str) -> Result<u32, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| ReadError::File {
+        path: path.to_string(),
+        source,
+    };
+    let bad = |reason| ReadError::PidFile {
+        path: path.to_string(),
+        reason,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(bad("is not a regular file, so not a pid file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(PID_FILE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > PID_FILE_MAX {
+        return Err(bad("holds more than 4096 bytes, so not a pid file"));
+    }
+    let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let text = std::str::from_utf8(first).unwrap_or("x").trim();
+    if text.is_empty() && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad("is empty: it holds no pid"));
+    }
+    match text.parse::<u32>() {
+        Ok(pid) if pid > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(pid),
+        _ => Err(bad(
+            "does not hold a pid (its first line is not a process id)",
+        )),
+    }
+}
+
+/// Which processes a reading is of.
+enum Which {
+    /// Every process with this exact name.
+    Name(String),
+    /// The one with this pid, if it runs.
+    Pid(u32),
+}
+
+/// The processes `which` names, with CPU use over [`CPU_SAMPLE`] and their open files,
+/// sorted by pid. A zombie or dead process is not running.
+async fn process_details(which: Which) -> Result<Vec<wit::ProcessDetail>, ReadError> {
+    let what = ProcessRefreshKind::nothing().with_cpu().with_memory();
+    let pids: Vec<Pid> = match &which {
+        Which::Pid(pid) => vec![Pid::from_u32(*pid)],
+        Which::Name(_) => Vec::new(),
+    };
+    let refresh = move |sys: &mut System, pids: &[Pid]| {
+        let to_update = if pids.is_empty() {
+            ProcessesToUpdate::All
+        } else {
+            ProcessesToUpdate::Some(pids)
+        };
+        sys.refresh_processes_specifics(to_update, true, what);
+    };
+    let first_pids = pids.clone();
+    let mut sys = blocking(move || {
+        let mut sys = system(RefreshKind::nothing())?;
+        refresh(&mut sys, &first_pids);
+        Ok(sys)
+    })
+    .await?;
+    // CPU use is the difference between two readings.
+    tokio::time::sleep(CPU_SAMPLE).await;
+    blocking(move || {
+        refresh(&mut sys, &pids);
+        let count = |n: Option<usize>| n.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        let detail = |p: &sysinfo::Process| wit::ProcessDetail {
+            pid: p.pid().as_u32(),
+            name: p.name().to_string_lossy().into_owned(),
+            rss: p.memory(),
+            cpu_percent: p.cpu_usage(),
+            uptime_seconds: p.run_time(),
+            open_files: count(p.open_files()),
+            open_files_limit: count(p.open_files_limit()),
+        };
+        let running = |p: &&sysinfo::Process| {
+            !matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead)
+        };
+        let mut found: Vec<wit::ProcessDetail> = match &which {
+            Which::Name(name) => sys
+                .processes_by_exact_name(OsStr::new(name))
+                .filter(running)
+                .map(detail)
+                .collect(),
+            Which::Pid(pid) => sys
+                .process(Pid::from_u32(*pid))
+                .filter(running)
+                .map(detail)
+                .into_iter()
+                .collect(),
+        };
+        found.sort_by_key(|p| p.pid);
+        Ok(found)
+    })
+    .await
+}
+
+/// Open file handles on the whole host.
+fn file_handles() -> Result<wit::FileHandles, ReadError> {
+    let nr = procfs::sys::fs::file_nr().map_err(ReadError::FileHandles)?;
+    Ok(wit::FileHandles {
+        open: nr.allocated.saturating_sub(nr.free),
+        max: nr.max,
     })
 }
 
@@ -525,38 +736,67 @@ impl CapCtx<'_, SystemFacts> {
         ) {
             return Ok(Err(e));
         }
-        let what = ProcessRefreshKind::nothing().with_cpu().with_memory();
-        let first = blocking(move || {
-            let mut sys = system(RefreshKind::nothing())?;
-            sys.refresh_processes_specifics(ProcessesToUpdate::All, true, what);
-            Ok(sys)
-        })
-        .await;
-        let read = match first {
-            Ok(mut sys) => {
-                // CPU use is the difference between two readings.
-                tokio::time::sleep(CPU_SAMPLE).await;
-                let wanted = name.clone();
-                blocking(move || {
-                    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, what);
-                    let mut found: Vec<wit::ProcessInfo> = sys
-                        .processes_by_exact_name(OsStr::new(&wanted))
-                        .map(|p| wit::ProcessInfo {
-                            pid: p.pid().as_u32(),
-                            name: p.name().to_string_lossy().into_owned(),
-                            rss: p.memory(),
-                            cpu_percent: p.cpu_usage(),
-                            uptime_seconds: p.run_time(),
-                        })
-                        .collect();
-                    found.sort_by_key(|p| p.pid);
-                    Ok(found)
-                })
+        let read = process_details(Which::Name(name.clone()))
+            .await
+            .map(|found| {
+                found
+                    .into_iter()
+                    .map(|p| wit::ProcessInfo {
+                        pid: p.pid,
+                        name: p.name,
+                        rss: p.rss,
+                        cpu_percent: p.cpu_percent,
+                        uptime_seconds: p.uptime_seconds,
+                    })
+                    .collect()
+            });
+        Ok(self.answer("processes", &name, read))
+    }
+
+    async fn process_details_live(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<wit::ProcessDetail>, wit::Error>> {
+        if let Err(e) = self.check(
+            "process-details",
+            &name,
+            |g| g.processes.contains(&name),
+            "processes",
+        ) {
+            return Ok(Err(e));
+        }
+        let read = process_details(Which::Name(name.clone())).await;
+        Ok(self.answer("process-details", &name, read))
+    }
+
+    async fn pid_file_live(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<Option<wit::ProcessDetail>, wit::Error>> {
+        if let Err(e) = self.check(
+            "pid-file",
+            &path,
+            |g| g.pid_files.contains(&path),
+            "pid_files",
+        ) {
+            return Ok(Err(e));
+        }
+        let at = path.clone();
+        let read = match blocking(move || read_pid_file(&at)).await {
+            Ok(pid) => process_details(Which::Pid(pid))
                 .await
-            }
+                .map(|found| found.into_iter().next()),
             Err(e) => Err(e),
         };
-        Ok(self.answer("processes", &name, read))
+        Ok(self.answer("pid-file", &path, read))
+    }
+
+    async fn files_live(&mut self) -> wasmtime::Result<Result<wit::FileHandles, wit::Error>> {
+        if let Err(e) = self.check("files", "files", |g| g.files, "files") {
+            return Ok(Err(e));
+        }
+        let read = blocking(file_handles).await;
+        Ok(self.answer("files", "files", read))
     }
 
     async fn port_live(
@@ -802,6 +1042,255 @@ mod tests {
         assert_eq!(
             decisions,
             ["allowed", "allowed", "denied", "allowed", "denied"]
+        );
+    }
+
+    #[test]
+    fn a_relative_pid_file_is_refused_with_the_line_to_paste() {
+        let (_d, dir) = testing::dir();
+        let manifest =
+            "[plugins.p.grants.system]\npid_files = [\"/run/db.pid\", \"run/api.pid\"]\n";
+        let errors = testing::grant::<SystemFacts>(manifest, &dir, &Decl::default())
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            errors.contains(
+                "plugins.p.grants.system.pid_files[1]: `run/api.pid` is not an absolute path"
+            ),
+            "{errors}"
+        );
+        assert!(errors.contains("runcap.toml:2:"), "{errors}");
+        let fixed = format!(
+            "pid_files = [\"/run/db.pid\", \"{}\"]",
+            dir.join("run/api.pid").display()
+        );
+        assert!(errors.contains(&fixed), "{errors}");
+        let pasted = format!("[plugins.p.grants.system]\n{fixed}\n");
+        let g = testing::grant::<SystemFacts>(&pasted, &dir, &Decl::default()).unwrap();
+        assert_eq!(
+            g.pid_files[1],
+            dir.join("run/api.pid").display().to_string()
+        );
+        assert!(
+            g.describe()
+                .contains(&"the process pid file /run/db.pid names, and its open files".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pid_file_names_a_live_process_until_it_is_killed() {
+        let (_d, dir) = testing::dir();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid_file = dir.join("api.pid");
+        std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
+        let [live, empty, junk, missing] = ["api.pid", "empty.pid", "junk.pid", "missing.pid"]
+            .map(|f| dir.join(f).display().to_string());
+        std::fs::write(&empty, "\n").unwrap();
+        std::fs::write(&junk, "api running\n").unwrap();
+        let manifest = format!(
+            "[plugins.p.grants.system]\npid_files = [\"{live}\", \"{empty}\", \"{junk}\", \"{missing}\"]\n"
+        );
+        let g = testing::grant::<SystemFacts>(&manifest, &dir, &Decl::default()).unwrap();
+        let mut action = testing::recorded(
+            testing::prepared::<SystemFacts>(g, &Resources::none()),
+            true,
+            1024,
+        );
+        let mut ctx = action.state.view::<SystemFacts>();
+        let found = wit::Host::pid_file(&mut ctx, live.clone())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the sleep runs");
+        assert_eq!(found.pid, child.id());
+        assert_eq!(found.name, "sleep");
+        assert!(found.rss > 0, "{found:?}");
+        assert!(found.open_files.is_some_and(|n| n >= 1), "{found:?}");
+        assert!(found.open_files_limit.is_some_and(|n| n > 0), "{found:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let gone = wit::Host::pid_file(&mut ctx, live.clone()).await.unwrap();
+        assert!(matches!(gone, Ok(None)), "{gone:?}");
+        for (path, says) in [
+            (&empty, "is empty"),
+            (&junk, "does not hold a pid"),
+            (&missing, "cannot read"),
+        ] {
+            let e = wit::Host::pid_file(&mut ctx, path.clone()).await.unwrap();
+            assert!(
+                matches!(&e, Err(wit::Error::Unavailable(m)) if m.contains(says) && m.contains(path.as_str())),
+                "{e:?}"
+            );
+        }
+        let other = dir.join("other.pid").display().to_string();
+        let denied = wit::Host::pid_file(&mut ctx, other.clone()).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains(&format!("add \"{other}\" to plugins.p.grants.system.pid_files"))),
+            "{denied:?}"
+        );
+        let audit: Vec<(String, String)> =
+            action.audit().into_iter().map(|(_, d, t)| (d, t)).collect();
+        assert_eq!(
+            audit,
+            vec![
+                ("allowed".into(), live.clone()),
+                ("allowed".into(), live),
+                ("allowed".into(), empty),
+                ("allowed".into(), junk),
+                ("allowed".into(), missing),
+                ("denied".into(), other),
+            ]
+        );
+    }
+
+    /// Open descriptors of this process, and its soft open-files limit.
+    fn own_open_files() -> (u32, u32) {
+        let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u32;
+        // SAFETY: getrlimit fills the zeroed struct it is given.
+        let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        (open, limit.rlim_cur as u32)
+    }
+
+    #[tokio::test]
+    async fn the_test_process_own_open_files_and_the_host_file_handles_are_read() {
+        let (_d, dir) = testing::dir();
+        let held: Vec<std::fs::File> = (0..32)
+            .map(|i| std::fs::File::create(dir.join(format!("held-{i}"))).unwrap())
+            .collect();
+        let pid_file = dir.join("self.pid");
+        std::fs::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
+        let pid_file = pid_file.display().to_string();
+        let manifest =
+            format!("[plugins.p.grants.system]\nfiles = true\npid_files = [\"{pid_file}\"]\n");
+        let g = testing::grant::<SystemFacts>(&manifest, &dir, &Decl::default()).unwrap();
+        let mut action = testing::recorded(
+            testing::prepared::<SystemFacts>(g, &Resources::none()),
+            false,
+            1024,
+        );
+        let mut ctx = action.state.view::<SystemFacts>();
+        let (before, limit) = own_open_files();
+        let me = wit::Host::pid_file(&mut ctx, pid_file.clone())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("this process runs");
+        let (after, _) = own_open_files();
+        assert_eq!(me.pid, std::process::id());
+        assert_eq!(me.open_files_limit, Some(limit));
+        // Other tests' threads open and close files meanwhile.
+        let open = me.open_files.unwrap();
+        assert!(open >= held.len() as u32, "{open} < {}", held.len());
+        assert!(
+            open.abs_diff(before.max(after)) < 64,
+            "{open} vs {before}/{after} in /proc/self/fd"
+        );
+        let files = wit::Host::files(&mut ctx).await.unwrap().unwrap();
+        let nr = std::fs::read_to_string("/proc/sys/fs/file-nr").unwrap();
+        let nr: Vec<u64> = nr.split_whitespace().map(|n| n.parse().unwrap()).collect();
+        assert_eq!(files.max, nr[2]);
+        assert!(
+            files.open >= held.len() as u64 && files.open <= files.max,
+            "{files:?}"
+        );
+        assert!(
+            files.open.abs_diff(nr[0] - nr[1]) < 10_000,
+            "{files:?} vs {nr:?}"
+        );
+        drop(held);
+        let decisions: Vec<(String, String)> =
+            action.audit().into_iter().map(|(_, d, t)| (d, t)).collect();
+        assert_eq!(
+            decisions,
+            vec![
+                ("allowed".into(), pid_file),
+                ("allowed".into(), "files".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn process_details_need_the_process_name_and_files_their_own_grant() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let g = grant("[plugins.p.grants.system]\nprocesses = [\"sleep\"]\n").unwrap();
+        let mut action = testing::recorded(
+            testing::prepared::<SystemFacts>(g, &Resources::none()),
+            true,
+            1024,
+        );
+        let mut ctx = action.state.view::<SystemFacts>();
+        let found = wit::Host::process_details(&mut ctx, "sleep".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let ours = found
+            .iter()
+            .find(|p| p.pid == child.id())
+            .expect("our sleep is listed");
+        assert!(
+            ours.open_files.is_some() && ours.open_files_limit.is_some(),
+            "{ours:?}"
+        );
+        let denied = wit::Host::files(&mut ctx).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add files = true to plugins.p.grants.system")),
+            "{denied:?}"
+        );
+        let denied = wit::Host::process_details(&mut ctx, "nginx".into())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add \"nginx\" to plugins.p.grants.system.processes")),
+            "{denied:?}"
+        );
+    }
+
+    #[test]
+    fn a_new_pid_file_or_files_widens() {
+        let old = SystemGrantConfig {
+            pid_files: vec!["/run/a.pid".into()],
+            ..Default::default()
+        };
+        let new = SystemGrantConfig {
+            files: true,
+            pid_files: vec!["/run/b.pid".into()],
+            ..Default::default()
+        };
+        let changes: Vec<(String, ChangeKind, String)> = diff(&old, &new)
+            .into_iter()
+            .map(|c| (c.path.to_string(), c.kind, c.what.clone()))
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                (
+                    "files".to_string(),
+                    ChangeKind::Added,
+                    "may read open file handles on the host".to_string()
+                ),
+                (
+                    "pid_files[0]".to_string(),
+                    ChangeKind::Added,
+                    "may read the process named by pid file `/run/b.pid`".to_string()
+                ),
+                (
+                    "pid_files".to_string(),
+                    ChangeKind::Removed,
+                    "may no longer read the process named by pid file `/run/a.pid`".to_string()
+                ),
+            ]
         );
     }
 }

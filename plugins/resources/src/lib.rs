@@ -7,18 +7,32 @@
 //! load = true
 //! mounts = ["/", "/var"]
 //! processes = ["nginx"]
+//! pid_files = ["/run/api.pid"]
+//! files = true
 //!
 //! [[runbooks.daily.steps]]
 //! uses = "resources"
 //! with = { memory = { warn_above = 85, fail_above = 95 }, disks = { "/" = { fail_above = 90 } }, processes = { nginx = {} } }
+//!
+//! [[runbooks.check-api.steps]]
+//! uses = "resources"
+//! with = { pid_files = { "/run/api.pid" = { max_rss_mib = 2048, max_open_files_percent = 80 } }, open_files = { warn_above = 70, fail_above = 90 } }
 //! ```
 //!
+//! A process checked by pid file must run (a missing or stale pid file fails, naming it);
+//! `max_rss_mib`, `max_open_files` and `max_open_files_percent` (of its own open-files
+//! limit) fail above them, and fail when runcap cannot see the process's open files
+//! (another user's process, unless runcap runs as root). `open_files` judges the host's open
+//! file handles against `fs.file-max`, percent.
+//!
 //! Every value read is returned in `details` (`memory.used_percent`, `disk./.used_percent`,
-//! `processes.nginx.count`, …) and as a metric, so later steps and dashboards can use it.
+//! `processes.nginx.count`, `pid_files./run/api.pid.pid`, `….rss_mib`, `….open_files`,
+//! `….open_files_limit`, `….open_files_percent`, `open_files.used_percent`, `open_files.open`,
+//! `open_files.max`, …) and as a metric, so later steps and dashboards can use it.
 
 use std::collections::BTreeMap;
 
-use runcap_sdk::{ActionError, Context, Outcome, Status};
+use runcap_sdk::{ActionError, Context, Outcome, Status, SystemError};
 
 /// Limits on a percentage (0–100) or a ratio: above `warn_above` warns, above
 /// `fail_above` fails.
@@ -55,6 +69,19 @@ pub struct PortCheck {
 pub struct CertificateCheck {
     pub warn_days: Option<i64>,
     pub fail_days: Option<i64>,
+}
+
+/// What a process named by a pid file must be: running, and within these limits.
+#[derive(Debug, Default, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PidFileCheck {
+    /// Fails when it has more resident memory than this many MiB.
+    pub max_rss_mib: Option<u64>,
+    /// Fails when it has more file descriptors open than this.
+    pub max_open_files: Option<u32>,
+    /// Fails when its open files are more than this share of its open-files limit,
+    /// percent.
+    pub max_open_files_percent: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -98,6 +125,11 @@ pub struct Checks {
     /// Certificate files that must not expire soon, by path.
     #[serde(default)]
     pub certificates: BTreeMap<String, CertificateCheck>,
+    /// Processes that must run, by the absolute path of their pid file.
+    #[serde(default)]
+    pub pid_files: BTreeMap<String, PidFileCheck>,
+    /// Open file handles on the whole host, percent of the maximum.
+    pub open_files: Option<Threshold>,
 }
 
 impl Checks {
@@ -108,7 +140,12 @@ impl Checks {
             .iter()
             .map(|t| ("memory".to_string(), t))
             .chain(self.disks.iter().map(|(m, t)| (format!("disks.{m}"), t)))
-            .chain(self.inodes.iter().map(|(m, t)| (format!("inodes.{m}"), t)));
+            .chain(self.inodes.iter().map(|(m, t)| (format!("inodes.{m}"), t)))
+            .chain(
+                self.open_files
+                    .iter()
+                    .map(|t| ("open_files".to_string(), t)),
+            );
         for (at, t) in percentages {
             for v in [t.warn_above, t.fail_above].into_iter().flatten() {
                 if !(0.0..=100.0).contains(&v) {
@@ -121,7 +158,8 @@ impl Checks {
             .iter()
             .chain(self.load_per_cpu.iter())
             .chain(self.disks.values())
-            .chain(self.inodes.values());
+            .chain(self.inodes.values())
+            .chain(self.open_files.iter());
         for t in all {
             if let (Some(w), Some(f)) = (t.warn_above, t.fail_above)
                 && w > f
@@ -151,7 +189,26 @@ impl Checks {
                 ));
             }
         }
+        for (path, c) in &self.pid_files {
+            if !path.starts_with('/') {
+                return Err(format!("pid_files: `{path}` is not an absolute path"));
+            }
+            if let Some(v) = c.max_open_files_percent
+                && !(0.0..=100.0).contains(&v)
+            {
+                return Err(format!(
+                    "pid_files.{path}: max_open_files_percent {v} is not a percentage (0 to 100)"
+                ));
+            }
+            if c.max_open_files == Some(0) {
+                return Err(format!(
+                    "pid_files.{path}: max_open_files 0 fails every running process"
+                ));
+            }
+        }
         if self.memory.is_none()
+            && self.open_files.is_none()
+            && self.pid_files.is_empty()
             && self.load_per_cpu.is_none()
             && self.disks.is_empty()
             && self.inodes.is_empty()
@@ -160,7 +217,7 @@ impl Checks {
             && self.certificates.is_empty()
         {
             return Err(
-                "nothing to check: name memory, load_per_cpu, disks, inodes, processes, ports or certificates".into(),
+                "nothing to check: name memory, load_per_cpu, disks, inodes, processes, pid_files, open_files, ports or certificates".into(),
             );
         }
         Ok(())
@@ -253,6 +310,13 @@ pub fn run(ctx: &Context, Params(p): Params) -> Result<Outcome, ActionError> {
             }
         }
     }
+    check_pid_files(ctx, &p.pid_files, &mut f)?;
+    if let Some(t) = &p.open_files {
+        let files = ctx.files()?;
+        f.judge("open_files.used_percent", files.used_percent(), t, "%");
+        f.values.push(("open_files.open".into(), files.open as f64));
+        f.values.push(("open_files.max".into(), files.max as f64));
+    }
     check_ports(ctx, &p.ports, &mut f)?;
     check_certificates(ctx, &p.certificates, &mut f)?;
     let summary = if f.problems.is_empty() {
@@ -265,6 +329,79 @@ pub fn run(ctx: &Context, Params(p): Params) -> Result<Outcome, ActionError> {
         out = out.detail(name.clone(), value).metric(name, value);
     }
     Ok(out)
+}
+
+/// Each pid file names a running process within its limits. A pid file the host cannot
+/// read (missing, empty, no pid) fails the check like a stopped process; a denial stops it.
+fn check_pid_files(
+    ctx: &Context,
+    pid_files: &BTreeMap<String, PidFileCheck>,
+    f: &mut Findings,
+) -> Result<(), ActionError> {
+    for (path, check) in pid_files {
+        let p = match ctx.pid_file(path) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                f.fail(format!(
+                    "no process runs with the pid in {path} (the pid file is stale)"
+                ));
+                continue;
+            }
+            Err(SystemError::Unavailable(m)) => {
+                f.fail(format!("no process known for pid file {path}: {m}"));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let at = |what: &str| format!("pid_files.{path}.{what}");
+        f.values.push((at("pid"), f64::from(p.pid)));
+        let rss_mib = p.rss >> 20;
+        f.values.push((at("rss_mib"), rss_mib as f64));
+        if let Some(open) = p.open_files {
+            f.values.push((at("open_files"), f64::from(open)));
+        }
+        if let Some(limit) = p.open_files_limit {
+            f.values.push((at("open_files_limit"), f64::from(limit)));
+        }
+        let percent = p.open_files_percent();
+        if let Some(pc) = percent {
+            f.values.push((at("open_files_percent"), pc));
+        }
+        let who = format!("{} (pid {}, from {path})", p.name, p.pid);
+        if let Some(max) = check.max_rss_mib
+            && rss_mib > max
+        {
+            f.fail(format!(
+                "{who} uses {rss_mib} MiB of memory, above {max} MiB"
+            ));
+        }
+        let unseen = || {
+            format!(
+                "runcap cannot see the open files of {who}: run it as the process's user or as root"
+            )
+        };
+        if let Some(max) = check.max_open_files {
+            match p.open_files {
+                Some(open) if open > max => {
+                    f.fail(format!("{who} has {open} files open, above {max}"))
+                }
+                Some(_) => {}
+                None => f.fail(unseen()),
+            }
+        }
+        if let Some(max) = check.max_open_files_percent {
+            match percent {
+                Some(pc) if pc > max => f.fail(format!(
+                    "{who} has {pc:.1}% of its open-files limit open ({} of {}), above {max}%",
+                    p.open_files.unwrap_or_default(),
+                    p.open_files_limit.unwrap_or_default()
+                )),
+                Some(_) => {}
+                None => f.fail(unseen()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Something listens on each port, and it is the process named when one is.
@@ -326,13 +463,13 @@ fn check_certificates(
     Ok(())
 }
 
-runcap_sdk::plugin!(name: "resources", description: "Checks memory, load, disk and processes against thresholds.", run: run);
+runcap_sdk::plugin!(name: "resources", description: "Checks memory, load, disk, processes and open files against thresholds.", run: run);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use runcap_sdk::testing::MockHost;
-    use runcap_sdk::{DiskUse, Fact, FactValue, Memory, SystemError};
+    use runcap_sdk::{DiskUse, Fact, FactValue, FileHandles, Memory, ProcessDetail};
 
     fn disk(used: u64) -> FactValue {
         FactValue::Disk(DiskUse {
@@ -497,6 +634,184 @@ mod tests {
             (
                 serde_json::json!({"certificates": {"/c.pem": {"warn_days": 3, "fail_days": 7}}}),
                 "warn_days 3 is below fail_days 7",
+            ),
+        ] {
+            let e = serde_json::from_value::<Params>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{e}");
+        }
+    }
+
+    fn api(open_files: Option<u32>, limit: Option<u32>) -> FactValue {
+        FactValue::PidFile(Some(ProcessDetail {
+            pid: 4242,
+            name: "api".into(),
+            rss: 300 << 20,
+            cpu_percent: 1.0,
+            uptime_seconds: 60,
+            open_files,
+            open_files_limit: limit,
+        }))
+    }
+
+    #[test]
+    fn a_process_by_pid_file_is_judged_on_memory_and_open_files() {
+        let host = MockHost::new().answer_system(Ok(api(Some(900), Some(1024))));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"pid_files": {"/run/api.pid": {
+                "max_rss_mib": 512, "max_open_files": 1000, "max_open_files_percent": 80
+            }}})),
+        )
+        .unwrap();
+        assert_eq!(
+            host.system_calls.borrow()[0],
+            Fact::PidFile("/run/api.pid".into())
+        );
+        assert_eq!(out.status, Status::Fail, "{}", out.summary);
+        assert!(
+            out.summary.contains(
+                "api (pid 4242, from /run/api.pid) has 87.9% of its open-files limit open (900 of 1024), above 80%"
+            ),
+            "{}",
+            out.summary
+        );
+        assert_eq!(out.details["pid_files./run/api.pid.pid"], 4242.0);
+        assert_eq!(out.details["pid_files./run/api.pid.rss_mib"], 300.0);
+        assert_eq!(out.details["pid_files./run/api.pid.open_files"], 900.0);
+        assert_eq!(
+            out.details["pid_files./run/api.pid.open_files_limit"],
+            1024.0
+        );
+
+        let host = MockHost::new().answer_system(Ok(api(Some(1001), Some(4096))));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"pid_files": {"/run/api.pid": {"max_open_files": 1000, "max_rss_mib": 200}}})),
+        )
+        .unwrap();
+        assert!(
+            out.summary.contains("has 1001 files open, above 1000"),
+            "{}",
+            out.summary
+        );
+        assert!(
+            out.summary
+                .contains("uses 300 MiB of memory, above 200 MiB"),
+            "{}",
+            out.summary
+        );
+
+        let host = MockHost::new().answer_system(Ok(api(Some(10), Some(1024))));
+        let out = run(
+            &host.context(),
+            params(
+                serde_json::json!({"pid_files": {"/run/api.pid": {"max_open_files_percent": 80}}}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(out.status, Status::Ok, "{}", out.summary);
+
+        // A limit on open files runcap cannot see fails rather than passing unchecked.
+        let host = MockHost::new().answer_system(Ok(api(None, None)));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"pid_files": {"/run/api.pid": {"max_open_files": 100}}})),
+        )
+        .unwrap();
+        assert_eq!(out.status, Status::Fail);
+        assert!(
+            out.summary.contains("cannot see the open files"),
+            "{}",
+            out.summary
+        );
+        assert!(
+            !out.details
+                .contains_key("pid_files./run/api.pid.open_files")
+        );
+    }
+
+    #[test]
+    fn a_stale_or_missing_pid_file_fails_naming_it_and_a_denial_stops() {
+        let host = MockHost::new()
+            .answer_system(Ok(FactValue::PidFile(None)))
+            .answer_system(Err(SystemError::Unavailable(
+                "cannot read /run/db.pid: No such file or directory (os error 2)".into(),
+            )));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"pid_files": {"/run/api.pid": {}, "/run/db.pid": {}}})),
+        )
+        .unwrap();
+        assert_eq!(out.status, Status::Fail);
+        assert!(
+            out.summary
+                .contains("no process runs with the pid in /run/api.pid"),
+            "{}",
+            out.summary
+        );
+        assert!(
+            out.summary
+                .contains("no process known for pid file /run/db.pid: cannot read"),
+            "{}",
+            out.summary
+        );
+        let host = MockHost::new().answer_system(Err(SystemError::Denied(
+            "add \"/run/api.pid\" to plugins.resources.grants.system.pid_files".into(),
+        )));
+        let err = run(
+            &host.context(),
+            params(serde_json::json!({"pid_files": {"/run/api.pid": {}}})),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ActionError::Denied(m) if m.contains("pid_files")));
+    }
+
+    #[test]
+    fn host_open_files_above_the_threshold_warn_or_fail() {
+        let files = |open| FactValue::Files(FileHandles { open, max: 1000 });
+        for (open, status) in [(500, Status::Ok), (800, Status::Warn), (950, Status::Fail)] {
+            let host = MockHost::new().answer_system(Ok(files(open)));
+            let out = run(
+                &host.context(),
+                params(serde_json::json!({"open_files": {"warn_above": 70, "fail_above": 90}})),
+            )
+            .unwrap();
+            assert_eq!(out.status, status, "{}", out.summary);
+            assert_eq!(host.system_calls.borrow()[0], Fact::Files);
+            assert_eq!(out.details["open_files.used_percent"], open as f64 / 10.0);
+            assert_eq!(out.details["open_files.open"], open as f64);
+            assert_eq!(out.details["open_files.max"], 1000.0);
+        }
+    }
+
+    #[test]
+    fn senseless_pid_file_and_open_files_params_are_refused() {
+        for (json, expected) in [
+            (
+                serde_json::json!({"pid_files": {"run/api.pid": {}}}),
+                "pid_files: `run/api.pid` is not an absolute path",
+            ),
+            (
+                serde_json::json!({"pid_files": {"/run/api.pid": {"max_open_files_percent": 150}}}),
+                "max_open_files_percent 150 is not a percentage",
+            ),
+            (
+                serde_json::json!({"pid_files": {"/run/api.pid": {"max_open_files": 0}}}),
+                "max_open_files 0",
+            ),
+            (
+                serde_json::json!({"pid_files": {"/run/api.pid": {"min": 1}}}),
+                "unknown field `min`",
+            ),
+            (
+                serde_json::json!({"open_files": {"fail_above": 101}}),
+                "open_files: 101 is not a percentage",
+            ),
+            (
+                serde_json::json!({"open_files": {"warn_above": 95, "fail_above": 90}}),
+                "warn_above 95 is above fail_above 90",
             ),
         ] {
             let e = serde_json::from_value::<Params>(json)
