@@ -132,6 +132,9 @@ impl CompileCache {
                         tracing::warn!(path = %path.display(), "discarding unusable cache entry: {e}");
                     }
                 },
+                Err(EntryProblem::OlderFormat) => {
+                    tracing::debug!(path = %path.display(), "recompiling: the cache entry {}", EntryProblem::OlderFormat);
+                }
                 Err(why) => {
                     tracing::warn!(path = %path.display(), "recompiling: the cache entry {why}");
                 }
@@ -173,6 +176,9 @@ pub enum CacheError<E> {
 enum EntryProblem {
     #[error("has no runcap header")]
     NoHeader,
+    /// Written by a runcap whose cache format was older: expected after an upgrade.
+    #[error("was written by an earlier runcap")]
+    OlderFormat,
     #[error("was compiled from another component")]
     OtherComponent,
     #[error("does not match its recorded digest")]
@@ -197,6 +203,9 @@ fn verified_entry(artifact: &Path, sha256: &str) -> Result<(), EntryProblem> {
 
 /// Whether `header` names `sha256` as the component and `digest` as the artifact's.
 fn check_header(header: &[u8], sha256: &str, digest: &[u8]) -> Result<(), EntryProblem> {
+    if header.len() >= 8 && header[..6] == MAGIC[..6] && header[..8] != MAGIC[..] {
+        return Err(EntryProblem::OlderFormat);
+    }
     if header.len() != HEADER_LEN || &header[..8] != MAGIC {
         return Err(EntryProblem::NoHeader);
     }
@@ -319,6 +328,23 @@ mod tests {
         assert_eq!(verified_entry(&artifact, &sha), Err(EntryProblem::Altered));
         std::fs::write(&artifact, b"artifac").unwrap();
         assert_eq!(verified_entry(&artifact, &sha), Err(EntryProblem::Altered));
+    }
+
+    #[test]
+    fn an_entry_of_an_earlier_format_is_recompiled_quietly_and_junk_is_not() {
+        let sha = hex::encode(Sha256::digest(b"component"));
+        let mut older = header(&sha, b"artifact");
+        older[6] = b'2'; // "rcapc\0" then the version
+        assert!(matches!(
+            check_header(&older, &sha, blake3::hash(b"artifact").as_bytes()),
+            Err(EntryProblem::OlderFormat)
+        ));
+        assert!(matches!(
+            check_header(b"not a header at all", &sha, &[0; 32]),
+            Err(EntryProblem::NoHeader)
+        ));
+        let current = header(&sha, b"artifact");
+        assert!(check_header(&current, &sha, blake3::hash(b"artifact").as_bytes()).is_ok());
     }
 
     #[test]
