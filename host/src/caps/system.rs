@@ -835,6 +835,15 @@ mod tests {
     use super::*;
     use crate::caps::testing::{self, Decl};
 
+    /// An action of a plugin granted `g`, recording its calls.
+    fn recording(g: Arc<SystemGrant>, dry_run: bool) -> testing::Action {
+        testing::recorded(
+            testing::prepared::<SystemFacts>(g, &Resources::none()),
+            dry_run,
+            1024,
+        )
+    }
+
     fn grant(toml: &str) -> Result<Arc<SystemGrant>, String> {
         let (_d, dir) = testing::dir();
         testing::grant::<SystemFacts>(toml, &dir, &Decl::default()).map_err(|e| e.join("\n"))
@@ -864,11 +873,7 @@ mod tests {
             "[plugins.p.grants.system]\nmemory = true\nmounts = [\"/\"]\nprocesses = [\"no-such-process-name\"]\n",
         )
         .unwrap();
-        let mut action = testing::recorded(
-            testing::prepared::<SystemFacts>(g, &Resources::none()),
-            true,
-            1024,
-        );
+        let mut action = recording(g, true);
         let mut ctx = action.state.view::<SystemFacts>();
         let memory = wit::Host::memory(&mut ctx).await.unwrap().unwrap();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -926,11 +931,7 @@ mod tests {
             .spawn()
             .unwrap();
         let g = grant("[plugins.p.grants.system]\nprocesses = [\"sleep\"]\n").unwrap();
-        let mut action = testing::recorded(
-            testing::prepared::<SystemFacts>(g, &Resources::none()),
-            false,
-            1024,
-        );
+        let mut action = recording(g, false);
         let mut ctx = action.state.view::<SystemFacts>();
         let found = wit::Host::processes(&mut ctx, "sleep".into())
             .await
@@ -1094,11 +1095,7 @@ mod tests {
             "[plugins.p.grants.system]\npid_files = [\"{live}\", \"{empty}\", \"{junk}\", \"{missing}\"]\n"
         );
         let g = testing::grant::<SystemFacts>(&manifest, &dir, &Decl::default()).unwrap();
-        let mut action = testing::recorded(
-            testing::prepared::<SystemFacts>(g, &Resources::none()),
-            true,
-            1024,
-        );
+        let mut action = recording(g, true);
         let mut ctx = action.state.view::<SystemFacts>();
         let found = wit::Host::pid_file(&mut ctx, live.clone())
             .await
@@ -1170,11 +1167,7 @@ mod tests {
         let manifest =
             format!("[plugins.p.grants.system]\nfiles = true\npid_files = [\"{pid_file}\"]\n");
         let g = testing::grant::<SystemFacts>(&manifest, &dir, &Decl::default()).unwrap();
-        let mut action = testing::recorded(
-            testing::prepared::<SystemFacts>(g, &Resources::none()),
-            false,
-            1024,
-        );
+        let mut action = recording(g, false);
         let mut ctx = action.state.view::<SystemFacts>();
         let (before, limit) = own_open_files();
         let me = wit::Host::pid_file(&mut ctx, pid_file.clone())
@@ -1223,11 +1216,7 @@ mod tests {
             .spawn()
             .unwrap();
         let g = grant("[plugins.p.grants.system]\nprocesses = [\"sleep\"]\n").unwrap();
-        let mut action = testing::recorded(
-            testing::prepared::<SystemFacts>(g, &Resources::none()),
-            true,
-            1024,
-        );
+        let mut action = recording(g, true);
         let mut ctx = action.state.view::<SystemFacts>();
         let found = wit::Host::process_details(&mut ctx, "sleep".into())
             .await
