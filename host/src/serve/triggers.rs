@@ -319,6 +319,111 @@ fn run_params(s: &Server, t: &Trigger, context: &Value) -> Result<Vec<String>, S
     Ok(vars)
 }
 
+/// What became of one alert a trigger received.
+enum Taken {
+    Resolved,
+    Unmatched,
+    /// The runbook's parameters refuse it: the fingerprint and why.
+    Rejected(Value),
+    Deduplicated,
+    /// The flap guard holds its runbook, under this incident.
+    Held(i64),
+    Started(String),
+}
+
+/// The answer to a trigger's caller: what became of its alerts, counted.
+#[derive(Default)]
+struct Tally {
+    started: Vec<String>,
+    deduplicated: u32,
+    resolved: u32,
+    unmatched: u32,
+    held: u32,
+    incident: Option<i64>,
+    rejected: Vec<Value>,
+}
+
+impl Tally {
+    fn add(&mut self, taken: Taken) {
+        match taken {
+            Taken::Resolved => self.resolved += 1,
+            Taken::Unmatched => self.unmatched += 1,
+            Taken::Rejected(why) => self.rejected.push(why),
+            Taken::Deduplicated => self.deduplicated += 1,
+            Taken::Held(id) => {
+                self.held += 1;
+                self.incident = Some(id);
+            }
+            Taken::Started(id) => self.started.push(id),
+        }
+    }
+}
+
+/// Handles one alert for trigger `name`: filters it, fills the runbook's parameters,
+/// deduplicates, applies the flap guard and starts the run. An error ends the whole
+/// request with that status.
+fn take_alert(
+    s: &Arc<Server>,
+    name: &str,
+    t: &Trigger,
+    alert: Alert,
+) -> Result<Taken, (StatusCode, String)> {
+    if alert.status == "resolved" {
+        return Ok(Taken::Resolved);
+    }
+    if !t.labels.iter().all(|(k, v)| alert.labels.get(k) == Some(v)) {
+        return Ok(Taken::Unmatched);
+    }
+    let context = json!({
+        "name": name,
+        "status": alert.status,
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "fingerprint": alert.fingerprint,
+    });
+    // An alert the runbook's parameters refuse starts nothing and is not remembered, so
+    // the same alert, corrected, is not taken for a duplicate.
+    let vars = match run_params(s, t, &context) {
+        Ok(vars) => vars,
+        Err(reason) => {
+            return Ok(Taken::Rejected(
+                json!({ "fingerprint": alert.fingerprint, "reason": reason }),
+            ));
+        }
+    };
+    {
+        let mut seen = s.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.alerts.retain(|_, at| at.elapsed() < t.dedupe);
+        let key = (name.to_string(), alert.fingerprint.clone());
+        if seen.alerts.contains_key(&key) {
+            return Ok(Taken::Deduplicated);
+        }
+        seen.alerts.insert(key, Instant::now());
+    }
+    match flap_guard(s, t, &context) {
+        Ok(None) => {}
+        Ok(Some(id)) => return Ok(Taken::Held(id)),
+        Err(e) => {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")));
+        }
+    }
+    let run = RunRequest {
+        runbook: &t.runbook,
+        dry_run: false,
+        vars: &vars,
+        origin: Origin::Trigger,
+        skip_if_running: false,
+        trigger: Some(context),
+        run_id: None,
+        notify: None,
+    };
+    match s.start_run(run) {
+        Ok(Some(id)) => Ok(Taken::Started(id)),
+        Ok(None) => Ok(Taken::Deduplicated),
+        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
 /// `POST /api/v1/triggers/NAME`.
 pub async fn receive(
     State(s): State<Arc<Server>>,
@@ -342,68 +447,22 @@ pub async fn receive(
         Ok(a) => a,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason.to_string()),
     };
-    let (mut started, mut deduplicated, mut resolved, mut unmatched) = (Vec::new(), 0, 0, 0);
-    let (mut held, mut incident, mut rejected) = (0, None, Vec::new());
+    let mut tally = Tally::default();
     for alert in alerts {
-        if alert.status == "resolved" {
-            resolved += 1;
-            continue;
-        }
-        if !t.labels.iter().all(|(k, v)| alert.labels.get(k) == Some(v)) {
-            unmatched += 1;
-            continue;
-        }
-        let context = json!({
-            "name": name,
-            "status": alert.status,
-            "labels": alert.labels,
-            "annotations": alert.annotations,
-            "fingerprint": alert.fingerprint,
-        });
-        // An alert the runbook's parameters refuse starts nothing and is not remembered,
-        // so the same alert, corrected, is not taken for a duplicate.
-        let vars = match run_params(&s, t, &context) {
-            Ok(vars) => vars,
-            Err(reason) => {
-                rejected.push(json!({ "fingerprint": alert.fingerprint, "reason": reason }));
-                continue;
-            }
-        };
-        {
-            let mut seen = s.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.alerts.retain(|_, at| at.elapsed() < t.dedupe);
-            let key = (name.clone(), alert.fingerprint.clone());
-            if seen.alerts.contains_key(&key) {
-                deduplicated += 1;
-                continue;
-            }
-            seen.alerts.insert(key, Instant::now());
-        }
-        match flap_guard(&s, t, &context) {
-            Ok(None) => {}
-            Ok(Some(id)) => {
-                held += 1;
-                incident = Some(id);
-                continue;
-            }
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
-        }
-        let run = RunRequest {
-            runbook: &t.runbook,
-            dry_run: false,
-            vars: &vars,
-            origin: Origin::Trigger,
-            skip_if_running: false,
-            trigger: Some(context),
-            run_id: None,
-            notify: None,
-        };
-        match s.start_run(run) {
-            Ok(Some(id)) => started.push(id),
-            Ok(None) => deduplicated += 1,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        match take_alert(&s, &name, t, alert) {
+            Ok(taken) => tally.add(taken),
+            Err((status, reason)) => return error(status, reason),
         }
     }
+    let Tally {
+        started,
+        deduplicated,
+        resolved,
+        unmatched,
+        held,
+        incident,
+        rejected,
+    } = tally;
     let summary = json!({
         "started": started,
         "deduplicated": deduplicated,
@@ -417,7 +476,8 @@ pub async fn receive(
         tracing::error!("could not audit a trigger: {e}");
     }
     // Only refused alerts: the sender's payload cannot start anything as it is.
-    let status = if started.is_empty() && !summary["rejected"].as_array().is_none_or(Vec::is_empty)
+    let status = if summary["started"].as_array().is_none_or(Vec::is_empty)
+        && !summary["rejected"].as_array().is_none_or(Vec::is_empty)
     {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
