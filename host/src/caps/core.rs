@@ -273,7 +273,24 @@ pub struct ActionInfo {
 }
 
 /// Receives capability calls as they happen, so they are durable before the action ends.
-pub type CallSink = Arc<dyn Fn(&CallRecord) + Send + Sync>;
+pub type CallSink = Arc<dyn CallLog>;
+
+/// Where an action's capability calls go (the run's store), and the promise it keeps
+/// about them: everything recorded before a change is durable before the change is made.
+pub trait CallLog: Send + Sync {
+    /// Keeps one call's record.
+    fn record(&self, call: &CallRecord);
+
+    /// Makes every record kept so far durable; a capability calls it just before it
+    /// changes something (sends a mutating request, restarts a service, runs a command).
+    fn before_change(&self) {}
+}
+
+impl<F: Fn(&CallRecord) + Send + Sync> CallLog for F {
+    fn record(&self, call: &CallRecord) {
+        self(call)
+    }
+}
 
 /// What every capability call of one action shares: who is calling, for which run,
 /// until when, and where calls are recorded (redacted first).
@@ -311,9 +328,16 @@ impl ActionCore {
             "capability call"
         );
         if let Some(sink) = &self.sink {
-            sink(&call);
+            sink.record(&call);
         }
         self.calls.push(call);
+    }
+
+    /// Called just before a call changes something: see [`CallLog::before_change`].
+    pub fn before_change(&self) {
+        if let Some(sink) = &self.sink {
+            sink.before_change();
+        }
     }
 
     /// Time left before the action's deadline.

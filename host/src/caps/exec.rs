@@ -1230,6 +1230,9 @@ impl CapCtx<'_, Exec> {
             Err(e) => return Ok(Err(self.failed(&target, e))),
         };
         let limit = cmd.timeout.min(self.core.remaining());
+        if !cmd.read_only {
+            self.core.before_change();
+        }
         let ended = match run_command(&cmd, &argv, env, limit).await {
             Ok(ended) => ended,
             Err(e) => return Ok(Err(self.failed(&target, e))),
@@ -1243,7 +1246,12 @@ impl CapCtx<'_, Exec> {
             (None, Some(sig)) => format!("killed by signal {sig} after {} ms", result.duration_ms),
             (None, None) => "ended".to_string(),
         };
-        self.record(CallRecord::allowed(Exec::NAME, "run", &target).with_result(summary));
+        let record = CallRecord::allowed(Exec::NAME, "run", &target).with_result(summary);
+        self.record(if cmd.read_only {
+            record.read_only()
+        } else {
+            record
+        });
         Ok(Ok(result))
     }
 

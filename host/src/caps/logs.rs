@@ -642,6 +642,7 @@ impl CapCtx<'_, Logs> {
                     let message = format!("`{p}` is not a regular expression: {e}");
                     self.record(
                         CallRecord::allowed(Logs::NAME, "read", &source)
+                            .read_only()
                             .with_result(format!("invalid: {message}")),
                     );
                     return Ok(Err(wit::Error::Invalid(message)));
@@ -667,7 +668,7 @@ impl CapCtx<'_, Logs> {
             Ok(Err(e)) => Err(ReadError::from(e)),
             Err(_) => Err(ReadError::Deadline),
         };
-        let record = CallRecord::allowed(Logs::NAME, "read", &source);
+        let record = CallRecord::allowed(Logs::NAME, "read", &source).read_only();
         Ok(match read {
             Ok(lines) => {
                 self.record(record.with_result(format!(

@@ -38,9 +38,9 @@ use crate::bindings::runcap::plugin as wit;
 use crate::manifest::{KeyPath, Validator};
 use compare::{Change, ChangeKind};
 pub use core::{
-    ActionCore, ActionInfo, ActionSetup, CallRecord, CallSink, Capability, Decision, Declared,
-    Entry, Granted, HostState, MemoryLimiter, PrepareError, Prepared, Resources, UnreadableGrant,
-    ValidGrants, now_ms,
+    ActionCore, ActionInfo, ActionSetup, CallLog, CallRecord, CallSink, Capability, Decision,
+    Declared, Entry, Granted, HostState, MemoryLimiter, PrepareError, Prepared, Resources,
+    UnreadableGrant, ValidGrants, now_ms,
 };
 
 /// Every capability the host provides, in the order reports list them. Adding a

@@ -360,6 +360,7 @@ impl CapCtx<'_, Notify> {
         }
         let body = payload(target.format, &message, &self.core.action);
         let timeout = self.core.remaining().min(Duration::from_secs(10));
+        self.core.before_change();
         let sent = notifier
             .client
             .post(target.url.clone())

@@ -284,19 +284,21 @@ impl CapCtx<'_, Services> {
             );
             return Ok(Ok(to_wit(status)));
         }
+        let changes = verb != Verb::Status;
+        if changes {
+            self.core.before_change();
+        }
+        let allowed = || {
+            let record = CallRecord::allowed(Services::NAME, op, &service);
+            if changes { record } else { record.read_only() }
+        };
         match access.manager.control(&service, verb).await {
             Ok(status) => {
-                self.record(
-                    CallRecord::allowed(Services::NAME, op, &service)
-                        .with_result(format!("{}: {}", status.state, status.detail)),
-                );
+                self.record(allowed().with_result(format!("{}: {}", status.state, status.detail)));
                 Ok(Ok(to_wit(status)))
             }
             Err(e) => {
-                self.record(
-                    CallRecord::allowed(Services::NAME, op, &service)
-                        .with_result(format!("failed: {e}")),
-                );
+                self.record(allowed().with_result(format!("failed: {e}")));
                 Ok(Err(wit::Error::Failed(e.to_string())))
             }
         }

@@ -414,7 +414,7 @@ impl CapCtx<'_, SystemFacts> {
         target: &str,
         read: Result<T, ReadError>,
     ) -> Result<T, wit::Error> {
-        let record = CallRecord::allowed(SystemFacts::NAME, operation, target);
+        let record = CallRecord::allowed(SystemFacts::NAME, operation, target).read_only();
         match read {
             Ok(v) => {
                 self.record(record);

@@ -116,6 +116,11 @@ pub(crate) async fn run_runbook(
         }
     })
     .await;
+    // A run that only read keeps its last records in memory for a moment; the command
+    // says it is done only once they are committed.
+    if let Some(store) = &options.store {
+        store.sync();
+    }
     if json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),

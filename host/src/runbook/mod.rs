@@ -320,6 +320,9 @@ fn record_start<P: FnMut(Progress<'_>)>(
         );
     }
     if let Some(recorded) = &run.options.recorded {
+        if let Some(store) = run.store() {
+            store.sync();
+        }
         recorded.notify_one();
     }
 }

@@ -53,6 +53,29 @@ pub(super) struct Run<'a, P: FnMut(Progress<'_>)> {
     pub rollbacks: Vec<PendingRollback>,
 }
 
+/// The store, seen from one step's capability calls.
+struct StepCalls {
+    store: Arc<crate::store::Store>,
+    run_id: String,
+    seq: i64,
+    plugin: String,
+}
+
+impl crate::caps::CallLog for StepCalls {
+    fn record(&self, call: &CallRecord) {
+        let recorded = self
+            .store
+            .record_call(&self.run_id, Some(self.seq), &self.plugin, call);
+        if let Err(e) = recorded {
+            tracing::error!(run = %self.run_id, "could not record a capability call: {e}");
+        }
+    }
+
+    fn before_change(&self) {
+        self.store.sync();
+    }
+}
+
 impl<P: FnMut(Progress<'_>)> Run<'_, P> {
     /// Whether the run was asked to stop at least to `level`.
     pub fn stopping(&self, level: StopLevel) -> bool {
@@ -77,13 +100,11 @@ impl<P: FnMut(Progress<'_>)> Run<'_, P> {
     }
 
     fn sink(&self, seq: i64, plugin: &str) -> Option<CallSink> {
-        let store = self.options.store.clone()?;
-        let run_id = self.run_id.clone();
-        let plugin = plugin.to_string();
-        Some(Arc::new(move |call: &CallRecord| {
-            if let Err(e) = store.record_call(&run_id, Some(seq), &plugin, call) {
-                tracing::error!(run = %run_id, "could not record a capability call: {e}");
-            }
+        Some(Arc::new(StepCalls {
+            store: self.options.store.clone()?,
+            run_id: self.run_id.clone(),
+            seq,
+            plugin: plugin.to_string(),
         }))
     }
 

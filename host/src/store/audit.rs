@@ -15,7 +15,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -51,7 +51,7 @@ pub fn row_hash(
 
 /// Appends one row inside `tx`; returns its sequence number.
 pub fn append(
-    tx: &Transaction,
+    tx: &Connection,
     at: i64,
     kind: &str,
     run_id: &str,

@@ -2,7 +2,7 @@
 //! undoes it before it is applied, so it can be reverted whatever happens to the runcap
 //! that applied it.
 
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
 use super::records::{FaultRow, FaultState, OpenFault, now_ms};
 use super::{Store, StoreError};
@@ -115,7 +115,9 @@ impl Store {
         filter: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<OpenFault>, StoreError> {
-        self.with(|c: &mut Connection| {
+        // Fault rows are committed before their fault is applied; no run record waiting
+        // for a commit changes this answer.
+        self.read(|c| {
             let sql = format!(
                 "SELECT {COLUMNS}, revert, pid, pid_start FROM faults WHERE {OPEN} AND {filter} ORDER BY injected_at, rowid"
             );

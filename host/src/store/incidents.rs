@@ -156,25 +156,29 @@ impl Store {
         runbook: &str,
         run_id: &str,
     ) -> Result<Option<IncidentUpdate>, StoreError> {
-        self.with(|conn| {
-            let tx = conn.transaction()?;
-            let open: Option<(i64, Severity, u32, String)> = tx
-                .query_row(
-                    "SELECT id, severity, failures, failed_step FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1",
-                    params![environment, runbook],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let Some((id, severity, failures, failed_step)) = open else {
-                return Ok(None);
-            };
+        // Most passing runs have no incident to close: asking does not commit the run
+        // records still waiting (the lock is held from the question to the answer).
+        let mut db = self.db();
+        let open: Option<(i64, Severity, u32, String)> = db
+            .conn
+            .prepare_cached("SELECT id, severity, failures, failed_step FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1")
+            .and_then(|mut q| {
+                q.query_row(params![environment, runbook], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
+            })
+            .map_err(self.err())?;
+        let Some((id, severity, failures, failed_step)) = open else {
+            return Ok(None);
+        };
+        db.commit_with(self.path(), |tx| {
             let now = now_ms() as i64;
             tx.prepare_cached("UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1")?.execute(params![id, now],
             )?;
-            event(&tx, id, now, "resolved", run_id, "the runbook passed again")?;
+            event(tx, id, now, "resolved", run_id, "the runbook passed again")?;
             let payload = serde_json::json!({"incident": id});
-            audit::append(&tx, now, "incident.resolved", run_id, runbook, &payload.to_string())?;
-            tx.commit()?;
+            audit::append(tx, now, "incident.resolved", run_id, runbook, &payload.to_string())?;
             Ok(Some(IncidentUpdate {
                 id,
                 runbook: runbook.to_string(),
@@ -186,6 +190,7 @@ impl Store {
                 tiers_now: Vec::new(),
             }))
         })
+        .map_err(self.err())
     }
 
     /// The incidents of `environment` that are open and not acknowledged.
@@ -425,7 +430,7 @@ impl Store {
 }
 
 fn event(
-    tx: &rusqlite::Transaction,
+    tx: &rusqlite::Connection,
     id: i64,
     at: i64,
     kind: &str,

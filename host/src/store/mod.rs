@@ -2,10 +2,19 @@
 //! place runcap writes state: runs, steps, plugin logs and output, capability calls,
 //! pending rollbacks, incidents, and the audit chain.
 //!
-//! Every write is its own transaction, committed before the work it describes goes on,
-//! so a `kill -9` loses at most the step that was running. WAL with
-//! `synchronous = NORMAL` survives a crash of the process; a power cut may lose the
-//! last transactions, never corrupt the file.
+//! A run's records are committed where losing them would lose the trace of a change:
+//! just before a capability changes something (everything recorded so far, see
+//! [`crate::caps::CallLog::before_change`]), right after it (the call's record), and at
+//! the end of a run that changed something. The rest (a run's start, a step's start and
+//! result, the records of calls that only read, the end of a run that only read) waits
+//! in memory for the next commit, at most [`DEFER_AT_MOST`], when a thread commits it.
+//! So a `kill -9` loses at most the last fifth of a second of reads, never the record of
+//! a change, nor the start of a run or step that went on to change something; and a
+//! server running a hundred probes a second commits a few times a second, not five
+//! hundred. Every other write (faults, incidents, rollbacks) is its own transaction,
+//! with whatever waited before it, and every read through the store sees what waits.
+//! WAL with `synchronous = NORMAL` survives a crash of the process; a power cut may
+//! lose the last transactions, never corrupt the file.
 
 pub mod audit;
 mod faults;
@@ -18,6 +27,7 @@ pub mod seal;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -53,11 +63,141 @@ pub enum StoreError {
 /// Makes every string the store writes safe to keep (see [`crate::redaction`]).
 pub type Scrubber = Arc<runcap_redact::Redactor>;
 
+/// How long a record may wait in memory for the next commit.
+pub const DEFER_AT_MOST: Duration = Duration::from_millis(200);
+
 /// A handle on the state store. Cheap to share; writes are serialized.
 pub struct Store {
-    conn: Mutex<Connection>,
+    shared: Arc<Shared>,
+    /// Commits records that waited [`DEFER_AT_MOST`]; started with the first one.
+    flusher: std::sync::OnceLock<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
     scrub: Mutex<Option<Scrubber>>,
+}
+
+/// The connection, and a signal for the thread that commits what waited too long.
+struct Shared {
+    db: Mutex<Db>,
+    wake: std::sync::Condvar,
+}
+
+impl Shared {
+    fn db(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The flusher's loop: sleeps until a write waits, then until it is due, commits.
+    fn flush_when_due(&self, path: &Path) {
+        let mut db = self.db();
+        while !db.closing {
+            let Some(oldest) = db.oldest else {
+                db = self.wake.wait(db).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let left = (oldest + DEFER_AT_MOST).saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                db.flush(path);
+            } else {
+                db = match self.wake.wait_timeout(db, left) {
+                    Ok((db, _)) => db,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+        }
+    }
+}
+
+/// The connection and the writes waiting for its next commit.
+struct Db {
+    conn: Connection,
+    deferred: Vec<Deferred>,
+    /// When the oldest waiting write was made.
+    oldest: Option<Instant>,
+    /// Runs that changed something: their end is committed at once, so recovery never
+    /// takes a finished run for an interrupted one and runs its rollbacks.
+    changed: std::collections::HashSet<String>,
+    /// The store is being dropped: the flusher stops.
+    closing: bool,
+}
+
+/// The statements of one deferred write.
+type Write = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+
+/// A write that may wait for the next commit.
+struct Deferred {
+    /// What it records, for the error if it cannot be written.
+    what: &'static str,
+    write: Write,
+}
+
+impl Db {
+    /// Writes what waits into `tx`, in the order it came. One that fails is logged and
+    /// the others go on: SQLite undoes only the failed statement.
+    fn write_deferred(deferred: &mut Vec<Deferred>, tx: &Connection, path: &Path) {
+        for d in deferred.drain(..) {
+            if let Err(e) = (d.write)(tx) {
+                tracing::error!("could not record {}: {}", d.what, sql(path)(e));
+            }
+        }
+    }
+
+    /// Commits what waits, if anything does.
+    fn flush(&mut self, path: &Path) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        self.oldest = None;
+        let committed = self.conn.transaction().and_then(|tx| {
+            Db::write_deferred(&mut self.deferred, &tx, path);
+            tx.commit()
+        });
+        if let Err(e) = committed {
+            tracing::error!("could not record a run's progress: {}", sql(path)(e));
+        }
+    }
+
+    /// Commits what waits and then `write`, in one transaction. `write` is all or
+    /// nothing on its own: when it fails, what waited is committed all the same.
+    fn commit_with<T>(
+        &mut self,
+        path: &Path,
+        write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.oldest = None;
+        let mut tx = self.conn.transaction()?;
+        if self.deferred.is_empty() {
+            let value = write(&tx)?;
+            tx.commit()?;
+            return Ok(value);
+        }
+        Db::write_deferred(&mut self.deferred, &tx, path);
+        let sp = tx.savepoint()?;
+        let written = write(&sp);
+        if written.is_ok() {
+            sp.commit()?;
+        } else {
+            drop(sp);
+        }
+        tx.commit()?;
+        written
+    }
+}
+
+/// A guard on the connection with nothing left waiting, for reads and for writes that
+/// commit on their own.
+struct Conn<'a>(MutexGuard<'a, Db>);
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0.conn
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0.conn
+    }
 }
 
 /// A run as it starts.
@@ -234,6 +374,15 @@ impl Store {
             true,
         )
         .map_err(&err)?;
+        // The bundled SQLite re-prepares a cached statement whenever a value bound in its
+        // WHERE clause changes, in case the value changes the best plan (it cannot here:
+        // the store keeps no statistics). With the planner's stability guarantee, a
+        // cached statement is prepared once per connection, as the cache intends.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(&err)?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(&err)?;
@@ -242,7 +391,17 @@ impl Store {
         migrate(&mut conn, &path)?;
         drop(err);
         Ok(Store {
-            conn: Mutex::new(conn),
+            shared: Arc::new(Shared {
+                db: Mutex::new(Db {
+                    conn,
+                    deferred: Vec::new(),
+                    oldest: None,
+                    changed: Default::default(),
+                    closing: false,
+                }),
+                wake: std::sync::Condvar::new(),
+            }),
+            flusher: std::sync::OnceLock::new(),
             path,
             scrub: Mutex::new(None),
         })
@@ -281,8 +440,71 @@ impl Store {
         }
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn db(&self) -> MutexGuard<'_, Db> {
+        self.shared.db()
+    }
+
+    /// The connection, once what waited is committed, so reads see every record.
+    fn conn(&self) -> Conn<'_> {
+        let mut db = self.db();
+        db.flush(&self.path);
+        Conn(db)
+    }
+
+    /// Commits `write` now, with whatever waited before it.
+    fn commit<T>(
+        &self,
+        write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.db().commit_with(&self.path, write).map_err(self.err())
+    }
+
+    /// Commits `write`, the record of a change `run_id` made, with whatever waited.
+    fn commit_change<T>(
+        &self,
+        run_id: &str,
+        write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut db = self.db();
+        if !db.changed.contains(run_id) {
+            db.changed.insert(run_id.to_string());
+        }
+        db.commit_with(&self.path, write).map_err(self.err())
+    }
+
+    /// Queues `write` for the next commit, at most [`DEFER_AT_MOST`] away.
+    fn defer(
+        &self,
+        what: &'static str,
+        write: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    ) {
+        let flusher = self.flusher.get_or_init(|| {
+            let (shared, path) = (self.shared.clone(), self.path.clone());
+            let started = std::thread::Builder::new()
+                .name("runcap-store".into())
+                .spawn(move || shared.flush_when_due(&path));
+            started
+                .map_err(|e| tracing::warn!("records are committed one by one: {e}"))
+                .ok()
+        });
+        let mut db = self.db();
+        if db.oldest.is_none() {
+            db.oldest = Some(Instant::now());
+            self.shared.wake.notify_one();
+        }
+        db.deferred.push(Deferred {
+            what,
+            write: Box::new(write),
+        });
+        if flusher.is_none() {
+            db.flush(&self.path);
+        }
+    }
+
+    /// Commits every record still waiting, for a caller about to tell someone a run is
+    /// recorded.
+    pub fn sync(&self) {
+        self.db().flush(&self.path);
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -307,31 +529,32 @@ impl Store {
         Ok(seq)
     }
 
-    /// Records a run as started by this process.
+    /// Records a run as started by this process. The record waits for the first step's
+    /// start (or [`Store::sync`]): a run that dies before any step began changed nothing.
     pub fn begin_run(&self, run: &RunStart) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         let (pid, pid_start) = this_process();
         let manifest = run.manifest.display().to_string();
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.err())?;
-        exec(&tx, "INSERT INTO runs (id, environment, runbook, manifest, dry_run, status, started_at, pid, pid_start) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
-            params![run.id, run.environment, run.runbook, manifest, run.dry_run, now, pid, pid_start],
-        )
-        .map_err(self.err())?;
-        let payload = serde_json::json!({"environment": run.environment, "runbook": run.runbook, "manifest": manifest, "dry_run": run.dry_run, "pid": pid});
-        audit::append(
-            &tx,
-            now,
-            "run.started",
-            run.id,
-            run.runbook,
-            &payload.to_string(),
-        )
-        .map_err(self.err())?;
-        tx.commit().map_err(self.err())
+        let payload = serde_json::json!({"environment": run.environment, "runbook": run.runbook, "manifest": manifest, "dry_run": run.dry_run, "pid": pid}).to_string();
+        let (id, environment, runbook, dry_run) = (
+            run.id.to_string(),
+            run.environment.to_string(),
+            run.runbook.to_string(),
+            run.dry_run,
+        );
+        self.defer("the run start", move |tx| {
+            exec(tx, "INSERT INTO runs (id, environment, runbook, manifest, dry_run, status, started_at, pid, pid_start) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
+                params![id, environment, runbook, manifest, dry_run, now, pid, pid_start],
+            )?;
+            audit::append(tx, now, "run.started", &id, &runbook, &payload)?;
+            Ok(())
+        });
+        Ok(())
     }
 
-    /// Records that a step began, so an interrupted run shows where it stopped.
+    /// Records that a step began, so an interrupted run shows where it stopped. The
+    /// record waits like the run's start: it is durable before the step changes
+    /// anything ([`Store::sync`] from [`crate::caps::CallLog::before_change`]).
     pub fn step_started(
         &self,
         run_id: &str,
@@ -341,14 +564,18 @@ impl Store {
         phase: Phase,
     ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
-        exec(&self.conn(), "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+        let (run_id, step_id, uses) = (run_id.to_string(), step_id.to_string(), uses.to_string());
+        self.defer("a step start", move |tx| {
+            exec(tx, "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
                 params![run_id, seq, step_id, uses, phase, now],
-            )
-            .map_err(self.err())?;
+            )?;
+            Ok(())
+        });
         Ok(())
     }
 
-    /// Records a finished step with its logs and output, and audits it.
+    /// Records a finished step with its logs and output, and audits it. The record
+    /// waits for the next commit: the next step's start, a change, or the run's end.
     pub fn step_finished(&self, run_id: &str, s: &StepRecord) -> Result<(), StoreError> {
         let details = self.clean_json(s.details);
         let metrics = self.clean_json(&serde_json::to_value(s.metrics).unwrap_or_default());
@@ -367,39 +594,47 @@ impl Store {
                 )
             })
             .collect();
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.err())?;
-        exec(&tx, "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, attempts, failure_kind, summary, details, metrics, started_at, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![run_id, s.seq, s.step_id, s.uses, s.phase, s.status, s.attempts, s.failure_kind, summary, details, metrics, s.started_at, s.duration_ms],
-        )
-        .map_err(self.err())?;
-        for (level, message, fields, at) in &logs {
-            exec(&tx, "INSERT INTO logs (run_id, step_seq, level, message, fields, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, s.seq, level, message, fields, at],
-            )
-            .map_err(self.err())?;
-        }
-        for (stream, (text, dropped)) in [
-            ("stdout", (&stdout, s.stdout.1)),
-            ("stderr", (&stderr, s.stderr.1)),
-        ] {
-            if !text.is_empty() || dropped > 0 {
-                exec(&tx, "INSERT OR REPLACE INTO outputs (run_id, step_seq, stream, text, dropped) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![run_id, s.seq, stream, text, dropped as i64],
-                )
-                .map_err(self.err())?;
-            }
-        }
         let payload = serde_json::json!({
             "seq": s.seq, "phase": s.phase, "uses": s.uses, "status": s.status,
             "failure": s.failure_kind, "attempts": s.attempts, "summary": summary,
         });
-        seal::seal_step(&tx, run_id, s.seq, "step.finished", s.step_id, payload)
-            .map_err(self.err())?;
-        tx.commit().map_err(self.err())
+        let (run_id, step_id, uses) = (
+            run_id.to_string(),
+            s.step_id.to_string(),
+            s.uses.to_string(),
+        );
+        let (seq, phase, status, attempts, failure) =
+            (s.seq, s.phase, s.status, s.attempts, s.failure_kind);
+        let (started_at, duration_ms) = (s.started_at, s.duration_ms);
+        let streams = [
+            ("stdout", stdout, s.stdout.1),
+            ("stderr", stderr, s.stderr.1),
+        ];
+        self.defer("a step result", move |tx| {
+            exec(tx, "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, attempts, failure_kind, summary, details, metrics, started_at, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![run_id, seq, step_id, uses, phase, status, attempts, failure, summary, details, metrics, started_at, duration_ms],
+            )?;
+            for (level, message, fields, at) in &logs {
+                exec(tx, "INSERT INTO logs (run_id, step_seq, level, message, fields, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![run_id, seq, level, message, fields, at],
+                )?;
+            }
+            for (stream, text, dropped) in &streams {
+                if !text.is_empty() || *dropped > 0 {
+                    exec(tx, "INSERT OR REPLACE INTO outputs (run_id, step_seq, stream, text, dropped) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![run_id, seq, stream, text, *dropped as i64],
+                    )?;
+                }
+            }
+            seal::seal_step(tx, &run_id, seq, "step.finished", &step_id, payload)?;
+            Ok(())
+        });
+        Ok(())
     }
 
-    /// Records one capability call, allowed or denied, and audits it.
+    /// Records one capability call, allowed or denied, and audits it. A call that changed
+    /// something is committed at once; one marked [`CallRecord::read_only`] waits for
+    /// the next commit.
     pub fn record_call(
         &self,
         run_id: &str,
@@ -410,35 +645,44 @@ impl Store {
         let target = self.clean(&call.target);
         let reason = call.reason.as_deref().map(|r| self.clean(r));
         let result = call.result.as_deref().map(|r| self.clean(r));
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.err())?;
-        exec(&tx, "INSERT INTO calls (run_id, step_seq, plugin, capability, operation, target, decision, reason, result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![run_id, step_seq, plugin, call.capability, call.operation, target, call.decision.as_str(), reason, result, call.at_ms as i64],
-        )
-        .map_err(self.err())?;
         let payload = serde_json::json!({
             "plugin": plugin, "step_seq": step_seq, "capability": call.capability, "operation": call.operation,
             "target": target, "decision": call.decision.as_str(), "reason": reason, "result": result,
-        });
-        audit::append(
-            &tx,
+        }).to_string();
+        let changed = run_id.to_string();
+        let (run_id, plugin, capability) =
+            (run_id.to_string(), plugin.to_string(), call.capability);
+        let (operation, decision, at) = (
+            call.operation.clone(),
+            call.decision.as_str(),
             call.at_ms as i64,
-            "call",
-            run_id,
-            call.capability,
-            &payload.to_string(),
-        )
-        .map_err(self.err())?;
-        tx.commit().map_err(self.err())
+        );
+        let write = move |tx: &Connection| {
+            exec(
+                tx,
+                "INSERT INTO calls (run_id, step_seq, plugin, capability, operation, target, decision, reason, result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    run_id, step_seq, plugin, capability, operation, target, decision, reason,
+                    result, at
+                ],
+            )?;
+            audit::append(tx, at, "call", &run_id, capability, &payload)?;
+            Ok(())
+        };
+        if call.read_only {
+            self.defer("a capability call", write);
+            Ok(())
+        } else {
+            self.commit_change(&changed, write)
+        }
     }
 
     /// Registers a rollback a completed step left behind.
     pub fn add_rollback(&self, run_id: &str, rb: &PendingRollback) -> Result<(), StoreError> {
         let params_json = self.clean_json(&rb.params);
-        exec(&self.conn(), "INSERT OR REPLACE INTO rollbacks (run_id, seq, step_id, uses, params, state, timeout_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+        self.commit_change(run_id, |tx| exec(tx, "INSERT OR REPLACE INTO rollbacks (run_id, seq, step_id, uses, params, state, timeout_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
                 params![run_id, rb.seq, rb.step_id, rb.uses, params_json, rb.timeout.map(|t| t.as_millis() as i64)],
-            )
-            .map_err(self.err())?;
+            ))?;
         Ok(())
     }
 
@@ -449,12 +693,13 @@ impl Store {
         seq: i64,
         state: records::RollbackState,
     ) -> Result<(), StoreError> {
-        exec(
-            &self.conn(),
-            "UPDATE rollbacks SET state = ?3 WHERE run_id = ?1 AND seq = ?2",
-            params![run_id, seq, state],
-        )
-        .map_err(self.err())?;
+        self.commit(|tx| {
+            exec(
+                tx,
+                "UPDATE rollbacks SET state = ?3 WHERE run_id = ?1 AND seq = ?2",
+                params![run_id, seq, state],
+            )
+        })?;
         Ok(())
     }
 
@@ -481,7 +726,9 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// Closes a run with its final status, and audits it.
+    /// Closes a run with its final status, and audits it. The end of a run that changed
+    /// something (a call not marked read-only, a rollback registered) is committed at
+    /// once; the end of one that only read waits like its other records.
     pub fn finish_run(
         &self,
         run_id: &str,
@@ -490,18 +737,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         let summary = self.clean(summary);
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.err())?;
-        exec(
-            &tx,
-            "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
-            params![run_id, status, now, summary],
-        )
-        .map_err(self.err())?;
-        let payload = serde_json::json!({"status": status, "summary": summary});
-        seal::seal_run(&tx, run_id, "run.finished", status.as_str(), payload)
-            .map_err(self.err())?;
-        tx.commit().map_err(self.err())
+        let id = run_id.to_string();
+        let write = move |tx: &Connection| {
+            exec(
+                tx,
+                "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
+                params![id, status, now, summary],
+            )?;
+            let payload = serde_json::json!({"status": status, "summary": summary});
+            seal::seal_run(tx, &id, "run.finished", status.as_str(), payload)?;
+            Ok(())
+        };
+        let changed = self.db().changed.remove(run_id);
+        if changed {
+            self.commit(write)
+        } else {
+            self.defer("the run result", write);
+            Ok(())
+        }
     }
 
     /// Finds runs still marked running whose process is gone, marks them interrupted
@@ -792,6 +1045,12 @@ impl Store {
         f(&mut self.conn()).map_err(self.err())
     }
 
+    /// Runs a read that does not depend on run records still waiting for their commit,
+    /// without committing them first.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        f(&self.db().conn).map_err(self.err())
+    }
+
     /// A string made safe to store.
     pub fn scrubbed(&self, text: &str) -> String {
         self.clean(text)
@@ -974,6 +1233,20 @@ pub fn optional<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
     r.optional()
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        {
+            let mut db = self.db();
+            db.closing = true;
+            db.flush(&self.path);
+        }
+        self.shared.wake.notify_all();
+        if let Some(flusher) = self.flusher.take().flatten() {
+            let _ = flusher.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1071,5 +1344,133 @@ mod tests {
         // Reopening does not re-run migrations.
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.history(None, 10).unwrap().len(), 1);
+    }
+
+    /// What another process would read now: a connection of its own.
+    fn seen_by_another(dir: &Path) -> (Vec<String>, Vec<i64>, Vec<String>, Option<String>) {
+        let conn = Connection::open(dir.join("runcap.db")).unwrap();
+        let strings = |sql: &str| -> Vec<String> {
+            let mut q = conn.prepare(sql).unwrap();
+            q.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let steps: Vec<i64> = {
+            let mut q = conn.prepare("SELECT seq FROM steps ORDER BY seq").unwrap();
+            q.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let status = strings("SELECT status FROM runs").pop();
+        (
+            strings("SELECT id FROM runs"),
+            steps,
+            strings("SELECT operation FROM calls ORDER BY id"),
+            status,
+        )
+    }
+
+    fn start(store: &Store, id: &str) {
+        let run = RunStart {
+            id,
+            environment: "test",
+            runbook: "rb",
+            manifest: Path::new("runcap.toml"),
+            dry_run: false,
+        };
+        store.begin_run(&run).unwrap();
+        store
+            .step_started(id, 0, "probe", "http-probe", Phase::Main)
+            .unwrap();
+    }
+
+    #[test]
+    fn records_made_before_a_change_are_committed_before_it_and_the_change_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        start(&store, "r1");
+        let read = CallRecord::allowed("http", "GET", "http://a/health").read_only();
+        store.record_call("r1", Some(0), "p", &read).unwrap();
+        // What a capability does just before it changes something.
+        store.sync();
+        let (runs, steps, calls, _) = seen_by_another(dir.path());
+        assert_eq!(
+            (runs, steps, calls),
+            (vec!["r1".into()], vec![0], vec!["GET".into()])
+        );
+        let change = CallRecord::allowed("services", "restart", "api");
+        store.record_call("r1", Some(0), "p", &change).unwrap();
+        store.finish_run("r1", RunStatus::Ok, "restarted").unwrap();
+        // Not a moment later: a run that changed something ends durably at once.
+        let (_, _, calls, status) = seen_by_another(dir.path());
+        assert_eq!(calls, ["GET", "restart"]);
+        assert_eq!(status.as_deref(), Some("ok"));
+        assert!(store.verify_audit(None).unwrap().broken.is_none());
+    }
+
+    #[test]
+    fn a_run_that_only_read_is_committed_within_the_deferral_without_further_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        start(&store, "r1");
+        let read = CallRecord::allowed("http", "GET", "http://a/health").read_only();
+        store.record_call("r1", Some(0), "p", &read).unwrap();
+        store.finish_run("r1", RunStatus::Ok, "up").unwrap();
+        let deadline = Instant::now() + DEFER_AT_MOST + Duration::from_secs(10);
+        loop {
+            let (runs, steps, calls, status) = seen_by_another(dir.path());
+            if status.as_deref() == Some("ok") {
+                assert_eq!(
+                    (runs, steps, calls),
+                    (vec!["r1".into()], vec![0], vec!["GET".into()])
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the flusher never committed the run"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The store is still open: it was the flusher, not the drop, that committed.
+        assert_eq!(store.history(None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn dropping_the_store_commits_what_waits_and_reads_see_it_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        start(&store, "r1");
+        // A read through the same store commits first, so it sees every record.
+        assert_eq!(
+            store.history(None, 10).unwrap()[0].status,
+            RunState::Running
+        );
+        start(&store, "r2");
+        store.finish_run("r2", RunStatus::Fail, "down").unwrap();
+        drop(store);
+        let (runs, _, _, _) = seen_by_another(dir.path());
+        assert_eq!(runs.len(), 2);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.verify_audit(None).unwrap().broken.is_none());
+        assert!(store.unsealed_records().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_cached_query_is_not_prepared_again_for_each_new_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let conn = store.conn();
+        let sql = "SELECT id FROM runs WHERE runbook = ?1 AND status != 'ok' LIMIT ?2";
+        for i in 0..5 {
+            let mut q = conn.prepare_cached(sql).unwrap();
+            let rows = q.query_map(params![format!("rb{i}"), i], |r| r.get::<_, String>(0));
+            assert_eq!(rows.unwrap().count(), 0);
+        }
+        let q = conn.prepare_cached(sql).unwrap();
+        assert_eq!(q.get_status(rusqlite::StatementStatus::Run), 5);
+        assert_eq!(q.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 }

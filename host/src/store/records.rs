@@ -288,6 +288,10 @@ pub struct CallRecord {
     pub result: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// The call read something and changed nothing, so its record may wait for the
+    /// store's next durable write (see [`crate::store::Store::record_call`]).
+    #[serde(skip)]
+    pub read_only: bool,
 }
 
 impl CallRecord {
@@ -300,6 +304,7 @@ impl CallRecord {
             reason: None,
             result: None,
             at_ms: now_ms(),
+            read_only: false,
         }
     }
 
@@ -323,6 +328,13 @@ impl CallRecord {
     /// The same record with what came of the call.
     pub fn with_result(mut self, result: impl Into<String>) -> Self {
         self.result = Some(result.into());
+        self
+    }
+
+    /// The same record, marked as a call that changed nothing (a `GET`, a fact read):
+    /// losing it to a crash loses no trace of a change.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
         self
     }
 }

@@ -4,7 +4,7 @@
 //! An edit of the row afterwards (`interrupted` → `ok` in the SQLite file) no longer
 //! matches the sealed digest: `history` and `show` flag it and `audit verify` fails.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::audit;
@@ -48,7 +48,7 @@ fn digest(r: &rusqlite::Row, columns: usize) -> rusqlite::Result<String> {
 /// Seals a step's row: appends `kind` with `payload` plus the seal, and points the row
 /// at it. Runs inside the transaction that wrote the row.
 pub fn seal_step(
-    tx: &Transaction,
+    tx: &Connection,
     run_id: &str,
     seq: i64,
     kind: &str,
@@ -74,7 +74,7 @@ pub fn seal_step(
 
 /// Seals a run's row, as [`seal_step`] does a step's.
 pub fn seal_run(
-    tx: &Transaction,
+    tx: &Connection,
     run_id: &str,
     kind: &str,
     subject: &str,

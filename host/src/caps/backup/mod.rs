@@ -654,6 +654,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         repository: String,
         tags: Vec<String>,
     ) -> wasmtime::Result<Result<wit::SnapshotReport, wit::Error>> {
+        self.core.before_change();
         crate::taped!(
             self,
             "backup.snapshot",
@@ -679,6 +680,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         &mut self,
         request: wit::RestoreRequest,
     ) -> wasmtime::Result<Result<wit::RestoreReport, wit::Error>> {
+        self.core.before_change();
         crate::taped!(
             self,
             "backup.restore",
@@ -707,6 +709,7 @@ impl wit::Host for CapCtx<'_, Backup> {
         policy: wit::ForgetPolicy,
         prune: bool,
     ) -> wasmtime::Result<Result<wit::ForgetReport, wit::Error>> {
+        self.core.before_change();
         crate::taped!(
             self,
             "backup.forget",

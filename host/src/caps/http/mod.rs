@@ -432,17 +432,20 @@ impl CapCtx<'_, Http> {
             return Ok(Ok(client::dry_run_response(&req.url)));
         }
         let deadline = self.core.remaining();
+        if mutating {
+            self.core.before_change();
+        }
         let result = client.send(req, deadline).await;
+        let allowed = || {
+            let record = CallRecord::allowed(Http::NAME, &method, &target);
+            if mutating { record } else { record.read_only() }
+        };
         match &result {
-            Ok(r) => self.record(
-                CallRecord::allowed(Http::NAME, &method, &target)
-                    .with_result(format!("status {}", r.status)),
-            ),
+            Ok(r) => self.record(allowed().with_result(format!("status {}", r.status))),
             Err(e) if e.is_denial() => {
                 self.deny(&method, &target, e.message());
             }
-            Err(e) => self
-                .record(CallRecord::allowed(Http::NAME, &method, &target).with_result(e.message())),
+            Err(e) => self.record(allowed().with_result(e.message())),
         }
         Ok(result.map_err(client::SendError::into_wit))
     }
@@ -507,6 +510,56 @@ mod tests {
             ]
         );
         assert_eq!(action.calls()[0]["result"], "status 200");
+    }
+
+    /// A call log that notes, when told a change is coming, how many requests the
+    /// server had received by then.
+    struct Watch {
+        requests: Arc<std::sync::Mutex<Vec<String>>>,
+        events: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl crate::caps::CallLog for Watch {
+        fn record(&self, call: &CallRecord) {
+            let note = format!("record {} (read only: {})", call.operation, call.read_only);
+            self.events.lock().unwrap().push(note);
+        }
+
+        fn before_change(&self) {
+            let received = self.requests.lock().unwrap().len();
+            let note = format!("before change, {received} requests received");
+            self.events.lock().unwrap().push(note);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mutating_request_is_announced_before_it_is_sent_and_a_read_is_not() {
+        let server = HttpServer::start(200, "").await;
+        let manifest = format!(
+            "[plugins.p.grants.http]\nallow = [\"{}\"]\n",
+            server.origin()
+        );
+        let mut action = testing::recorded(prepared(&manifest), false, 1 << 20);
+        let watch = Arc::new(Watch {
+            requests: server.requests.clone(),
+            events: Default::default(),
+        });
+        action.state.core.sink = Some(watch.clone());
+        let mut ctx = action.state.view::<Http>();
+        for method in [wit::Method::Get, wit::Method::Post, wit::Method::Head] {
+            let url = format!("{}/deploy", server.origin());
+            let r = wit::Host::send(&mut ctx, request(method, &url)).await;
+            assert_eq!(r.unwrap().unwrap().status, 200);
+        }
+        assert_eq!(
+            *watch.events.lock().unwrap(),
+            [
+                "record GET (read only: true)",
+                "before change, 1 requests received",
+                "record POST (read only: false)",
+                "record HEAD (read only: true)",
+            ]
+        );
     }
 
     #[tokio::test]
