@@ -49,7 +49,7 @@ pub use outcome::{ActionError, Outcome, Status};
 pub use services::{ServiceError, ServiceState, ServiceStatus, Verb};
 pub use system::{
     CertificateInfo, DiskUse, Fact, FactValue, FileHandles, Load, Memory, PortListener,
-    ProcessDetail, ProcessInfo, SystemError,
+    ProcessDetail, ProcessInfo, SystemError, Zombie,
 };
 
 /// Everything a plugin usually imports.

@@ -142,6 +142,16 @@ pub struct CertificateInfo {
     pub days_left: i64,
 }
 
+/// A process that exited and that its parent has not reaped (`<defunct>`): it holds a
+/// pid and says the parent is not doing its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zombie {
+    pub pid: u32,
+    pub name: String,
+    /// The parent that should reap it.
+    pub parent_pid: Option<u32>,
+}
+
 /// A fact a plugin asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
@@ -161,6 +171,8 @@ pub enum Fact {
     Port(u16),
     /// When this certificate file expires.
     Certificate(String),
+    /// Every zombie process on the host.
+    Zombies,
 }
 
 /// The answer to a [`Fact`].
@@ -177,6 +189,7 @@ pub enum FactValue {
     /// `None` when nothing listens.
     Port(Option<PortListener>),
     Certificate(CertificateInfo),
+    Zombies(Vec<Zombie>),
 }
 
 /// Why a fact was not read.
@@ -293,6 +306,14 @@ impl Context<'_> {
         }
     }
 
+    /// Every zombie process on the host, sorted by pid (needs `zombies = true`).
+    pub fn zombies(&self) -> Result<Vec<Zombie>, SystemError> {
+        match self.fact(Fact::Zombies)? {
+            FactValue::Zombies(z) => Ok(z),
+            _ => Err(mismatch(&Fact::Zombies)),
+        }
+    }
+
     fn fact(&self, fact: Fact) -> Result<FactValue, SystemError> {
         match self.host() {
             Some(h) => h.system(&fact),
@@ -389,5 +410,16 @@ fn wasm_fact(fact: &Fact) -> Result<FactValue, SystemError> {
                 days_left: c.days_left,
             })
         }
+        Fact::Zombies => FactValue::Zombies(
+            wit::zombies()
+                .map_err(err)?
+                .into_iter()
+                .map(|z| Zombie {
+                    pid: z.pid,
+                    name: z.name,
+                    parent_pid: z.parent_pid,
+                })
+                .collect(),
+        ),
     })
 }

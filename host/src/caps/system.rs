@@ -2,11 +2,11 @@
 //!
 //! | | |
 //! |---|---|
-//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]`, `ports = [443]`, `certificates = ["/etc/ssl/api.pem"]`, `pid_files = ["/run/api.pid"]`, `files = true` |
+//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]`, `ports = [443]`, `certificates = ["/etc/ssl/api.pem"]`, `pid_files = ["/run/api.pid"]`, `files = true`, `zombies = true` |
 //! | manifest | the grant only |
 //! | default | no grant: the interface cannot be imported; an unlisted fact, mount or process name is denied |
 //! | enforced | read-only: nothing a plugin asks changes the host, so calls run in dry runs too; facts are read by `sysinfo`, `procfs`, `statvfs` and `x509-parser`, not by parsing command output |
-//! | audit | one call record per read: what was read (memory, load, files, a mount, a process name, a pid file) and the decision |
+//! | audit | one call record per read: what was read (memory, load, files, zombies, a mount, a process name, a pid file) and the decision |
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -106,6 +106,9 @@ pub struct SystemGrantConfig {
     /// `files = true`: open file handles on the whole host.
     #[serde(default)]
     pub files: bool,
+    /// `zombies = true`: processes on the whole host that exited unreaped.
+    #[serde(default)]
+    pub zombies: bool,
 }
 
 /// A validated system grant.
@@ -119,6 +122,7 @@ pub struct SystemGrant {
     pub certificates: Vec<String>,
     pub pid_files: Vec<String>,
     pub files: bool,
+    pub zombies: bool,
     /// `plugins.NAME.grants.system`, for denial messages.
     pub key: String,
 }
@@ -201,6 +205,7 @@ impl SystemGrant {
             certificates: raw.certificates,
             pid_files: raw.pid_files,
             files: raw.files,
+            zombies: raw.zombies,
             key: at.to_string(),
         })
     }
@@ -216,6 +221,9 @@ impl SystemGrant {
         }
         if self.files {
             out.push("open file handles on the host".to_string());
+        }
+        if self.zombies {
+            out.push("zombie processes on the host (pid, name, parent)".to_string());
         }
         out.extend(self.mounts.iter().map(|m| format!("disk use of {m}")));
         out.extend(
@@ -254,6 +262,12 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
             old.files,
             new.files,
             "open file handles on the host",
+        ),
+        (
+            "zombies",
+            old.zombies,
+            new.zombies,
+            "zombie processes on the host",
         ),
     ] {
         if is && !was {
@@ -344,6 +358,8 @@ pub enum ReadError {
     PidFile { path: String, reason: &'static str },
     #[error("cannot read /proc/sys/fs/file-nr: {0}")]
     FileHandles(procfs::ProcError),
+    #[error("cannot list the processes in /proc: {0}")]
+    Processes(procfs::ProcError),
 }
 
 /// Space and inodes of the file system holding `mount`.
@@ -388,7 +404,7 @@ impl CapCtx<'_, SystemFacts> {
         if allowed(grant) {
             return Ok(());
         }
-        let reason = if matches!(field, "memory" | "load" | "files") {
+        let reason = if matches!(field, "memory" | "load" | "files" | "zombies") {
             format!(
                 "{target} is not granted; add {field} = true to {}",
                 grant.key
@@ -470,6 +486,10 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         path: String,
     ) -> wasmtime::Result<Result<Option<wit::ProcessDetail>, wit::Error>> {
         crate::taped!(self, "system.pid_file", (path), self.pid_file_live(path))
+    }
+
+    async fn zombies(&mut self) -> wasmtime::Result<Result<Vec<wit::ZombieInfo>, wit::Error>> {
+        crate::taped!(self, "system.zombies", (), self.zombies_live())
     }
 
     async fn files(&mut self) -> wasmtime::Result<Result<wit::FileHandles, wit::Error>> {
@@ -664,6 +684,23 @@ fn file_handles() -> Result<wit::FileHandles, ReadError> {
     })
 }
 
+/// Every zombie on the host, sorted by pid: a process whose `/proc/PID/stat` state is
+/// `Z`. One that vanishes while the list is read is left out.
+fn zombies() -> Result<Vec<wit::ZombieInfo>, ReadError> {
+    let mut found: Vec<wit::ZombieInfo> = procfs::process::all_processes()
+        .map_err(ReadError::Processes)?
+        .filter_map(|p| p.ok()?.stat().ok())
+        .filter(|stat| stat.state == 'Z')
+        .map(|stat| wit::ZombieInfo {
+            pid: stat.pid.unsigned_abs(),
+            name: stat.comm,
+            parent_pid: u32::try_from(stat.ppid).ok().filter(|p| *p > 0),
+        })
+        .collect();
+    found.sort_by_key(|z| z.pid);
+    Ok(found)
+}
+
 /// The calls themselves; the [`wit::Host`] impl above records or replays them.
 impl CapCtx<'_, SystemFacts> {
     async fn memory_live(&mut self) -> wasmtime::Result<Result<wit::MemoryInfo, wit::Error>> {
@@ -789,6 +826,14 @@ impl CapCtx<'_, SystemFacts> {
             Err(e) => Err(e),
         };
         Ok(self.answer("pid-file", &path, read))
+    }
+
+    async fn zombies_live(&mut self) -> wasmtime::Result<Result<Vec<wit::ZombieInfo>, wit::Error>> {
+        if let Err(e) = self.check("zombies", "zombies", |g| g.zombies, "zombies") {
+            return Ok(Err(e));
+        }
+        let read = blocking(zombies).await;
+        Ok(self.answer("zombies", "zombies", read))
     }
 
     async fn files_live(&mut self) -> wasmtime::Result<Result<wit::FileHandles, wit::Error>> {
@@ -945,6 +990,89 @@ mod tests {
             .expect("our sleep is listed");
         assert_eq!(ours.name, "sleep");
         assert!(ours.rss > 0, "{ours:?}");
+    }
+
+    /// A child that has exited and that nobody reaps until this is dropped: a zombie.
+    struct Unreaped(std::process::Child);
+
+    impl Unreaped {
+        /// Starts `true` and waits (polling, with a deadline) until it is a zombie.
+        fn start() -> Self {
+            let child = std::process::Command::new("true").spawn().unwrap();
+            let guard = Unreaped(child);
+            let stat = format!("/proc/{}/stat", guard.0.id());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            // The state follows the parenthesised name: "PID (true) Z ...".
+            while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            }) {
+                assert!(std::time::Instant::now() < deadline, "`true` did not exit");
+                std::thread::yield_now();
+            }
+            guard
+        }
+    }
+
+    impl Drop for Unreaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreaped_child_is_listed_as_a_zombie_with_its_parent_until_reaped() {
+        let zombie = Unreaped::start();
+        let pid = zombie.0.id();
+        let g =
+            grant("[plugins.p.grants.system]\nzombies = true\nprocesses = [\"true\"]\n").unwrap();
+        assert!(
+            g.describe()
+                .contains(&"zombie processes on the host (pid, name, parent)".to_string())
+        );
+        let mut action = recording(g, false);
+        let mut ctx = action.state.view::<SystemFacts>();
+        let found = wit::Host::zombies(&mut ctx).await.unwrap().unwrap();
+        let ours = found
+            .iter()
+            .find(|z| z.pid == pid)
+            .expect("our child is a zombie");
+        assert_eq!(ours.name, "true");
+        assert_eq!(ours.parent_pid, Some(std::process::id()));
+        assert!(found.windows(2).all(|w| w[0].pid < w[1].pid), "{found:?}");
+        let running = wit::Host::processes(&mut ctx, "true".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            running.iter().all(|p| p.pid != pid),
+            "a zombie is not running: {running:?}"
+        );
+        drop(zombie);
+        let found = wit::Host::zombies(&mut ctx).await.unwrap().unwrap();
+        assert!(found.iter().all(|z| z.pid != pid), "reaped: {found:?}");
+        assert_eq!(
+            action.audit()[0],
+            ("system".into(), "allowed".into(), "zombies".into())
+        );
+
+        let g = grant("[plugins.p.grants.system]\nload = true\n").unwrap();
+        let mut action = recording(g, false);
+        let mut ctx = action.state.view::<SystemFacts>();
+        let denied = wit::Host::zombies(&mut ctx).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add zombies = true to plugins.p.grants.system")),
+            "{denied:?}"
+        );
+        let old = SystemGrantConfig::default();
+        let new = SystemGrantConfig {
+            zombies: true,
+            ..Default::default()
+        };
+        let changes = diff(&old, &new);
+        assert_eq!(changes[0].kind, ChangeKind::Added);
+        assert_eq!(changes[0].what, "may read zombie processes on the host");
     }
 
     #[tokio::test]
