@@ -11,7 +11,7 @@
 use std::ffi::OsStr;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use sysinfo::{
@@ -29,6 +29,11 @@ use crate::manifest::{KeyPath, Validator};
 
 /// How long CPU use is sampled for (sysinfo needs at least 200 ms between two readings).
 const CPU_SAMPLE: Duration = Duration::from_millis(250);
+
+/// How much later than its pid file's last write a process may seem to have started and
+/// still be the one that wrote it: start times are read in whole seconds (and from a boot
+/// time in whole seconds), and the wall clock may be stepped a little.
+const PID_REUSE_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// The most of a pid file read: a pid is a line of a few digits (PostgreSQL's
 /// `postmaster.pid` has more lines after it, well under this).
@@ -568,9 +573,35 @@ fn certificate_info(path: &str, now: i64) -> Result<wit::CertificateInfo, ReadEr
     })
 }
 
-/// The pid a pid file holds: its first line, a positive decimal number. At most
-/// [`PID_FILE_MAX`] bytes are read, and only from a regular file (a FIFO would block).
-fn read_pid_file(path: &str) -> Result<u32, ReadError> {
+/// What a pid file says: a pid, written at a time.
+struct PidFile {
+    pid: u32,
+    /// When the file was last written.
+    written: SystemTime,
+}
+
+impl PidFile {
+    /// Why `p`, the process with this file's pid, is not the one that wrote the file: it
+    /// started after the file was last written, so its pid was reused. `now` is when
+    /// `p`'s uptime was read.
+    fn reused_by(&self, p: &wit::ProcessDetail, path: &str, now: SystemTime) -> Option<String> {
+        let started = now.checked_sub(Duration::from_secs(p.uptime_seconds))?;
+        let late = started.duration_since(self.written).ok()?;
+        (late > PID_REUSE_TOLERANCE).then(|| {
+            format!(
+                "pid {} is now {}, started {}s after {path} was last written: the pid was reused",
+                p.pid,
+                p.name,
+                late.as_secs()
+            )
+        })
+    }
+}
+
+/// The pid a pid file holds (its first line, a positive decimal number) and when the
+/// file was last written. At most [`PID_FILE_MAX`] bytes are read, and only from a
+/// regular file (a FIFO would block).
+fn read_pid_file(path: &str) -> Result<PidFile, ReadError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| ReadError::File {
         path: path.to_string(),
@@ -585,9 +616,11 @@ fn read_pid_file(path: &str) -> Result<u32, ReadError> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(io)?;
-    if !file.metadata().map_err(io)?.is_file() {
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
         return Err(bad("is not a regular file, so not a pid file"));
     }
+    let written = meta.modified().map_err(io)?;
     let mut bytes = Vec::new();
     file.take(PID_FILE_MAX + 1)
         .read_to_end(&mut bytes)
@@ -601,7 +634,9 @@ fn read_pid_file(path: &str) -> Result<u32, ReadError> {
         return Err(bad("is empty: it holds no pid"));
     }
     match text.parse::<u32>() {
-        Ok(pid) if pid > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(pid),
+        Ok(pid) if pid > 0 && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(PidFile { pid, written })
+        }
         _ => Err(bad(
             "does not hold a pid (its first line is not a process id)",
         )),
@@ -819,13 +854,26 @@ impl CapCtx<'_, SystemFacts> {
             return Ok(Err(e));
         }
         let at = path.clone();
-        let read = match blocking(move || read_pid_file(&at)).await {
-            Ok(pid) => process_details(Which::Pid(pid))
-                .await
-                .map(|found| found.into_iter().next()),
-            Err(e) => Err(e),
+        let file = match blocking(move || read_pid_file(&at)).await {
+            Ok(file) => file,
+            Err(e) => return Ok(self.answer("pid-file", &path, Err(e))),
         };
-        Ok(self.answer("pid-file", &path, read))
+        let found = match process_details(Which::Pid(file.pid)).await {
+            Ok(found) => found.into_iter().next(),
+            Err(e) => return Ok(self.answer("pid-file", &path, Err(e))),
+        };
+        let reused = found
+            .as_ref()
+            .and_then(|p| file.reused_by(p, &path, SystemTime::now()));
+        if let Some(reason) = reused {
+            tracing::info!(pid_file = %path, "not running: {reason}");
+            self.record(
+                CallRecord::allowed(SystemFacts::NAME, "pid-file", &path)
+                    .with_result(format!("not running: {reason}")),
+            );
+            return Ok(Ok(None));
+        }
+        Ok(self.answer("pid-file", &path, Ok(found)))
     }
 
     async fn zombies_live(&mut self) -> wasmtime::Result<Result<Vec<wit::ZombieInfo>, wit::Error>> {
@@ -1073,6 +1121,104 @@ mod tests {
         let changes = diff(&old, &new);
         assert_eq!(changes[0].kind, ChangeKind::Added);
         assert_eq!(changes[0].what, "may read zombie processes on the host");
+    }
+
+    /// A child that sleeps until this is dropped, then is killed and reaped.
+    struct Sleeper(std::process::Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pid_file_older_than_its_process_names_no_process_and_says_why() {
+        let (_d, dir) = testing::dir();
+        let child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid_file = dir.join("api.pid");
+        std::fs::write(&pid_file, format!("{}\n", child.0.id())).unwrap();
+        let path = pid_file.display().to_string();
+        let g = grant(&format!(
+            "[plugins.p.grants.system]\npid_files = [\"{path}\"]\n"
+        ))
+        .unwrap();
+        let mut action = recording(g, false);
+        let mut ctx = action.state.view::<SystemFacts>();
+        let set_written = |when: SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(&pid_file)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+
+        // Written an hour before the sleep started: another process wrote it, and the
+        // sleep was given the same pid later.
+        set_written(SystemTime::now() - Duration::from_secs(3600));
+        let reused = wit::Host::pid_file(&mut ctx, path.clone()).await.unwrap();
+        assert!(matches!(reused, Ok(None)), "{reused:?}");
+        let calls = action.calls();
+        let result = calls[0]["result"].as_str().unwrap_or_default().to_string();
+        assert!(
+            result.starts_with(&format!(
+                "not running: pid {} is now sleep, started ",
+                child.0.id()
+            )) && result.ends_with(&format!(
+                "after {path} was last written: the pid was reused"
+            )),
+            "{result}"
+        );
+
+        // Written after the sleep started, as a daemon writes its own: it is running.
+        let mut ctx = action.state.view::<SystemFacts>();
+        set_written(SystemTime::now());
+        let live = wit::Host::pid_file(&mut ctx, path.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.map(|p| p.pid), Some(child.0.id()));
+    }
+
+    #[test]
+    fn a_process_started_within_the_tolerance_of_the_write_is_not_a_reuse() {
+        let written = SystemTime::now() - Duration::from_secs(100);
+        let file = PidFile { pid: 7, written };
+        let at = |uptime: u64| wit::ProcessDetail {
+            pid: 7,
+            name: "api".into(),
+            rss: 0,
+            cpu_percent: 0.0,
+            uptime_seconds: uptime,
+            open_files: None,
+            open_files_limit: None,
+        };
+        let now = written + Duration::from_secs(100);
+        assert!(
+            file.reused_by(&at(200), "/run/api.pid", now).is_none(),
+            "started before"
+        );
+        assert!(
+            file.reused_by(&at(99), "/run/api.pid", now).is_none(),
+            "1s after"
+        );
+        assert!(
+            file.reused_by(&at(98), "/run/api.pid", now).is_none(),
+            "2s after"
+        );
+        assert_eq!(
+            file.reused_by(&at(90), "/run/api.pid", now).as_deref(),
+            Some(
+                "pid 7 is now api, started 10s after /run/api.pid was last written: the pid was reused"
+            )
+        );
     }
 
     #[tokio::test]
