@@ -112,14 +112,24 @@ impl ClientIdentity {
             cert: cert?,
             key: key?,
         };
-        let files_only = matches!(identity.cert, PemSource::File { .. })
-            && matches!(identity.key, PemSource::File { .. });
-        if files_only && let Err(e) = identity.load(&SecretStore::default()) {
+        if let Err(e) = identity.check_files() {
             let (field, help) = blame(&identity, &e);
             v.error(&at.key(field), e.to_string(), help);
             return None;
         }
         Some(identity)
+    }
+
+    /// Reads what comes from files now: both, and that they match; or the one that is
+    /// a file (the secret is read when the plugin loads).
+    fn check_files(&self) -> Result<(), IdentityError> {
+        let none = SecretStore::default();
+        match (&self.cert, &self.key) {
+            (PemSource::File { .. }, PemSource::File { .. }) => self.load(&none).map(drop),
+            (cert @ PemSource::File { .. }, _) => certificates(cert, &read(cert, &none)?).map(drop),
+            (_, key @ PemSource::File { .. }) => private_key(key, &read(key, &none)?).map(drop),
+            _ => Ok(()),
+        }
     }
 
     /// Reads the certificate and key from their files or secrets and checks that the
@@ -400,6 +410,19 @@ mod tests {
         );
         assert!(e.contains("secret `tls-key` is not defined"), "{e}");
         assert!(e.contains("declare it as [secrets.tls-key]"), "{e}");
+
+        // A certificate file beside a key from a secret is still read when validated.
+        let decl = testing::declared("[secrets.tls-key]\nenv = \"TLS_KEY\"\n", &dir);
+        let e = errors(
+            "[plugins.p.grants.http]\nallow = []\nclient_cert = { cert = \"gone.pem\", key_secret = \"tls-key\" }\n",
+            &dir,
+            &decl,
+        );
+        assert!(e.contains("runcap.toml:3"), "{e}");
+        assert!(
+            e.contains("plugins.p.grants.http.client_cert.cert: cannot read file `gone.pem`"),
+            "{e}"
+        );
     }
 
     #[test]
