@@ -152,6 +152,17 @@ pub struct Zombie {
     pub parent_pid: Option<u32>,
 }
 
+/// What a pid file names: its pid, and the process when that pid runs and is the one
+/// that wrote the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PidFileState {
+    pub pid: u32,
+    pub process: Option<ProcessDetail>,
+    /// Why no process is named: the pid is not running, or it was reused by a process
+    /// that started after the file was last written.
+    pub not_running: Option<String>,
+}
+
 /// A fact a plugin asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
@@ -173,6 +184,8 @@ pub enum Fact {
     Certificate(String),
     /// Every zombie process on the host.
     Zombies,
+    /// The pid this pid file holds, and the process or why none.
+    PidFileStatus(String),
 }
 
 /// The answer to a [`Fact`].
@@ -190,6 +203,7 @@ pub enum FactValue {
     Port(Option<PortListener>),
     Certificate(CertificateInfo),
     Zombies(Vec<Zombie>),
+    PidFileStatus(PidFileState),
 }
 
 /// Why a fact was not read.
@@ -306,6 +320,16 @@ impl Context<'_> {
         }
     }
 
+    /// Like [`Context::pid_file`], with the pid the file holds and, when no process is
+    /// named, why: not running, or the pid was reused.
+    pub fn pid_file_status(&self, path: &str) -> Result<PidFileState, SystemError> {
+        let fact = Fact::PidFileStatus(path.to_string());
+        match self.fact(fact.clone())? {
+            FactValue::PidFileStatus(s) => Ok(s),
+            _ => Err(mismatch(&fact)),
+        }
+    }
+
     /// Every zombie process on the host, sorted by pid (needs `zombies = true`).
     pub fn zombies(&self) -> Result<Vec<Zombie>, SystemError> {
         match self.fact(Fact::Zombies)? {
@@ -408,6 +432,14 @@ fn wasm_fact(fact: &Fact) -> Result<FactValue, SystemError> {
                 subject: c.subject,
                 not_after: c.not_after,
                 days_left: c.days_left,
+            })
+        }
+        Fact::PidFileStatus(path) => {
+            let s = wit::pid_file_status(path).map_err(err)?;
+            FactValue::PidFileStatus(PidFileState {
+                pid: s.pid,
+                process: s.process.map(detail),
+                not_running: s.not_running,
             })
         }
         Fact::Zombies => FactValue::Zombies(

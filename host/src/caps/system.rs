@@ -493,6 +493,18 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         crate::taped!(self, "system.pid_file", (path), self.pid_file_live(path))
     }
 
+    async fn pid_file_status(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<wit::PidFileState, wit::Error>> {
+        crate::taped!(
+            self,
+            "system.pid_file_status",
+            (path),
+            self.pid_file_status_live(path)
+        )
+    }
+
     async fn zombies(&mut self) -> wasmtime::Result<Result<Vec<wit::ZombieInfo>, wit::Error>> {
         crate::taped!(self, "system.zombies", (), self.zombies_live())
     }
@@ -845,35 +857,63 @@ impl CapCtx<'_, SystemFacts> {
         &mut self,
         path: String,
     ) -> wasmtime::Result<Result<Option<wit::ProcessDetail>, wit::Error>> {
-        if let Err(e) = self.check(
-            "pid-file",
-            &path,
-            |g| g.pid_files.contains(&path),
+        Ok(self
+            .pid_file_read("pid-file", &path)
+            .await
+            .map(|s| s.process))
+    }
+
+    async fn pid_file_status_live(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<wit::PidFileState, wit::Error>> {
+        Ok(self.pid_file_read("pid-file-status", &path).await)
+    }
+
+    /// What a granted pid file names: the process, or why none runs. A process that
+    /// started after the file was last written reused the pid, and is not the one.
+    async fn pid_file_read(
+        &mut self,
+        operation: &str,
+        path: &str,
+    ) -> Result<wit::PidFileState, wit::Error> {
+        self.check(
+            operation,
+            path,
+            |g| g.pid_files.iter().any(|p| p == path),
             "pid_files",
-        ) {
-            return Ok(Err(e));
-        }
-        let at = path.clone();
+        )?;
+        let at = path.to_string();
         let file = match blocking(move || read_pid_file(&at)).await {
             Ok(file) => file,
-            Err(e) => return Ok(self.answer("pid-file", &path, Err(e))),
+            Err(e) => return self.answer(operation, path, Err(e)),
         };
         let found = match process_details(Which::Pid(file.pid)).await {
             Ok(found) => found.into_iter().next(),
-            Err(e) => return Ok(self.answer("pid-file", &path, Err(e))),
+            Err(e) => return self.answer(operation, path, Err(e)),
         };
-        let reused = found
-            .as_ref()
-            .and_then(|p| file.reused_by(p, &path, SystemTime::now()));
-        if let Some(reason) = reused {
-            tracing::info!(pid_file = %path, "not running: {reason}");
-            self.record(
-                CallRecord::allowed(SystemFacts::NAME, "pid-file", &path)
-                    .with_result(format!("not running: {reason}")),
-            );
-            return Ok(Ok(None));
+        let state = |process, not_running| wit::PidFileState {
+            pid: file.pid,
+            process,
+            not_running,
+        };
+        match found {
+            Some(p) => match file.reused_by(&p, path, SystemTime::now()) {
+                Some(reason) => {
+                    tracing::info!(pid_file = %path, "not running: {reason}");
+                    self.record(
+                        CallRecord::allowed(SystemFacts::NAME, operation, path)
+                            .with_result(format!("not running: {reason}")),
+                    );
+                    Ok(state(None, Some(reason)))
+                }
+                None => self.answer(operation, path, Ok(state(Some(p), None))),
+            },
+            None => {
+                let reason = format!("no process has pid {}", file.pid);
+                self.answer(operation, path, Ok(state(None, Some(reason))))
+            }
         }
-        Ok(self.answer("pid-file", &path, Ok(found)))
     }
 
     async fn zombies_live(&mut self) -> wasmtime::Result<Result<Vec<wit::ZombieInfo>, wit::Error>> {
@@ -1177,14 +1217,43 @@ mod tests {
             "{result}"
         );
 
-        // Written after the sleep started, as a daemon writes its own: it is running.
         let mut ctx = action.state.view::<SystemFacts>();
+        let state = wit::Host::pid_file_status(&mut ctx, path.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.pid, child.0.id());
+        assert!(state.process.is_none(), "{state:?}");
+        assert!(
+            state
+                .not_running
+                .as_deref()
+                .is_some_and(|r| r.ends_with("the pid was reused")),
+            "{state:?}"
+        );
+
+        // Written after the sleep started, as a daemon writes its own: it is running.
         set_written(SystemTime::now());
         let live = wit::Host::pid_file(&mut ctx, path.clone())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(live.map(|p| p.pid), Some(child.0.id()));
+        let state = wit::Host::pid_file_status(&mut ctx, path.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.process.map(|p| p.pid), Some(child.0.id()));
+        assert_eq!(state.not_running, None);
+        drop(child);
+        let state = wit::Host::pid_file_status(&mut ctx, path.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            state.not_running,
+            Some(format!("no process has pid {}", state.pid))
+        );
     }
 
     #[test]

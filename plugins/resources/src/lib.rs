@@ -25,7 +25,8 @@
 //! `zombies` judges how many processes on the host exited without their parent reaping
 //! them (needs `zombies = true`), naming the first few and their parents.
 //!
-//! A process checked by pid file must run (a missing or stale pid file fails, naming it);
+//! A process checked by pid file must run (a missing or stale pid file fails, naming it and
+//! why: no process has the pid, or one that started after the file was written reused it);
 //! `max_rss_mib`, `max_open_files` and `max_open_files_percent` (of its own open-files
 //! limit) fail above them, and fail when runcap cannot see the process's open files
 //! (another user's process, unless runcap runs as root). `open_files` judges the host's open
@@ -430,14 +431,15 @@ fn check_pid_files(
     f: &mut Findings,
 ) -> Result<(), ActionError> {
     for (path, check) in pid_files {
-        let p = match ctx.pid_file(path) {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                f.fail(format!(
-                    "no process runs with the pid in {path} (the pid file is stale)"
-                ));
-                continue;
-            }
+        let p = match ctx.pid_file_status(path) {
+            Ok(state) => match state.process {
+                Some(p) => p,
+                None => {
+                    let why = state.not_running.unwrap_or_default();
+                    f.fail(format!("the pid file {path} is stale: {why}"));
+                    continue;
+                }
+            },
             Err(SystemError::Unavailable(m)) => {
                 f.fail(format!("no process known for pid file {path}: {m}"));
                 continue;
@@ -560,7 +562,7 @@ runcap_sdk::plugin!(name: "resources", description: "Checks memory, load, CPU, d
 mod tests {
     use super::*;
     use runcap_sdk::testing::MockHost;
-    use runcap_sdk::{DiskUse, Fact, FactValue, FileHandles, Memory, ProcessDetail};
+    use runcap_sdk::{DiskUse, Fact, FactValue, FileHandles, Memory, PidFileState, ProcessDetail};
 
     fn disk(used: u64) -> FactValue {
         FactValue::Disk(DiskUse {
@@ -735,15 +737,19 @@ mod tests {
     }
 
     fn api(open_files: Option<u32>, limit: Option<u32>) -> FactValue {
-        FactValue::PidFile(Some(ProcessDetail {
+        FactValue::PidFileStatus(PidFileState {
             pid: 4242,
-            name: "api".into(),
-            rss: 300 << 20,
-            cpu_percent: 1.0,
-            uptime_seconds: 60,
-            open_files,
-            open_files_limit: limit,
-        }))
+            process: Some(ProcessDetail {
+                pid: 4242,
+                name: "api".into(),
+                rss: 300 << 20,
+                cpu_percent: 1.0,
+                uptime_seconds: 60,
+                open_files,
+                open_files_limit: limit,
+            }),
+            not_running: None,
+        })
     }
 
     #[test]
@@ -758,7 +764,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             host.system_calls.borrow()[0],
-            Fact::PidFile("/run/api.pid".into())
+            Fact::PidFileStatus("/run/api.pid".into())
         );
         assert_eq!(out.status, Status::Fail, "{}", out.summary);
         assert!(
@@ -825,20 +831,34 @@ mod tests {
 
     #[test]
     fn a_stale_or_missing_pid_file_fails_naming_it_and_a_denial_stops() {
+        let gone = |why: &str| {
+            Ok(FactValue::PidFileStatus(PidFileState {
+                pid: 99,
+                process: None,
+                not_running: Some(why.into()),
+            }))
+        };
         let host = MockHost::new()
-            .answer_system(Ok(FactValue::PidFile(None)))
+            .answer_system(gone("no process has pid 99"))
             .answer_system(Err(SystemError::Unavailable(
                 "cannot read /run/db.pid: No such file or directory (os error 2)".into(),
-            )));
+            )))
+            .answer_system(gone("pid 99 is now sleep, started 3600s after /run/web.pid was last written: the pid was reused"));
         let out = run(
             &host.context(),
-            params(serde_json::json!({"pid_files": {"/run/api.pid": {}, "/run/db.pid": {}}})),
+            params(serde_json::json!({"pid_files": {"/run/api.pid": {}, "/run/web.pid": {}, "/run/db.pid": {}}})),
         )
         .unwrap();
         assert_eq!(out.status, Status::Fail);
         assert!(
             out.summary
-                .contains("no process runs with the pid in /run/api.pid"),
+                .contains("the pid file /run/api.pid is stale: no process has pid 99"),
+            "{}",
+            out.summary
+        );
+        assert!(
+            out.summary
+                .contains("the pid file /run/web.pid is stale: pid 99 is now sleep, started 3600s after /run/web.pid was last written: the pid was reused"),
             "{}",
             out.summary
         );
