@@ -21,9 +21,18 @@ pub enum TlsError {
     NoCertificates,
 }
 
+/// A client certificate chain and its private key, for servers that ask for one.
+pub type ClientAuth = (
+    Vec<CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
 /// TLS settings for runcap's HTTP clients: the web PKI roots plus `extra_roots` (DER),
-/// with ring as the crypto provider.
-pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, TlsError> {
+/// with ring as the crypto provider, presenting `client` when a server asks.
+pub fn tls_config(
+    extra_roots: &[Vec<u8>],
+    client: Option<ClientAuth>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for der in extra_roots {
@@ -32,11 +41,16 @@ pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, TlsEr
             .map_err(TlsError::BadCa)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Rustls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(TlsError::Rustls)?,
+        None => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
 }

@@ -48,8 +48,8 @@ pub use notify::{Notification, NotifyError, Severity};
 pub use outcome::{ActionError, Outcome, Status};
 pub use services::{ServiceError, ServiceState, ServiceStatus, Verb};
 pub use system::{
-    CertificateInfo, DiskUse, Fact, FactValue, FileHandles, Load, Memory, PortListener,
-    ProcessDetail, ProcessInfo, SystemError,
+    CertificateInfo, DiskUse, Fact, FactValue, FileHandles, Load, Memory, PidFileState,
+    PortListener, ProcessDetail, ProcessInfo, SystemError, Zombie,
 };
 
 /// Everything a plugin usually imports.

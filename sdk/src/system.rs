@@ -142,6 +142,27 @@ pub struct CertificateInfo {
     pub days_left: i64,
 }
 
+/// A process that exited and that its parent has not reaped (`<defunct>`): it holds a
+/// pid and says the parent is not doing its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zombie {
+    pub pid: u32,
+    pub name: String,
+    /// The parent that should reap it.
+    pub parent_pid: Option<u32>,
+}
+
+/// What a pid file names: its pid, and the process when that pid runs and is the one
+/// that wrote the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PidFileState {
+    pub pid: u32,
+    pub process: Option<ProcessDetail>,
+    /// Why no process is named: the pid is not running, or it was reused by a process
+    /// that started after the file was last written.
+    pub not_running: Option<String>,
+}
+
 /// A fact a plugin asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
@@ -161,6 +182,10 @@ pub enum Fact {
     Port(u16),
     /// When this certificate file expires.
     Certificate(String),
+    /// Every zombie process on the host.
+    Zombies,
+    /// The pid this pid file holds, and the process or why none.
+    PidFileStatus(String),
 }
 
 /// The answer to a [`Fact`].
@@ -177,6 +202,8 @@ pub enum FactValue {
     /// `None` when nothing listens.
     Port(Option<PortListener>),
     Certificate(CertificateInfo),
+    Zombies(Vec<Zombie>),
+    PidFileStatus(PidFileState),
 }
 
 /// Why a fact was not read.
@@ -293,6 +320,24 @@ impl Context<'_> {
         }
     }
 
+    /// Like [`Context::pid_file`], with the pid the file holds and, when no process is
+    /// named, why: not running, or the pid was reused.
+    pub fn pid_file_status(&self, path: &str) -> Result<PidFileState, SystemError> {
+        let fact = Fact::PidFileStatus(path.to_string());
+        match self.fact(fact.clone())? {
+            FactValue::PidFileStatus(s) => Ok(s),
+            _ => Err(mismatch(&fact)),
+        }
+    }
+
+    /// Every zombie process on the host, sorted by pid (needs `zombies = true`).
+    pub fn zombies(&self) -> Result<Vec<Zombie>, SystemError> {
+        match self.fact(Fact::Zombies)? {
+            FactValue::Zombies(z) => Ok(z),
+            _ => Err(mismatch(&Fact::Zombies)),
+        }
+    }
+
     fn fact(&self, fact: Fact) -> Result<FactValue, SystemError> {
         match self.host() {
             Some(h) => h.system(&fact),
@@ -389,5 +434,24 @@ fn wasm_fact(fact: &Fact) -> Result<FactValue, SystemError> {
                 days_left: c.days_left,
             })
         }
+        Fact::PidFileStatus(path) => {
+            let s = wit::pid_file_status(path).map_err(err)?;
+            FactValue::PidFileStatus(PidFileState {
+                pid: s.pid,
+                process: s.process.map(detail),
+                not_running: s.not_running,
+            })
+        }
+        Fact::Zombies => FactValue::Zombies(
+            wit::zombies()
+                .map_err(err)?
+                .into_iter()
+                .map(|z| Zombie {
+                    pid: z.pid,
+                    name: z.name,
+                    parent_pid: z.parent_pid,
+                })
+                .collect(),
+        ),
     })
 }

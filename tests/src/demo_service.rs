@@ -255,6 +255,12 @@ pub struct TestPki {
     /// PEM of the server certificate and its key, for a server runcap runs itself.
     pub cert_pem: String,
     pub key_pem: String,
+    /// An acceptor for the same server that refuses clients without a certificate the
+    /// CA signed (mTLS).
+    pub mutual: TlsAcceptor,
+    /// PEM of a client certificate the CA signed, and its key, for a grant's `client_cert`.
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
 }
 
 /// Makes a CA and a server certificate for `localhost` valid for `days` more days
@@ -282,18 +288,38 @@ pub fn test_pki(days: i64) -> anyhow::Result<TestPki> {
     params.not_after = not_after.into();
     let cert = params.signed_by(&key, &issuer)?;
 
+    let client_key = KeyPair::generate()?;
+    let mut client_params = CertificateParams::new(Vec::<String>::new())?;
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "runcap test client");
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &issuer)?;
+
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let server_key = || rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )?;
+        .with_single_cert(vec![cert.der().clone()], server_key())?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
+    let mutual = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.der().clone()], server_key())?;
     Ok(TestPki {
         ca_pem: ca.pem(),
         acceptor: TlsAcceptor::from(Arc::new(config)),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
+        mutual: TlsAcceptor::from(Arc::new(mutual)),
+        client_cert_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
     })
 }

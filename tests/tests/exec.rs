@@ -206,3 +206,71 @@ steps = [{ id = "up", uses = "exec", with = { command = "upgrade2" } }]
     let accepted = sb.run(&["check"]);
     assert_eq!(accepted.code(), 0, "{}", accepted.stderr());
 }
+
+/// A user /etc/group lists in a group other than its own, if this host has one.
+fn user_with_supplementary_groups() -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let members = line.split(':').nth(3)?;
+        members
+            .split(',')
+            .find(|m| !m.is_empty())
+            .map(str::to_string)
+    })
+}
+
+/// The group ids a whitespace-separated list names, sorted.
+fn gids(text: &str) -> Vec<u32> {
+    let mut ids: Vec<u32> = text
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_command_run_as_a_user_has_the_users_supplementary_groups() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: switching users needs root");
+        return;
+    }
+    let user = user_with_supplementary_groups().expect("a user with supplementary groups");
+    let id = std::process::Command::new("id")
+        .args(["-G", &user])
+        .output()
+        .unwrap();
+    let expected = gids(&String::from_utf8(id.stdout).unwrap());
+    assert!(expected.len() > 1, "{user}: {expected:?}");
+    let sb = Sandbox::new();
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[plugins.exec]
+{exec}
+
+[plugins.exec.grants.exec.commands.groups]
+program = "/usr/bin/id"
+args = ["-G"]
+user = "{user}"
+dir = "/"
+
+[runbooks.groups]
+steps = [{{ id = "groups", uses = "exec", with = {{ command = "groups" }} }}]
+"#,
+            exec = plugin_lines("exec"),
+        ),
+    );
+    let r = sb.run(&["run", "groups", "--json"]).expect_code(0).json();
+    let s = step(&r, "groups");
+    assert_eq!(s["status"], "ok", "{s:#}");
+    assert_eq!(
+        gids(s["details"]["stdout"].as_str().unwrap()),
+        expected,
+        "{s:#}"
+    );
+}

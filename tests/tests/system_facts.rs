@@ -308,12 +308,41 @@ steps = [{{ id = "api", uses = "resources", with = {{ pid_files = {{ "{pid_file}
     let res = step(&down.json(), "api").clone();
     assert_eq!(res["status"], "fail", "{res:#}");
     assert!(
-        res["summary"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("no process runs with the pid in {pid_file}")),
+        res["summary"].as_str().unwrap().contains(&format!(
+            "the pid file {pid_file} is stale: no process has pid {pid}"
+        )),
         "{res:#}"
     );
+
+    // Another program is given a pid the file holds, long after the file was written:
+    // that process is not the API.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let other = Killed(Command::new("sleep").arg("120").spawn().unwrap());
+    sb.write("run/api.pid", &format!("{}\n", other.0.id()));
+    std::fs::File::options()
+        .write(true)
+        .open(&pid_file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+    let reused = sb.run(&["run", "api", "--json"]);
+    assert_eq!(reused.code(), 1, "{}", reused.stdout());
+    let res = step(&reused.json(), "api").clone();
+    let summary = res["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(&format!(
+            "the pid file {pid_file} is stale: pid {} is now sleep, started ",
+            other.0.id()
+        )) && summary.contains("the pid was reused"),
+        "{res:#}"
+    );
+    drop(other);
 
     // A pid file named relative to the manifest is refused, with the line to paste.
     let relative = "pid_files = [\"run/api.pid\"]";

@@ -5,7 +5,7 @@
 //! | grants | one table per command: `[plugins.NAME.grants.exec.commands.migrate]` `program = "/usr/bin/alembic"`, `args = ["upgrade", "{{ revision }}"]`, `params.revision = { type = "string", pattern = "[0-9a-f]{12}" }`, `dir`, `env`, `secret_env`, `timeout`, `output_limit`, `user`, `read_only`, `shell` |
 //! | manifest | the grant only |
 //! | default | no grant: the interface cannot be imported; an undeclared command is denied, and so is a value a hole's type does not accept |
-//! | enforced | the program path and every literal argument are the manifest's; a plugin fills typed holes (an enum value, an integer in range, text matching an anchored pattern), each one whole argument or part of one, never split into more; no shell unless `shell = true` (values then go in single-quoted); an empty environment but for the names allowed; a time limit (the command's process group is killed when it passes, and leftovers of the group are killed when the command exits); an output cap; the user to run as when runcap is root; a dry run records the command without starting it unless it is `read_only` |
+//! | enforced | the program path and every literal argument are the manifest's; a plugin fills typed holes (an enum value, an integer in range, text matching an anchored pattern), each one whole argument or part of one, never split into more; no shell unless `shell = true` (values then go in single-quoted); an empty environment but for the names allowed; a time limit (the command's process group is killed when it passes, and leftovers of the group are killed when the command exits); an output cap; the user to run as when runcap is root, with every group the user is in; a dry run records the command without starting it unless it is `read_only` |
 //! | audit | one call record per command: its name and argument list (redacted), the decision, and its exit code and duration |
 
 use std::collections::BTreeMap;
@@ -216,6 +216,21 @@ pub struct RunAs {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// Every group the user is in, the primary one included, as a login session gets
+    /// them (`initgroups`): a command run as `postgres` can read what group `ssl-cert` may.
+    pub groups: Vec<u32>,
+}
+
+/// The groups `user` (whose primary group is `gid`) is in: `gid` and every group the
+/// group database lists the user in, as `getgrouplist(3)` reads them.
+pub fn groups_of(user: &str, gid: u32) -> Result<Vec<u32>, nix::Error> {
+    let name = std::ffi::CString::new(user).map_err(|_| nix::Error::EINVAL)?;
+    let mut groups: Vec<u32> = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))?
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    groups.dedup();
+    Ok(groups)
 }
 
 /// What a hole accepts.
@@ -705,11 +720,22 @@ impl Command {
             Err(_) => nix::unistd::User::from_name(user),
         };
         match found {
-            Ok(Some(u)) => Some(RunAs {
-                name: u.name,
-                uid: u.uid.as_raw(),
-                gid: u.gid.as_raw(),
-            }),
+            Ok(Some(u)) => match groups_of(&u.name, u.gid.as_raw()) {
+                Ok(groups) => Some(RunAs {
+                    uid: u.uid.as_raw(),
+                    gid: u.gid.as_raw(),
+                    groups,
+                    name: u.name,
+                }),
+                Err(e) => {
+                    v.error(
+                        &at.key("user"),
+                        format!("cannot read the groups of user `{user}`: {e}"),
+                        "",
+                    );
+                    None
+                }
+            },
             Ok(None) => {
                 v.error(
                     &at.key("user"),
@@ -1098,6 +1124,39 @@ async fn exited(pid: u32) {
     .await;
 }
 
+/// Makes the child run as `u` with every group of `u`: the supplementary groups, the
+/// primary group, then the uid, set between fork and exec. (`Command::uid` would drop
+/// every supplementary group.) The directory is entered again as the user, so a
+/// directory the user may not enter fails the start as it would without root.
+fn switch_user(
+    c: &mut tokio::process::Command,
+    u: &RunAs,
+    dir: &std::path::Path,
+) -> Result<(), ExecError> {
+    use nix::unistd::{Gid, Uid};
+    use std::os::unix::ffi::OsStrExt;
+    let groups: Vec<Gid> = u.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let (uid, gid) = (Uid::from_raw(u.uid), Gid::from_raw(u.gid));
+    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| ExecError::Spawn {
+        program: dir.display().to_string(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    // SAFETY: setgroups, setgid, setuid and chdir are async-signal-safe system calls, and
+    // the closure allocates nothing: the lists were built before the fork.
+    unsafe {
+        c.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(uid)?;
+            if libc::chdir(dir.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// Starts `argv` as the command says, waits at most `limit`, and collects its output.
 async fn run_command(
     cmd: &Command,
@@ -1119,7 +1178,7 @@ async fn run_command(
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
         if euid == 0 {
-            c.uid(u.uid).gid(u.gid);
+            switch_user(&mut c, u, &cmd.dir)?;
         } else if euid != u.uid {
             return Err(ExecError::NotRoot {
                 euid,
@@ -1601,6 +1660,101 @@ dir = "/"
                 "{r:?}"
             );
         }
+    }
+
+    /// A user the group database lists as a member of a group other than its own, if
+    /// this host has one.
+    fn user_with_supplementary_groups() -> Option<nix::unistd::User> {
+        let groups = std::fs::read_to_string("/etc/group").ok()?;
+        groups.lines().find_map(|line| {
+            let members = line.split(':').nth(3)?;
+            let name = members.split(',').find(|m| !m.is_empty())?;
+            nix::unistd::User::from_name(name).ok()?
+        })
+    }
+
+    /// `id -G NAME`: the groups the system's own tool says a user is in.
+    fn id_groups(name: &str) -> Vec<u32> {
+        let out = std::process::Command::new("id")
+            .args(["-G", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut ids: Vec<u32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_users_groups_are_those_id_lists() {
+        let sorted = |mut g: Vec<u32>| {
+            g.sort();
+            g
+        };
+        assert_eq!(sorted(groups_of("root", 0).unwrap()), id_groups("root"));
+        let u = user_with_supplementary_groups()
+            .expect("a user with supplementary groups in /etc/group");
+        let groups = groups_of(&u.name, u.gid.as_raw()).unwrap();
+        assert_eq!(sorted(groups.clone()), id_groups(&u.name));
+        assert!(groups.len() > 1, "{} is in {groups:?}", u.name);
+        assert!(groups.contains(&u.gid.as_raw()));
+    }
+
+    #[tokio::test]
+    async fn a_command_run_as_a_user_keeps_the_users_supplementary_groups() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: switching users needs root");
+            return;
+        }
+        let u = user_with_supplementary_groups()
+            .expect("a user with supplementary groups in /etc/group");
+        let (_d, dir) = testing::dir();
+        let grant = format!(
+            "[plugins.p.grants.exec.commands.groups]\nprogram = \"/usr/bin/id\"\nargs = [\"-G\"]\nuser = \"{}\"\ndir = \"/\"\n",
+            u.name
+        );
+        let mut a = action(&dir, "", &grant, false, &[]);
+        let r = run(&mut a, "groups", &[]).await.unwrap();
+        let mut got: Vec<u32> = r
+            .stdout
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, id_groups(&u.name), "{}", u.name);
+        assert!(got.len() > 1);
+    }
+
+    #[tokio::test]
+    async fn a_directory_the_user_cannot_enter_fails_the_start() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: switching users needs root");
+            return;
+        }
+        let (_d, dir) = testing::dir();
+        let private = dir.join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(
+            &private,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let grant = format!(
+            "[plugins.p.grants.exec.commands.pwd]\nprogram = \"/bin/pwd\"\nuser = \"nobody\"\ndir = {:?}\n",
+            private.display().to_string()
+        );
+        let mut a = action(&dir, "", &grant, false, &[]);
+        let r = run(&mut a, "pwd", &[]).await;
+        assert!(
+            matches!(&r, Err(wit::Error::Failed(m)) if m.contains("ermission denied")),
+            "{r:?}"
+        );
     }
 
     #[test]

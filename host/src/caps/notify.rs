@@ -243,7 +243,7 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(grant: Arc<NotifyGrant>) -> Result<Self, PrepareError> {
-        let tls = crate::net::tls_config(&[]).map_err(|e| PrepareError(e.to_string()))?;
+        let tls = crate::net::tls_config(&[], None).map_err(|e| PrepareError(e.to_string()))?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .http1_only()

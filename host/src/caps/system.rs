@@ -2,16 +2,16 @@
 //!
 //! | | |
 //! |---|---|
-//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]`, `ports = [443]`, `certificates = ["/etc/ssl/api.pem"]`, `pid_files = ["/run/api.pid"]`, `files = true` |
+//! | grants | reading what is listed: `[plugins.NAME.grants.system]` `memory = true`, `load = true`, `mounts = ["/", "/var"]`, `processes = ["nginx"]`, `ports = [443]`, `certificates = ["/etc/ssl/api.pem"]`, `pid_files = ["/run/api.pid"]`, `files = true`, `zombies = true` |
 //! | manifest | the grant only |
 //! | default | no grant: the interface cannot be imported; an unlisted fact, mount or process name is denied |
 //! | enforced | read-only: nothing a plugin asks changes the host, so calls run in dry runs too; facts are read by `sysinfo`, `procfs`, `statvfs` and `x509-parser`, not by parsing command output |
-//! | audit | one call record per read: what was read (memory, load, files, a mount, a process name, a pid file) and the decision |
+//! | audit | one call record per read: what was read (memory, load, files, zombies, a mount, a process name, a pid file) and the decision |
 
 use std::ffi::OsStr;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use sysinfo::{
@@ -29,6 +29,11 @@ use crate::manifest::{KeyPath, Validator};
 
 /// How long CPU use is sampled for (sysinfo needs at least 200 ms between two readings).
 const CPU_SAMPLE: Duration = Duration::from_millis(250);
+
+/// How much later than its pid file's last write a process may seem to have started and
+/// still be the one that wrote it: start times are read in whole seconds (and from a boot
+/// time in whole seconds), and the wall clock may be stepped a little.
+const PID_REUSE_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// The most of a pid file read: a pid is a line of a few digits (PostgreSQL's
 /// `postmaster.pid` has more lines after it, well under this).
@@ -106,6 +111,9 @@ pub struct SystemGrantConfig {
     /// `files = true`: open file handles on the whole host.
     #[serde(default)]
     pub files: bool,
+    /// `zombies = true`: processes on the whole host that exited unreaped.
+    #[serde(default)]
+    pub zombies: bool,
 }
 
 /// A validated system grant.
@@ -119,6 +127,7 @@ pub struct SystemGrant {
     pub certificates: Vec<String>,
     pub pid_files: Vec<String>,
     pub files: bool,
+    pub zombies: bool,
     /// `plugins.NAME.grants.system`, for denial messages.
     pub key: String,
 }
@@ -201,6 +210,7 @@ impl SystemGrant {
             certificates: raw.certificates,
             pid_files: raw.pid_files,
             files: raw.files,
+            zombies: raw.zombies,
             key: at.to_string(),
         })
     }
@@ -216,6 +226,9 @@ impl SystemGrant {
         }
         if self.files {
             out.push("open file handles on the host".to_string());
+        }
+        if self.zombies {
+            out.push("zombie processes on the host (pid, name, parent)".to_string());
         }
         out.extend(self.mounts.iter().map(|m| format!("disk use of {m}")));
         out.extend(
@@ -254,6 +267,12 @@ pub fn diff(old: &SystemGrantConfig, new: &SystemGrantConfig) -> Vec<Change> {
             old.files,
             new.files,
             "open file handles on the host",
+        ),
+        (
+            "zombies",
+            old.zombies,
+            new.zombies,
+            "zombie processes on the host",
         ),
     ] {
         if is && !was {
@@ -344,6 +363,8 @@ pub enum ReadError {
     PidFile { path: String, reason: &'static str },
     #[error("cannot read /proc/sys/fs/file-nr: {0}")]
     FileHandles(procfs::ProcError),
+    #[error("cannot list the processes in /proc: {0}")]
+    Processes(procfs::ProcError),
 }
 
 /// Space and inodes of the file system holding `mount`.
@@ -388,7 +409,7 @@ impl CapCtx<'_, SystemFacts> {
         if allowed(grant) {
             return Ok(());
         }
-        let reason = if matches!(field, "memory" | "load" | "files") {
+        let reason = if matches!(field, "memory" | "load" | "files" | "zombies") {
             format!(
                 "{target} is not granted; add {field} = true to {}",
                 grant.key
@@ -472,6 +493,22 @@ impl wit::Host for CapCtx<'_, SystemFacts> {
         crate::taped!(self, "system.pid_file", (path), self.pid_file_live(path))
     }
 
+    async fn pid_file_status(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<wit::PidFileState, wit::Error>> {
+        crate::taped!(
+            self,
+            "system.pid_file_status",
+            (path),
+            self.pid_file_status_live(path)
+        )
+    }
+
+    async fn zombies(&mut self) -> wasmtime::Result<Result<Vec<wit::ZombieInfo>, wit::Error>> {
+        crate::taped!(self, "system.zombies", (), self.zombies_live())
+    }
+
     async fn files(&mut self) -> wasmtime::Result<Result<wit::FileHandles, wit::Error>> {
         crate::taped!(self, "system.files", (), self.files_live())
     }
@@ -548,9 +585,35 @@ fn certificate_info(path: &str, now: i64) -> Result<wit::CertificateInfo, ReadEr
     })
 }
 
-/// The pid a pid file holds: its first line, a positive decimal number. At most
-/// [`PID_FILE_MAX`] bytes are read, and only from a regular file (a FIFO would block).
-fn read_pid_file(path: &str) -> Result<u32, ReadError> {
+/// What a pid file says: a pid, written at a time.
+struct PidFile {
+    pid: u32,
+    /// When the file was last written.
+    written: SystemTime,
+}
+
+impl PidFile {
+    /// Why `p`, the process with this file's pid, is not the one that wrote the file: it
+    /// started after the file was last written, so its pid was reused. `now` is when
+    /// `p`'s uptime was read.
+    fn reused_by(&self, p: &wit::ProcessDetail, path: &str, now: SystemTime) -> Option<String> {
+        let started = now.checked_sub(Duration::from_secs(p.uptime_seconds))?;
+        let late = started.duration_since(self.written).ok()?;
+        (late > PID_REUSE_TOLERANCE).then(|| {
+            format!(
+                "pid {} is now {}, started {}s after {path} was last written: the pid was reused",
+                p.pid,
+                p.name,
+                late.as_secs()
+            )
+        })
+    }
+}
+
+/// The pid a pid file holds (its first line, a positive decimal number) and when the
+/// file was last written. At most [`PID_FILE_MAX`] bytes are read, and only from a
+/// regular file (a FIFO would block).
+fn read_pid_file(path: &str) -> Result<PidFile, ReadError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| ReadError::File {
         path: path.to_string(),
@@ -565,9 +628,11 @@ fn read_pid_file(path: &str) -> Result<u32, ReadError> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(io)?;
-    if !file.metadata().map_err(io)?.is_file() {
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
         return Err(bad("is not a regular file, so not a pid file"));
     }
+    let written = meta.modified().map_err(io)?;
     let mut bytes = Vec::new();
     file.take(PID_FILE_MAX + 1)
         .read_to_end(&mut bytes)
@@ -581,7 +646,9 @@ fn read_pid_file(path: &str) -> Result<u32, ReadError> {
         return Err(bad("is empty: it holds no pid"));
     }
     match text.parse::<u32>() {
-        Ok(pid) if pid > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(pid),
+        Ok(pid) if pid > 0 && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(PidFile { pid, written })
+        }
         _ => Err(bad(
             "does not hold a pid (its first line is not a process id)",
         )),
@@ -662,6 +729,23 @@ fn file_handles() -> Result<wit::FileHandles, ReadError> {
         open: nr.allocated.saturating_sub(nr.free),
         max: nr.max,
     })
+}
+
+/// Every zombie on the host, sorted by pid: a process whose `/proc/PID/stat` state is
+/// `Z`. One that vanishes while the list is read is left out.
+fn zombies() -> Result<Vec<wit::ZombieInfo>, ReadError> {
+    let mut found: Vec<wit::ZombieInfo> = procfs::process::all_processes()
+        .map_err(ReadError::Processes)?
+        .filter_map(|p| p.ok()?.stat().ok())
+        .filter(|stat| stat.state == 'Z')
+        .map(|stat| wit::ZombieInfo {
+            pid: stat.pid.unsigned_abs(),
+            name: stat.comm,
+            parent_pid: u32::try_from(stat.ppid).ok().filter(|p| *p > 0),
+        })
+        .collect();
+    found.sort_by_key(|z| z.pid);
+    Ok(found)
 }
 
 /// The calls themselves; the [`wit::Host`] impl above records or replays them.
@@ -773,22 +857,71 @@ impl CapCtx<'_, SystemFacts> {
         &mut self,
         path: String,
     ) -> wasmtime::Result<Result<Option<wit::ProcessDetail>, wit::Error>> {
-        if let Err(e) = self.check(
-            "pid-file",
-            &path,
-            |g| g.pid_files.contains(&path),
+        Ok(self
+            .pid_file_read("pid-file", &path)
+            .await
+            .map(|s| s.process))
+    }
+
+    async fn pid_file_status_live(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<wit::PidFileState, wit::Error>> {
+        Ok(self.pid_file_read("pid-file-status", &path).await)
+    }
+
+    /// What a granted pid file names: the process, or why none runs. A process that
+    /// started after the file was last written reused the pid, and is not the one.
+    async fn pid_file_read(
+        &mut self,
+        operation: &str,
+        path: &str,
+    ) -> Result<wit::PidFileState, wit::Error> {
+        self.check(
+            operation,
+            path,
+            |g| g.pid_files.iter().any(|p| p == path),
             "pid_files",
-        ) {
+        )?;
+        let at = path.to_string();
+        let file = match blocking(move || read_pid_file(&at)).await {
+            Ok(file) => file,
+            Err(e) => return self.answer(operation, path, Err(e)),
+        };
+        let found = match process_details(Which::Pid(file.pid)).await {
+            Ok(found) => found.into_iter().next(),
+            Err(e) => return self.answer(operation, path, Err(e)),
+        };
+        let state = |process, not_running| wit::PidFileState {
+            pid: file.pid,
+            process,
+            not_running,
+        };
+        match found {
+            Some(p) => match file.reused_by(&p, path, SystemTime::now()) {
+                Some(reason) => {
+                    tracing::info!(pid_file = %path, "not running: {reason}");
+                    self.record(
+                        CallRecord::allowed(SystemFacts::NAME, operation, path)
+                            .with_result(format!("not running: {reason}")),
+                    );
+                    Ok(state(None, Some(reason)))
+                }
+                None => self.answer(operation, path, Ok(state(Some(p), None))),
+            },
+            None => {
+                let reason = format!("no process has pid {}", file.pid);
+                self.answer(operation, path, Ok(state(None, Some(reason))))
+            }
+        }
+    }
+
+    async fn zombies_live(&mut self) -> wasmtime::Result<Result<Vec<wit::ZombieInfo>, wit::Error>> {
+        if let Err(e) = self.check("zombies", "zombies", |g| g.zombies, "zombies") {
             return Ok(Err(e));
         }
-        let at = path.clone();
-        let read = match blocking(move || read_pid_file(&at)).await {
-            Ok(pid) => process_details(Which::Pid(pid))
-                .await
-                .map(|found| found.into_iter().next()),
-            Err(e) => Err(e),
-        };
-        Ok(self.answer("pid-file", &path, read))
+        let read = blocking(zombies).await;
+        Ok(self.answer("zombies", "zombies", read))
     }
 
     async fn files_live(&mut self) -> wasmtime::Result<Result<wit::FileHandles, wit::Error>> {
@@ -945,6 +1078,216 @@ mod tests {
             .expect("our sleep is listed");
         assert_eq!(ours.name, "sleep");
         assert!(ours.rss > 0, "{ours:?}");
+    }
+
+    /// A child that has exited and that nobody reaps until this is dropped: a zombie.
+    struct Unreaped(std::process::Child);
+
+    impl Unreaped {
+        /// Starts `true` and waits (polling, with a deadline) until it is a zombie.
+        fn start() -> Self {
+            let child = std::process::Command::new("true").spawn().unwrap();
+            let guard = Unreaped(child);
+            let stat = format!("/proc/{}/stat", guard.0.id());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            // The state follows the parenthesised name: "PID (true) Z ...".
+            while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            }) {
+                assert!(std::time::Instant::now() < deadline, "`true` did not exit");
+                std::thread::yield_now();
+            }
+            guard
+        }
+    }
+
+    impl Drop for Unreaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreaped_child_is_listed_as_a_zombie_with_its_parent_until_reaped() {
+        let zombie = Unreaped::start();
+        let pid = zombie.0.id();
+        let g =
+            grant("[plugins.p.grants.system]\nzombies = true\nprocesses = [\"true\"]\n").unwrap();
+        assert!(
+            g.describe()
+                .contains(&"zombie processes on the host (pid, name, parent)".to_string())
+        );
+        let mut action = recording(g, false);
+        let mut ctx = action.state.view::<SystemFacts>();
+        let found = wit::Host::zombies(&mut ctx).await.unwrap().unwrap();
+        let ours = found
+            .iter()
+            .find(|z| z.pid == pid)
+            .expect("our child is a zombie");
+        assert_eq!(ours.name, "true");
+        assert_eq!(ours.parent_pid, Some(std::process::id()));
+        assert!(found.windows(2).all(|w| w[0].pid < w[1].pid), "{found:?}");
+        let running = wit::Host::processes(&mut ctx, "true".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            running.iter().all(|p| p.pid != pid),
+            "a zombie is not running: {running:?}"
+        );
+        drop(zombie);
+        let found = wit::Host::zombies(&mut ctx).await.unwrap().unwrap();
+        assert!(found.iter().all(|z| z.pid != pid), "reaped: {found:?}");
+        assert_eq!(
+            action.audit()[0],
+            ("system".into(), "allowed".into(), "zombies".into())
+        );
+
+        let g = grant("[plugins.p.grants.system]\nload = true\n").unwrap();
+        let mut action = recording(g, false);
+        let mut ctx = action.state.view::<SystemFacts>();
+        let denied = wit::Host::zombies(&mut ctx).await.unwrap();
+        assert!(
+            matches!(&denied, Err(wit::Error::Denied(m)) if m.contains("add zombies = true to plugins.p.grants.system")),
+            "{denied:?}"
+        );
+        let old = SystemGrantConfig::default();
+        let new = SystemGrantConfig {
+            zombies: true,
+            ..Default::default()
+        };
+        let changes = diff(&old, &new);
+        assert_eq!(changes[0].kind, ChangeKind::Added);
+        assert_eq!(changes[0].what, "may read zombie processes on the host");
+    }
+
+    /// A child that sleeps until this is dropped, then is killed and reaped.
+    struct Sleeper(std::process::Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pid_file_older_than_its_process_names_no_process_and_says_why() {
+        let (_d, dir) = testing::dir();
+        let child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid_file = dir.join("api.pid");
+        std::fs::write(&pid_file, format!("{}\n", child.0.id())).unwrap();
+        let path = pid_file.display().to_string();
+        let g = grant(&format!(
+            "[plugins.p.grants.system]\npid_files = [\"{path}\"]\n"
+        ))
+        .unwrap();
+        let mut action = recording(g, false);
+        let mut ctx = action.state.view::<SystemFacts>();
+        let set_written = |when: SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(&pid_file)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+
+        // Written an hour before the sleep started: another process wrote it, and the
+        // sleep was given the same pid later.
+        set_written(SystemTime::now() - Duration::from_secs(3600));
+        let reused = wit::Host::pid_file(&mut ctx, path.clone()).await.unwrap();
+        assert!(matches!(reused, Ok(None)), "{reused:?}");
+        let calls = action.calls();
+        let result = calls[0]["result"].as_str().unwrap_or_default().to_string();
+        assert!(
+            result.starts_with(&format!(
+                "not running: pid {} is now sleep, started ",
+                child.0.id()
+            )) && result.ends_with(&format!(
+                "after {path} was last written: the pid was reused"
+            )),
+            "{result}"
+        );
+
+        let mut ctx = action.state.view::<SystemFacts>();
+        let state = wit::Host::pid_file_status(&mut ctx, path.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.pid, child.0.id());
+        assert!(state.process.is_none(), "{state:?}");
+        assert!(
+            state
+                .not_running
+                .as_deref()
+                .is_some_and(|r| r.ends_with("the pid was reused")),
+            "{state:?}"
+        );
+
+        // Written after the sleep started, as a daemon writes its own: it is running.
+        set_written(SystemTime::now());
+        let live = wit::Host::pid_file(&mut ctx, path.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.map(|p| p.pid), Some(child.0.id()));
+        let state = wit::Host::pid_file_status(&mut ctx, path.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.process.map(|p| p.pid), Some(child.0.id()));
+        assert_eq!(state.not_running, None);
+        drop(child);
+        let state = wit::Host::pid_file_status(&mut ctx, path.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            state.not_running,
+            Some(format!("no process has pid {}", state.pid))
+        );
+    }
+
+    #[test]
+    fn a_process_started_within_the_tolerance_of_the_write_is_not_a_reuse() {
+        let written = SystemTime::now() - Duration::from_secs(100);
+        let file = PidFile { pid: 7, written };
+        let at = |uptime: u64| wit::ProcessDetail {
+            pid: 7,
+            name: "api".into(),
+            rss: 0,
+            cpu_percent: 0.0,
+            uptime_seconds: uptime,
+            open_files: None,
+            open_files_limit: None,
+        };
+        let now = written + Duration::from_secs(100);
+        assert!(
+            file.reused_by(&at(200), "/run/api.pid", now).is_none(),
+            "started before"
+        );
+        assert!(
+            file.reused_by(&at(99), "/run/api.pid", now).is_none(),
+            "1s after"
+        );
+        assert!(
+            file.reused_by(&at(98), "/run/api.pid", now).is_none(),
+            "2s after"
+        );
+        assert_eq!(
+            file.reused_by(&at(90), "/run/api.pid", now).as_deref(),
+            Some(
+                "pid 7 is now api, started 10s after /run/api.pid was last written: the pid was reused"
+            )
+        );
     }
 
     #[tokio::test]

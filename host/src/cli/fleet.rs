@@ -203,7 +203,7 @@ struct Client {
 
 impl Client {
     fn new(args: &ControllerArgs) -> Result<Client, u8> {
-        let tls = crate::net::tls_config(&[]).map_err(|e| {
+        let tls = crate::net::tls_config(&[], None).map_err(|e| {
             eprintln!("error: {e}");
             2u8
         })?;

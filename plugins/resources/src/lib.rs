@@ -9,23 +9,31 @@
 //! processes = ["nginx"]
 //! pid_files = ["/run/api.pid"]
 //! files = true
+//! zombies = true
 //!
 //! [[runbooks.daily.steps]]
 //! uses = "resources"
-//! with = { memory = { warn_above = 85, fail_above = 95 }, disks = { "/" = { fail_above = 90 } }, processes = { nginx = {} } }
+//! with = { memory = { warn_above = 85, fail_above = 95 }, cpu = { warn_above = 70, fail_above = 90 }, disks = { "/" = { fail_above = 90 } }, processes = { nginx = { min = 1, max = 8 } }, zombies = { fail_above = 0 } }
 //!
 //! [[runbooks.check-api.steps]]
 //! uses = "resources"
 //! with = { pid_files = { "/run/api.pid" = { max_rss_mib = 2048, max_open_files_percent = 80 } }, open_files = { warn_above = 70, fail_above = 90 } }
 //! ```
 //!
-//! A process checked by pid file must run (a missing or stale pid file fails, naming it);
+//! `cpu` judges CPU use of all CPUs over a quarter-second sample, percent (needs
+//! `load = true`); `processes.NAME` wants between `min` (default 1) and `max` of them;
+//! `zombies` judges how many processes on the host exited without their parent reaping
+//! them (needs `zombies = true`), naming the first few and their parents.
+//!
+//! A process checked by pid file must run (a missing or stale pid file fails, naming it and
+//! why: no process has the pid, or one that started after the file was written reused it);
 //! `max_rss_mib`, `max_open_files` and `max_open_files_percent` (of its own open-files
 //! limit) fail above them, and fail when runcap cannot see the process's open files
 //! (another user's process, unless runcap runs as root). `open_files` judges the host's open
 //! file handles against `fs.file-max`, percent.
 //!
-//! Every value read is returned in `details` (`memory.used_percent`, `disk./.used_percent`,
+//! Every value read is returned in `details` (`memory.used_percent`, `cpu.used_percent`,
+//! `disk./.used_percent`, `zombies.count`,
 //! `processes.nginx.count`, `pid_files./run/api.pid.pid`, `….rss_mib`, `….open_files`,
 //! `….open_files_limit`, `….open_files_percent`, `open_files.used_percent`, `open_files.open`,
 //! `open_files.max`, …) and as a metric, so later steps and dashboards can use it.
@@ -50,6 +58,8 @@ pub struct ProcessCheck {
     /// At least this many processes of the name run (default 1).
     #[serde(default = "one")]
     pub min: u32,
+    /// At most this many run (a fork bomb, workers that are never retired).
+    pub max: Option<u32>,
     /// Fails when one of them has more resident memory than this many MiB.
     pub max_rss_mib: Option<u64>,
 }
@@ -110,6 +120,10 @@ pub struct Checks {
     pub memory: Option<Threshold>,
     /// One-minute load average per CPU (1.0: every CPU busy).
     pub load_per_cpu: Option<Threshold>,
+    /// CPU use of all CPUs over a quarter-second sample, percent.
+    pub cpu: Option<Threshold>,
+    /// Zombie processes on the host (exited, not reaped by their parent), a count.
+    pub zombies: Option<Threshold>,
     /// Space in use per mount point, percent.
     #[serde(default)]
     pub disks: BTreeMap<String, Threshold>,
@@ -139,6 +153,7 @@ impl Checks {
             .memory
             .iter()
             .map(|t| ("memory".to_string(), t))
+            .chain(self.cpu.iter().map(|t| ("cpu".to_string(), t)))
             .chain(self.disks.iter().map(|(m, t)| (format!("disks.{m}"), t)))
             .chain(self.inodes.iter().map(|(m, t)| (format!("inodes.{m}"), t)))
             .chain(
@@ -157,6 +172,8 @@ impl Checks {
             .memory
             .iter()
             .chain(self.load_per_cpu.iter())
+            .chain(self.cpu.iter())
+            .chain(self.zombies.iter())
             .chain(self.disks.values())
             .chain(self.inodes.values())
             .chain(self.open_files.iter());
@@ -165,6 +182,26 @@ impl Checks {
                 && w > f
             {
                 return Err(format!("warn_above {w} is above fail_above {f}"));
+            }
+        }
+        for v in self
+            .zombies
+            .iter()
+            .flat_map(|t| [t.warn_above, t.fail_above])
+            .flatten()
+        {
+            if v < 0.0 || v.fract() != 0.0 {
+                return Err(format!("zombies: {v} is not a count (0, 1, 2, ...)"));
+            }
+        }
+        for (name, c) in &self.processes {
+            if let Some(max) = c.max
+                && max < c.min
+            {
+                return Err(format!(
+                    "processes.{name}: max {max} is below min {} (write min = {max} too, or a larger max)",
+                    c.min
+                ));
             }
         }
         for m in self.disks.keys().chain(self.inodes.keys()) {
@@ -210,6 +247,8 @@ impl Checks {
             && self.open_files.is_none()
             && self.pid_files.is_empty()
             && self.load_per_cpu.is_none()
+            && self.cpu.is_none()
+            && self.zombies.is_none()
             && self.disks.is_empty()
             && self.inodes.is_empty()
             && self.processes.is_empty()
@@ -217,7 +256,7 @@ impl Checks {
             && self.certificates.is_empty()
         {
             return Err(
-                "nothing to check: name memory, load_per_cpu, disks, inodes, processes, pid_files, open_files, ports or certificates".into(),
+                "nothing to check: name memory, load_per_cpu, cpu, disks, inodes, processes, zombies, pid_files, open_files, ports or certificates".into(),
             );
         }
         Ok(())
@@ -267,8 +306,14 @@ pub fn run(ctx: &Context, Params(p): Params) -> Result<Outcome, ActionError> {
     if let Some(t) = &p.memory {
         f.judge("memory.used_percent", ctx.memory()?.used_percent(), t, "%");
     }
-    if let Some(t) = &p.load_per_cpu {
-        f.judge("load.per_cpu", ctx.load()?.per_cpu(), t, "");
+    if p.load_per_cpu.is_some() || p.cpu.is_some() {
+        let load = ctx.load()?;
+        if let Some(t) = &p.load_per_cpu {
+            f.judge("load.per_cpu", load.per_cpu(), t, "");
+        }
+        if let Some(t) = &p.cpu {
+            f.judge("cpu.used_percent", f64::from(load.cpu_percent), t, "%");
+        }
     }
     for (mount, t) in &p.disks {
         let d = ctx.disk(mount)?;
@@ -299,6 +344,14 @@ pub fn run(ctx: &Context, Params(p): Params) -> Result<Outcome, ActionError> {
                 check.min
             ));
         }
+        if let Some(max) = check.max
+            && found.len() as u32 > max
+        {
+            f.fail(format!(
+                "{} {name} process(es) running, expected at most {max}",
+                found.len()
+            ));
+        }
         if let Some(max) = check.max_rss_mib {
             let biggest = found.iter().map(|p| p.rss).max().unwrap_or(0) >> 20;
             f.values
@@ -309,6 +362,9 @@ pub fn run(ctx: &Context, Params(p): Params) -> Result<Outcome, ActionError> {
                 ));
             }
         }
+    }
+    if let Some(t) = &p.zombies {
+        check_zombies(ctx, t, &mut f)?;
     }
     check_pid_files(ctx, &p.pid_files, &mut f)?;
     if let Some(t) = &p.open_files {
@@ -331,6 +387,42 @@ pub fn run(ctx: &Context, Params(p): Params) -> Result<Outcome, ActionError> {
     Ok(out)
 }
 
+/// How many zombies the host has, judged against `t`; a problem names the first few and
+/// their parents, which are the processes to look at.
+fn check_zombies(ctx: &Context, t: &Threshold, f: &mut Findings) -> Result<(), ActionError> {
+    const NAMED: usize = 5;
+    let zombies = ctx.zombies()?;
+    let count = zombies.len() as f64;
+    f.values.push(("zombies.count".into(), count));
+    let mut listed: Vec<String> = zombies
+        .iter()
+        .take(NAMED)
+        .map(|z| match z.parent_pid {
+            Some(parent) => format!("{} (pid {}, parent {parent})", z.name, z.pid),
+            None => format!("{} (pid {})", z.name, z.pid),
+        })
+        .collect();
+    if zombies.len() > NAMED {
+        listed.push(format!("{} more", zombies.len() - NAMED));
+    }
+    let which = |limit: f64, warning: &str| {
+        format!(
+            "{} zombie process(es), above {limit}{warning}: {}; their parents have not reaped them",
+            zombies.len(),
+            listed.join(", ")
+        )
+    };
+    if let Some(limit) = t.fail_above.filter(|l| count > *l) {
+        f.fail(which(limit, ""));
+    } else if let Some(limit) = t.warn_above.filter(|l| count > *l) {
+        if f.status == Status::Ok {
+            f.status = Status::Warn;
+        }
+        f.problems.push(which(limit, " (warning)"));
+    }
+    Ok(())
+}
+
 /// Each pid file names a running process within its limits. A pid file the host cannot
 /// read (missing, empty, no pid) fails the check like a stopped process; a denial stops it.
 fn check_pid_files(
@@ -339,14 +431,15 @@ fn check_pid_files(
     f: &mut Findings,
 ) -> Result<(), ActionError> {
     for (path, check) in pid_files {
-        let p = match ctx.pid_file(path) {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                f.fail(format!(
-                    "no process runs with the pid in {path} (the pid file is stale)"
-                ));
-                continue;
-            }
+        let p = match ctx.pid_file_status(path) {
+            Ok(state) => match state.process {
+                Some(p) => p,
+                None => {
+                    let why = state.not_running.unwrap_or_default();
+                    f.fail(format!("the pid file {path} is stale: {why}"));
+                    continue;
+                }
+            },
             Err(SystemError::Unavailable(m)) => {
                 f.fail(format!("no process known for pid file {path}: {m}"));
                 continue;
@@ -463,13 +556,13 @@ fn check_certificates(
     Ok(())
 }
 
-runcap_sdk::plugin!(name: "resources", description: "Checks memory, load, disk, processes and open files against thresholds.", run: run);
+runcap_sdk::plugin!(name: "resources", description: "Checks memory, load, CPU, disk, processes, zombies and open files against thresholds.", run: run);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use runcap_sdk::testing::MockHost;
-    use runcap_sdk::{DiskUse, Fact, FactValue, FileHandles, Memory, ProcessDetail};
+    use runcap_sdk::{DiskUse, Fact, FactValue, FileHandles, Memory, PidFileState, ProcessDetail};
 
     fn disk(used: u64) -> FactValue {
         FactValue::Disk(DiskUse {
@@ -644,15 +737,19 @@ mod tests {
     }
 
     fn api(open_files: Option<u32>, limit: Option<u32>) -> FactValue {
-        FactValue::PidFile(Some(ProcessDetail {
+        FactValue::PidFileStatus(PidFileState {
             pid: 4242,
-            name: "api".into(),
-            rss: 300 << 20,
-            cpu_percent: 1.0,
-            uptime_seconds: 60,
-            open_files,
-            open_files_limit: limit,
-        }))
+            process: Some(ProcessDetail {
+                pid: 4242,
+                name: "api".into(),
+                rss: 300 << 20,
+                cpu_percent: 1.0,
+                uptime_seconds: 60,
+                open_files,
+                open_files_limit: limit,
+            }),
+            not_running: None,
+        })
     }
 
     #[test]
@@ -667,7 +764,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             host.system_calls.borrow()[0],
-            Fact::PidFile("/run/api.pid".into())
+            Fact::PidFileStatus("/run/api.pid".into())
         );
         assert_eq!(out.status, Status::Fail, "{}", out.summary);
         assert!(
@@ -734,20 +831,34 @@ mod tests {
 
     #[test]
     fn a_stale_or_missing_pid_file_fails_naming_it_and_a_denial_stops() {
+        let gone = |why: &str| {
+            Ok(FactValue::PidFileStatus(PidFileState {
+                pid: 99,
+                process: None,
+                not_running: Some(why.into()),
+            }))
+        };
         let host = MockHost::new()
-            .answer_system(Ok(FactValue::PidFile(None)))
+            .answer_system(gone("no process has pid 99"))
             .answer_system(Err(SystemError::Unavailable(
                 "cannot read /run/db.pid: No such file or directory (os error 2)".into(),
-            )));
+            )))
+            .answer_system(gone("pid 99 is now sleep, started 3600s after /run/web.pid was last written: the pid was reused"));
         let out = run(
             &host.context(),
-            params(serde_json::json!({"pid_files": {"/run/api.pid": {}, "/run/db.pid": {}}})),
+            params(serde_json::json!({"pid_files": {"/run/api.pid": {}, "/run/web.pid": {}, "/run/db.pid": {}}})),
         )
         .unwrap();
         assert_eq!(out.status, Status::Fail);
         assert!(
             out.summary
-                .contains("no process runs with the pid in /run/api.pid"),
+                .contains("the pid file /run/api.pid is stale: no process has pid 99"),
+            "{}",
+            out.summary
+        );
+        assert!(
+            out.summary
+                .contains("the pid file /run/web.pid is stale: pid 99 is now sleep, started 3600s after /run/web.pid was last written: the pid was reused"),
             "{}",
             out.summary
         );
@@ -766,6 +877,174 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ActionError::Denied(m) if m.contains("pid_files")));
+    }
+
+    fn load(cpu_percent: f32) -> FactValue {
+        FactValue::Load(runcap_sdk::Load {
+            one: 0.5,
+            five: 0.5,
+            fifteen: 0.5,
+            cpus: 2,
+            cpu_percent,
+        })
+    }
+
+    #[test]
+    fn cpu_use_above_its_thresholds_warns_or_fails_and_load_is_read_once() {
+        for (cpu, status) in [
+            (20.0, Status::Ok),
+            (75.5, Status::Warn),
+            (95.0, Status::Fail),
+        ] {
+            let host = MockHost::new().answer_system(Ok(load(cpu)));
+            let out = run(
+                &host.context(),
+                params(serde_json::json!({
+                    "cpu": {"warn_above": 70, "fail_above": 90},
+                    "load_per_cpu": {"fail_above": 4}
+                })),
+            )
+            .unwrap();
+            assert_eq!(out.status, status, "{}", out.summary);
+            assert_eq!(*host.system_calls.borrow(), [Fact::Load]);
+            assert_eq!(out.details["cpu.used_percent"], f64::from(cpu));
+            assert_eq!(out.details["load.per_cpu"], 0.25);
+        }
+        let host = MockHost::new().answer_system(Ok(load(95.0)));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"cpu": {"fail_above": 90}})),
+        )
+        .unwrap();
+        assert!(
+            out.summary.contains("cpu.used_percent 95.0% is above 90%"),
+            "{}",
+            out.summary
+        );
+    }
+
+    fn processes(n: u32) -> FactValue {
+        FactValue::Processes(
+            (0..n)
+                .map(|i| runcap_sdk::ProcessInfo {
+                    pid: 100 + i,
+                    name: "worker".into(),
+                    rss: 1 << 20,
+                    cpu_percent: 0.0,
+                    uptime_seconds: 5,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn more_processes_than_max_fail_and_a_count_between_min_and_max_passes() {
+        let check = serde_json::json!({"processes": {"worker": {"min": 2, "max": 4}}});
+        for (n, status) in [
+            (1, Status::Fail),
+            (3, Status::Ok),
+            (4, Status::Ok),
+            (5, Status::Fail),
+        ] {
+            let host = MockHost::new().answer_system(Ok(processes(n)));
+            let out = run(&host.context(), params(check.clone())).unwrap();
+            assert_eq!(out.status, status, "{n}: {}", out.summary);
+            assert_eq!(out.details["processes.worker.count"], f64::from(n));
+        }
+        let host = MockHost::new().answer_system(Ok(processes(5)));
+        let out = run(&host.context(), params(check)).unwrap();
+        assert!(
+            out.summary
+                .contains("5 worker process(es) running, expected at most 4"),
+            "{}",
+            out.summary
+        );
+    }
+
+    fn zombies(n: u32) -> FactValue {
+        FactValue::Zombies(
+            (0..n)
+                .map(|i| runcap_sdk::Zombie {
+                    pid: 200 + i,
+                    name: "child".into(),
+                    parent_pid: (i % 2 == 0).then_some(50),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn zombies_above_the_threshold_fail_naming_them_and_their_parents() {
+        let host = MockHost::new().answer_system(Ok(zombies(0)));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"zombies": {"fail_above": 0}})),
+        )
+        .unwrap();
+        assert_eq!(out.status, Status::Ok, "{}", out.summary);
+        assert_eq!(*host.system_calls.borrow(), [Fact::Zombies]);
+        assert_eq!(out.details["zombies.count"], 0.0);
+
+        let host = MockHost::new().answer_system(Ok(zombies(7)));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"zombies": {"fail_above": 0}})),
+        )
+        .unwrap();
+        assert_eq!(out.status, Status::Fail);
+        assert_eq!(
+            out.summary,
+            "7 zombie process(es), above 0: child (pid 200, parent 50), child (pid 201), child (pid 202, parent 50), child (pid 203), child (pid 204, parent 50), 2 more; their parents have not reaped them"
+        );
+
+        let host = MockHost::new().answer_system(Ok(zombies(2)));
+        let out = run(
+            &host.context(),
+            params(serde_json::json!({"zombies": {"warn_above": 1, "fail_above": 5}})),
+        )
+        .unwrap();
+        assert_eq!(out.status, Status::Warn, "{}", out.summary);
+
+        let host = MockHost::new().answer_system(Err(SystemError::Denied(
+            "zombies is not granted; add zombies = true to plugins.resources.grants.system".into(),
+        )));
+        let err = run(
+            &host.context(),
+            params(serde_json::json!({"zombies": {"fail_above": 0}})),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ActionError::Denied(m) if m.contains("zombies = true")));
+    }
+
+    #[test]
+    fn senseless_cpu_zombie_and_process_count_params_are_refused() {
+        for (json, expected) in [
+            (
+                serde_json::json!({"cpu": {"fail_above": 150}}),
+                "cpu: 150 is not a percentage",
+            ),
+            (
+                serde_json::json!({"cpu": {"warn_above": 90, "fail_above": 70}}),
+                "warn_above 90 is above fail_above 70",
+            ),
+            (
+                serde_json::json!({"zombies": {"fail_above": 0.5}}),
+                "zombies: 0.5 is not a count",
+            ),
+            (
+                serde_json::json!({"zombies": {"fail_above": -1}}),
+                "zombies: -1 is not a count",
+            ),
+            (
+                serde_json::json!({"processes": {"nginx": {"min": 3, "max": 2}}}),
+                "processes.nginx: max 2 is below min 3",
+            ),
+        ] {
+            let e = serde_json::from_value::<Params>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{e}");
+        }
     }
 
     #[test]

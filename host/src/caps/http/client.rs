@@ -98,6 +98,11 @@ impl Resolve for GrantResolver {
 pub enum ClientError {
     #[error("{0}")]
     Tls(#[from] crate::net::TlsError),
+    #[error("{key}.client_cert: {error}")]
+    Identity {
+        key: String,
+        error: Box<super::identity::IdentityError>,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Build(#[from] reqwest::Error),
 }
@@ -109,9 +114,20 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// Builds the client for a grant; called once per plugin at load.
-    pub fn new(grant: Arc<HttpGrant>) -> Result<Self, ClientError> {
-        let tls = crate::net::tls_config(&grant.ca)?;
+    /// Builds the client for a grant, reading its client certificate (files or
+    /// `secrets`) if it has one; called once per plugin at load.
+    pub fn new(
+        grant: Arc<HttpGrant>,
+        secrets: &crate::secrets::SecretStore,
+    ) -> Result<Self, ClientError> {
+        let identity = match &grant.client_cert {
+            Some(id) => Some(id.load(secrets).map_err(|error| ClientError::Identity {
+                key: grant.key.clone(),
+                error: Box::new(error),
+            })?),
+            None => None,
+        };
+        let tls = crate::net::tls_config(&grant.ca, identity.map(|l| (l.chain, l.key)))?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .tls_info(true)
@@ -197,7 +213,7 @@ impl HttpClient {
             {
                 rb = rb.body(b.clone());
             }
-            let resp = rb.send().await.map_err(classify)?;
+            let resp = rb.send().await.map_err(|e| self.explain(classify(e)))?;
             let status = resp.status();
             let location = resp
                 .headers()
@@ -278,6 +294,24 @@ impl HttpClient {
             remote_address,
             cert_not_after,
         })
+    }
+}
+
+impl HttpClient {
+    /// Adds to a TLS failure what the grant can do about it: a server that asks for a
+    /// client certificate when the grant presents none gets the line that grants one.
+    fn explain(&self, e: SendError) -> SendError {
+        match e {
+            SendError::Tls(m)
+                if m.contains("CertificateRequired") && self.grant.client_cert.is_none() =>
+            {
+                SendError::Tls(format!(
+                    "{m}: the server asks for a client certificate and {} presents none; add client_cert = {{ cert = \"client.pem\", key = \"client.key\" }} to it (PEM files beside the manifest; key_secret = \"NAME\" reads the key from [secrets.NAME])",
+                    self.grant.key
+                ))
+            }
+            other => other,
+        }
     }
 }
 

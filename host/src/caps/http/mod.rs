@@ -3,12 +3,13 @@
 //! | | |
 //! |---|---|
 //! | grants | requests to URLs whose scheme, host and port match `allow`; non-public addresses listed in `addresses` |
-//! | manifest | `[plugins.NAME.grants.http]` `allow = ["https://*.example.com"]`, `addresses = ["10.0.0.0/8"]`, `max_body = "1MiB"`, `ca = ["internal-ca.pem"]`, `max_redirects = 10` |
+//! | manifest | `[plugins.NAME.grants.http]` `allow = ["https://*.example.com"]`, `addresses = ["10.0.0.0/8"]`, `max_body = "1MiB"`, `ca = ["internal-ca.pem"]`, `max_redirects = 10`, `client_cert = { cert = "client.pem", key = "client.key" }` (or `key_secret = "NAME"`) |
 //! | default | no grant: the interface cannot be imported; empty `allow`: every request denied |
-//! | enforced | before every request and every redirect hop (URL), and in the resolver (every resolved address; the connection uses the checked address); body capped at `max_body`; mutating methods skipped in dry-run |
+//! | enforced | before every request and every redirect hop (URL), and in the resolver (every resolved address; the connection uses the checked address); body capped at `max_body`; mutating methods skipped in dry-run; the client certificate is presented only to granted hosts that ask for one |
 //! | audit | one call record per request: method, URL, allowed or the denial reason, status |
 
 mod client;
+pub mod identity;
 pub mod policy;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::caps::core::{
 use crate::manifest::{KeyPath, Validator};
 
 pub use client::HttpClient;
+use identity::{ClientCertConfig, ClientIdentity};
 use policy::{Policy, UrlPattern};
 
 /// The `http` capability.
@@ -46,9 +48,9 @@ impl Capability for Http {
         v: &mut Validator,
         at: &KeyPath,
         raw: HttpGrantConfig,
-        _: &Declared,
+        declared: &Declared,
     ) -> Option<HttpGrant> {
-        HttpGrant::validate(v, at, raw)
+        HttpGrant::validate(v, at, raw, declared)
     }
 
     fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
@@ -59,8 +61,15 @@ impl Capability for Http {
         grant.describe()
     }
 
-    fn prepare(grant: Arc<HttpGrant>, _: &Resources) -> Result<HttpClient, PrepareError> {
-        HttpClient::new(grant).map_err(|e| PrepareError(e.to_string()))
+    fn secrets(grant: &HttpGrant) -> Vec<String> {
+        grant
+            .client_cert
+            .as_ref()
+            .map_or_else(Vec::new, ClientIdentity::secrets)
+    }
+
+    fn prepare(grant: Arc<HttpGrant>, env: &Resources) -> Result<HttpClient, PrepareError> {
+        HttpClient::new(grant, &env.secrets).map_err(|e| PrepareError(e.to_string()))
     }
 
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -84,6 +93,10 @@ pub struct HttpGrantConfig {
     pub ca: Vec<String>,
     /// `max_redirects = 10`: the most redirects one request follows, whatever the plugin asks.
     pub max_redirects: Option<u8>,
+    /// `client_cert = { cert = "client.pem", key = "client.key" }`: the certificate
+    /// presented to granted hosts that ask for one (mTLS); `key_secret` / `cert_secret`
+    /// name a `[secrets.NAME]` instead of a file.
+    pub client_cert: Option<ClientCertConfig>,
 }
 
 /// A validated http grant.
@@ -99,6 +112,8 @@ pub struct HttpGrant {
     pub key: String,
     /// The host's ceiling on redirects followed per request.
     pub max_redirects: u8,
+    /// Where the client certificate and key are, when the grant presents one.
+    pub client_cert: Option<ClientIdentity>,
 }
 
 impl HttpGrant {
@@ -107,7 +122,12 @@ impl HttpGrant {
     pub const DEFAULT_MAX_REDIRECTS: u8 = 10;
 
     /// Checks a raw grant, recording every problem in `v`.
-    pub fn validate(v: &mut Validator, path: &KeyPath, raw: HttpGrantConfig) -> Option<Self> {
+    pub fn validate(
+        v: &mut Validator,
+        path: &KeyPath,
+        raw: HttpGrantConfig,
+        declared: &Declared,
+    ) -> Option<Self> {
         let mut ok = true;
         let mut allow = Vec::new();
         for (i, a) in raw.allow.iter().enumerate() {
@@ -153,6 +173,11 @@ impl HttpGrant {
                 }
             }
         }
+        let client_cert = raw
+            .client_cert
+            .as_ref()
+            .map(|c| ClientIdentity::validate(v, &path.key("client_cert"), c, declared));
+        ok &= !matches!(client_cert, Some(None));
         ok.then(|| HttpGrant {
             policy: Policy { allow, addresses },
             max_body,
@@ -160,6 +185,7 @@ impl HttpGrant {
             ca_files: raw.ca,
             key: path.to_string(),
             max_redirects: raw.max_redirects.unwrap_or(Self::DEFAULT_MAX_REDIRECTS),
+            client_cert: client_cert.flatten(),
         })
     }
 
@@ -180,12 +206,14 @@ impl HttpGrant {
         lines.push(format!("max_body {}", bytesize::ByteSize(self.max_body)));
         lines.push(format!("max_redirects {}", self.max_redirects));
         lines.extend(self.ca_files.iter().map(|c| format!("ca {c}")));
+        lines.extend(self.client_cert.as_ref().map(ClientIdentity::describe));
         lines
     }
 }
 
 /// Compares two http grants as written: an allow pattern or address block that the
-/// old grant does not cover, a larger `max_body` or an extra CA widens.
+/// old grant does not cover, a larger `max_body` or an extra CA widens; a client
+/// certificate presented, dropped or replaced is named.
 pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
     let mut out = Vec::new();
     let old_nets = nets(&old.addresses);
@@ -193,6 +221,10 @@ pub fn diff(old: &HttpGrantConfig, new: &HttpGrantConfig) -> Vec<Change> {
     diff_addresses(old, new, &old_nets, &mut out);
     diff_limits(old, new, &mut out);
     diff_ca(old, new, &mut out);
+    out.extend(identity::diff(
+        old.client_cert.as_ref(),
+        new.client_cert.as_ref(),
+    ));
     out
 }
 
