@@ -903,6 +903,7 @@ impl CapCtx<'_, SystemFacts> {
                     tracing::info!(pid_file = %path, "not running: {reason}");
                     self.record(
                         CallRecord::allowed(SystemFacts::NAME, operation, path)
+                            .read_only()
                             .with_result(format!("not running: {reason}")),
                     );
                     Ok(state(None, Some(reason)))
