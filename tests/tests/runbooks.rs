@@ -669,3 +669,31 @@ steps = [
     );
     assert!(!r.to_string().contains("file-secret-value"), "{r:#}");
 }
+
+/// Each `runcap run` is a process of its own that opens the store after the last one
+/// closed, and so rebuilds the WAL's index from every frame the WAL holds: commands must
+/// leave it short, or every start reads more than the one before.
+#[test]
+fn commands_in_a_row_leave_the_wal_short() {
+    let svc = Service::start("127.0.0.1", None);
+    let sb = Sandbox::new();
+    let check = r#"
+[runbooks.check]
+[[runbooks.check.steps]]
+uses = "probe"
+with = { url = "{{ vars.base }}/health" }
+"#;
+    sb.write("runcap.toml", &manifest(&svc, check));
+    let wal = sb.path().join(".runcap/runcap.db-wal");
+    let mut largest = 0;
+    for _ in 0..40 {
+        sb.run(&["run", "check"]).expect_code(0);
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    // SQLite's own checkpoint would let it reach 4 MiB.
+    assert!(largest < 512 << 10, "the WAL reached {largest} bytes");
+    let history = sb
+        .run(&["history", "--json", "--limit", "100"])
+        .expect_code(0);
+    assert_eq!(history.json().as_array().map(Vec::len), Some(40));
+}

@@ -1031,9 +1031,6 @@ pub(crate) async fn for_runs(
     workload: Workload,
 ) -> Result<(Arc<Store>, bool, Runtime, crate::caps::Resources), u8> {
     let store = open_store(args, state)?;
-    if workload == Workload::Server {
-        store.stays_open();
-    }
     let recovered = recover_after_crash(&store).await;
     let runtime = runtime(workload)?;
     let resources = resources(env, args, state, Some(store.clone()))?;

@@ -63,11 +63,8 @@ pub enum StoreError {
 /// Makes every string the store writes safe to keep (see [`crate::redaction`]).
 pub type Scrubber = Arc<runcap_redact::Redactor>;
 
-/// The WAL's length, in pages, at which a short-lived command checkpoints it.
-const SHORT_WAL_PAGES: u32 = 64;
-
-/// The same for a process that keeps the store open (`serve`, `agent`).
-const LONG_WAL_PAGES: u32 = 1000;
+/// The WAL's length beyond which a closing command empties it (see [`Store`]'s drop).
+const SHORT_WAL_BYTES: u64 = 64 * 4096;
 
 /// How long a record may wait in memory for the next commit.
 pub const DEFER_AT_MOST: Duration = Duration::from_millis(200);
@@ -390,12 +387,6 @@ impl Store {
         )
         .map_err(&err)?;
         conn.set_prepared_statement_cache_capacity(64);
-        // The first process to open the store after the last one closed rebuilds the
-        // WAL's index by reading and checksumming every frame the WAL holds, so a short
-        // command keeps it short: a checkpoint every 64 pages (a few runs), rather than
-        // SQLite's 1,000 (4 MiB read again at every start). See [`Store::stays_open`].
-        conn.pragma_update(None, "wal_autocheckpoint", SHORT_WAL_PAGES)
-            .map_err(&err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(&err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -417,19 +408,6 @@ impl Store {
             path,
             scrub: Mutex::new(None),
         })
-    }
-
-    /// For a process that keeps the store open for long (`serve`, `agent`): its own
-    /// connection keeps the WAL's index valid, so nobody rebuilds it, and checkpoints
-    /// can be rarer.
-    pub fn stays_open(&self) {
-        let db = self.db();
-        if let Err(e) = db
-            .conn
-            .pragma_update(None, "wal_autocheckpoint", LONG_WAL_PAGES)
-        {
-            tracing::warn!("cannot lengthen the store's WAL: {}", sql(&self.path)(e));
-        }
     }
 
     /// The database file.
@@ -1259,11 +1237,28 @@ pub fn optional<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
 }
 
 impl Drop for Store {
+    /// Commits what waits. Then, when the WAL has grown past [`SHORT_WAL_BYTES`], empties
+    /// it into the database: the next process to open the store after the last one
+    /// closed rebuilds the WAL's index by reading and checksumming every frame, which
+    /// for a WAL of SQLite's default length (4 MiB) was a sixth of a `runcap run`. A
+    /// process that finds the store busy (a server running) leaves it: the server's
+    /// open connection keeps the index valid, and it checkpoints on its own.
     fn drop(&mut self) {
         {
             let mut db = self.db();
             db.closing = true;
             db.flush(&self.path);
+            let wal = self.path.with_extension("db-wal");
+            let long = std::fs::metadata(&wal).is_ok_and(|m| m.len() > SHORT_WAL_BYTES);
+            if long {
+                let emptied = db.conn.busy_timeout(Duration::ZERO).and_then(|()| {
+                    db.conn
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                });
+                tracing::debug!(?emptied, "emptying the WAL");
+            }
         }
         self.shared.wake.notify_all();
         if let Some(flusher) = self.flusher.take().flatten() {
@@ -1497,23 +1492,5 @@ mod tests {
         let q = conn.prepare_cached(sql).unwrap();
         assert_eq!(q.get_status(rusqlite::StatementStatus::Run), 5);
         assert_eq!(q.get_status(rusqlite::StatementStatus::RePrepare), 0);
-    }
-
-    #[test]
-    fn a_short_lived_store_keeps_its_wal_short_for_the_next_process_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        for i in 0..300 {
-            let id = format!("r{i}");
-            start(&store, &id);
-            store.finish_run(&id, RunStatus::Ok, "up").unwrap();
-            store.sync();
-        }
-        let wal = std::fs::metadata(dir.path().join("runcap.db-wal"))
-            .unwrap()
-            .len();
-        // SQLite's default (1,000 pages) would let it reach 4 MiB.
-        assert!(wal < 1 << 20, "the WAL grew to {wal} bytes");
-        assert_eq!(store.history(None, 1000).unwrap().len(), 300);
     }
 }
