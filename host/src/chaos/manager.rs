@@ -27,6 +27,9 @@ pub struct FaultManager {
     clocks: Mutex<HashMap<String, i64>>,
     /// Serializes injections, so concurrency limits hold.
     gate: tokio::sync::Mutex<()>,
+    /// Runs that asked this manager for a fault: only they can have one to revert when
+    /// they end, so the others end without reading the journal.
+    injecting: Mutex<std::collections::HashSet<String>>,
 }
 
 impl FaultManager {
@@ -45,6 +48,7 @@ impl FaultManager {
             dir: state_dir.join("faults"),
             clocks: Mutex::default(),
             gate: tokio::sync::Mutex::new(()),
+            injecting: Mutex::default(),
         }
     }
 
@@ -83,6 +87,10 @@ impl FaultManager {
         spec: &Spec,
     ) -> Result<FaultRow, InjectError> {
         let _turn = self.gate.lock().await;
+        self.injecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id.to_string());
         let store = self
             .store()
             .map_err(|e| InjectError::Failed(e.to_string()))?;
@@ -340,17 +348,23 @@ impl FaultManager {
         finish(store, &open.row, by, result)
     }
 
-    /// Reverts every open fault of a run (newest first). A journal that cannot be read
-    /// is an error of its own, never an empty list.
+    /// Reverts every open fault of a run (newest first), as the run ends. A journal that
+    /// cannot be read is an error of its own, never an empty list. A run that never asked
+    /// this manager for a fault has none: the journal is not read.
     pub async fn revert_run(
         &self,
         run_id: &str,
         by: &str,
     ) -> Result<Vec<(FaultRow, Result<String, RevertError>)>, RevertError> {
+        let asked = self
+            .injecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
         let store = match self.store() {
-            Ok(s) => s,
+            Ok(s) if asked => s,
             // Without a store nothing could have been injected.
-            Err(_) => return Ok(Vec::new()),
+            _ => return Ok(Vec::new()),
         };
         let open = store.open_faults_of_run(run_id)?;
         let mut out = Vec::new();
