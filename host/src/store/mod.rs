@@ -130,6 +130,9 @@ type Write = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
 struct Deferred {
     /// What it records, for the error if it cannot be written.
     what: &'static str,
+    /// The step (run, seq) whose start this records: the step's result, when it comes
+    /// before the commit, makes it unnecessary.
+    step_start: Option<(String, i64)>,
     write: Write,
 }
 
@@ -481,6 +484,15 @@ impl Store {
         what: &'static str,
         write: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
     ) {
+        self.queue(Deferred {
+            what,
+            step_start: None,
+            write: Box::new(write),
+        });
+    }
+
+    /// Queues a write for the next commit (see [`Store::defer`]).
+    fn queue(&self, deferred: Deferred) {
         let flusher = self.flusher.get_or_init(|| {
             let (shared, path) = (self.shared.clone(), self.path.clone());
             let started = std::thread::Builder::new()
@@ -495,10 +507,7 @@ impl Store {
             db.oldest = Some(Instant::now());
             self.shared.wake.notify_one();
         }
-        db.deferred.push(Deferred {
-            what,
-            write: Box::new(write),
-        });
+        db.deferred.push(deferred);
         if flusher.is_none() {
             db.flush(&self.path);
         }
@@ -567,12 +576,17 @@ impl Store {
         phase: Phase,
     ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
+        let step_start = Some((run_id.to_string(), seq));
         let (run_id, step_id, uses) = (run_id.to_string(), step_id.to_string(), uses.to_string());
-        self.defer("a step start", move |tx| {
-            exec(tx, "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
-                params![run_id, seq, step_id, uses, phase, now],
-            )?;
-            Ok(())
+        self.queue(Deferred {
+            what: "a step start",
+            step_start,
+            write: Box::new(move |tx| {
+                exec(tx, "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+                    params![run_id, seq, step_id, uses, phase, now],
+                )?;
+                Ok(())
+            }),
         });
         Ok(())
     }
@@ -613,6 +627,12 @@ impl Store {
             ("stdout", stdout, s.stdout.1),
             ("stderr", stderr, s.stderr.1),
         ];
+        // A start still waiting is replaced by the result: one row written, not two.
+        self.db().deferred.retain(|d| {
+            d.step_start
+                .as_ref()
+                .is_none_or(|(run, at)| *at != seq || *run != run_id)
+        });
         self.defer("a step result", move |tx| {
             exec(tx, "INSERT OR REPLACE INTO steps (run_id, seq, step_id, uses, phase, status, attempts, failure_kind, summary, details, metrics, started_at, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![run_id, seq, step_id, uses, phase, status, attempts, failure, summary, details, metrics, started_at, duration_ms],
@@ -1437,6 +1457,25 @@ mod tests {
         start(&store, "r1");
         let read = CallRecord::allowed("http", "GET", "http://a/health").read_only();
         store.record_call("r1", Some(0), "p", &read).unwrap();
+        let details = serde_json::json!({"status": 200});
+        let result = StepRecord {
+            seq: 0,
+            step_id: "probe",
+            uses: "http-probe",
+            phase: Phase::Main,
+            status: StepStatus::Ok,
+            attempts: 1,
+            failure_kind: None,
+            summary: "200",
+            details: &details,
+            metrics: &[],
+            logs: &[],
+            stdout: ("", 0),
+            stderr: ("", 0),
+            started_at: 1,
+            duration_ms: 1.0,
+        };
+        store.step_finished("r1", &result).unwrap();
         store.finish_run("r1", RunStatus::Ok, "up").unwrap();
         let deadline = Instant::now() + DEFER_AT_MOST + Duration::from_secs(10);
         loop {
@@ -1456,6 +1495,12 @@ mod tests {
         }
         // The store is still open: it was the flusher, not the drop, that committed.
         assert_eq!(store.history(None, 10).unwrap().len(), 1);
+        // The step's start, still waiting when its result came, gave way to it.
+        let run = store.run("r1").unwrap().unwrap();
+        assert_eq!(run.steps.len(), 1);
+        assert_eq!(run.steps[0].status, StepState::Ok);
+        assert!(store.unsealed_records().unwrap().is_empty());
+        assert!(store.verify_audit(None).unwrap().broken.is_none());
     }
 
     #[test]
