@@ -281,3 +281,190 @@ steps = [{{ id = "log", uses = "logs", with = {{ source = "service:api", grep = 
     );
     sb.run(&["run", "stop", "--json"]).expect_code(0);
 }
+
+/// `systemd-journal-remote`, which writes real journal files (`./dev setup` installs it).
+fn journal_remote() -> Option<std::path::PathBuf> {
+    [
+        "/usr/lib/systemd/systemd-journal-remote",
+        "/lib/systemd/systemd-journal-remote",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+/// One journal entry in the export format: `unit`, `at` (Unix seconds) and a message that
+/// may hold line breaks (written as a binary field, as journald stores them).
+fn export_entry(unit: &str, at: u64, message: &str) -> Vec<u8> {
+    let mut e = format!(
+        "__REALTIME_TIMESTAMP={}\n_SYSTEMD_UNIT={unit}\nSYSLOG_IDENTIFIER={}\n_PID=4242\n_HOSTNAME=stand-in\n",
+        at * 1_000_000,
+        unit.trim_end_matches(".service"),
+    )
+    .into_bytes();
+    e.extend_from_slice(b"MESSAGE\n");
+    e.extend_from_slice(&(message.len() as u64).to_le_bytes());
+    e.extend_from_slice(message.as_bytes());
+    e.extend_from_slice(b"\n\n");
+    e
+}
+
+#[test]
+fn a_units_journal_is_read_through_journalctl_redacted_before_the_pattern() {
+    let Some(remote) = journal_remote() else {
+        eprintln!(
+            "SKIPPED: systemd-journal-remote is not installed (`./dev setup` installs it with apt-get)"
+        );
+        return;
+    };
+    let sb = Sandbox::new();
+    sb.write("x.key", &format!("{SECRET}\n"));
+    let now = unix_now();
+    let mut export = Vec::new();
+    for i in 0..4 {
+        export.extend(export_entry(
+            "api.service",
+            now - 1200 + i,
+            &format!("ERROR old failure {i}"),
+        ));
+    }
+    for i in 0..5 {
+        export.extend(export_entry(
+            "api.service",
+            now - 100 + i * 10,
+            "INFO request ok",
+        ));
+        export.extend(export_entry(
+            "api.service",
+            now - 95 + i * 10,
+            &format!("ERROR upstream timed out ({i})"),
+        ));
+    }
+    export.extend(export_entry(
+        "api.service",
+        now - 20,
+        &format!("ERROR auth failed for token {SECRET}"),
+    ));
+    export.extend(export_entry(
+        "api.service",
+        now - 10,
+        "ERROR panic\n  at handler (main.rs:3)",
+    ));
+    export.extend(export_entry("web.service", now - 10, "ERROR not api's"));
+    std::fs::create_dir_all(sb.path().join("journal")).unwrap();
+    let mut child = std::process::Command::new(remote)
+        .arg(format!(
+            "--output={}",
+            sb.path().join("journal/stand-in.journal").display()
+        ))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(&export).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[secrets.x]
+file = "x.key"
+
+[plugins.logs]
+{logs}
+grants.logs = {{ units = ["api.service"], journal = "journal" }}
+
+[runbooks.errors]
+steps = [{{ id = "errors", uses = "logs", with = {{ source = "unit:api.service", grep = "ERROR", since = "5m", fail_above = 4 }} }}]
+
+[runbooks.probe]
+steps = [{{ id = "probe", uses = "logs", with = {{ source = "unit:api.service", grep = "tok-9f8e" }} }}]
+
+[runbooks.everything]
+steps = [{{ id = "all", uses = "logs", with = {{ source = "unit:api.service", tail = 2 }} }}]
+"#,
+            logs = plugin_lines("logs"),
+        ),
+    );
+    sb.run(&["check"]).expect_code(0);
+    let caps = sb.run(&["caps"]).expect_code(0).stdout();
+    let want = format!(
+        "unit:api.service: unit api.service in the journal in {}",
+        sb.path().join("journal").display()
+    );
+    assert!(caps.contains(&want), "{want}\n{caps}");
+
+    let run = sb.run(&["run", "errors", "--json"]);
+    assert_eq!(run.code(), 1, "{}", run.stdout());
+    let report = run.json();
+    let errors = step(&report, "errors");
+    assert_eq!(errors["status"], "fail", "{errors:#}");
+    // Five timeouts, the auth failure and the panic; not the old ones, not web.service's.
+    assert_eq!(errors["details"]["matched"], 7, "{errors:#}");
+    let lines: Vec<&str> = errors["details"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("api[4242]: ERROR auth failed for token [SECRET_REDACTED]")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains("old failure") && !l.contains("not api's"))
+    );
+    assert!(!run.stdout().contains(SECRET));
+    let run_id = report["run_id"].as_str().unwrap().to_string();
+    runcap_e2e::assert_secret_kept_nowhere(&sb, &run_id, SECRET);
+
+    // The pattern sees the redacted lines only.
+    let probe = sb.run(&["run", "probe", "--json"]).expect_code(0);
+    assert_eq!(step(&probe.json(), "probe")["details"]["matched"], 0);
+
+    // The last two lines: the panic and its continuation, which carries no stamp of its own.
+    let all = sb
+        .run(&["run", "everything", "--json", "--dry-run"])
+        .expect_code(0);
+    let all = step(&all.json(), "all").clone();
+    let lines = all["details"]["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{all:#}");
+    assert!(
+        lines[0].as_str().unwrap().ends_with("ERROR panic"),
+        "{all:#}"
+    );
+    assert!(
+        lines[1]
+            .as_str()
+            .unwrap()
+            .trim_start()
+            .starts_with("at handler"),
+        "{all:#}"
+    );
+
+    // A unit the grant does not name is refused at check time, with the grant to widen.
+    let manifest = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();
+    sb.write(
+        "runcap.toml",
+        &manifest.replace(
+            "source = \"unit:api.service\", tail",
+            "source = \"unit:web.service\", tail",
+        ),
+    );
+    let check = sb.run(&["check"]);
+    assert_eq!(check.code(), 2, "{}", check.stdout());
+    assert!(
+        check.stderr().contains("unit:web.service"),
+        "{}",
+        check.stderr()
+    );
+}

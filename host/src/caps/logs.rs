@@ -1,16 +1,18 @@
-//! `logs`: read the end of a log file the manifest names, or of a supervised service's log.
+//! `logs`: read the end of a log file the manifest names, of a supervised service's log,
+//! or of a systemd unit's journal.
 //!
 //! | | |
 //! |---|---|
-//! | grants | `[plugins.NAME.grants.logs]` `sources = { app = "logs/app.log" }` (name → file, relative to the manifest), `services = ["api"]` (read as source `service:api`), `max_lines = 1000`, `scan = "64MiB"` |
+//! | grants | `[plugins.NAME.grants.logs]` `sources = { app = "logs/app.log" }` (name → file, relative to the manifest), `services = ["api"]` (read as source `service:api`), `units = ["nginx.service"]` (journald, read as source `unit:nginx.service`), `journal = "DIR"` (a journal directory instead of the system journal), `max_lines = 1000`, `scan = "64MiB"` |
 //! | manifest | the grant only; `services` names `driver = "process"` services, whose output runcap keeps |
 //! | default | no grant: the interface cannot be imported; a source the grant does not name is denied |
-//! | enforced | read-only, so reads run in dry runs too; at most `scan` bytes from the end of the file, starting at its first whole line; at most `max_lines` lines back; every line is redacted before a pattern sees it, so a plugin cannot probe a secret's characters with patterns and match counts |
+//! | enforced | read-only, so reads run in dry runs too; at most `scan` bytes from the end of the file (of `journalctl`'s output for a unit), starting at its first whole line; at most `max_lines` lines back; every line is redacted before a pattern sees it, so a plugin cannot probe a secret's characters with patterns and match counts; a unit is read by running `journalctl` with fixed arguments, an empty environment and no shell, and killed at the step's deadline |
 //! | audit | one call record per read: the source, the decision, and how many lines matched of how many were read |
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -37,6 +39,12 @@ const DEFAULT_SCAN: u64 = 64 << 20;
 const MAX_SCAN: u64 = 1 << 30;
 /// The prefix that names a supervised service's log as a source.
 const SERVICE_PREFIX: &str = "service:";
+/// The prefix that names a systemd unit's journal as a source.
+const UNIT_PREFIX: &str = "unit:";
+/// Where `journalctl` is looked for (never through `PATH`).
+const JOURNALCTL: [&str; 2] = ["/usr/bin/journalctl", "/bin/journalctl"];
+/// The most bytes of `journalctl`'s complaint kept for the error message.
+const JOURNALCTL_STDERR: usize = 2048;
 /// How far into a line a bracketed `[04/Dec/2026:16:22:08 +0000]` stamp may start.
 const STAMP_REACH: usize = 64;
 /// The compiled size a plugin's pattern may take.
@@ -56,7 +64,7 @@ impl Capability for Logs {
 
     fn hint(plugin: &str) -> String {
         format!(
-            "[plugins.{plugin}.grants.logs]\nsources = {{}}   # name = \"path/to/file.log\" (relative to the manifest); services = [\"NAME\"] for a driver = \"process\" service's log"
+            "[plugins.{plugin}.grants.logs]\nsources = {{}}   # name = \"path/to/file.log\" (relative to the manifest); services = [\"NAME\"] for a driver = \"process\" service's log; units = [\"NAME.service\"] for a systemd unit's journal"
         )
     }
 
@@ -82,6 +90,10 @@ impl Capability for Logs {
     }
 
     fn resolve_paths(raw: &mut toml::Value, dir_of: &dyn Fn(&KeyPath) -> PathBuf) {
+        if let Some(toml::Value::String(dir)) = raw.get_mut("journal") {
+            let path = lexical(&dir_of(&KeyPath::root().key("journal")).join(&*dir));
+            *dir = path.to_string_lossy().into_owned();
+        }
         let Some(sources) = raw.get_mut("sources").and_then(|s| s.as_table_mut()) else {
             return;
         };
@@ -95,9 +107,12 @@ impl Capability for Logs {
     }
 
     fn prepare(grant: Arc<LogsGrant>, env: &Resources) -> Result<LogsAccess, PrepareError> {
-        let mut files = BTreeMap::new();
+        let mut sources = BTreeMap::new();
         for (name, path) in &grant.sources {
-            files.insert(name.clone(), path.clone());
+            sources.insert(name.clone(), Source::File(path.clone()));
+        }
+        for unit in &grant.units {
+            sources.insert(format!("{UNIT_PREFIX}{unit}"), Source::Unit(unit.clone()));
         }
         for service in &grant.services {
             let path = match env.services.log_file(service) {
@@ -108,9 +123,9 @@ impl Capability for Logs {
                     )));
                 }
             };
-            files.insert(format!("{SERVICE_PREFIX}{service}"), path);
+            sources.insert(format!("{SERVICE_PREFIX}{service}"), Source::File(path));
         }
-        Ok(LogsAccess { grant, files })
+        Ok(LogsAccess { grant, sources })
     }
 
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -147,6 +162,13 @@ pub struct LogsGrantConfig {
     pub services: Vec<String>,
     /// The most lines one read returns (default 1000, at most 100000).
     pub max_lines: Option<u32>,
+    /// `units = ["nginx.service"]`: systemd units whose journal may be read, as source
+    /// `unit:nginx.service`.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// `journal = "/var/log/journal/remote"`: read units from this journal directory
+    /// (relative to the manifest) instead of the system journal.
+    pub journal: Option<String>,
     /// The most bytes read from the end of a file per read (default 64MiB).
     pub scan: Option<String>,
 }
@@ -158,17 +180,32 @@ pub struct LogsGrant {
     pub sources: BTreeMap<String, PathBuf>,
     /// Supervised services whose log may be read.
     pub services: Vec<String>,
+    /// systemd units whose journal may be read.
+    pub units: Vec<String>,
+    /// The journal directory units are read from; `None` is the system journal.
+    pub journal: Option<PathBuf>,
+    /// The `journalctl` that reads units (found when the grant names any).
+    pub journalctl: Option<PathBuf>,
     pub max_lines: u32,
     pub scan: u64,
     /// `plugins.NAME.grants.logs`, for denial messages.
     pub key: String,
 }
 
-/// What a plugin's actions use: every readable source's file, services' logs included.
+/// What a plugin's actions use: every readable source, services' logs and units included.
 pub struct LogsAccess {
     pub grant: Arc<LogsGrant>,
-    /// Source name (`service:NAME` for a service) → file.
-    pub files: BTreeMap<String, PathBuf>,
+    /// Source name (`service:NAME` for a service, `unit:NAME` for a unit) → where it is.
+    pub sources: BTreeMap<String, Source>,
+}
+
+/// Where one source's lines come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file, read from its end.
+    File(PathBuf),
+    /// A systemd unit's journal, read through `journalctl`.
+    Unit(String),
 }
 
 impl LogsGrant {
@@ -235,6 +272,51 @@ impl LogsGrant {
                 Some(_) => {}
             }
         }
+        for (i, unit) in raw.units.iter().enumerate() {
+            if !unit_name_ok(unit) {
+                ok = false;
+                v.error(
+                    &at.key("units").index(i),
+                    format!("`{unit}` is not a systemd unit name"),
+                    "name the unit as systemctl shows it, e.g. \"nginx.service\"",
+                );
+            }
+        }
+        let journal = raw.journal.as_deref().and_then(|dir| {
+            let path = lexical(&v.resolve(&at.key("journal"), dir));
+            if path.is_dir() {
+                return Some(path);
+            }
+            ok = false;
+            v.error(
+                &at.key("journal"),
+                format!("{} is not a directory", path.display()),
+                "name a journal directory (e.g. \"/var/log/journal/remote\"), or leave journal out to read the system journal",
+            );
+            None
+        });
+        if journal.is_some() && raw.units.is_empty() {
+            ok = false;
+            v.error(
+                &at.key("journal"),
+                "a journal directory is named but no unit is granted",
+                "add units = [\"NAME.service\"], or remove journal",
+            );
+        }
+        let journalctl = if raw.units.is_empty() {
+            None
+        } else {
+            let found = JOURNALCTL.iter().map(PathBuf::from).find(|p| p.is_file());
+            if found.is_none() {
+                ok = false;
+                v.error(
+                    &at.key("units"),
+                    format!("journalctl is not installed here ({})", JOURNALCTL.join(", ")),
+                    "install systemd's journalctl, or read the unit's log file under sources instead",
+                );
+            }
+            found
+        };
         let max_lines = raw.max_lines.unwrap_or(DEFAULT_MAX_LINES);
         if !(1..=MAX_MAX_LINES).contains(&max_lines) {
             ok = false;
@@ -262,6 +344,9 @@ impl LogsGrant {
         ok.then(|| LogsGrant {
             sources,
             services: raw.services,
+            units: raw.units,
+            journal,
+            journalctl,
             max_lines,
             scan,
             key: at.to_string(),
@@ -274,6 +359,7 @@ impl LogsGrant {
             .keys()
             .cloned()
             .chain(self.services.iter().map(|s| format!("{SERVICE_PREFIX}{s}")))
+            .chain(self.units.iter().map(|u| format!("{UNIT_PREFIX}{u}")))
             .collect()
     }
 
@@ -289,6 +375,13 @@ impl LogsGrant {
             .map(|(name, path)| format!("{name}: {} {limits}", path.display()))
             .chain(self.services.iter().map(|s| {
                 format!("{SERVICE_PREFIX}{s}: the log runcap keeps of service `{s}` {limits}")
+            }))
+            .chain(self.units.iter().map(|u| {
+                let journal = self.journal.as_ref().map_or_else(
+                    || "the system journal".to_string(),
+                    |d| format!("the journal in {}", d.display()),
+                );
+                format!("{UNIT_PREFIX}{u}: unit {u} in {journal} {limits}")
             }))
             .collect()
     }
@@ -335,6 +428,34 @@ pub fn diff(old: &LogsGrantConfig, new: &LogsGrantConfig) -> Vec<Change> {
             KeyPath::root().key("services"),
             ChangeKind::Removed,
             format!("may no longer read the log of service `{s}`"),
+        ));
+    }
+    for (i, u) in new.units.iter().enumerate() {
+        if !old.units.contains(u) {
+            out.push(Change::new(
+                KeyPath::root().key("units").index(i),
+                ChangeKind::Added,
+                format!("may read the journal of unit `{u}`"),
+            ));
+        }
+    }
+    for u in old.units.iter().filter(|u| !new.units.contains(u)) {
+        out.push(Change::new(
+            KeyPath::root().key("units"),
+            ChangeKind::Removed,
+            format!("may no longer read the journal of unit `{u}`"),
+        ));
+    }
+    if old.journal != new.journal {
+        let name = |j: &Option<String>| j.clone().unwrap_or_else(|| "the system journal".into());
+        out.push(Change::new(
+            KeyPath::root().key("journal"),
+            ChangeKind::Changed,
+            format!(
+                "units are read from {}, not {}",
+                name(&new.journal),
+                name(&old.journal)
+            ),
         ));
     }
     let lines = |c: &LogsGrantConfig| c.max_lines.unwrap_or(DEFAULT_MAX_LINES) as u64;
@@ -394,6 +515,13 @@ pub enum ReadError {
     Abandoned(#[from] tokio::task::JoinError),
     #[error("the read did not finish before the step's deadline")]
     Deadline,
+    #[error("cannot run {journalctl}: {source}")]
+    Journalctl {
+        journalctl: String,
+        source: std::io::Error,
+    },
+    #[error("journalctl could not read unit {unit}: {message}")]
+    Journal { unit: String, message: String },
 }
 
 /// What a read keeps and how it filters, once the query is checked.
@@ -427,23 +555,120 @@ pub fn read_end(path: &Path, scan: u64) -> Result<Vec<u8>, ReadError> {
     let mut bytes = Vec::with_capacity((len - from) as usize);
     file.take(len - from).read_to_end(&mut bytes).map_err(io)?;
     if start > 0 {
-        let cut = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(bytes.len(), |i| i + 1);
-        bytes.drain(..cut);
+        drop_first_line(&mut bytes);
     }
     Ok(bytes)
 }
 
-/// Reads, redacts, stamps and filters the end of `path`.
-fn scan_file(
-    path: &Path,
+/// Drops everything up to and including the first line break: the part of a line whose
+/// start was cut off.
+fn drop_first_line(bytes: &mut Vec<u8>) {
+    let cut = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    bytes.drain(..cut);
+}
+
+/// Whether `unit` is a systemd unit name (`nginx.service`, `getty@tty1.service`), so it
+/// can be handed to `journalctl` as one argument that is never an option.
+fn unit_name_ok(unit: &str) -> bool {
+    (1..=255).contains(&unit.len())
+        && unit.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && unit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":-_.@\\".contains(c))
+}
+
+/// The last `scan` bytes (from their first whole line) of what `journalctl` prints for
+/// `unit`'s entries, stamped to the microsecond with their offset. `journalctl` runs with
+/// an empty environment and is killed when the read is dropped (the step's deadline).
+async fn read_unit(
+    journalctl: &Path,
+    journal: Option<&Path>,
+    unit: &str,
+    since: Option<DateTime<Utc>>,
     scan: u64,
+) -> Result<Vec<u8>, ReadError> {
+    use tokio::io::AsyncReadExt;
+    let mut cmd = tokio::process::Command::new(journalctl);
+    cmd.env_clear()
+        .env("SYSTEMD_COLORS", "0")
+        .env("LC_ALL", "C.UTF-8")
+        .args(["--no-pager", "--quiet", "--output=short-iso-precise"])
+        .arg(format!("--unit={unit}"));
+    if let Some(dir) = journal {
+        cmd.arg("--directory").arg(dir);
+    }
+    if let Some(t) = since {
+        cmd.arg(format!("--since=@{}", t.timestamp().max(0)));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let spawn_error = |source| ReadError::Journalctl {
+        journalctl: journalctl.display().to_string(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let (Some(mut out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        unreachable!("both streams are piped");
+    };
+    let complaint = tokio::spawn(async move {
+        let mut text = Vec::new();
+        let _ = err
+            .take(JOURNALCTL_STDERR as u64)
+            .read_to_end(&mut text)
+            .await;
+        text
+    });
+    // Only the end is kept: what is older than `scan` bytes is dropped as it arrives.
+    let keep = scan as usize;
+    let mut bytes = Vec::new();
+    let mut cut = false;
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = out.read(&mut chunk).await.map_err(spawn_error)?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if bytes.len() > keep.saturating_mul(2).max(chunk.len()) {
+            bytes.drain(..bytes.len() - keep);
+            cut = true;
+        }
+    }
+    if bytes.len() > keep {
+        bytes.drain(..bytes.len() - keep);
+        cut = true;
+    }
+    if cut {
+        drop_first_line(&mut bytes);
+    }
+    let status = child.wait().await.map_err(spawn_error)?;
+    let complaint = complaint.await.unwrap_or_default();
+    if !status.success() {
+        let text = String::from_utf8_lossy(&complaint);
+        let message = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(ReadError::Journal {
+            unit: unit.to_string(),
+            message: match (message, status.code()) {
+                ("", Some(code)) => format!("exit code {code}"),
+                ("", None) => "killed by a signal".to_string(),
+                (m, _) => m.to_string(),
+            },
+        });
+    }
+    Ok(bytes)
+}
+
+/// Redacts, stamps and filters the lines of `bytes` (the end of a log).
+fn filter_lines(
+    bytes: Vec<u8>,
     filter: &Filter,
     redactor: &runcap_redact::Redactor,
-) -> Result<wit::LogLines, ReadError> {
-    let bytes = read_end(path, scan)?;
+) -> wit::LogLines {
     // Valid UTF-8 (the usual case) is taken as is, without a second copy.
     let text = String::from_utf8(bytes)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
@@ -483,13 +708,13 @@ fn scan_file(
             }
         }
     }
-    Ok(wit::LogLines {
+    wit::LogLines {
         truncated: matched > kept.len() as u64,
         lines: kept.into(),
         matched,
         scanned,
         unstamped,
-    })
+    }
 }
 
 static ISO: LazyLock<Regex> = LazyLock::new(|| {
@@ -613,18 +838,24 @@ impl CapCtx<'_, Logs> {
             let reason = self.not_granted();
             return Ok(Err(wit::Error::Denied(self.deny("read", &source, reason))));
         };
-        let Some(path) = access.files.get(&source).cloned() else {
+        let Some(from) = access.sources.get(&source).cloned() else {
             let names = access.grant.names();
             let known: Vec<&str> = names.iter().map(String::as_str).collect();
             let like = closest(&source, &known)
                 .map(|c| format!(" (did you mean `{c}`?)"))
                 .unwrap_or_default();
-            let reason = match source.strip_prefix(SERVICE_PREFIX) {
-                Some(service) => format!(
+            let service = source.strip_prefix(SERVICE_PREFIX);
+            let unit = source.strip_prefix(UNIT_PREFIX);
+            let reason = match (service, unit) {
+                (Some(service), _) => format!(
                     "log `{source}` is not granted{like}; add \"{service}\" to {}.services",
                     access.grant.key
                 ),
-                None => format!(
+                (_, Some(unit)) => format!(
+                    "log `{source}` is not granted{like}; add \"{unit}\" to {}.units",
+                    access.grant.key
+                ),
+                (None, None) => format!(
                     "log `{source}` is not granted{like}; add {source} = \"path/to/file.log\" to {}.sources",
                     access.grant.key
                 ),
@@ -662,10 +893,30 @@ impl CapCtx<'_, Logs> {
         let redactor = self.core.redactor.clone();
         let scan = grant.scan;
         let limit = self.core.remaining().max(Duration::from_millis(1));
-        let read = tokio::task::spawn_blocking(move || scan_file(&path, scan, &filter, &redactor));
+        let read = async move {
+            let bytes = match from {
+                Source::File(path) => {
+                    tokio::task::spawn_blocking(move || read_end(&path, scan)).await??
+                }
+                Source::Unit(unit) => {
+                    let journalctl =
+                        grant
+                            .journalctl
+                            .as_deref()
+                            .ok_or_else(|| ReadError::Journal {
+                                unit: unit.clone(),
+                                message: "journalctl is not installed".into(),
+                            })?;
+                    read_unit(journalctl, grant.journal.as_deref(), &unit, since, scan).await?
+                }
+            };
+            Ok(
+                tokio::task::spawn_blocking(move || filter_lines(bytes, &filter, &redactor))
+                    .await?,
+            )
+        };
         let read = match tokio::time::timeout(limit, read).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(e)) => Err(ReadError::from(e)),
+            Ok(read) => read,
             Err(_) => Err(ReadError::Deadline),
         };
         let record = CallRecord::allowed(Logs::NAME, "read", &source).read_only();
@@ -678,8 +929,11 @@ impl CapCtx<'_, Logs> {
                 Ok(lines)
             }
             Err(e) => {
-                self.record(record.with_result(format!("unavailable: {e}")));
-                Err(wit::Error::Unavailable(e.to_string()))
+                // journalctl's own words may quote anything; they pass the redactor too.
+                let mut message = e.to_string();
+                crate::redaction::scrub_string(&self.core.redactor, &mut message);
+                self.record(record.with_result(format!("unavailable: {message}")));
+                Err(wit::Error::Unavailable(message))
             }
         })
     }
@@ -1075,6 +1329,15 @@ status = "true"
             ("scan = \"2GiB\"", "is not between 1B and 1GiB"),
             ("scan = \"lots\"", "lots"),
             ("files = []", "unknown field `files`"),
+            ("units = [\"--all\"]", "`--all` is not a systemd unit name"),
+            (
+                "units = [\"api.service\"]\njournal = \"nowhere\"",
+                "nowhere is not a directory",
+            ),
+            (
+                "journal = \"logs\"",
+                "a journal directory is named but no unit is granted",
+            ),
         ] {
             let e = errors(body);
             assert!(e.contains(expect), "{body}:\n{e}");
@@ -1102,6 +1365,43 @@ status = "true"
             Some(vec!["app".to_string()])
         );
         testing::grant::<Logs>(&format!("{SERVICES}\n{}", Logs::hint("p")), &dir, &decl).unwrap();
+        // Units are named `unit:NAME`, read from the system journal unless one is named.
+        let g = testing::grant::<Logs>(
+            &format!(
+                "{SERVICES}\n[plugins.p.grants.logs]\nunits = [\"nginx.service\", \"getty@tty1.service\"]\n"
+            ),
+            &dir,
+            &decl,
+        )
+        .unwrap();
+        assert_eq!(
+            Logs::granted_names(Some(&g), "sources"),
+            Some(vec![
+                "unit:nginx.service".to_string(),
+                "unit:getty@tty1.service".to_string()
+            ])
+        );
+        assert_eq!(
+            Logs::describe(&g)[0],
+            "unit:nginx.service: unit nginx.service in the system journal (last 64MiB, at most 1000 lines)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_unit_not_granted_is_denied_with_the_line_to_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = action(
+            dir.path(),
+            "[plugins.p.grants.logs]\nunits = [\"api.service\"]\n",
+            &[],
+        );
+        match read(&mut a, query("unit:web.service")).await {
+            Err(wit::Error::Denied(m)) => assert!(
+                m.contains("add \"web.service\" to plugins.p.grants.logs.units"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -1116,6 +1416,9 @@ status = "true"
             Some("/srv/ops/logs/app.log")
         );
         assert_eq!(raw["sources"]["abs"].as_str(), Some("/var/log/x.log"));
+        let mut raw: toml::Value = toml::from_str("journal = \"./journal\"\n").unwrap();
+        Logs::resolve_paths(&mut raw, &|_| PathBuf::from("/srv/ops"));
+        assert_eq!(raw["journal"].as_str(), Some("/srv/ops/journal"));
     }
 
     #[test]
@@ -1147,5 +1450,20 @@ status = "true"
         assert!(diff(&base, &smaller).iter().all(|c| !c.widens()));
         assert!(diff(&smaller, &base).iter().all(|c| c.widens()));
         assert!(diff(&base, &base).is_empty());
+        let units = read("units = [\"api.service\"]\n");
+        let elsewhere = read("units = [\"api.service\"]\njournal = \"/var/log/journal/remote\"\n");
+        assert_eq!(
+            kinds(&LogsGrantConfig::default(), &units),
+            vec![("units[0]".to_string(), ChangeKind::Added)]
+        );
+        assert_eq!(
+            kinds(&units, &elsewhere),
+            vec![("journal".to_string(), ChangeKind::Changed)]
+        );
+        assert!(
+            diff(&units, &LogsGrantConfig::default())
+                .iter()
+                .all(|c| !c.widens())
+        );
     }
 }
