@@ -402,6 +402,32 @@ pub fn http_json(port: u16, path: &str) -> serde_json::Value {
 }
 
 impl Rig {
+    /// `POST path` on the controller with the API token as bearer; the status and the
+    /// body as JSON.
+    pub fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let addr = &self.controller.as_ref().expect("controller").addr;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not HTTP: {text}"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
+    }
+
     /// Sends `runbook` to one host without waiting; its run id.
     pub fn send(&self, runbook: &str, host: &str, vars: &[&str]) -> String {
         let mut args = vec![

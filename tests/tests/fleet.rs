@@ -434,3 +434,164 @@ schedule = { every = "1s" }
         "{runs:#}"
     );
 }
+
+/// An Alertmanager webhook (version 4) with one alert per label set.
+fn alerts(status: &str, label_sets: &[serde_json::Value]) -> String {
+    let alerts: Vec<serde_json::Value> = label_sets
+        .iter()
+        .map(|l| serde_json::json!({ "status": status, "labels": l }))
+        .collect();
+    serde_json::json!({ "version": "4", "status": status, "alerts": alerts }).to_string()
+}
+
+#[test]
+fn an_alert_runs_its_runbook_on_the_host_it_names_or_every_host_of_a_group_and_flapping_is_held() {
+    let extra = r#"
+[serve.triggers.host-down]
+runbook = "slow"
+match = { alertname = "ServiceDown" }
+token = "alert-token"
+host = "{{ trigger.labels.instance }}"
+params = { ms = "1" }
+
+[serve.triggers.group-check]
+runbook = "service-down"
+token = "alert-token"
+group = "api"
+flap = { runs = 2, within = "10m" }
+
+[secrets.alert-token]
+env = "CONTROLLER_API_TOKEN"
+"#;
+    let Some(rig) = Rig::start_with(false, &BTreeMap::new(), extra) else {
+        return;
+    };
+    rig.wait_all_up();
+    let down = |instance: &str| {
+        alerts(
+            "firing",
+            &[serde_json::json!({ "alertname": "ServiceDown", "instance": instance })],
+        )
+    };
+
+    // The alert names web-2: the runbook runs there and nowhere else.
+    let (code, doc) = rig.post("/api/v1/triggers/host-down", &down("web-2"));
+    assert_eq!(code, 202, "{doc:#}");
+    let sent = doc["dispatched"].as_array().unwrap();
+    assert_eq!(sent.len(), 1, "{doc:#}");
+    assert_eq!(sent[0]["host"], "web-2");
+    let id = sent[0]["run_id"].as_str().unwrap();
+    assert_eq!(doc["started"], serde_json::json!([id]));
+    let done = rig.wait_show(id, "finished", |d| state(d) == "finished");
+    assert_eq!(done["host"], "web-2");
+    assert_eq!(done["run"]["status"], "ok", "{done:#}");
+    for other in ["web-1", "web-3"] {
+        assert!(
+            rig.local_runs(other).iter().all(|r| r["runbook"] != "slow"),
+            "{other}"
+        );
+    }
+
+    // The same alert again is a duplicate; one naming no agent is refused with the reason.
+    let (code, doc) = rig.post("/api/v1/triggers/host-down", &down("web-2"));
+    assert_eq!(
+        (code, doc["deduplicated"].as_u64()),
+        (202, Some(1)),
+        "{doc:#}"
+    );
+    let (code, doc) = rig.post("/api/v1/triggers/host-down", &down("db-9"));
+    assert_eq!(code, 422, "{doc:#}");
+    let reason = doc["rejected"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("host db-9 names no agent"), "{reason}");
+    let (_, doc) = rig.post(
+        "/api/v1/triggers/host-down",
+        &alerts(
+            "resolved",
+            &[serde_json::json!({ "alertname": "ServiceDown", "instance": "web-1" })],
+        ),
+    );
+    assert_eq!(doc["resolved"], 1, "{doc:#}");
+    assert_eq!(doc["dispatched"], serde_json::json!([]));
+
+    // A group trigger sends one job per member; its flap guard counts the jobs each host
+    // was sent, so the third alert within the window is held under an incident.
+    let mut hosts_sent = Vec::new();
+    for n in 0..2 {
+        let (code, doc) = rig.post(
+            "/api/v1/triggers/group-check",
+            &alerts(
+                "firing",
+                &[serde_json::json!({ "alertname": "Check", "n": n.to_string() })],
+            ),
+        );
+        assert_eq!(code, 202, "{doc:#}");
+        let mut hosts: Vec<String> = doc["dispatched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["host"].as_str().unwrap().to_string())
+            .collect();
+        hosts.sort();
+        hosts_sent.push(hosts);
+    }
+    assert_eq!(hosts_sent, vec![vec!["web-1", "web-2", "web-3"]; 2]);
+    let (code, doc) = rig.post(
+        "/api/v1/triggers/group-check",
+        &alerts(
+            "firing",
+            &[serde_json::json!({ "alertname": "Check", "n": "2" })],
+        ),
+    );
+    assert_eq!(code, 202, "{doc:#}");
+    assert_eq!(doc["held"], 1, "{doc:#}");
+    assert!(doc["incident"].as_i64().is_some(), "{doc:#}");
+    assert_eq!(doc["dispatched"], serde_json::json!([]));
+}
+
+#[test]
+fn check_says_where_a_fleet_trigger_cannot_go() {
+    let sb = runcap_e2e::Sandbox::new();
+    sb.write(
+        "fleet.toml",
+        "[nats]\nurl = \"nats://127.0.0.1:4222\"\n[store]\nurl = \"host=/tmp dbname=runcap\"\n[agents.web-1]\ngroups = [\"api\"]\n",
+    );
+    let manifest = |serve: &str, trigger: &str| {
+        format!(
+            "environment = \"control\"\n[secrets.alert]\nenv = \"ALERT_TOKEN\"\n[serve]\n{serve}\n[serve.triggers.down]\nrunbook = \"service-down\"\ntoken = \"alert\"\n{trigger}\n"
+        )
+    };
+    let fleet = "fleet = \"fleet.toml\"";
+    for (serve, trigger, expect) in [
+        (
+            "",
+            "group = \"api\"",
+            "sends its runbook to a fleet, and this server controls none",
+        ),
+        (fleet, "group = \"db\"", "group db names no agent of"),
+        (fleet, "host = \"web-9\"", "host web-9 names no agent of"),
+        (
+            fleet,
+            "host = \"web-1\"\nall = true",
+            "a trigger needs exactly one target",
+        ),
+        // Without a target the runbook runs here, so it must be declared here.
+        (fleet, "", "no runbook `service-down` is declared"),
+    ] {
+        sb.write("runcap.toml", &manifest(serve, trigger));
+        let out = sb.run(&["check"]);
+        assert_eq!(out.code(), 2, "{trigger}: {}", out.stdout());
+        assert!(out.stderr().contains(expect), "{trigger}: {}", out.stderr());
+        assert!(out.stderr().contains("runcap.toml:"), "{}", out.stderr());
+    }
+    // A fixed agent, a group, everyone, or a template over the alert are all accepted.
+    for trigger in [
+        "host = \"web-1\"",
+        "group = \"api\"",
+        "all = true",
+        "host = \"{{ trigger.labels.instance }}\"",
+    ] {
+        sb.write("runcap.toml", &manifest(fleet, trigger));
+        let out = sb.run(&["check"]);
+        assert_eq!(out.code(), 0, "{trigger}: {}", out.stderr());
+    }
+}

@@ -242,7 +242,8 @@ fn trigger_params(
     runbooks: &BTreeMap<String, Runbook>,
 ) {
     for (name, t) in &serve.triggers {
-        let Some(rb) = runbooks.get(&t.runbook) else {
+        // A fleet trigger's runbook is the agents'; each agent checks its parameters.
+        let Some(rb) = runbooks.get(&t.runbook).filter(|_| t.target.is_none()) else {
             continue;
         };
         let at = KeyPath::root().key("serve").key("triggers").key(name);

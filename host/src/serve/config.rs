@@ -102,6 +102,14 @@ pub struct TriggerConfig {
     /// each a template over the alert or a fixed value, checked as `--var` values are.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// `host = "{{ trigger.labels.instance }}"` (or a fixed name): on a fleet controller,
+    /// the agent the runbook is sent to, instead of running it here.
+    pub host: Option<String>,
+    /// `group = "api"` (or a template): on a fleet controller, every agent of the group.
+    pub group: Option<String>,
+    /// `all = true`: on a fleet controller, every agent.
+    #[serde(default)]
+    pub all: bool,
 }
 
 /// The flap guard as written: once the runbook has run `runs` times within `within` and
@@ -141,6 +149,9 @@ pub struct Trigger {
     pub flap: Flap,
     /// The runbook's parameters as written: templates over `trigger.*`, or fixed values.
     pub params: BTreeMap<String, String>,
+    /// The fleet agents the runbook is sent to (an agents' runbook), or `None` to run it
+    /// on this server. A host or group name may be a template over `trigger.*`.
+    pub target: Option<crate::fleet::config::Target>,
 }
 
 /// One API token: a declared secret holds its value.
@@ -320,30 +331,36 @@ fn validate_fleet(
     Some(fleet)
 }
 
-/// Checks one `[serve.dispatch.NAME]`: exactly one target, naming agents the fleet has,
-/// and a schedule.
-fn validate_dispatch(
+/// The fleet target of a dispatch or a trigger: exactly one of `host`, `group` and
+/// `all = true` (`what` says which of the two, for the message), naming agents the fleet
+/// has unless it is a template over an alert (checked when the alert comes).
+fn fleet_target(
     v: &mut Validator,
     at: &KeyPath,
-    name: &str,
-    d: DispatchConfig,
+    what: &str,
+    (host, group, all): (Option<String>, Option<String>, bool),
     fleet: Option<&crate::fleet::config::Fleet>,
-) -> Option<Dispatch> {
+) -> Option<crate::fleet::config::Target> {
     use crate::fleet::config::Target;
-    let target = match (d.host, d.group, d.all) {
+    let target = match (host, group, all) {
         (Some(h), None, false) => Target::Host(h),
         (None, Some(g), false) => Target::Group(g),
         (None, None, true) => Target::All,
         _ => {
             v.error(
                 at,
-                "a dispatch needs exactly one target",
+                format!("a {what} needs exactly one target"),
                 "write one of host = \"NAME\", group = \"NAME\" or all = true",
             );
             return None;
         }
     };
+    let templated = match &target {
+        Target::Host(n) | Target::Group(n) => n.contains("{{"),
+        Target::All => false,
+    };
     if let Some(f) = fleet
+        && !templated
         && f.members(&target).is_empty()
     {
         v.error(
@@ -356,6 +373,19 @@ fn validate_dispatch(
         );
         return None;
     }
+    Some(target)
+}
+
+/// Checks one `[serve.dispatch.NAME]`: exactly one target, naming agents the fleet has,
+/// and a schedule.
+fn validate_dispatch(
+    v: &mut Validator,
+    at: &KeyPath,
+    name: &str,
+    d: DispatchConfig,
+    fleet: Option<&crate::fleet::config::Fleet>,
+) -> Option<Dispatch> {
+    let target = fleet_target(v, at, "dispatch", (d.host, d.group, d.all), fleet)?;
     let schedule = validate_schedule(v, &at.key("schedule"), d.schedule)?;
     Some(Dispatch {
         name: name.to_string(),
@@ -426,7 +456,7 @@ pub fn validate_serve(
         if !v.name(&at, "trigger", &name) {
             continue;
         }
-        if let Some(trigger) = trigger(v, &at, t, secrets, runbooks) {
+        if let Some(trigger) = trigger(v, &at, t, secrets, runbooks, out.fleet.as_ref()) {
             out.triggers.insert(name, trigger);
         }
     }
@@ -517,15 +547,31 @@ fn scope(v: &mut Validator, at: &KeyPath, text: &str, runbooks: &[&str]) -> Opti
 }
 
 /// One `[serve.triggers.NAME]`: its runbook, how callers prove themselves, how long an
-/// alert is deduplicated and when a flapping alert is held.
+/// alert is deduplicated and when a flapping alert is held. A trigger with a fleet target
+/// names an agents' runbook, which this manifest need not declare.
 fn trigger(
     v: &mut Validator,
     at: &KeyPath,
-    t: TriggerConfig,
+    mut t: TriggerConfig,
     secrets: &BTreeMap<String, crate::secrets::SecretSource>,
     runbooks: &[&str],
+    fleet: Option<&crate::fleet::config::Fleet>,
 ) -> Option<Trigger> {
-    if !runbooks.contains(&t.runbook.as_str()) {
+    let target = if t.host.is_some() || t.group.is_some() || t.all {
+        if fleet.is_none() {
+            v.error(
+                at,
+                "a trigger with host, group or all sends its runbook to a fleet, and this server controls none",
+                "add `fleet = \"fleet.toml\"` to [serve], or remove host, group and all to run it here",
+            );
+            return None;
+        }
+        let written = (t.host.take(), t.group.take(), t.all);
+        Some(fleet_target(v, at, "trigger", written, fleet)?)
+    } else {
+        None
+    };
+    if target.is_none() && !runbooks.contains(&t.runbook.as_str()) {
         v.error(
             &at.key("runbook"),
             format!("no runbook `{}` is declared", t.runbook),
@@ -546,6 +592,7 @@ fn trigger(
         dedupe,
         flap,
         params: t.params,
+        target,
     })
 }
 

@@ -15,6 +15,11 @@
 //! `flap.within` (default 30m) and its alert still fires, further alerts start nothing,
 //! an incident records it, and `flap.escalate` runs once; `runcap incidents resolve ID`
 //! (or `POST /api/v1/incidents/ID/resolve`) lets the trigger start runs again.
+//!
+//! On a fleet controller a trigger with `host`, `group` or `all` sends its runbook to
+//! those agents instead of running it here; `host = "{{ trigger.labels.instance }}"`
+//! sends it where the alert comes from. Its flap guard counts the jobs any one of the
+//! target's hosts was sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,6 +37,8 @@ use subtle::ConstantTimeEq;
 use super::api::error;
 use super::config::{Trigger, TriggerAuth};
 use super::{Origin, RunRequest, Server};
+use crate::fleet::config::Target;
+use crate::fleet::controller::{Controller, DispatchRequest, Dispatched};
 
 /// How old a signed request may be.
 const MAX_AGE: Duration = Duration::from_secs(300);
@@ -236,11 +243,12 @@ fn check_signature(
 /// says so), or now (it ran `flap.runs` times within `flap.within` and the alert still
 /// fires: an incident is opened and `flap.escalate` started once). The incident's id
 /// when held.
-fn flap_guard(
+async fn flap_guard(
     s: &Arc<Server>,
     t: &Trigger,
+    fleet: Option<(&Controller, &[String])>,
     context: &Value,
-) -> Result<Option<i64>, crate::store::StoreError> {
+) -> Result<Option<i64>, FlapError> {
     let env = &s.env.name;
     if let Some(id) = s.store.flapping(env, &t.runbook)? {
         return Ok(Some(id));
@@ -248,12 +256,25 @@ fn flap_guard(
     let window_start = crate::caps::now_ms() as i64 - t.flap.within.as_millis() as i64;
     let released = s.store.flap_released_at(env, &t.runbook)?.unwrap_or(0);
     let since = window_start.max(released);
-    let recent = s
-        .store
-        .history(Some(&t.runbook), t.flap.runs as usize)?
-        .iter()
-        .filter(|r| r.started_at >= since)
-        .count();
+    let recent = match fleet {
+        None => s
+            .store
+            .history(Some(&t.runbook), t.flap.runs as usize)?
+            .iter()
+            .filter(|r| r.started_at >= since)
+            .count(),
+        Some((controller, hosts)) => {
+            let sent = controller
+                .store
+                .jobs_per_host_since(&t.runbook, since)
+                .await?;
+            hosts
+                .iter()
+                .filter_map(|h| sent.get(h))
+                .max()
+                .map_or(0, |n| *n as usize)
+        }
+    };
     if recent < t.flap.runs as usize {
         return Ok(None);
     }
@@ -292,6 +313,46 @@ fn flap_guard(
     Ok(Some(id))
 }
 
+/// Why the flap guard could not decide: a store did not answer.
+#[derive(Debug, thiserror::Error)]
+enum FlapError {
+    #[error("store: {0}")]
+    Local(#[from] crate::store::StoreError),
+    #[error("fleet store: {0}")]
+    Fleet(#[from] crate::store::postgres::PgStoreError),
+}
+
+/// The agents a fleet trigger sends this alert's run to: its target, a host or group name
+/// rendered against the alert. An error says why the alert cannot be sent.
+fn fleet_hosts(
+    controller: &Controller,
+    target: &Target,
+    context: &Value,
+) -> Result<(Target, Vec<String>), String> {
+    let render = |name: &str| -> Result<String, String> {
+        let rendered =
+            crate::runbook::template::render_params(&json!(name), &json!({ "trigger": context }))
+                .map_err(|e| e.to_string())?;
+        match rendered {
+            Value::String(s) if !s.is_empty() => Ok(s),
+            other => Err(format!("`{name}` gives {other}, not an agent's name")),
+        }
+    };
+    let target = match target {
+        Target::Host(h) => Target::Host(render(h)?),
+        Target::Group(g) => Target::Group(render(g)?),
+        Target::All => Target::All,
+    };
+    let hosts = controller.fleet.members(&target);
+    if hosts.is_empty() {
+        return Err(format!(
+            "{target} names no agent of {}",
+            controller.fleet.file.display()
+        ));
+    }
+    Ok((target, hosts))
+}
+
 /// The runbook's parameters for one alert, as `NAME=VALUE`: the trigger's `params`
 /// rendered against the alert and checked against the runbook's declarations; the error
 /// says which parameter and why.
@@ -312,7 +373,7 @@ fn run_params(s: &Server, t: &Trigger, context: &Value) -> Result<Vec<String>, S
             other => format!("{k}={other}"),
         })
         .collect();
-    if let Some(rb) = s.env.runbooks.get(&t.runbook) {
+    if let Some(rb) = s.env.runbooks.get(&t.runbook).filter(|_| t.target.is_none()) {
         crate::manifest::params::resolve_args(&rb.name, &rb.params, &vars)
             .map_err(|e| e.to_string())?;
     }
@@ -329,6 +390,8 @@ enum Taken {
     /// The flap guard holds its runbook, under this incident.
     Held(i64),
     Started(String),
+    /// Sent to fleet agents: each host and its run id.
+    Dispatched(Vec<Dispatched>),
 }
 
 /// The answer to a trigger's caller: what became of its alerts, counted.
@@ -341,6 +404,7 @@ struct Tally {
     held: u32,
     incident: Option<i64>,
     rejected: Vec<Value>,
+    dispatched: Vec<Dispatched>,
 }
 
 impl Tally {
@@ -355,6 +419,10 @@ impl Tally {
                 self.incident = Some(id);
             }
             Taken::Started(id) => self.started.push(id),
+            Taken::Dispatched(sent) => {
+                self.started.extend(sent.iter().map(|d| d.run_id.clone()));
+                self.dispatched.extend(sent);
+            }
         }
     }
 }
@@ -362,7 +430,7 @@ impl Tally {
 /// Handles one alert for trigger `name`: filters it, fills the runbook's parameters,
 /// deduplicates, applies the flap guard and starts the run. An error ends the whole
 /// request with that status.
-fn take_alert(
+async fn take_alert(
     s: &Arc<Server>,
     name: &str,
     t: &Trigger,
@@ -383,12 +451,28 @@ fn take_alert(
     });
     // An alert the runbook's parameters refuse starts nothing and is not remembered, so
     // the same alert, corrected, is not taken for a duplicate.
+    let rejected = |reason: String| {
+        Ok(Taken::Rejected(
+            json!({ "fingerprint": alert.fingerprint, "reason": reason }),
+        ))
+    };
     let vars = match run_params(s, t, &context) {
         Ok(vars) => vars,
-        Err(reason) => {
-            return Ok(Taken::Rejected(
-                json!({ "fingerprint": alert.fingerprint, "reason": reason }),
-            ));
+        Err(reason) => return rejected(reason),
+    };
+    let fleet = match &t.target {
+        None => None,
+        Some(target) => {
+            let Some(controller) = s.fleet() else {
+                return Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the fleet controller is not started yet".to_string(),
+                ));
+            };
+            match fleet_hosts(controller, target, &context) {
+                Ok((target, hosts)) => Some((controller.clone(), target, hosts)),
+                Err(reason) => return rejected(reason),
+            }
         }
     };
     {
@@ -400,12 +484,23 @@ fn take_alert(
         }
         seen.alerts.insert(key, Instant::now());
     }
-    match flap_guard(s, t, &context) {
+    let counted = fleet.as_ref().map(|(c, _, hosts)| (&**c, hosts.as_slice()));
+    match flap_guard(s, t, counted, &context).await {
         Ok(None) => {}
         Ok(Some(id)) => return Ok(Taken::Held(id)),
-        Err(e) => {
-            return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")));
-        }
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+    if let Some((controller, target, _)) = fleet {
+        let asked = DispatchRequest {
+            runbook: &t.runbook,
+            target: &target,
+            vars: &vars,
+            dry_run: false,
+        };
+        return match controller.dispatch(asked).await {
+            Ok(sent) => Ok(Taken::Dispatched(sent)),
+            Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        };
     }
     let run = RunRequest {
         runbook: &t.runbook,
@@ -449,7 +544,7 @@ pub async fn receive(
     };
     let mut tally = Tally::default();
     for alert in alerts {
-        match take_alert(&s, &name, t, alert) {
+        match take_alert(&s, &name, t, alert).await {
             Ok(taken) => tally.add(taken),
             Err((status, reason)) => return error(status, reason),
         }
@@ -462,6 +557,7 @@ pub async fn receive(
         held,
         incident,
         rejected,
+        dispatched,
     } = tally;
     let summary = json!({
         "started": started,
@@ -471,6 +567,7 @@ pub async fn receive(
         "held": held,
         "incident": incident,
         "rejected": rejected,
+        "dispatched": dispatched,
     });
     if let Err(e) = s.store.audit("trigger.received", "", &name, &summary) {
         tracing::error!("could not audit a trigger: {e}");

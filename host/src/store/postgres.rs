@@ -7,6 +7,7 @@
 //! acknowledged) leaves the same rows. Migrations work as the SQLite store's do: a
 //! numbered list, applied in one transaction under an advisory lock, never edited.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -377,6 +378,24 @@ impl PgStore {
     pub async fn open_jobs(&self) -> Result<Vec<JobRow>, PgStoreError> {
         self.jobs_where("state IN ('dispatched', 'started')", &[])
             .await
+    }
+
+    /// How many jobs of `runbook` each host was sent since `since_ms`: what a fleet
+    /// trigger's flap guard counts.
+    pub async fn jobs_per_host_since(
+        &self,
+        runbook: &str,
+        since_ms: i64,
+    ) -> Result<BTreeMap<String, i64>, PgStoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT host, count(*) FROM jobs WHERE runbook = $1 AND dispatched_at >= $2 GROUP BY host",
+                &[&runbook, &since_ms],
+            )
+            .await
+            .map_err(self.db())?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// One job by run id.
