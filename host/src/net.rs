@@ -55,6 +55,23 @@ pub fn tls_config(
     Ok(tls)
 }
 
+/// TLS settings that trust only the CA certificates in `ca` (a PEM file): for a server of
+/// the operator's own, such as the fleet's PostgreSQL, where the web PKI has no say.
+pub fn private_ca_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in read_pem_certs(ca)? {
+        roots
+            .add(CertificateDer::from(der))
+            .map_err(TlsError::BadCa)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Rustls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Reads every certificate in a PEM file.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, TlsError> {
     let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)

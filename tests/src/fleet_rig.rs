@@ -154,9 +154,34 @@ impl Rig {
         nats_via: &BTreeMap<&str, u16>,
         controller_extra: &str,
     ) -> Option<Rig> {
-        let pg = Postgres::start()?;
-        pg.psql("postgres", "create database runcap;");
+        Self::start_full(idempotent, nats_via, controller_extra, false)
+    }
+
+    /// As [`Rig::start`], the controller reaching PostgreSQL over TLS (TCP to
+    /// `localhost`), verifying it with the CA in the sandbox's `pg-ca.pem`.
+    pub fn start_with_tls_store() -> Option<Rig> {
+        Self::start_full(false, &BTreeMap::new(), "", true)
+    }
+
+    fn start_full(
+        idempotent: bool,
+        nats_via: &BTreeMap<&str, u16>,
+        controller_extra: &str,
+        store_tls: bool,
+    ) -> Option<Rig> {
         let sb = Sandbox::new();
+        let (pg, store) = if store_tls {
+            let pki = crate::demo_service::test_pki(30).unwrap();
+            sb.write("pg-ca.pem", &pki.ca_pem);
+            let pg = Postgres::start_tls(&pki.cert_pem, &pki.key_pem)?;
+            let url = pg.tcp_conn_string("runcap");
+            (pg, format!("url = \"{url}\"\nca = \"pg-ca.pem\""))
+        } else {
+            let pg = Postgres::start()?;
+            let url = pg.conn_string("runcap");
+            (pg, format!("url = \"{url}\""))
+        };
+        pg.psql("postgres", "create database runcap;");
         let api_port = free_port();
         let nats_port_holder = free_port();
         let mut fleet = format!(
@@ -166,14 +191,13 @@ url = "nats://127.0.0.1:{nats_port_holder}"
 password_secret = "nats-password"
 
 [store]
-url = "{}"
+{store}
 
 [timing]
 heartbeat = "300ms"
 lost_after = "5s"
 checkpoint_every = "1s"
-"#,
-            pg.conn_string("runcap")
+"#
         );
         for h in HOSTS {
             // Each agent's audit key, made beforehand so the fleet file can pin it.

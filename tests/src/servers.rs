@@ -38,7 +38,18 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// A server on its Unix socket only.
     pub fn start() -> Option<Postgres> {
+        Self::start_with(None)
+    }
+
+    /// A server that also listens on `localhost` over TLS, with this certificate and key
+    /// (PEM); connect with [`Postgres::tcp_conn_string`].
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<Postgres> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Option<Postgres> {
         let Some(bin) = postgres_bin() else {
             eprintln!(
                 "\n\n*** SKIPPED: PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb). \
@@ -87,11 +98,35 @@ impl Postgres {
                 "UTF8",
             ],
         );
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses='' -c fsync=off",
-            pg.port,
-            pg.socket.display()
-        );
+        let mut opts = format!("-p {} -k {} -c fsync=off", pg.port, pg.socket.display());
+        match tls {
+            None => opts += " -c listen_addresses=''",
+            Some((cert, key)) => {
+                let (cert_file, key_file) =
+                    (pg.socket.join("server.crt"), pg.socket.join("server.key"));
+                std::fs::write(&cert_file, cert).unwrap();
+                std::fs::write(&key_file, key).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+                if let Some(user) = as_user {
+                    for f in [&cert_file, &key_file] {
+                        let ok = Command::new("chown")
+                            .arg(user)
+                            .arg(f)
+                            .status()
+                            .unwrap()
+                            .success();
+                        assert!(ok, "chown {} failed", f.display());
+                    }
+                }
+                opts += &format!(
+                    " -c listen_addresses=localhost -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                    cert_file.display(),
+                    key_file.display()
+                );
+            }
+        }
         let log = pg.socket.join("server.log");
         pg.server_cmd(
             "pg_ctl",
@@ -134,6 +169,15 @@ impl Postgres {
         format!(
             "host={} port={} user=postgres dbname={db}",
             self.socket.display(),
+            self.port
+        )
+    }
+
+    /// A libpq connection string for database `db` over TCP to `localhost` (a server
+    /// started with [`Postgres::start_tls`]).
+    pub fn tcp_conn_string(&self, db: &str) -> String {
+        format!(
+            "host=localhost port={} user=postgres dbname={db}",
             self.port
         )
     }

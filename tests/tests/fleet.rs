@@ -595,3 +595,54 @@ fn check_says_where_a_fleet_trigger_cannot_go() {
         assert_eq!(out.code(), 0, "{trigger}: {}", out.stderr());
     }
 }
+
+#[test]
+fn the_controller_reaches_postgresql_over_tls_and_refuses_a_server_its_ca_did_not_sign() {
+    let Some(mut rig) = Rig::start_with_tls_store() else {
+        return;
+    };
+    rig.wait_all_up();
+    let id = rig.send("slow", "web-1", &["ms=1"]);
+    let done = rig.wait_show(&id, "finished", |d| state(d) == "finished");
+    assert_eq!(done["run"]["status"], "ok", "{done:#}");
+    // The controller's connections are TLS, as the server itself reports.
+    let tls = rig._pg.psql(
+        "postgres",
+        "select count(*) filter (where s.ssl), count(*) from pg_stat_activity a join pg_stat_ssl s using (pid) where a.application_name = 'runcap';",
+    );
+    let (ssl, all) = tls.split_once('|').unwrap();
+    assert!(all != "0" && ssl == all, "TLS connections|all: {tls}");
+
+    // Another CA: the controller will not talk to this server, and says why.
+    rig.controller = None;
+    let other = runcap_e2e::demo_service::test_pki(30).unwrap();
+    rig.sb.write("pg-ca.pem", &other.ca_pem);
+    let out = rig
+        .sb
+        .runcap()
+        .args(["serve", "--env", "controller/runcap.toml"])
+        .env("CONTROLLER_NATS_PASSWORD", password("controller"))
+        .env("CONTROLLER_API_TOKEN", runcap_e2e::fleet_rig::TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PostgreSQL") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+
+    // sslmode=require with no CA to verify the server is refused before anything runs.
+    let fleet = std::fs::read_to_string(rig.sb.path().join("fleet.toml")).unwrap();
+    let fleet = fleet
+        .replace("ca = \"pg-ca.pem\"\n", "")
+        .replace("dbname=runcap", "dbname=runcap sslmode=require");
+    rig.sb.write("fleet.toml", &fleet);
+    let check = rig.sb.run(&["check", "--env", "controller/runcap.toml"]);
+    assert_eq!(check.code(), 2, "{}", check.stdout());
+    assert!(
+        check.stderr().contains("sslmode=require but names no CA"),
+        "{}",
+        check.stderr()
+    );
+}

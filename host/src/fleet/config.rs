@@ -12,6 +12,7 @@
 //! [store]                             # the controller's PostgreSQL
 //! url = "host=10.0.0.6 user=runcap dbname=runcap"
 //! password_secret = "pg-password"
+//! ca = "pg-ca.pem"                    # TLS (required), verifying the server with this CA
 //!
 //! [timing]
 //! heartbeat = "5s"
@@ -73,6 +74,7 @@ struct NatsRaw {
 struct StoreRaw {
     url: String,
     password_secret: Option<String>,
+    ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +111,8 @@ pub struct StoreSettings {
     /// A libpq connection string (`host=… user=… dbname=…`) or URL, without the password.
     pub url: String,
     pub password_secret: Option<String>,
+    /// TLS: the CA that signed the server's certificate (TLS is then required).
+    pub ca: Option<PathBuf>,
 }
 
 /// How often agents speak up and how long the controller waits for them.
@@ -247,6 +251,7 @@ impl Fleet {
             store: raw.store.map(|s| StoreSettings {
                 url: s.url,
                 password_secret: s.password_secret,
+                ca: s.ca.map(|c| dir.join(c)),
             }),
             timing,
             agents,

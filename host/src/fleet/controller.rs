@@ -108,7 +108,8 @@ impl Controller {
         let Some(store) = &fleet.store else {
             return Err(ControllerError::NoStore(fleet.file.display().to_string()));
         };
-        let store = PgStore::connect(&store.url, store_password.as_deref()).await?;
+        let store =
+            PgStore::connect(&store.url, store_password.as_deref(), store.ca.as_deref()).await?;
         let client = protocol::connect(&fleet.nats, protocol::CONTROLLER, nats_password).await?;
         let js = protocol::jetstream(client.clone());
         protocol::set_up(&js, &fleet).await?;

@@ -312,6 +312,40 @@ fn validate_fleet(
                 .and_then(|s| s.password_secret.as_ref()),
         ),
     ];
+    let cas = [
+        ("[nats] ca", fleet.nats.ca.as_ref()),
+        (
+            "[store] ca",
+            fleet.store.as_ref().and_then(|s| s.ca.as_ref()),
+        ),
+    ];
+    for (key, ca) in cas {
+        if let Some(ca) = ca
+            && let Err(e) = crate::net::read_pem_certs(ca)
+        {
+            v.error(
+                at,
+                format!("{key} of {}: {}: {e}", path.display(), ca.display()),
+                "name the PEM file of the CA that signed the server's certificate, relative to the fleet file",
+            );
+        }
+    }
+    if let Some(store) = &fleet.store
+        && store.ca.is_none()
+        && store
+            .url
+            .parse::<tokio_postgres::Config>()
+            .is_ok_and(|c| c.get_ssl_mode() == tokio_postgres::config::SslMode::Require)
+    {
+        v.error(
+            at,
+            format!(
+                "[store] of {} asks for sslmode=require but names no CA to verify the server with",
+                path.display()
+            ),
+            "add ca = \"pg-ca.pem\" to [store] (the CA that signed PostgreSQL's certificate)",
+        );
+    }
     for (key, secret) in named {
         if let Some(name) = secret
             && !secrets.contains_key(name)

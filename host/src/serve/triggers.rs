@@ -373,7 +373,12 @@ fn run_params(s: &Server, t: &Trigger, context: &Value) -> Result<Vec<String>, S
             other => format!("{k}={other}"),
         })
         .collect();
-    if let Some(rb) = s.env.runbooks.get(&t.runbook).filter(|_| t.target.is_none()) {
+    if let Some(rb) = s
+        .env
+        .runbooks
+        .get(&t.runbook)
+        .filter(|_| t.target.is_none())
+    {
         crate::manifest::params::resolve_args(&rb.name, &rb.params, &vars)
             .map_err(|e| e.to_string())?;
     }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::records::{RunState, now_ms};
 use super::{RunDetail, RunRow};
@@ -23,7 +24,16 @@ use super::{RunDetail, RunRow};
 pub enum PgStoreError {
     #[error("PostgreSQL connection string `{0}` is not valid: {1}")]
     Config(String, String),
-    #[error("PostgreSQL at {where_}: {source}")]
+    #[error(
+        "the PostgreSQL connection string asks for sslmode=require, but the fleet file names no CA to verify the server with; add `ca = \"pg-ca.pem\"` to [store]"
+    )]
+    TlsWithoutCa,
+    #[error("PostgreSQL CA {path}: {source}")]
+    Ca {
+        path: String,
+        source: crate::net::TlsError,
+    },
+    #[error("PostgreSQL at {where_}: {}", with_causes(source))]
     Db {
         where_: String,
         source: tokio_postgres::Error,
@@ -34,6 +44,21 @@ pub enum PgStoreError {
     TooNew { found: i64, known: i64 },
     #[error("a stored value cannot be read: {0}")]
     Corrupt(String),
+}
+
+/// An error and what caused it, `: `-separated: tokio-postgres says "error performing
+/// TLS handshake" and keeps the reason (an unknown issuer, say) as its source.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Every migration, in order; index + 1 is the version it produces.
@@ -127,8 +152,21 @@ const MIGRATIONS: &[&str] = &[r#"
 /// database restarts.
 pub struct PgStore {
     config: tokio_postgres::Config,
+    /// TLS to the server, when the fleet file names its CA.
+    tls: Option<MakeRustlsConnect>,
     shown: String,
     client: Mutex<Option<Client>>,
+}
+
+/// Drives one connection until it ends, saying why it did.
+async fn watch<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::warn!("PostgreSQL connection ended: {e}");
+    }
 }
 
 /// A run as the fleet store lists it: the host it ran on and its row.
@@ -201,8 +239,14 @@ pub struct Hello<'a> {
 
 impl PgStore {
     /// Connects and brings the schema up to date. `url` is a libpq connection string or
-    /// URL; `password`, when given, is used instead of any in it.
-    pub async fn connect(url: &str, password: Option<&str>) -> Result<Arc<PgStore>, PgStoreError> {
+    /// URL; `password`, when given, is used instead of any in it. With `ca`, the
+    /// connection is TLS (required, never a fallback to plain text), and the server's
+    /// certificate must be signed by that CA and name the host connected to.
+    pub async fn connect(
+        url: &str,
+        password: Option<&str>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Arc<PgStore>, PgStoreError> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| {
                 PgStoreError::Config(url.to_string(), e.to_string())
@@ -210,11 +254,31 @@ impl PgStore {
         if let Some(pw) = password {
             config.password(pw);
         }
+        let tls = match ca {
+            Some(path) => {
+                let tls =
+                    crate::net::private_ca_config(path).map_err(|source| PgStoreError::Ca {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Some(MakeRustlsConnect::new(tls))
+            }
+            None if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                return Err(PgStoreError::TlsWithoutCa);
+            }
+            None => {
+                // Without a CA nothing could verify the server: plain text, said plainly.
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                None
+            }
+        };
         config.connect_timeout(std::time::Duration::from_secs(5));
         config.application_name("runcap");
         let shown = shown(&config);
         let store = PgStore {
             config,
+            tls,
             shown,
             client: Mutex::new(None),
         };
@@ -233,12 +297,20 @@ impl PgStore {
     async fn client(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Client>, PgStoreError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, connection) = self.config.connect(NoTls).await.map_err(self.db())?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!("PostgreSQL connection ended: {e}");
+            let client = match &self.tls {
+                Some(tls) => {
+                    let (client, connection) =
+                        self.config.connect(tls.clone()).await.map_err(self.db())?;
+                    tokio::spawn(watch(connection));
+                    client
                 }
-            });
+                None => {
+                    let (client, connection) =
+                        self.config.connect(NoTls).await.map_err(self.db())?;
+                    tokio::spawn(watch(connection));
+                    client
+                }
+            };
             *guard = Some(client);
         }
         // Always a connection here: one was just made if there was none.
