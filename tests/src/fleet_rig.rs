@@ -157,9 +157,10 @@ impl Rig {
         Self::start_full(idempotent, nats_via, controller_extra, false)
     }
 
-    /// As [`Rig::start`], the controller reaching PostgreSQL over TLS (TCP to
-    /// `localhost`), verifying it with the CA in the sandbox's `pg-ca.pem`.
-    pub fn start_with_tls_store() -> Option<Rig> {
+    /// As [`Rig::start`], over TLS: nats-server accepts TLS clients only, PostgreSQL is
+    /// reached over TCP to `localhost` with TLS, and the fleet file names the CA both
+    /// certificates come from (the sandbox's `ca.pem`).
+    pub fn start_over_tls() -> Option<Rig> {
         Self::start_full(false, &BTreeMap::new(), "", true)
     }
 
@@ -167,15 +168,15 @@ impl Rig {
         idempotent: bool,
         nats_via: &BTreeMap<&str, u16>,
         controller_extra: &str,
-        store_tls: bool,
+        tls: bool,
     ) -> Option<Rig> {
         let sb = Sandbox::new();
-        let (pg, store) = if store_tls {
-            let pki = crate::demo_service::test_pki(30).unwrap();
-            sb.write("pg-ca.pem", &pki.ca_pem);
+        let pki = tls.then(|| crate::demo_service::test_pki(30).unwrap());
+        let (pg, store) = if let Some(pki) = &pki {
+            sb.write("ca.pem", &pki.ca_pem);
             let pg = Postgres::start_tls(&pki.cert_pem, &pki.key_pem)?;
             let url = pg.tcp_conn_string("runcap");
-            (pg, format!("url = \"{url}\"\nca = \"pg-ca.pem\""))
+            (pg, format!("url = \"{url}\"\nca = \"ca.pem\""))
         } else {
             let pg = Postgres::start()?;
             let url = pg.conn_string("runcap");
@@ -184,12 +185,16 @@ impl Rig {
         pg.psql("postgres", "create database runcap;");
         let api_port = free_port();
         let nats_port_holder = free_port();
+        let (nats_host, nats_ca) = match pki {
+            Some(_) => ("localhost", "ca = \"ca.pem\"\n"),
+            None => ("127.0.0.1", ""),
+        };
         let mut fleet = format!(
             r#"
 [nats]
-url = "nats://127.0.0.1:{nats_port_holder}"
+url = "nats://{nats_host}:{nats_port_holder}"
 password_secret = "nats-password"
-
+{nats_ca}
 [store]
 {store}
 
@@ -229,7 +234,17 @@ checkpoint_every = "1s"
         }
         let env_refs: Vec<(&str, &str)> =
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let nats = Nats::start_on(nats_port_holder, &auth, &env_refs)?;
+        let mut nats_config = auth;
+        if let Some(pki) = &pki {
+            sb.write("nats/server.pem", &pki.cert_pem);
+            sb.write("nats/server.key", &pki.key_pem);
+            nats_config = format!(
+                "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n{nats_config}",
+                sb.path().join("nats/server.pem").display(),
+                sb.path().join("nats/server.key").display()
+            );
+        }
+        let nats = Nats::start_on(nats_port_holder, &nats_config, &env_refs)?;
         sb.write(
             "controller/runcap.toml",
             &format!(

@@ -597,11 +597,25 @@ fn check_says_where_a_fleet_trigger_cannot_go() {
 }
 
 #[test]
-fn the_controller_reaches_postgresql_over_tls_and_refuses_a_server_its_ca_did_not_sign() {
-    let Some(mut rig) = Rig::start_with_tls_store() else {
+fn a_fleet_over_tls_works_and_refuses_plain_clients_and_servers_its_ca_did_not_sign() {
+    let Some(mut rig) = Rig::start_over_tls() else {
         return;
     };
     rig.wait_all_up();
+    // nats-server takes TLS clients only, and the agents and the controller reach it:
+    // a client that does not trust the fleet's CA gets nowhere.
+    let plain = runcap_e2e::background().block_on(
+        async_nats::ConnectOptions::new()
+            .user_and_password("controller".into(), password("controller"))
+            .connect(format!("nats://localhost:{}", rig.nats.port)),
+    );
+    let e = plain
+        .expect_err("a client without the CA connected")
+        .to_string();
+    assert!(
+        e.to_lowercase().contains("tls") || e.contains("certificate"),
+        "{e}"
+    );
     let id = rig.send("slow", "web-1", &["ms=1"]);
     let done = rig.wait_show(&id, "finished", |d| state(d) == "finished");
     assert_eq!(done["run"]["status"], "ok", "{done:#}");
@@ -616,7 +630,7 @@ fn the_controller_reaches_postgresql_over_tls_and_refuses_a_server_its_ca_did_no
     // Another CA: the controller will not talk to this server, and says why.
     rig.controller = None;
     let other = runcap_e2e::demo_service::test_pki(30).unwrap();
-    rig.sb.write("pg-ca.pem", &other.ca_pem);
+    rig.sb.write("ca.pem", &other.ca_pem);
     let out = rig
         .sb
         .runcap()
@@ -634,9 +648,14 @@ fn the_controller_reaches_postgresql_over_tls_and_refuses_a_server_its_ca_did_no
 
     // sslmode=require with no CA to verify the server is refused before anything runs.
     let fleet = std::fs::read_to_string(rig.sb.path().join("fleet.toml")).unwrap();
-    let fleet = fleet
-        .replace("ca = \"pg-ca.pem\"\n", "")
-        .replace("dbname=runcap", "dbname=runcap sslmode=require");
+    let store = fleet.find("[store]").unwrap();
+    let (nats, store) = fleet.split_at(store);
+    let fleet = format!(
+        "{nats}{}",
+        store
+            .replacen("ca = \"ca.pem\"\n", "", 1)
+            .replace("dbname=runcap", "dbname=runcap sslmode=require")
+    );
     rig.sb.write("fleet.toml", &fleet);
     let check = rig.sb.run(&["check", "--env", "controller/runcap.toml"]);
     assert_eq!(check.code(), 2, "{}", check.stdout());
