@@ -665,3 +665,71 @@ fn a_fleet_over_tls_works_and_refuses_plain_clients_and_servers_its_ca_did_not_s
         check.stderr()
     );
 }
+
+#[test]
+fn caps_diff_between_two_hosts_shows_what_one_may_do_that_the_other_may_not() {
+    let Some(mut rig) = Rig::start(false) else {
+        return;
+    };
+    rig.wait_all_up();
+    // web-3's probe may now also reach a status page: its manifest is changed and it
+    // comes back with its new grants.
+    let path = "agents/web-3/runcap.toml";
+    let manifest = std::fs::read_to_string(rig.sb.path().join(path)).unwrap();
+    let port = rig.ports["web-3"];
+    let before = format!("grants.http = {{ allow = [\"http://127.0.0.1:{port}\"] }}");
+    assert!(manifest.contains(&before), "{manifest}");
+    let wider = manifest.replacen(
+        &before,
+        &format!(
+            "grants.http = {{ allow = [\"http://127.0.0.1:{port}\", \"https://status.example.com\"] }}"
+        ),
+        1,
+    );
+    rig.sb.write(path, &wider);
+    rig.kill_agent("web-3");
+    rig.start_agent("web-3");
+    let diff = |from: &str, to: &str| rig.operator(&["fleet", "caps", "--diff", from, to]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let out = diff("web-1", "web-3");
+        if out.stdout().contains("status.example.com") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "{}", out.stdout());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    let text = out.stdout();
+    assert!(text.starts_with("web-3 against web-1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("plugins.probe.grants.http") && l.contains("status.example.com")),
+        "{text}"
+    );
+    assert!(
+        text.contains("widen what web-3 may do beyond web-1"),
+        "{text}"
+    );
+
+    // The other way round, the status page is something web-1 may not do: it narrows.
+    let back = rig
+        .operator(&["fleet", "caps", "--diff", "web-3", "web-1", "--json"])
+        .json();
+    let about: Vec<&serde_json::Value> = back["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["what"].as_str().unwrap().contains("status.example.com"))
+        .collect();
+    assert!(!about.is_empty(), "{back:#}");
+    assert!(about.iter().all(|c| c["widens"] == false), "{back:#}");
+
+    let unknown = diff("web-1", "db-9");
+    assert_ne!(unknown.code(), 0);
+    assert!(
+        unknown.stderr().contains("no agent `db-9`"),
+        "{}",
+        unknown.stderr()
+    );
+}

@@ -153,22 +153,29 @@ pub async fn agent(
     }
 }
 
-/// The approved lockfile's digest and what differs from it now.
+/// The manifest as it is now, the approved lockfile's digest, and what differs from it.
 fn lock_state(env: &crate::manifest::Environment, report: &[super::caps::PluginCaps]) -> LockState {
     let path = Lockfile::beside(&env.file);
+    let lock_dir = crate::manifest::compose::dir_of(&path);
+    let current = lockfile::snapshot(env, &super::caps::import_lists(report), &lock_dir);
     let Ok(bytes) = std::fs::read(&path) else {
-        return LockState::default();
+        return LockState {
+            current: Some(Box::new(current)),
+            ..LockState::default()
+        };
     };
     let digest = Some(hex::encode(Sha256::digest(&bytes)));
     let drift = match Lockfile::read_env(&path, &env.name) {
         Ok(locked) => {
-            let lock_dir = crate::manifest::compose::dir_of(&path);
-            let current = lockfile::snapshot(env, &super::caps::import_lists(report), &lock_dir);
             super::caps::change_lines(&super::caps::locate(env, lockfile::diff(&locked, &current)))
         }
         Err(e) => vec![e.to_string()],
     };
-    LockState { digest, drift }
+    LockState {
+        digest,
+        drift,
+        current: Some(Box::new(current)),
+    }
 }
 
 /// `runcap fleet nats-config`: the nats-server `authorization` block for the fleet.
@@ -671,6 +678,42 @@ pub async fn caps(args: &ControllerArgs, json: bool) -> u8 {
         }
     }
     u8::from(drifted > 0)
+}
+
+/// `runcap fleet caps --diff FROM TO`: what one host's manifest grants that another's
+/// does not; exits 1 when `to` may do anything `from` may not.
+pub async fn caps_diff(args: &ControllerArgs, from: &str, to: &str, json: bool) -> u8 {
+    let client = client_or_exit!(args);
+    let path = format!(
+        "/api/v1/fleet/caps/diff?from={}&to={}",
+        encode(from),
+        encode(to)
+    );
+    let doc = or_exit!(client.get(&path).await);
+    if json {
+        print_json(&doc);
+    } else {
+        println!("{to} against {from}");
+        let changes = doc["changes"].as_array().cloned().unwrap_or_default();
+        for c in &changes {
+            println!(
+                "  {:<9}{}: {}",
+                c["kind"].as_str().unwrap_or("?"),
+                c["key"].as_str().unwrap_or("?"),
+                c["what"].as_str().unwrap_or("")
+            );
+        }
+        let widened = changes
+            .iter()
+            .filter(|c| c["widens"] == json!(true))
+            .count();
+        match (changes.len(), widened) {
+            (0, _) => println!("✔ the same grants"),
+            (n, 0) => println!("✔ {n} changes, none widens what {to} may do"),
+            (n, w) => println!("✘ {n} changes, {w} widen what {to} may do beyond {from}"),
+        }
+    }
+    u8::from(doc["widened"] == json!(true))
 }
 
 /// `runcap history --controller URL [--host NAME]`: runs across the fleet.

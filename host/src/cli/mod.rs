@@ -111,6 +111,9 @@ enum FleetCommand {
     Caps {
         #[command(flatten)]
         controller: fleet::ControllerArgs,
+        /// Compare two hosts instead: what TO may do that FROM may not (exits 1 if any).
+        #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
+        diff: Option<Vec<String>>,
         #[arg(long)]
         json: bool,
     },
@@ -728,7 +731,16 @@ async fn dispatch_fleet(command: Command, state: &StateArgs) -> u8 {
                 controller,
                 json,
             } => fleet::show(&controller, &run_id, json).await,
-            FleetCommand::Caps { controller, json } => fleet::caps(&controller, json).await,
+            FleetCommand::Caps {
+                controller,
+                diff: Some(hosts),
+                json,
+            } => fleet::caps_diff(&controller, &hosts[0], &hosts[1], json).await,
+            FleetCommand::Caps {
+                controller,
+                diff: None,
+                json,
+            } => fleet::caps(&controller, json).await,
             FleetCommand::NatsConfig { fleet: file } => fleet::nats_config(&file),
         },
         // Other commands are run by `dispatch`.

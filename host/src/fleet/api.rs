@@ -9,6 +9,7 @@
 //! | `GET /api/v1/fleet/runs/ID` | read | `{"host", "job", "run", "retries"}`: the job's state and everything the agent reported |
 //! | `GET /api/v1/fleet/audit` | read | each host's audit chain against its signed checkpoints |
 //! | `GET /api/v1/fleet/caps` | read | each agent's capability report and lock state |
+//! | `GET /api/v1/fleet/caps/diff?from=HOST&to=HOST` | read | what `to` may do that `from` may not, and the reverse: `{"from", "to", "changes": [{"key", "kind", "what", "widens"}], "widened"}` |
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub fn routes() -> axum::Router<Arc<Server>> {
         .route("/api/v1/fleet/runs/{id}", get(run))
         .route("/api/v1/fleet/audit", get(audit))
         .route("/api/v1/fleet/caps", get(caps))
+        .route("/api/v1/fleet/caps/diff", get(caps_diff))
 }
 
 macro_rules! controller {
@@ -170,4 +172,62 @@ async fn caps(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
         }
         Err(e) => store_error(e),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    from: String,
+    to: String,
+}
+
+/// `GET /api/v1/fleet/caps/diff?from=A&to=B`: every difference between what two hosts'
+/// manifests grant, as `runcap caps --diff` shows two manifests'.
+async fn caps_diff(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    Query(q): Query<DiffQuery>,
+) -> Response {
+    let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/caps/diff");
+    let agents = match c.store.agents().await {
+        Ok(a) => a,
+        Err(e) => return store_error(e),
+    };
+    let snapshot = |host: &str| -> Result<crate::lockfile::EnvLock, (StatusCode, String)> {
+        let Some(a) = agents.iter().find(|a| a.host == host) else {
+            let known: Vec<&str> = agents.iter().map(|a| a.host.as_str()).collect();
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no agent `{host}` has said hello (agents: {})",
+                    known.join(", ")
+                ),
+            ));
+        };
+        serde_json::from_value::<super::protocol::LockState>(a.lock.clone())
+            .ok()
+            .and_then(|l| l.current.map(|c| *c))
+            .ok_or_else(|| {
+                (
+                    StatusCode::CONFLICT,
+                    format!(
+                        "agent `{host}` (runcap {}) does not publish its grants; upgrade it",
+                        a.version
+                    ),
+                )
+            })
+    };
+    let (from, to) = match (snapshot(&q.from), snapshot(&q.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err((status, why)), _) | (_, Err((status, why))) => return error(status, why),
+    };
+    let changes: Vec<_> = crate::lockfile::diff(&from, &to)
+        .into_iter()
+        .map(|c| json!({"key": c.path.to_string(), "kind": c.kind, "what": c.what, "widens": c.widens()}))
+        .collect();
+    let widened = changes.iter().any(|c| c["widens"] == json!(true));
+    redacted_json(
+        &s,
+        &json!({"from": q.from, "to": q.to, "changes": changes, "widened": widened}),
+    )
 }

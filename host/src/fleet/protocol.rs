@@ -85,6 +85,11 @@ pub struct LockState {
     pub digest: Option<String>,
     /// What differs between the manifest as it is and the lock, one line each.
     pub drift: Vec<String>,
+    /// The manifest as it is now, in the lockfile's form (plugins, grants, services,
+    /// secrets' sources): what the controller compares between hosts. Absent from an
+    /// agent older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Box<crate::lockfile::EnvLock>>,
 }
 
 /// A runbook an agent offers.
