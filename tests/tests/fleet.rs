@@ -574,6 +574,11 @@ fn check_says_where_a_fleet_trigger_cannot_go() {
             "host = \"web-1\"\nall = true",
             "a trigger needs exactly one target",
         ),
+        (
+            fleet,
+            "host = \"web-1\"\none = true",
+            "a trigger needs exactly one target",
+        ),
         // Without a target the runbook runs here, so it must be declared here.
         (fleet, "", "no runbook `service-down` is declared"),
     ] {
@@ -588,6 +593,7 @@ fn check_says_where_a_fleet_trigger_cannot_go() {
         "host = \"web-1\"",
         "group = \"api\"",
         "all = true",
+        "group = \"api\"\none = true",
         "host = \"{{ trigger.labels.instance }}\"",
     ] {
         sb.write("runcap.toml", &manifest(fleet, trigger));
@@ -732,4 +738,69 @@ fn caps_diff_between_two_hosts_shows_what_one_may_do_that_the_other_may_not() {
         "{}",
         unknown.stderr()
     );
+}
+
+#[test]
+fn a_run_for_one_agent_of_a_group_goes_to_the_least_busy_agent_that_is_up() {
+    let Some(mut rig) = Rig::start(false) else {
+        return;
+    };
+    rig.wait_all_up();
+    let one = |rig: &Rig, ms: &str| -> (String, String) {
+        let doc = rig
+            .operator(&[
+                "fleet",
+                "run",
+                "slow",
+                "--group",
+                "api",
+                "--one",
+                "--var",
+                ms,
+                "--no-wait",
+                "--json",
+            ])
+            .expect_code(0)
+            .json();
+        let runs = doc["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{doc:#}");
+        (
+            runs[0]["host"].as_str().unwrap().to_string(),
+            runs[0]["run_id"].as_str().unwrap().to_string(),
+        )
+    };
+    // Three long runs at once: each goes where nothing is open yet.
+    let sent: Vec<(String, String)> = (0..3).map(|_| one(&rig, "ms=3000")).collect();
+    let mut hosts: Vec<&str> = sent.iter().map(|(h, _)| h.as_str()).collect();
+    hosts.sort();
+    assert_eq!(hosts, ["web-1", "web-2", "web-3"], "{sent:?}");
+    for (host, id) in &sent {
+        let done = rig.wait_show(id, "finished", |d| state(d) == "finished");
+        assert_eq!(done["host"], host.as_str());
+    }
+
+    // An agent that went silent is never chosen.
+    rig.kill_agent("web-2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = rig.operator(&["fleet", "status", "--json"]).json();
+        let down = status
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["host"] == "web-2" && a["up"] == false);
+        if down {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web-2 never seen down: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..4 {
+        let (host, id) = one(&rig, "ms=1");
+        assert_ne!(host, "web-2");
+        rig.wait_show(&id, "finished", |d| state(d) == "finished");
+    }
 }

@@ -388,6 +388,10 @@ pub async fn run(args: &ControllerArgs, req: FleetRun<'_>) -> u8 {
     match &req.target {
         Target::Host(h) => body["host"] = json!(h),
         Target::Group(g) => body["group"] = json!(g),
+        Target::OneOf(g) => {
+            body["group"] = json!(g);
+            body["one"] = json!(true);
+        }
         Target::All => body["all"] = json!(true),
     }
     let sent = or_exit!(

@@ -76,6 +76,9 @@ enum FleetCommand {
         /// Every agent.
         #[arg(long)]
         all: bool,
+        /// With --group: one agent of the group that is up, the least busy.
+        #[arg(long, requires = "group")]
+        one: bool,
         #[arg(long)]
         dry_run: bool,
         /// A value for one of the runbook's parameters (repeatable).
@@ -702,6 +705,7 @@ async fn dispatch_fleet(command: Command, state: &StateArgs) -> u8 {
                 host,
                 group,
                 all,
+                one,
                 dry_run,
                 vars,
                 timeout,
@@ -709,10 +713,12 @@ async fn dispatch_fleet(command: Command, state: &StateArgs) -> u8 {
                 controller,
                 json,
             } => {
-                let target = match (host, group, all) {
-                    (Some(h), _, _) => crate::fleet::config::Target::Host(h),
-                    (None, Some(g), _) => crate::fleet::config::Target::Group(g),
-                    _ => crate::fleet::config::Target::All,
+                // clap lets exactly one of host, group and all through, and one only
+                // with group.
+                let Ok(target) = crate::fleet::config::Target::from_parts(host, group, all, one)
+                else {
+                    eprintln!("error: name one of --host, --group or --all");
+                    return 2;
                 };
                 let req = fleet::FleetRun {
                     runbook: &runbook,

@@ -4,7 +4,7 @@
 //! | method and path | scope | returns |
 //! |---|---|---|
 //! | `GET /api/v1/fleet/agents` | read | every agent: up, last heartbeat, version, lock digest, drift |
-//! | `POST /api/v1/fleet/runs` `{"runbook", "host" \| "group" \| "all": true, "dry_run", "params"}` | run or run:RUNBOOK | `202 {"runs": [{"host", "run_id"}]}` |
+//! | `POST /api/v1/fleet/runs` `{"runbook", "host" \| "group" (+ "one": true) \| "all": true, "dry_run", "params"}` | run or run:RUNBOOK | `202 {"runs": [{"host", "run_id"}]}` |
 //! | `GET /api/v1/fleet/runs?host=&runbook=&limit=` | read | recent runs across hosts, newest first |
 //! | `GET /api/v1/fleet/runs/ID` | read | `{"host", "job", "run", "retries"}`: the job's state and everything the agent reported |
 //! | `GET /api/v1/fleet/audit` | read | each host's audit chain against its signed checkpoints |
@@ -65,6 +65,9 @@ struct DispatchBody {
     group: Option<String>,
     #[serde(default)]
     all: bool,
+    /// With `group`: one agent of it, not every one.
+    #[serde(default)]
+    one: bool,
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
@@ -93,16 +96,9 @@ async fn dispatch(
         Need::Run(&req.runbook),
         "POST /api/v1/fleet/runs"
     );
-    let target = match (req.host, req.group, req.all) {
-        (Some(h), None, false) => Target::Host(h),
-        (None, Some(g), false) => Target::Group(g),
-        (None, None, true) => Target::All,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "name exactly one target: \"host\", \"group\" or \"all\": true",
-            );
-        }
+    let target = match Target::from_parts(req.host, req.group, req.all, req.one) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let vars = crate::serve::api::param_vars(&req.params);
     let asked = DispatchRequest {

@@ -263,7 +263,7 @@ impl Fleet {
         match target {
             Target::Host(h) if self.agents.contains_key(h) => vec![h.clone()],
             Target::Host(_) => Vec::new(),
-            Target::Group(g) => self
+            Target::Group(g) | Target::OneOf(g) => self
                 .agents
                 .iter()
                 .filter(|(_, a)| a.groups.iter().any(|x| x == g))
@@ -276,11 +276,38 @@ impl Fleet {
 
 /// Which agents a fleet run goes to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Target {
     Host(String),
     Group(String),
+    /// One agent of the group that is up, the least busy: a run wanted once per group.
+    OneOf(String),
     All,
+}
+
+/// A target written with more or less than one of `host`, `group` and `all`, or with
+/// `one` but no group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("name exactly one target: host, group (with one = true for any one of its agents) or all")]
+pub struct TargetSpelling;
+
+impl Target {
+    /// The target written as the API, the CLI and the manifest write it: `host`, `group`
+    /// (with `one` for one agent of it) or `all`.
+    pub fn from_parts(
+        host: Option<String>,
+        group: Option<String>,
+        all: bool,
+        one: bool,
+    ) -> Result<Target, TargetSpelling> {
+        match (host, group, all, one) {
+            (Some(h), None, false, false) => Ok(Target::Host(h)),
+            (None, Some(g), false, false) => Ok(Target::Group(g)),
+            (None, Some(g), false, true) => Ok(Target::OneOf(g)),
+            (None, None, true, false) => Ok(Target::All),
+            _ => Err(TargetSpelling),
+        }
+    }
 }
 
 impl std::fmt::Display for Target {
@@ -288,6 +315,7 @@ impl std::fmt::Display for Target {
         match self {
             Target::Host(h) => write!(f, "host {h}"),
             Target::Group(g) => write!(f, "group {g}"),
+            Target::OneOf(g) => write!(f, "one agent of group {g}"),
             Target::All => f.write_str("every agent"),
         }
     }

@@ -29,6 +29,8 @@ pub enum ControllerError {
     NoStore(String),
     #[error("{target} names no agent of the fleet file")]
     NoAgents { target: Target },
+    #[error("no agent of group {group} is up")]
+    NoneUp { group: String },
     #[error("the secret `{0}`: {1}")]
     Secret(String, crate::secrets::SecretError),
     #[error("cannot send the job to {host}: {message}")]
@@ -150,11 +152,21 @@ impl Controller {
         &self,
         req: DispatchRequest<'_>,
     ) -> Result<Vec<Dispatched>, ControllerError> {
-        let hosts = self.fleet.members(req.target);
+        let mut hosts = self.fleet.members(req.target);
         if hosts.is_empty() {
             return Err(ControllerError::NoAgents {
                 target: req.target.clone(),
             });
+        }
+        if let Target::OneOf(group) = req.target {
+            hosts =
+                vec![
+                    self.least_busy(&hosts)
+                        .await?
+                        .ok_or_else(|| ControllerError::NoneUp {
+                            group: group.clone(),
+                        })?,
+                ];
         }
         let idempotent = self.idempotent(req.runbook).await;
         let mut out = Vec::new();
@@ -575,6 +587,32 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Of `hosts`, one that has been heard from and is up, with the fewest jobs open (dispatched or started, as
+    /// the store has them, so a burst spreads before any heartbeat); chosen at random
+    /// among equals.
+    async fn least_busy(&self, hosts: &[String]) -> Result<Option<String>, ControllerError> {
+        let mut open: BTreeMap<String, usize> = BTreeMap::new();
+        for job in self.store.open_jobs().await? {
+            *open.entry(job.host).or_default() += 1;
+        }
+        self.refresh_presence().await;
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let up: Vec<(&String, usize)> = hosts
+            .iter()
+            .filter(|h| seen.contains_key(*h) && self.is_up(h))
+            .map(|h| (h, open.get(h).copied().unwrap_or(0)))
+            .collect();
+        let Some(fewest) = up.iter().map(|(_, n)| *n).min() else {
+            return Ok(None);
+        };
+        let idle: Vec<&String> = up
+            .iter()
+            .filter(|(_, n)| *n == fewest)
+            .map(|(h, _)| *h)
+            .collect();
+        Ok(Some(idle[rand::random_range(0..idle.len())].clone()))
     }
 
     /// Sends a lost idempotent run to another host of its host's groups that is up.

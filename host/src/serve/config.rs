@@ -59,6 +59,9 @@ pub struct DispatchConfig {
     pub group: Option<String>,
     #[serde(default)]
     pub all: bool,
+    /// With `group`: one agent of it that is up, the least busy, rather than every one.
+    #[serde(default)]
+    pub one: bool,
     pub schedule: ScheduleConfig,
 }
 
@@ -110,6 +113,9 @@ pub struct TriggerConfig {
     /// `all = true`: on a fleet controller, every agent.
     #[serde(default)]
     pub all: bool,
+    /// `one = true` with `group`: one agent of the group that is up, the least busy.
+    #[serde(default)]
+    pub one: bool,
 }
 
 /// The flap guard as written: once the runbook has run `runs` times within `within` and
@@ -365,32 +371,28 @@ fn validate_fleet(
     Some(fleet)
 }
 
-/// The fleet target of a dispatch or a trigger: exactly one of `host`, `group` and
-/// `all = true` (`what` says which of the two, for the message), naming agents the fleet
-/// has unless it is a template over an alert (checked when the alert comes).
+/// The fleet target of a dispatch or a trigger: exactly one of `host`, `group` (with
+/// `one = true` for one of its agents) and `all = true` (`what` says which of the two,
+/// for the message), naming agents the fleet has unless it is a template over an alert
+/// (checked when the alert comes).
 fn fleet_target(
     v: &mut Validator,
     at: &KeyPath,
     what: &str,
-    (host, group, all): (Option<String>, Option<String>, bool),
+    (host, group, all, one): (Option<String>, Option<String>, bool, bool),
     fleet: Option<&crate::fleet::config::Fleet>,
 ) -> Option<crate::fleet::config::Target> {
     use crate::fleet::config::Target;
-    let target = match (host, group, all) {
-        (Some(h), None, false) => Target::Host(h),
-        (None, Some(g), false) => Target::Group(g),
-        (None, None, true) => Target::All,
-        _ => {
-            v.error(
-                at,
-                format!("a {what} needs exactly one target"),
-                "write one of host = \"NAME\", group = \"NAME\" or all = true",
-            );
-            return None;
-        }
+    let Ok(target) = Target::from_parts(host, group, all, one) else {
+        v.error(
+            at,
+            format!("a {what} needs exactly one target"),
+            "write one of host = \"NAME\", group = \"NAME\" (and one = true for any one of its agents) or all = true",
+        );
+        return None;
     };
     let templated = match &target {
-        Target::Host(n) | Target::Group(n) => n.contains("{{"),
+        Target::Host(n) | Target::Group(n) | Target::OneOf(n) => n.contains("{{"),
         Target::All => false,
     };
     if let Some(f) = fleet
@@ -419,7 +421,7 @@ fn validate_dispatch(
     d: DispatchConfig,
     fleet: Option<&crate::fleet::config::Fleet>,
 ) -> Option<Dispatch> {
-    let target = fleet_target(v, at, "dispatch", (d.host, d.group, d.all), fleet)?;
+    let target = fleet_target(v, at, "dispatch", (d.host, d.group, d.all, d.one), fleet)?;
     let schedule = validate_schedule(v, &at.key("schedule"), d.schedule)?;
     Some(Dispatch {
         name: name.to_string(),
@@ -591,7 +593,7 @@ fn trigger(
     runbooks: &[&str],
     fleet: Option<&crate::fleet::config::Fleet>,
 ) -> Option<Trigger> {
-    let target = if t.host.is_some() || t.group.is_some() || t.all {
+    let target = if t.host.is_some() || t.group.is_some() || t.all || t.one {
         if fleet.is_none() {
             v.error(
                 at,
@@ -600,7 +602,7 @@ fn trigger(
             );
             return None;
         }
-        let written = (t.host.take(), t.group.take(), t.all);
+        let written = (t.host.take(), t.group.take(), t.all, t.one);
         Some(fleet_target(v, at, "trigger", written, fleet)?)
     } else {
         None

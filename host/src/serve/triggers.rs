@@ -341,6 +341,7 @@ fn fleet_hosts(
     let target = match target {
         Target::Host(h) => Target::Host(render(h)?),
         Target::Group(g) => Target::Group(render(g)?),
+        Target::OneOf(g) => Target::OneOf(render(g)?),
         Target::All => Target::All,
     };
     let hosts = controller.fleet.members(&target);
