@@ -159,6 +159,7 @@ fn main() {
             g
         },
         signer: None,
+        verified: None,
     };
     let mut shared = Resources::none();
     shared.secrets = Arc::new(SecretStore::new(BTreeMap::from([(

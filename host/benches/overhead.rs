@@ -33,6 +33,7 @@ fn main() {
         limits: Limits::default(),
         grants: ValidGrants::default(),
         signer: None,
+        verified: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

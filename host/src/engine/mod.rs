@@ -211,31 +211,15 @@ impl Runtime {
     /// what its grants do not allow), then compiles it or takes it from the cache.
     fn compile(&self, spec: &PluginSpec, check_imports: bool) -> Result<Compiled, LoadError> {
         let path = spec.path.display().to_string();
-        let size = std::fs::metadata(&spec.path)
-            .map_err(|source| LoadError::Read {
-                path: path.clone(),
-                source,
-            })?
-            .len();
-        if size > MAX_PLUGIN_FILE {
-            return Err(LoadError::TooLarge {
-                path,
-                size,
-                max: MAX_PLUGIN_FILE,
-            });
-        }
-        let wasm = std::fs::read(&spec.path).map_err(|source| LoadError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let sha256 = hex::encode(Sha256::digest(&wasm));
-        if sha256 != spec.sha256 {
-            return Err(LoadError::DigestMismatch {
-                path,
-                expected: spec.sha256.clone(),
-                actual: sha256,
-            });
-        }
+        // Bytes the manifest's validation read and matched to the pin are compiled as
+        // they are; otherwise the file is read and checked here.
+        let (wasm, sha256) = match &spec.verified {
+            Some(v) => (v.0.clone(), spec.sha256.clone()),
+            None => {
+                let wasm = read_pinned(spec)?;
+                (wasm.into(), spec.sha256.clone())
+            }
+        };
         let not_component = |message: String| LoadError::Compile {
             path: path.clone(),
             message,
@@ -351,6 +335,37 @@ impl Plugin {
             .map(|c| c.name())
             .collect()
     }
+}
+
+/// Reads a plugin file and checks it against its pin and the size limit.
+fn read_pinned(spec: &PluginSpec) -> Result<Vec<u8>, LoadError> {
+    let path = spec.path.display().to_string();
+    let size = std::fs::metadata(&spec.path)
+        .map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?
+        .len();
+    if size > MAX_PLUGIN_FILE {
+        return Err(LoadError::TooLarge {
+            path,
+            size,
+            max: MAX_PLUGIN_FILE,
+        });
+    }
+    let wasm = std::fs::read(&spec.path).map_err(|source| LoadError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let actual = hex::encode(Sha256::digest(&wasm));
+    if actual != spec.sha256 {
+        return Err(LoadError::DigestMismatch {
+            path,
+            expected: spec.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(wasm)
 }
 
 #[cfg(test)]

@@ -505,20 +505,23 @@ fn plugin(
             format!("set it to the output of `sha256sum {}`", p.path),
         );
     }
-    match file_digest(&file) {
+    let mut verified = None;
+    match read_digested(&file) {
         Err(e) => v.error(
             &path.key("path"),
             format!("cannot use plugin file {}: {e}", file.display()),
             "build the plugin (`./dev plugins` builds the first-party ones) or fix the path; it is relative to the manifest's directory",
         ),
-        Ok(actual) if pin_ok && actual != pin => v.error(
+        Ok((_, actual)) if pin_ok && actual != pin => v.error(
             &path.key("sha256"),
             format!("{} has sha256 {actual}, not the pinned {pin}", file.display()),
             format!(
                 "the file changed since it was pinned. If you built or reviewed this version, pin it:\n  sha256 = \"{actual}\""
             ),
         ),
-        Ok(_) => {}
+        Ok((bytes, _)) => {
+            verified = pin_ok.then(|| crate::manifest::VerifiedWasm(bytes.into()));
+        }
     }
 
     let lp = path.key("limits");
@@ -560,6 +563,7 @@ fn plugin(
         limits,
         grants,
         signer: None,
+        verified,
     })
 }
 
@@ -1116,6 +1120,11 @@ pub enum DigestError {
 
 /// The hex sha256 of a plugin file, refusing files too large to compile.
 pub fn file_digest(path: &Path) -> Result<String, DigestError> {
+    read_digested(path).map(|(_, digest)| digest)
+}
+
+/// A plugin file's bytes and their hex sha256, refusing files too large to compile.
+fn read_digested(path: &Path) -> Result<(Vec<u8>, String), DigestError> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         return Err(DigestError::NotAFile);
@@ -1124,7 +1133,8 @@ pub fn file_digest(path: &Path) -> Result<String, DigestError> {
         return Err(DigestError::TooLarge { size: meta.len() });
     }
     let bytes = std::fs::read(path)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    let digest = hex::encode(Sha256::digest(&bytes));
+    Ok((bytes, digest))
 }
 
 /// The candidate closest to `word`, if any is close enough to be a likely typo.
