@@ -804,3 +804,84 @@ fn a_run_for_one_agent_of_a_group_goes_to_the_least_busy_agent_that_is_up() {
         rig.wait_show(&id, "finished", |d| state(d) == "finished");
     }
 }
+
+#[test]
+fn incidents_of_every_agent_are_read_from_the_controller_and_follow_an_acknowledgement() {
+    let Some(rig) = Rig::start(false) else {
+        return;
+    };
+    rig.wait_all_up();
+    // web-2's service dies, so its `slow` runbook fails and opens an incident there.
+    let pid = rig.service_pid("web-2");
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.healthy("web-2") {
+        assert!(Instant::now() < deadline, "the service did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id = rig.send("slow", "web-2", &["ms=1"]);
+    let done = rig.wait_show(&id, "finished", |d| state(d) == "finished");
+    assert_eq!(done["run"]["status"], "fail", "{done:#}");
+
+    let incident_of = |want: &str| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = rig.operator(&["incidents", "--json"]).expect_code(0).json();
+            if let Some(i) = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["host"] == "web-2" && i["runbook"] == "slow" && i["status"] == want)
+            {
+                return i.clone();
+            }
+            assert!(Instant::now() < deadline, "no {want} incident: {list:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let open = incident_of("open");
+    assert!(
+        open["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["run_id"] == id.as_str()),
+        "{open:#}"
+    );
+    let text = rig.operator(&["incidents"]).expect_code(0).stdout();
+    assert!(text.contains("web-2: incident #"), "{text}");
+    let quiet = rig
+        .operator(&["incidents", "--host", "web-1"])
+        .expect_code(0)
+        .stdout();
+    assert_eq!(quiet.trim(), "no open incidents");
+
+    // Acknowledged on web-2 itself: the controller hears of it with the next checkpoint.
+    let number = open["id"].as_i64().unwrap().to_string();
+    rig.sb
+        .run(&[
+            "incidents",
+            "ack",
+            &number,
+            "--note",
+            "looking at it",
+            "--env",
+            "agents/web-2/runcap.toml",
+        ])
+        .expect_code(0);
+    let acked = incident_of("acknowledged");
+    assert!(
+        acked["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("looking at it")),
+        "{acked:#}"
+    );
+}

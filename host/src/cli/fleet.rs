@@ -768,6 +768,37 @@ pub async fn history(
     0
 }
 
+/// `runcap incidents --controller URL [--host NAME]`: incidents across the fleet.
+pub async fn incidents(args: &ControllerArgs, host: Option<&str>, all: bool, json: bool) -> u8 {
+    let client = client_or_exit!(args);
+    let mut query = vec![format!("all={all}")];
+    if let Some(h) = host {
+        query.push(format!("host={}", encode(h)));
+    }
+    let rows = or_exit!(
+        client
+            .get(&format!("/api/v1/fleet/incidents?{}", query.join("&")))
+            .await
+    );
+    if json {
+        print_json(&rows);
+        return 0;
+    }
+    let mut list = Vec::new();
+    for r in rows.as_array().cloned().unwrap_or_default() {
+        let host = r["host"].as_str().unwrap_or("?").to_string();
+        match serde_json::from_value::<crate::store::incidents::Incident>(r) {
+            Ok(i) => list.push((Some(host), i)),
+            Err(e) => {
+                eprintln!("error: the controller's answer does not read as incidents: {e}");
+                return 2;
+            }
+        }
+    }
+    super::incidents::print(list, all);
+    0
+}
+
 fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

@@ -3,6 +3,7 @@
 
 use crate::cli::history::time;
 use crate::cli::{EnvArgs, StateArgs};
+use crate::store::incidents::Incident;
 
 pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
     let store = match super::open_store(env, state) {
@@ -34,6 +35,14 @@ pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
         );
         return 0;
     }
+    let list: Vec<(Option<String>, Incident)> = list.into_iter().map(|i| (None, i)).collect();
+    print(list, all);
+    0
+}
+
+/// Prints incidents with their timelines, each with its host when they come from a
+/// fleet's controller.
+pub fn print(list: Vec<(Option<String>, Incident)>, all: bool) {
     if list.is_empty() {
         println!(
             "{}",
@@ -43,12 +52,19 @@ pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
                 "no open incidents"
             }
         );
-        return 0;
+        return;
     }
-    for i in list {
+    for (host, i) in list {
         println!(
-            "incident #{} · {} · {} · runbook {} ({}) · {} consecutive failures · last failed step {}",
-            i.id, i.severity, i.status, i.runbook, i.environment, i.failures, i.failed_step
+            "{}incident #{} · {} · {} · runbook {} ({}) · {} consecutive failures · last failed step {}",
+            host.map(|h| format!("{h}: ")).unwrap_or_default(),
+            i.id,
+            i.severity,
+            i.status,
+            i.runbook,
+            i.environment,
+            i.failures,
+            i.failed_step
         );
         for e in i.timeline {
             println!(
@@ -60,7 +76,6 @@ pub fn run(env: &EnvArgs, state: &StateArgs, all: bool, json: bool) -> u8 {
             );
         }
     }
-    0
 }
 
 /// Acknowledges or resolves an open incident, with the operator's note.

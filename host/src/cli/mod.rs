@@ -393,6 +393,13 @@ enum Command {
         all: bool,
         #[arg(long)]
         json: bool,
+        /// List the fleet's incidents from its controller (URL) instead of this store
+        /// (`ack` and `resolve` always act on this host's own store).
+        #[arg(long, env = "RUNCAP_CONTROLLER")]
+        controller: Option<String>,
+        /// With --controller: only incidents of this agent.
+        #[arg(long, requires = "controller")]
+        host: Option<String>,
     },
     /// Export runs, outcomes, logs, capability calls, incidents and audit rows of a time
     /// window as one .tar.gz archive.
@@ -616,6 +623,8 @@ async fn dispatch(command: Command, state: &StateArgs) -> u8 {
             env,
             all,
             json,
+            controller: None,
+            ..
         } => incidents::run(&env, state, all, json),
         Command::Bundle { env, since, out } => bundle::run(&env, state, &since, out),
         Command::Recover { run_id, env } => recover::run(&env, state, run_id.as_deref()).await,
@@ -670,9 +679,10 @@ async fn dispatch(command: Command, state: &StateArgs) -> u8 {
                 2
             }
         },
-        command @ (Command::History { .. } | Command::Agent { .. } | Command::Fleet { .. }) => {
-            dispatch_fleet(command, state).await
-        }
+        command @ (Command::History { .. }
+        | Command::Incidents { .. }
+        | Command::Agent { .. }
+        | Command::Fleet { .. }) => dispatch_fleet(command, state).await,
         other => dispatch_authoring(other, state).await,
     }
 }
@@ -691,6 +701,17 @@ async fn dispatch_fleet(command: Command, state: &StateArgs) -> u8 {
         } => {
             let c = fleet::ControllerArgs { controller };
             fleet::history(&c, host.as_deref(), runbook.as_deref(), limit, json).await
+        }
+        Command::Incidents {
+            action: None,
+            all,
+            json,
+            controller: Some(controller),
+            host,
+            ..
+        } => {
+            let c = fleet::ControllerArgs { controller };
+            fleet::incidents(&c, host.as_deref(), all, json).await
         }
         Command::Agent {
             env,

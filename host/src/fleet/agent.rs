@@ -28,6 +28,9 @@ use super::protocol::{self, AuditAnswer, Event, Job, Presence};
 use crate::serve::{Origin, RunNotify, RunRequest, Server, StartError};
 use crate::store::records::{RunState, now_ms};
 
+/// How far back the first incident report of an agent's start reaches for closed ones.
+const INCIDENTS_AT_START: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Why an agent stopped before its time.
 #[derive(Debug, Error)]
 pub enum AgentError {
@@ -455,10 +458,13 @@ impl Agent {
     }
 
     /// Signs and publishes the audit chain's head every `checkpoint_every` and after
-    /// every run.
+    /// every run, with the incidents that changed since the last time. (Every change to an
+    /// incident is audited, so a new chain head is when incidents may have changed.)
     async fn checkpoints(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.fleet.timing.checkpoint_every);
         let mut last: Option<i64> = None;
+        // At start: every incident still open, and those closed in the last 30 days.
+        let mut incidents_since = now_ms() as i64 - INCIDENTS_AT_START.as_millis() as i64;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -466,10 +472,38 @@ impl Agent {
             }
             let seq = self.server.store.audit_head().ok().flatten().map(|a| a.seq);
             if seq.is_some() && seq != last {
+                incidents_since = self.report_incidents(incidents_since).await;
                 self.checkpoint().await;
                 last = seq;
             }
         }
+    }
+
+    /// Publishes the incidents updated at or after `since_ms`; returns where the next
+    /// report starts (unchanged when this one could not be made, so nothing is skipped).
+    async fn report_incidents(&self, since_ms: i64) -> i64 {
+        let now = now_ms() as i64;
+        let open = self.server.store.incidents(false, 0);
+        let changed = self.server.store.incidents(true, since_ms);
+        let (open, changed) = match (open, changed) {
+            (Ok(o), Ok(c)) => (o, c),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot read incidents to report: {e}");
+                return since_ms;
+            }
+        };
+        // Open ones always (an incident the controller missed is sent again); the others
+        // once they changed.
+        let mut incidents = changed;
+        for i in open {
+            if !incidents.iter().any(|c| c.id == i.id) {
+                incidents.push(i);
+            }
+        }
+        if !incidents.is_empty() {
+            self.publish(&Event::Incidents { incidents }).await;
+        }
+        now
     }
 
     async fn checkpoint(&self) {

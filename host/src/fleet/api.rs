@@ -9,6 +9,7 @@
 //! | `GET /api/v1/fleet/runs/ID` | read | `{"host", "job", "run", "retries"}`: the job's state and everything the agent reported |
 //! | `GET /api/v1/fleet/audit` | read | each host's audit chain against its signed checkpoints |
 //! | `GET /api/v1/fleet/caps` | read | each agent's capability report and lock state |
+//! | `GET /api/v1/fleet/incidents?host=&all=true` | read | incidents across hosts (or of one), open ones unless `all`, each with its host and timeline |
 //! | `GET /api/v1/fleet/caps/diff?from=HOST&to=HOST` | read | what `to` may do that `from` may not, and the reverse: `{"from", "to", "changes": [{"key", "kind", "what", "widens"}], "widened"}` |
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub fn routes() -> axum::Router<Arc<Server>> {
         .route("/api/v1/fleet/audit", get(audit))
         .route("/api/v1/fleet/caps", get(caps))
         .route("/api/v1/fleet/caps/diff", get(caps_diff))
+        .route("/api/v1/fleet/incidents", get(incidents))
 }
 
 macro_rules! controller {
@@ -226,4 +228,25 @@ async fn caps_diff(
         &s,
         &json!({"from": q.from, "to": q.to, "changes": changes, "widened": widened}),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentsQuery {
+    host: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /api/v1/fleet/incidents`: the incidents every agent reported.
+async fn incidents(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    Query(q): Query<IncidentsQuery>,
+) -> Response {
+    let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/incidents");
+    match c.store.incidents(q.host.as_deref(), q.all).await {
+        Ok(list) => redacted_json(&s, &list),
+        Err(e) => store_error(e),
+    }
 }

@@ -413,6 +413,7 @@ impl Controller {
             Event::Refused { run_id, reason, .. } => {
                 self.store.job_state(&run_id, "refused", &reason).await
             }
+            Event::Incidents { incidents } => self.store.incidents_reported(host, &incidents).await,
             Event::Checkpoint {
                 seq,
                 head,

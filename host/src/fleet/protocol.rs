@@ -3,7 +3,7 @@
 //! | what | where | who publishes |
 //! |---|---|---|
 //! | a job: run this runbook with this run id | `runcap.job.host.HOST` in the work-queue stream `RUNCAP_JOBS`, consumed by the durable consumer `agent-HOST` | the controller |
-//! | an event: hello, run started, run finished, run refused, audit checkpoint | `runcap.event.HOST.KIND` in the stream `RUNCAP_EVENTS`, consumed by the durable consumer `controller` | agent HOST |
+//! | an event: hello, run started, run finished, run refused, incidents, audit checkpoint | `runcap.event.HOST.KIND` in the stream `RUNCAP_EVENTS`, consumed by the durable consumer `controller` | agent HOST |
 //! | presence: version, lock digest, runs under way, at | key `HOST` of the key-value bucket `runcap-agents` | agent HOST |
 //! | an audit question: is your chain intact up to this checkpoint? | request on `runcap.audit.HOST` | the controller |
 //!
@@ -130,6 +130,11 @@ pub enum Event {
         runbook: String,
         reason: String,
     },
+    /// Incidents the agent opened, escalated, acknowledged or resolved since it last
+    /// said, each with its timeline.
+    Incidents {
+        incidents: Vec<crate::store::incidents::Incident>,
+    },
     /// The agent's audit chain head, signed with its audit key.
     Checkpoint {
         seq: i64,
@@ -148,6 +153,7 @@ impl Event {
             Event::Finished { .. } => "finished",
             Event::Refused { .. } => "refused",
             Event::Checkpoint { .. } => "checkpoint",
+            Event::Incidents { .. } => "incidents",
         }
     }
 
@@ -158,7 +164,7 @@ impl Event {
             Event::Finished { run } => Some(format!("{host}.{}.finished", run.run.id)),
             Event::Refused { run_id, .. } => Some(format!("{host}.{run_id}.refused")),
             Event::Checkpoint { seq, .. } => Some(format!("{host}.checkpoint.{seq}")),
-            Event::Hello { .. } => None,
+            Event::Hello { .. } | Event::Incidents { .. } => None,
         }
     }
 }

@@ -62,7 +62,8 @@ fn with_causes(e: &tokio_postgres::Error) -> String {
 }
 
 /// Every migration, in order; index + 1 is the version it produces.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE agents (
         host          TEXT PRIMARY KEY,
         version       TEXT NOT NULL,
@@ -146,7 +147,20 @@ const MIGRATIONS: &[&str] = &[r#"
         at            BIGINT NOT NULL,
         problem       TEXT NOT NULL
     );
-"#];
+"#,
+    r#"
+    CREATE TABLE incidents (
+        host          TEXT NOT NULL,
+        id            BIGINT NOT NULL,
+        runbook       TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        incident      JSONB NOT NULL,
+        PRIMARY KEY (host, id)
+    );
+    CREATE INDEX incidents_by_update ON incidents (updated_at DESC);
+"#,
+];
 
 /// A handle on the controller's PostgreSQL store. It reconnects by itself after the
 /// database restarts.
@@ -167,6 +181,14 @@ where
     if let Err(e) = connection.await {
         tracing::warn!("PostgreSQL connection ended: {e}");
     }
+}
+
+/// An incident as the fleet store lists it: the host whose runbook it is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostIncident {
+    pub host: String,
+    #[serde(flatten)]
+    pub incident: crate::store::incidents::Incident,
 }
 
 /// A run as the fleet store lists it: the host it ran on and its row.
@@ -468,6 +490,57 @@ impl PgStore {
             .await
             .map_err(self.db())?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Records incidents as an agent reported them: each replaces the host's copy unless
+    /// that copy is newer (events can arrive out of order after a redelivery).
+    pub async fn incidents_reported(
+        &self,
+        host: &str,
+        incidents: &[crate::store::incidents::Incident],
+    ) -> Result<(), PgStoreError> {
+        let c = self.client().await?;
+        for i in incidents {
+            let doc = serde_json::to_value(i).map_err(|e| PgStoreError::Corrupt(e.to_string()))?;
+            c.execute(
+                "INSERT INTO incidents (host, id, runbook, status, updated_at, incident) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (host, id) DO UPDATE SET runbook = $3, status = $4, updated_at = $5, incident = $6
+                 WHERE incidents.updated_at <= $5",
+                &[&host, &i.id, &i.runbook, &i.status, &i.updated_at, &doc],
+            )
+            .await
+            .map_err(self.db())?;
+        }
+        Ok(())
+    }
+
+    /// Incidents across hosts (or of `host`), most recently updated first: only those not
+    /// resolved unless `include_resolved`.
+    pub async fn incidents(
+        &self,
+        host: Option<&str>,
+        include_resolved: bool,
+    ) -> Result<Vec<HostIncident>, PgStoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT host, incident FROM incidents
+                 WHERE ($1::TEXT IS NULL OR host = $1) AND ($2 OR status <> 'resolved')
+                 ORDER BY updated_at DESC, host, id DESC",
+                &[&host, &include_resolved],
+            )
+            .await
+            .map_err(self.db())?;
+        rows.iter()
+            .map(|r| {
+                let incident = serde_json::from_value(r.get(1))
+                    .map_err(|e| PgStoreError::Corrupt(format!("an incident: {e}")))?;
+                Ok(HostIncident {
+                    host: r.get(0),
+                    incident,
+                })
+            })
+            .collect()
     }
 
     /// One job by run id.
