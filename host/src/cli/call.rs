@@ -42,6 +42,7 @@ pub struct CallArgs<'a> {
 }
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, call: &CallArgs<'_>, how: &How) -> u8 {
+    let engine = super::EngineBuild::start(super::Workload::OneAtATime);
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -101,7 +102,10 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, call: &CallArgs<'_>, how: &H
         &rb,
         serde_json::json!({}),
         how,
-        tape.clone(),
+        super::run::Start {
+            engine,
+            tape: tape.clone(),
+        },
     )
     .await;
     let Some(tape) = tape else {

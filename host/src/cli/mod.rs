@@ -1067,13 +1067,33 @@ pub(crate) async fn for_runs(
     env: &Environment,
     args: &EnvArgs,
     state: &StateArgs,
-    workload: Workload,
+    engine: EngineBuild,
 ) -> Result<(Arc<Store>, bool, Runtime, crate::caps::Resources), u8> {
     let store = open_store(args, state)?;
     let recovered = recover_after_crash(&store).await;
-    let runtime = runtime(workload)?;
+    let runtime = engine.finish()?;
     let resources = resources(env, args, state, Some(store.clone()))?;
     Ok((store, recovered, runtime, resources))
+}
+
+/// The engine, built on a thread of its own while the command reads its manifest and
+/// opens its store: the two take about as long, and a one-shot command's start-up is what
+/// a cron user waits for.
+pub(crate) struct EngineBuild(std::thread::JoinHandle<Result<Runtime, u8>>);
+
+impl EngineBuild {
+    /// Starts building the engine for `workload`.
+    pub(crate) fn start(workload: Workload) -> Self {
+        EngineBuild(std::thread::spawn(move || runtime(workload)))
+    }
+
+    /// The engine, once built.
+    pub(crate) fn finish(self) -> Result<Runtime, u8> {
+        self.0.join().unwrap_or_else(|_| {
+            eprintln!("error: building the wasm engine failed");
+            Err(2)
+        })
+    }
 }
 
 /// How many plugin instances a command can have alive at once, which sizes the engine's

@@ -9,6 +9,13 @@ use crate::runbook::{
 };
 use crate::runner::Status;
 
+/// What a run starts with besides its runbook: the engine, being built since the command
+/// began, and for `runcap call` the tape of its capability calls.
+pub(crate) struct Start {
+    pub engine: super::EngineBuild,
+    pub tape: Option<crate::caps::tape::SharedTape>,
+}
+
 /// How a run was asked for on the command line.
 pub struct How {
     /// One JSON document instead of live progress.
@@ -19,6 +26,7 @@ pub struct How {
 }
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8 {
+    let engine = super::EngineBuild::start(super::Workload::OneAtATime);
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -36,11 +44,13 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
             return 2;
         }
     };
-    run_runbook(args, state, &env, rb, params.into(), how, None).await
+    let start = Start { engine, tape: None };
+    run_runbook(args, state, &env, rb, params.into(), how, start).await
 }
 
 /// Runs `rb` of `env` with its resolved `params`, recorded in the store like any run;
-/// `tape` records or replays its capability calls (`runcap call`).
+/// `start` holds the engine being built and the tape that records or replays its
+/// capability calls (`runcap call`).
 pub(crate) async fn run_runbook(
     args: &EnvArgs,
     state: &StateArgs,
@@ -48,13 +58,14 @@ pub(crate) async fn run_runbook(
     rb: &crate::manifest::Runbook,
     params: serde_json::Value,
     how: &How,
-    tape: Option<crate::caps::tape::SharedTape>,
+    start: Start,
 ) -> u8 {
+    let Start { engine, tape } = start;
     let (json, dry_run) = (how.json, how.dry_run);
     // What a runcap that died left behind is dealt with first; if something could not be
     // undone the run still goes ahead, and its exit code says so.
     let (store, recovered, runtime, resources) =
-        match super::for_runs(env, args, state, super::Workload::OneAtATime).await {
+        match super::for_runs(env, args, state, engine).await {
             Ok(set) => set,
             Err(code) => return code,
         };
