@@ -825,6 +825,9 @@ fn incidents_of_every_agent_are_read_from_the_controller_and_follow_an_acknowled
     let id = rig.send("slow", "web-2", &["ms=1"]);
     let done = rig.wait_show(&id, "finished", |d| state(d) == "finished");
     assert_eq!(done["run"]["status"], "fail", "{done:#}");
+    // `show` reads the run from the controller too, whichever host ran it.
+    let shown = rig.operator(&["show", &id, "--json"]).expect_code(0).json();
+    assert_eq!(shown["host"], "web-2", "{shown:#}");
 
     let incident_of = |want: &str| -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(60);

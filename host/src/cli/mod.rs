@@ -356,6 +356,9 @@ enum Command {
         env: EnvArgs,
         #[arg(long)]
         json: bool,
+        /// Read the run from the fleet's controller (URL), whichever host ran it.
+        #[arg(long, env = "RUNCAP_CONTROLLER")]
+        controller: Option<String>,
     },
     /// Run this host as an agent of a fleet: take runs from the controller, record them
     /// here, report them there.
@@ -603,7 +606,12 @@ async fn dispatch(command: Command, state: &StateArgs) -> u8 {
             controller: None,
             ..
         } => history::history(&env, state, runbook.as_deref(), limit, json),
-        Command::Show { run_id, env, json } => history::show(&env, state, &run_id, json),
+        Command::Show {
+            run_id,
+            env,
+            json,
+            controller: None,
+        } => history::show(&env, state, &run_id, json),
         Command::Audit {
             action: AuditCommand::Verify { env, anchor, json },
         } => audit::verify(&env, state, anchor.as_ref(), json),
@@ -680,6 +688,7 @@ async fn dispatch(command: Command, state: &StateArgs) -> u8 {
             }
         },
         command @ (Command::History { .. }
+        | Command::Show { .. }
         | Command::Incidents { .. }
         | Command::Agent { .. }
         | Command::Fleet { .. }) => dispatch_fleet(command, state).await,
@@ -701,6 +710,15 @@ async fn dispatch_fleet(command: Command, state: &StateArgs) -> u8 {
         } => {
             let c = fleet::ControllerArgs { controller };
             fleet::history(&c, host.as_deref(), runbook.as_deref(), limit, json).await
+        }
+        Command::Show {
+            run_id,
+            json,
+            controller: Some(controller),
+            ..
+        } => {
+            let c = fleet::ControllerArgs { controller };
+            fleet::show(&c, &run_id, json).await
         }
         Command::Incidents {
             action: None,
