@@ -467,6 +467,22 @@ impl Rig {
         )
     }
 
+    /// Kills `host`'s supervised service with SIGKILL and waits until it no longer
+    /// answers; its pid.
+    pub fn kill_service(&self, host: &str) -> i64 {
+        let pid = self.service_pid(host);
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.healthy(host) {
+            assert!(Instant::now() < deadline, "{host}'s service did not die");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pid
+    }
+
     /// Sends `runbook` to one host without waiting; its run id.
     pub fn send(&self, runbook: &str, host: &str, vars: &[&str]) -> String {
         let mut args = vec![

@@ -26,16 +26,7 @@ fn a_fan_out_run_restarts_the_service_only_where_it_is_down_and_the_controller_s
     let Some(rig) = Rig::start(false) else { return };
     rig.wait_all_up();
     // web-2 loses its service.
-    let pid = rig.service_pid("web-2");
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rig.healthy("web-2") {
-        assert!(Instant::now() < deadline, "the service did not die");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pid = rig.kill_service("web-2");
 
     let out = rig
         .operator(&[
@@ -812,16 +803,7 @@ fn incidents_of_every_agent_are_read_from_the_controller_and_follow_an_acknowled
     };
     rig.wait_all_up();
     // web-2's service dies, so its `slow` runbook fails and opens an incident there.
-    let pid = rig.service_pid("web-2");
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rig.healthy("web-2") {
-        assert!(Instant::now() < deadline, "the service did not die");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    rig.kill_service("web-2");
     let id = rig.send("slow", "web-2", &["ms=1"]);
     let done = rig.wait_show(&id, "finished", |d| state(d) == "finished");
     assert_eq!(done["run"]["status"], "fail", "{done:#}");
