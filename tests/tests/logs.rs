@@ -387,6 +387,13 @@ steps = [{{ id = "probe", uses = "logs", with = {{ source = "unit:api.service", 
 
 [runbooks.everything]
 steps = [{{ id = "all", uses = "logs", with = {{ source = "unit:api.service", tail = 2 }} }}]
+
+[plugins.small]
+{logs}
+grants.logs = {{ units = ["api.service"], journal = "journal", scan = "300B" }}
+
+[runbooks.newest]
+steps = [{{ id = "newest", uses = "small", with = {{ source = "unit:api.service", tail = 50 }} }}]
 "#,
             logs = plugin_lines("logs"),
         ),
@@ -450,6 +457,21 @@ steps = [{{ id = "all", uses = "logs", with = {{ source = "unit:api.service", ta
             .starts_with("at handler"),
         "{all:#}"
     );
+
+    // A small scan reads only the newest entries, whole: journalctl is read newest first
+    // and stopped, and a multi-line entry is never cut in half.
+    let newest = sb.run(&["run", "newest", "--json"]).expect_code(0);
+    let newest = step(&newest.json(), "newest").clone();
+    let lines: Vec<&str> = newest["details"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!((2..=4).contains(&lines.len()), "{newest:#}");
+    assert!(lines[lines.len() - 2].ends_with("ERROR panic"), "{lines:?}");
+    assert!(lines[0].starts_with("20"), "a whole entry first: {lines:?}");
+    assert!(lines.concat().len() <= 300, "{lines:?}");
 
     // A unit the grant does not name is refused at check time, with the grant to widen.
     let manifest = std::fs::read_to_string(sb.path().join("runcap.toml")).unwrap();

@@ -580,9 +580,11 @@ fn unit_name_ok(unit: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || ":-_.@\\".contains(c))
 }
 
-/// The last `scan` bytes (from their first whole line) of what `journalctl` prints for
-/// `unit`'s entries, stamped to the microsecond with their offset. `journalctl` runs with
-/// an empty environment and is killed when the read is dropped (the step's deadline).
+/// The newest entries of `unit`, at most `scan` bytes of them, oldest first, as
+/// `journalctl` prints them (stamped to the microsecond with their offset). `journalctl`
+/// reads newest first and is stopped once `scan` bytes are in, so a unit with years of
+/// history costs no more than one with an hour; it runs with an empty environment and is
+/// killed when the read is dropped (the step's deadline).
 async fn read_unit(
     journalctl: &Path,
     journal: Option<&Path>,
@@ -595,7 +597,12 @@ async fn read_unit(
     cmd.env_clear()
         .env("SYSTEMD_COLORS", "0")
         .env("LC_ALL", "C.UTF-8")
-        .args(["--no-pager", "--quiet", "--output=short-iso-precise"])
+        .args([
+            "--no-pager",
+            "--quiet",
+            "--reverse",
+            "--output=short-iso-precise",
+        ])
         .arg(format!("--unit={unit}"));
     if let Some(dir) = journal {
         cmd.arg("--directory").arg(dir);
@@ -623,28 +630,29 @@ async fn read_unit(
             .await;
         text
     });
-    // Only the end is kept: what is older than `scan` bytes is dropped as it arrives.
+    // Newest first: once `scan` bytes are in, the rest is older than anything kept.
     let keep = scan as usize;
-    let mut bytes = Vec::new();
-    let mut cut = false;
+    let mut newest_first = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
+    let mut cut = false;
     loop {
         let n = out.read(&mut chunk).await.map_err(spawn_error)?;
         if n == 0 {
             break;
         }
-        bytes.extend_from_slice(&chunk[..n]);
-        if bytes.len() > keep.saturating_mul(2).max(chunk.len()) {
-            bytes.drain(..bytes.len() - keep);
+        newest_first.extend_from_slice(&chunk[..n]);
+        if newest_first.len() >= keep {
+            newest_first.truncate(keep);
             cut = true;
+            break;
         }
     }
-    if bytes.len() > keep {
-        bytes.drain(..bytes.len() - keep);
-        cut = true;
-    }
+    let bytes = oldest_first(&newest_first, cut);
     if cut {
-        drop_first_line(&mut bytes);
+        // Stopped on purpose: what journalctl says as it goes is of no interest.
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return Ok(bytes);
     }
     let status = child.wait().await.map_err(spawn_error)?;
     let complaint = complaint.await.unwrap_or_default();
@@ -661,6 +669,41 @@ async fn read_unit(
         });
     }
     Ok(bytes)
+}
+
+/// `journalctl --reverse` output put back in time order. An entry is its first line and
+/// the indented lines after it (the rest of a multi-line message), which stay in their
+/// order; when the output was `cut`, the last entry may be incomplete and is left out.
+fn oldest_first(newest_first: &[u8], cut: bool) -> Vec<u8> {
+    let mut entries: Vec<Vec<&[u8]>> = Vec::new();
+    let mut lines: Vec<&[u8]> = newest_first.split(|&b| b == b'\n').collect();
+    let indented = |line: &[u8]| line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+    // The piece after the last line break: empty, or a line cut short (left out).
+    let tail = lines.pop().unwrap_or_default();
+    for line in lines {
+        match entries.last_mut() {
+            Some(entry) if indented(line) => entry.push(line),
+            _ => entries.push(vec![line]),
+        }
+    }
+    // The oldest entry read is whole only if what follows it is known to start another
+    // entry: the output ended there, or the cut-off piece is a first line.
+    let oldest_whole = if tail.is_empty() {
+        !cut
+    } else {
+        !indented(tail)
+    };
+    if !oldest_whole {
+        entries.pop();
+    }
+    let mut out = Vec::with_capacity(newest_first.len());
+    for entry in entries.iter().rev() {
+        for line in entry {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 /// Redacts, stamps and filters the lines of `bytes` (the end of a log).
@@ -1385,6 +1428,24 @@ status = "true"
             Logs::describe(&g)[0],
             "unit:nginx.service: unit nginx.service in the system journal (last 64MiB, at most 1000 lines)"
         );
+    }
+
+    #[test]
+    fn reversed_journal_output_is_put_back_in_order_with_multi_line_entries_whole() {
+        let newest_first = b"t3 panic\n  at main.rs:3\n  at lib.rs:9\nt2 two\nt1 one\n";
+        assert_eq!(
+            String::from_utf8(oldest_first(newest_first, false)).unwrap(),
+            "t1 one\nt2 two\nt3 panic\n  at main.rs:3\n  at lib.rs:9\n"
+        );
+        // Cut after `scan` bytes: the oldest entry read may be partial, so it goes.
+        let cut = &newest_first[..newest_first.len() - 3];
+        assert_eq!(
+            String::from_utf8(oldest_first(cut, true)).unwrap(),
+            "t2 two\nt3 panic\n  at main.rs:3\n  at lib.rs:9\n"
+        );
+        // Cut inside a multi-line entry: the whole entry goes, not half of it.
+        assert_eq!(oldest_first(&newest_first[..20], true), b"");
+        assert_eq!(oldest_first(b"", false), b"");
     }
 
     #[tokio::test]
