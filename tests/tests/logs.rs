@@ -34,8 +34,16 @@ fn app_log() -> String {
 /// A sandbox whose `logs` plugin may read `logs/app.log` (as `app`), with `runbooks`.
 fn sandbox(runbooks: &str) -> Sandbox {
     let sb = Sandbox::new();
-    sb.write("x.key", &format!("{SECRET}\n"));
     sb.write("logs/app.log", &app_log());
+    let grant = r#"{ sources = { app = "logs/app.log", later = "logs/later.log" } }"#;
+    write_manifest(&sb, grant, runbooks);
+    sb
+}
+
+/// Writes the secret and a manifest whose `logs` plugin has `grant`, then `rest` (more
+/// plugins, runbooks).
+fn write_manifest(sb: &Sandbox, grant: &str, rest: &str) {
+    sb.write("x.key", &format!("{SECRET}\n"));
     sb.write(
         "runcap.toml",
         &format!(
@@ -47,14 +55,13 @@ file = "x.key"
 
 [plugins.logs]
 {logs}
-grants.logs = {{ sources = {{ app = "logs/app.log", later = "logs/later.log" }} }}
+grants.logs = {grant}
 
-{runbooks}
+{rest}
 "#,
             logs = plugin_lines("logs"),
         ),
     );
-    sb
 }
 
 const RUNBOOKS: &str = r#"
@@ -318,7 +325,6 @@ fn a_units_journal_is_read_through_journalctl_redacted_before_the_pattern() {
         return;
     };
     let sb = Sandbox::new();
-    sb.write("x.key", &format!("{SECRET}\n"));
     let now = unix_now();
     let mut export = Vec::new();
     for i in 0..4 {
@@ -366,19 +372,8 @@ fn a_units_journal_is_read_through_journalctl_redacted_before_the_pattern() {
     child.stdin.take().unwrap().write_all(&export).unwrap();
     assert!(child.wait().unwrap().success());
 
-    sb.write(
-        "runcap.toml",
-        &format!(
-            r#"
-environment = "test"
-
-[secrets.x]
-file = "x.key"
-
-[plugins.logs]
-{logs}
-grants.logs = {{ units = ["api.service"], journal = "journal" }}
-
+    let rest = format!(
+        r#"
 [runbooks.errors]
 steps = [{{ id = "errors", uses = "logs", with = {{ source = "unit:api.service", grep = "ERROR", since = "5m", fail_above = 4 }} }}]
 
@@ -395,8 +390,12 @@ grants.logs = {{ units = ["api.service"], journal = "journal", scan = "300B" }}
 [runbooks.newest]
 steps = [{{ id = "newest", uses = "small", with = {{ source = "unit:api.service", tail = 50 }} }}]
 "#,
-            logs = plugin_lines("logs"),
-        ),
+        logs = plugin_lines("logs"),
+    );
+    write_manifest(
+        &sb,
+        r#"{ units = ["api.service"], journal = "journal" }"#,
+        &rest,
     );
     sb.run(&["check"]).expect_code(0);
     let caps = sb.run(&["caps"]).expect_code(0).stdout();
