@@ -370,7 +370,41 @@ fn read_pinned(spec: &PluginSpec) -> Result<Vec<u8>, LoadError> {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_at_least;
+    use super::*;
+
+    /// The first-party no-op plugin, as `./dev plugins` builds it.
+    fn noop_wasm() -> Vec<u8> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/release/noop.wasm");
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run ./dev plugins", path.display()))
+    }
+
+    #[test]
+    fn the_bytes_validation_verified_are_compiled_even_if_the_file_changed_since() {
+        let wasm = noop_wasm();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("noop.wasm");
+        // Swapped after validation read it: not a component at all.
+        std::fs::write(&file, b"not what was checked").unwrap();
+        let spec = |verified: Option<Vec<u8>>| PluginSpec {
+            name: "noop".into(),
+            path: file.clone(),
+            sha256: hex::encode(Sha256::digest(&wasm)),
+            limits: Limits::default(),
+            grants: Default::default(),
+            signer: None,
+            verified: verified.map(|b| crate::manifest::VerifiedWasm(b.into())),
+        };
+        let runtime = Runtime::new(crate::engine::cache::CompileCache::disabled(), 2).unwrap();
+        assert!(runtime.compile(&spec(Some(wasm.clone())), false).is_ok());
+        // Without verified bytes the loader reads the file itself, and its pin refuses it.
+        match runtime.compile(&spec(None), false) {
+            Err(LoadError::DigestMismatch { .. }) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a file that does not match its pin was compiled"),
+        }
+    }
 
     #[test]
     fn the_running_kernel_release_is_read() {
