@@ -869,4 +869,66 @@ fn incidents_of_every_agent_are_read_from_the_controller_and_follow_an_acknowled
                 .contains("looking at it")),
         "{acked:#}"
     );
+
+    // Resolved from the controller: the agent records it in its own store, and reports it.
+    let out = rig
+        .operator(&[
+            "incidents",
+            "--host",
+            "web-2",
+            "resolve",
+            &number,
+            "--note",
+            "upstream fixed",
+        ])
+        .expect_code(0)
+        .stdout();
+    assert!(
+        out.contains("web-2: incident #") && out.contains("resolved"),
+        "{out}"
+    );
+    let local = rig
+        .sb
+        .run(&[
+            "incidents",
+            "--all",
+            "--json",
+            "--env",
+            "agents/web-2/runcap.toml",
+        ])
+        .expect_code(0)
+        .json();
+    let here = local
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == open["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(here["status"], "resolved", "{here:#}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = rig
+            .operator(&["incidents", "--all", "--json", "--host", "web-2"])
+            .expect_code(0)
+            .json();
+        if list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["status"] == "resolved")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never resolved: {list:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An incident the agent does not have open is refused with the reason.
+    let again = rig.operator(&["incidents", "--host", "web-2", "ack", &number]);
+    assert_ne!(again.code(), 0);
+    assert!(
+        again.stderr().contains("no open incident"),
+        "{}",
+        again.stderr()
+    );
 }

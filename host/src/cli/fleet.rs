@@ -768,6 +768,31 @@ pub async fn history(
     0
 }
 
+/// `runcap incidents --controller URL --host NAME ack|resolve ID`: an agent's incident,
+/// acknowledged or resolved through the controller.
+pub async fn incident_act(
+    args: &ControllerArgs,
+    host: &str,
+    id: i64,
+    resolve: bool,
+    note: &str,
+) -> u8 {
+    let client = client_or_exit!(args);
+    let action = if resolve { "resolve" } else { "ack" };
+    let path = format!("/api/v1/fleet/incidents/{}/{id}/{action}", encode(host));
+    let done = or_exit!(
+        client
+            .call(reqwest::Method::POST, &path, Some(json!({ "note": note })))
+            .await
+    );
+    println!(
+        "{host}: incident #{id} ({}) {}",
+        done["runbook"].as_str().unwrap_or("?"),
+        if resolve { "resolved" } else { "acknowledged" }
+    );
+    0
+}
+
 /// `runcap incidents --controller URL [--host NAME]`: incidents across the fleet.
 pub async fn incidents(args: &ControllerArgs, host: Option<&str>, all: bool, json: bool) -> u8 {
     let client = client_or_exit!(args);

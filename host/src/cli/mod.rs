@@ -396,11 +396,12 @@ enum Command {
         all: bool,
         #[arg(long)]
         json: bool,
-        /// List the fleet's incidents from its controller (URL) instead of this store
-        /// (`ack` and `resolve` always act on this host's own store).
+        /// List the fleet's incidents from its controller (URL) instead of this store;
+        /// with --host, `ack` and `resolve` act on that agent's incident through it
+        /// (without --host they act on this host's own store).
         #[arg(long, env = "RUNCAP_CONTROLLER")]
         controller: Option<String>,
-        /// With --controller: only incidents of this agent.
+        /// With --controller: only incidents of this agent (and `ack`/`resolve` its own).
         #[arg(long, requires = "controller")]
         host: Option<String>,
     },
@@ -618,6 +619,19 @@ async fn dispatch(command: Command, state: &StateArgs) -> u8 {
         Command::Audit {
             action: AuditCommand::Head { env, json },
         } => audit::head(&env, state, json),
+        Command::Incidents {
+            action: Some(action),
+            controller: Some(controller),
+            host: Some(host),
+            ..
+        } => {
+            let (id, note, resolve) = match action {
+                IncidentCommand::Ack { id, note, .. } => (id, note, false),
+                IncidentCommand::Resolve { id, note, .. } => (id, note, true),
+            };
+            let c = fleet::ControllerArgs { controller };
+            fleet::incident_act(&c, &host, id, resolve, &note).await
+        }
         Command::Incidents {
             action: Some(IncidentCommand::Ack { id, env, note }),
             ..

@@ -26,6 +26,7 @@ use tracing::Instrument;
 use super::config::Fleet;
 use super::protocol::{self, AuditAnswer, Event, Job, Presence};
 use crate::serve::{Origin, RunNotify, RunRequest, Server, StartError};
+use crate::store::incidents::OperatorAction;
 use crate::store::records::{RunState, now_ms};
 
 /// How far back the first incident report of an agent's start reaches for closed ones.
@@ -158,6 +159,7 @@ pub async fn run(
         tokio::spawn(agent.clone().heartbeats()),
         tokio::spawn(agent.clone().checkpoints()),
         tokio::spawn(agent.clone().answer_audits()),
+        tokio::spawn(agent.clone().answer_incident_requests()),
     ];
     tokio::select! {
         () = agent.clone().take_jobs() => {}
@@ -568,6 +570,67 @@ impl Agent {
                 if let Ok(body) = serde_json::to_vec(&answer) {
                     let _ = self.client.publish(reply, body.into()).await;
                 }
+            }
+        }
+    }
+
+    /// Acknowledges or resolves incidents as operators ask through the controller, each
+    /// recorded and audited in this store as a local `runcap incidents ack|resolve` is;
+    /// the change is reported at once.
+    async fn answer_incident_requests(self: Arc<Self>) {
+        let subject = protocol::incident_subject(&self.name);
+        loop {
+            let mut sub = match self.client.subscribe(subject.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for incident requests: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(request) = sub.next().await {
+                let Some(reply) = request.reply.clone() else {
+                    continue;
+                };
+                let answer =
+                    match serde_json::from_slice::<protocol::IncidentRequest>(&request.payload) {
+                        Err(e) => protocol::IncidentAnswer {
+                            runbook: None,
+                            error: Some(format!("not an incident request: {e}")),
+                        },
+                        Ok(r) => {
+                            let action = if r.resolve {
+                                OperatorAction::Resolve
+                            } else {
+                                OperatorAction::Acknowledge
+                            };
+                            match self
+                                .server
+                                .store
+                                .incident_by_operator(r.id, action, &r.note)
+                            {
+                                Ok(Some(runbook)) => protocol::IncidentAnswer {
+                                    runbook: Some(runbook),
+                                    error: None,
+                                },
+                                Ok(None) => protocol::IncidentAnswer {
+                                    runbook: None,
+                                    error: Some(format!(
+                                        "no open incident #{} on {}",
+                                        r.id, self.name
+                                    )),
+                                },
+                                Err(e) => protocol::IncidentAnswer {
+                                    runbook: None,
+                                    error: Some(format!("the store: {e}")),
+                                },
+                            }
+                        }
+                    };
+                if let Ok(body) = serde_json::to_vec(&answer) {
+                    let _ = self.client.publish(reply, body.into()).await;
+                }
+                self.checkpoint_now.notify_one();
             }
         }
     }

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/fleet/audit` | read | each host's audit chain against its signed checkpoints |
 //! | `GET /api/v1/fleet/caps` | read | each agent's capability report and lock state |
 //! | `GET /api/v1/fleet/incidents?host=&all=true` | read | incidents across hosts (or of one), open ones unless `all`, each with its host and timeline |
+//! | `POST /api/v1/fleet/incidents/HOST/ID/ack` or `/resolve` `{"note": "…"}` | run | the agent acknowledges or resolves its incident, recorded and audited there |
 //! | `GET /api/v1/fleet/caps/diff?from=HOST&to=HOST` | read | what `to` may do that `from` may not, and the reverse: `{"from", "to", "changes": [{"key", "kind", "what", "widens"}], "widened"}` |
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub fn routes() -> axum::Router<Arc<Server>> {
         .route("/api/v1/fleet/caps", get(caps))
         .route("/api/v1/fleet/caps/diff", get(caps_diff))
         .route("/api/v1/fleet/incidents", get(incidents))
+        .route(
+            "/api/v1/fleet/incidents/{host}/{id}/{action}",
+            axum::routing::post(incident_action),
+        )
 }
 
 macro_rules! controller {
@@ -248,5 +253,55 @@ async fn incidents(
     match c.store.incidents(q.host.as_deref(), q.all).await {
         Ok(list) => redacted_json(&s, &list),
         Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /api/v1/fleet/incidents/HOST/ID/ack|resolve`: an operator acts on an agent's
+/// incident from the controller.
+async fn incident_action(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path((host, id, action)): Path<(String, i64, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let what = format!("POST /api/v1/fleet/incidents/{host}/{id}/{action}");
+    let c = controller!(s, headers, Need::Reload, &what);
+    let resolve = match action.as_str() {
+        "ack" => false,
+        "resolve" => true,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("`{other}` is not an incident action; use ack or resolve"),
+            );
+        }
+    };
+    let note = if body.is_empty() {
+        NoteBody::default()
+    } else {
+        match serde_json::from_slice::<NoteBody>(&body) {
+            Ok(n) => n,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not {{\"note\": \"…\"}}: {e}"),
+                );
+            }
+        }
+    };
+    match c.incident_action(&host, id, resolve, &note.note).await {
+        Ok(runbook) => {
+            Json(json!({ "host": host, "id": id, "runbook": runbook, "action": action }))
+                .into_response()
+        }
+        Err(e @ ControllerError::NoAgents { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }

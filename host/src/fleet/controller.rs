@@ -31,6 +31,8 @@ pub enum ControllerError {
     NoAgents { target: Target },
     #[error("no agent of group {group} is up")]
     NoneUp { group: String },
+    #[error("{host}: {message}")]
+    Agent { host: String, message: String },
     #[error("the secret `{0}`: {1}")]
     Secret(String, crate::secrets::SecretError),
     #[error("cannot send the job to {host}: {message}")]
@@ -686,6 +688,47 @@ impl Controller {
                 }
             })
             .collect())
+    }
+
+    /// Asks agent `host` to acknowledge (or resolve) its incident `id` with the operator's
+    /// note; the incident's runbook when done.
+    pub async fn incident_action(
+        &self,
+        host: &str,
+        id: i64,
+        resolve: bool,
+        note: &str,
+    ) -> Result<String, ControllerError> {
+        if !self.fleet.agents.contains_key(host) {
+            return Err(ControllerError::NoAgents {
+                target: Target::Host(host.to_string()),
+            });
+        }
+        let agent = |message: String| ControllerError::Agent {
+            host: host.to_string(),
+            message,
+        };
+        let request = protocol::IncidentRequest {
+            id,
+            resolve,
+            note: note.to_string(),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| agent(e.to_string()))?;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client
+                .request(protocol::incident_subject(host), body.into()),
+        )
+        .await
+        .map_err(|_| agent("did not answer within 5s".into()))?
+        .map_err(|e| agent(format!("did not answer: {e}")))?;
+        let answer: protocol::IncidentAnswer =
+            serde_json::from_slice(&reply.payload).map_err(|e| agent(e.to_string()))?;
+        match (answer.runbook, answer.error) {
+            (Some(runbook), None) => Ok(runbook),
+            (_, Some(e)) => Err(agent(e)),
+            (None, None) => Err(agent("an empty answer".into())),
+        }
     }
 
     /// Asks every agent whether its audit chain is intact and still holds the newest

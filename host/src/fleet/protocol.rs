@@ -6,6 +6,7 @@
 //! | an event: hello, run started, run finished, run refused, incidents, audit checkpoint | `runcap.event.HOST.KIND` in the stream `RUNCAP_EVENTS`, consumed by the durable consumer `controller` | agent HOST |
 //! | presence: version, lock digest, runs under way, at | key `HOST` of the key-value bucket `runcap-agents` | agent HOST |
 //! | an audit question: is your chain intact up to this checkpoint? | request on `runcap.audit.HOST` | the controller |
+//! | an operator's ack or resolve of one of the agent's incidents | request on `runcap.incident.HOST` | the controller |
 //!
 //! The controller creates the streams, the consumers and the bucket; an agent only
 //! uses its own. NATS permissions (see [`nats_authorization`]) hold every agent to its
@@ -176,6 +177,29 @@ pub struct Presence {
     pub at_ms: u64,
     pub running: usize,
     pub lock_digest: Option<String>,
+}
+
+/// Where the controller asks `host` to acknowledge or resolve one of its incidents.
+pub fn incident_subject(host: &str) -> String {
+    format!("runcap.incident.{host}")
+}
+
+/// An operator's acknowledgement or resolution of an agent's incident, sent through the
+/// controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentRequest {
+    pub id: i64,
+    /// `true` to resolve, `false` to acknowledge.
+    pub resolve: bool,
+    pub note: String,
+}
+
+/// What the agent did with an [`IncidentRequest`]: the incident's runbook, or why not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncidentAnswer {
+    pub runbook: Option<String>,
+    pub error: Option<String>,
 }
 
 /// What an agent answers about its audit chain.
@@ -352,7 +376,11 @@ pub fn nats_authorization(fleet: &Fleet) -> String {
             format!("$KV.{PRESENCE}.{host}"),
             "$JS.API.INFO".to_string(),
         ];
-        let subscribe = [format!("{}.>", inbox_prefix(host)), audit_subject(host)];
+        let subscribe = [
+            format!("{}.>", inbox_prefix(host)),
+            audit_subject(host),
+            incident_subject(host),
+        ];
         let list = |items: &[String]| {
             items
                 .iter()
