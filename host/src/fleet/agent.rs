@@ -535,55 +535,19 @@ impl Agent {
         .await;
     }
 
-    /// Answers the controller's questions about the audit chain: is it intact, and does
-    /// it still hold the checkpoint the controller has?
-    async fn answer_audits(self: Arc<Self>) {
-        let subject = protocol::audit_subject(&self.name);
+    /// Answers requests on `subject` (`what` names them in warnings) with `answer`'s
+    /// JSON, subscribing again whenever the subscription cannot be made or ends.
+    async fn answer_requests<A: serde::Serialize>(
+        self: Arc<Self>,
+        subject: String,
+        what: &str,
+        answer: impl Fn(&Self, &[u8]) -> A,
+    ) {
         loop {
             let mut sub = match self.client.subscribe(subject.clone()).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!("cannot listen for audit questions: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            while let Some(question) = sub.next().await {
-                let Some(reply) = question.reply.clone() else {
-                    continue;
-                };
-                let anchor = std::str::from_utf8(&question.payload)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<crate::store::audit::Anchor>().ok());
-                let answer = match self.server.store.verify_audit(anchor.as_ref()) {
-                    Ok(v) => AuditAnswer {
-                        rows: v.rows,
-                        head: v.head,
-                        broken: v.broken.map(|b| format!("row {}: {}", b.seq, b.problem)),
-                    },
-                    Err(e) => AuditAnswer {
-                        rows: 0,
-                        head: None,
-                        broken: Some(format!("the chain cannot be read: {e}")),
-                    },
-                };
-                if let Ok(body) = serde_json::to_vec(&answer) {
-                    let _ = self.client.publish(reply, body.into()).await;
-                }
-            }
-        }
-    }
-
-    /// Acknowledges or resolves incidents as operators ask through the controller, each
-    /// recorded and audited in this store as a local `runcap incidents ack|resolve` is;
-    /// the change is reported at once.
-    async fn answer_incident_requests(self: Arc<Self>) {
-        let subject = protocol::incident_subject(&self.name);
-        loop {
-            let mut sub = match self.client.subscribe(subject.clone()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for incident requests: {e}");
+                    tracing::warn!("cannot listen for {what}: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -592,46 +556,76 @@ impl Agent {
                 let Some(reply) = request.reply.clone() else {
                     continue;
                 };
-                let answer =
-                    match serde_json::from_slice::<protocol::IncidentRequest>(&request.payload) {
-                        Err(e) => protocol::IncidentAnswer {
-                            runbook: None,
-                            error: Some(format!("not an incident request: {e}")),
-                        },
-                        Ok(r) => {
-                            let action = if r.resolve {
-                                OperatorAction::Resolve
-                            } else {
-                                OperatorAction::Acknowledge
-                            };
-                            match self
-                                .server
-                                .store
-                                .incident_by_operator(r.id, action, &r.note)
-                            {
-                                Ok(Some(runbook)) => protocol::IncidentAnswer {
-                                    runbook: Some(runbook),
-                                    error: None,
-                                },
-                                Ok(None) => protocol::IncidentAnswer {
-                                    runbook: None,
-                                    error: Some(format!(
-                                        "no open incident #{} on {}",
-                                        r.id, self.name
-                                    )),
-                                },
-                                Err(e) => protocol::IncidentAnswer {
-                                    runbook: None,
-                                    error: Some(format!("the store: {e}")),
-                                },
-                            }
-                        }
-                    };
-                if let Ok(body) = serde_json::to_vec(&answer) {
+                if let Ok(body) = serde_json::to_vec(&answer(&self, &request.payload)) {
                     let _ = self.client.publish(reply, body.into()).await;
                 }
-                self.checkpoint_now.notify_one();
             }
+        }
+    }
+
+    /// Answers the controller's questions about the audit chain: is it intact, and does
+    /// it still hold the checkpoint the controller has?
+    async fn answer_audits(self: Arc<Self>) {
+        let subject = protocol::audit_subject(&self.name);
+        self.answer_requests(subject, "audit questions", |agent, payload| {
+            let anchor = std::str::from_utf8(payload)
+                .ok()
+                .and_then(|t| t.trim().parse::<crate::store::audit::Anchor>().ok());
+            match agent.server.store.verify_audit(anchor.as_ref()) {
+                Ok(v) => AuditAnswer {
+                    rows: v.rows,
+                    head: v.head,
+                    broken: v.broken.map(|b| format!("row {}: {}", b.seq, b.problem)),
+                },
+                Err(e) => AuditAnswer {
+                    rows: 0,
+                    head: None,
+                    broken: Some(format!("the chain cannot be read: {e}")),
+                },
+            }
+        })
+        .await
+    }
+
+    /// Acknowledges or resolves incidents as operators ask through the controller, each
+    /// recorded and audited in this store as a local `runcap incidents ack|resolve` is;
+    /// the change is reported at once.
+    async fn answer_incident_requests(self: Arc<Self>) {
+        let subject = protocol::incident_subject(&self.name);
+        self.answer_requests(subject, "incident requests", |agent, payload| {
+            let answer = agent.act_on_incident(payload);
+            agent.checkpoint_now.notify_one();
+            answer
+        })
+        .await
+    }
+
+    /// Carries out one incident request.
+    fn act_on_incident(&self, payload: &[u8]) -> protocol::IncidentAnswer {
+        let refused = |error: String| protocol::IncidentAnswer {
+            runbook: None,
+            error: Some(error),
+        };
+        let r = match serde_json::from_slice::<protocol::IncidentRequest>(payload) {
+            Ok(r) => r,
+            Err(e) => return refused(format!("not an incident request: {e}")),
+        };
+        let action = if r.resolve {
+            OperatorAction::Resolve
+        } else {
+            OperatorAction::Acknowledge
+        };
+        match self
+            .server
+            .store
+            .incident_by_operator(r.id, action, &r.note)
+        {
+            Ok(Some(runbook)) => protocol::IncidentAnswer {
+                runbook: Some(runbook),
+                error: None,
+            },
+            Ok(None) => refused(format!("no open incident #{} on {}", r.id, self.name)),
+            Err(e) => refused(format!("the store: {e}")),
         }
     }
 }
