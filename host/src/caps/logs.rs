@@ -6,7 +6,7 @@
 //! | grants | `[plugins.NAME.grants.logs]` `sources = { app = "logs/app.log" }` (name → file, relative to the manifest), `services = ["api"]` (read as source `service:api`), `units = ["nginx.service"]` (journald, read as source `unit:nginx.service`), `journal = "DIR"` (a journal directory instead of the system journal), `max_lines = 1000`, `scan = "64MiB"` |
 //! | manifest | the grant only; `services` names `driver = "process"` services, whose output runcap keeps |
 //! | default | no grant: the interface cannot be imported; a source the grant does not name is denied |
-//! | enforced | read-only, so reads run in dry runs too; at most `scan` bytes from the end of the file (of `journalctl`'s output for a unit), starting at its first whole line; at most `max_lines` lines back; every line is redacted before a pattern sees it, so a plugin cannot probe a secret's characters with patterns and match counts; a unit is read by running `journalctl` with fixed arguments, an empty environment and no shell, and killed at the step's deadline |
+//! | enforced | read-only, so reads run in dry runs too; at most `scan` bytes from the end of the file, starting at its first whole line (for a unit, its newest whole entries within `scan` bytes of `journalctl`'s output); at most `max_lines` lines back; every line is redacted before a pattern sees it, so a plugin cannot probe a secret's characters with patterns and match counts; a unit is read by running `journalctl` with fixed arguments, an empty environment and no shell, and killed at the step's deadline |
 //! | audit | one call record per read: the source, the decision, and how many lines matched of how many were read |
 
 use std::collections::{BTreeMap, VecDeque};
@@ -555,19 +555,13 @@ pub fn read_end(path: &Path, scan: u64) -> Result<Vec<u8>, ReadError> {
     let mut bytes = Vec::with_capacity((len - from) as usize);
     file.take(len - from).read_to_end(&mut bytes).map_err(io)?;
     if start > 0 {
-        drop_first_line(&mut bytes);
+        let cut = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..cut);
     }
     Ok(bytes)
-}
-
-/// Drops everything up to and including the first line break: the part of a line whose
-/// start was cut off.
-fn drop_first_line(bytes: &mut Vec<u8>) {
-    let cut = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(bytes.len(), |i| i + 1);
-    bytes.drain(..cut);
 }
 
 /// Whether `unit` is a systemd unit name (`nginx.service`, `getty@tty1.service`), so it
@@ -936,10 +930,15 @@ impl CapCtx<'_, Logs> {
         let redactor = self.core.redactor.clone();
         let scan = grant.scan;
         let limit = self.core.remaining().max(Duration::from_millis(1));
+        // A file is read and filtered in one blocking task; a unit's journal is read
+        // from journalctl's output as it comes, then filtered.
         let read = async move {
-            let bytes = match from {
+            match from {
                 Source::File(path) => {
-                    tokio::task::spawn_blocking(move || read_end(&path, scan)).await??
+                    tokio::task::spawn_blocking(move || {
+                        read_end(&path, scan).map(|bytes| filter_lines(bytes, &filter, &redactor))
+                    })
+                    .await?
                 }
                 Source::Unit(unit) => {
                     let journalctl =
@@ -950,13 +949,16 @@ impl CapCtx<'_, Logs> {
                                 unit: unit.clone(),
                                 message: "journalctl is not installed".into(),
                             })?;
-                    read_unit(journalctl, grant.journal.as_deref(), &unit, since, scan).await?
+                    let bytes =
+                        read_unit(journalctl, grant.journal.as_deref(), &unit, since, scan).await?;
+                    Ok(
+                        tokio::task::spawn_blocking(move || {
+                            filter_lines(bytes, &filter, &redactor)
+                        })
+                        .await?,
+                    )
                 }
-            };
-            Ok(
-                tokio::task::spawn_blocking(move || filter_lines(bytes, &filter, &redactor))
-                    .await?,
-            )
+            }
         };
         let read = match tokio::time::timeout(limit, read).await {
             Ok(read) => read,
