@@ -213,13 +213,11 @@ impl Runtime {
         let path = spec.path.display().to_string();
         // Bytes the manifest's validation read and matched to the pin are compiled as
         // they are; otherwise the file is read and checked here.
-        let (wasm, sha256) = match &spec.verified {
-            Some(v) => (v.0.clone(), spec.sha256.clone()),
-            None => {
-                let wasm = read_pinned(spec)?;
-                (wasm.into(), spec.sha256.clone())
-            }
+        let wasm: Arc<[u8]> = match &spec.verified {
+            Some(v) => v.0.clone(),
+            None => read_pinned(spec)?.into(),
         };
+        let sha256 = &spec.sha256;
         let not_component = |message: String| LoadError::Compile {
             path: path.clone(),
             message,
@@ -239,7 +237,7 @@ impl Runtime {
         let imports = declared.imports;
         let (component, cached) = self
             .cache
-            .load(&self.engine, &sha256, || match &self.compiler {
+            .load(&self.engine, sha256, || match &self.compiler {
                 Compiler::InProcess => self
                     .engine
                     .precompile_component(&wasm)
@@ -264,7 +262,7 @@ impl Runtime {
             })?;
         Ok(Compiled {
             component,
-            sha256,
+            sha256: sha256.clone(),
             imports,
             cached,
         })
