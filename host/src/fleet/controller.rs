@@ -161,14 +161,12 @@ impl Controller {
             });
         }
         if let Target::OneOf(group) = req.target {
-            hosts =
-                vec![
-                    self.least_busy(&hosts)
-                        .await?
-                        .ok_or_else(|| ControllerError::NoneUp {
-                            group: group.clone(),
-                        })?,
-                ];
+            let Some(host) = self.least_busy(&hosts).await? else {
+                return Err(ControllerError::NoneUp {
+                    group: group.clone(),
+                });
+            };
+            hosts = vec![host];
         }
         let idempotent = self.idempotent(req.runbook).await;
         let mut out = Vec::new();
@@ -592,9 +590,9 @@ impl Controller {
         }
     }
 
-    /// Of `hosts`, one that has been heard from and is up, with the fewest jobs open (dispatched or started, as
-    /// the store has them, so a burst spreads before any heartbeat); chosen at random
-    /// among equals.
+    /// Of `hosts`, one that has been heard from and is up, with the fewest jobs open
+    /// (dispatched or started, as the store has them, so a burst spreads before any
+    /// heartbeat); chosen at random among equals.
     async fn least_busy(&self, hosts: &[String]) -> Result<Option<String>, ControllerError> {
         let mut open: BTreeMap<String, usize> = BTreeMap::new();
         for job in self.store.open_jobs().await? {
