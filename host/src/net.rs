@@ -35,6 +35,18 @@ pub fn tls_config(
 ) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut tls = client_config(roots, extra_roots, client)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// TLS settings trusting `roots` and `extra_roots` (DER), with ring as the crypto
+/// provider, presenting `client` when a server asks.
+fn client_config(
+    mut roots: rustls::RootCertStore,
+    extra_roots: &[Vec<u8>],
+    client: Option<ClientAuth>,
+) -> Result<rustls::ClientConfig, TlsError> {
     for der in extra_roots {
         roots
             .add(CertificateDer::from(der.clone()))
@@ -45,31 +57,18 @@ pub fn tls_config(
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Rustls)?
         .with_root_certificates(roots);
-    let mut tls = match client {
+    Ok(match client {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)
             .map_err(TlsError::Rustls)?,
         None => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tls)
+    })
 }
 
 /// TLS settings that trust only the CA certificates in `ca` (a PEM file): for a server of
 /// the operator's own, such as the fleet's PostgreSQL, where the web PKI has no say.
 pub fn private_ca_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in read_pem_certs(ca)? {
-        roots
-            .add(CertificateDer::from(der))
-            .map_err(TlsError::BadCa)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Rustls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    client_config(rustls::RootCertStore::empty(), &read_pem_certs(ca)?, None)
 }
 
 /// Reads every certificate in a PEM file.
