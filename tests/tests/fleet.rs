@@ -207,7 +207,7 @@ fn an_agent_cannot_publish_as_another_agent_nor_take_its_jobs() {
     let forged =
         serde_json::json!({"type": "started", "run_id": "forged-1", "runbook": "slow", "at_ms": 1});
     let web1 = nats_as(&rig, "web-1");
-    let (published, pulled) = runcap_e2e::background().block_on(async {
+    let (published, pulled, other_queue, claimed, own) = runcap_e2e::background().block_on(async {
         let js = async_nats::jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(2))
             .build(web1.clone());
@@ -224,10 +224,36 @@ fn an_agent_cannot_publish_as_another_agent_nor_take_its_jobs() {
                 "{\"batch\":1,\"no_wait\":true}".into(),
             )
             .await;
-        (published, pulled)
+        // A group it is not in: neither its queue nor a claim of its jobs.
+        let other_queue = web1
+            .request(
+                "$JS.API.CONSUMER.MSG.NEXT.RUNCAP_JOBS.group-db",
+                "{\"batch\":1,\"no_wait\":true}".into(),
+            )
+            .await;
+        let claimed = match js.publish("runcap.claim.db.run-1", "web-1".into()).await {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        // Its own group's claim goes through.
+        let own = js
+            .publish("runcap.claim.api.perm-test-1", "web-1".into())
+            .await
+            .unwrap()
+            .await;
+        (published, pulled, other_queue, claimed, own)
     });
     assert!(published.is_err(), "web-1 published as web-2");
     assert!(pulled.is_err(), "web-1 pulled web-2's jobs: {pulled:?}");
+    assert!(
+        other_queue.is_err(),
+        "web-1 pulled group db's jobs: {other_queue:?}"
+    );
+    assert!(claimed.is_err(), "web-1 claimed a job of group db");
+    assert!(
+        own.is_ok(),
+        "web-1 cannot claim its own group's job: {own:?}"
+    );
     // Its own subject works, and the controller never heard of the forged run.
     let out = rig.operator(&["fleet", "show", "forged-1", "--json"]);
     assert_eq!(out.code(), 2, "{}", out.stdout());
@@ -731,69 +757,172 @@ fn caps_diff_between_two_hosts_shows_what_one_may_do_that_the_other_may_not() {
     );
 }
 
+/// Sends `slow` to one agent of group api (its queue); the job's run id.
+fn queue_one(rig: &Rig, ms: &str) -> String {
+    let doc = rig
+        .operator(&[
+            "fleet",
+            "run",
+            "slow",
+            "--group",
+            "api",
+            "--one",
+            "--var",
+            ms,
+            "--no-wait",
+            "--json",
+        ])
+        .expect_code(0)
+        .json();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{doc:#}");
+    // No host yet: the first agent of the group with a free slot takes it.
+    assert!(runs[0]["host"].is_null(), "{doc:#}");
+    assert_eq!(runs[0]["queue"], "api", "{doc:#}");
+    runs[0]["run_id"].as_str().unwrap().to_string()
+}
+
 #[test]
-fn a_run_for_one_agent_of_a_group_goes_to_the_least_busy_agent_that_is_up() {
+fn a_run_for_one_agent_of_a_group_is_queued_and_taken_by_an_idle_agent_that_is_up() {
     let Some(mut rig) = Rig::start(false) else {
         return;
     };
     rig.wait_all_up();
-    let one = |rig: &Rig, ms: &str| -> (String, String) {
-        let doc = rig
-            .operator(&[
-                "fleet",
-                "run",
-                "slow",
-                "--group",
-                "api",
-                "--one",
-                "--var",
-                ms,
-                "--no-wait",
-                "--json",
-            ])
-            .expect_code(0)
-            .json();
-        let runs = doc["runs"].as_array().unwrap();
-        assert_eq!(runs.len(), 1, "{doc:#}");
-        (
-            runs[0]["host"].as_str().unwrap().to_string(),
-            runs[0]["run_id"].as_str().unwrap().to_string(),
-        )
-    };
-    // Three long runs at once: each goes where nothing is open yet.
-    let sent: Vec<(String, String)> = (0..3).map(|_| one(&rig, "ms=3000")).collect();
-    let mut hosts: Vec<&str> = sent.iter().map(|(h, _)| h.as_str()).collect();
+    // Three long runs at once: an agent with one under way (one slot) leaves the next
+    // to an idle one.
+    let sent: Vec<String> = (0..3).map(|_| queue_one(&rig, "ms=3000")).collect();
+    let mut hosts: Vec<String> = sent
+        .iter()
+        .map(|id| {
+            let done = rig.wait_show(id, "finished", |d| state(d) == "finished");
+            assert_eq!(done["run"]["status"], "ok", "{done:#}");
+            assert_eq!(done["job"]["host"], done["host"], "{done:#}");
+            done["host"].as_str().unwrap().to_string()
+        })
+        .collect();
     hosts.sort();
     assert_eq!(hosts, ["web-1", "web-2", "web-3"], "{sent:?}");
-    for (host, id) in &sent {
-        let done = rig.wait_show(id, "finished", |d| state(d) == "finished");
-        assert_eq!(done["host"], host.as_str());
-    }
 
-    // An agent that went silent is never chosen.
+    // An agent that is gone takes nothing.
     rig.kill_agent("web-2");
+    for _ in 0..4 {
+        let id = queue_one(&rig, "ms=1");
+        let done = rig.wait_show(&id, "finished", |d| state(d) == "finished");
+        assert_ne!(done["host"], "web-2", "{done:#}");
+    }
+}
+
+#[test]
+fn a_group_job_delivered_twice_is_claimed_once_and_runs_on_one_host_only() {
+    let Some(rig) = Rig::start(false) else { return };
+    rig.wait_all_up();
+    let before: u64 = ["web-1", "web-2", "web-3"]
+        .iter()
+        .map(|h| rig.requests(h))
+        .sum();
+    let nats = nats_as(&rig, "controller");
+    let job = serde_json::json!({
+        "run_id": "dup-group-1", "runbook": "slow", "vars": ["ms=1500"], "dispatched_ms": 1
+    });
+    let js = runcap_e2e::background().block_on(async { async_nats::jetstream::new(nats) });
+    runcap_e2e::background().block_on(async {
+        for copy in ["a", "b"] {
+            // Two messages JetStream cannot tell apart as repeats, which two agents
+            // can take at once: the claim must.
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("dup-group-1-{copy}").as_str());
+            js.publish_with_headers("runcap.job.group.api", headers, job.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = rig.operator(&["fleet", "status", "--json"]).json();
-        let down = status
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["host"] == "web-2" && a["up"] == false);
-        if down {
-            break;
+    let done = loop {
+        let out = rig.operator(&["fleet", "show", "dup-group-1", "--json"]);
+        if out.code() == 0 && out.json()["run"]["status"] == "ok" {
+            break out.json();
         }
         assert!(
             Instant::now() < deadline,
-            "web-2 never seen down: {status:#}"
+            "{}{}",
+            out.stdout(),
+            out.stderr()
         );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let claimant = done["host"].as_str().unwrap().to_string();
+    // The claim names the host that ran it, and no other host has the run.
+    let claim = runcap_e2e::background().block_on(async {
+        let stream = js.get_stream("RUNCAP_CLAIMS").await.unwrap();
+        stream
+            .get_last_raw_message_by_subject("runcap.claim.api.dup-group-1")
+            .await
+            .unwrap()
+    });
+    assert_eq!(String::from_utf8_lossy(&claim.payload), claimant);
+    for host in ["web-1", "web-2", "web-3"] {
+        let has = rig
+            .local_runs(host)
+            .into_iter()
+            .filter(|r| r["id"] == "dup-group-1")
+            .count();
+        assert_eq!(has, usize::from(host == claimant), "{host}");
+    }
+    // Both copies end up acknowledged (the second once it reaches the claimant).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = runcap_e2e::background().block_on(async {
+            let mut stream = js.get_stream("RUNCAP_JOBS").await.unwrap();
+            stream.info().await.unwrap().state.messages
+        });
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending} jobs still queued");
         std::thread::sleep(Duration::from_millis(100));
     }
-    for _ in 0..4 {
-        let (host, id) = one(&rig, "ms=1");
-        assert_ne!(host, "web-2");
-        rig.wait_show(&id, "finished", |d| state(d) == "finished");
-    }
+    // Its two probes were made once, plus each host's /stats reads.
+    let after: u64 = ["web-1", "web-2", "web-3"]
+        .iter()
+        .map(|h| rig.requests(h))
+        .sum();
+    assert_eq!(after, before + 2 + 3);
+    // The second copy reached another agent while the claimant was busy, and was
+    // handed back.
+    let handed_back = ["web-1", "web-2", "web-3"].iter().any(|h| {
+        std::fs::read_to_string(rig.sb.path().join(format!("{h}.log")))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("dup-group-1") && l.contains(&format!("claimed by {claimant}")))
+    });
+    assert!(handed_back, "no agent was refused the claim");
+}
+
+#[test]
+fn a_lost_run_of_a_group_queue_is_queued_again_and_taken_by_another_agent() {
+    let Some(mut rig) = Rig::start(true) else {
+        return;
+    };
+    rig.wait_all_up();
+    let id = queue_one(&rig, "ms=10000");
+    let started = rig.wait_show(&id, "started", |d| state(d) == "started");
+    let first = started["job"]["host"].as_str().unwrap().to_string();
+    rig.kill_agent(&first);
+    let doc = rig.wait_show(&id, "run again", |d| {
+        d["retries"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    assert_eq!(state(&doc), "lost", "{doc:#}");
+    assert!(
+        doc["job"]["reason"].as_str().unwrap().contains(&first),
+        "{doc:#}"
+    );
+    assert_eq!(doc["retries"][0]["queue"], "api", "{doc:#}");
+    let retry = doc["retries"][0]["run_id"].as_str().unwrap().to_string();
+    let again = rig.wait_show(&retry, "finished", |d| state(d) == "finished");
+    assert_ne!(again["host"], first.as_str(), "{again:#}");
+    assert_eq!(again["run"]["status"], "ok", "{again:#}");
 }
 
 #[test]

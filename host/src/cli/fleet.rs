@@ -399,32 +399,39 @@ pub async fn run(args: &ControllerArgs, req: FleetRun<'_>) -> u8 {
             .call(reqwest::Method::POST, "/api/v1/fleet/runs", Some(body))
             .await
     );
-    let runs: Vec<(String, String)> = sent["runs"]
+    // The host each job was sent to; none for a job in a group's queue, which the
+    // first agent of the group with a free slot takes.
+    let runs: Vec<(Option<String>, String)> = sent["runs"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|r| {
             Some((
-                r["host"].as_str()?.to_string(),
+                r["host"].as_str().map(str::to_string),
                 r["run_id"].as_str()?.to_string(),
             ))
         })
         .collect();
     if !req.json {
-        println!(
-            "runbook {} sent to {} ({} host{})",
-            req.runbook,
-            req.target,
-            runs.len(),
-            if runs.len() == 1 { "" } else { "s" }
-        );
+        let queued = runs.iter().all(|(h, _)| h.is_none());
+        if queued {
+            println!("runbook {} sent to {} (queued)", req.runbook, req.target);
+        } else {
+            println!(
+                "runbook {} sent to {} ({} host{})",
+                req.runbook,
+                req.target,
+                runs.len(),
+                if runs.len() == 1 { "" } else { "s" }
+            );
+        }
     }
     if !req.wait {
         if req.json {
             print_json(&sent);
         } else {
             for (host, run_id) in &runs {
-                println!("  {host:<16} {run_id}");
+                println!("  {:<16} {run_id}", host.as_deref().unwrap_or("(queued)"));
             }
         }
         return 0;
@@ -432,20 +439,21 @@ pub async fn run(args: &ControllerArgs, req: FleetRun<'_>) -> u8 {
     let deadline = Instant::now() + req.timeout;
     let mut results = Vec::new();
     let mut code = 0u8;
-    for (host, run_id) in runs {
+    for (sent_to, run_id) in runs {
         let (doc, outcome) = wait_for(&client, &run_id, deadline).await;
         code = code.max(outcome.exit_code());
+        let ran_on = doc["host"].as_str();
+        let host = sent_to.as_deref().or(ran_on).unwrap_or("(queued)");
         if !req.json {
             let run = &doc["run"];
             let summary = run["summary"]
                 .as_str()
                 .or_else(|| doc["job"]["reason"].as_str())
                 .unwrap_or_default();
-            let ran_on = doc["host"].as_str().unwrap_or(&host);
-            let moved = if ran_on != host {
-                format!(" (lost on {host}; ran again on {ran_on})")
-            } else {
-                String::new()
+            let ran_again = doc["run"]["id"].as_str().is_some_and(|id| id != run_id);
+            let moved = match ran_on {
+                Some(there) if ran_again => format!(" (lost on {host}; ran again on {there})"),
+                _ => String::new(),
             };
             println!(
                 "  {:<16} {:<11} {}  {}{}",

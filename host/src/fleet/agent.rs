@@ -4,9 +4,11 @@
 //! its own SQLite store, journal and recovery work exactly as for `runcap run`.
 //!
 //! Delivery, step by step:
-//! 1. A job arrives from the agent's durable consumer. If the store already has its run
+//! 1. A job arrives from the agent's durable consumer, or from the queue of one of its
+//!    groups when it has a slot free for that group. If the store already has its run
 //!    id (a redelivery), the agent reports what it recorded and acknowledges: a run is
-//!    never started twice.
+//!    never started twice. A group's job is claimed first (see [`protocol`]); a job
+//!    another agent claimed is handed back to the queue.
 //! 2. Otherwise the agent notes in its outbox that the run's result is owed, starts the
 //!    run, and acknowledges the job only once the run's start is in the store. A job
 //!    delivered to an agent that dies before that is delivered again.
@@ -28,6 +30,20 @@ use super::protocol::{self, AuditAnswer, Event, Job, Presence};
 use crate::serve::{Origin, RunNotify, RunRequest, Server, StartError};
 use crate::store::incidents::OperatorAction;
 use crate::store::records::{RunState, now_ms};
+
+/// A delivered job, where it came from, and the group slot it holds.
+struct Taken {
+    message: jetstream::Message,
+    /// The group whose queue it came from; `None` for a job sent to this host.
+    group: Option<String>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Who runs a group's job.
+enum Claim {
+    Mine,
+    Theirs(String),
+}
 
 /// How far back the first incident report of an agent's start reaches for closed ones.
 const INCIDENTS_AT_START: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -253,24 +269,44 @@ impl Agent {
         }
     }
 
-    /// Takes jobs from the agent's consumer until the connection is given up for good.
+    /// Takes jobs from the agent's own consumer and its groups' queues, until the agent
+    /// stops.
     async fn take_jobs(self: Arc<Self>) {
-        let consumer_name = protocol::job_consumer(&self.name);
+        let (groups, slots) = self
+            .fleet
+            .agents
+            .get(&self.name)
+            .map(|a| (a.groups.clone(), a.slots))
+            .unwrap_or_default();
+        // Dropped when the agent stops, and every loop with it.
+        let mut loops = tokio::task::JoinSet::new();
+        loops.spawn(self.clone().take_own_jobs());
+        for group in groups {
+            loops.spawn(self.clone().take_group_jobs(group, slots));
+        }
+        loops.join_all().await;
+    }
+
+    /// The durable consumer `name`, once the controller has made it.
+    async fn consumer(&self, name: &str) -> jetstream::consumer::PullConsumer {
         loop {
-            let consumer: jetstream::consumer::PullConsumer = match self
-                .js
-                .get_consumer_from_stream(&consumer_name, protocol::JOBS)
-                .await
-            {
-                Ok(c) => c,
+            match self.js.get_consumer_from_stream(name, protocol::JOBS).await {
+                Ok(c) => return c,
                 Err(e) => {
                     tracing::warn!(
-                        "no job consumer `{consumer_name}` yet ({e}): is the controller running with this fleet file?"
+                        "no job consumer `{name}` yet ({e}): is the controller running with this fleet file?"
                     );
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
                 }
-            };
+            }
+        }
+    }
+
+    /// Takes the jobs sent to this host.
+    async fn take_own_jobs(self: Arc<Self>) {
+        let consumer_name = protocol::job_consumer(&self.name);
+        loop {
+            let consumer = self.consumer(&consumer_name).await;
             let mut messages = match consumer.messages().await {
                 Ok(m) => m,
                 Err(e) => {
@@ -283,7 +319,7 @@ impl Agent {
             while let Some(next) = messages.next().await {
                 match next {
                     Ok(message) => {
-                        tokio::spawn(self.clone().take(message));
+                        tokio::spawn(self.clone().take(message, None));
                     }
                     Err(e) => tracing::warn!("job stream: {e}"),
                 }
@@ -294,8 +330,55 @@ impl Agent {
         }
     }
 
-    /// Handles one delivered job.
-    async fn take(self: Arc<Self>, message: jetstream::Message) {
+    /// Takes the jobs of `group`'s queue, one at a time while one of its `slots` is
+    /// free: a busy agent leaves the group's next job to an idle one.
+    async fn take_group_jobs(self: Arc<Self>, group: String, slots: u32) {
+        let consumer_name = protocol::group_consumer(&group);
+        let free = Arc::new(tokio::sync::Semaphore::new(slots as usize));
+        loop {
+            let consumer = self.consumer(&consumer_name).await;
+            tracing::info!(consumer = consumer_name, slots, "taking the group's jobs");
+            loop {
+                let Ok(slot) = free.clone().acquire_owned().await else {
+                    return;
+                };
+                if self.server.closing() {
+                    return;
+                }
+                let next = consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(Duration::from_secs(5))
+                    .messages()
+                    .await;
+                let mut batch = match next {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!("cannot take {group}'s jobs ({e}); retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                };
+                match batch.next().await {
+                    Some(Ok(message)) => {
+                        tokio::spawn(self.clone().take(message, Some(slot)));
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!("{group}'s queue: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Handles one delivered job. `slot`, for a group's job, is held until its run ends.
+    async fn take(
+        self: Arc<Self>,
+        message: jetstream::Message,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let job: Job = match serde_json::from_slice(&message.payload) {
             Ok(j) => j,
             Err(e) => {
@@ -304,11 +387,25 @@ impl Agent {
                 return;
             }
         };
-        let span = tracing::info_span!("job", run_id = %job.run_id, runbook = %job.runbook);
-        self.take_job(job, message).instrument(span).await;
+        let group = protocol::job_group(message.subject.as_str()).map(str::to_string);
+        if group.is_some() && !super::config::is_token(&job.run_id) {
+            tracing::error!(
+                run_id = job.run_id,
+                "a group's job whose run id cannot be claimed; dropped"
+            );
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+        let span = tracing::info_span!("job", run_id = %job.run_id, runbook = %job.runbook, group = group.as_deref().unwrap_or(""));
+        let taken = Taken {
+            message,
+            group,
+            slot,
+        };
+        self.take_job(job, taken).instrument(span).await;
     }
 
-    async fn take_job(self: Arc<Self>, job: Job, message: jetstream::Message) {
+    async fn take_job(self: Arc<Self>, job: Job, taken: Taken) {
         // One delivery of a run id at a time, until the run is recorded (or refused).
         loop {
             if self.taking.lock().await.insert(job.run_id.clone()) {
@@ -316,11 +413,45 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.clone().take_job_alone(&job, message).await;
+        self.clone().take_job_alone(&job, taken).await;
         self.taking.lock().await.remove(&job.run_id);
     }
 
-    async fn take_job_alone(self: Arc<Self>, job: &Job, message: jetstream::Message) {
+    /// Claims a group's job for this agent: the first claim of a run id is kept by
+    /// JetStream and any later one refused, so only one agent runs it. A claim whose
+    /// answer was lost is found in the stream (ours, or another's).
+    async fn claim(&self, group: &str, run_id: &str) -> Result<Claim, String> {
+        let subject = protocol::claim_subject(group, run_id);
+        let published = match self
+            .js
+            .publish(subject.clone(), self.name.clone().into())
+            .await
+        {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let refused = match published {
+            Ok(()) => return Ok(Claim::Mine),
+            Err(e) => e,
+        };
+        let held = async {
+            let claims = self.js.get_stream_no_info(protocol::CLAIMS).await?;
+            let held = claims.get_last_raw_message_by_subject(&subject).await?;
+            Ok::<_, async_nats::Error>(String::from_utf8_lossy(&held.payload).into_owned())
+        };
+        match held.await {
+            Ok(holder) if holder == self.name => Ok(Claim::Mine),
+            Ok(holder) => Ok(Claim::Theirs(holder)),
+            Err(e) => Err(format!("{refused}; the claim cannot be read either: {e}")),
+        }
+    }
+
+    async fn take_job_alone(self: Arc<Self>, job: &Job, taken: Taken) {
+        let Taken {
+            message,
+            group,
+            slot,
+        } = taken;
         // A job delivered again: report what is recorded, never run it twice.
         match self.server.store.run(&job.run_id) {
             Ok(Some(detail)) if detail.run.id == job.run_id => {
@@ -342,6 +473,26 @@ impl Agent {
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
                     .await;
                 return;
+            }
+        }
+        if let Some(group) = &group {
+            match self.claim(group, &job.run_id).await {
+                Ok(Claim::Mine) => {}
+                Ok(Claim::Theirs(holder)) => {
+                    // Its claimant runs it (or the controller declares it lost).
+                    tracing::info!("claimed by {holder}; handed back to {group}'s queue");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(self.fleet.timing.heartbeat)))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot claim the job ({e}); it is delivered again later");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return;
+                }
             }
         }
         if let Err(e) = self.server.store.outbox_add(&job.run_id) {
@@ -412,6 +563,7 @@ impl Agent {
         let job = job.clone();
         tokio::spawn(async move {
             notify.finished.notified().await;
+            drop(slot);
             match agent.server.store.run(&job.run_id) {
                 Ok(Some(detail)) => {
                     agent

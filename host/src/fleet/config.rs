@@ -23,6 +23,7 @@
 //! groups = ["api"]
 //! audit_key = "ed25519:…"            # printed by the agent at its first start
 //! nats = "nats://10.1.0.5:4222"       # this agent's own way to NATS, if not [nats] url
+//! slots = 2                           # jobs of each group's queue it runs at once (1)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,6 +93,7 @@ struct AgentRaw {
     groups: Vec<String>,
     audit_key: Option<String>,
     nats: Option<String>,
+    slots: Option<u32>,
 }
 
 /// Where NATS is and how to reach it.
@@ -135,6 +137,10 @@ pub struct AgentEntry {
     /// Where this agent reaches NATS, when not at `[nats] url` (another network's
     /// address, a relay).
     pub nats: Option<String>,
+    /// How many jobs of each of its groups' queues it runs at once (1 unless the fleet
+    /// file says): an agent takes the next job of a queue only with a slot free, so a
+    /// group's jobs spread over its idle agents.
+    pub slots: u32,
 }
 
 /// A checked fleet file.
@@ -232,12 +238,20 @@ impl Fleet {
                     )
                 })?),
             };
+            let slots = a.slots.unwrap_or(1);
+            if slots == 0 {
+                return Err(invalid(
+                    format!("[agents.{name}] slots = 0: the agent would never take a group's job"),
+                    "write slots = 1 or more (1 when omitted)",
+                ));
+            }
             agents.insert(
                 name,
                 AgentEntry {
                     groups: a.groups,
                     audit_key,
                     nats: a.nats,
+                    slots,
                 },
             );
         }
@@ -256,6 +270,14 @@ impl Fleet {
             timing,
             agents,
         })
+    }
+
+    /// Every group some agent is in: each has a job queue.
+    pub fn groups(&self) -> BTreeSet<&str> {
+        self.agents
+            .values()
+            .flat_map(|a| a.groups.iter().map(String::as_str))
+            .collect()
     }
 
     /// The agents a target names: one host, a group's members, or every agent.
@@ -280,7 +302,8 @@ impl Fleet {
 pub enum Target {
     Host(String),
     Group(String),
-    /// One agent of the group that is up, the least busy: a run wanted once per group.
+    /// One agent of the group: the job goes to the group's queue and the first agent
+    /// of the group with a free slot takes it. A run wanted once per group.
     OneOf(String),
     All,
 }

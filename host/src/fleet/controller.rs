@@ -14,7 +14,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::config::{Fleet, Target};
-use super::protocol::{self, Event, Job, Presence, TransportError};
+use super::protocol::{self, Event, Job, JobTo, Presence, TransportError};
 use crate::store::postgres::{CheckpointRow, Hello, PgStore, PgStoreError};
 use crate::store::records::now_ms;
 
@@ -29,8 +29,6 @@ pub enum ControllerError {
     NoStore(String),
     #[error("{target} names no agent of the fleet file")]
     NoAgents { target: Target },
-    #[error("no agent of group {group} is up")]
-    NoneUp { group: String },
     #[error("{host}: {message}")]
     Agent { host: String, message: String },
     #[error("the secret `{0}`: {1}")]
@@ -63,7 +61,11 @@ pub struct Controller {
 /// One job sent.
 #[derive(Debug, Clone, Serialize)]
 pub struct Dispatched {
-    pub host: String,
+    /// The host it was sent to; `None` for a job sent to a group's queue, which the
+    /// first agent of the group with a free slot takes.
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     pub run_id: String,
 }
 
@@ -148,45 +150,48 @@ impl Controller {
         }
     }
 
-    /// Sends a runbook to every agent `target` names; returns each host's run id. Each
-    /// job is recorded before it is published, so every result has its job.
+    /// Sends a runbook to every agent `target` names, or (for one agent of a group) to
+    /// the group's queue; returns each job's run id. Each job is recorded before it is
+    /// published, so every result has its job.
     pub async fn dispatch(
         &self,
         req: DispatchRequest<'_>,
     ) -> Result<Vec<Dispatched>, ControllerError> {
-        let mut hosts = self.fleet.members(req.target);
+        let hosts = self.fleet.members(req.target);
         if hosts.is_empty() {
             return Err(ControllerError::NoAgents {
                 target: req.target.clone(),
             });
         }
-        if let Target::OneOf(group) = req.target {
-            let Some(host) = self.least_busy(&hosts).await? else {
-                return Err(ControllerError::NoneUp {
-                    group: group.clone(),
-                });
-            };
-            hosts = vec![host];
-        }
         let idempotent = self.idempotent(req.runbook).await;
+        let new_job = || Job {
+            run_id: crate::runbook::new_run_id(),
+            runbook: req.runbook.to_string(),
+            vars: req.vars.to_vec(),
+            dry_run: req.dry_run,
+            dispatched_ms: now_ms(),
+        };
+        if let Target::OneOf(group) = req.target {
+            // Safe to run again elsewhere only if every agent that may take it says so.
+            let again = hosts
+                .iter()
+                .all(|h| idempotent.get(h).copied().unwrap_or(false));
+            let job = new_job();
+            self.send(JobTo::Queue(group), &job, again, None).await?;
+            return Ok(vec![Dispatched {
+                host: None,
+                queue: Some(group.clone()),
+                run_id: job.run_id,
+            }]);
+        }
         let mut out = Vec::new();
         for host in hosts {
-            let job = Job {
-                run_id: crate::runbook::new_run_id(),
-                runbook: req.runbook.to_string(),
-                vars: req.vars.to_vec(),
-                dry_run: req.dry_run,
-                dispatched_ms: now_ms(),
-            };
-            self.send(
-                &host,
-                &job,
-                idempotent.get(&host).copied().unwrap_or(false),
-                None,
-            )
-            .await?;
+            let job = new_job();
+            let again = idempotent.get(&host).copied().unwrap_or(false);
+            self.send(JobTo::Host(&host), &job, again, None).await?;
             out.push(Dispatched {
-                host,
+                host: Some(host),
+                queue: None,
                 run_id: job.run_id,
             });
         }
@@ -195,16 +200,16 @@ impl Controller {
 
     async fn send(
         &self,
-        host: &str,
+        to: JobTo<'_>,
         job: &Job,
         idempotent: bool,
         retry_of: Option<&str>,
     ) -> Result<(), ControllerError> {
         self.store
-            .job_dispatched(host, job, idempotent, retry_of)
+            .job_dispatched(&to, job, idempotent, retry_of)
             .await?;
         let publish_err = |message: String| ControllerError::Publish {
-            host: host.to_string(),
+            host: to.to_string(),
             message,
         };
         let payload = serde_json::to_vec(job).map_err(|e| publish_err(e.to_string()))?;
@@ -212,11 +217,14 @@ impl Controller {
         headers.insert("Nats-Msg-Id", job.run_id.as_str());
         let ack = self
             .js
-            .publish_with_headers(protocol::job_subject(host), headers, payload.into())
+            .publish_with_headers(to.subject(), headers, payload.into())
             .await
             .map_err(|e| publish_err(e.to_string()))?;
-        ack.await.map_err(|e| publish_err(e.to_string()))?;
-        tracing::info!(host, run_id = job.run_id, runbook = job.runbook, "job sent");
+        let stored = ack.await.map_err(|e| publish_err(e.to_string()))?;
+        if let JobTo::Queue(_) = to {
+            self.store.job_queued(&job.run_id, stored.sequence).await?;
+        }
+        tracing::info!(%to, run_id = job.run_id, runbook = job.runbook, "job sent");
         Ok(())
     }
 
@@ -408,9 +416,18 @@ impl Controller {
                 run_id,
                 runbook,
                 at_ms,
-            } => self.store.run_started(host, &run_id, &runbook, at_ms).await,
-            Event::Finished { run } => self.store.run_finished(host, &run).await,
+            } => {
+                self.store.job_taken(&run_id, host, &entry.groups).await?;
+                self.store.run_started(host, &run_id, &runbook, at_ms).await
+            }
+            Event::Finished { run } => {
+                self.store
+                    .job_taken(&run.run.id, host, &entry.groups)
+                    .await?;
+                self.store.run_finished(host, &run).await
+            }
             Event::Refused { run_id, reason, .. } => {
+                self.store.job_taken(&run_id, host, &entry.groups).await?;
                 self.store.job_state(&run_id, "refused", &reason).await
             }
             Event::Incidents { incidents } => self.store.incidents_reported(host, &incidents).await,
@@ -568,14 +585,23 @@ impl Controller {
                 }
             };
             let lost_after = self.fleet.timing.lost_after.as_millis() as i64;
-            for job in open {
+            for mut job in open {
+                if job.host.is_none() {
+                    // In a group's queue: waiting for an agent, unless one claimed it.
+                    match self.claimant(&job).await {
+                        Some(holder) => job.host = Some(holder),
+                        None => continue,
+                    }
+                }
+                let Some(host) = job.host.clone() else {
+                    continue;
+                };
                 let overdue = (now_ms() as i64) - job.dispatched_at > lost_after;
-                if !overdue || self.is_up(&job.host) {
+                if !overdue || self.is_up(&host) {
                     continue;
                 }
                 let reason = format!(
-                    "agent {} not heard from for {}",
-                    job.host,
+                    "agent {host} not heard from for {}",
                     humantime::format_duration(self.fleet.timing.lost_after)
                 );
                 tracing::warn!(run_id = job.run_id, "run lost: {reason}");
@@ -583,67 +609,83 @@ impl Controller {
                     tracing::error!("cannot mark a run lost: {e}");
                     continue;
                 }
+                if let Some(seq) = job.queue_seq {
+                    // Out of the queue, so the claimant cannot start it on its return.
+                    self.unqueue(seq as u64).await;
+                }
                 if job.idempotent {
-                    self.retry_elsewhere(&job).await;
+                    self.retry_elsewhere(&job, &host).await;
                 }
             }
         }
     }
 
-    /// Of `hosts`, one that has been heard from and is up, with the fewest jobs open
-    /// (dispatched or started, as the store has them, so a burst spreads before any
-    /// heartbeat); chosen at random among equals.
-    async fn least_busy(&self, hosts: &[String]) -> Result<Option<String>, ControllerError> {
-        let mut open: BTreeMap<String, usize> = BTreeMap::new();
-        for job in self.store.open_jobs().await? {
-            *open.entry(job.host).or_default() += 1;
+    /// The agent that claimed a group's job, noted in the store once found.
+    async fn claimant(&self, job: &crate::store::postgres::JobRow) -> Option<String> {
+        let group = job.queue.as_deref()?;
+        let claims = self.js.get_stream_no_info(protocol::CLAIMS).await.ok()?;
+        let subject = protocol::claim_subject(group, &job.run_id);
+        let held = claims
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .ok()?;
+        let holder = String::from_utf8_lossy(&held.payload).into_owned();
+        let groups = [group.to_string()];
+        if let Err(e) = self.store.job_taken(&job.run_id, &holder, &groups).await {
+            tracing::warn!(run_id = job.run_id, "cannot note who took the job: {e}");
         }
-        self.refresh_presence().await;
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let up: Vec<(&String, usize)> = hosts
-            .iter()
-            .filter(|h| seen.contains_key(*h) && self.is_up(h))
-            .map(|h| (h, open.get(h).copied().unwrap_or(0)))
-            .collect();
-        let Some(fewest) = up.iter().map(|(_, n)| *n).min() else {
-            return Ok(None);
-        };
-        let idle: Vec<&String> = up
-            .iter()
-            .filter(|(_, n)| *n == fewest)
-            .map(|(h, _)| *h)
-            .collect();
-        Ok(Some(idle[rand::random_range(0..idle.len())].clone()))
+        Some(holder)
     }
 
-    /// Sends a lost idempotent run to another host of its host's groups that is up.
-    async fn retry_elsewhere(&self, lost: &crate::store::postgres::JobRow) {
-        let groups = self
-            .fleet
-            .agents
-            .get(&lost.host)
-            .map(|a| a.groups.clone())
-            .unwrap_or_default();
-        let other = self.fleet.agents.iter().find(|(name, a)| {
-            **name != lost.host && a.groups.iter().any(|g| groups.contains(g)) && self.is_up(name)
-        });
-        let Some((host, _)) = other else {
-            tracing::warn!(
-                run_id = lost.run_id,
-                "no other host of its group is up to run it"
-            );
-            return;
+    /// Takes a job out of the job stream; one already taken is left be.
+    async fn unqueue(&self, seq: u64) {
+        let removed = async {
+            let jobs = self.js.get_stream_no_info(protocol::JOBS).await?;
+            jobs.delete_message(seq).await?;
+            Ok::<_, async_nats::Error>(())
         };
+        if let Err(e) = removed.await {
+            tracing::debug!(seq, "a lost run's job is no longer queued: {e}");
+        }
+    }
+
+    /// Sends a lost idempotent run again: a group job to its group's queue, a host's to
+    /// another host of its groups that is up.
+    async fn retry_elsewhere(&self, lost: &crate::store::postgres::JobRow, lost_host: &str) {
         let Ok(mut job) = serde_json::from_value::<Job>(lost.job.clone()) else {
             return;
         };
         job.run_id = crate::runbook::new_run_id();
         job.dispatched_ms = now_ms();
-        match self.send(host, &job, true, Some(&lost.run_id)).await {
+        let to = match &lost.queue {
+            Some(group) => JobTo::Queue(group),
+            None => {
+                let groups = self
+                    .fleet
+                    .agents
+                    .get(lost_host)
+                    .map(|a| a.groups.clone())
+                    .unwrap_or_default();
+                let other = self.fleet.agents.iter().find(|(name, a)| {
+                    *name != lost_host
+                        && a.groups.iter().any(|g| groups.contains(g))
+                        && self.is_up(name)
+                });
+                let Some((host, _)) = other else {
+                    tracing::warn!(
+                        run_id = lost.run_id,
+                        "no other host of its group is up to run it"
+                    );
+                    return;
+                };
+                JobTo::Host(host)
+            }
+        };
+        match self.send(to, &job, true, Some(&lost.run_id)).await {
             Ok(()) => tracing::info!(
                 lost = lost.run_id,
                 run_id = job.run_id,
-                host,
+                %to,
                 "idempotent run sent again to another host of its group"
             ),
             Err(e) => tracing::error!("cannot send the lost run again: {e}"),

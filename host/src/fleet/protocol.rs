@@ -3,6 +3,8 @@
 //! | what | where | who publishes |
 //! |---|---|---|
 //! | a job: run this runbook with this run id | `runcap.job.host.HOST` in the work-queue stream `RUNCAP_JOBS`, consumed by the durable consumer `agent-HOST` | the controller |
+//! | a job for any one agent of a group | `runcap.job.group.GROUP` in `RUNCAP_JOBS`, consumed by the durable consumer `group-GROUP` that every agent of the group pulls from | the controller |
+//! | a claim: this agent runs this group job | `runcap.claim.GROUP.RUN_ID` in the stream `RUNCAP_CLAIMS`, which keeps the first claim of a subject and refuses any other | an agent of GROUP |
 //! | an event: hello, run started, run finished, run refused, incidents, audit checkpoint | `runcap.event.HOST.KIND` in the stream `RUNCAP_EVENTS`, consumed by the durable consumer `controller` | agent HOST |
 //! | presence: version, lock digest, runs under way, at | key `HOST` of the key-value bucket `runcap-agents` | agent HOST |
 //! | an audit question: is your chain intact up to this checkpoint? | request on `runcap.audit.HOST` | the controller |
@@ -11,6 +13,12 @@
 //! The controller creates the streams, the consumers and the bucket; an agent only
 //! uses its own. NATS permissions (see [`nats_authorization`]) hold every agent to its
 //! own subjects, so the host an event's subject names is the host that sent it.
+//!
+//! A group's queue can deliver one job to two agents (the first took it and went
+//! silent before acknowledging it), so an agent claims a group job before it records
+//! the run: only the claimant runs it, and another agent hands the job back, to be
+//! delivered again until the claimant takes it or the controller declares the run
+//! lost. A run never starts on two hosts.
 
 use std::time::Duration;
 
@@ -38,6 +46,57 @@ pub fn job_subject(host: &str) -> String {
 /// The durable consumer an agent takes its jobs from.
 pub fn job_consumer(host: &str) -> String {
     format!("agent-{host}")
+}
+
+/// The stream of claims on group jobs.
+pub const CLAIMS: &str = "RUNCAP_CLAIMS";
+
+/// Where jobs for any one agent of `group` are published.
+pub fn group_job_subject(group: &str) -> String {
+    format!("runcap.job.group.{group}")
+}
+
+/// The durable consumer every agent of `group` pulls the group's jobs from.
+pub fn group_consumer(group: &str) -> String {
+    format!("group-{group}")
+}
+
+/// Where an agent of `group` claims the run `run_id` (a run id is one subject token).
+pub fn claim_subject(group: &str, run_id: &str) -> String {
+    format!("runcap.claim.{group}.{run_id}")
+}
+
+/// Where a job goes: to one host, or to a group's queue for any one of its agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobTo<'a> {
+    Host(&'a str),
+    Queue(&'a str),
+}
+
+impl JobTo<'_> {
+    /// The subject the job is published on.
+    pub fn subject(&self) -> String {
+        match self {
+            JobTo::Host(h) => job_subject(h),
+            JobTo::Queue(g) => group_job_subject(g),
+        }
+    }
+}
+
+impl std::fmt::Display for JobTo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobTo::Host(h) => write!(f, "{h}"),
+            JobTo::Queue(g) => write!(f, "the queue of group {g}"),
+        }
+    }
+}
+
+/// The group a job's subject names, if it is a group's job.
+pub fn job_group(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("runcap.job.group.")
+        .filter(|g| super::config::is_token(g))
 }
 
 /// Where `host` publishes events of one kind.
@@ -308,10 +367,36 @@ pub async fn set_up(js: &jetstream::Context, fleet: &Fleet) -> Result<(), Transp
     .await
     .map_err(|e| TransportError::js(format!("the stream {EVENTS}: {e}")))?;
     for host in fleet.agents.keys() {
-        js.create_consumer_on_stream(job_consumer_config(host, fleet), JOBS)
-            .await
-            .map_err(|e| TransportError::js(format!("the consumer {}: {e}", job_consumer(host))))?;
+        js.create_consumer_on_stream(
+            job_consumer_config(job_consumer(host), job_subject(host), fleet),
+            JOBS,
+        )
+        .await
+        .map_err(|e| TransportError::js(format!("the consumer {}: {e}", job_consumer(host))))?;
     }
+    for group in fleet.groups() {
+        js.create_consumer_on_stream(
+            job_consumer_config(group_consumer(group), group_job_subject(group), fleet),
+            JOBS,
+        )
+        .await
+        .map_err(|e| TransportError::js(format!("the consumer {}: {e}", group_consumer(group))))?;
+    }
+    // One message per subject, and a second one refused (not replacing the first): the
+    // first claim of a run is the only one.
+    js.create_or_update_stream(stream::Config {
+        name: CLAIMS.into(),
+        subjects: vec!["runcap.claim.>".into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        discard_new_per_subject: true,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| TransportError::js(format!("the stream {CLAIMS}: {e}")))?;
     js.create_consumer_on_stream(
         consumer::pull::Config {
             durable_name: Some(CONTROLLER.into()),
@@ -343,12 +428,12 @@ pub async fn set_up(js: &jetstream::Context, fleet: &Fleet) -> Result<(), Transp
     Ok(())
 }
 
-/// An agent's job consumer: a job not acknowledged within `ack_wait` (the agent died
-/// before recording the run) is delivered again.
-fn job_consumer_config(host: &str, fleet: &Fleet) -> consumer::pull::Config {
+/// A job consumer (an agent's or a group's): a job not acknowledged within `ack_wait`
+/// (the agent died before recording the run) is delivered again.
+fn job_consumer_config(name: String, subject: String, fleet: &Fleet) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(job_consumer(host)),
-        filter_subject: job_subject(host),
+        durable_name: Some(name),
+        filter_subject: subject,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: fleet.timing.heartbeat * 3,
         ..Default::default()
@@ -356,26 +441,37 @@ fn job_consumer_config(host: &str, fleet: &Fleet) -> consumer::pull::Config {
 }
 
 /// The `authorization` block of a nats-server configuration for this fleet: the
-/// controller may do anything; each agent may take only its own jobs, publish only its
-/// own events and presence, and answer only its own audit questions. Passwords are read
-/// by nats-server from environment variables named here.
+/// controller may do anything; each agent may take only its own jobs and its groups',
+/// claim only its groups' jobs, publish only its own events and presence, and answer
+/// only its own audit questions. Passwords are read by nats-server from environment
+/// variables named here.
 pub fn nats_authorization(fleet: &Fleet) -> String {
     let mut out = String::from("authorization {\n  users = [\n");
     out.push_str(
         "    { user: controller, password: $RUNCAP_NATS_CONTROLLER, permissions: { publish: \">\", subscribe: \">\" } }\n",
     );
-    for host in fleet.agents.keys() {
+    for (host, entry) in &fleet.agents {
         let var = password_variable(host);
         let consumer = job_consumer(host);
-        let publish = [
+        let mut publish = vec![
             event_subject(host, ">"),
-            format!("$JS.API.CONSUMER.INFO.{JOBS}.{consumer}"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{JOBS}.{consumer}"),
-            format!("$JS.ACK.{JOBS}.{consumer}.>"),
             format!("$JS.API.STREAM.INFO.KV_{PRESENCE}"),
             format!("$KV.{PRESENCE}.{host}"),
             "$JS.API.INFO".to_string(),
         ];
+        let consumers =
+            std::iter::once(consumer).chain(entry.groups.iter().map(|g| group_consumer(g)));
+        for c in consumers {
+            publish.push(format!("$JS.API.CONSUMER.INFO.{JOBS}.{c}"));
+            publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{JOBS}.{c}"));
+            publish.push(format!("$JS.ACK.{JOBS}.{c}.>"));
+        }
+        if !entry.groups.is_empty() {
+            publish.push(format!("$JS.API.STREAM.MSG.GET.{CLAIMS}"));
+        }
+        for g in &entry.groups {
+            publish.push(claim_subject(g, "*"));
+        }
         let subscribe = [
             format!("{}.>", inbox_prefix(host)),
             audit_subject(host),
@@ -440,7 +536,7 @@ mod tests {
     fn the_authorization_holds_each_agent_to_its_own_subjects() {
         let fleet = Fleet::parse(
             std::path::Path::new("fleet.toml"),
-            "[nats]\nurl = \"nats://x\"\n[agents.web-1]\n[agents.web-2]\n",
+            "[nats]\nurl = \"nats://x\"\n[agents.web-1]\ngroups = [\"api\"]\n[agents.web-2]\ngroups = [\"db\"]\n",
         )
         .unwrap();
         let text = nats_authorization(&fleet);
@@ -452,5 +548,9 @@ mod tests {
         assert!(web1.contains("$RUNCAP_NATS_WEB_1"), "{web1}");
         assert!(!web1.contains("web-2"), "{web1}");
         assert!(!web1.contains("\"_INBOX.>\""), "{web1}");
+        // Its group's queue and claims, not another group's.
+        assert!(web1.contains("MSG.NEXT.RUNCAP_JOBS.group-api\""), "{web1}");
+        assert!(web1.contains("\"runcap.claim.api.*\""), "{web1}");
+        assert!(!web1.contains("db"), "{web1}");
     }
 }

@@ -246,7 +246,7 @@ fn check_signature(
 async fn flap_guard(
     s: &Arc<Server>,
     t: &Trigger,
-    fleet: Option<(&Controller, &[String])>,
+    fleet: Option<(&Controller, &Target, &[String])>,
     context: &Value,
 ) -> Result<Option<i64>, FlapError> {
     let env = &s.env.name;
@@ -263,16 +263,26 @@ async fn flap_guard(
             .iter()
             .filter(|r| r.started_at >= since)
             .count(),
-        Some((controller, hosts)) => {
-            let sent = controller
-                .store
-                .jobs_per_host_since(&t.runbook, since)
-                .await?;
-            hosts
-                .iter()
-                .filter_map(|h| sent.get(h))
-                .max()
-                .map_or(0, |n| *n as usize)
+        Some((controller, target, hosts)) => {
+            let sent = controller.store.jobs_since(&t.runbook, since).await?;
+            match target {
+                // Any one agent runs each: every job of the group's queue counts.
+                Target::OneOf(group) => sent
+                    .iter()
+                    .filter(|j| j.queue.as_deref() == Some(group))
+                    .map(|j| j.count as usize)
+                    .sum(),
+                _ => hosts
+                    .iter()
+                    .map(|h| {
+                        sent.iter()
+                            .filter(|j| j.host.as_deref() == Some(h))
+                            .map(|j| j.count as usize)
+                            .sum::<usize>()
+                    })
+                    .max()
+                    .unwrap_or(0),
+            }
         }
     };
     if recent < t.flap.runs as usize {
@@ -490,7 +500,9 @@ async fn take_alert(
         }
         seen.alerts.insert(key, Instant::now());
     }
-    let counted = fleet.as_ref().map(|(c, _, hosts)| (&**c, hosts.as_slice()));
+    let counted = fleet
+        .as_ref()
+        .map(|(c, target, hosts)| (&**c, target, hosts.as_slice()));
     match flap_guard(s, t, counted, &context).await {
         Ok(None) => {}
         Ok(Some(id)) => return Ok(Taken::Held(id)),

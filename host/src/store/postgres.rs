@@ -7,7 +7,6 @@
 //! acknowledged) leaves the same rows. Migrations work as the SQLite store's do: a
 //! numbered list, applied in one transaction under an advisory lock, never edited.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -160,6 +159,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX incidents_by_update ON incidents (updated_at DESC);
 "#,
+    // A job for any one agent of a group has no host until an agent claims it.
+    r#"
+    ALTER TABLE jobs ALTER COLUMN host DROP NOT NULL;
+    ALTER TABLE jobs ADD COLUMN queue TEXT;
+    ALTER TABLE jobs ADD COLUMN queue_seq BIGINT;
+"#,
 ];
 
 /// A handle on the controller's PostgreSQL store. It reconnects by itself after the
@@ -203,7 +208,13 @@ pub struct HostRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobRow {
     pub run_id: String,
-    pub host: String,
+    /// Where it runs: `None` while it waits in its group's queue, unclaimed.
+    pub host: Option<String>,
+    /// The group whose queue it was sent to, for a job for any one of its agents.
+    pub queue: Option<String>,
+    /// Its message's sequence in the job stream, while in a group's queue.
+    #[serde(skip)]
+    pub queue_seq: Option<i64>,
     pub runbook: String,
     pub job: serde_json::Value,
     pub state: String,
@@ -214,10 +225,19 @@ pub struct JobRow {
     pub reason: String,
 }
 
+/// How many jobs of a runbook went where, as [`PgStore::jobs_since`] counts them.
+#[derive(Debug, Clone)]
+pub struct JobCount {
+    pub host: Option<String>,
+    pub queue: Option<String>,
+    pub count: i64,
+}
+
 /// A fleet run as `runcap fleet show` and the API return it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetRun {
-    pub host: String,
+    /// Where it ran or runs; `None` while it waits in a group's queue.
+    pub host: Option<String>,
     pub job: Option<JobRow>,
     pub run: Option<RunDetail>,
     pub retries: Vec<JobRow>,
@@ -421,20 +441,58 @@ impl PgStore {
 
     /// Records a job as dispatched (before it is published, so no result arrives for a
     /// job the store does not know).
+    /// `to` is the job's host, or the group whose queue it goes to.
     pub async fn job_dispatched(
         &self,
-        host: &str,
+        to: &crate::fleet::protocol::JobTo<'_>,
         job: &crate::fleet::protocol::Job,
         idempotent: bool,
         retry_of: Option<&str>,
     ) -> Result<(), PgStoreError> {
+        use crate::fleet::protocol::JobTo;
         let c = self.client().await?;
         let value = serde_json::to_value(job).map_err(|e| PgStoreError::Corrupt(e.to_string()))?;
         let at = job.dispatched_ms as i64;
+        let (host, queue) = match to {
+            JobTo::Host(h) => (Some(*h), None),
+            JobTo::Queue(g) => (None, Some(*g)),
+        };
         c.execute(
-            "INSERT INTO jobs (run_id, host, runbook, job, state, idempotent, retry_of, dispatched_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'dispatched', $5, $6, $7, $7) ON CONFLICT (run_id) DO NOTHING",
-            &[&job.run_id, &host, &job.runbook, &value, &idempotent, &retry_of, &at],
+            "INSERT INTO jobs (run_id, host, queue, runbook, job, state, idempotent, retry_of, dispatched_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'dispatched', $6, $7, $8, $8) ON CONFLICT (run_id) DO NOTHING",
+            &[&job.run_id, &host, &queue, &job.runbook, &value, &idempotent, &retry_of, &at],
+        )
+        .await
+        .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// Notes where a group's job sits in the job stream (so it can be taken out once
+    /// its run is declared lost).
+    pub async fn job_queued(&self, run_id: &str, seq: u64) -> Result<(), PgStoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE jobs SET queue_seq = $2 WHERE run_id = $1",
+            &[&run_id, &(seq as i64)],
+        )
+        .await
+        .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// Records which agent took a group's job: `host`, if the job is still without a
+    /// host and went to the queue of one of `groups` (the host's groups, so an agent
+    /// cannot take another group's job by naming its run id).
+    pub async fn job_taken(
+        &self,
+        run_id: &str,
+        host: &str,
+        groups: &[String],
+    ) -> Result<(), PgStoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE jobs SET host = $2, updated_at = $4 WHERE run_id = $1 AND host IS NULL AND queue = ANY($3)",
+            &[&run_id, &host, &groups, &(now_ms() as i64)],
         )
         .await
         .map_err(self.db())?;
@@ -474,22 +532,29 @@ impl PgStore {
             .await
     }
 
-    /// How many jobs of `runbook` each host was sent since `since_ms`: what a fleet
-    /// trigger's flap guard counts.
-    pub async fn jobs_per_host_since(
+    /// How many jobs of `runbook` were sent since `since_ms`, by host and queue: what a
+    /// fleet trigger's flap guard counts.
+    pub async fn jobs_since(
         &self,
         runbook: &str,
         since_ms: i64,
-    ) -> Result<BTreeMap<String, i64>, PgStoreError> {
+    ) -> Result<Vec<JobCount>, PgStoreError> {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT host, count(*) FROM jobs WHERE runbook = $1 AND dispatched_at >= $2 GROUP BY host",
+                "SELECT host, queue, count(*) FROM jobs WHERE runbook = $1 AND dispatched_at >= $2 GROUP BY host, queue",
                 &[&runbook, &since_ms],
             )
             .await
             .map_err(self.db())?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| JobCount {
+                host: r.get(0),
+                queue: r.get(1),
+                count: r.get(2),
+            })
+            .collect())
     }
 
     /// Records incidents as an agent reported them: each replaces the host's copy unless
@@ -569,7 +634,7 @@ impl PgStore {
     ) -> Result<Vec<JobRow>, PgStoreError> {
         let rows = c
             .query(
-                &format!("SELECT run_id, host, runbook, job, state, idempotent, retry_of, dispatched_at, updated_at, reason FROM jobs WHERE {filter} ORDER BY dispatched_at, run_id"),
+                &format!("SELECT run_id, host, runbook, job, state, idempotent, retry_of, dispatched_at, updated_at, reason, queue, queue_seq FROM jobs WHERE {filter} ORDER BY dispatched_at, run_id"),
                 args,
             )
             .await
@@ -587,6 +652,8 @@ impl PgStore {
                 dispatched_at: r.get(7),
                 updated_at: r.get(8),
                 reason: r.get(9),
+                queue: r.get(10),
+                queue_seq: r.get(11),
             })
             .collect())
     }
@@ -757,8 +824,7 @@ impl PgStore {
         let host = run
             .as_ref()
             .map(|(h, _)| h.clone())
-            .or_else(|| job.as_ref().map(|j| j.host.clone()))
-            .unwrap_or_default();
+            .or_else(|| job.as_ref().and_then(|j| j.host.clone()));
         Ok(Some(FleetRun {
             host,
             job,
