@@ -192,6 +192,15 @@ fn schedules_fire_the_api_answers_by_scope_and_sigterm_leaves_nothing_running() 
             >= 2)
             .then_some(())
     });
+    // Each run names this host, as a controller's list names its agents'; a filter on
+    // another host finds nothing here.
+    let here = get_json(&addr, "/api/v1/runs?runbook=health&limit=1", READ);
+    let host = here[0]["host"].as_str().unwrap().to_string();
+    assert!(!host.is_empty(), "{here:#}");
+    let mine = get_json(&addr, &format!("/api/v1/runs?host={host}&limit=1"), READ);
+    assert_eq!(mine[0]["id"], here[0]["id"], "{mine:#}");
+    let elsewhere = get_json(&addr, "/api/v1/runs?host=not-this-host", READ);
+    assert_eq!(elsewhere, serde_json::json!([]));
     let books = get_json(&addr, "/api/v1/runbooks", READ);
     let health = books
         .as_array()

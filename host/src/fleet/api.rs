@@ -26,7 +26,10 @@ use serde_json::json;
 use super::config::Target;
 use super::controller::{ControllerError, DispatchRequest};
 use crate::serve::Server;
-use crate::serve::api::{Need, authorize, error, redacted_json, store_error};
+use crate::serve::api::{
+    IncidentsQuery, Need, RunsQuery, authorize, error, list_incidents, list_runs, redacted_json,
+    store_error,
+};
 
 /// The fleet routes (merged into the server's router when it controls a fleet).
 pub fn routes() -> axum::Router<Arc<Server>> {
@@ -121,29 +124,13 @@ async fn dispatch(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunsQuery {
-    host: Option<String>,
-    runbook: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn runs(
     State(s): State<Arc<Server>>,
     headers: HeaderMap,
     Query(q): Query<RunsQuery>,
 ) -> Response {
     let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/runs");
-    let limit = q.limit.unwrap_or(50).min(1000);
-    match c
-        .store
-        .history(q.host.as_deref(), q.runbook.as_deref(), limit)
-        .await
-    {
-        Ok(rows) => redacted_json(&s, &rows),
-        Err(e) => store_error(e),
-    }
+    list_runs(&s, &*c.store, &q).await
 }
 
 async fn run(State(s): State<Arc<Server>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -235,14 +222,6 @@ async fn caps_diff(
     )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IncidentsQuery {
-    host: Option<String>,
-    #[serde(default)]
-    all: bool,
-}
-
 /// `GET /api/v1/fleet/incidents`: the incidents every agent reported.
 async fn incidents(
     State(s): State<Arc<Server>>,
@@ -250,10 +229,7 @@ async fn incidents(
     Query(q): Query<IncidentsQuery>,
 ) -> Response {
     let c = controller!(s, headers, Need::Read, "GET /api/v1/fleet/incidents");
-    match c.store.incidents(q.host.as_deref(), q.all).await {
-        Ok(list) => redacted_json(&s, &list),
-        Err(e) => store_error(e),
-    }
+    list_incidents(&s, &*c.store, &q).await
 }
 
 #[derive(Deserialize, Default)]

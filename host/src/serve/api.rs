@@ -4,10 +4,10 @@
 //! |---|---|---|
 //! | `GET /api/v1/runbooks` | read | each runbook: description, schedule, params, last run |
 //! | `POST /api/v1/runs` `{"runbook", "dry_run", "params": {"NAME": "VALUE"}}` | run or run:RUNBOOK | `202 {"run_id"}` |
-//! | `GET /api/v1/runs?runbook=&limit=` | read | recent runs, newest first |
-//! | `GET /api/v1/runs/ID` | read | one run as `runcap show --json` prints it (`"status": "queued"` until it starts) |
+//! | `GET /api/v1/runs?host=&runbook=&limit=` | read | recent runs, newest first, each with this host's name (as a controller's `GET /api/v1/fleet/runs` names its agents') |
+//! | `GET /api/v1/runs/ID` | read | one run as `runcap show --json` prints it, with its host (`"status": "queued"` until it starts) |
 //! | `POST /api/v1/reload` | run | re-reads and checks the manifest; 422 with the problems (the old one keeps serving) |
-//! | `GET /api/v1/incidents` | read | open incidents |
+//! | `GET /api/v1/incidents?host=&all=` | read | open incidents (every one with `all=true`), each with its host |
 //! | `POST /api/v1/incidents/ID/ack` or `/resolve` `{"note": "…"}` | run | acknowledges or resolves an open incident (resolving releases a flapping trigger) |
 //! | `GET /api/v1/faults` | read | the fault journal |
 //! | `POST /api/v1/triggers/NAME` | the trigger's token or HMAC | `202` with the runs started (see [`super::triggers`]) |
@@ -33,6 +33,7 @@ use subtle::ConstantTimeEq;
 
 use super::config::Scope;
 use super::{Origin, Server, StartError};
+use crate::store::history::{History, LocalHistory, RunFilter};
 
 /// The routes, bound to a server.
 pub fn router(server: Arc<Server>) -> axum::Router {
@@ -251,10 +252,47 @@ async fn start_run(
     }
 }
 
+/// `?host=&runbook=&limit=` of a runs list, here and on the controller.
 #[derive(Deserialize)]
-struct RunsQuery {
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunsQuery {
+    host: Option<String>,
     runbook: Option<String>,
     limit: Option<usize>,
+}
+
+/// `?host=&all=` of an incidents list, here and on the controller.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IncidentsQuery {
+    host: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Answers a runs list from either store: newest first, each with its host.
+pub(crate) async fn list_runs(s: &Server, history: &impl History, q: &RunsQuery) -> Response {
+    let filter = RunFilter {
+        host: q.host.as_deref(),
+        runbook: q.runbook.as_deref(),
+        limit: q.limit.unwrap_or(50).min(1000),
+    };
+    match history.runs(filter).await {
+        Ok(rows) => redacted_json(s, &rows),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Answers an incidents list from either store, each with its host.
+pub(crate) async fn list_incidents(
+    s: &Server,
+    history: &impl History,
+    q: &IncidentsQuery,
+) -> Response {
+    match history.incidents(q.host.as_deref(), q.all).await {
+        Ok(list) => redacted_json(s, &list),
+        Err(e) => store_error(e),
+    }
 }
 
 async fn runs(
@@ -265,20 +303,14 @@ async fn runs(
     if let Err(r) = authorize(&s, &headers, Need::Read, "GET /api/v1/runs") {
         return r.into_response();
     }
-    match s
-        .store
-        .history(q.runbook.as_deref(), q.limit.unwrap_or(50).min(1000))
-    {
-        Ok(rows) => redacted_json(&s, &rows),
-        Err(e) => store_error(e),
-    }
+    list_runs(&s, &LocalHistory::here(&s.store), &q).await
 }
 
 async fn run(State(s): State<Arc<Server>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&s, &headers, Need::Read, "GET /api/v1/runs/ID") {
         return r.into_response();
     }
-    match s.store.run(&id) {
+    match LocalHistory::here(&s.store).run(&id).await {
         Ok(Some(detail)) => redacted_json(&s, &detail),
         Ok(None) => match s.accepted(&id) {
             // Accepted, waiting for a slot or its runbook's lock: not recorded yet.
@@ -294,14 +326,15 @@ async fn run(State(s): State<Arc<Server>>, headers: HeaderMap, Path(id): Path<St
     }
 }
 
-async fn incidents(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
+async fn incidents(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    Query(q): Query<IncidentsQuery>,
+) -> Response {
     if let Err(r) = authorize(&s, &headers, Need::Read, "GET /api/v1/incidents") {
         return r.into_response();
     }
-    match s.store.incidents(false, 0) {
-        Ok(i) => redacted_json(&s, &i),
-        Err(e) => store_error(e),
-    }
+    list_incidents(&s, &LocalHistory::here(&s.store), &q).await
 }
 
 #[derive(Deserialize, Default)]

@@ -18,6 +18,7 @@
 
 pub mod audit;
 mod faults;
+pub mod history;
 pub mod incidents;
 mod outbox;
 pub mod postgres;

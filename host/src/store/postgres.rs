@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::history::{HostIncident, HostRun};
 use super::records::{RunState, now_ms};
 use super::{RunDetail, RunRow};
 
@@ -186,22 +187,6 @@ where
     if let Err(e) = connection.await {
         tracing::warn!("PostgreSQL connection ended: {e}");
     }
-}
-
-/// An incident as the fleet store lists it: the host whose runbook it is about.
-#[derive(Debug, Clone, Serialize)]
-pub struct HostIncident {
-    pub host: String,
-    #[serde(flatten)]
-    pub incident: crate::store::incidents::Incident,
-}
-
-/// A run as the fleet store lists it: the host it ran on and its row.
-#[derive(Debug, Clone, Serialize)]
-pub struct HostRun {
-    pub host: String,
-    #[serde(flatten)]
-    pub run: RunRow,
 }
 
 /// A job the controller dispatched.
