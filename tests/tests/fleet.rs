@@ -748,6 +748,34 @@ fn caps_diff_between_two_hosts_shows_what_one_may_do_that_the_other_may_not() {
     assert!(!about.is_empty(), "{back:#}");
     assert!(about.iter().all(|c| c["widens"] == false), "{back:#}");
 
+    // The same through `runcap caps --fleet`, and the hint for two hosts without it
+    // works as written.
+    let fleet_caps = rig
+        .operator(&["caps", "--fleet", "--json"])
+        .expect_code(0)
+        .json();
+    let hosts: Vec<&str> = fleet_caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["web-1", "web-2", "web-3"], "{fleet_caps:#}");
+    let no_fleet = rig.operator(&["caps", "--diff", "web-1", "web-3", "--json"]);
+    assert_eq!(no_fleet.code(), 2, "{}", no_fleet.stderr());
+    let hint = no_fleet
+        .stderr()
+        .lines()
+        .find_map(|l| l.split_once("= help: ").map(|(_, h)| h.to_string()))
+        .unwrap();
+    assert_eq!(hint, "runcap caps --fleet --diff web-1 web-3");
+    let mut pasted: Vec<&str> = hint.split_whitespace().skip(1).collect();
+    pasted.push("--json");
+    let through_caps = rig.operator(&pasted);
+    assert_eq!(through_caps.code(), 1, "{}", through_caps.stderr());
+    let through_fleet = rig.operator(&["fleet", "caps", "--diff", "web-1", "web-3", "--json"]);
+    assert_eq!(through_caps.json(), through_fleet.json());
+
     let unknown = diff("web-1", "db-9");
     assert_ne!(unknown.code(), 0);
     assert!(

@@ -512,9 +512,20 @@ enum Command {
         markdown: bool,
         /// Compare with another environment's manifest, or with a lockfile: every
         /// capability added, removed or widened, changed digests, new plugins. Exits 1
-        /// when anything widened.
-        #[arg(long, value_name = "OTHER")]
-        diff: Option<PathBuf>,
+        /// when anything widened. With --fleet, two hosts: `--diff FROM TO`.
+        #[arg(long, num_args = 1..=2, value_names = ["OTHER", "TO"])]
+        diff: Option<Vec<String>>,
+        /// Every agent's report and lock drift, from the fleet's controller
+        /// (`--controller`, RUNCAP_CONTROLLER), as `runcap fleet caps` prints it.
+        #[arg(long, conflicts_with = "markdown")]
+        fleet: bool,
+        /// With --fleet: the controller's address.
+        #[arg(
+            long,
+            env = "RUNCAP_CONTROLLER",
+            default_value = "http://127.0.0.1:9090"
+        )]
+        controller: String,
     },
     /// Record the environment's plugin digests, imports, limits and grants in
     /// runcap.lock beside the manifest, for review; `check --locked` holds it to them.
@@ -651,17 +662,49 @@ async fn dispatch(command: Command, state: &StateArgs) -> u8 {
         Command::Bundle { env, since, out } => bundle::run(&env, state, &since, out),
         Command::Recover { run_id, env } => recover::run(&env, state, run_id.as_deref()).await,
         Command::Caps {
+            fleet: true,
+            controller,
+            diff,
+            json,
+            ..
+        } => {
+            let c = fleet::ControllerArgs { controller };
+            match diff.as_deref() {
+                None => fleet::caps(&c, json).await,
+                Some([from, to]) => fleet::caps_diff(&c, from, to, json).await,
+                Some(one) => {
+                    eprintln!(
+                        "error: with --fleet, --diff compares two hosts\n  = help: name the other one too: runcap caps --fleet --diff {} TO",
+                        one.join(" ")
+                    );
+                    2
+                }
+            }
+        }
+        Command::Caps {
             env,
             json,
             markdown,
             diff,
+            ..
         } => {
             let format = match (json, markdown) {
                 (true, _) => caps::Format::Json,
                 (_, true) => caps::Format::Markdown,
                 _ => caps::Format::Text,
             };
-            caps::run(&env, state, format, diff.as_deref()).await
+            let other = match diff.as_deref() {
+                None => None,
+                Some([other]) => Some(PathBuf::from(other)),
+                Some(two) => {
+                    eprintln!(
+                        "error: --diff compares with one manifest or lockfile; two hosts are compared through the controller\n  = help: runcap caps --fleet --diff {}",
+                        two.join(" ")
+                    );
+                    return 2;
+                }
+            };
+            caps::run(&env, state, format, other.as_deref()).await
         }
         Command::Lock { env, lock } => lock::run(&env, state, lock.as_deref()).await,
         Command::Config { env, json } => {
