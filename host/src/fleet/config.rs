@@ -365,6 +365,7 @@ mod tests {
             groups = ["api", "edge"]
             [agents.db-1]
             groups = ["db"]
+            slots = 3
             "#,
         )
         .unwrap();
@@ -374,6 +375,12 @@ mod tests {
         assert_eq!(f.members(&Target::Group("api".into())), ["web-1"]);
         assert_eq!(f.members(&Target::All), ["db-1", "web-1"]);
         assert!(f.members(&Target::Host("nope".into())).is_empty());
+        assert_eq!(f.agents["web-1"].slots, 1);
+        assert_eq!(f.agents["db-1"].slots, 3);
+        assert_eq!(
+            f.groups().into_iter().collect::<Vec<_>>(),
+            ["api", "db", "edge"]
+        );
     }
 
     #[test]
@@ -391,5 +398,7 @@ mod tests {
         assert!(e.to_string().contains("twice the heartbeat"), "{e}");
         let e = parse("[nats]\nurl = \"x\"\n[timing]\nheartbeat = \"soon\"\n").unwrap_err();
         assert!(e.to_string().contains("heartbeat = \"5s\""), "{e}");
+        let e = parse("[nats]\nurl = \"x\"\n[agents.a]\nslots = 0\n").unwrap_err();
+        assert!(e.to_string().contains("slots = 1 or more"), "{e}");
     }
 }
