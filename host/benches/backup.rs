@@ -159,7 +159,6 @@ fn main() {
             g
         },
         signer: None,
-        verified: None,
     };
     let mut shared = Resources::none();
     shared.secrets = Arc::new(SecretStore::new(BTreeMap::from([(

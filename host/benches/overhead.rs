@@ -33,7 +33,6 @@ fn main() {
         limits: Limits::default(),
         grants: ValidGrants::default(),
         signer: None,
-        verified: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

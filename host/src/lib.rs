@@ -33,4 +33,5 @@ pub mod secrets;
 pub mod serve;
 pub mod services;
 pub mod signing;
+pub mod stamps;
 pub mod store;

@@ -10,14 +10,17 @@
 //! Each entry is two files: the artifact (`KEY.cwasm`, exactly as wasmtime wrote it, so
 //! it is mapped into memory rather than read and copied) and a header beside it
 //! (`KEY.sum`) binding it to its source: the sha256 of the component it was compiled
-//! from and the BLAKE3 digest of the artifact. Both are checked before the artifact is
-//! deserialized, so an entry copied under another plugin's key, truncated or patched is
-//! recompiled instead of run. (Someone who can write this user's files can rewrite an
-//! entry and its header alike: that is outside what the cache defends, as the README's
-//! security model says.)
+//! from, the BLAKE3 digest of the artifact, and what the component imports and exports
+//! (so a cache hit needs no read of the plugin file beyond its pin). Both are checked
+//! before the artifact is deserialized, so an entry copied under another plugin's key,
+//! truncated or patched is recompiled instead of run. An artifact whose digest was
+//! checked once and that has not changed since (see [`crate::stamps`]) is not hashed
+//! again. (Someone who can write this user's files can rewrite an entry and its header
+//! alike: that is outside what the cache defends, as the README's security model says.)
 //!
-//! The directory is bounded: after each store, the least recently used entries are
-//! removed until the total fits `RUNCAP_CACHE_MAX_MB` (default 256 MiB).
+//! The directory is bounded: after each store, the least recently used entries (by
+//! their header's modification time, set at every use) are removed until the total
+//! fits `RUNCAP_CACHE_MAX_MB` (default 256 MiB).
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -29,11 +32,13 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Marks a header in this format (version 3: the header in its own file, the artifact's
-/// digest BLAKE3, which checks an artifact on every load about three times faster than
-/// SHA-256 here; version 2 entries are recompiled).
-const MAGIC: &[u8; 8] = b"rcapc\x003\n";
-/// Magic, component sha256 (the plugin's pin), artifact BLAKE3.
+use super::inspect::Declared;
+
+/// Marks a header in this format (version 4: the header in its own file, the artifact's
+/// digest BLAKE3, then the component's imports and exports; entries of earlier versions
+/// are recompiled).
+const MAGIC: &[u8; 8] = b"rcapc\x004\n";
+/// Magic, component sha256 (the plugin's pin), artifact BLAKE3; the declarations follow.
 const HEADER_LEN: usize = 8 + 32 + 32;
 /// Default bound on the cache directory's size.
 const DEFAULT_MAX_BYTES: u64 = 256 << 20;
@@ -42,6 +47,8 @@ const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 pub struct CompileCache {
     dir: Option<PathBuf>,
     max_bytes: u64,
+    /// Artifacts whose digest was checked and that have not changed since.
+    stamps: Option<crate::stamps::Stamps>,
 }
 
 /// Feeds `Hash` output into sha256 so the key is stable across processes.
@@ -72,6 +79,9 @@ impl CompileCache {
     /// A cache in `dir`, created private if missing. A directory other users can
     /// write is not used at all (everything is compiled afresh) and a warning says why.
     pub fn open(dir: Option<PathBuf>) -> Self {
+        let stamps = dir
+            .as_ref()
+            .and_then(|d| crate::stamps::Stamps::open(d.join("digests")));
         let dir = dir
             .map(|d| d.join("components"))
             .and_then(|d| match prepare(&d) {
@@ -85,7 +95,11 @@ impl CompileCache {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(DEFAULT_MAX_BYTES, |mb| mb << 20);
-        CompileCache { dir, max_bytes }
+        CompileCache {
+            dir,
+            max_bytes,
+            stamps,
+        }
     }
 
     /// A cache that never stores anything.
@@ -93,6 +107,7 @@ impl CompileCache {
         CompileCache {
             dir: None,
             max_bytes: 0,
+            stamps: None,
         }
     }
 
@@ -104,59 +119,107 @@ impl CompileCache {
         Some(dir.join(format!("{}.cwasm", hex::encode(h.0.finalize()))))
     }
 
-    /// Loads the compiled form of a component whose bytes hash to `sha256`, compiling
-    /// it with `compile` (which returns a serialized artifact) and storing it if needed.
-    /// Returns the component and whether it came from the cache.
-    pub fn load<E>(
+    /// The compiled form of the component whose bytes hash to `sha256`, with what it
+    /// declares, if the cache holds a sound entry for it (one that is not is removed).
+    pub fn lookup(&self, engine: &Engine, sha256: &str) -> Option<(Component, Declared)> {
+        let (dir, path) = (self.dir.as_ref()?, self.entry(engine, sha256)?);
+        if prepare(dir).is_err() || !path.exists() {
+            return None;
+        }
+        match self.verified_entry(&path, sha256) {
+            // SAFETY: the entry was written by this host, atomically, into a directory
+            // whose ownership and permissions were just checked; its name binds it to
+            // this engine's configuration, and its header to the plugin's verified
+            // digest and to the exact artifact bytes.
+            Ok(declared) => match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => {
+                    touch(&path);
+                    return Some((c, declared));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "discarding unusable cache entry: {e}");
+                }
+            },
+            Err(EntryProblem::OlderFormat) => {
+                tracing::debug!(path = %path.display(), "recompiling: the cache entry {}", EntryProblem::OlderFormat);
+            }
+            Err(why) => {
+                tracing::warn!(path = %path.display(), "recompiling: the cache entry {why}");
+            }
+        }
+        self.remove(&path);
+        None
+    }
+
+    /// Compiles the component `sha256` with `compile` (which returns a serialized
+    /// artifact), keeps it with what it declares, and returns it.
+    pub fn compile<E>(
         &self,
         engine: &Engine,
         sha256: &str,
+        declared: &Declared,
         compile: impl FnOnce() -> Result<Vec<u8>, E>,
-    ) -> Result<(Component, bool), CacheError<E>> {
-        let path = self.entry(engine, sha256);
-        if let (Some(dir), Some(path)) = (&self.dir, &path)
-            && prepare(dir).is_ok()
-            && path.exists()
-        {
-            match verified_entry(path, sha256) {
-                // SAFETY: the entry was written by this host, atomically, into a directory
-                // whose ownership and permissions were just checked; its name binds it to
-                // this engine's configuration, and its header to the plugin's verified
-                // digest and to the exact artifact bytes.
-                Ok(()) => match unsafe { Component::deserialize_file(engine, path) } {
-                    Ok(c) => {
-                        touch(path);
-                        return Ok((c, true));
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), "discarding unusable cache entry: {e}");
-                    }
-                },
-                Err(EntryProblem::OlderFormat) => {
-                    tracing::debug!(path = %path.display(), "recompiling: the cache entry {}", EntryProblem::OlderFormat);
-                }
-                Err(why) => {
-                    tracing::warn!(path = %path.display(), "recompiling: the cache entry {why}");
-                }
-            }
-            let _ = std::fs::remove_file(path);
-            let _ = std::fs::remove_file(header_path(path));
-        }
+    ) -> Result<Component, CacheError<E>> {
         let artifact = compile().map_err(CacheError::Compile)?;
         // SAFETY: `artifact` was produced for this engine's configuration a moment ago (by
         // this process or its compiler child); deserialize checks the configuration.
         let component =
             unsafe { Component::deserialize(engine, &artifact) }.map_err(CacheError::Artifact)?;
-        if let Some(path) = &path {
-            let stored = write_atomically(path, &artifact)
-                .and_then(|()| write_atomically(&header_path(path), &header(sha256, &artifact)));
+        if let Some(path) = self.entry(engine, sha256) {
+            let stored = write_atomically(&path, &artifact).and_then(|()| {
+                write_atomically(&header_path(&path), &header(sha256, &artifact, declared))
+            });
             if let Err(e) = stored {
                 tracing::warn!(path = %path.display(), "could not store compiled component: {e}");
             } else if let Some(dir) = &self.dir {
-                evict(dir, self.max_bytes, path);
+                self.evict(dir, &path);
             }
         }
-        Ok((component, false))
+        Ok(component)
+    }
+
+    /// Checks the entry at `artifact` against its header: it must name `sha256` as its
+    /// component and the artifact's own digest, which is computed unless the artifact is
+    /// unchanged since it was last found right. Returns what the component declares.
+    fn verified_entry(&self, artifact: &Path, sha256: &str) -> Result<Declared, EntryProblem> {
+        let header = std::fs::read(header_path(artifact)).map_err(|_| EntryProblem::NoHeader)?;
+        let meta = std::fs::metadata(artifact).map_err(|_| EntryProblem::Altered)?;
+        let recorded = header
+            .get(8 + 32..HEADER_LEN)
+            .map(hex::encode)
+            .unwrap_or_default();
+        let unchanged = self
+            .stamps
+            .as_ref()
+            .and_then(|s| s.recall(artifact, &meta))
+            .is_some_and(|d| d == recorded);
+        let digest = if unchanged {
+            recorded.clone()
+        } else {
+            hex::encode(artifact_digest(artifact)?)
+        };
+        let declared = check_header(&header, sha256, &hex::decode(&digest).unwrap_or_default())?;
+        if !unchanged && let Some(stamps) = &self.stamps {
+            stamps.record(artifact, &meta, &digest);
+        }
+        Ok(declared)
+    }
+
+    fn remove(&self, artifact: &Path) {
+        let _ = std::fs::remove_file(artifact);
+        let _ = std::fs::remove_file(header_path(artifact));
+        if let Some(stamps) = &self.stamps {
+            stamps.forget(artifact);
+        }
+    }
+
+    /// Removes the least recently used entries of `dir` (never `keep`) until the
+    /// entries total at most the cache's bound.
+    fn evict(&self, dir: &Path, keep: &Path) {
+        for gone in least_recently_used(dir, self.max_bytes, keep) {
+            self.remove(&gone);
+            tracing::debug!(path = %gone.display(), "evicted from the compile cache");
+        }
     }
 }
 
@@ -190,85 +253,96 @@ fn header_path(artifact: &Path) -> PathBuf {
     artifact.with_extension("sum")
 }
 
-/// Checks the entry at `artifact` against its header: it must name `sha256` as its
-/// component and the artifact's own digest. The artifact is hashed as it is read, in
-/// pieces, so checking costs no copy of it in memory.
-fn verified_entry(artifact: &Path, sha256: &str) -> Result<(), EntryProblem> {
-    let header = std::fs::read(header_path(artifact)).map_err(|_| EntryProblem::NoHeader)?;
+/// The BLAKE3 digest of an artifact, hashed as it is read, in pieces, so checking costs
+/// no copy of it in memory.
+fn artifact_digest(artifact: &Path) -> Result<[u8; 32], EntryProblem> {
     let mut file = std::fs::File::open(artifact).map_err(|_| EntryProblem::Altered)?;
     let mut hasher = blake3::Hasher::new();
-    // In 64 KiB reads, not `io::copy`'s 8 KiB: a cache hit is on every command's path.
+    // In 64 KiB reads, not `io::copy`'s 8 KiB.
     hasher
         .update_reader(&mut file)
         .map_err(|_| EntryProblem::Altered)?;
-    check_header(&header, sha256, hasher.finalize().as_bytes())
+    Ok(*hasher.finalize().as_bytes())
 }
 
-/// Whether `header` names `sha256` as the component and `digest` as the artifact's.
-fn check_header(header: &[u8], sha256: &str, digest: &[u8]) -> Result<(), EntryProblem> {
+/// Whether `header` names `sha256` as the component and `digest` as the artifact's;
+/// what the component declares.
+fn check_header(header: &[u8], sha256: &str, digest: &[u8]) -> Result<Declared, EntryProblem> {
     if header.len() >= 8 && header[..6] == MAGIC[..6] && header[..8] != MAGIC[..] {
         return Err(EntryProblem::OlderFormat);
     }
-    if header.len() != HEADER_LEN || &header[..8] != MAGIC {
+    if header.len() < HEADER_LEN || &header[..8] != MAGIC {
         return Err(EntryProblem::NoHeader);
     }
-    let (component, recorded) = header[8..].split_at(32);
+    let (component, recorded) = header[8..HEADER_LEN].split_at(32);
     if hex::encode(component) != sha256 {
         return Err(EntryProblem::OtherComponent);
     }
     if recorded != digest {
         return Err(EntryProblem::Altered);
     }
-    Ok(())
+    serde_json::from_slice(&header[HEADER_LEN..]).map_err(|_| EntryProblem::NoHeader)
 }
 
-/// The header of an entry compiled from the component `sha256` into `artifact`.
-fn header(sha256: &str, artifact: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN);
+/// The header of an entry compiled from the component `sha256`, which declares
+/// `declared`, into `artifact`.
+fn header(sha256: &str, artifact: &[u8], declared: &Declared) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 256);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&hex::decode(sha256).unwrap_or_else(|_| vec![0; 32]));
     out.extend_from_slice(blake3::hash(artifact).as_bytes());
+    out.extend_from_slice(&serde_json::to_vec(declared).unwrap_or_default());
     out
 }
 
-/// Marks an entry as just used, for eviction.
-fn touch(path: &Path) {
-    if let Ok(f) = std::fs::File::options().append(true).open(path) {
+/// Marks an entry as just used, for eviction: its header's time, so the artifact's own
+/// identity stays as it was checked.
+fn touch(artifact: &Path) {
+    if let Ok(f) = std::fs::File::options()
+        .append(true)
+        .open(header_path(artifact))
+    {
         let _ = f.set_modified(SystemTime::now());
     }
 }
 
-/// Removes the least recently used entries of `dir` (never `keep`) until the entries
-/// total at most `max_bytes`.
-fn evict(dir: &Path, max_bytes: u64, keep: &Path) {
+/// The entries of `dir` (never `keep`) to remove, least recently used first, for the
+/// rest to total at most `max_bytes`.
+fn least_recently_used(dir: &Path, max_bytes: u64, keep: &Path) -> Vec<PathBuf> {
     let Ok(read) = std::fs::read_dir(dir) else {
-        return;
+        return Vec::new();
     };
     let mut entries: Vec<(SystemTime, u64, PathBuf)> = read
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
         .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            Some((m.modified().ok()?, m.len(), e.path()))
+            let len = e.metadata().ok()?.len();
+            let used = std::fs::metadata(header_path(&e.path()))
+                .or_else(|_| e.metadata())
+                .ok()?
+                .modified()
+                .ok()?;
+            Some((used, len, e.path()))
         })
         .collect();
     let mut total: u64 = entries.iter().map(|e| e.1).sum();
     entries.sort();
+    let mut out = Vec::new();
     for (_, len, path) in entries {
         if total <= max_bytes {
             break;
         }
-        if path != keep && std::fs::remove_file(&path).is_ok() {
-            let _ = std::fs::remove_file(header_path(&path));
-            tracing::debug!(path = %path.display(), "evicted from the compile cache");
+        if path != keep {
             total -= len;
+            out.push(path);
         }
     }
+    out
 }
 
 /// Creates `dir` with mode 0700 if needed, and checks it belongs to this user and no
 /// one else can write it.
-fn prepare(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn prepare(dir: &Path) -> std::io::Result<()> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -309,34 +383,101 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A cache in a fresh directory, and the directory.
+    fn cache() -> (CompileCache, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (CompileCache::open(Some(dir.path().to_path_buf())), dir)
+    }
+
+    fn declared() -> Declared {
+        Declared {
+            imports: vec!["runcap:plugin/http".into()],
+            exports: vec!["run".into()],
+        }
+    }
+
     #[test]
     fn an_entry_is_bound_to_its_component_and_its_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let artifact = dir.path().join("k.cwasm");
+        let (cache, dir) = cache();
+        let artifact = dir.path().join("components").join("k.cwasm");
         std::fs::write(&artifact, b"artifact").unwrap();
         let sha = hex::encode(Sha256::digest(b"component"));
         assert_eq!(
-            verified_entry(&artifact, &sha),
+            cache.verified_entry(&artifact, &sha),
             Err(EntryProblem::NoHeader),
             "an artifact without a header is not used"
         );
-        std::fs::write(header_path(&artifact), header(&sha, b"artifact")).unwrap();
-        assert_eq!(verified_entry(&artifact, &sha), Ok(()));
+        std::fs::write(
+            header_path(&artifact),
+            header(&sha, b"artifact", &declared()),
+        )
+        .unwrap();
+        assert_eq!(cache.verified_entry(&artifact, &sha), Ok(declared()));
         let other = hex::encode(Sha256::digest(b"another component"));
         assert_eq!(
-            verified_entry(&artifact, &other),
+            cache.verified_entry(&artifact, &other),
             Err(EntryProblem::OtherComponent)
         );
         std::fs::write(&artifact, b"artifacT").unwrap();
-        assert_eq!(verified_entry(&artifact, &sha), Err(EntryProblem::Altered));
+        assert_eq!(
+            cache.verified_entry(&artifact, &sha),
+            Err(EntryProblem::Altered)
+        );
         std::fs::write(&artifact, b"artifac").unwrap();
-        assert_eq!(verified_entry(&artifact, &sha), Err(EntryProblem::Altered));
+        assert_eq!(
+            cache.verified_entry(&artifact, &sha),
+            Err(EntryProblem::Altered)
+        );
+    }
+
+    #[test]
+    fn an_artifact_changed_since_its_stamp_is_hashed_again_and_refused() {
+        let (cache, dir) = cache();
+        let artifact = dir.path().join("components").join("k.cwasm");
+        std::fs::write(&artifact, b"artifact").unwrap();
+        let sha = hex::encode(Sha256::digest(b"component"));
+        std::fs::write(
+            header_path(&artifact),
+            header(&sha, b"artifact", &declared()),
+        )
+        .unwrap();
+        // A stamp saying the file hashed right (as a check of a settled file leaves).
+        let stamps = cache.stamps.as_ref().unwrap();
+        let digest = hex::encode(blake3::hash(b"artifact").as_bytes());
+        let meta = std::fs::metadata(&artifact).unwrap();
+        assert_eq!(stamps.recall(&artifact, &meta), None);
+        stamps.record_unchecked(&artifact, &meta, &digest);
+        assert_eq!(stamps.recall(&artifact, &meta), Some(digest));
+        assert_eq!(cache.verified_entry(&artifact, &sha), Ok(declared()));
+        // Patched in place, keeping its size and time: the stamp no longer matches, so the
+        // artifact is hashed, and refused.
+        let mtime = meta.modified().unwrap();
+        std::fs::write(&artifact, b"artifacT").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&artifact)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(
+            cache.verified_entry(&artifact, &sha),
+            Err(EntryProblem::Altered)
+        );
+        // Using an entry touches its header, never the artifact.
+        std::fs::write(&artifact, b"artifact").unwrap();
+        let before = std::fs::metadata(&artifact).unwrap();
+        touch(&artifact);
+        let after = std::fs::metadata(&artifact).unwrap();
+        assert_eq!(
+            crate::stamps::Identity::of(&before),
+            crate::stamps::Identity::of(&after)
+        );
     }
 
     #[test]
     fn an_entry_of_an_earlier_format_is_recompiled_quietly_and_junk_is_not() {
         let sha = hex::encode(Sha256::digest(b"component"));
-        let mut older = header(&sha, b"artifact");
+        let mut older = header(&sha, b"artifact", &declared());
         older[6] = b'2'; // "rcapc\0" then the version
         assert!(matches!(
             check_header(&older, &sha, blake3::hash(b"artifact").as_bytes()),
@@ -346,8 +487,11 @@ mod tests {
             check_header(b"not a header at all", &sha, &[0; 32]),
             Err(EntryProblem::NoHeader)
         ));
-        let current = header(&sha, b"artifact");
-        assert!(check_header(&current, &sha, blake3::hash(b"artifact").as_bytes()).is_ok());
+        let current = header(&sha, b"artifact", &declared());
+        assert_eq!(
+            check_header(&current, &sha, blake3::hash(b"artifact").as_bytes()),
+            Ok(declared())
+        );
     }
 
     #[test]
@@ -358,14 +502,24 @@ mod tests {
         for (i, age) in [30u64, 10, 20, 40].iter().enumerate() {
             let p = dir.path().join(format!("{i}.cwasm"));
             std::fs::write(&p, vec![0u8; 1000]).unwrap();
-            let f = std::fs::File::options().append(true).open(&p).unwrap();
+            // When an entry was last used is its header's time.
+            std::fs::write(header_path(&p), b"h").unwrap();
+            let f = std::fs::File::options()
+                .append(true)
+                .open(header_path(&p))
+                .unwrap();
             f.set_modified(now - std::time::Duration::from_secs(*age))
                 .unwrap();
             paths.push(p);
         }
         std::fs::write(dir.path().join("unrelated.txt"), vec![0u8; 5000]).unwrap();
         // Keep 2 KB: the two oldest go, except the one just stored (the oldest here).
-        evict(dir.path(), 2000, &paths[3]);
+        let cache = CompileCache {
+            dir: Some(dir.path().to_path_buf()),
+            max_bytes: 2000,
+            stamps: None,
+        };
+        cache.evict(dir.path(), &paths[3]);
         let left: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
         assert_eq!(left, vec![false, true, false, true]);
         assert!(dir.path().join("unrelated.txt").exists());

@@ -30,7 +30,7 @@ pub enum InspectError {
 }
 
 /// A component's top-level imports and exports.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Declared {
     /// Imported interfaces without versions, sorted, deduplicated.
     pub imports: Vec<String>,

@@ -206,38 +206,46 @@ impl Runtime {
         self.prepare(spec, resources, compiled, caps::Prepared::default())
     }
 
-    /// Reads and verifies a plugin's component, reads what it declares (refusing it, before
-    /// any compiling, when it lacks the action exports or, with `check_imports`, imports
-    /// what its grants do not allow), then compiles it or takes it from the cache.
+    /// Takes a plugin's component from the cache, or reads and verifies its file, reads
+    /// what it declares (refusing it, before any compiling, when it lacks the action
+    /// exports or, with `check_imports`, imports what its grants do not allow), and
+    /// compiles it. The cache is keyed by the pin, so a cache hit runs what the pin names
+    /// whatever the file holds now; a miss reads the file and checks it against the pin.
     fn compile(&self, spec: &PluginSpec, check_imports: bool) -> Result<Compiled, LoadError> {
         let path = spec.path.display().to_string();
-        // Bytes the manifest's validation read and matched to the pin are compiled as
-        // they are; otherwise the file is read and checked here.
-        let wasm: Arc<[u8]> = match &spec.verified {
-            Some(v) => v.0.clone(),
-            None => read_pinned(spec)?.into(),
-        };
         let sha256 = &spec.sha256;
         let not_component = |message: String| LoadError::Compile {
             path: path.clone(),
             message,
         };
-        let declared = inspect::declared(&wasm)
-            .and_then(|d| d.require_action_exports().map(|()| d))
-            .map_err(|e| not_component(e.to_string()))?;
-        if check_imports {
+        let refuse_imports = |declared: &inspect::Declared| {
+            declared
+                .require_action_exports()
+                .map_err(|e| not_component(e.to_string()))?;
             let problems = imports::check(&spec.name, &declared.imports, &spec.grants);
-            if !problems.is_empty() {
+            if check_imports && !problems.is_empty() {
                 return Err(LoadError::Imports {
                     plugin: spec.name.clone(),
                     problems,
                 });
             }
+            Ok(())
+        };
+        if let Some((component, declared)) = self.cache.lookup(&self.engine, sha256) {
+            refuse_imports(&declared)?;
+            return Ok(Compiled {
+                component,
+                sha256: sha256.clone(),
+                imports: declared.imports,
+                cached: true,
+            });
         }
-        let imports = declared.imports;
-        let (component, cached) = self
+        let wasm = read_pinned(spec)?;
+        let declared = inspect::declared(&wasm).map_err(|e| not_component(e.to_string()))?;
+        refuse_imports(&declared)?;
+        let component = self
             .cache
-            .load(&self.engine, sha256, || match &self.compiler {
+            .compile(&self.engine, sha256, &declared, || match &self.compiler {
                 Compiler::InProcess => self
                     .engine
                     .precompile_component(&wasm)
@@ -263,8 +271,8 @@ impl Runtime {
         Ok(Compiled {
             component,
             sha256: sha256.clone(),
-            imports,
-            cached,
+            imports: declared.imports,
+            cached: false,
         })
     }
 
@@ -379,25 +387,32 @@ mod tests {
     }
 
     #[test]
-    fn the_bytes_validation_verified_are_compiled_even_if_the_file_changed_since() {
+    fn a_file_swapped_after_validation_never_runs() {
         let wasm = noop_wasm();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("noop.wasm");
-        // Swapped after validation read it: not a component at all.
-        std::fs::write(&file, b"not what was checked").unwrap();
-        let spec = |verified: Option<Vec<u8>>| PluginSpec {
+        std::fs::write(&file, &wasm).unwrap();
+        let spec = PluginSpec {
             name: "noop".into(),
             path: file.clone(),
             sha256: hex::encode(Sha256::digest(&wasm)),
             limits: Limits::default(),
             grants: Default::default(),
             signer: None,
-            verified: verified.map(|b| crate::manifest::VerifiedWasm(b.into())),
         };
-        let runtime = Runtime::new(crate::engine::cache::CompileCache::disabled(), 2).unwrap();
-        assert!(runtime.compile(&spec(Some(wasm.clone())), false).is_ok());
-        // Without verified bytes the loader reads the file itself, and its pin refuses it.
-        match runtime.compile(&spec(None), false) {
+        let cache = crate::engine::cache::CompileCache::open(Some(dir.path().join("cache")));
+        let runtime = Runtime::new(cache, 2).unwrap();
+        let first = runtime.compile(&spec, false).unwrap();
+        assert!(!first.cached);
+        // Swapped after validation: not a component at all.
+        std::fs::write(&file, b"not what was checked").unwrap();
+        // The cache is keyed by the pin: what runs is what the pin names.
+        let again = runtime.compile(&spec, false).unwrap();
+        assert!(again.cached);
+        assert_eq!(again.imports, first.imports);
+        // Without a cached entry the loader reads the file, and its pin refuses it.
+        let uncached = Runtime::new(crate::engine::cache::CompileCache::disabled(), 2).unwrap();
+        match uncached.compile(&spec, false) {
             Err(LoadError::DigestMismatch { .. }) => {}
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a file that does not match its pin was compiled"),

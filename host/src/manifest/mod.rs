@@ -20,7 +20,7 @@ use std::path::Path;
 pub use compose::Sources;
 pub use model::{
     Environment, IncidentPolicy, Limits, OnFailure, PluginSpec, Retry, Runbook, Step, Tier,
-    TierAfter, VerifiedWasm,
+    TierAfter,
 };
 pub use source::{Diagnostic, Diagnostics, KeyPath, Locate, Seg, SourceFile};
 pub use validate::{DigestError, MAX_PLUGIN_FILE, Validator, closest, file_digest, toml_to_json};

@@ -52,21 +52,6 @@ pub struct PluginSpec {
     /// The signer whose key verifies the file's signature (`FILE.sig`), when one does;
     /// always set for a plugin whose manifest requires a signature.
     pub signer: Option<String>,
-    /// The file's bytes as validation read them, when they hash to `sha256`: what the
-    /// loader compiles, so a plugin is read and hashed once per process and what runs is
-    /// exactly what was checked. `None` when validation could not verify them (the
-    /// loader then reads the file and checks the pin itself).
-    pub verified: Option<VerifiedWasm>,
-}
-
-/// A plugin file's bytes whose sha256 matched the manifest's pin.
-#[derive(Clone)]
-pub struct VerifiedWasm(pub std::sync::Arc<[u8]>);
-
-impl std::fmt::Debug for VerifiedWasm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VerifiedWasm({} bytes)", self.0.len())
-    }
 }
 
 /// Resource limits of one plugin's actions.

@@ -505,23 +505,20 @@ fn plugin(
             format!("set it to the output of `sha256sum {}`", p.path),
         );
     }
-    let mut verified = None;
-    match read_digested(&file) {
+    match pinned_digest(&file) {
         Err(e) => v.error(
             &path.key("path"),
             format!("cannot use plugin file {}: {e}", file.display()),
             "build the plugin (`./dev plugins` builds the first-party ones) or fix the path; it is relative to the manifest's directory",
         ),
-        Ok((_, actual)) if pin_ok && actual != pin => v.error(
+        Ok(actual) if pin_ok && actual != pin => v.error(
             &path.key("sha256"),
             format!("{} has sha256 {actual}, not the pinned {pin}", file.display()),
             format!(
                 "the file changed since it was pinned. If you built or reviewed this version, pin it:\n  sha256 = \"{actual}\""
             ),
         ),
-        Ok((bytes, _)) => {
-            verified = pin_ok.then(|| crate::manifest::VerifiedWasm(bytes.into()));
-        }
+        Ok(_) => {}
     }
 
     let lp = path.key("limits");
@@ -563,7 +560,6 @@ fn plugin(
         limits,
         grants,
         signer: None,
-        verified,
     })
 }
 
@@ -1120,11 +1116,27 @@ pub enum DigestError {
 
 /// The hex sha256 of a plugin file, refusing files too large to compile.
 pub fn file_digest(path: &Path) -> Result<String, DigestError> {
-    read_digested(path).map(|(_, digest)| digest)
+    let meta = plugin_file(path)?;
+    digest_of(path, &meta)
 }
 
-/// A plugin file's bytes and their hex sha256, refusing files too large to compile.
-fn read_digested(path: &Path) -> Result<(Vec<u8>, String), DigestError> {
+/// The hex sha256 of a plugin file as validation checks it against the pin: a file
+/// unchanged since it was last hashed is not hashed again (see [`crate::stamps`]).
+fn pinned_digest(path: &Path) -> Result<String, DigestError> {
+    let meta = plugin_file(path)?;
+    let stamps = crate::stamps::Stamps::beside_cache();
+    if let Some(digest) = stamps.as_ref().and_then(|s| s.recall(path, &meta)) {
+        return Ok(digest);
+    }
+    let digest = digest_of(path, &meta)?;
+    if let Some(stamps) = &stamps {
+        stamps.record(path, &meta, &digest);
+    }
+    Ok(digest)
+}
+
+/// A plugin file's metadata, refusing what is not a file or too large to compile.
+fn plugin_file(path: &Path) -> Result<std::fs::Metadata, DigestError> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         return Err(DigestError::NotAFile);
@@ -1132,9 +1144,32 @@ fn read_digested(path: &Path) -> Result<(Vec<u8>, String), DigestError> {
     if meta.len() > MAX_PLUGIN_FILE {
         return Err(DigestError::TooLarge { size: meta.len() });
     }
-    let bytes = std::fs::read(path)?;
-    let digest = hex::encode(Sha256::digest(&bytes));
-    Ok((bytes, digest))
+    Ok(meta)
+}
+
+/// The hex sha256 of the file at `path`, read in pieces; refused if it grew past the
+/// size `meta` gave while being read.
+fn digest_of(path: &Path, meta: &std::fs::Metadata) -> Result<String, DigestError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut limited = file.take(MAX_PLUGIN_FILE + 1);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = limited.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    if total > MAX_PLUGIN_FILE {
+        return Err(DigestError::TooLarge {
+            size: total.max(meta.len()),
+        });
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The candidate closest to `word`, if any is close enough to be a likely typo.
