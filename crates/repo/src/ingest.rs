@@ -15,7 +15,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use crossbeam_channel::bounded;
 
 use crate::chunker::{Chunker, FeedError};
-use crate::chunks::{ChunkId, ChunkStore, Claims, Stored, Written};
+use crate::chunks::{BufPool, ChunkId, ChunkStore, Claims, Stored, Written};
 use crate::config::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, default_workers};
@@ -225,12 +225,19 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
                 })
             })
             .collect();
+        let workers = default_workers();
+        // Chunk buffers circulate between the chunker and the workers instead of being
+        // allocated per chunk; at most the pipeline's window of them are in use.
+        let pool = BufPool::new(workers * 2 + 2);
+        let returns = pool.clone();
         // The closure owns the only sender: when the last worker exits, the flushers finish.
         let work = move |job: Job| -> Result<Done> {
             let stored = if job.data.is_empty() {
                 None
             } else {
-                let (stored, written) = store.write_chunk(&job.data, &claims)?;
+                let result = store.write_chunk(&job.data, &claims);
+                returns.give(job.data);
+                let (stored, written) = result?;
                 if let Some(w) = written {
                     flush_tx
                         .send(w)
@@ -243,9 +250,8 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
                 events: job.events,
             })
         };
-        let workers = default_workers();
         Ingest {
-            chunker: Chunker::new(params, store.keys().chunker_seed),
+            chunker: Chunker::new(params, store.keys().chunker_seed).with_pool(pool),
             pipe: Pipeline::new(scope, workers, workers * 2, work),
             flushers,
             events: Vec::new(),
