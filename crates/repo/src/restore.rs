@@ -15,7 +15,7 @@
 //! verified directory for a symlink between the check and the write). Restore into a directory
 //! only trusted users can write.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, FileTimes};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -39,6 +39,10 @@ use crate::tree::{Entry, EntryKind, RawPath, Slice, TreeReader};
 const DIRECT_MIN: u64 = 1024 * 1024;
 /// Bytes of a large file staged before a direct write.
 const STAGE_LEN: usize = 4 * 1024 * 1024;
+
+/// Chunks a restore keeps after writing them, so a chunk that comes back soon (a disk image's
+/// repeated blocks, small files deduplicated into one chunk) is not fetched again.
+const RECENT_CHUNKS: usize = 8;
 
 /// Files up to this size are collected in memory and written by the file pool's threads.
 const SMALL_MAX: u64 = 256 * 1024;
@@ -221,6 +225,10 @@ struct Planner<'p> {
     pipe: &'p mut Pipeline<Job, Fetched>,
     job: Job,
     last_fetch: Option<ChunkId>,
+    /// The last chunks fetched, oldest first, at most `keep`: the sink keeps the same ones,
+    /// so a chunk among them is not fetched (decrypted, decompressed, checked) again.
+    recent: VecDeque<ChunkId>,
+    keep: usize,
 }
 
 impl Planner<'_> {
@@ -228,7 +236,15 @@ impl Planner<'_> {
         if let Action::Write(slice) = &action
             && self.last_fetch != Some(slice.0)
         {
-            self.cut(Some(slice.0), sink)?;
+            if !self.recent.contains(&slice.0) {
+                self.cut(Some(slice.0), sink)?;
+                if self.keep > 0 {
+                    self.recent.push_back(slice.0);
+                    if self.recent.len() > self.keep {
+                        self.recent.pop_front();
+                    }
+                }
+            }
             self.last_fetch = Some(slice.0);
         }
         self.job.actions.push(action);
@@ -287,7 +303,8 @@ struct Writer<'r> {
     verified: HashSet<Vec<u8>>,
     dirs: Vec<(PathBuf, Entry)>,
     current: Option<OpenFile>,
-    chunk: Option<(ChunkId, std::result::Result<Vec<u8>, String>)>,
+    /// The last chunks received, oldest first (the planner's `recent`, at least one).
+    recent: VecDeque<(ChunkId, std::result::Result<Vec<u8>, String>)>,
     /// Staging buffer of the large file being written.
     stage: AlignedBuf,
     /// Threads writing small files.
@@ -310,8 +327,11 @@ impl Drop for Writer<'_> {
 
 impl Writer<'_> {
     fn accept(&mut self, fetched: Fetched) -> Result<()> {
-        if fetched.chunk.is_some() {
-            if let Some((_, Ok(old))) = std::mem::replace(&mut self.chunk, fetched.chunk) {
+        if let Some(chunk) = fetched.chunk {
+            self.recent.push_back(chunk);
+            if self.recent.len() > RECENT_CHUNKS.max(1)
+                && let Some((_, Ok(old))) = self.recent.pop_front()
+            {
                 fetched.pool.give(old);
             }
         }
@@ -443,13 +463,13 @@ impl Writer<'_> {
         ) {
             return Ok(());
         }
-        let data = match &self.chunk {
-            Some((id, Ok(data))) if *id == slice.0 => data,
-            Some((id, Err(reason))) if *id == slice.0 => {
+        let data = match self.recent.iter().rev().find(|(id, _)| *id == slice.0) {
+            Some((_, Ok(data))) => data,
+            Some((_, Err(reason))) => {
                 file.state = FileState::Failed(reason.clone());
                 return Ok(());
             }
-            _ => return Err(Error::Internal("chunk arrived out of order".into())),
+            None => return Err(Error::Internal("chunk arrived out of order".into())),
         };
         let (off, len) = (slice.1 as usize, slice.2 as usize);
         let Some(bytes) = data.get(off..off + len) else {
@@ -930,13 +950,13 @@ impl Repository {
             verified: HashSet::new(),
             dirs: Vec::new(),
             current: None,
-            chunk: None,
+            recent: VecDeque::new(),
             stage: AlignedBuf::new(),
             files: FilePool::new(FILE_THREADS),
             report: &mut report,
         };
         let cancel = options.cancel.clone();
-        self.run_restore_pipeline(&record, &includes, &mut |f| {
+        self.run_restore_pipeline(&record, &includes, RECENT_CHUNKS, &mut |f| {
             if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
                 return Err(Error::Cancelled);
             }
@@ -958,13 +978,14 @@ impl Repository {
         &self,
         record: &SnapshotRecord,
         includes: &[Vec<u8>],
+        keep: usize,
         sink: &mut dyn FnMut(Fetched) -> Result<()>,
     ) -> Result<()> {
         let store = &self.store;
         let workers = default_workers();
         // Decrypted chunks go back to the pool once written, so the workers reuse their
         // memory instead of faulting in fresh pages for every chunk.
-        let pool = BufPool::new(workers * 2 + 4);
+        let pool = BufPool::new(workers * 2 + 4 + keep);
         let work = move |job: Job| -> Result<Fetched> {
             let chunk = job.fetch.map(|id| {
                 let mut buf = pool.take();
@@ -986,6 +1007,8 @@ impl Repository {
                     actions: Vec::new(),
                 },
                 last_fetch: None,
+                recent: VecDeque::new(),
+                keep,
             };
             let mut reader = TreeReader::new(
                 store,
@@ -1031,7 +1054,7 @@ impl Repository {
         }
         let mut bytes = 0u64;
         let mut chunk: Option<(ChunkId, Vec<u8>)> = None;
-        self.run_restore_pipeline(&record, &[], &mut |fetched| {
+        self.run_restore_pipeline(&record, &[], 0, &mut |fetched| {
             if let Some((id, data)) = fetched.chunk {
                 let data = data.map_err(|reason| Error::ChunkCorrupt {
                     id: id.to_hex(),
