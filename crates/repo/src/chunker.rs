@@ -12,7 +12,6 @@ use std::io::{self, Read};
 
 use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
 
-use crate::chunks::BufPool;
 use crate::config::ChunkerParams;
 use crate::error::Error;
 
@@ -45,8 +44,6 @@ pub(crate) struct Chunker {
     start: usize,
     /// End of valid bytes.
     len: usize,
-    /// Where emitted chunks' buffers come from (their consumer gives them back).
-    pool: BufPool,
 }
 
 impl Chunker {
@@ -66,14 +63,7 @@ impl Chunker {
             buf: vec![0u8; 2 * max],
             start: 0,
             len: 0,
-            pool: BufPool::new(0),
         }
-    }
-
-    /// Takes the buffers of emitted chunks from `pool`.
-    pub(crate) fn with_pool(mut self, pool: BufPool) -> Chunker {
-        self.pool = pool;
-        self
     }
 
     /// Bytes buffered but not yet cut into a chunk.
@@ -96,8 +86,7 @@ impl Chunker {
         );
         // cut_gear returns 0 only for empty input, which callers never pass.
         let count = count.max(1).min(self.len - self.start);
-        let mut chunk = self.pool.take();
-        chunk.extend_from_slice(&self.buf[self.start..self.start + count]);
+        let chunk = self.buf[self.start..self.start + count].to_vec();
         self.start += count;
         if self.start == self.len {
             self.start = 0;

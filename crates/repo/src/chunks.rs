@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -77,13 +77,14 @@ impl<'de> Deserialize<'de> for ChunkId {
     }
 }
 
-/// A new chunk file written under a temporary name, not yet flushed nor visible.
+/// A new chunk, encoded (compressed and sealed) but not yet on disk nor visible.
 ///
-/// It holds the name, not an open file, so a long queue of written chunks does not use up file
-/// descriptors of the host process.
+/// It holds the file bytes, not an open file: the I/O threads create, write, flush and rename
+/// it (a direct write waits on the disk, which compression workers should not).
 pub(crate) struct Written {
     tmp: PathBuf,
     id: ChunkId,
+    bytes: Vec<u8>,
 }
 
 /// What storing one chunk did.
@@ -102,43 +103,14 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     /// A zstd decompression context per worker thread.
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-    /// The file bytes of the chunk a worker is encoding or decoding, reused across chunks:
-    /// a fresh megabyte per chunk would cost a page fault per page (and, on a VM whose memory
-    /// is returned to the host, a fault in the host as well).
-    static FILE_BYTES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// The same bytes, aligned for a direct write.
+    /// A flusher's aligned copy of the chunk file it writes. (Encoded chunks themselves are
+    /// allocated per chunk: reused buffers each grow to the largest chunk they held, which
+    /// took a snapshot's peak memory from 54 to over 100 MiB.)
     static ALIGNED: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
 }
 
 /// Threads flushing chunk directories at the end of a snapshot.
 const DIR_SYNC_THREADS: usize = 16;
-
-/// Reusable chunk buffers, so the chunker and the restore do not allocate (and fault in) a new
-/// buffer per chunk. Holds at most `keep` idle buffers; buffers in use are bounded by the
-/// pipeline's window.
-#[derive(Clone)]
-pub(crate) struct BufPool(Arc<Mutex<Vec<Vec<u8>>>>, usize);
-
-impl BufPool {
-    /// A pool keeping at most `keep` idle buffers.
-    pub(crate) fn new(keep: usize) -> BufPool {
-        BufPool(Arc::new(Mutex::new(Vec::new())), keep)
-    }
-
-    /// An empty buffer, reused if one is idle.
-    pub(crate) fn take(&self) -> Vec<u8> {
-        self.0.lock().expect("lock").pop().unwrap_or_default()
-    }
-
-    /// Returns a buffer for reuse.
-    pub(crate) fn give(&self, mut buf: Vec<u8>) {
-        buf.clear();
-        let mut idle = self.0.lock().expect("lock");
-        if idle.len() < self.1 && buf.capacity() > 0 {
-            idle.push(buf);
-        }
-    }
-}
 
 /// Chunks one operation is writing and has not yet flushed.
 ///
@@ -212,10 +184,11 @@ impl ChunkStore {
     /// Writes a chunk unless it is already present (or being written by another worker of the
     /// same operation).
     ///
-    /// A new chunk is written under a temporary name and returned as [`Written`]; it becomes
-    /// visible under its id only through [`ChunkStore::complete`], after it has been flushed,
-    /// so a chunk file that exists under its final name is always complete. Splitting the two
-    /// lets compression workers hand the slow flush to I/O threads.
+    /// A new chunk is hashed, compressed and sealed, and returned as [`Written`]; it is written
+    /// under a temporary name and becomes visible under its id only through
+    /// [`ChunkStore::complete`], after it has been flushed, so a chunk file that exists under
+    /// its final name is always complete. Splitting the two lets compression workers hand the
+    /// disk waits (write, flush) to I/O threads.
     pub(crate) fn write_chunk(
         &self,
         data: &[u8],
@@ -234,23 +207,11 @@ impl ChunkStore {
             }
             writing.insert(id);
         }
-        let result = FILE_BYTES.with(|cell| {
-            let bytes = &mut *cell.borrow_mut();
-            self.encode(&id, data, bytes)?;
+        let result = (|| {
+            let bytes = self.encode(&id, data)?;
             let tmp = temp_path_for(&self.path_of(&id))?;
-            let file = create_new(&tmp)?;
-            let written = ALIGNED.with(|cell| {
-                let aligned = &mut *cell.borrow_mut();
-                aligned.clear();
-                aligned.extend_from_slice(bytes);
-                direct::write_all_at(&file, aligned.as_slice(), 0)
-            });
-            if let Err(e) = written {
-                let _ = fs::remove_file(&tmp);
-                return Err(Error::io("write", &tmp, e));
-            }
-            Ok((bytes.len() as u64, Written { tmp, id }))
-        });
+            Ok((bytes.len() as u64, Written { tmp, id, bytes }))
+        })();
         match result {
             Ok((len, written)) => {
                 stored.stored = len;
@@ -263,19 +224,35 @@ impl ChunkStore {
         }
     }
 
-    /// Flushes a written chunk to disk and renames it to its id. Its directory entry becomes
-    /// durable with the next [`ChunkStore::sync_dirs`].
+    /// Writes an encoded chunk to a temporary file (directly, see [`crate::direct`]), flushes
+    /// it to disk and renames it to its id. Its directory entry becomes durable with the next
+    /// [`ChunkStore::sync_dirs`].
     pub(crate) fn complete(&self, written: Written, claims: &Claims) -> Result<()> {
-        let Written { tmp, id } = written;
-        let result = File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .ctx("flush to disk", &tmp)
-            .and_then(|()| fs::rename(&tmp, self.path_of(&id)).ctx("rename into place", &tmp));
+        let Written { tmp, id, bytes } = written;
+        // Encoded chunks are allocated per chunk (their number in flight is bounded by the
+        // queue to the flushers); each flusher copies into one aligned buffer of its own.
+        let mut created = false;
+        let result = (|| {
+            let file = create_new(&tmp)?;
+            created = true;
+            ALIGNED
+                .with(|cell| {
+                    let aligned = &mut *cell.borrow_mut();
+                    aligned.clear();
+                    aligned.extend_from_slice(&bytes);
+                    direct::write_all_at(&file, aligned.as_slice(), 0)
+                })
+                .ctx("write", &tmp)?;
+            file.sync_all().ctx("flush to disk", &tmp)?;
+            drop(file);
+            fs::rename(&tmp, self.path_of(&id)).ctx("rename into place", &tmp)
+        })();
         match &result {
             Ok(()) => self.touched.lock().expect("lock")[id.0[0] as usize] = true,
-            Err(_) => {
+            Err(_) if created => {
                 let _ = fs::remove_file(&tmp);
             }
+            Err(_) => {}
         }
         claims.0.lock().expect("lock").remove(&id);
         result
@@ -287,10 +264,9 @@ impl ChunkStore {
     /// compressing it whole was tried and dropped: a chunk of a disk image whose megabyte
     /// repeats looks random in every sample but compresses to almost nothing, and zstd passes
     /// over truly random data at about 2 GB/s anyway.)
-    fn encode(&self, id: &ChunkId, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    fn encode(&self, id: &ChunkId, data: &[u8]) -> Result<Vec<u8>> {
         let bound = zstd::zstd_safe::compress_bound(data.len());
-        out.clear();
-        out.reserve(BODY_START + 1 + bound.max(data.len()) + TAG_LEN);
+        let mut out = Vec::with_capacity(BODY_START + 1 + bound.max(data.len()) + TAG_LEN);
         out.extend_from_slice(MAGIC);
         out.resize(BODY_START, 0);
         out.push(CODEC_ZSTD);
@@ -300,7 +276,7 @@ impl ChunkStore {
                 *slot = Some((self.level, zstd::bulk::Compressor::new(self.level)?));
             }
             let (_, compressor) = slot.as_mut().expect("set above");
-            let mut cursor = Cursor::new(&mut *out);
+            let mut cursor = Cursor::new(&mut out);
             cursor.set_position((BODY_START + 1) as u64);
             compressor.compress_to_buffer(data, &mut cursor)
         });
@@ -310,45 +286,31 @@ impl ChunkStore {
             out.push(CODEC_RAW);
             out.extend_from_slice(data);
         }
-        seal_in_place(&self.keys.cipher, out, BODY_START, &aad(id))?;
-        Ok(())
+        seal_in_place(&self.keys.cipher, &mut out, BODY_START, &aad(id))?;
+        Ok(out)
     }
 
     /// Reads a chunk and returns its verified plaintext.
     pub(crate) fn load(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let mut plain = Vec::new();
-        self.load_into(id, &mut plain)?;
-        Ok(plain)
-    }
-
-    /// Reads a chunk into `plain` (cleared first; its allocation is reused) and verifies it.
-    pub(crate) fn load_into(&self, id: &ChunkId, plain: &mut Vec<u8>) -> Result<()> {
         let path = self.path_of(id);
-        FILE_BYTES.with(|cell| {
-            let bytes = &mut *cell.borrow_mut();
-            bytes.clear();
-            let read = File::open(&path).and_then(|mut f| {
-                let len = f.metadata()?.len() as usize;
-                bytes.reserve(len + 1);
-                io::Read::read_to_end(&mut f, bytes)
-            });
-            match read {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(Error::ChunkMissing {
-                        id: id.to_hex(),
-                        path: path.clone(),
-                    });
-                }
-                Err(e) => return Err(Error::io("read chunk", &path, e)),
-            }
-            self.decode(id, bytes, plain)
-                .map_err(|reason| Error::ChunkCorrupt {
+        let mut bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::ChunkMissing {
                     id: id.to_hex(),
-                    path: path.clone(),
-                    reason,
-                })
-        })
+                    path,
+                });
+            }
+            Err(e) => return Err(Error::io("read chunk", &path, e)),
+        };
+        let mut plain = Vec::new();
+        self.decode(id, &mut bytes, &mut plain)
+            .map_err(|reason| Error::ChunkCorrupt {
+                id: id.to_hex(),
+                path,
+                reason,
+            })?;
+        Ok(plain)
     }
 
     /// Opens chunk file bytes into `plain`: authenticates, decompresses and checks the id.
@@ -373,7 +335,13 @@ impl ChunkStore {
                 plain.extend_from_slice(&body[1..]);
             }
             CODEC_ZSTD => {
-                plain.reserve(self.max_chunk);
+                // The frame header gives the size (our frames always carry it); a frame that
+                // claims more than a chunk can hold fails below when it overflows the buffer.
+                let size = zstd::zstd_safe::get_frame_content_size(&body[1..])
+                    .ok()
+                    .flatten()
+                    .map_or(self.max_chunk, |n| (n as usize).min(self.max_chunk));
+                plain.reserve_exact(size);
                 DECOMPRESSOR
                     .with(|cell| -> io::Result<usize> {
                         let mut slot = cell.borrow_mut();

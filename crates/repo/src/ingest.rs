@@ -15,7 +15,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use crossbeam_channel::bounded;
 
 use crate::chunker::{Chunker, FeedError};
-use crate::chunks::{BufPool, ChunkId, ChunkStore, Claims, Stored, Written};
+use crate::chunks::{ChunkId, ChunkStore, Claims, Stored, Written};
 use crate::config::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, default_workers};
@@ -179,13 +179,13 @@ pub(crate) struct FileRead {
     pub(crate) error: Option<io::Error>,
 }
 
-/// Threads that flush and rename new chunk files. They wait on the disk, not the CPU, so
-/// several run at once: the file system merges concurrent flushes into fewer journal commits, and
-/// compression workers never stall on `fsync`.
-const FLUSHERS: usize = 16;
-/// Written chunk files waiting for a flusher (names only; the data waits in the page cache,
-/// where the kernel bounds it).
-const FLUSH_QUEUE: usize = 256;
+/// Threads that write, flush and rename new chunk files. They wait on the disk, not the CPU,
+/// so several run at once: the file system merges concurrent flushes, and compression workers
+/// never stall on a write or `fsync`.
+const FLUSHERS: usize = 4;
+/// Encoded chunks waiting for a flusher (their bytes are in memory, so this bounds it: with
+/// the flushers' own and the workers', at most 10 encoded chunks).
+const FLUSH_QUEUE: usize = 2;
 
 /// One ingest run: sources in, entries and chunks out.
 pub(crate) struct Ingest<'t, 'scope> {
@@ -226,18 +226,12 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
             })
             .collect();
         let workers = default_workers();
-        // Chunk buffers circulate between the chunker and the workers instead of being
-        // allocated per chunk; at most the pipeline's window of them are in use.
-        let pool = BufPool::new(workers * 2 + 2);
-        let returns = pool.clone();
         // The closure owns the only sender: when the last worker exits, the flushers finish.
         let work = move |job: Job| -> Result<Done> {
             let stored = if job.data.is_empty() {
                 None
             } else {
-                let result = store.write_chunk(&job.data, &claims);
-                returns.give(job.data);
-                let (stored, written) = result?;
+                let (stored, written) = store.write_chunk(&job.data, &claims)?;
                 if let Some(w) = written {
                     flush_tx
                         .send(w)
@@ -251,7 +245,7 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
             })
         };
         Ingest {
-            chunker: Chunker::new(params, store.keys().chunker_seed).with_pool(pool),
+            chunker: Chunker::new(params, store.keys().chunker_seed),
             pipe: Pipeline::new(scope, workers, workers * 2, work),
             flushers,
             events: Vec::new(),

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::temp_path_for;
-use crate::chunks::{BufPool, ChunkId};
+use crate::chunks::ChunkId;
 use crate::direct::{self, AlignedBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::lock::{Mode, RepoLock};
@@ -41,8 +41,9 @@ const DIRECT_MIN: u64 = 1024 * 1024;
 const STAGE_LEN: usize = 4 * 1024 * 1024;
 
 /// Chunks a restore keeps after writing them, so a chunk that comes back soon (a disk image's
-/// repeated blocks, small files deduplicated into one chunk) is not fetched again.
-const RECENT_CHUNKS: usize = 8;
+/// repeated blocks, small files deduplicated into one chunk) is not fetched again. (A chunk
+/// repeated back to back is fetched once anyway.)
+const RECENT_CHUNKS: usize = 4;
 
 /// Files up to this size are collected in memory and written by the file pool's threads.
 const SMALL_MAX: u64 = 256 * 1024;
@@ -216,8 +217,6 @@ struct Job {
 pub(crate) struct Fetched {
     pub(crate) chunk: Option<(ChunkId, std::result::Result<Vec<u8>, String>)>,
     pub(crate) actions: Vec<Action>,
-    /// Where the chunk's buffer goes back once it has been written out.
-    pub(crate) pool: BufPool,
 }
 
 /// Cuts the write plan into jobs of one chunk each and submits them.
@@ -329,10 +328,8 @@ impl Writer<'_> {
     fn accept(&mut self, fetched: Fetched) -> Result<()> {
         if let Some(chunk) = fetched.chunk {
             self.recent.push_back(chunk);
-            if self.recent.len() > RECENT_CHUNKS.max(1)
-                && let Some((_, Ok(old))) = self.recent.pop_front()
-            {
-                fetched.pool.give(old);
+            if self.recent.len() > RECENT_CHUNKS.max(1) {
+                self.recent.pop_front();
             }
         }
         for action in fetched.actions {
@@ -983,19 +980,13 @@ impl Repository {
     ) -> Result<()> {
         let store = &self.store;
         let workers = default_workers();
-        // Decrypted chunks go back to the pool once written, so the workers reuse their
-        // memory instead of faulting in fresh pages for every chunk.
-        let pool = BufPool::new(workers * 2 + 4 + keep);
         let work = move |job: Job| -> Result<Fetched> {
-            let chunk = job.fetch.map(|id| {
-                let mut buf = pool.take();
-                let loaded = store.load_into(&id, &mut buf).map_err(|e| e.to_string());
-                (id, loaded.map(|()| buf))
-            });
+            let chunk = job
+                .fetch
+                .map(|id| (id, store.load(&id).map_err(|e| e.to_string())));
             Ok(Fetched {
                 chunk,
                 actions: job.actions,
-                pool: pool.clone(),
             })
         };
         std::thread::scope(|scope| -> Result<()> {
