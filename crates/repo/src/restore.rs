@@ -51,7 +51,7 @@ const SMALL_MAX: u64 = 256 * 1024;
 /// and inode-allocation work that runs in parallel on several cores.
 const FILE_THREADS: usize = 4;
 /// Small files queued for the pool (bounds their memory to this times [`SMALL_MAX`]).
-const FILE_QUEUE: usize = 32;
+const FILE_QUEUE: usize = 8;
 
 /// Actions queued behind one chunk before a job is cut anyway (bounds memory for long runs of
 /// empty files and directories).
