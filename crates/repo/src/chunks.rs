@@ -230,7 +230,9 @@ impl ChunkStore {
     pub(crate) fn complete(&self, written: Written, claims: &Claims) -> Result<()> {
         let Written { tmp, id, bytes } = written;
         // Encoded chunks are allocated per chunk (their number in flight is bounded by the
-        // queue to the flushers); each flusher copies into one aligned buffer of its own.
+        // queue to the flushers); each flusher copies into one aligned buffer of its own and
+        // frees the chunk before it waits on the disk.
+        let mut bytes = Some(bytes);
         let mut created = false;
         let result = (|| {
             let file = create_new(&tmp)?;
@@ -239,7 +241,7 @@ impl ChunkStore {
                 .with(|cell| {
                     let aligned = &mut *cell.borrow_mut();
                     aligned.clear();
-                    aligned.extend_from_slice(&bytes);
+                    aligned.extend_from_slice(&bytes.take().unwrap_or_default());
                     direct::write_all_at(&file, aligned.as_slice(), 0)
                 })
                 .ctx("write", &tmp)?;

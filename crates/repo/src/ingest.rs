@@ -184,7 +184,7 @@ pub(crate) struct FileRead {
 /// never stall on a write or `fsync`.
 const FLUSHERS: usize = 4;
 /// Encoded chunks waiting for a flusher (their bytes are in memory, so this bounds it: with
-/// the flushers' own and the workers', at most 10 encoded chunks).
+/// the workers' own, at most six encoded chunks; a flusher frees its chunk once copied).
 const FLUSH_QUEUE: usize = 2;
 
 /// One ingest run: sources in, entries and chunks out.
