@@ -295,7 +295,7 @@ impl Repository {
             buf: Vec::new(),
             report: &mut report,
         };
-        self.run_restore_pipeline(&record, &[], &mut |f| comparer.accept(f))?;
+        self.run_restore_pipeline(&record, &[], 0, &mut |f| comparer.accept(f))?;
         drop(comparer);
         report.ok = report.differences_total == 0;
         let elapsed = started.elapsed();

@@ -179,13 +179,13 @@ pub(crate) struct FileRead {
     pub(crate) error: Option<io::Error>,
 }
 
-/// Threads that flush and rename new chunk files. They wait on the disk, not the CPU, so
-/// several run at once: the file system merges concurrent flushes into fewer journal commits, and
-/// compression workers never stall on `fsync`.
-const FLUSHERS: usize = 16;
-/// Written chunk files waiting for a flusher (names only; the data waits in the page cache,
-/// where the kernel bounds it).
-const FLUSH_QUEUE: usize = 256;
+/// Threads that write, flush and rename new chunk files. They wait on the disk, not the CPU,
+/// so several run at once: the file system merges concurrent flushes, and compression workers
+/// never stall on a write or `fsync`.
+const FLUSHERS: usize = 4;
+/// Encoded chunks waiting for a flusher (their bytes are in memory, so this bounds it: with
+/// the workers' own, at most six encoded chunks; a flusher frees its chunk once copied).
+const FLUSH_QUEUE: usize = 2;
 
 /// One ingest run: sources in, entries and chunks out.
 pub(crate) struct Ingest<'t, 'scope> {
@@ -225,6 +225,7 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
                 })
             })
             .collect();
+        let workers = default_workers();
         // The closure owns the only sender: when the last worker exits, the flushers finish.
         let work = move |job: Job| -> Result<Done> {
             let stored = if job.data.is_empty() {
@@ -243,7 +244,6 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
                 events: job.events,
             })
         };
-        let workers = default_workers();
         Ingest {
             chunker: Chunker::new(params, store.keys().chunker_seed),
             pipe: Pipeline::new(scope, workers, workers * 2, work),

@@ -15,11 +15,11 @@
 //! verified directory for a symlink between the check and the write). Restore into a directory
 //! only trusted users can write.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, FileTimes};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,12 +27,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::temp_path_for;
 use crate::chunks::ChunkId;
+use crate::direct::{self, AlignedBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::lock::{Mode, RepoLock};
 use crate::pipeline::{Pipeline, default_workers};
 use crate::repo::Repository;
 use crate::snapshot::{SnapshotKind, SnapshotRecord};
 use crate::tree::{Entry, EntryKind, RawPath, Slice, TreeReader};
+
+/// Files at least this large are preallocated and written directly (around the page cache).
+const DIRECT_MIN: u64 = 1024 * 1024;
+/// Bytes of a large file staged before a direct write.
+const STAGE_LEN: usize = 4 * 1024 * 1024;
+
+/// Chunks a restore keeps after writing them, so a chunk that comes back soon (a disk image's
+/// repeated blocks, small files deduplicated into one chunk) is not fetched again. (A chunk
+/// repeated back to back is fetched once anyway.)
+const RECENT_CHUNKS: usize = 4;
+
+/// Files up to this size are collected in memory and written by the file pool's threads.
+const SMALL_MAX: u64 = 256 * 1024;
+/// Threads of the file pool: creating, renaming and stamping many small files is system-call
+/// and inode-allocation work that runs in parallel on several cores.
+const FILE_THREADS: usize = 4;
+/// Small files queued for the pool (bounds their memory to this times [`SMALL_MAX`]).
+const FILE_QUEUE: usize = 8;
 
 /// Actions queued behind one chunk before a job is cut anyway (bounds memory for long runs of
 /// empty files and directories).
@@ -205,6 +224,10 @@ struct Planner<'p> {
     pipe: &'p mut Pipeline<Job, Fetched>,
     job: Job,
     last_fetch: Option<ChunkId>,
+    /// The last chunks fetched, oldest first, at most `keep`: the sink keeps the same ones,
+    /// so a chunk among them is not fetched (decrypted, decompressed, checked) again.
+    recent: VecDeque<ChunkId>,
+    keep: usize,
 }
 
 impl Planner<'_> {
@@ -212,7 +235,15 @@ impl Planner<'_> {
         if let Action::Write(slice) = &action
             && self.last_fetch != Some(slice.0)
         {
-            self.cut(Some(slice.0), sink)?;
+            if !self.recent.contains(&slice.0) {
+                self.cut(Some(slice.0), sink)?;
+                if self.keep > 0 {
+                    self.recent.push_back(slice.0);
+                    if self.recent.len() > self.keep {
+                        self.recent.pop_front();
+                    }
+                }
+            }
             self.last_fetch = Some(slice.0);
         }
         self.job.actions.push(action);
@@ -246,7 +277,12 @@ enum FileState {
         tmp: PathBuf,
         out: File,
         replaces: bool,
+        /// Large files: bytes written so far, when they are staged in [`Writer::stage`] and
+        /// written directly (see [`crate::direct`]).
+        direct: Option<u64>,
     },
+    /// A small file collected in memory, written whole by a [`FilePool`] thread.
+    Buffered(Vec<u8>),
     Skip,
     Failed(String),
 }
@@ -266,7 +302,12 @@ struct Writer<'r> {
     verified: HashSet<Vec<u8>>,
     dirs: Vec<(PathBuf, Entry)>,
     current: Option<OpenFile>,
-    chunk: Option<(ChunkId, std::result::Result<Vec<u8>, String>)>,
+    /// The last chunks received, oldest first (the planner's `recent`, at least one).
+    recent: VecDeque<(ChunkId, std::result::Result<Vec<u8>, String>)>,
+    /// Staging buffer of the large file being written.
+    stage: AlignedBuf,
+    /// Threads writing small files.
+    files: FilePool,
     report: &'r mut RestoreReport,
 }
 
@@ -285,8 +326,11 @@ impl Drop for Writer<'_> {
 
 impl Writer<'_> {
     fn accept(&mut self, fetched: Fetched) -> Result<()> {
-        if fetched.chunk.is_some() {
-            self.chunk = fetched.chunk;
+        if let Some(chunk) = fetched.chunk {
+            self.recent.push_back(chunk);
+            if self.recent.len() > RECENT_CHUNKS.max(1) {
+                self.recent.pop_front();
+            }
         }
         for action in fetched.actions {
             match action {
@@ -294,6 +338,27 @@ impl Writer<'_> {
                 Action::Write(slice) => self.write(slice)?,
                 Action::End => self.end()?,
                 Action::Other(entry) => self.other(entry)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the outcomes of small files written so far into the report (all of them, waiting
+    /// for the pool to finish, when `all`).
+    fn collect_files(&mut self, all: bool) -> Result<()> {
+        let outcomes = if all {
+            self.files.finish()
+        } else {
+            self.files.ready()
+        };
+        for outcome in outcomes {
+            match outcome? {
+                Outcome::Restored(bytes) => {
+                    self.report.files += 1;
+                    self.report.bytes += bytes;
+                }
+                Outcome::Skipped(path) => self.report.skipped_existing.push(path),
+                Outcome::Failed(path, reason) => self.fail(&path, reason),
             }
         }
         Ok(())
@@ -336,14 +401,21 @@ impl Writer<'_> {
         let dest = self.target.join(entry.path.as_path());
         let state = match self.ensure_parents(&entry.path) {
             Err(reason) => FileState::Failed(reason),
+            // Small files are checked, created and written on the pool's threads.
+            Ok(()) if entry.size <= SMALL_MAX => {
+                self.collect_files(false)?;
+                FileState::Buffered(Vec::with_capacity(entry.size as usize))
+            }
             Ok(()) => match fs::symlink_metadata(&dest) {
                 Ok(m) if m.is_dir() => FileState::Failed("a directory is in the way".to_string()),
                 Ok(_) if !self.overwrite => {
                     self.report.skipped_existing.push(entry.path.display());
                     FileState::Skip
                 }
-                Ok(_) => self.open_temp(&dest, true)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => self.open_temp(&dest, false)?,
+                Ok(_) => self.open_temp(&dest, true, entry.size)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.open_temp(&dest, false, entry.size)?
+                }
                 Err(e) => FileState::Failed(format!("cannot inspect target: {e}")),
             },
         };
@@ -356,10 +428,24 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn open_temp(&self, dest: &Path, replaces: bool) -> Result<FileState> {
+    fn open_temp(&mut self, dest: &Path, replaces: bool, size: u64) -> Result<FileState> {
         let tmp = temp_path_for(dest)?;
         Ok(match crate::atomic::create_new(&tmp) {
-            Ok(out) => FileState::Writing { tmp, out, replaces },
+            Ok(out) => {
+                let direct = (size >= DIRECT_MIN).then(|| {
+                    // Preallocate: one extent for the whole file rather than one per write.
+                    // SAFETY: fallocate on a descriptor we own; a refusal is harmless.
+                    unsafe { libc::fallocate(out.as_raw_fd(), 0, 0, size as libc::off_t) };
+                    self.stage.clear();
+                    0
+                });
+                FileState::Writing {
+                    tmp,
+                    out,
+                    replaces,
+                    direct,
+                }
+            }
             Err(e) => FileState::Failed(e.to_string()),
         })
     }
@@ -368,16 +454,19 @@ impl Writer<'_> {
         let Some(file) = self.current.as_mut() else {
             return Err(Error::Internal("write outside a file".into()));
         };
-        let FileState::Writing { out, tmp, .. } = &mut file.state else {
+        if !matches!(
+            file.state,
+            FileState::Writing { .. } | FileState::Buffered(_)
+        ) {
             return Ok(());
-        };
-        let data = match &self.chunk {
-            Some((id, Ok(data))) if *id == slice.0 => data,
-            Some((id, Err(reason))) if *id == slice.0 => {
+        }
+        let data = match self.recent.iter().rev().find(|(id, _)| *id == slice.0) {
+            Some((_, Ok(data))) => data,
+            Some((_, Err(reason))) => {
                 file.state = FileState::Failed(reason.clone());
                 return Ok(());
             }
-            _ => return Err(Error::Internal("chunk arrived out of order".into())),
+            None => return Err(Error::Internal("chunk arrived out of order".into())),
         };
         let (off, len) = (slice.1 as usize, slice.2 as usize);
         let Some(bytes) = data.get(off..off + len) else {
@@ -387,7 +476,33 @@ impl Writer<'_> {
             ));
             return Ok(());
         };
-        out.write_all(bytes).ctx("write", &*tmp)?;
+        match &mut file.state {
+            FileState::Buffered(buf) => buf.extend_from_slice(bytes),
+            FileState::Writing {
+                out,
+                tmp,
+                direct: None,
+                ..
+            } => out.write_all(bytes).ctx("write", &*tmp)?,
+            FileState::Writing {
+                out,
+                tmp,
+                direct: Some(offset),
+                ..
+            } => {
+                self.stage.extend_from_slice(bytes);
+                if self.stage.len() >= STAGE_LEN {
+                    let whole = self.stage.len() / direct::ALIGN * direct::ALIGN;
+                    let block = &self.stage.as_slice()[..whole];
+                    let n = direct::write_blocks_at(out, block, *offset).ctx("write", &*tmp)?;
+                    out.write_all_at(&block[n..], *offset + n as u64)
+                        .ctx("write", &*tmp)?;
+                    *offset += whole as u64;
+                    self.stage.consume(whole);
+                }
+            }
+            FileState::Skip | FileState::Failed(_) => {}
+        }
         file.written += len as u64;
         Ok(())
     }
@@ -405,7 +520,40 @@ impl Writer<'_> {
         match state {
             FileState::Skip => {}
             FileState::Failed(reason) => self.fail(&entry.path, reason),
-            FileState::Writing { tmp, out, replaces } => {
+            FileState::Buffered(data) => {
+                if written != entry.size {
+                    self.fail(
+                        &entry.path,
+                        format!(
+                            "the snapshot lists {} bytes but its chunks hold {written}",
+                            entry.size
+                        ),
+                    );
+                    return Ok(());
+                }
+                let job = SmallFile {
+                    entry,
+                    dest,
+                    data,
+                    overwrite: self.overwrite,
+                    as_root: self.as_root,
+                };
+                self.files.submit(job)?;
+            }
+            FileState::Writing {
+                tmp,
+                out,
+                replaces,
+                direct,
+            } => {
+                if let Some(offset) = direct {
+                    let rest = direct::write_all_at(&out, self.stage.as_slice(), offset);
+                    self.stage.clear();
+                    if let Err(e) = rest {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(Error::io("write", &tmp, e));
+                    }
+                }
                 if written != entry.size {
                     let _ = fs::remove_file(&tmp);
                     self.fail(
@@ -417,22 +565,7 @@ impl Writer<'_> {
                     );
                     return Ok(());
                 }
-                let finish = || -> Result<()> {
-                    if self.as_root {
-                        std::os::unix::fs::fchown(&out, Some(entry.uid), Some(entry.gid))
-                            .ctx("set owner of", &tmp)?;
-                    }
-                    out.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))
-                        .ctx("set permissions of", &tmp)?;
-                    out.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)))
-                        .ctx("set times of", &tmp)?;
-                    if replaces {
-                        out.sync_all().ctx("flush to disk", &tmp)?;
-                    }
-                    drop(out);
-                    fs::rename(&tmp, &dest).ctx("rename into place", &dest)
-                };
-                if let Err(e) = finish() {
+                if let Err(e) = finish_file(out, &tmp, &dest, &entry, replaces, self.as_root) {
                     let _ = fs::remove_file(&tmp);
                     return Err(e);
                 }
@@ -508,6 +641,7 @@ impl Writer<'_> {
     /// Applies directory modes and times last (writing files inside changes them), deepest
     /// first so a read-only directory does not block its children.
     fn finish_dirs(&mut self) -> Result<()> {
+        self.collect_files(true)?;
         for (dest, entry) in self.dirs.iter().rev() {
             if self.as_root {
                 let _ = std::os::unix::fs::lchown(dest, Some(entry.uid), Some(entry.gid));
@@ -518,6 +652,173 @@ impl Writer<'_> {
             filetime::set_file_times(dest, t, t).ctx("set times of", dest)?;
         }
         Ok(())
+    }
+}
+
+/// Sets owner, mode and times of a written temporary file, flushes it when it replaces an
+/// existing file, and renames it into place.
+fn finish_file(
+    out: File,
+    tmp: &Path,
+    dest: &Path,
+    entry: &Entry,
+    replaces: bool,
+    as_root: bool,
+) -> Result<()> {
+    if as_root {
+        std::os::unix::fs::fchown(&out, Some(entry.uid), Some(entry.gid))
+            .ctx("set owner of", tmp)?;
+    }
+    out.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))
+        .ctx("set permissions of", tmp)?;
+    out.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)))
+        .ctx("set times of", tmp)?;
+    if replaces {
+        out.sync_all().ctx("flush to disk", tmp)?;
+    }
+    drop(out);
+    fs::rename(tmp, dest).ctx("rename into place", dest)
+}
+
+/// A small file to write whole.
+struct SmallFile {
+    entry: Entry,
+    dest: PathBuf,
+    data: Vec<u8>,
+    overwrite: bool,
+    as_root: bool,
+}
+
+/// What writing a small file did.
+enum Outcome {
+    Restored(u64),
+    Skipped(String),
+    Failed(RawPath, String),
+}
+
+impl SmallFile {
+    /// The same steps as a large file on the caller's thread: look at what is in the way,
+    /// write a temporary file, stamp it and rename it.
+    fn write(self) -> Result<Outcome> {
+        let SmallFile {
+            entry,
+            dest,
+            data,
+            overwrite,
+            as_root,
+        } = self;
+        let replaces = match fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() => {
+                return Ok(Outcome::Failed(
+                    entry.path,
+                    "a directory is in the way".to_string(),
+                ));
+            }
+            Ok(_) if !overwrite => return Ok(Outcome::Skipped(entry.path.display())),
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Ok(Outcome::Failed(
+                    entry.path,
+                    format!("cannot inspect target: {e}"),
+                ));
+            }
+        };
+        let tmp = temp_path_for(&dest)?;
+        let mut out = match crate::atomic::create_new(&tmp) {
+            Ok(f) => f,
+            Err(e) => return Ok(Outcome::Failed(entry.path, e.to_string())),
+        };
+        let result = out
+            .write_all(&data)
+            .ctx("write", &tmp)
+            .and_then(|()| finish_file(out, &tmp, &dest, &entry, replaces, as_root));
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(Outcome::Restored(data.len() as u64))
+    }
+}
+
+/// Threads writing small files, fed in order by the caller's thread; outcomes come back in
+/// any order.
+struct FilePool {
+    jobs: Option<crossbeam_channel::Sender<SmallFile>>,
+    outcomes: crossbeam_channel::Receiver<Result<Outcome>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    pending: usize,
+}
+
+impl FilePool {
+    fn new(threads: usize) -> FilePool {
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<SmallFile>(FILE_QUEUE);
+        let (out_tx, out_rx) = crossbeam_channel::unbounded();
+        let threads = (0..threads)
+            .map(|_| {
+                let rx = job_rx.clone();
+                let tx = out_tx.clone();
+                std::thread::spawn(move || {
+                    for job in rx {
+                        if tx.send(job.write()).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        FilePool {
+            jobs: Some(job_tx),
+            outcomes: out_rx,
+            threads,
+            pending: 0,
+        }
+    }
+
+    fn submit(&mut self, job: SmallFile) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| Error::Internal("file pool already finished".into()))?
+            .send(job)
+            .map_err(|_| Error::Internal("the file writer threads stopped".into()))?;
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Outcomes available now.
+    fn ready(&mut self) -> Vec<Result<Outcome>> {
+        let v: Vec<_> = self.outcomes.try_iter().collect();
+        self.pending -= v.len();
+        v
+    }
+
+    /// Waits for every submitted file.
+    fn finish(&mut self) -> Vec<Result<Outcome>> {
+        let mut v = Vec::new();
+        while self.pending > 0 {
+            match self.outcomes.recv() {
+                Ok(o) => {
+                    v.push(o);
+                    self.pending -= 1;
+                }
+                Err(_) => {
+                    v.push(Err(Error::Internal(
+                        "the file writer threads stopped".into(),
+                    )));
+                    break;
+                }
+            }
+        }
+        v
+    }
+}
+
+impl Drop for FilePool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 
@@ -646,11 +947,13 @@ impl Repository {
             verified: HashSet::new(),
             dirs: Vec::new(),
             current: None,
-            chunk: None,
+            recent: VecDeque::new(),
+            stage: AlignedBuf::new(),
+            files: FilePool::new(FILE_THREADS),
             report: &mut report,
         };
         let cancel = options.cancel.clone();
-        self.run_restore_pipeline(&record, &includes, &mut |f| {
+        self.run_restore_pipeline(&record, &includes, RECENT_CHUNKS, &mut |f| {
             if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
                 return Err(Error::Cancelled);
             }
@@ -672,9 +975,11 @@ impl Repository {
         &self,
         record: &SnapshotRecord,
         includes: &[Vec<u8>],
+        keep: usize,
         sink: &mut dyn FnMut(Fetched) -> Result<()>,
     ) -> Result<()> {
         let store = &self.store;
+        let workers = default_workers();
         let work = move |job: Job| -> Result<Fetched> {
             let chunk = job
                 .fetch
@@ -684,7 +989,6 @@ impl Repository {
                 actions: job.actions,
             })
         };
-        let workers = default_workers();
         std::thread::scope(|scope| -> Result<()> {
             let mut pipe = Pipeline::new(scope, workers, workers * 2, work);
             let mut planner = Planner {
@@ -694,6 +998,8 @@ impl Repository {
                     actions: Vec::new(),
                 },
                 last_fetch: None,
+                recent: VecDeque::new(),
+                keep,
             };
             let mut reader = TreeReader::new(
                 store,
@@ -739,7 +1045,7 @@ impl Repository {
         }
         let mut bytes = 0u64;
         let mut chunk: Option<(ChunkId, Vec<u8>)> = None;
-        self.run_restore_pipeline(&record, &[], &mut |fetched| {
+        self.run_restore_pipeline(&record, &[], 0, &mut |fetched| {
             if let Some((id, data)) = fetched.chunk {
                 let data = data.map_err(|reason| Error::ChunkCorrupt {
                     id: id.to_hex(),
