@@ -134,20 +134,25 @@ fn main() {
     );
     let ratio = spawn_med.as_secs_f64() / fresh_med.as_secs_f64();
     println!();
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let verdict = |ok: bool| if ok { "met" } else { "not met" };
+    // Each target names the measure it judges; `run()` is the call a runbook's step makes.
     println!(
-        "target ≤ 20 µs per action:           {:>8.2} µs  {}",
+        "target: fresh instance + run() + report, median = {:.2} µs, target ≤ 20 µs: {}",
         us(fresh_med),
         verdict(us(fresh_med) <= 20.0)
     );
     println!(
-        "target ≥ 50x faster than a spawn:    {:>8.1} x   {}",
+        "target: spawn `sh -c true` / fresh instance + run() + report, medians = {:.1}x, target ≥ 50x: {}",
         ratio,
         verdict(ratio >= 50.0)
     );
     println!(
-        "target < 1 µs per call, live inst.:  {:>8.2} µs  {}",
-        us(val_med),
-        verdict(us(val_med) < 1.0)
+        "target: run() on a live instance, median = {:.2} µs, target < 1 µs: {}",
+        us(run_med),
+        verdict(us(run_med) < 1.0)
+    );
+    println!(
+        "        (validate() on a live instance, median = {:.2} µs; informative)",
+        us(val_med)
     );
 }
