@@ -957,7 +957,15 @@ fn a_server_whose_binary_was_replaced_still_compiles_a_new_plugin_on_reload() {
     // The server runs from a copy of the binary, which is then deleted, as an upgrade
     // that replaces the file under a running server does.
     let exe = sb.path().join("runcap-copy");
-    std::fs::copy(runcap_e2e::runcap_bin(), &exe).unwrap();
+    // Copied by a child process: a file this test process held open for writing could be
+    // inherited by a child another test forks at that moment, and executing a file open
+    // for writing anywhere fails with "Text file busy".
+    let copied = std::process::Command::new("cp")
+        .arg(runcap_e2e::runcap_bin())
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp runcap: {copied}");
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["serve", "--grace", "2s"])
         .current_dir(sb.path())

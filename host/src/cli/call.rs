@@ -43,6 +43,7 @@ pub struct CallArgs<'a> {
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, call: &CallArgs<'_>, how: &How) -> u8 {
     let engine = super::EngineBuild::start(super::Workload::OneAtATime);
+    let store = super::StoreOpen::start(args, state);
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -104,6 +105,7 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, call: &CallArgs<'_>, how: &H
         how,
         super::run::Start {
             engine,
+            store,
             tape: tape.clone(),
         },
     )

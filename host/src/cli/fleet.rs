@@ -40,6 +40,7 @@ pub async fn agent(
     grace: Duration,
 ) -> u8 {
     let engine = super::EngineBuild::start(super::Workload::Server);
+    let store = super::StoreOpen::start(args, state);
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -64,10 +65,11 @@ pub async fn agent(
     };
     let groups = entry.groups.clone();
     let pinned = entry.audit_key.clone();
-    let (store, _, runtime, resources) = match super::for_runs(&env, args, state, engine).await {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
+    let (store, _, runtime, resources) =
+        match super::for_runs(&env, args, state, engine, store).await {
+            Ok(set) => set,
+            Err(code) => return code,
+        };
     let password = match &fleet.nats.password_secret {
         None => None,
         Some(s) => match resources.secrets.value(s) {

@@ -571,7 +571,16 @@ pub fn main() -> ExitCode {
     }
 
     init_tracing(&cli.log_level, cli.log_format);
+    // A server or agent serves many clients and runs actions side by side; every other
+    // command runs one thing at a time, and a second worker thread only costs its start.
+    let workers = match cli.command {
+        Command::Serve { .. } | Command::Agent { .. } => {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+        _ => 1,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -1006,7 +1015,7 @@ pub(crate) async fn recover_after_crash(store: &Arc<Store>) -> bool {
 /// config): what a dead runcap left behind, if the environment has a store at all.
 pub(crate) fn note_leftovers_if_any(env: &EnvArgs, state: &StateArgs) {
     let dir = state_dir(env, state);
-    if !dir.join("runcap.db").is_file() {
+    if !Store::file_in(&dir).is_file() {
         return;
     }
     match Store::open(&dir) {
@@ -1143,12 +1152,50 @@ pub(crate) async fn for_runs(
     args: &EnvArgs,
     state: &StateArgs,
     engine: EngineBuild,
+    store: StoreOpen,
 ) -> Result<(Arc<Store>, bool, Runtime, crate::caps::Resources), u8> {
-    let store = open_store(args, state)?;
+    let store = store.finish(args, state)?;
     let recovered = recover_after_crash(&store).await;
     let runtime = engine.finish()?;
     let resources = resources(env, args, state, Some(store.clone()))?;
     Ok((store, recovered, runtime, resources))
+}
+
+/// The store, opened on a thread of its own while the command reads its manifest, when
+/// one already exists: reading its schema costs a one-shot command about as much as
+/// reading the manifest. A new store is made only once the manifest has loaded, so a
+/// manifest that fails to load leaves no state directory behind it.
+pub(crate) struct StoreOpen(
+    Option<std::thread::JoinHandle<Result<Store, crate::store::StoreError>>>,
+);
+
+impl StoreOpen {
+    /// Starts opening the store `env` and `state` name, if it exists.
+    pub(crate) fn start(env: &EnvArgs, state: &StateArgs) -> Self {
+        if state.state_dir.is_none() && !env.env.is_file() {
+            return StoreOpen(None);
+        }
+        let dir = state_dir(env, state);
+        if !Store::file_in(&dir).is_file() {
+            return StoreOpen(None);
+        }
+        let opening = std::thread::Builder::new()
+            .name("runcap-store-open".into())
+            .spawn(move || Store::open(&dir));
+        StoreOpen(opening.ok())
+    }
+
+    /// The store, opened now if it was not opened ahead.
+    pub(crate) fn finish(self, env: &EnvArgs, state: &StateArgs) -> Result<Arc<Store>, u8> {
+        match self.0.map(std::thread::JoinHandle::join) {
+            Some(Ok(Ok(store))) => Ok(Arc::new(store)),
+            Some(Ok(Err(e))) => {
+                eprintln!("error: {e}");
+                Err(2)
+            }
+            Some(Err(_)) | None => open_store(env, state),
+        }
+    }
 }
 
 /// The engine, built on a thread of its own while the command reads its manifest and

@@ -9,10 +9,11 @@ use crate::runbook::{
 };
 use crate::runner::Status;
 
-/// What a run starts with besides its runbook: the engine, being built since the command
-/// began, and for `runcap call` the tape of its capability calls.
+/// What a run starts with besides its runbook: the engine and the store, being built and
+/// opened since the command began, and for `runcap call` the tape of its capability calls.
 pub(crate) struct Start {
     pub engine: super::EngineBuild,
+    pub store: super::StoreOpen,
     pub tape: Option<crate::caps::tape::SharedTape>,
 }
 
@@ -27,6 +28,7 @@ pub struct How {
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8 {
     let engine = super::EngineBuild::start(super::Workload::OneAtATime);
+    let store = super::StoreOpen::start(args, state);
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
@@ -44,7 +46,11 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
             return 2;
         }
     };
-    let start = Start { engine, tape: None };
+    let start = Start {
+        engine,
+        store,
+        tape: None,
+    };
     run_runbook(args, state, &env, rb, params.into(), how, start).await
 }
 
@@ -60,12 +66,16 @@ pub(crate) async fn run_runbook(
     how: &How,
     start: Start,
 ) -> u8 {
-    let Start { engine, tape } = start;
+    let Start {
+        engine,
+        store,
+        tape,
+    } = start;
     let (json, dry_run) = (how.json, how.dry_run);
     // What a runcap that died left behind is dealt with first; if something could not be
     // undone the run still goes ahead, and its exit code says so.
     let (store, recovered, runtime, resources) =
-        match super::for_runs(env, args, state, engine).await {
+        match super::for_runs(env, args, state, engine, store).await {
             Ok(set) => set,
             Err(code) => return code,
         };

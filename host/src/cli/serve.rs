@@ -93,15 +93,17 @@ impl Servers {
 
 pub async fn run(args: &EnvArgs, state: &StateArgs, grace: Duration) -> u8 {
     let engine = super::EngineBuild::start(super::Workload::Server);
+    let store = super::StoreOpen::start(args, state);
     let env = match super::load_env(args) {
         Ok(env) => env,
         Err(code) => return code,
     };
     // What a runcap that died left behind is dealt with before anything runs.
-    let (store, _, runtime, resources) = match super::for_runs(&env, args, state, engine).await {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
+    let (store, _, runtime, resources) =
+        match super::for_runs(&env, args, state, engine, store).await {
+            Ok(set) => set,
+            Err(code) => return code,
+        };
     let controller = match &env.serve.fleet {
         Some(fleet) => match start_controller(fleet, &resources).await {
             Ok(c) => {

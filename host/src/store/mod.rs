@@ -361,13 +361,18 @@ impl Store {
             .join(".runcap")
     }
 
+    /// The database file of the store in `dir`.
+    pub fn file_in(dir: &Path) -> PathBuf {
+        dir.join("runcap.db")
+    }
+
     /// Opens (creating and migrating as needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::StateDir {
             path: dir.display().to_string(),
             source,
         })?;
-        let path = dir.join("runcap.db");
+        let path = Store::file_in(dir);
         let err = sql(&path);
         let mut conn = Connection::open(&path).map_err(&err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
