@@ -146,6 +146,23 @@ fn an_agent_killed_mid_step_recovers_the_run_at_restart_and_reports_it_without_r
     );
 }
 
+/// Publishes `job` to `subject` twice, as two messages JetStream cannot tell apart as
+/// repeats (each with its own message id).
+fn publish_twice(js: &async_nats::jetstream::Context, subject: &str, job: &serde_json::Value) {
+    let run_id = job["run_id"].as_str().expect("a job names its run");
+    runcap_e2e::background().block_on(async {
+        for copy in ["a", "b"] {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{run_id}-{copy}").as_str());
+            js.publish_with_headers(subject.to_string(), headers, job.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+}
+
 #[test]
 fn a_job_delivered_twice_runs_once_and_the_second_delivery_reports_the_first_run() {
     let Some(rig) = Rig::start(false) else { return };
@@ -154,19 +171,9 @@ fn a_job_delivered_twice_runs_once_and_the_second_delivery_reports_the_first_run
     let job = serde_json::json!({
         "run_id": "dup-0001", "runbook": "slow", "vars": ["ms=10"], "dispatched_ms": 1
     });
-    runcap_e2e::background().block_on(async {
-        let js = async_nats::jetstream::new(nats);
-        for copy in ["a", "b"] {
-            // Two messages JetStream cannot tell apart as repeats: the agent must.
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("dup-0001-{copy}").as_str());
-            js.publish_with_headers("runcap.job.host.web-2", headers, job.to_string().into())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
-    });
+    let js = runcap_e2e::background().block_on(async { async_nats::jetstream::new(nats) });
+    // The agent, not JetStream, must tell the two apart.
+    publish_twice(&js, "runcap.job.host.web-2", &job);
     // Unknown to the controller until the agent reports it (no job was dispatched).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -853,19 +860,8 @@ fn a_group_job_delivered_twice_is_claimed_once_and_runs_on_one_host_only() {
         "run_id": "dup-group-1", "runbook": "slow", "vars": ["ms=1500"], "dispatched_ms": 1
     });
     let js = runcap_e2e::background().block_on(async { async_nats::jetstream::new(nats) });
-    runcap_e2e::background().block_on(async {
-        for copy in ["a", "b"] {
-            // Two messages JetStream cannot tell apart as repeats, which two agents
-            // can take at once: the claim must.
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("dup-group-1-{copy}").as_str());
-            js.publish_with_headers("runcap.job.group.api", headers, job.to_string().into())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
-    });
+    // Two agents can take the two copies at once: the claim must tell them apart.
+    publish_twice(&js, "runcap.job.group.api", &job);
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
         let out = rig.operator(&["fleet", "show", "dup-group-1", "--json"]);

@@ -522,13 +522,7 @@ impl Writer<'_> {
             FileState::Failed(reason) => self.fail(&entry.path, reason),
             FileState::Buffered(data) => {
                 if written != entry.size {
-                    self.fail(
-                        &entry.path,
-                        format!(
-                            "the snapshot lists {} bytes but its chunks hold {written}",
-                            entry.size
-                        ),
-                    );
+                    self.fail(&entry.path, size_mismatch(entry.size, written));
                     return Ok(());
                 }
                 let job = SmallFile {
@@ -556,13 +550,7 @@ impl Writer<'_> {
                 }
                 if written != entry.size {
                     let _ = fs::remove_file(&tmp);
-                    self.fail(
-                        &entry.path,
-                        format!(
-                            "the snapshot lists {} bytes but its chunks hold {written}",
-                            entry.size
-                        ),
-                    );
+                    self.fail(&entry.path, size_mismatch(entry.size, written));
                     return Ok(());
                 }
                 if let Err(e) = finish_file(out, &tmp, &dest, &entry, replaces, self.as_root) {
@@ -990,7 +978,9 @@ impl Repository {
             })
         };
         std::thread::scope(|scope| -> Result<()> {
-            let mut pipe = Pipeline::new(scope, workers, workers * 2, work);
+            // As many fetched chunks queued as there are workers (memory: each is a
+            // decrypted chunk of up to 4 MiB).
+            let mut pipe = Pipeline::new(scope, workers, workers, work);
             let mut planner = Planner {
                 pipe: &mut pipe,
                 job: Job {
@@ -1103,6 +1093,11 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Why a file whose chunks do not add up to its listed size is not restored.
+fn size_mismatch(listed: u64, written: u64) -> String {
+    format!("the snapshot lists {listed} bytes but its chunks hold {written}")
 }
 
 #[cfg(test)]
