@@ -154,6 +154,9 @@ pub(crate) async fn run_runbook(
         print_summary(&report);
     }
     let code = exit_code(&report, args);
+    // The command ends here: the engine's pools and its linker of every host function are
+    // left for the process's exit to unmap, not taken apart piece by piece first.
+    std::mem::forget(runtime);
     if !recovered && code == 0 {
         eprintln!("error: something a previous runcap left behind could not be undone (see above)");
         return 1;
