@@ -1201,17 +1201,37 @@ impl StoreOpen {
 /// The engine, built on a thread of its own while the command reads its manifest and
 /// opens its store: the two take about as long, and a one-shot command's start-up is what
 /// a cron user waits for.
-pub(crate) struct EngineBuild(std::thread::JoinHandle<Result<Runtime, u8>>);
+pub(crate) struct EngineBuild {
+    building: std::thread::JoinHandle<Result<Runtime, u8>>,
+    pins: std::sync::mpsc::Sender<Vec<String>>,
+}
 
 impl EngineBuild {
     /// Starts building the engine for `workload`.
     pub(crate) fn start(workload: Workload) -> Self {
-        EngineBuild(std::thread::spawn(move || runtime(workload)))
+        let (pins, wanted) = std::sync::mpsc::channel::<Vec<String>>();
+        let building = std::thread::spawn(move || {
+            let runtime = runtime(workload)?;
+            // Told which plugins the command will load before it needs the engine, the
+            // thread takes their components from the cache too.
+            if let Ok(pins) = wanted.recv() {
+                runtime.preload(&pins);
+            }
+            Ok(runtime)
+        });
+        EngineBuild { building, pins }
+    }
+
+    /// Has the engine's thread take the components these pins name from the cache once
+    /// the engine is built.
+    pub(crate) fn preload(&self, pins: Vec<String>) {
+        let _ = self.pins.send(pins);
     }
 
     /// The engine, once built.
     pub(crate) fn finish(self) -> Result<Runtime, u8> {
-        self.0.join().unwrap_or_else(|_| {
+        drop(self.pins);
+        self.building.join().unwrap_or_else(|_| {
             eprintln!("error: building the wasm engine failed");
             Err(2)
         })

@@ -36,6 +36,12 @@ pub async fn run(args: &EnvArgs, state: &StateArgs, name: &str, how: &How) -> u8
     let Some(rb) = find_runbook(&env, name) else {
         return 2;
     };
+    engine.preload(
+        runbook::plugins_used(rb)
+            .into_iter()
+            .filter_map(|p| env.plugins.get(p).map(|spec| spec.sha256.clone()))
+            .collect(),
+    );
     let params = match crate::manifest::params::resolve_args(&rb.name, &rb.params, &how.vars) {
         Ok(p) => p,
         Err(e) => {

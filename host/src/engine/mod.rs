@@ -139,6 +139,9 @@ pub struct Runtime {
     compiler: Compiler,
     max_instances: u32,
     ticker: ticker::Ticker,
+    /// Components taken from the cache ahead of their loading, by pin (see
+    /// [`Runtime::preload`]).
+    preloaded: std::sync::Mutex<std::collections::HashMap<String, (Component, inspect::Declared)>>,
 }
 
 impl Runtime {
@@ -159,7 +162,22 @@ impl Runtime {
             compiler: Compiler::InProcess,
             max_instances,
             ticker,
+            preloaded: Default::default(),
         })
+    }
+
+    /// Takes the components pinned by `pins` from the compile cache now, so their loading
+    /// later finds them ready: a one-shot command does this on the engine's own thread
+    /// while it opens its store. A pin the cache does not hold is compiled at its load.
+    pub fn preload(&self, pins: &[String]) {
+        for pin in pins {
+            if let Some(hit) = self.cache.lookup(&self.engine, pin) {
+                self.preloaded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(pin.clone(), hit);
+            }
+        }
     }
 
     /// Compiles components in child processes of `exe` (the runcap binary, which answers
@@ -231,7 +249,15 @@ impl Runtime {
             }
             Ok(())
         };
-        if let Some((component, declared)) = self.cache.lookup(&self.engine, sha256) {
+        let preloaded = self
+            .preloaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sha256)
+            .cloned();
+        if let Some((component, declared)) =
+            preloaded.or_else(|| self.cache.lookup(&self.engine, sha256))
+        {
             refuse_imports(&declared)?;
             return Ok(Compiled {
                 component,
@@ -417,6 +443,34 @@ mod tests {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a file that does not match its pin was compiled"),
         }
+    }
+
+    #[test]
+    fn a_preloaded_component_is_loaded_without_going_back_to_the_cache() {
+        let wasm = noop_wasm();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("noop.wasm");
+        std::fs::write(&file, &wasm).unwrap();
+        let spec = PluginSpec {
+            name: "noop".into(),
+            path: file.clone(),
+            sha256: hex::encode(Sha256::digest(&wasm)),
+            limits: Limits::default(),
+            grants: Default::default(),
+            signer: None,
+        };
+        let cache_dir = dir.path().join("cache");
+        let warm = Runtime::new(CompileCache::open(Some(cache_dir.clone())), 2).unwrap();
+        assert!(!warm.compile(&spec, false).unwrap().cached);
+        let runtime = Runtime::new(CompileCache::open(Some(cache_dir.clone())), 2).unwrap();
+        // A pin the cache does not hold is left for its load.
+        runtime.preload(&[spec.sha256.clone(), "0".repeat(64)]);
+        std::fs::remove_dir_all(&cache_dir).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        // Neither the cache entry nor the plugin file is there any more: the component
+        // taken ahead is the one loaded.
+        let loaded = runtime.compile(&spec, false).unwrap();
+        assert!(loaded.cached);
     }
 
     #[test]
