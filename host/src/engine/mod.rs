@@ -236,16 +236,18 @@ impl Runtime {
             path: path.clone(),
             message,
         };
-        let refuse_imports = |declared: &inspect::Declared| {
+        let refuse = |declared: &inspect::Declared| {
             declared
                 .require_action_exports()
                 .map_err(|e| not_component(e.to_string()))?;
-            let problems = imports::check(&spec.name, &declared.imports, &spec.grants);
-            if check_imports && !problems.is_empty() {
-                return Err(LoadError::Imports {
-                    plugin: spec.name.clone(),
-                    problems,
-                });
+            if check_imports {
+                let problems = imports::check(&spec.name, &declared.imports, &spec.grants);
+                if !problems.is_empty() {
+                    return Err(LoadError::Imports {
+                        plugin: spec.name.clone(),
+                        problems,
+                    });
+                }
             }
             Ok(())
         };
@@ -258,7 +260,7 @@ impl Runtime {
         if let Some((component, declared)) =
             preloaded.or_else(|| self.cache.lookup(&self.engine, sha256))
         {
-            refuse_imports(&declared)?;
+            refuse(&declared)?;
             return Ok(Compiled {
                 component,
                 sha256: sha256.clone(),
@@ -268,7 +270,7 @@ impl Runtime {
         }
         let wasm = read_pinned(spec)?;
         let declared = inspect::declared(&wasm).map_err(|e| not_component(e.to_string()))?;
-        refuse_imports(&declared)?;
+        refuse(&declared)?;
         let component = self
             .cache
             .compile(&self.engine, sha256, &declared, || match &self.compiler {
@@ -412,8 +414,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{}: {e}; run ./dev plugins", path.display()))
     }
 
-    #[test]
-    fn a_file_swapped_after_validation_never_runs() {
+    /// The no-op plugin written to a new directory (kept alive by the returned guard),
+    /// its file and a spec pinning it, with no grants.
+    fn noop_in_dir() -> (tempfile::TempDir, PathBuf, PluginSpec) {
         let wasm = noop_wasm();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("noop.wasm");
@@ -426,6 +429,12 @@ mod tests {
             grants: Default::default(),
             signer: None,
         };
+        (dir, file, spec)
+    }
+
+    #[test]
+    fn a_file_swapped_after_validation_never_runs() {
+        let (dir, file, spec) = noop_in_dir();
         let cache = crate::engine::cache::CompileCache::open(Some(dir.path().join("cache")));
         let runtime = Runtime::new(cache, 2).unwrap();
         let first = runtime.compile(&spec, false).unwrap();
@@ -447,18 +456,7 @@ mod tests {
 
     #[test]
     fn a_preloaded_component_is_loaded_without_going_back_to_the_cache() {
-        let wasm = noop_wasm();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("noop.wasm");
-        std::fs::write(&file, &wasm).unwrap();
-        let spec = PluginSpec {
-            name: "noop".into(),
-            path: file.clone(),
-            sha256: hex::encode(Sha256::digest(&wasm)),
-            limits: Limits::default(),
-            grants: Default::default(),
-            signer: None,
-        };
+        let (dir, file, spec) = noop_in_dir();
         let cache_dir = dir.path().join("cache");
         let warm = Runtime::new(CompileCache::open(Some(cache_dir.clone())), 2).unwrap();
         assert!(!warm.compile(&spec, false).unwrap().cached);
