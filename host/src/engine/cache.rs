@@ -184,23 +184,19 @@ impl CompileCache {
     fn verified_entry(&self, artifact: &Path, sha256: &str) -> Result<Declared, EntryProblem> {
         let header = std::fs::read(header_path(artifact)).map_err(|_| EntryProblem::NoHeader)?;
         let meta = std::fs::metadata(artifact).map_err(|_| EntryProblem::Altered)?;
-        let recorded = header
-            .get(8 + 32..HEADER_LEN)
-            .map(hex::encode)
-            .unwrap_or_default();
+        let recorded = header.get(8 + 32..HEADER_LEN).unwrap_or_default();
         let unchanged = self
             .stamps
             .as_ref()
             .and_then(|s| s.recall(artifact, &meta))
-            .is_some_and(|d| d == recorded);
-        let digest = if unchanged {
-            recorded.clone()
-        } else {
-            hex::encode(artifact_digest(artifact)?)
-        };
-        let declared = check_header(&header, sha256, &hex::decode(&digest).unwrap_or_default())?;
-        if !unchanged && let Some(stamps) = &self.stamps {
-            stamps.record(artifact, &meta, &digest);
+            .is_some_and(|d| d == hex::encode(recorded));
+        if unchanged {
+            return check_header(&header, sha256, recorded);
+        }
+        let digest = artifact_digest(artifact)?;
+        let declared = check_header(&header, sha256, &digest)?;
+        if let Some(stamps) = &self.stamps {
+            stamps.record(artifact, &meta, &hex::encode(digest));
         }
         Ok(declared)
     }
