@@ -1151,19 +1151,11 @@ fn plugin_file(path: &Path) -> Result<std::fs::Metadata, DigestError> {
 /// size `meta` gave while being read.
 fn digest_of(path: &Path, meta: &std::fs::Metadata) -> Result<String, DigestError> {
     use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut limited = file.take(MAX_PLUGIN_FILE + 1);
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = limited.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        hasher.update(&buf[..n]);
-    }
+    let total = std::io::copy(
+        &mut std::fs::File::open(path)?.take(MAX_PLUGIN_FILE + 1),
+        &mut hasher,
+    )?;
     if total > MAX_PLUGIN_FILE {
         return Err(DigestError::TooLarge {
             size: total.max(meta.len()),
