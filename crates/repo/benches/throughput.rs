@@ -293,6 +293,15 @@ struct Phase {
 }
 
 impl Phase {
+    /// A phase named `name` whose throughput is computed on `bytes`, with no runs yet.
+    fn new(name: &'static str, bytes: u64) -> Phase {
+        Phase {
+            name,
+            runs: Vec::new(),
+            bytes,
+        }
+    }
+
     fn secs(&self) -> f64 {
         median(self.runs.iter().map(|r| r.secs).collect())
     }
@@ -381,36 +390,12 @@ fn main() {
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
 
-    let mut tar = Phase {
-        name: "tar | zstd -3 -T0",
-        runs: Vec::new(),
-        bytes,
-    };
-    let mut first = Phase {
-        name: "first snapshot",
-        runs: Vec::new(),
-        bytes,
-    };
-    let mut untar = Phase {
-        name: "zstd -d | tar -x; sync -f",
-        runs: Vec::new(),
-        bytes,
-    };
-    let mut restore = Phase {
-        name: "restore",
-        runs: Vec::new(),
-        bytes,
-    };
-    let mut second = Phase {
-        name: "second snapshot (unchanged)",
-        runs: Vec::new(),
-        bytes,
-    };
-    let mut verify = Phase {
-        name: "verify (read data)",
-        runs: Vec::new(),
-        bytes: 0,
-    };
+    let mut tar = Phase::new("tar | zstd -3 -T0", bytes);
+    let mut first = Phase::new("first snapshot", bytes);
+    let mut untar = Phase::new("zstd -d | tar -x; sync -f", bytes);
+    let mut restore = Phase::new("restore", bytes);
+    let mut second = Phase::new("second snapshot (unchanged)", bytes);
+    let mut verify = Phase::new("verify (read data)", 0);
 
     // Backup: alternate sides; the first repository is kept for the later phases.
     let mut repos: Vec<(Repository, PathBuf, SnapshotReport)> = Vec::new();
