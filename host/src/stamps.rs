@@ -153,7 +153,13 @@ mod tests {
         let after = std::fs::metadata(&file).unwrap();
         assert_eq!(after.len(), meta.len());
         assert_eq!(after.modified().unwrap(), mtime);
-        assert_eq!(stamps.recall(&file, &after), None);
+        if Identity::of(&after).ctime_ns == Identity::of(&meta).ctime_ns {
+            // A kernel with coarse timestamps put both writes in one clock tick: the case
+            // the settling rule is for, and `record` would not have stamped the first.
+            assert!(!Identity::of(&meta).settled());
+        } else {
+            assert_eq!(stamps.recall(&file, &after), None);
+        }
         // Another file renamed over it is another file.
         let other = dir.path().join("other.wasm");
         std::fs::write(&other, b"first").unwrap();
