@@ -445,16 +445,19 @@ mod tests {
         stamps.record_unchecked(&artifact, &meta, &digest);
         assert_eq!(stamps.recall(&artifact, &meta), Some(digest));
         assert_eq!(cache.verified_entry(&artifact, &sha), Ok(declared()));
-        // Patched in place, keeping its size and time: the stamp no longer matches, so the
-        // artifact is hashed, and refused.
+        // Replaced by a file of the same size and time: the stamp no longer matches, so
+        // the artifact is hashed, and refused. (A rewrite in place is the stamps' own
+        // test's case.)
         let mtime = meta.modified().unwrap();
-        std::fs::write(&artifact, b"artifacT").unwrap();
+        let patched = dir.path().join("patched");
+        std::fs::write(&patched, b"artifacT").unwrap();
         std::fs::File::options()
             .write(true)
-            .open(&artifact)
+            .open(&patched)
             .unwrap()
             .set_modified(mtime)
             .unwrap();
+        std::fs::rename(&patched, &artifact).unwrap();
         assert_eq!(
             cache.verified_entry(&artifact, &sha),
             Err(EntryProblem::Altered)
