@@ -1,13 +1,14 @@
 //! Opening files for bulk reading and writing.
 //!
 //! Natively (unit tests) these are `std` files behind large buffers. In the component they use
-//! WASI directly, because that is where the time goes: the standard library's WASI layer reads
-//! and writes files in 4 KiB steps, each a round trip into the host. Here every read is one
-//! positioned read of a whole 64 KiB chunk (the most the host hands over at once; the caller
-//! borrows it, nothing is copied) and every write one positioned write of 1 MiB, each done by
-//! the host on the calling thread. (WASI streams, which read ahead and write in the background
-//! on the host's blocking threads, were measured too: with 64 KiB per hand-off, the hand-offs
-//! cost more than the overlap saved.)
+//! WASI streams directly, because that is where the time goes: the standard library's WASI
+//! layer reads and writes files in 4 KiB steps, each a round trip into the host. Here a file
+//! is read 64 KiB at a time (the most the host hands over at once) with the next chunk's read
+//! already under way on a host I/O thread while the plugin scans the current one, and written
+//! 64 KiB at a time with each write done in the background while the plugin goes on. The host
+//! does every file operation on its I/O threads anyway (so a stuck file cannot hold the
+//! action past its time limit); streaming lets those hand-offs overlap the scanning instead
+//! of adding to it.
 
 use std::io::{self, BufRead, Write};
 use std::path::Path;
@@ -70,11 +71,13 @@ mod wasi {
     use std::path::{Component, Path};
 
     use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
+    use wasip2::io::poll::Pollable;
+    use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
     /// Bytes per read: the most the host hands over in one call.
     const CHUNK: usize = 64 * 1024;
-    /// Bytes per write.
-    const WRITE_CHUNK: usize = 1024 * 1024;
+    /// Bytes per write: the most the host takes in one call.
+    const WRITE_CHUNK: usize = 64 * 1024;
 
     fn fs_error(e: ErrorCode) -> io::Error {
         let kind = match e {
@@ -135,13 +138,7 @@ mod wasi {
                     DescriptorFlags::READ,
                 )
                 .map_err(fs_error)?;
-            Ok(ChunkReader {
-                chunk: Vec::new(),
-                pos: 0,
-                offset: 0,
-                done: false,
-                file,
-            })
+            ChunkReader::new(file)
         }
 
         pub fn create(&self, path: &Path) -> io::Result<ChunkWriter> {
@@ -154,35 +151,66 @@ mod wasi {
                     DescriptorFlags::WRITE,
                 )
                 .map_err(fs_error)?;
-            Ok(ChunkWriter {
-                buf: Vec::with_capacity(WRITE_CHUNK),
-                offset: 0,
-                file,
-            })
+            ChunkWriter::new(file)
         }
     }
 
-    /// Reads a file chunk by chunk with positioned reads. The caller borrows chunks; nothing
-    /// is copied.
+    /// Reads a file through a WASI input stream, one chunk ahead: as soon as a chunk is
+    /// handed over, the read of the next one starts on a host I/O thread, so reading overlaps
+    /// the scanning of the chunk before it. The caller borrows chunks; nothing is copied.
     pub struct ChunkReader {
         chunk: Vec<u8>,
         pos: usize,
-        offset: u64,
         done: bool,
-        file: Descriptor,
+        // Declared before the descriptor: a stream is dropped before the file it reads.
+        stream: InputStream,
+        _file: Descriptor,
+    }
+
+    impl ChunkReader {
+        fn new(file: Descriptor) -> io::Result<ChunkReader> {
+            let stream = file.read_via_stream(0).map_err(fs_error)?;
+            let mut reader = ChunkReader {
+                chunk: Vec::new(),
+                pos: 0,
+                done: false,
+                stream,
+                _file: file,
+            };
+            reader.read_ahead()?;
+            Ok(reader)
+        }
+
+        /// Starts the next chunk's read in the background. A stream that already holds data
+        /// (a host that reads ahead on its own) hands it over here; it is kept.
+        fn read_ahead(&mut self) -> io::Result<()> {
+            match self.stream.read(CHUNK as u64) {
+                Ok(data) => {
+                    if !data.is_empty() {
+                        self.chunk.drain(..self.pos);
+                        self.pos = 0;
+                        self.chunk.extend_from_slice(&data);
+                    }
+                    Ok(())
+                }
+                Err(StreamError::Closed) => Ok(()),
+                Err(StreamError::LastOperationFailed(e)) => Err(stream_error(e)),
+            }
+        }
     }
 
     impl BufRead for ChunkReader {
         fn fill_buf(&mut self) -> io::Result<&[u8]> {
             while self.pos >= self.chunk.len() && !self.done {
-                let (data, end) = self
-                    .file
-                    .read(CHUNK as u64, self.offset)
-                    .map_err(fs_error)?;
-                self.offset += data.len() as u64;
-                self.done = end || data.is_empty();
-                self.chunk = data;
-                self.pos = 0;
+                match self.stream.blocking_read(CHUNK as u64) {
+                    Ok(data) => {
+                        self.chunk = data;
+                        self.pos = 0;
+                        self.read_ahead()?;
+                    }
+                    Err(StreamError::Closed) => self.done = true,
+                    Err(StreamError::LastOperationFailed(e)) => return Err(stream_error(e)),
+                }
             }
             Ok(&self.chunk[self.pos.min(self.chunk.len())..])
         }
@@ -202,21 +230,37 @@ mod wasi {
         }
     }
 
-    /// Writes a file in large positioned writes.
+    /// Writes a file through a WASI output stream: each write is handed to a host I/O thread
+    /// and done while the plugin goes on; the next write waits only if that one has not
+    /// finished. `flush` waits for the last one and reports any failure.
     pub struct ChunkWriter {
         buf: Vec<u8>,
-        offset: u64,
-        file: Descriptor,
+        // Declared in drop order: the pollable, then the stream, then the file.
+        ready: Pollable,
+        stream: OutputStream,
+        _file: Descriptor,
     }
 
     impl ChunkWriter {
+        fn new(file: Descriptor) -> io::Result<ChunkWriter> {
+            let stream = file.write_via_stream(0).map_err(fs_error)?;
+            Ok(ChunkWriter {
+                buf: Vec::with_capacity(WRITE_CHUNK),
+                ready: stream.subscribe(),
+                stream,
+                _file: file,
+            })
+        }
+
         fn send(&mut self, mut bytes: &[u8]) -> io::Result<()> {
             while !bytes.is_empty() {
-                let n = self.file.write(bytes, self.offset).map_err(fs_error)? as usize;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
+                let permit = self.stream.check_write().map_err(write_error)? as usize;
+                if permit == 0 {
+                    self.ready.block();
+                    continue;
                 }
-                self.offset += n as u64;
+                let n = permit.min(bytes.len());
+                self.stream.write(&bytes[..n]).map_err(write_error)?;
                 bytes = &bytes[n..];
             }
             Ok(())
@@ -249,7 +293,21 @@ mod wasi {
             if !self.buf.is_empty() {
                 self.send_buf()?;
             }
+            self.stream.blocking_flush().map_err(write_error)?;
+            // A failure of the last write surfaces on the next check.
+            self.stream.check_write().map_err(write_error)?;
             Ok(())
+        }
+    }
+
+    fn stream_error(e: wasip2::io::error::Error) -> io::Error {
+        io::Error::other(e.to_debug_string())
+    }
+
+    fn write_error(e: StreamError) -> io::Error {
+        match e {
+            StreamError::Closed => io::ErrorKind::BrokenPipe.into(),
+            StreamError::LastOperationFailed(e) => stream_error(e),
         }
     }
 }
