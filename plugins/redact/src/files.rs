@@ -186,11 +186,8 @@ mod wasi {
         fn read_ahead(&mut self) -> io::Result<()> {
             match self.stream.read(CHUNK as u64) {
                 Ok(data) => {
-                    if !data.is_empty() {
-                        self.chunk.drain(..self.pos);
-                        self.pos = 0;
-                        self.chunk.extend_from_slice(&data);
-                    }
+                    // Called only with the current chunk unread from its start.
+                    self.chunk.extend_from_slice(&data);
                     Ok(())
                 }
                 Err(StreamError::Closed) => Ok(()),
