@@ -219,6 +219,33 @@ mod tests {
         assert_eq!(unwrap_master(&kek, &sealed, b"other"), None);
     }
 
+    /// The cipher's output is the repository format: whichever code the CPU selects (AVX-512,
+    /// AVX2, portable) must produce libsodium's `crypto_aead_xchacha20poly1305_ietf_encrypt`
+    /// bytes. A 64 KiB message runs the wide vector paths, its odd tail the narrow ones.
+    #[test]
+    fn cipher_matches_libsodium() {
+        let key: [u8; 32] = std::array::from_fn(|i| 0x80 + i as u8);
+        let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| 0x40 + i as u8);
+        let aad = b"RCK1 known answer";
+        let n = 65536 + 77;
+        let mut buf: Vec<u8> = (0..n).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+        let plain = buf.clone();
+        let tag = cipher(&key)
+            .encrypt_inout_detached(&XNonce::from(nonce), aad, buf.as_mut_slice().into())
+            .unwrap();
+        assert_eq!(hex::encode(&buf[..16]), "f20662ec44d6d96ec0503e83a1f0f839");
+        assert_eq!(
+            hex::encode(&buf[n - 16..]),
+            "fcde7d33d4ce2e8a6f5974293f499333"
+        );
+        assert_eq!(hex::encode(tag), "c50f6a98b10a8580435be9f16e962794");
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&buf);
+        sealed.extend_from_slice(&tag);
+        open_in_place(&cipher(&key), &mut sealed, NONCE_LEN, aad).unwrap();
+        assert_eq!(&sealed[NONCE_LEN..], &plain[..]);
+    }
+
     #[test]
     fn seal_open_roundtrip_detects_tamper() {
         let keys = Keys::from_master(&[3u8; 32]);
