@@ -1,18 +1,16 @@
 //! Content-defined chunking over a byte stream that may span many files.
 //!
-//! Built on FastCDC 2020's cut-point function (`fastcdc::v2020::cut_gear`) with a buffer we
-//! manage ourselves, so that several sources (the small files of a directory) can be fed into one
+//! Built on FastCDC 2020's cut points (found by [`crate::cutpoint`]) with a buffer we manage
+//! ourselves, so that several sources (the small files of a directory) can be fed into one
 //! chunk stream and a boundary can be forced between sources (before and after each large file,
 //! so identical large files chunk identically wherever they sit). The gear table is seeded from
 //! the repository key: boundaries then depend on the key, and chunk sizes do not fingerprint
 //! content for someone who can see file sizes in the chunk directory.
 
-use std::borrow::Cow;
 use std::io::{self, Read};
 
-use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
-
 use crate::config::ChunkerParams;
+use crate::cutpoint::CutPoints;
 use crate::error::Error;
 
 /// Why feeding a source stopped early.
@@ -31,13 +29,8 @@ pub(crate) enum FeedError {
 
 /// A streaming content-defined chunker with a fixed, bounded buffer.
 pub(crate) struct Chunker {
-    min: usize,
-    avg: usize,
     max: usize,
-    mask_s: u64,
-    mask_l: u64,
-    gear: Cow<'static, [u64]>,
-    gear_ls: Cow<'static, [u64]>,
+    cuts: CutPoints,
     /// Holds at most two maximum-size chunks.
     buf: Vec<u8>,
     /// Start of bytes not yet cut.
@@ -49,17 +42,10 @@ pub(crate) struct Chunker {
 impl Chunker {
     /// A chunker with the repository's parameters and key-derived seed.
     pub(crate) fn new(params: ChunkerParams, seed: u64) -> Chunker {
-        let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
-        let (gear, gear_ls) = get_gear_with_seed(seed);
         let max = params.max_size as usize;
         Chunker {
-            min: params.min_size as usize,
-            avg: params.avg_size as usize,
             max,
-            mask_s,
-            mask_l,
-            gear,
-            gear_ls,
+            cuts: CutPoints::new(params, seed),
             buf: vec![0u8; 2 * max],
             start: 0,
             len: 0,
@@ -72,20 +58,8 @@ impl Chunker {
     }
 
     fn cut_one(&mut self, emit: &mut dyn FnMut(Vec<u8>) -> Result<(), Error>) -> Result<(), Error> {
-        let (_, count) = cut_gear(
-            &self.buf[self.start..self.len],
-            self.min,
-            self.avg,
-            self.max,
-            self.mask_s,
-            self.mask_l,
-            self.mask_s << 1,
-            self.mask_l << 1,
-            &self.gear,
-            &self.gear_ls,
-        );
-        // cut_gear returns 0 only for empty input, which callers never pass.
-        let count = count.max(1).min(self.len - self.start);
+        // A cut is empty only for empty input, which callers never pass.
+        let count = self.cuts.cut(&self.buf[self.start..self.len]).max(1);
         let chunk = self.buf[self.start..self.start + count].to_vec();
         self.start += count;
         if self.start == self.len {

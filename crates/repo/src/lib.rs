@@ -37,6 +37,7 @@ mod chunker;
 mod chunks;
 mod compare;
 pub mod config;
+mod cutpoint;
 mod direct;
 mod error;
 mod forget;
