@@ -200,7 +200,7 @@ mod tests {
                 avg_size: avg,
                 max_size: max,
             };
-            for seed in [0, 0x5eed_0f_c0ffee] {
+            for seed in [0, 0x5eed_0fc0_ffee] {
                 let cuts = CutPoints::new(p, seed);
                 let (min, avg, max) = (min as usize, avg as usize, max as usize);
                 let mut pos = 0;
