@@ -366,6 +366,8 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
+    // The allocator as the runcap binary sets it up.
+    runcap_repo::limit_allocator_arenas();
     let total_mb = env_num("RUNCAP_BENCH_MB", 1024);
     let runs = env_num("RUNCAP_BENCH_RUNS", 3).max(1) as usize;
     let parent: PathBuf = std::env::var("RUNCAP_BENCH_DIR")

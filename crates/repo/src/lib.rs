@@ -44,6 +44,7 @@ mod forget;
 mod ingest;
 pub mod keys;
 mod lock;
+mod memory;
 mod pipeline;
 mod repo;
 mod restore;
@@ -57,6 +58,7 @@ pub use config::{ChunkerParams, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use forget::{ForgetDecision, ForgetPolicy, ForgetReport, PruneReport, plan_forget};
 pub use keys::KdfParams;
+pub use memory::limit_allocator_arenas;
 pub use repo::{InitOptions, Repository};
 pub use restore::{
     PlannedItem, RestoreFailure, RestoreOptions, RestoreReport, StreamRestoreReport,
