@@ -117,7 +117,7 @@ impl Chunker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn params() -> ChunkerParams {
@@ -128,7 +128,8 @@ mod tests {
         }
     }
 
-    fn noise(len: usize, seed: u8) -> Vec<u8> {
+    /// `len` random bytes from `seed`.
+    pub(crate) fn noise(len: usize, seed: u8) -> Vec<u8> {
         let mut out = vec![0u8; len];
         blake3::Hasher::new()
             .update(&[seed])

@@ -172,11 +172,7 @@ mod tests {
     /// Random bytes with stretches of short repeating patterns (which give no candidates for
     /// long runs, so chunks reach the maximum size).
     fn data(len: usize, seed: u8) -> Vec<u8> {
-        let mut out = vec![0u8; len];
-        blake3::Hasher::new()
-            .update(&[seed])
-            .finalize_xof()
-            .fill(&mut out);
+        let mut out = crate::chunker::tests::noise(len, seed);
         for (i, b) in out.iter_mut().enumerate() {
             if (i / 150_000) % 3 == 1 {
                 *b = (i % 7) as u8;
