@@ -100,13 +100,13 @@ impl CutPoints {
         self.scan(src, from, to, mask)
     }
 
-    /// Tests positions `from..to` in order, two bytes per step as FastCDC does.
+    /// Tests positions `from..to` in order, two bytes per step as FastCDC does. Both ends are
+    /// even (the minimum size is, and [`CutPoints::cut`] rounds the others down).
     fn scan(&self, src: &[u8], from: usize, to: usize, mask: u64) -> Option<usize> {
+        debug_assert!(from.is_multiple_of(2) && to.is_multiple_of(2));
         let mut h = self.hash_before(src, from);
         let mask_ls = mask << 1;
-        let pairs = src[from..to].chunks_exact(2);
-        let odd = pairs.remainder().first().copied();
-        for (i, pair) in pairs.enumerate() {
+        for (i, pair) in src[from..to].chunks_exact(2).enumerate() {
             h = (h << 2).wrapping_add(self.gear_ls[pair[0] as usize]);
             if h & mask_ls == 0 {
                 return Some(from + 2 * i);
@@ -116,9 +116,7 @@ impl CutPoints {
                 return Some(from + 2 * i + 1);
             }
         }
-        let b = odd?;
-        h = (h << 1).wrapping_add(self.gear[b as usize]);
-        (h & mask == 0).then_some(to - 1)
+        None
     }
 
     /// Whether any position of the [`LANES`] lanes starting at `from` is a candidate.
