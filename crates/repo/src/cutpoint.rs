@@ -17,6 +17,8 @@ use crate::config::ChunkerParams;
 const LANE: usize = 4096;
 /// Lanes hashed side by side.
 const LANES: usize = 4;
+/// Bytes the lanes hash in one round.
+const ROUND: usize = LANE * LANES;
 /// A byte this far back no longer affects the hash: each step shifts it one bit left.
 const MEMORY: usize = 64;
 
@@ -57,26 +59,59 @@ impl CutPoints {
         }
     }
 
-    /// The length of the chunk that starts `src`: what `fastcdc::v2020::cut_gear` returns for
-    /// the same sizes, masks and tables.
+    /// The length of the chunk that starts `src` when `src` is the rest of the stream: what
+    /// `fastcdc::v2020::cut_gear` returns for the same sizes, masks and tables (the tests
+    /// compare the two).
+    #[cfg(test)]
     pub(crate) fn cut(&self, src: &[u8]) -> usize {
-        let mut end = src.len();
-        if end <= self.min {
-            return end;
-        }
-        let mut center = self.avg;
-        if end > self.max {
-            end = self.max;
-        } else if end < center {
-            center = end;
+        self.cut_so_far(src, &mut 0, true)
+            .expect("the end of the stream is always a cut")
+    }
+
+    /// Where the chunk that starts `src` ends, found while its bytes are still arriving: `src`
+    /// holds the bytes read so far from the chunk's start, `scanned` how far earlier calls (on a shorter
+    /// `src`) found no candidate (0 for a new chunk; updated here), and `last` says that no
+    /// more bytes will follow. Returns FastCDC's cut on the whole rest of the stream as soon
+    /// as it is known, or `None` while it depends on bytes not yet read.
+    /// Each byte is searched once however the stream is split, which lets the chunker read
+    /// straight into the chunk it hands on instead of copying chunks out of a larger buffer.
+    pub(crate) fn cut_so_far(&self, src: &[u8], scanned: &mut usize, last: bool) -> Option<usize> {
+        let len = src.len();
+        if len <= self.min {
+            return last.then_some(len);
         }
         // FastCDC tests positions in pairs from the minimum: with the strict mask below the
-        // centre, then the loose one; an odd last byte is never a candidate.
-        let (strict_end, loose_end) = (center & !1, end & !1);
+        // average size, then the loose one up to the maximum; an odd last byte is never a
+        // candidate. Here only as far as the bytes go; every bound is at least the (even)
+        // minimum, since `len` is above it and so are the average and maximum sizes.
+        let end = len.min(self.max);
+        let (strict_end, loose_end) = (self.avg.min(end) & !1, end & !1);
         let src = &src[..end];
-        self.first_candidate(src, self.min, strict_end, self.mask_s)
-            .or_else(|| self.first_candidate(src, strict_end, loose_end, self.mask_l))
-            .unwrap_or(end)
+        let from = (*scanned).max(self.min);
+        // While more bytes may come, only whole rounds are searched: the rest of a round
+        // would be searched one position after another, at less than half the speed.
+        let complete = last || end == self.max;
+        let stop = if complete {
+            loose_end
+        } else {
+            from + (loose_end - from) / ROUND * ROUND
+        };
+        let strict = if from < strict_end.min(stop) {
+            self.first_candidate(src, from, strict_end.min(stop), self.mask_s)
+        } else {
+            None
+        };
+        let found = strict.or_else(|| {
+            let from = from.max(strict_end);
+            (from < stop)
+                .then(|| self.first_candidate(src, from, stop, self.mask_l))
+                .flatten()
+        });
+        if found.is_some() {
+            return found;
+        }
+        *scanned = stop;
+        complete.then_some(end)
     }
 
     /// The hash just before position `at`: the bytes since the minimum size, at most the
@@ -90,7 +125,6 @@ impl CutPoints {
 
     /// The first position in `from..to` where the hash has no bit of `mask` set.
     fn first_candidate(&self, src: &[u8], mut from: usize, to: usize, mask: u64) -> Option<usize> {
-        const ROUND: usize = LANE * LANES;
         while to.saturating_sub(from) >= ROUND {
             if self.round_has_candidate(src, from, mask) {
                 return self.scan(src, from, from + ROUND, mask);
@@ -227,6 +261,57 @@ mod tests {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_found_as_bytes_arrive_are_the_whole_streams() {
+        let src = data(6 * 1024 * 1024, 5);
+        let params = [
+            (256 * 1024, 1024 * 1024, 4 * 1024 * 1024),
+            (4 * 1024, 16 * 1024, 64 * 1024),
+            (64, 256, 1024),
+        ];
+        for (min, avg, max) in params {
+            let p = ChunkerParams {
+                min_size: min,
+                avg_size: avg,
+                max_size: max,
+            };
+            let cuts = CutPoints::new(p, 7);
+            // Bytes arrive in steps of varied sizes: single bytes, odd sizes, whole lanes.
+            for steps in [
+                &[1, 2, 3][..],
+                &[4095, 1, 16_384, 7],
+                &[131_072],
+                &[999_983],
+            ] {
+                let (mut start, mut len, mut scanned, mut step) = (0, 0, 0, 0);
+                let mut found = 0;
+                while start < src.len() {
+                    len = (len + steps[step % steps.len()]).min(src.len() - start);
+                    step += 1;
+                    let last = start + len == src.len();
+                    let window = &src[start..start + len];
+                    if let Some(c) = cuts.cut_so_far(window, &mut scanned, last) {
+                        assert_eq!(
+                            c,
+                            cuts.cut(&src[start..]),
+                            "sizes {min}/{avg}/{max}, steps {steps:?}, chunk at {start}"
+                        );
+                        start += c;
+                        len -= c;
+                        scanned = 0;
+                        found += 1;
+                    } else {
+                        assert!(
+                            !last && len < max as usize,
+                            "no cut with {len} bytes, last {last}"
+                        );
+                    }
+                }
+                assert!(found > 3, "{found} chunks");
             }
         }
     }

@@ -14,7 +14,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use crossbeam_channel::bounded;
 
-use crate::chunker::{Chunker, FeedError};
+use crate::chunker::{ChunkBuf, Chunker, FeedError, Spares};
 use crate::chunks::{ChunkId, ChunkStore, Claims, Stored, Written};
 use crate::config::ChunkerParams;
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ pub(crate) enum Event {
 
 /// A unit of work: one chunk (possibly empty) and the events that precede its end.
 pub(crate) struct Job {
-    data: Vec<u8>,
+    data: ChunkBuf,
     events: Vec<Event>,
 }
 
@@ -227,12 +227,16 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
             })
             .collect();
         let workers = default_workers();
+        // A worker hands each chunk's buffer back to the chunker once the chunk is encoded.
+        let spares = Spares::new(workers + 2);
+        let returns = spares.clone();
         // The closure owns the only sender: when the last worker exits, the flushers finish.
         let work = move |job: Job| -> Result<Done> {
             let stored = if job.data.is_empty() {
                 None
             } else {
                 let (stored, written) = store.write_chunk(&job.data, &claims)?;
+                returns.give(job.data);
                 if let Some(w) = written {
                     flush_tx
                         .send(w)
@@ -246,7 +250,7 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
             })
         };
         Ingest {
-            chunker: Chunker::new(params, store.keys().chunker_seed),
+            chunker: Chunker::new(params, store.keys().chunker_seed, spares),
             // As many chunks queued as there are workers: twice as many held up to 16 MiB
             // more of raw chunks in memory for no measurable speed.
             pipe: Pipeline::new(scope, workers, workers, work),
@@ -267,12 +271,12 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
     pub(crate) fn add_entry(&mut self, entry: Entry) -> Result<()> {
         self.events.push(Event::Whole(entry));
         if self.events.len() >= MAX_EVENTS_PER_JOB {
-            self.submit(Vec::new())?;
+            self.submit(ChunkBuf::default())?;
         }
         Ok(())
     }
 
-    fn submit(&mut self, data: Vec<u8>) -> Result<()> {
+    fn submit(&mut self, data: ChunkBuf) -> Result<()> {
         let events = mem::take(&mut self.events);
         let asm = &mut self.asm;
         self.pipe
@@ -299,7 +303,7 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
             asm,
             ..
         } = self;
-        let mut emit = |data: Vec<u8>| {
+        let mut emit = |data: ChunkBuf| {
             let events = mem::take(events);
             pipe.submit(Job { data, events }, &mut |done| asm.accept(done))
         };
@@ -331,7 +335,7 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
             asm,
             ..
         } = self;
-        chunker.flush(&mut |data: Vec<u8>| {
+        chunker.flush(&mut |data: ChunkBuf| {
             let events = mem::take(events);
             pipe.submit(Job { data, events }, &mut |done| asm.accept(done))
         })
@@ -342,7 +346,7 @@ impl<'t, 'scope> Ingest<'t, 'scope> {
     pub(crate) fn finish(mut self) -> Result<(IngestStats, Sink<'t>)> {
         self.flush_chunker()?;
         if !self.events.is_empty() {
-            self.submit(Vec::new())?;
+            self.submit(ChunkBuf::default())?;
         }
         let Ingest {
             pipe,
