@@ -78,9 +78,13 @@ impl Spares {
         Spares { tx, rx }
     }
 
-    /// A kept buffer, emptied, or a new one.
-    fn take(&self) -> ChunkBuf {
-        let mut buf = self.rx.try_recv().unwrap_or_default();
+    /// A kept buffer, emptied, or a new one with room for `capacity` bytes (allocated, not
+    /// touched: pages are only used as bytes are written).
+    fn take(&self, capacity: usize) -> ChunkBuf {
+        let mut buf = self.rx.try_recv().unwrap_or_else(|_| ChunkBuf {
+            bytes: Vec::with_capacity(capacity),
+            len: 0,
+        });
         buf.len = 0;
         buf
     }
@@ -110,7 +114,7 @@ impl Chunker {
         Chunker {
             max: params.max_size as usize,
             cuts: CutPoints::new(params, seed),
-            cur: spares.take(),
+            cur: spares.take(params.max_size as usize),
             scanned: 0,
             spares,
         }
@@ -133,7 +137,7 @@ impl Chunker {
                 return Ok(());
             };
             // The bytes after the cut begin the next chunk.
-            let mut next = self.spares.take();
+            let mut next = self.spares.take(self.max);
             let rest = self.cur.len - count;
             next.room(rest)
                 .copy_from_slice(&self.cur.bytes[count..self.cur.len]);
