@@ -6,6 +6,11 @@
 //! so identical large files chunk identically wherever they sit). The gear table is seeded from
 //! the repository key: boundaries then depend on the key, and chunk sizes do not fingerprint
 //! content for someone who can see file sizes in the chunk directory.
+//!
+//! Sources are read straight into the buffer of the chunk being filled, and cut points are
+//! searched as the bytes arrive; a chunk's buffer is handed on whole, and comes back from the
+//! worker that stored it to be filled again. Only the bytes a read brought in past a cut are
+//! copied (into the next chunk).
 
 use std::io::{self, Read};
 use std::ops::Deref;
@@ -46,7 +51,8 @@ pub(crate) struct ChunkBuf {
 }
 
 impl ChunkBuf {
-    /// Room for `len + more` bytes, initialised (zeroed only where this buffer has never been).
+    /// The `more` bytes after the chunk's end, initialised: zeroed only past what this buffer
+    /// has held before.
     fn room(&mut self, more: usize) -> &mut [u8] {
         let end = self.len + more;
         if self.bytes.len() < end {

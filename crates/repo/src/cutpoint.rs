@@ -68,11 +68,12 @@ impl CutPoints {
             .expect("the end of the stream is always a cut")
     }
 
-    /// Where the chunk that starts `src` ends, found while its bytes are still arriving: `src`
-    /// holds the bytes read so far from the chunk's start, `scanned` how far earlier calls (on a shorter
-    /// `src`) found no candidate (0 for a new chunk; updated here), and `last` says that no
-    /// more bytes will follow. Returns FastCDC's cut on the whole rest of the stream as soon
-    /// as it is known, or `None` while it depends on bytes not yet read.
+    /// Where the chunk that starts `src` ends, found while its bytes are still arriving.
+    ///
+    /// `src` holds the bytes read so far from the chunk's start, `scanned` how far earlier
+    /// calls (on a shorter `src`) found no candidate (0 for a new chunk; updated here), and
+    /// `last` says that no more bytes will follow. Returns FastCDC's cut on the whole rest of
+    /// the stream as soon as it is known, or `None` while it depends on bytes not yet read.
     /// Each byte is searched once however the stream is split, which lets the chunker read
     /// straight into the chunk it hands on instead of copying chunks out of a larger buffer.
     pub(crate) fn cut_so_far(&self, src: &[u8], scanned: &mut usize, last: bool) -> Option<usize> {
