@@ -117,10 +117,11 @@ impl Chunker {
     /// A chunker with the repository's parameters and key-derived seed, taking its buffers
     /// from `spares`.
     pub(crate) fn new(params: ChunkerParams, seed: u64, spares: Spares) -> Chunker {
+        let max = params.max_size as usize;
         Chunker {
-            max: params.max_size as usize,
+            max,
             cuts: CutPoints::new(params, seed),
-            cur: spares.take(params.max_size as usize),
+            cur: spares.take(max),
             scanned: 0,
             spares,
         }

@@ -97,17 +97,13 @@ impl CutPoints {
         } else {
             from + (loose_end - from) / ROUND * ROUND
         };
-        let strict = if from < strict_end.min(stop) {
-            self.first_candidate(src, from, strict_end.min(stop), self.mask_s)
-        } else {
-            None
-        };
-        let found = strict.or_else(|| {
-            let from = from.max(strict_end);
-            (from < stop)
-                .then(|| self.first_candidate(src, from, stop, self.mask_l))
+        let search = |from: usize, to: usize, mask: u64| {
+            (from < to)
+                .then(|| self.first_candidate(src, from, to, mask))
                 .flatten()
-        });
+        };
+        let found = search(from, strict_end.min(stop), self.mask_s)
+            .or_else(|| search(from.max(strict_end), stop, self.mask_l));
         if found.is_some() {
             return found;
         }
@@ -136,7 +132,7 @@ impl CutPoints {
     }
 
     /// Tests positions `from..to` in order, two bytes per step as FastCDC does. Both ends are
-    /// even (the minimum size is, and [`CutPoints::cut`] rounds the others down).
+    /// even (the minimum size is, and [`CutPoints::cut_so_far`] rounds the others down).
     fn scan(&self, src: &[u8], from: usize, to: usize, mask: u64) -> Option<usize> {
         debug_assert!(from.is_multiple_of(2) && to.is_multiple_of(2));
         let mut h = self.hash_before(src, from);
