@@ -3,10 +3,18 @@
 //! `locks/runbook-NAME.lock` until it ends. Another run of the same runbook waits
 //! for it or is refused, as the runbook's `overlap` says. The lock is the kernel's
 //! (`flock`), so a runcap that dies releases it with its last descriptor.
+//!
+//! A released lock's file stays open for the next run of the runbook in this process (a
+//! server runs the same runbooks every few seconds): taking it again is then one `flock`,
+//! one `fstat` and one write instead of a directory check, an open, a truncate and a close.
+//! Each holder still has a descriptor of its own, since `flock` does not exclude two
+//! holders sharing one.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::stop::{StopLevel, StopSignal};
@@ -15,8 +23,39 @@ use crate::manifest::model::Overlap;
 /// Held for the length of a run; dropping it lets the next run of the runbook in.
 #[derive(Debug)]
 pub struct RunbookLock {
-    _file: File,
+    file: Option<LockFile>,
 }
+
+/// An open lock file and what this process knows of its length.
+#[derive(Debug)]
+struct LockFile {
+    path: PathBuf,
+    file: File,
+    /// The file's length as this process last left it; `None` when not known.
+    len: Option<u64>,
+}
+
+/// Released lock files kept open, at most one per path.
+static IDLE: Mutex<Option<HashMap<PathBuf, LockFile>>> = Mutex::new(None);
+
+impl Drop for RunbookLock {
+    fn drop(&mut self) {
+        let Some(lock) = self.file.take() else { return };
+        // Closing would release the lock too; a file that cannot be unlocked is closed.
+        if lock.file.unlock().is_err() {
+            return;
+        }
+        let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get_or_insert_default()
+            .entry(lock.path.clone())
+            .or_insert(lock);
+    }
+}
+
+/// Holder notes are written over the last one at this width, padded with spaces, so the
+/// file never needs truncating: truncating makes ext4 do work (and, to zero, flush the
+/// file to disk when it is closed).
+const NOTE_WIDTH: usize = 64;
 
 /// Why a run did not get its runbook's lock.
 #[derive(Debug, thiserror::Error)]
@@ -52,22 +91,24 @@ pub async fn acquire(
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
+    let mut lock = match take_idle(&path) {
+        Some(l) => l,
+        None => open(&dir, &path).map_err(io)?,
+    };
     let mut told = false;
     loop {
-        match file.try_lock() {
+        match lock.file.try_lock() {
+            // A file kept open may have been deleted since (a state directory cleaned
+            // by hand): its lock would exclude nobody who opens the path now.
+            Ok(()) if lock.len.is_some() && lock.file.metadata().map_err(io)?.nlink() == 0 => {
+                lock = open(&dir, &path).map_err(io)?;
+                continue;
+            }
             Ok(()) => break,
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        let holder = holder(&mut file);
+        let holder = holder(&lock.file);
         if overlap == Overlap::Refuse {
             return Err(LockError::Busy {
                 runbook: runbook.to_string(),
@@ -85,26 +126,50 @@ pub async fn acquire(
             }
         }
     }
-    // Who holds it, for the next run that finds it taken. Written over the last note and
-    // then cut to length: truncating to zero first would make the file system flush it
-    // to disk when it is closed (ext4's replace-by-truncate heuristic), on every run.
-    let note = format!("run {run_id} (pid {})", std::process::id());
-    file.rewind()
-        .and_then(|_| file.write_all(note.as_bytes()))
-        .and_then(|_| file.set_len(note.len() as u64))
-        .map_err(io)?;
-    Ok(RunbookLock { _file: file })
+    // Who holds it, for the next run that finds it taken.
+    let note = format!(
+        "{:<NOTE_WIDTH$}",
+        format!("run {run_id} (pid {})", std::process::id())
+    );
+    lock.file.write_all_at(note.as_bytes(), 0).map_err(io)?;
+    let len = note.len() as u64;
+    if lock.len != Some(len) {
+        lock.file.set_len(len).map_err(io)?;
+        lock.len = Some(len);
+    }
+    Ok(RunbookLock { file: Some(lock) })
+}
+
+/// The idle open file of `path`, if a released lock left one.
+fn take_idle(path: &Path) -> Option<LockFile> {
+    let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+    idle.as_mut()?.remove(path)
+}
+
+/// Opens (creating it and its directory if needed) the lock file at `path`.
+fn open(dir: &Path, path: &Path) -> std::io::Result<LockFile> {
+    std::fs::create_dir_all(dir)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    Ok(LockFile {
+        path: path.to_path_buf(),
+        file,
+        len: None,
+    })
 }
 
 /// What the holder wrote about itself, or a plain word if it could not be read.
-fn holder(file: &mut File) -> String {
-    let mut text = String::new();
-    let read = file
-        .rewind()
-        .and_then(|_| file.take(200).read_to_string(&mut text));
-    match read {
-        Ok(_) if !text.trim().is_empty() => text.trim().to_string(),
-        _ => "another run".to_string(),
+fn holder(file: &File) -> String {
+    let mut buf = [0u8; 200];
+    let n = file.read_at(&mut buf, 0).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    match text.trim() {
+        "" => "another run".to_string(),
+        said => said.to_string(),
     }
 }
 
@@ -160,6 +225,42 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(first);
         waiter.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lock_file_kept_open_excludes_as_a_fresh_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let never = StopSignal::never();
+        let long = "x".repeat(NOTE_WIDTH * 2);
+        drop(
+            acquire(dir.path(), "r", &long, Overlap::Refuse, &never, |_| {})
+                .await
+                .unwrap(),
+        );
+        // Taken again from the file left open: refused to a second run, and the shorter
+        // note leaves nothing of the longer one behind.
+        let held = acquire(dir.path(), "r", "run-2", Overlap::Refuse, &never, |_| {})
+            .await
+            .unwrap();
+        let e = acquire(dir.path(), "r", "run-3", Overlap::Refuse, &never, |_| {})
+            .await
+            .unwrap_err();
+        let said = format!("(run run-2 (pid {}))", std::process::id());
+        assert!(
+            e.to_string()
+                .ends_with(&format!("{said}; its overlap policy is \"refuse\"")),
+            "{e}"
+        );
+        drop(held);
+
+        // The state directory cleaned by hand between runs: the next run locks the file
+        // that is at the path now, which another opener sees taken.
+        std::fs::remove_dir_all(dir.path().join("locks")).unwrap();
+        let _held = acquire(dir.path(), "r", "run-4", Overlap::Refuse, &never, |_| {})
+            .await
+            .unwrap();
+        let other = File::open(dir.path().join("locks/runbook-r.lock")).unwrap();
+        assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
     }
 
     #[tokio::test]

@@ -6,6 +6,19 @@ use serde::{Deserialize, Serialize};
 use super::records::{Severity, now_ms};
 use super::{Store, StoreError, audit};
 
+/// The query for `$columns` of a runbook's latest unresolved incident (`?1` the
+/// environment, `?2` the runbook). Its `WHERE` is the one of the `incidents_unresolved`
+/// partial index, which answers it in index order: every passing run asks it.
+macro_rules! latest_unresolved {
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1"
+        )
+    };
+}
+
 /// What a run did to its runbook's incident.
 #[derive(Debug, Clone, Serialize)]
 pub struct IncidentUpdate {
@@ -91,7 +104,7 @@ impl Store {
             let now = now_ms() as i64;
             let open: Option<(i64, u32, String, i64)> = tx
                 .query_row(
-                    "SELECT id, failures, status, tiers_fired FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1",
+                    latest_unresolved!("id, failures, status, tiers_fired"),
                     params![policy.environment, policy.runbook],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
@@ -161,7 +174,7 @@ impl Store {
         let mut db = self.db();
         let open: Option<(i64, Severity, u32, String)> = db
             .conn
-            .prepare_cached("SELECT id, severity, failures, failed_step FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1")
+            .prepare_cached(latest_unresolved!("id, severity, failures, failed_step"))
             .and_then(|mut q| {
                 q.query_row(params![environment, runbook], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -406,7 +419,7 @@ impl Store {
             let now = now_ms() as i64;
             let open: Option<i64> = tx
                 .query_row(
-                    "SELECT id FROM incidents WHERE environment = ?1 AND runbook = ?2 AND status != 'resolved' ORDER BY id DESC LIMIT 1",
+                    latest_unresolved!("id"),
                     params![environment, runbook],
                     |r| r.get(0),
                 )
@@ -445,6 +458,28 @@ fn event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_unresolved_incident_is_found_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for query in [
+            latest_unresolved!("id, failures, status, tiers_fired"),
+            latest_unresolved!("id, severity, failures, failed_step"),
+            latest_unresolved!("id"),
+        ] {
+            let plan: Vec<String> = store
+                .with(|conn| {
+                    let mut q = conn.prepare(&format!("EXPLAIN QUERY PLAN {query}"))?;
+                    let rows = q.query_map(params!["e", "rb"], |r| r.get::<_, String>(3))?;
+                    rows.collect()
+                })
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(plan.contains("incidents_unresolved"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
 
     #[test]
     fn a_tier_is_reached_once_and_nothing_escalates_an_acknowledged_incident() {

@@ -165,4 +165,10 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE incidents ADD COLUMN tiers_fired INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 9: a runbook's latest unresolved incident, found in index order: every passing run
+    // asks for it, and without this index each asking sorted in a temporary b-tree.
+    r#"
+    CREATE INDEX incidents_unresolved ON incidents (environment, runbook, id)
+        WHERE status != 'resolved';
+    "#,
 ];
