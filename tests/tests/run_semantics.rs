@@ -441,10 +441,11 @@ fn wait_for_holder(sb: &Sandbox, first: &mut std::process::Child) -> String {
     let lock = sb.path().join(".runcap/locks/runbook-gate.lock");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
+        // The note is padded with spaces to a fixed width.
         if let Ok(text) = std::fs::read_to_string(&lock)
             && text.starts_with("run ")
         {
-            return text;
+            return text.trim_end().to_string();
         }
         if let Some(status) = first.try_wait().unwrap() {
             panic!("the first run ended ({status}) before taking its lock");
