@@ -355,3 +355,47 @@ steps = [
         "{printed}"
     );
 }
+
+/// `secret` as the hostile plugin's `find` mode takes it: every byte XOR 0xA5, in hex.
+fn masked(secret: &str) -> String {
+    secret
+        .bytes()
+        .map(|b| format!("{:02x}", b ^ 0xA5))
+        .collect()
+}
+
+#[test]
+fn an_action_never_sees_what_the_one_before_it_left_in_memory() {
+    let secret = format!("residue-{}-of-an-earlier-run", std::process::id());
+    let mut steps = format!(
+        // The search works: it finds a string of the plugin's own data.
+        "  {{ id = \"own\", uses = \"hostile\", with = {{ mode = \"find\", secret = \"{}\" }} }},\n",
+        masked("Misbehaves on purpose.")
+    );
+    for i in 0..3 {
+        steps += &format!(
+            "  {{ id = \"leave_{i}\", uses = \"hostile\", with = {{ mode = \"leave\", secret = \"{secret}\" }} }},\n  {{ id = \"find_{i}\", uses = \"hostile\", with = {{ mode = \"find\", secret = \"{}\" }} }},\n",
+            masked(&secret)
+        );
+    }
+    let sb = Sandbox::new();
+    sb.write(
+        "runcap.toml",
+        &format!(
+            "environment = \"test\"\n\n[plugins.hostile]\n{}\n[plugins.hostile.grants.http]\nallow = []\n\n[runbooks.r]\nsteps = [\n{steps}]\n",
+            plugin_lines("hostile")
+        ),
+    );
+    let r = run(&sb);
+    assert!(
+        step(&r, "own")["details"]["found_at"].is_u64(),
+        "{:#}",
+        step(&r, "own")
+    );
+    for i in 0..3 {
+        assert_eq!(step(&r, &format!("leave_{i}"))["status"], "ok", "{r:#}");
+        let found = step(&r, &format!("find_{i}"));
+        assert_eq!(found["status"], "ok", "{found:#}");
+        assert!(found["details"]["found_at"].is_null(), "{found:#}");
+    }
+}

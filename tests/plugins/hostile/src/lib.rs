@@ -8,8 +8,13 @@ use runcap_sdk::{ActionError, Context, HttpRequest, Outcome};
 struct Params {
     /// What to try: `fetch`, `loop`, `memory-bomb`, `huge-output`, `stdout-flood`,
     /// `log-flood`, `panic`, `stack-overflow`, `exit`, `bad-details`, `fs-read`,
-    /// `fs-write`, `leak-pii`.
+    /// `fs-write`, `leak-pii`, `leave` (copies `secret` all over its stack, heap and
+    /// statics), `find` (searches its whole memory for what `leave` left).
     mode: String,
+    /// What `leave` leaves; `find` searches for it with every byte XOR 0xA5, given in hex
+    /// (so the plain bytes are nowhere in its own memory unless left there).
+    #[serde(default)]
+    secret: String,
     /// URL for `fetch`.
     #[serde(default)]
     url: String,
@@ -83,6 +88,21 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
                 .detail("jane.roe@example.com", "as a key")
                 .metric("jane.roe@example.com", 1.0))
         }
+        "leave" => {
+            leave(p.secret.as_bytes());
+            Ok(Outcome::ok("left the secret in memory"))
+        }
+        "find" => {
+            let masked = (0..p.secret.len() / 2)
+                .map(|i| u8::from_str_radix(&p.secret[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|e| ActionError::InvalidParams(format!("secret is not hex: {e}")))?;
+            let at = find_masked(&masked);
+            Ok(
+                Outcome::ok(format!("searched {} KiB", memory_bytes() >> 10))
+                    .detail("found_at", at.map(|a| a as u64)),
+            )
+        }
         "panic" => panic!("hostile plugin panics on purpose"),
         "stack-overflow" => Ok(Outcome::ok(format!("{}", recurse(0)))),
         "exit" => std::process::exit(3),
@@ -91,6 +111,53 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
             p.mode
         ))),
     }
+}
+
+/// Bytes left in a static by `leave`.
+static mut LEFT: [u8; 4096] = [0; 4096];
+
+/// Copies `secret` over a 32 KiB stack buffer, 256 KiB of heap that is never freed and a
+/// static buffer.
+fn leave(secret: &[u8]) {
+    if secret.is_empty() {
+        return;
+    }
+    let fill = |buf: &mut [u8]| {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = secret[i % secret.len()];
+        }
+    };
+    let mut stack = [0u8; 32 << 10];
+    fill(&mut stack);
+    std::hint::black_box(&stack);
+    let mut heap = vec![0u8; 256 << 10];
+    fill(&mut heap);
+    std::mem::forget(std::hint::black_box(heap));
+    // SAFETY: one thread; nothing else refers to the buffer.
+    unsafe { fill(&mut *std::ptr::addr_of_mut!(LEFT)) };
+}
+
+/// The size of this instance's linear memory.
+fn memory_bytes() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    return core::arch::wasm32::memory_size(0) * 65536;
+    #[cfg(not(target_arch = "wasm32"))]
+    return 0;
+}
+
+/// Where in linear memory the bytes of `masked` (each XOR 0xA5) are, unmasked, if anywhere.
+fn find_masked(masked: &[u8]) -> Option<usize> {
+    if masked.is_empty() {
+        return None;
+    }
+    // From address 8: a null pointer may not be read, and nothing is kept below 8.
+    (8..memory_bytes().saturating_sub(masked.len())).find(|&at| {
+        masked.iter().enumerate().all(|(i, m)| {
+            // SAFETY: `at + i` is within linear memory; any byte of it may be read.
+            let b = unsafe { std::ptr::read_volatile((at + i) as *const u8) };
+            b ^ 0xA5 == *m
+        })
+    })
 }
 
 #[allow(unconditional_recursion)]
