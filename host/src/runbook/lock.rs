@@ -35,8 +35,12 @@ struct LockFile {
     len: Option<u64>,
 }
 
-/// Released lock files kept open, at most one per path.
+/// Released lock files kept open, at most one per path and [`MAX_IDLE`] in all.
 static IDLE: Mutex<Option<HashMap<PathBuf, LockFile>>> = Mutex::new(None);
+
+/// How many released lock files stay open: a server with more runbooks than this closes
+/// the files of the ones past it, rather than spend its descriptors on them.
+const MAX_IDLE: usize = 128;
 
 impl Drop for RunbookLock {
     fn drop(&mut self) {
@@ -46,9 +50,10 @@ impl Drop for RunbookLock {
             return;
         }
         let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get_or_insert_default()
-            .entry(lock.path.clone())
-            .or_insert(lock);
+        let idle = idle.get_or_insert_default();
+        if idle.len() < MAX_IDLE {
+            idle.entry(lock.path.clone()).or_insert(lock);
+        }
     }
 }
 
@@ -261,6 +266,22 @@ mod tests {
             .unwrap();
         let other = File::open(dir.path().join("locks/runbook-r.lock")).unwrap();
         assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
+    }
+
+    #[tokio::test]
+    async fn at_most_a_bounded_number_of_released_lock_files_stay_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let never = StopSignal::never();
+        for i in 0..MAX_IDLE + 10 {
+            let name = format!("r{i}");
+            drop(
+                acquire(dir.path(), &name, "run", Overlap::Refuse, &never, |_| {})
+                    .await
+                    .unwrap(),
+            );
+        }
+        let idle = IDLE.lock().unwrap();
+        assert!(idle.as_ref().unwrap().len() <= MAX_IDLE);
     }
 
     #[tokio::test]
