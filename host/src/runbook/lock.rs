@@ -103,12 +103,6 @@ pub async fn acquire(
     let mut told = false;
     loop {
         match lock.file.try_lock() {
-            // A file kept open may have been deleted since (a state directory cleaned
-            // by hand): its lock would exclude nobody who opens the path now.
-            Ok(()) if lock.len.is_some() && lock.file.metadata().map_err(io)?.nlink() == 0 => {
-                lock = open(&dir, &path).map_err(io)?;
-                continue;
-            }
             Ok(()) => break,
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(e)) => return Err(io(e)),
@@ -145,10 +139,16 @@ pub async fn acquire(
     Ok(RunbookLock { file: Some(lock) })
 }
 
-/// The idle open file of `path`, if a released lock left one.
+/// The idle open file of `path`, if a released lock left one and it is still the file at
+/// `path`: one deleted since (a state directory cleaned by hand) would exclude nobody who
+/// opens the path now.
 fn take_idle(path: &Path) -> Option<LockFile> {
     let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
-    idle.as_mut()?.remove(path)
+    let lock = idle.as_mut()?.remove(path)?;
+    lock.file
+        .metadata()
+        .is_ok_and(|m| m.nlink() > 0)
+        .then_some(lock)
 }
 
 /// Opens (creating it and its directory if needed) the lock file at `path`.
