@@ -151,7 +151,7 @@ fn find_masked(masked: &[u8]) -> Option<usize> {
         return None;
     }
     // From address 8: a null pointer may not be read, and nothing is kept below 8.
-    (8..memory_bytes().saturating_sub(masked.len())).find(|&at| {
+    (8..=memory_bytes().saturating_sub(masked.len())).find(|&at| {
         masked.iter().enumerate().all(|(i, m)| {
             // SAFETY: `at + i` is within linear memory; any byte of it may be read.
             let b = unsafe { std::ptr::read_volatile((at + i) as *const u8) };
