@@ -40,14 +40,9 @@ const LAYOUT: Layout = Layout {
 /// services at 50 ms. On a loaded two-core machine the scheduler, not the stand-in,
 /// decides tens of milliseconds (a 101 ms answer has been seen), so the test moves those
 /// levels (and only them) out of the scheduler's reach; the drills prove a slow engine is
-/// still caught. The load per CPU a check tolerates is moved the same way.
-const RELAXED: [(&str, &str); 5] = [
+/// still caught. (The harness moves the host's own levels: memory, CPU, load, disk.)
+const RELAXED: [(&str, &str); 4] = [
     (r#"p95_below = "5ms""#, r#"p95_below = "1s""#),
-    // Likewise the host's CPU and load: a loaded test machine is not a failing platform.
-    (
-        "cpu = { warn_above = 80 }, load_per_cpu = { fail_above = 4 }",
-        "cpu = { warn_above = 100 }, load_per_cpu = { fail_above = 1000 }",
-    ),
     ("p99_ms > 5", "p99_ms > 1000"),
     (r#"p95_below = "50ms""#, r#"p95_below = "1s""#),
     (
@@ -115,13 +110,8 @@ fn the_acgs1_lite_stack_deploys_rolls_back_pages_by_issue_type_locks_down_recove
         assert!(s["details"]["p99_ms"].as_f64().unwrap() > 0.0, "{s:#}");
     }
     assert_eq!(step(&latency, "p99_alert")["status"], "skipped");
-    // The host's own figures depend on the machine; the stand-ins' processes and ports do not.
-    let resources = sb.run(&["run", "resources", "--json"]).json();
-    assert_eq!(
-        step(&resources, "listeners")["status"],
-        "ok",
-        "{resources:#}"
-    );
+    // The harness moves the machine's own levels; the stand-ins' processes and ports decide.
+    all_ok(&stack.run_json(&["run", "resources"], 0));
     // The logs' errors are from a past day, outside the 15-minute window.
     all_ok(&stack.run_json(&["run", "errors"], 0));
     let constitution = stack.run_json(&["run", "constitution"], 0);
@@ -140,13 +130,7 @@ fn the_acgs1_lite_stack_deploys_rolls_back_pages_by_issue_type_locks_down_recove
 
     // Before a release: checks, a backup, and stakeholders told.
     let pre = stack.run_json(&["run", "predeploy"], 0);
-    for (id, status) in statuses(&pre) {
-        // The host check may warn on a busy machine; nothing may fail.
-        assert!(
-            status == "ok" || (id == "host" && status == "warn"),
-            "{id}: {pre:#}"
-        );
-    }
+    all_ok(&pre);
     wait_for("the deployment notice", || {
         pages(&hooks, "stakeholders").len() == 1
     });
