@@ -499,6 +499,8 @@ pub async fn describe(runtime: &Runtime, plugin: &Plugin) -> Result<wit::Descrip
 pub struct WarmInstance {
     store: Store<HostState>,
     action: crate::bindings::Action,
+    /// The context every `run` call passes, built once: the call is what is measured.
+    context: wit::Context,
     _ticking: crate::engine::ticker::Ticking,
 }
 
@@ -519,9 +521,18 @@ impl WarmInstance {
             .instantiate_async(&mut store)
             .await
             .map_err(CallError::Trapped)?;
+        let context = wit::Context {
+            run_id: "bench".into(),
+            environment: "bench".into(),
+            runbook: "bench".into(),
+            step: "bench".into(),
+            dry_run: false,
+            deadline_ms: now_ms() + 3_600_000,
+        };
         Ok(WarmInstance {
             store,
             action,
+            context,
             _ticking: ticking,
         })
     }
@@ -534,17 +545,13 @@ impl WarmInstance {
             .map_err(CallError::Trapped)
     }
 
-    /// Calls the plugin's `run` export with a fixed context.
+    /// Calls the plugin's `run` export with the context made when the instance was.
     pub async fn run(&mut self, params: &str) -> Result<Status, CallError> {
-        let ctx = wit::Context {
-            run_id: "bench".into(),
-            environment: "bench".into(),
-            runbook: "bench".into(),
-            step: "bench".into(),
-            dry_run: false,
-            deadline_ms: now_ms() + 3_600_000,
-        };
-        match self.action.call_run(&mut self.store, &ctx, params).await {
+        match self
+            .action
+            .call_run(&mut self.store, &self.context, params)
+            .await
+        {
             Ok(Ok(o)) => Ok(match o.status {
                 wit::Status::Ok => Status::Ok,
                 wit::Status::Warn => Status::Warn,
