@@ -506,7 +506,8 @@ pub fn __run<P: DeserializeOwned>(
                 Status::Fail => wit::Status::Fail,
             },
             summary: outcome.summary,
-            details: serde_json::Value::Object(outcome.details).to_string(),
+            // Serialized directly: through `Display` every piece goes by `fmt::Write`.
+            details: serde_json::to_string(&outcome.details).unwrap_or_else(|_| "{}".into()),
             metrics: outcome
                 .metrics
                 .into_iter()
