@@ -23,10 +23,10 @@ pub struct Layout<'a> {
 }
 
 /// Sets the host-wide levels a `resources` check judges (memory and CPU percent, load per
-/// CPU, the root disk's space and inodes) to 100, which no machine reaches. Those figures belong to
-/// whatever machine runs the test (a shared CI host with a nearly full disk or both cores
-/// busy is not a failing platform), so an example's test judges its own processes, ports
-/// and files and leaves the machine's figures to `tests/system_facts.rs`.
+/// CPU, the root disk's space and inodes) to 100, which no machine reaches. Those figures
+/// belong to whatever machine runs the test (a shared CI host with a nearly full disk or
+/// both cores busy is not a failing platform), so an example's test judges its own
+/// processes, ports and files and leaves the machine's figures to `tests/system_facts.rs`.
 fn out_of_the_machines_reach(manifest: &str) -> String {
     // `cpu = {` also finds `load_per_cpu = {`.
     const TABLES: [&str; 4] = [
