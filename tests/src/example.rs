@@ -285,6 +285,13 @@ pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Asserts that every step of a run report is `ok`, naming the first that is not.
+pub fn all_ok(report: &serde_json::Value) {
+    for (id, status) in statuses(report) {
+        assert_eq!(status, "ok", "{id}: {report:#}");
+    }
+}
+
 /// A run report's steps as (id, status).
 pub fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
     report["steps"]

@@ -11,7 +11,7 @@
 //! the stack is stopped with nothing left running.
 
 use runcap_e2e::example::{
-    Example, Layout, append, crash, http, listening, now_rfc3339, pages, statuses, wait_for,
+    Example, Layout, all_ok, append, crash, http, listening, now_rfc3339, pages, statuses, wait_for,
 };
 use runcap_e2e::{Service, repo_root, step};
 
@@ -60,12 +60,6 @@ fn current_release(stack: &Example) -> String {
         .unwrap()
         .display()
         .to_string()
-}
-
-fn all_ok(report: &serde_json::Value) {
-    for (id, status) in statuses(report) {
-        assert_eq!(status, "ok", "{id}: {report:#}");
-    }
 }
 
 #[test]
