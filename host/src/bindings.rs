@@ -5,6 +5,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: { default: async | trappable },
     exports: { default: async },
-    // `runcap call --record/--replay` keeps capability calls and answers as JSON.
-    additional_derives: [serde::Serialize, serde::Deserialize],
+    // `runcap call --record/--replay` keeps capability calls and answers as JSON; tests
+    // compare answers.
+    additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });

@@ -1,6 +1,7 @@
-//! A plugin cannot hold the host past its time limit through the file system: opening a
-//! FIFO with no writer, reading a device without end, or reading a directory as a file
-//! each fail the step on time, and Ctrl-C still ends the run.
+//! A plugin cannot hold the host past its time limit through the file system, through WASI
+//! or through `runcap:plugin/fs`: opening a FIFO with no writer, reading a device
+//! without end, or reading a directory as a file each fail the step on time, and Ctrl-C
+//! still ends the run.
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -36,12 +37,20 @@ steps = [
   {{ id = "fifo", uses = "hostile", on_failure = "continue", with = {{ mode = "fs-read", path = "/input/fifo" }} }},
   {{ id = "device", uses = "hostile", on_failure = "continue", with = {{ mode = "fs-read", path = "/dev/zero" }} }},
   {{ id = "directory", uses = "hostile", on_failure = "continue", with = {{ mode = "fs-read", path = "/input/sub" }} }},
+  {{ id = "files_fifo", uses = "hostile", on_failure = "continue", with = {{ mode = "files-read", path = "/input/fifo" }} }},
+  {{ id = "files_device", uses = "hostile", on_failure = "continue", with = {{ mode = "files-read", path = "/dev/zero" }} }},
+  {{ id = "files_directory", uses = "hostile", on_failure = "continue", with = {{ mode = "files-read", path = "/input/sub" }} }},
   {{ id = "after", uses = "hostile", with = {{ mode = "fs-read", path = "/input/sub/file.txt" }} }},
 ]
 
 [runbooks.hang]
 steps = [
   {{ id = "fifo", uses = "hostile", with = {{ mode = "fs-read", path = "/input/fifo" }} }},
+]
+
+[runbooks.hang_files]
+steps = [
+  {{ id = "fifo", uses = "hostile", with = {{ mode = "files-read", path = "/input/fifo" }} }},
 ]
 "#,
             hostile = plugin_lines("hostile"),
@@ -80,7 +89,7 @@ fn blocking_files_fail_their_step_on_time() {
     let out = child.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    for id in ["fifo", "device"] {
+    for id in ["fifo", "device", "files_fifo", "files_device"] {
         let s = step(&report, id);
         assert_eq!(s["status"], "fail", "{id}: {s:#}");
         let text = s.to_string();
@@ -89,14 +98,16 @@ fn blocking_files_fail_their_step_on_time() {
             "{id}: {s:#}"
         );
     }
-    let dir = step(&report, "directory");
-    assert_eq!(dir["status"], "fail", "{dir:#}");
-    assert!(
-        dir.to_string().contains("cannot read /input/sub"),
-        "{dir:#}"
-    );
+    for id in ["directory", "files_directory"] {
+        let dir = step(&report, id);
+        assert_eq!(dir["status"], "fail", "{dir:#}");
+        assert!(
+            dir.to_string().contains("cannot read /input/sub"),
+            "{dir:#}"
+        );
+    }
     assert_eq!(step(&report, "after")["status"], "ok", "{report:#}");
-    // Three limits of 1 s at most, plus start-up: nowhere near a hang.
+    // Five limits of 1 s at most, plus start-up: nowhere near a hang.
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",
@@ -106,6 +117,15 @@ fn blocking_files_fail_their_step_on_time() {
 
 #[test]
 fn ctrl_c_ends_a_run_blocked_on_a_fifo() {
+    ctrl_c_ends_a_run_of("hang");
+}
+
+#[test]
+fn ctrl_c_ends_a_run_blocked_on_a_fifo_opened_through_files() {
+    ctrl_c_ends_a_run_of("hang_files");
+}
+
+fn ctrl_c_ends_a_run_of(runbook: &str) {
     let sb = sandbox();
     // A long limit, so only the signal can end the step.
     let manifest = std::fs::read_to_string(sb.path().join("runcap.toml"))
@@ -114,7 +134,7 @@ fn ctrl_c_ends_a_run_blocked_on_a_fifo() {
     sb.write("runcap.toml", &manifest);
     let mut child = sb
         .runcap()
-        .args(["run", "hang"])
+        .args(["run", runbook])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

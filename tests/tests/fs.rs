@@ -1,5 +1,6 @@
 //! Directory grants end to end: a plugin sees exactly the directories its manifest grants, in
-//! the mode granted, and `..`, absolute paths and symlinks cannot take it outside them.
+//! the mode granted, and `..`, absolute paths and symlinks cannot take it outside them,
+//! through WASI's file system or through `runcap:plugin/fs`.
 
 use std::path::Path;
 
@@ -49,20 +50,57 @@ grants.fs = {{ data = {{ path = "grant" }} }}
     sb
 }
 
-fn read_step(id: &str, path: &str) -> String {
+/// How the hostile plugin reaches files: WASI's file system (`fs`) or runcap's (`files`).
+#[derive(Clone, Copy)]
+enum Via {
+    Wasi,
+    Files,
+}
+
+impl Via {
+    fn mode(self, op: &str) -> String {
+        match self {
+            Via::Wasi => format!("fs-{op}"),
+            Via::Files => format!("files-{op}"),
+        }
+    }
+}
+
+fn read_step_via(via: Via, id: &str, path: &str) -> String {
     format!(
-        "  {{ id = \"{id}\", uses = \"hostile\", on_failure = \"continue\", with = {{ mode = \"fs-read\", path = \"{path}\" }} }},\n"
+        "  {{ id = \"{id}\", uses = \"hostile\", on_failure = \"continue\", with = {{ mode = \"{}\", path = \"{path}\" }} }},\n",
+        via.mode("read")
     )
 }
 
-fn write_step(id: &str, path: &str) -> String {
+fn write_step_via(via: Via, id: &str, path: &str) -> String {
     format!(
-        "  {{ id = \"{id}\", uses = \"hostile\", on_failure = \"continue\", with = {{ mode = \"fs-write\", path = \"{path}\" }} }},\n"
+        "  {{ id = \"{id}\", uses = \"hostile\", on_failure = \"continue\", with = {{ mode = \"{}\", path = \"{path}\" }} }},\n",
+        via.mode("write")
     )
+}
+
+fn read_step(id: &str, path: &str) -> String {
+    read_step_via(Via::Wasi, id, path)
+}
+
+fn write_step(id: &str, path: &str) -> String {
+    write_step_via(Via::Wasi, id, path)
 }
 
 #[test]
 fn grants_confine_reads_and_writes() {
+    confine(Via::Wasi);
+}
+
+#[test]
+fn grants_confine_reads_and_writes_through_files() {
+    confine(Via::Files);
+}
+
+fn confine(via: Via) {
+    let read_step = |id: &str, path: &str| read_step_via(via, id, path);
+    let write_step = |id: &str, path: &str| write_step_via(via, id, path);
     let mut steps = String::from("\n[runbooks.fs]\nsteps = [\n");
     steps += &read_step("inside", "/input/inside.txt");
     steps += &read_step("deeper", "/input/sub/../sub/deeper.txt");
@@ -135,6 +173,14 @@ fn grants_confine_reads_and_writes() {
         calls.contains("\"preopen\"") && calls.contains("/input = ") && calls.contains("(ro)"),
         "{calls}"
     );
+    if let Via::Files = via {
+        // runcap's own file interface records what it refuses.
+        let calls = step(&r, "write_ro")["calls"].to_string();
+        assert!(
+            calls.contains("\"denied\"") && calls.contains("/input is read-only"),
+            "{calls}"
+        );
+    }
 }
 
 #[test]
@@ -142,14 +188,25 @@ fn dry_run_makes_every_directory_read_only() {
     let mut steps = String::from("\n[runbooks.fs]\nsteps = [\n");
     steps += &write_step("write_rw", "/output/dry.txt");
     steps += &read_step("read", "/input/inside.txt");
+    steps += &write_step_via(Via::Files, "files_write_rw", "/output/dry.txt");
+    steps += &read_step_via(Via::Files, "files_read", "/input/inside.txt");
     steps += "]\n";
     let sb = sandbox(&steps);
     let r = sb.run(&["run", "fs", "--json", "--dry-run"]).json();
-    assert_eq!(step(&r, "write_rw")["status"], "fail", "{r:#}");
+    for id in ["write_rw", "files_write_rw"] {
+        assert_eq!(step(&r, id)["status"], "fail", "{r:#}");
+        let calls = step(&r, id)["calls"].to_string();
+        assert!(calls.contains("dry-run"), "{calls}");
+    }
+    assert!(
+        step(&r, "files_write_rw")
+            .to_string()
+            .contains("/output is read-only in a dry run"),
+        "{r:#}"
+    );
     assert_eq!(step(&r, "read")["status"], "ok", "{r:#}");
+    assert_eq!(step(&r, "files_read")["status"], "ok", "{r:#}");
     assert!(!sb.path().join("out/dry.txt").exists());
-    let calls = step(&r, "write_rw")["calls"].to_string();
-    assert!(calls.contains("dry-run"), "{calls}");
 }
 
 #[test]

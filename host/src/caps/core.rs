@@ -39,6 +39,9 @@ pub trait Capability: Sized + Send + Sync + 'static {
     const NAME: &'static str;
     /// The interface (without version) whose import means the plugin uses it.
     const INTERFACE: &'static str;
+    /// Further interfaces (without version) the capability provides under the same grant
+    /// (fs: `runcap:plugin/fs` beside WASI's file system).
+    const MORE_INTERFACES: &'static [&'static str] = &[];
     /// The WIT file that defines the interface (`include_str!` of `wit/NAME.wit`), which
     /// `runcap wit` writes for plugin authors; `None` for an interface WASI defines.
     const WIT: Option<&'static str> = None;
@@ -567,6 +570,7 @@ impl wit_types::Host for HostState {}
 pub trait Entry: Sync {
     fn name(&self) -> &'static str;
     fn interface(&self) -> &'static str;
+    fn more_interfaces(&self) -> &'static [&'static str];
     fn wit(&self) -> Option<&'static str>;
     fn granted(&self) -> Granted;
     fn hint(&self, plugin: &str) -> String;
@@ -616,6 +620,10 @@ impl<C: Capability> Entry for Registered<C> {
 
     fn interface(&self) -> &'static str {
         C::INTERFACE
+    }
+
+    fn more_interfaces(&self) -> &'static [&'static str] {
+        C::MORE_INTERFACES
     }
 
     fn wit(&self) -> Option<&'static str> {

@@ -84,7 +84,7 @@ pub fn by_interface(interface: &str) -> Option<&'static dyn Entry> {
     REGISTRY
         .iter()
         .copied()
-        .find(|c| c.interface() == interface)
+        .find(|c| c.interface() == interface || c.more_interfaces().contains(&interface))
 }
 
 /// The capabilities a plugin can be granted (all but the always-available ones).

@@ -94,13 +94,14 @@ pub fn worlds() -> Vec<World> {
 pub fn importable() -> Vec<&'static str> {
     crate::caps::REGISTRY
         .iter()
-        .filter_map(|c| c.interface().strip_prefix("runcap:plugin/"))
+        .flat_map(|c| std::iter::once(c.interface()).chain(c.more_interfaces().iter().copied()))
+        .filter_map(|i| i.strip_prefix("runcap:plugin/"))
         .collect()
 }
 
-/// A world file named `name` that imports `log` and `imports`. `fs` is accepted and
-/// needs no import: files come through `wasi:filesystem`, which every language
-/// runtime imports, and the `fs` grant decides what it reaches.
+/// A world file named `name` that imports `log` and `imports`. Files come through
+/// `wasi:filesystem`, which every language runtime imports, and the `fs` grant decides
+/// what it reaches; importing `fs` adds `runcap:plugin/fs`, the same files in large pieces.
 pub fn custom_world(name: &str, imports: &[String]) -> Result<String, WitError> {
     let kebab = |w: &str| {
         w.split('-').all(|part| {
@@ -119,17 +120,10 @@ pub fn custom_world(name: &str, imports: &[String]) -> Result<String, WitError> 
     let known = importable();
     let mut chosen = vec!["log"];
     for i in imports.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
-        if i == "fs" {
-            continue;
-        }
         match known.iter().find(|k| **k == i) {
             Some(k) if !chosen.contains(k) => chosen.push(k),
             Some(_) => {}
-            None => {
-                let mut all: Vec<&str> = known.clone();
-                all.push("fs");
-                return Err(WitError::UnknownImport(i.to_string(), all.join(", ")));
-            }
+            None => return Err(WitError::UnknownImport(i.to_string(), known.join(", "))),
         }
     }
     let mut w = String::new();
@@ -294,6 +288,7 @@ mod tests {
         assert_eq!(
             imported,
             [
+                "runcap:plugin/fs@0.1.0",
                 "runcap:plugin/http@0.1.0",
                 "runcap:plugin/log@0.1.0",
                 "runcap:plugin/notify@0.1.0",

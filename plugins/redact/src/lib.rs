@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Files are streamed line by line through [`runcap_redact`] with bounded buffers, never read
-//! whole. `.jsonl` and `.ndjson` files are JSON Lines (values and keys are redacted, structure
+//! whole, and read and written through `runcap:plugin/fs` ([`FileReader`], [`FileWriter`]),
+//! whose host thread reads the next megabyte while the plugin scans this one. `.jsonl` and `.ndjson` files are JSON Lines (values and keys are redacted, structure
 //! kept, every line stays valid JSON); everything else is plain text, unless `format` says
 //! otherwise. Each copy is written under a temporary name and renamed into place when
 //! complete. In a dry run nothing is written: the files are read and counted.
@@ -25,7 +26,6 @@
 //! warning naming it.
 
 mod content;
-mod files;
 
 use std::fs;
 use std::io::{self, BufRead, Write};
@@ -33,14 +33,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use runcap_redact::{Config, Counts, CustomRule, Redactor, Stats};
-use runcap_sdk::{ActionError, Context, Outcome, Status};
+use runcap_sdk::{ActionError, Context, FileReader, FileWriter, Outcome, Status};
 use serde_json::{Map, Value, json};
 
 pub use content::{Compression, Content};
-pub use files::Files;
 
-/// Buffer size of native file reads and writes (the component uses WASI streams, see
-/// [`Files`]).
+/// Buffer size of decoded text (files are read and written in the host's 1 MiB pieces,
+/// see [`FileReader`]).
 pub const IO_BUF: usize = 256 * 1024;
 /// Per-file entries kept in the outcome's details; further files are counted, not listed.
 pub const MAX_FILE_ENTRIES: usize = 500;
@@ -241,7 +240,6 @@ fn walk(
 /// Streams `reader` through the rules into `dst` (through a temporary file renamed into
 /// place), or into nothing when `dst` is `None` (a dry run).
 pub fn redact_file(
-    files: &Files,
     r: &Redactor,
     reader: Box<dyn BufRead>,
     dst: Option<&Path>,
@@ -260,10 +258,9 @@ pub fn redact_file(
         .unwrap_or_default();
     let tmp = dst.with_file_name(format!(".{name}.redact-tmp"));
     let result = (|| {
-        let mut w = files.create(&tmp)?;
+        let mut w = FileWriter::create(&tmp)?;
         let stats = stream(r, reader, &mut w, format, counts)?;
-        w.flush()?;
-        drop(w);
+        w.finish()?;
         fs::rename(&tmp, dst)?;
         Ok(stats)
     })();
@@ -294,7 +291,6 @@ pub fn redact_tree(
     format: Format,
 ) -> io::Result<Report> {
     let started = Instant::now();
-    let files = Files::new();
     let (paths, skipped) = list_files(input)?;
     let mut report = Report {
         skipped,
@@ -302,7 +298,7 @@ pub fn redact_tree(
     };
     for rel in &paths {
         let src = input.join(rel);
-        let opened = files.open(&src).and_then(|f| content::open(f, IO_BUF));
+        let opened = FileReader::open(&src).and_then(|f| content::open(f, IO_BUF));
         let (reader, compression) = match opened {
             Ok(Content::Text {
                 reader,
@@ -343,7 +339,7 @@ pub fn redact_tree(
             ))
         } else {
             let dst = output.map(|o| o.join(&out_rel));
-            redact_file(&files, r, reader, dst.as_deref(), fmt, &mut counts)
+            redact_file(r, reader, dst.as_deref(), fmt, &mut counts)
         };
         let (stats, error) = match result {
             Ok(s) => {

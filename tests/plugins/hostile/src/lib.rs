@@ -8,8 +8,9 @@ use runcap_sdk::{ActionError, Context, HttpRequest, Outcome};
 struct Params {
     /// What to try: `fetch`, `loop`, `memory-bomb`, `huge-output`, `stdout-flood`,
     /// `log-flood`, `panic`, `stack-overflow`, `exit`, `bad-details`, `fs-read`,
-    /// `fs-write`, `leak-pii`, `leave` (copies `secret` all over its stack, heap and
-    /// statics), `find` (searches its whole memory for what `leave` left).
+    /// `fs-write`, `files-read`, `files-write` (the same through `runcap:plugin/fs`),
+    /// `leak-pii`, `leave` (copies `secret` all over its stack, heap and statics), `find`
+    /// (searches its whole memory for what `leave` left).
     mode: String,
     /// What `leave` leaves; `find` searches for it with every byte XOR 0xA5, given in hex
     /// (so the plain bytes are nowhere in its own memory unless left there).
@@ -18,7 +19,8 @@ struct Params {
     /// URL for `fetch`.
     #[serde(default)]
     url: String,
-    /// The path `fs-read` reads or `fs-write` writes, as the plugin sees it.
+    /// The path `fs-read` and `files-read` read or `fs-write` and `files-write` write, as
+    /// the plugin sees it.
     #[serde(default)]
     path: String,
 }
@@ -63,6 +65,25 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
                 Outcome::ok(format!("read {} bytes from {}", text.len(), p.path))
                     .detail("content", text),
             )
+        }
+        "files-read" => {
+            let mut text = String::new();
+            runcap_sdk::FileReader::open(&p.path)
+                .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text))
+                .map_err(|e| ActionError::Failed(format!("cannot read {}: {e}", p.path)))?;
+            Ok(
+                Outcome::ok(format!("read {} bytes from {}", text.len(), p.path))
+                    .detail("content", text),
+            )
+        }
+        "files-write" => {
+            runcap_sdk::FileWriter::create(&p.path)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, b"written by the hostile plugin\n")?;
+                    f.finish()
+                })
+                .map_err(|e| ActionError::Failed(format!("cannot write {}: {e}", p.path)))?;
+            Ok(Outcome::ok(format!("wrote {}", p.path)))
         }
         "fs-write" => {
             std::fs::write(&p.path, "written by the hostile plugin\n")

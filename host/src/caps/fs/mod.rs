@@ -6,11 +6,13 @@
 //! | manifest | `[plugins.NAME.grants.fs]` `input = { path = "logs", mode = "ro" }`, `output = { path = "redacted", mode = "rw" }` (`path` relative to the manifest, `mode` defaults to `"ro"`) |
 //! | default | no grant: the plugin sees no file system at all (no preopens) |
 //! | enforced | by wasmtime-wasi on cap-std: every path is resolved inside its preopened directory, so `..`, absolute paths and symlinks cannot leave it; a read-only directory refuses every change; in a dry run every directory is read-only and a missing read-write one is not created |
-//! | audit | one call record per directory per action (`preopen`, guest path, host path, mode); single file operations are confined, not recorded one by one |
+//! | audit | one call record per directory per action (`preopen`, guest path, host path, mode); single file operations are confined, not recorded one by one (a refused `runcap:plugin/fs` open is recorded as a denial) |
 //!
 //! Every Rust `wasm32-wasip2` component imports `wasi:filesystem/*` (the standard library
 //! links it), so importing it needs no grant: without one there is simply nothing to open.
-//! An fs grant counts as used when the component imports `wasi:filesystem/preopens`.
+//! An fs grant counts as used when the component imports `wasi:filesystem/preopens` or
+//! `runcap:plugin/fs`, the same directories read and written in large pieces
+//! ([`files`]).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -20,11 +22,15 @@ use serde::Deserialize;
 use wasmtime::component::Linker;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::bindings::runcap::plugin::fs as wit;
 use crate::caps::compare::{Change, ChangeKind};
 use crate::caps::core::{
-    ActionSetup, CallRecord, Capability, Declared, Granted, HostState, PrepareError, Resources,
+    ActionSetup, CallRecord, CapData, Capability, Declared, Granted, HostState, PrepareError,
+    Resources,
 };
 use crate::manifest::{KeyPath, Validator};
+
+pub mod files;
 
 /// The `fs` capability.
 pub struct Fs;
@@ -33,11 +39,13 @@ impl Capability for Fs {
     const NAME: &'static str = "fs";
     /// The WASI interface whose import means "uses its fs grant".
     const INTERFACE: &'static str = "wasi:filesystem/preopens";
+    const MORE_INTERFACES: &'static [&'static str] = &["runcap:plugin/fs"];
+    const WIT: Option<&'static str> = Some(include_str!("../../../../wit/fs.wit"));
     const GRANTED: Granted = Granted::ByGrantImportFree;
     type Config = FsGrantConfig;
     type Grant = FsGrant;
     type Access = Arc<FsGrant>;
-    type State = ();
+    type State = files::OpenFiles;
 
     fn hint(plugin: &str) -> String {
         format!(
@@ -88,9 +96,9 @@ impl Capability for Fs {
         Ok(())
     }
 
-    fn add_to_linker(_: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         // WASI's file system is linked with the rest of WASI; a grant adds preopens.
-        Ok(())
+        wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
     }
 }
 
