@@ -244,7 +244,17 @@ fn caps_lists_directories_and_modes() {
     let hostile = plugins.iter().find(|p| p["name"] == "hostile").unwrap();
     let noop = plugins.iter().find(|p| p["name"] == "noop").unwrap();
     let imports = hostile["imports"].to_string();
-    assert!(imports.contains("wasi:filesystem/preopens"), "{hostile:#}");
+    assert!(
+        imports.contains("wasi:filesystem/preopens") && imports.contains("runcap:plugin/fs"),
+        "{hostile:#}"
+    );
+    // Two interfaces, one capability: `check` names it once.
+    let check = sb.run(&["check"]).expect_code(0);
+    assert!(
+        check.stdout().contains("imports fs, http\n"),
+        "{}",
+        check.stdout()
+    );
     assert!(
         hostile["over_grants"].as_array().unwrap().is_empty(),
         "{hostile:#}"

@@ -42,8 +42,9 @@ pub trait Capability: Sized + Send + Sync + 'static {
     /// Further interfaces (without version) the capability provides under the same grant
     /// (fs: `runcap:plugin/fs` beside WASI's file system).
     const MORE_INTERFACES: &'static [&'static str] = &[];
-    /// The WIT file that defines the interface (`include_str!` of `wit/NAME.wit`), which
-    /// `runcap wit` writes for plugin authors; `None` for an interface WASI defines.
+    /// The WIT file that defines the capability's own interface (`include_str!` of
+    /// `wit/NAME.wit`), which `runcap wit` writes for plugin authors; `None` when WASI
+    /// defines every interface it provides.
     const WIT: Option<&'static str> = None;
     /// How a plugin comes to have it.
     const GRANTED: Granted = Granted::ByGrant;

@@ -372,7 +372,13 @@ impl Plugin {
             .filter_map(|i| caps::by_interface(i))
             .filter(|c| caps::import_needs_grant(*c) || self.spec.grants.has(c.name()))
             .map(|c| c.name())
-            .collect()
+            .fold(Vec::new(), |mut names, name| {
+                // A capability may provide more than one interface (fs).
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                names
+            })
     }
 }
 

@@ -1,10 +1,11 @@
-//! `fs`: directories a plugin may read, or read and write, through WASI preopens.
+//! `fs`: directories a plugin may read, or read and write, through WASI preopens and
+//! through `runcap:plugin/fs` ([`files`]).
 //!
 //! | | |
 //! |---|---|
 //! | grants | each named directory, read-only or read-write, seen by the plugin as `/NAME` |
 //! | manifest | `[plugins.NAME.grants.fs]` `input = { path = "logs", mode = "ro" }`, `output = { path = "redacted", mode = "rw" }` (`path` relative to the manifest, `mode` defaults to `"ro"`) |
-//! | default | no grant: the plugin sees no file system at all (no preopens) |
+//! | default | no grant: the plugin sees no file system at all (no preopens; `runcap:plugin/fs` calls are denied, naming the grant to add) |
 //! | enforced | by wasmtime-wasi on cap-std: every path is resolved inside its preopened directory, so `..`, absolute paths and symlinks cannot leave it; a read-only directory refuses every change; in a dry run every directory is read-only and a missing read-write one is not created |
 //! | audit | one call record per directory per action (`preopen`, guest path, host path, mode); single file operations are confined, not recorded one by one (a refused `runcap:plugin/fs` open is recorded as a denial) |
 //!
@@ -97,7 +98,8 @@ impl Capability for Fs {
     }
 
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-        // WASI's file system is linked with the rest of WASI; a grant adds preopens.
+        // WASI's file system is linked with the rest of WASI (a grant adds preopens);
+        // runcap's own file interface is linked here.
         wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)
     }
 }
