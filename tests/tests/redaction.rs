@@ -430,3 +430,81 @@ pattern = "EMP-("
         "{err}"
     );
 }
+
+/// The plugin reads and writes files in the host's 1 MiB pieces (`runcap:plugin/fs`): a
+/// value cut by a piece's edge, ending on it or starting on it is redacted like any other.
+#[test]
+fn values_across_the_edges_of_the_hosts_pieces_are_redacted() {
+    const PIECE: usize = 1 << 20;
+    const SECRET: &str = "Tr0ub4dor-horse-battery-staple";
+    let sb = Sandbox::new();
+    sb.write("secrets/db-password.txt", &format!("{SECRET}\n"));
+    let filler = "GET /health 200 in 1.2 ms request=7f3a9c\n";
+    let mut log = String::new();
+    let mut planted = Vec::new();
+    // One value per edge, at the first four edges: an email cut by it, an email starting on
+    // it, the secret cut by it, the secret ending on it.
+    for (edge, (before_edge, value)) in [
+        (7, "jane.roe@example.com".to_string()),
+        (0, "j.doe+ops@example.org".to_string()),
+        (SECRET.len() / 2, SECRET.to_string()),
+        (SECRET.len(), SECRET.to_string()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let boundary = (edge + 1) * PIECE;
+        let prefix = "user ";
+        let start = boundary - before_edge;
+        while log.len() + filler.len() + 64 < start {
+            log.push_str(filler);
+        }
+        // One line of padding brings the value's first byte to `start`.
+        let pad = start - log.len() - prefix.len() - 1;
+        log.push_str(&"x".repeat(pad));
+        log.push('\n');
+        log.push_str(prefix);
+        assert_eq!(log.len(), start);
+        log.push_str(&value);
+        log.push_str(" logged in\n");
+        planted.push(value);
+    }
+    log.push_str(filler);
+    sb.write("logs/app.log", &log);
+    sb.write(
+        "runcap.toml",
+        &format!(
+            r#"
+environment = "test"
+
+[secrets.db-password]
+file = "secrets/db-password.txt"
+
+[plugins.redact]
+{redact}
+limits = {{ memory = "32MiB", time = "1m" }}
+grants.secrets = ["db-password"]
+
+[plugins.redact.grants.fs]
+input = {{ path = "logs", mode = "ro" }}
+output = {{ path = "out", mode = "rw" }}
+
+[runbooks.scrub]
+steps = [{{ id = "scrub", uses = "redact", with = {{ rules = ["email"], secrets = ["db-password"] }} }}]
+"#,
+            redact = plugin_lines("redact"),
+        ),
+    );
+    let r = sb.run(&["run", "scrub", "--json"]).expect_code(0).json();
+    let counts = &step(&r, "scrub")["details"]["counts"];
+    assert_eq!(counts["email"], 2, "{r:#}");
+    assert_eq!(counts["secret"], 2, "{r:#}");
+    let out = std::fs::read(sb.path().join("out/app.log")).unwrap();
+    for value in &planted {
+        assert!(!find(&out, value), "{value} survived");
+    }
+    // Everything else is copied as it was: the same lines, the fillers untouched.
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out.lines().count(), log.lines().count());
+    assert_eq!(out.matches(filler).count(), log.matches(filler).count());
+}
