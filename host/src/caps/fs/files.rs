@@ -249,12 +249,11 @@ impl CapCtx<'_, Fs> {
 
     /// Hands `message` to `file`'s writing thread, waiting while its queue is full.
     async fn send(&mut self, file: wit::Handle, message: ToWriter) -> Result<(), wit::FileError> {
-        let OpenFile::Writing { pieces, .. } = self.writer(file)? else {
-            unreachable!("writer() returns a writing file")
-        };
-        let sent = match pieces {
-            Some(tx) => tx.send(message).await.is_ok(),
-            None => false,
+        let sent = match self.writer(file)? {
+            OpenFile::Writing {
+                pieces: Some(tx), ..
+            } => tx.send(message).await.is_ok(),
+            _ => false,
         };
         if sent {
             return Ok(());
