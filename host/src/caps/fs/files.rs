@@ -29,8 +29,9 @@ use crate::caps::core::{CallRecord, CapCtx, Capability};
 
 /// The most bytes one `read` hands over.
 pub const PIECE: usize = 1024 * 1024;
-/// Files one action may have open at once. Each has a thread and holds at most two
-/// pieces on the host (one queued, one being read or written): 16 MiB at most.
+/// Files one action may have open at once. Each has a thread and holds at most three
+/// pieces on the host (one queued, one being read or written, one being handed over):
+/// 24 MiB at most.
 pub const MAX_OPEN: usize = 8;
 
 /// The open files of one action, by handle; dropped (and so closed) when it ends.
