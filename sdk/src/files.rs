@@ -217,20 +217,14 @@ mod wasm {
     }
 
     impl Drop for Writer {
+        /// What `BufWriter` does when dropped: hand over the rest, then close.
         fn drop(&mut self) {
             if let Some(file) = self.file.take() {
-                let _ = self.hand_over_on_drop(file);
+                if !self.buf.is_empty() {
+                    let _ = wit::write(file, &self.buf);
+                }
+                let _ = wit::close(file);
             }
-        }
-    }
-
-    impl Writer {
-        /// What `BufWriter` does when dropped: hand over the rest, then close.
-        fn hand_over_on_drop(&mut self, file: wit::Handle) -> Result<(), wit::FileError> {
-            if !self.buf.is_empty() {
-                wit::write(file, &self.buf)?;
-            }
-            wit::close(file)
         }
     }
 }

@@ -50,8 +50,8 @@ enum OpenFile {
         finished: Option<Result<(), String>>,
     },
     Writing {
-        /// Pieces (and flush requests) to the writing thread; `None` once it stopped.
-        pieces: Option<mpsc::Sender<ToWriter>>,
+        /// Pieces (and flush requests) to the writing thread.
+        pieces: mpsc::Sender<ToWriter>,
         /// The thread's last word: its first failure, or success once the channel closes.
         done: Option<oneshot::Receiver<io::Result<()>>>,
         /// The first failure, once known: every later call reports it.
@@ -187,10 +187,7 @@ impl CapCtx<'_, Fs> {
             let reason = self.not_granted();
             return Err(wit::FileError::Denied(self.deny(operation, &path, reason)));
         };
-        let (dir, below) = match place(&grant, &path) {
-            Ok(found) => found,
-            Err(e) => return Err(e),
-        };
+        let (dir, below) = place(&grant, &path)?;
         if purpose == Purpose::Write && dir.mode == Mode::ReadOnly {
             let reason = format!(
                 "{} is read-only ({}.{} has mode = \"ro\")",
@@ -208,10 +205,10 @@ impl CapCtx<'_, Fs> {
                 format!("too many open files: at most {MAX_OPEN} at once; close one first");
             return Err(wit::FileError::Denied(self.deny(operation, &path, reason)));
         }
-        let host_dir = dir.host.clone();
+        let place = (dir.host.clone(), below);
         let opened = match purpose {
-            Purpose::Read => start_reading(host_dir, below).await,
-            Purpose::Write => start_writing(host_dir, below).await,
+            Purpose::Read => start_reading(place).await,
+            Purpose::Write => start_writing(place).await,
         };
         let file = match opened {
             Ok(file) => file,
@@ -251,10 +248,8 @@ impl CapCtx<'_, Fs> {
     /// Hands `message` to `file`'s writing thread, waiting while its queue is full.
     async fn send(&mut self, file: wit::Handle, message: ToWriter) -> Result<(), wit::FileError> {
         let sent = match self.writer(file)? {
-            OpenFile::Writing {
-                pieces: Some(tx), ..
-            } => tx.send(message).await.is_ok(),
-            _ => false,
+            OpenFile::Writing { pieces, .. } => pieces.send(message).await.is_ok(),
+            OpenFile::Reading { .. } => false,
         };
         if sent {
             return Ok(());
@@ -264,15 +259,9 @@ impl CapCtx<'_, Fs> {
 
     /// `file`'s writing thread stopped early: why, kept for every later call.
     async fn stopped(&mut self, file: wit::Handle) -> Result<(), wit::FileError> {
-        let Some(OpenFile::Writing {
-            pieces,
-            done,
-            failed,
-        }) = self.state.open.get_mut(&file)
-        else {
+        let Some(OpenFile::Writing { done, failed, .. }) = self.state.open.get_mut(&file) else {
             return Err(wit::FileError::BadHandle);
         };
-        *pieces = None;
         let why = match done.take() {
             Some(rx) => match rx.await {
                 Ok(Err(e)) => e.to_string(),
@@ -314,26 +303,42 @@ fn open_below(dir: &Path, below: &Path, options: &OpenOptions) -> io::Result<std
     cap_primitives::fs::open(&base, below, options)
 }
 
-/// Starts a thread that opens the file and reads it ahead; returns once it is open.
-async fn start_reading(dir: PathBuf, below: PathBuf) -> io::Result<OpenFile> {
+/// Opens `below` inside `dir` with `options` on a thread of its own, which then runs
+/// `work` on the file with `kept` (its end of the channels to the plugin); returns once the
+/// file is open. A caller that stopped waiting (the action's time limit) leaves the thread
+/// to close the file and end.
+async fn open_on_own_thread<K: Send + 'static>(
+    name: &str,
+    (dir, below): (PathBuf, PathBuf),
+    options: OpenOptions,
+    kept: K,
+    work: impl FnOnce(std::fs::File, K) + Send + 'static,
+) -> io::Result<()> {
     let (opened, is_open) = oneshot::channel();
     std::thread::Builder::new()
-        .name("runcap-file-read".into())
-        .spawn(move || {
-            let file = open_below(&dir, &below, OpenOptions::new().read(true));
-            let (tx, rx) = mpsc::channel(1);
-            match file {
-                Ok(file) => {
-                    if opened.send(Ok(rx)).is_ok() {
-                        read_ahead(file, &tx);
-                    }
+        .name(name.into())
+        .spawn(move || match open_below(&dir, &below, &options) {
+            Ok(file) => {
+                if opened.send(Ok(())).is_ok() {
+                    work(file, kept);
                 }
-                Err(e) => drop(opened.send(Err(e))),
             }
+            Err(e) => drop(opened.send(Err(e))),
         })?;
-    let pieces = is_open
+    is_open
         .await
-        .map_err(|_| io::Error::other("the file's reading thread stopped"))??;
+        .map_err(|_| io::Error::other("the file's thread stopped"))?
+}
+
+/// Opens the file for reading on a thread that then reads it ahead.
+async fn start_reading(place: (PathBuf, PathBuf)) -> io::Result<OpenFile> {
+    let (tx, pieces) = mpsc::channel(1);
+    let mut options = OpenOptions::new();
+    options.read(true);
+    open_on_own_thread("runcap-file-read", place, options, tx, |file, tx| {
+        read_ahead(file, &tx)
+    })
+    .await?;
     Ok(OpenFile::Reading {
         pieces,
         finished: None,
@@ -353,34 +358,22 @@ fn read_ahead(file: std::fs::File, tx: &mpsc::Sender<io::Result<Vec<u8>>>) {
     }
 }
 
-/// Starts a thread that creates (or empties) the file and writes what it is sent;
-/// returns once it is open.
-async fn start_writing(dir: PathBuf, below: PathBuf) -> io::Result<OpenFile> {
-    let (opened, is_open) = oneshot::channel();
+/// Creates (or empties) the file on a thread that then writes what it is sent.
+async fn start_writing(place: (PathBuf, PathBuf)) -> io::Result<OpenFile> {
+    let (pieces, rx) = mpsc::channel(1);
     let (done_tx, done) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("runcap-file-write".into())
-        .spawn(move || {
-            let file = open_below(
-                &dir,
-                &below,
-                OpenOptions::new().write(true).create(true).truncate(true),
-            );
-            let (tx, rx) = mpsc::channel(1);
-            match file {
-                Ok(file) => {
-                    if opened.send(Ok(tx)).is_ok() {
-                        let _ = done_tx.send(write_behind(file, rx));
-                    }
-                }
-                Err(e) => drop(opened.send(Err(e))),
-            }
-        })?;
-    let pieces = is_open
-        .await
-        .map_err(|_| io::Error::other("the file's writing thread stopped"))??;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    open_on_own_thread(
+        "runcap-file-write",
+        place,
+        options,
+        (rx, done_tx),
+        |file, (rx, done_tx)| drop(done_tx.send(write_behind(file, rx))),
+    )
+    .await?;
     Ok(OpenFile::Writing {
-        pieces: Some(pieces),
+        pieces,
         done: Some(done),
         failed: None,
     })
