@@ -50,42 +50,31 @@ grants.fs = {{ data = {{ path = "grant" }} }}
     sb
 }
 
-/// How the hostile plugin reaches files: WASI's file system (`fs`) or runcap's (`files`).
+/// How the hostile plugin reaches files: WASI's file system (its `fs-` modes) or
+/// `runcap:plugin/fs` (its `files-` modes).
 #[derive(Clone, Copy)]
 enum Via {
     Wasi,
     Files,
 }
 
-impl Via {
-    fn mode(self, op: &str) -> String {
-        match self {
-            Via::Wasi => format!("fs-{op}"),
-            Via::Files => format!("files-{op}"),
-        }
-    }
-}
-
-fn read_step_via(via: Via, id: &str, path: &str) -> String {
+/// A step of the hostile plugin doing `op` (`read` or `write`) on `path` through `via`.
+fn step_via(via: Via, op: &str, id: &str, path: &str) -> String {
+    let prefix = match via {
+        Via::Wasi => "fs",
+        Via::Files => "files",
+    };
     format!(
-        "  {{ id = \"{id}\", uses = \"hostile\", on_failure = \"continue\", with = {{ mode = \"{}\", path = \"{path}\" }} }},\n",
-        via.mode("read")
-    )
-}
-
-fn write_step_via(via: Via, id: &str, path: &str) -> String {
-    format!(
-        "  {{ id = \"{id}\", uses = \"hostile\", on_failure = \"continue\", with = {{ mode = \"{}\", path = \"{path}\" }} }},\n",
-        via.mode("write")
+        "  {{ id = \"{id}\", uses = \"hostile\", on_failure = \"continue\", with = {{ mode = \"{prefix}-{op}\", path = \"{path}\" }} }},\n"
     )
 }
 
 fn read_step(id: &str, path: &str) -> String {
-    read_step_via(Via::Wasi, id, path)
+    step_via(Via::Wasi, "read", id, path)
 }
 
 fn write_step(id: &str, path: &str) -> String {
-    write_step_via(Via::Wasi, id, path)
+    step_via(Via::Wasi, "write", id, path)
 }
 
 #[test]
@@ -99,8 +88,8 @@ fn grants_confine_reads_and_writes_through_files() {
 }
 
 fn confine(via: Via) {
-    let read_step = |id: &str, path: &str| read_step_via(via, id, path);
-    let write_step = |id: &str, path: &str| write_step_via(via, id, path);
+    let read_step = |id: &str, path: &str| step_via(via, "read", id, path);
+    let write_step = |id: &str, path: &str| step_via(via, "write", id, path);
     let mut steps = String::from("\n[runbooks.fs]\nsteps = [\n");
     steps += &read_step("inside", "/input/inside.txt");
     steps += &read_step("deeper", "/input/sub/../sub/deeper.txt");
@@ -188,8 +177,8 @@ fn dry_run_makes_every_directory_read_only() {
     let mut steps = String::from("\n[runbooks.fs]\nsteps = [\n");
     steps += &write_step("write_rw", "/output/dry.txt");
     steps += &read_step("read", "/input/inside.txt");
-    steps += &write_step_via(Via::Files, "files_write_rw", "/output/dry.txt");
-    steps += &read_step_via(Via::Files, "files_read", "/input/inside.txt");
+    steps += &step_via(Via::Files, "write", "files_write_rw", "/output/dry.txt");
+    steps += &step_via(Via::Files, "read", "files_read", "/input/inside.txt");
     steps += "]\n";
     let sb = sandbox(&steps);
     let r = sb.run(&["run", "fs", "--json", "--dry-run"]).json();
