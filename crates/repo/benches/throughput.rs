@@ -4,7 +4,9 @@
 //! many small files) in a temporary directory, then, alternating the two sides run by run (so
 //! drift in the load of a shared machine hits both alike):
 //!
-//! - backup: `tar -c DIR | zstd -3 -T0 -o FILE` against a first snapshot into a new repository;
+//! - backup: `tar -c DIR | zstd -3 -T0 -o FILE` followed by `sync FILE` against a first
+//!   snapshot into a new repository (a snapshot flushes its chunks to disk before it reports,
+//!   so the baseline flushes its archive too; its time without the flush is printed beside);
 //! - restore: `zstd -d | tar -x` followed by `sync -f` (the restore flushes the file system with
 //!   `syncfs` before it reports, so the baseline does too) against a restore into a new
 //!   directory;
@@ -392,7 +394,9 @@ fn main() {
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
 
-    let mut tar = Phase::new("tar | zstd -3 -T0", bytes);
+    let mut tar = Phase::new("tar | zstd -3 -T0; sync", bytes);
+    // The same runs of the baseline without their flush, for the informative ratio.
+    let mut tar_unflushed = Phase::new("tar | zstd -3 -T0, unflushed", bytes);
     let mut first = Phase::new("first snapshot", bytes);
     let mut untar = Phase::new("zstd -d | tar -x; sync -f", bytes);
     let mut restore = Phase::new("restore", bytes);
@@ -412,13 +416,20 @@ fn main() {
                     data.display(),
                     archive.display()
                 ));
+                let (flush_secs, flush_cpu) = shell(&format!("sync '{}'", archive.display()));
                 let out = fs::metadata(&archive).unwrap().len();
-                tar.runs.push(Run {
+                let unflushed = Run {
                     secs,
                     cpu,
                     out,
                     rss: f64::NAN,
+                };
+                tar.runs.push(Run {
+                    secs: secs + flush_secs,
+                    cpu: cpu + flush_cpu,
+                    ..unflushed
                 });
+                tar_unflushed.runs.push(unflushed);
             } else {
                 let dir = work.path().join(format!("repo{run}"));
                 let t = Instant::now();
@@ -546,6 +557,7 @@ fn main() {
         "", "", "", "", "", "", ""
     );
     for (p, out) in [
+        (&tar_unflushed, mib(tar_unflushed.out())),
         (&tar, mib(tar.out())),
         (&first, mib(first.out())),
         (&untar, mib(untar.out())),
@@ -585,10 +597,14 @@ fn main() {
         (median(v), s)
     };
     let (backup_ratio, backup_runs) = ratios(&first, &tar);
+    let (unflushed_ratio, unflushed_runs) = ratios(&first, &tar_unflushed);
     let (restore_ratio, restore_runs) = ratios(&restore, &untar);
     println!(
         "first snapshot / tar|zstd, run by run: {backup_runs}; per CPU second: {:.2}",
         tar.cpu() / first.cpu()
+    );
+    println!(
+        "first snapshot / tar|zstd not flushed (informative: the archive still in the page cache), run by run: {unflushed_runs}; median {unflushed_ratio:.2}"
     );
     println!(
         "restore / zstd -d|tar -x, run by run: {restore_runs}; per CPU second: {:.2}",
@@ -607,7 +623,7 @@ fn main() {
     println!("restore identical to source: {same}");
     println!();
     println!(
-        "target: first snapshot / tar|zstd -3 -T0 throughput (wall time, median of {runs} alternating runs) = {backup_ratio:.2}, target ≥ 1.2: {}",
+        "target: first snapshot / tar|zstd -3 -T0;sync throughput (wall time, both on disk, median of {runs} alternating runs) = {backup_ratio:.2}, target ≥ 1.2: {}",
         met(backup_ratio >= 1.2)
     );
     let size_ratio = first.out() / tar.out();
