@@ -600,7 +600,7 @@ fn main() {
     let (unflushed_ratio, unflushed_runs) = ratios(&first, &tar_unflushed);
     let (restore_ratio, restore_runs) = ratios(&restore, &untar);
     println!(
-        "first snapshot / tar|zstd, run by run: {backup_runs}; per CPU second: {:.2}",
+        "first snapshot / tar|zstd;sync, run by run: {backup_runs}; per CPU second: {:.2}",
         tar.cpu() / first.cpu()
     );
     println!(
