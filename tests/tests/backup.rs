@@ -116,9 +116,11 @@ fn make_tree(root: &Path) -> (u64, u64) {
     (files, bytes)
 }
 
-fn chunk_files(repo: &Path) -> Vec<PathBuf> {
+/// Pack files under their final names (chunks live in packs; a pack being written has a
+/// temporary name).
+fn pack_files(repo: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(subs) = std::fs::read_dir(repo.join("chunks")) else {
+    let Ok(subs) = std::fs::read_dir(repo.join("packs")) else {
         return out;
     };
     for sub in subs.flatten() {
@@ -267,7 +269,7 @@ fn a_directory_tree_is_backed_up_restored_exactly_and_drilled() {
         second["bytes_read"].as_u64().unwrap() <= (6 << 20) + 100,
         "{second:#}"
     );
-    // Only the chunks around the change are new (chunks average about 1 MiB).
+    // Only the chunks around the change are new (chunks average about 256 KiB).
     assert!(
         second["bytes_new"].as_u64().unwrap() < 6 << 20,
         "{second:#}"
@@ -361,10 +363,11 @@ fn a_damaged_chunk_is_found_by_verify_and_a_wrong_key_is_refused() {
     let r = run(&sb, "verify", 0);
     assert!(summary(&r, "s").contains("no problems"), "{r:#}");
 
-    // Flip one byte in the middle of one chunk file.
+    // Flip one byte in the middle of the largest pack: inside one chunk's record (the pack's
+    // index, at its end, is a small part of it).
     let repo = sb.path().join("repo");
-    let chunks = chunk_files(&repo);
-    let victim = chunks
+    let packs = pack_files(&repo);
+    let victim = packs
         .iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();
@@ -386,7 +389,7 @@ fn a_damaged_chunk_is_found_by_verify_and_a_wrong_key_is_refused() {
     assert_eq!(step(&r, "s")["status"], "fail", "{r:#}");
 
     // The wrong key is refused with a message that says what to do, and changes nothing.
-    let before = chunk_files(&repo).len();
+    let before = pack_files(&repo).len();
     sb.write("key.txt", "not the key");
     for runbook in ["list", "snap", "verify"] {
         let r = run(&sb, runbook, 1);
@@ -400,7 +403,7 @@ fn a_damaged_chunk_is_found_by_verify_and_a_wrong_key_is_refused() {
         );
         assert!(!r.to_string().contains("not the key"), "{r:#}");
     }
-    assert_eq!(chunk_files(&repo).len(), before);
+    assert_eq!(pack_files(&repo).len(), before);
 }
 
 #[test]
@@ -433,7 +436,7 @@ repositories.main = { dir = "repo", secret = "key" }
     let r = run(&sb, "first", 0);
     let first_id = step(&r, "s")["details"]["snapshot_id"].clone();
     let repo = sb.path().join("repo");
-    let before = chunk_files(&repo).len();
+    let before = pack_files(&repo).len();
 
     let mut child = sb
         .runcap()
@@ -443,17 +446,17 @@ repositories.main = { dir = "repo", secret = "key" }
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while chunk_files(&repo).len() < before + 8 {
+    while pack_files(&repo).len() < before + 1 {
         assert!(
             Instant::now() < deadline,
-            "the slow snapshot never wrote chunks"
+            "the slow snapshot never wrote a pack"
         );
         assert!(child.try_wait().unwrap().is_none(), "runcap ended early");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(chunk_files(&repo).len() > before);
+    assert!(pack_files(&repo).len() > before);
 
     // Only the first snapshot is visible, and every chunk it references is intact.
     let r = run(&sb, "list", 0);

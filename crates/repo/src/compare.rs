@@ -260,6 +260,7 @@ impl Repository {
     pub fn compare(&self, snapshot_id: &str, dir: impl AsRef<Path>) -> Result<CompareReport> {
         let started = Instant::now();
         let _lock = RepoLock::acquire(&self.root, Mode::Shared, "compare")?;
+        self.store.refresh()?;
         let record = self.find_record(snapshot_id)?;
         let given = dir.as_ref();
         let root = fs::canonicalize(given).ctx("resolve", given)?;

@@ -73,6 +73,8 @@ impl AlignedBuf {
         let end = self.len + data.len();
         let need = end.div_ceil(ALIGN);
         if need > self.blocks.len() {
+            // Exactly what is needed: doubling would keep up to twice the largest fill alive.
+            self.blocks.reserve_exact(need - self.blocks.len());
             self.blocks.resize(need, Block([0; ALIGN]));
         }
         let at = self.len;

@@ -27,14 +27,14 @@ pub enum Error {
 
     /// The repository was written by a newer (or unknown) format version.
     #[error(
-        "the repository at {path} uses format version {found}, but this build of runcap supports only version {supported}; upgrade runcap to open it"
+        "the repository at {path} uses format version {found}, but this build of runcap reads versions 1 to {supported}; upgrade runcap to open it"
     )]
     UnsupportedVersion {
         /// Repository directory.
         path: PathBuf,
         /// Version found in the config file.
         found: u32,
-        /// Version this build reads and writes.
+        /// Newest version this build reads (and the one it writes).
         supported: u32,
     },
 

@@ -8,14 +8,13 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::atomic::{fsync_dir, is_temp_name};
-use crate::chunks::ChunkId;
-use crate::error::{Error, IoContext, Result};
+use crate::chunks::{ChunkId, remove_if_present, sync_dirs_parallel};
+use crate::error::{Error, Result};
 use crate::lock::{Mode, RepoLock};
 use crate::repo::Repository;
 use crate::snapshot::{SNAPSHOTS_DIR, SnapshotSummary};
@@ -73,7 +72,7 @@ pub struct PruneReport {
     pub dry_run: bool,
     /// Snapshots whose references were collected.
     pub snapshots: u64,
-    /// Chunk files found.
+    /// Chunks found (records in packs, and loose chunk files).
     pub chunks_total: u64,
     /// Chunks referenced by some snapshot (kept).
     pub chunks_referenced: u64,
@@ -87,6 +86,10 @@ pub struct PruneReport {
     pub bytes_kept: u64,
     /// Leftover temporary files of interrupted writes removed.
     pub temp_files_removed: u64,
+    /// Packs deleted because no snapshot needs any chunk in them.
+    pub packs_deleted: u64,
+    /// Packs rewritten without the chunks no snapshot needs.
+    pub packs_rewritten: u64,
 }
 
 /// Decides which snapshots a policy keeps. Pure, so it can be previewed and tested.
@@ -199,11 +202,12 @@ impl Repository {
         })
     }
 
-    /// Deletes chunk files that no snapshot references, and leftover temporary files of
-    /// interrupted writes. Needs the exclusive lock (no backup may run meanwhile) and refuses to
+    /// Removes the chunks no snapshot references (deleting or rewriting the packs that hold
+    /// them), and leftover temporary files of interrupted writes. Needs the exclusive lock (no backup may run meanwhile) and refuses to
     /// run if any snapshot cannot be read.
     pub fn prune(&self, dry_run: bool) -> Result<PruneReport> {
         let _lock = RepoLock::acquire(&self.root, Mode::Exclusive, "prune")?;
+        self.store.refresh()?;
         let mut report = PruneReport {
             dry_run,
             ..PruneReport::default()
@@ -221,16 +225,26 @@ impl Repository {
         }
         report.chunks_referenced = referenced.len() as u64;
 
-        let mut touched = [false; 256];
-        let mut present = 0u64;
-        for (path, id, size) in self.store.list_files()? {
+        let packs = self.store.prune_packs(&referenced, dry_run)?;
+        report.chunks_total = packs.chunks_total;
+        report.chunks_removed = packs.chunks_removed;
+        report.bytes_freed = packs.bytes_freed;
+        report.bytes_kept = packs.bytes_kept;
+        report.packs_deleted = packs.packs_deleted;
+        report.packs_rewritten = packs.packs_rewritten;
+        report.temp_files_removed = packs.temp_files_removed;
+        let mut present = packs.present;
+
+        // Loose chunk files of format 1: kept or deleted one by one.
+        let mut touched = HashSet::new();
+        for (path, id, size) in self.store.list_loose_files()? {
             let temp = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(is_temp_name);
             match id {
                 Some(id) if referenced.contains(&id) => {
-                    present += 1;
+                    present.insert(id);
                     report.chunks_total += 1;
                     report.bytes_kept += size;
                     continue;
@@ -245,23 +259,16 @@ impl Repository {
             }
             if !dry_run {
                 remove_if_present(&path)?;
-                if let Some(i) = path
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| u8::from_str_radix(n, 16).ok())
-                {
-                    touched[i as usize] = true;
+                if let Some(dir) = path.parent() {
+                    touched.insert(dir.to_path_buf());
                 }
             }
         }
-        report.chunks_missing = report.chunks_referenced.saturating_sub(present);
+        report.chunks_missing = report
+            .chunks_referenced
+            .saturating_sub(present.len() as u64);
         if !dry_run {
-            for (i, t) in touched.iter().enumerate() {
-                if *t {
-                    fsync_dir(&self.store.subdir(i as u8))?;
-                }
-            }
+            sync_dirs_parallel(&touched.into_iter().collect::<Vec<_>>())?;
             for (name, path) in self.read_dir_names(SNAPSHOTS_DIR)? {
                 if is_temp_name(&name) {
                     remove_if_present(&path)?;
@@ -270,13 +277,6 @@ impl Repository {
             }
         }
         Ok(report)
-    }
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).ctx("remove", path),
-        _ => Ok(()),
     }
 }
 

@@ -8,7 +8,9 @@
 //! ```text
 //! <repo>/config                   JSON: format, version, id, chunker/compression/KDF parameters,
 //!                                 salt, master key sealed under the stretched secret
-//! <repo>/chunks/<2 hex>/<64 hex>  one chunk: "RCK1" | nonce | seal(codec | zstd or raw) | tag
+//! <repo>/packs/<2 hex>/<64 hex>   chunk records back to back, then their sealed index (see
+//!                                 `packs`); a record: "RCK1" | nonce | seal(codec | zstd or raw) | tag
+//! <repo>/chunks/<2 hex>/<64 hex>  format 1 only: one record per file, still read and pruned
 //! <repo>/snapshots/<32 hex>       one record: "RCS1" | nonce | seal(JSON record) | tag
 //! <repo>/locks/repo.lock          flock: shared for backup/restore/verify/forget, exclusive for prune
 //! <repo>/tmp/                     unnamed spool files while a snapshot's file list is built
@@ -45,6 +47,7 @@ mod ingest;
 pub mod keys;
 mod lock;
 mod memory;
+mod packs;
 mod pipeline;
 mod repo;
 mod restore;
@@ -66,7 +69,7 @@ pub use restore::{
 pub use snapshot::{
     PreviousSnapshot, SnapshotKind, SnapshotOptions, SnapshotReport, SnapshotSummary, Totals,
 };
-pub use verify::{Problem, ProblemKind, VerifyReport};
+pub use verify::{PackListing, PackedChunk, Problem, ProblemKind, VerifyReport};
 
 /// A flag another thread sets to stop a long operation (a snapshot or restore whose caller
 /// gave up), checked between files and chunks.

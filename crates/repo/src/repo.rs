@@ -14,6 +14,7 @@ use crate::config::{ChunkerParams, Compression, Config, FORMAT_NAME, FORMAT_VERS
 use crate::error::{Error, IoContext, Result};
 use crate::keys::{KdfParams, Keys, unwrap_master, wrap_master};
 use crate::lock::LOCKS_DIR;
+use crate::packs::PACKS_DIR;
 use crate::snapshot::SNAPSHOTS_DIR;
 
 /// Directory for unnamed spool files (snapshot file lists before they are chunked).
@@ -53,7 +54,7 @@ pub struct Repository {
     pub(crate) config: Config,
     pub(crate) store: ChunkStore,
     /// Kept so the secret can be changed without reopening.
-    master: [u8; 32],
+    pub(crate) master: [u8; 32],
 }
 
 impl std::fmt::Debug for Repository {
@@ -150,7 +151,12 @@ impl Repository {
         let kek = config.kdf.derive(secret.as_ref(), &salt)?;
         let master = unwrap_master(&kek, &sealed, &config.binding())
             .ok_or_else(|| Error::WrongKey { path: root.clone() })?;
-        for sub in [CHUNKS_DIR, SNAPSHOTS_DIR] {
+        let data_dir = if config.version == 1 {
+            CHUNKS_DIR
+        } else {
+            PACKS_DIR
+        };
+        for sub in [data_dir, SNAPSHOTS_DIR] {
             if !root.join(sub).is_dir() {
                 return Err(Error::NotARepository {
                     path: root.clone(),

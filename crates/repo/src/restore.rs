@@ -824,6 +824,7 @@ impl Repository {
     ) -> Result<RestoreReport> {
         let started = Instant::now();
         let _lock = RepoLock::acquire(&self.root, Mode::Shared, "restore")?;
+        self.store.refresh()?;
         let record = self.find_record(snapshot_id)?;
         let id = record.summary.id.clone();
         let target_given = target.as_ref();
@@ -1026,6 +1027,7 @@ impl Repository {
     ) -> Result<StreamRestoreReport> {
         let started = Instant::now();
         let _lock = RepoLock::acquire(&self.root, Mode::Shared, "restore")?;
+        self.store.refresh()?;
         let record = self.find_record(snapshot_id)?;
         if record.summary.kind != SnapshotKind::Stream {
             return Err(Error::WrongKind {
@@ -1039,7 +1041,7 @@ impl Repository {
             if let Some((id, data)) = fetched.chunk {
                 let data = data.map_err(|reason| Error::ChunkCorrupt {
                     id: id.to_hex(),
-                    path: self.store.path_of(&id),
+                    path: self.store.location(&id),
                     reason,
                 })?;
                 chunk = Some((id, data));
@@ -1055,7 +1057,7 @@ impl Repository {
                         .get(off..off + len)
                         .ok_or_else(|| Error::ChunkCorrupt {
                             id: slice.0.to_hex(),
-                            path: self.store.path_of(&slice.0),
+                            path: self.store.location(&slice.0),
                             reason: "the snapshot points past the end of the chunk".into(),
                         })?;
                     writer

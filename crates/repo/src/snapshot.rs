@@ -403,6 +403,7 @@ impl Repository {
         }
         let src = fs::canonicalize(given).ctx("resolve", given)?;
         let _lock = RepoLock::acquire(&self.root, Mode::Shared, "backup")?;
+        self.store.refresh()?;
         let time = snapshot_time(options);
 
         let previous = self.latest_record(source_label)?;
@@ -547,6 +548,7 @@ impl Repository {
             )));
         }
         let _lock = RepoLock::acquire(&self.root, Mode::Shared, "backup")?;
+        self.store.refresh()?;
         let time = snapshot_time(options);
         let previous = self.latest_record(source_label)?;
         let mut tree = TreeWriter::new(&self.tmp_dir(), self.store.keys().tree_hasher())?;

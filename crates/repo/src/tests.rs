@@ -7,10 +7,11 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 use crate::ingest::store_stream;
+use crate::keys::wrap_master;
 use crate::lock::{Mode, RepoLock};
 use crate::snapshot::{SnapshotKind, SnapshotRecord, SnapshotSummary, Totals};
 use crate::tree::{Entry, EntryKind, RawPath, TreeWriter};
-use crate::{Error, KdfParams, RestoreOptions};
+use crate::{Error, KdfParams, RestoreOptions, SnapshotOptions};
 use crate::{InitOptions, Repository};
 
 fn quick_repo(dir: &Path) -> Repository {
@@ -186,4 +187,96 @@ fn prune_excludes_backups_and_backups_share() {
 fn repository_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Repository>();
+}
+
+/// A repository of format 1 (one file per chunk) is still read, verified and pruned; what is
+/// added to it goes into packs.
+#[test]
+fn format_1_repositories_still_read_and_grow_in_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = quick_repo(&dir);
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        let body = format!("file {i} ").repeat(5000 + i * 300);
+        fs::write(src.join(format!("f{i:02}")), body).unwrap();
+    }
+    let first = repo
+        .snapshot_dir("app", &src, &SnapshotOptions::default())
+        .unwrap();
+
+    // Lay it out as format 1 did: every record in a file named by its id, no packs, and a
+    // config of version 1 (the version is bound to the sealed key, so that is re-sealed).
+    for pack in repo.packs().unwrap() {
+        let bytes = fs::read(&pack.path).unwrap();
+        for c in &pack.chunks {
+            let sub = dir.join("chunks").join(&c.id[..2]);
+            fs::create_dir_all(&sub).unwrap();
+            let record = &bytes[c.offset as usize..][..c.length as usize];
+            fs::write(sub.join(&c.id), record).unwrap();
+        }
+    }
+    fs::remove_dir_all(dir.join("packs")).unwrap();
+    let mut config = repo.config.clone();
+    config.version = 1;
+    let salt = hex::decode(&config.salt).unwrap();
+    let kek = config.kdf.derive(b"secret", &salt).unwrap();
+    config.master_key = hex::encode(wrap_master(&kek, &repo.master, &config.binding()).unwrap());
+    config.store(&dir).unwrap();
+    drop(repo);
+    let loose_files = || {
+        walkdir::WalkDir::new(dir.join("chunks"))
+            .into_iter()
+            .count()
+    };
+    let loose_before = loose_files();
+
+    let repo = Repository::open(&dir, "secret").unwrap();
+    assert!(repo.packs().unwrap().is_empty());
+    let v = repo.verify(true).unwrap();
+    assert!(v.ok && v.chunks_read > 0, "{:?}", v.problems);
+    let out = tmp.path().join("out1");
+    assert!(
+        repo.restore(&first.snapshot.id, &out, &RestoreOptions::default())
+            .unwrap()
+            .complete
+    );
+    assert_eq!(
+        fs::read(out.join("f07")).unwrap(),
+        fs::read(src.join("f07")).unwrap()
+    );
+
+    // New data lands in packs; the unchanged files still come from the loose chunks.
+    fs::write(src.join("f03"), "changed ".repeat(70_000)).unwrap();
+    let second = repo
+        .snapshot_dir("app", &src, &SnapshotOptions::default())
+        .unwrap();
+    assert!(!repo.packs().unwrap().is_empty());
+    assert_eq!(loose_files(), loose_before, "no loose chunk is written");
+
+    // Forgetting the first snapshot and pruning deletes the loose chunks only it used.
+    let only_second = crate::ForgetPolicy {
+        keep_last: 1,
+        ..crate::ForgetPolicy::default()
+    };
+    repo.forget(&only_second, false).unwrap();
+    let p = repo.prune(false).unwrap();
+    assert!(p.chunks_removed >= 1 && p.chunks_missing == 0, "{p:?}");
+    assert!(loose_files() < loose_before);
+    let v = repo.verify(true).unwrap();
+    assert!(v.ok && v.chunks_unreferenced == 0, "{:?}", v.problems);
+    let out = tmp.path().join("out2");
+    assert!(
+        repo.restore(&second.snapshot.id, &out, &RestoreOptions::default())
+            .unwrap()
+            .complete
+    );
+    for i in 0..20 {
+        let name = format!("f{i:02}");
+        assert_eq!(
+            fs::read(out.join(&name)).unwrap(),
+            fs::read(src.join(&name)).unwrap()
+        );
+    }
 }

@@ -18,12 +18,14 @@ use crate::tree::{EntryKind, TreeReader};
 
 /// Problems reported in full (the counts are always complete).
 const MAX_PROBLEMS: usize = 1000;
+/// Detail of a missing chunk.
+const MISSING: &str = "no pack holds this chunk";
 
 /// Kind of a problem found by verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemKind {
-    /// A referenced chunk file does not exist.
+    /// A referenced chunk is in no pack (nor loose chunk file).
     MissingChunk,
     /// A chunk failed authentication, decompression or its id check.
     CorruptChunk,
@@ -31,6 +33,8 @@ pub enum ProblemKind {
     UnreadableSnapshot,
     /// A snapshot's file list contradicts itself or its chunks.
     Inconsistent,
+    /// A pack file's index cannot be read: none of its chunks can be found.
+    CorruptPack,
 }
 
 /// One problem found by verify.
@@ -40,7 +44,7 @@ pub struct Problem {
     pub kind: ProblemKind,
     /// Chunk id, for chunk problems.
     pub chunk: Option<String>,
-    /// Chunk file path, for chunk problems.
+    /// The file holding the chunk (its pack), for damaged chunks and packs.
     pub chunk_path: Option<String>,
     /// A snapshot affected (the first that references the chunk).
     pub snapshot: Option<String>,
@@ -71,7 +75,7 @@ pub struct VerifyReport {
     pub chunks_corrupt: u64,
     /// Snapshots that could not be read.
     pub snapshots_unreadable: u64,
-    /// Chunk files no snapshot references (harmless; `prune` removes them).
+    /// Stored chunks no snapshot references (harmless; `prune` removes them).
     pub chunks_unreferenced: u64,
     /// The problems found (first 1000).
     pub problems: Vec<Problem>,
@@ -107,10 +111,22 @@ impl Repository {
     pub fn verify(&self, read_data: bool) -> Result<VerifyReport> {
         let started = Instant::now();
         let _lock = RepoLock::acquire(&self.root, Mode::Shared, "verify")?;
+        self.store.reload()?;
         let mut report = VerifyReport {
             read_data,
             ..VerifyReport::default()
         };
+        for (path, reason) in self.store.unreadable_packs() {
+            report.add(Problem {
+                kind: ProblemKind::CorruptPack,
+                chunk: None,
+                chunk_path: Some(path.display().to_string()),
+                snapshot: None,
+                file: None,
+                snapshots_affected: 0,
+                detail: reason,
+            });
+        }
         let ids = self.record_ids()?;
         report.snapshots = ids.len() as u64;
         let mut uses: HashMap<ChunkId, Use> = HashMap::new();
@@ -199,7 +215,8 @@ impl Repository {
         let chunk_problem = |kind, id: &ChunkId, u: &Use, detail: String| Problem {
             kind,
             chunk: Some(id.to_hex()),
-            chunk_path: Some(self.store.path_of(id).display().to_string()),
+            chunk_path: (kind != ProblemKind::MissingChunk)
+                .then(|| self.store.location(id).display().to_string()),
             snapshot: ids.get(u.snapshot).cloned(),
             file: u.file.clone(),
             snapshots_affected: u.snapshots,
@@ -214,7 +231,7 @@ impl Repository {
                         ProblemKind::MissingChunk,
                         id,
                         u,
-                        "chunk file does not exist".into(),
+                        MISSING.into(),
                     ));
                 }
             }
@@ -232,9 +249,7 @@ impl Repository {
                     match r {
                         Ok(len) => {
                             report.chunks_read += 1;
-                            if let Ok(m) = std::fs::metadata(store.path_of(id)) {
-                                report.bytes_read += m.len();
-                            }
+                            report.bytes_read += store.stored_len(id).unwrap_or(0);
                             if u.max_end > len as u64 {
                                 report.add(chunk_problem(
                                     ProblemKind::Inconsistent,
@@ -253,7 +268,7 @@ impl Repository {
                                 ProblemKind::MissingChunk,
                                 id,
                                 u,
-                                "chunk file does not exist".into(),
+                                MISSING.into(),
                             ));
                         }
                         Err(Error::ChunkCorrupt { reason, .. }) => {
@@ -276,16 +291,45 @@ impl Repository {
         if report.snapshots_unreadable == 0 {
             report.chunks_unreferenced = self
                 .store
-                .list_files()?
+                .stored_ids()?
                 .iter()
-                .filter(|(_, id, _)| {
-                    id.is_some_and(|id| ordered.binary_search_by_key(&id, |(o, _)| *o).is_err())
-                })
+                .filter(|id| ordered.binary_search_by_key(id, |(o, _)| o).is_err())
                 .count() as u64;
         }
 
         report.ok = report.problems_total == 0;
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
+    }
+}
+
+/// One pack file and the chunk records in it, as its index lists them: what an operator (or a
+/// test) needs to see how data is laid out, or to find a damaged chunk's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackListing {
+    /// The pack file.
+    pub path: String,
+    /// Its records in file order.
+    pub chunks: Vec<PackedChunk>,
+}
+
+/// Where one chunk's record is in its pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedChunk {
+    /// Chunk id (hex).
+    pub id: String,
+    /// Offset of the record in the pack.
+    pub offset: u64,
+    /// Length of the record (sealed, compressed).
+    pub length: u32,
+}
+
+impl Repository {
+    /// Lists every readable pack and the chunk records in it (packs whose index cannot be read
+    /// are left out; [`Repository::verify`] reports them).
+    pub fn packs(&self) -> Result<Vec<PackListing>> {
+        let _lock = RepoLock::acquire(&self.root, Mode::Shared, "list packs")?;
+        self.store.refresh()?;
+        Ok(self.store.pack_listing())
     }
 }

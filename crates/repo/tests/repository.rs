@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use runcap_repo::{
-    Error, ForgetPolicy, InitOptions, KdfParams, ProblemKind, Repository, RestoreOptions,
-    SnapshotKind, SnapshotOptions,
+    ChunkerParams, Error, FORMAT_VERSION, ForgetPolicy, InitOptions, KdfParams, PackedChunk,
+    ProblemKind, Repository, RestoreOptions, SnapshotKind, SnapshotOptions,
 };
 use time::macros::datetime;
 
@@ -148,12 +148,21 @@ fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
-/// Chunk files under their final names (not temporary files of writes in progress).
-fn chunk_files(repo: &Path) -> Vec<PathBuf> {
-    all_files(&repo.join("chunks"))
+/// Pack files under their final names (not temporary files of writes in progress).
+fn pack_files(repo: &Path) -> Vec<PathBuf> {
+    all_files(&repo.join("packs"))
         .into_iter()
         .filter(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'))
         .collect()
+}
+
+/// Chunk records in all packs, as the repository lists them.
+fn stored_chunks(repo: &Repository) -> u64 {
+    repo.packs()
+        .unwrap()
+        .iter()
+        .map(|p| p.chunks.len() as u64)
+        .sum()
 }
 
 fn all_files(dir: &Path) -> Vec<PathBuf> {
@@ -268,13 +277,19 @@ fn directory_backup_round_trip_dedup_history_and_damage() {
     assert!(v.chunks_read > 0);
     assert_eq!(v.chunks_unreferenced, 0);
 
-    // Corrupt the largest chunk: only reading the data finds it, with the file that uses it.
-    let mut chunks = chunk_files(&repo_dir);
-    chunks.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
-    let corrupt = chunks[0].clone();
+    // Corrupt the largest chunk in its pack: only reading the data finds it, with the file
+    // that uses it.
+    let mut chunks: Vec<(String, PackedChunk)> = repo
+        .packs()
+        .unwrap()
+        .into_iter()
+        .flat_map(|p| p.chunks.into_iter().map(move |c| (p.path.clone(), c)))
+        .collect();
+    chunks.sort_by_key(|(_, c)| std::cmp::Reverse(c.length));
+    let (corrupt, largest) = chunks[0].clone();
+    let corrupt = PathBuf::from(corrupt);
     let mut bytes = fs::read(&corrupt).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
+    bytes[(largest.offset + u64::from(largest.length) / 2) as usize] ^= 0x55;
     fs::write(&corrupt, &bytes).unwrap();
     assert!(repo.verify(false).unwrap().ok);
     let v = repo.verify(true).unwrap();
@@ -282,6 +297,7 @@ fn directory_backup_round_trip_dedup_history_and_damage() {
     assert_eq!(v.chunks_corrupt, 1);
     let p = &v.problems[0];
     assert_eq!(p.kind, ProblemKind::CorruptChunk);
+    assert_eq!(p.chunk.as_deref(), Some(largest.id.as_str()));
     assert_eq!(p.chunk_path.as_deref(), Some(corrupt.to_str().unwrap()));
     let damaged_file = p.file.clone().expect("the file using the chunk is named");
     assert!(damaged_file.starts_with("large"), "{damaged_file}");
@@ -298,26 +314,55 @@ fn directory_backup_round_trip_dedup_history_and_damage() {
     assert_eq!(r.files, 2002);
     assert!(!out_bad.join(&damaged_file).exists());
 
-    // Delete another chunk: both kinds of verify report it missing.
-    let missing = chunks[1].clone();
-    fs::remove_file(&missing).unwrap();
+    // Delete another pack of file data: both kinds of verify report each of its chunks
+    // missing, with a file that used it.
+    let (lost, _) = chunks
+        .iter()
+        .find(|(path, _)| Path::new(path) != corrupt)
+        .unwrap()
+        .clone();
+    let lost_ids: Vec<String> = chunks
+        .iter()
+        .filter(|(path, _)| *path == lost)
+        .map(|(_, c)| c.id.clone())
+        .collect();
+    fs::remove_file(&lost).unwrap();
     for read_data in [false, true] {
         let v = repo.verify(read_data).unwrap();
-        assert_eq!(v.chunks_missing, 1, "read_data={read_data}");
-        let p = v
+        assert_eq!(
+            v.chunks_missing,
+            lost_ids.len() as u64,
+            "read_data={read_data}"
+        );
+        for p in v
             .problems
             .iter()
-            .find(|p| p.kind == ProblemKind::MissingChunk)
-            .unwrap();
-        assert_eq!(p.chunk_path.as_deref(), Some(missing.to_str().unwrap()));
-        assert!(p.file.is_some());
+            .filter(|p| p.kind == ProblemKind::MissingChunk)
+        {
+            assert!(lost_ids.contains(p.chunk.as_ref().unwrap()));
+            assert!(p.file.is_some());
+        }
     }
-    // A later backup of the unchanged files repairs the missing chunk instead of reusing it.
+    // A later backup of the unchanged files repairs the missing chunks instead of reusing them.
     let fourth = repo
         .snapshot_dir("app", &src, &SnapshotOptions::default())
         .unwrap();
     assert!(fourth.snapshot.totals.bytes_read > 0);
-    assert!(missing.exists());
+    // (Chunks only older snapshots used, such as the old copy of the changed file, stay lost.)
+    assert!(repo.verify(false).unwrap().chunks_missing < lost_ids.len() as u64);
+    let r = repo
+        .restore(
+            &fourth.snapshot.id,
+            tmp.path().join("out_fourth"),
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+    let failed: Vec<&str> = r.failed.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        failed,
+        [damaged_file.as_str()],
+        "only the damaged chunk is reused"
+    );
 }
 
 #[test]
@@ -350,7 +395,7 @@ fn open_errors_are_distinct() {
     let cfg_path = dir.join("config");
     let original = fs::read_to_string(&cfg_path).unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(&original).unwrap();
-    cfg["chunker"]["avg_size"] = serde_json::json!(2 * 1024 * 1024);
+    cfg["chunker"]["avg_size"] = serde_json::json!(128 * 1024);
     fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     assert!(matches!(
         Repository::open(&dir, SECRET),
@@ -358,11 +403,11 @@ fn open_errors_are_distinct() {
     ));
 
     let mut cfg: serde_json::Value = serde_json::from_str(&original).unwrap();
-    cfg["version"] = serde_json::json!(2);
+    cfg["version"] = serde_json::json!(FORMAT_VERSION + 1);
     fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let err = Repository::open(&dir, SECRET).unwrap_err();
     assert!(
-        matches!(err, Error::UnsupportedVersion { found: 2, .. }),
+        matches!(err, Error::UnsupportedVersion { found, .. } if found == FORMAT_VERSION + 1),
         "{err}"
     );
     fs::write(&cfg_path, &original).unwrap();
@@ -521,17 +566,14 @@ fn failing_source_records_nothing_and_leaves_repository_healthy() {
     let dry = repo.prune(true).unwrap();
     assert!(dry.chunks_removed > 0);
     assert_eq!(dry.chunks_removed, v.chunks_unreferenced);
-    let before = chunk_files(&repo_dir).len();
-    assert_eq!(before as u64, dry.chunks_total, "dry run deleted nothing");
+    let before = stored_chunks(&repo);
+    assert_eq!(before, dry.chunks_total, "dry run deleted nothing");
     let pruned = repo.prune(false).unwrap();
     assert_eq!(pruned.chunks_removed, dry.chunks_removed);
     // How much of the 20 MiB was stored before the pipeline saw the error depends on
     // timing; whatever was stored is exactly what prune removes.
     assert!(pruned.bytes_freed > 0);
-    assert_eq!(
-        chunk_files(&repo_dir).len() as u64,
-        before as u64 - pruned.chunks_removed
-    );
+    assert_eq!(stored_chunks(&repo), before - pruned.chunks_removed);
     assert_eq!(pruned.chunks_missing, 0);
     let v = repo.verify(true).unwrap();
     assert!(v.ok && v.chunks_unreferenced == 0);
@@ -541,6 +583,17 @@ fn failing_source_records_nothing_and_leaves_repository_healthy() {
 }
 
 const CRASH_REPO_ENV: &str = "RUNCAP_REPO_TEST_CRASH_REPO";
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing assertion never
+/// leaves the endless writer running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Not a test on its own: the body of the child process that `killed_backup_*` kills.
 #[test]
@@ -572,25 +625,27 @@ fn killed_backup_leaves_previous_snapshots_intact() {
     let good = repo
         .snapshot_dir("files", &src, &SnapshotOptions::default())
         .unwrap();
-    let baseline = chunk_files(&repo_dir).len();
+    let baseline = pack_files(&repo_dir).len();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CRASH_REPO_ENV, &repo_dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CRASH_REPO_ENV, &repo_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
-    while chunk_files(&repo_dir).len() < baseline + 8 {
+    // Wait for the child to have published a pack (and so be writing others).
+    while pack_files(&repo_dir).len() < baseline + 1 {
         assert!(Instant::now() < deadline, "the child made no progress");
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             panic!("child exited early: {status}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    drop(child); // SIGKILL, then reaped
 
     let repo = Repository::open(&repo_dir, SECRET).unwrap();
     let list = repo.list().unwrap();
@@ -607,10 +662,10 @@ fn killed_backup_leaves_previous_snapshots_intact() {
     assert_same_tree(&src, &out);
     // The lock died with the child: prune can take it, and clears the orphans.
     let p = repo.prune(false).unwrap();
-    assert!(p.chunks_removed >= 8);
+    assert!(p.chunks_removed >= 1 && p.packs_deleted >= 1, "{p:?}");
     assert_eq!(
-        all_files(&repo_dir.join("chunks")).len(),
-        chunk_files(&repo_dir).len(),
+        all_files(&repo_dir.join("packs")).len(),
+        pack_files(&repo_dir).len(),
         "temporary files of the killed writer are gone"
     );
     assert!(repo.verify(true).unwrap().ok);
@@ -936,4 +991,95 @@ fn a_cancelled_snapshot_records_nothing() {
     assert!(matches!(err, Error::Cancelled), "{err}");
     assert!(repo.list().unwrap().is_empty());
     assert!(repo.verify(true).unwrap().ok);
+}
+
+#[test]
+fn prune_rewrites_mixed_packs_and_a_damaged_pack_index_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let options = InitOptions {
+        kdf: KdfParams {
+            memory_kib: KdfParams::MIN_MEMORY_KIB,
+            iterations: 1,
+            ..KdfParams::default()
+        },
+        chunker: ChunkerParams {
+            min_size: 64 * 1024,
+            avg_size: 256 * 1024,
+            max_size: 1024 * 1024,
+        },
+        ..InitOptions::default()
+    };
+    let repo = Repository::init_with(&repo_dir, SECRET, &options).unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3u64 {
+        fs::write(src.join(format!("f{i}")), noise(i, 4 << 20)).unwrap();
+    }
+    repo.snapshot_dir("app", &src, &SnapshotOptions::default())
+        .unwrap();
+    fs::write(src.join("f0"), noise(99, 4 << 20)).unwrap();
+    let second = repo
+        .snapshot_dir("app", &src, &SnapshotOptions::default())
+        .unwrap();
+    let keep_last = ForgetPolicy {
+        keep_last: 1,
+        ..ForgetPolicy::default()
+    };
+    repo.forget(&keep_last, false).unwrap();
+
+    // The first snapshot's copy of f0 is dead, and its chunks share packs with live ones.
+    let before = repo.packs().unwrap();
+    let v = repo.verify(false).unwrap();
+    assert!(v.chunks_unreferenced > 0);
+    let total: usize = before.iter().map(|p| p.chunks.len()).sum();
+    let dry = repo.prune(true).unwrap();
+    assert_eq!(dry.chunks_total, total as u64);
+    assert_eq!(dry.chunks_removed, v.chunks_unreferenced);
+    assert!(dry.packs_rewritten >= 1, "{dry:?}");
+    assert_eq!(repo.packs().unwrap(), before, "a dry run changes nothing");
+
+    let pruned = repo.prune(false).unwrap();
+    assert_eq!(
+        (
+            pruned.chunks_removed,
+            pruned.packs_deleted,
+            pruned.packs_rewritten
+        ),
+        (dry.chunks_removed, dry.packs_deleted, dry.packs_rewritten)
+    );
+    let after = repo.packs().unwrap();
+    let stored: u64 = after.iter().map(|p| p.chunks.len() as u64).sum();
+    assert_eq!(stored, total as u64 - pruned.chunks_removed);
+    let v = repo.verify(true).unwrap();
+    assert!(v.ok && v.chunks_unreferenced == 0, "{:?}", v.problems);
+    let out = tmp.path().join("out");
+    assert!(
+        repo.restore(&second.snapshot.id, &out, &RestoreOptions::default())
+            .unwrap()
+            .complete
+    );
+    assert_same_tree(&src, &out);
+
+    // A pack whose index is damaged: verify names the pack and every chunk it held.
+    let victim = after.iter().max_by_key(|p| p.chunks.len()).unwrap().clone();
+    let mut bytes = fs::read(&victim.path).unwrap();
+    let at = bytes.len() - 12;
+    bytes[at] ^= 0x01;
+    fs::write(&victim.path, &bytes).unwrap();
+    let v = repo.verify(false).unwrap();
+    assert!(!v.ok);
+    let bad: Vec<_> = v
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::CorruptPack)
+        .collect();
+    assert_eq!(bad.len(), 1, "{:?}", v.problems);
+    assert_eq!(bad[0].chunk_path.as_deref(), Some(victim.path.as_str()));
+    assert!(
+        bad[0].detail.contains("authentication"),
+        "{}",
+        bad[0].detail
+    );
+    assert_eq!(v.chunks_missing, victim.chunks.len() as u64);
 }
