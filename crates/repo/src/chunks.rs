@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::atomic::{create_dir, fsync_dir};
 use crate::error::{Error, IoContext, Result};
+use crate::forget::PruneReport;
 use crate::keys::{Keys, NONCE_LEN, TAG_LEN, open_in_place, seal_in_place};
 use crate::packs::{PACK_TARGET, PACKS_DIR, PackIndex, PackInfo, PackWriter, Record, read_record};
 
@@ -538,11 +539,17 @@ impl ChunkStore {
     /// packs left without a kept record are deleted, packs with some are rewritten with only
     /// those (records are copied as they are: each is sealed on its own). New packs are made
     /// durable before any old one is deleted, so a crash leaves at worst a chunk twice.
-    /// Leftover temporary files of interrupted writes are removed too.
-    pub(crate) fn prune_packs(&self, keep: &HashSet<ChunkId>, dry_run: bool) -> Result<PackPrune> {
+    /// Leftover temporary files of interrupted writes are removed too. Adds what it found and
+    /// did to `report`; returns the kept chunks it found.
+    pub(crate) fn prune_packs(
+        &self,
+        keep: &HashSet<ChunkId>,
+        dry_run: bool,
+        report: &mut PruneReport,
+    ) -> Result<HashSet<ChunkId>> {
         self.refresh()?;
         let index = self.index.read().expect("lock");
-        let mut report = PackPrune::default();
+        let mut present = HashSet::new();
         let mut doomed: Vec<PathBuf> = Vec::new();
         let mut rewrite: Vec<(PathBuf, Vec<Record>)> = Vec::new();
         for (p, pack) in index.packs.iter().enumerate() {
@@ -554,7 +561,7 @@ impl ChunkStore {
                     .get(&id)
                     .is_some_and(|l| l.pack as usize == p && l.offset == offset);
                 if canonical && keep.contains(&id) {
-                    report.present.insert(id);
+                    present.insert(id);
                     report.bytes_kept += u64::from(len);
                     kept.push((id, offset, len));
                 } else {
@@ -568,14 +575,14 @@ impl ChunkStore {
                 rewrite.push((pack.path.clone(), kept));
             }
         }
-        report.packs_deleted = doomed.len() as u64;
-        report.packs_rewritten = rewrite.len() as u64;
+        report.packs_deleted += doomed.len() as u64;
+        report.packs_rewritten += rewrite.len() as u64;
         let temps = crate::packs::temp_files(&self.packs_dir)?;
-        report.temp_files_removed = temps.len() as u64;
+        report.temp_files_removed += temps.len() as u64;
         // Writing publishes new packs, which takes the index for writing.
         drop(index);
         if dry_run {
-            return Ok(report);
+            return Ok(present);
         }
         let claims = Claims::default();
         let mut sink = PackSink::new(self, &claims);
@@ -606,24 +613,8 @@ impl ChunkStore {
         }
         sync_dirs_parallel(&dirs.into_iter().collect::<Vec<_>>())?;
         self.refresh()?;
-        Ok(report)
+        Ok(present)
     }
-}
-
-/// What pruning the packs found and did.
-#[derive(Default)]
-pub(crate) struct PackPrune {
-    /// Records in all packs.
-    pub(crate) chunks_total: u64,
-    /// Records dropped.
-    pub(crate) chunks_removed: u64,
-    pub(crate) bytes_freed: u64,
-    pub(crate) bytes_kept: u64,
-    /// Kept chunks found in packs.
-    pub(crate) present: HashSet<ChunkId>,
-    pub(crate) packs_deleted: u64,
-    pub(crate) packs_rewritten: u64,
-    pub(crate) temp_files_removed: u64,
 }
 
 /// Removes a file; one that is already gone is fine.

@@ -225,15 +225,7 @@ impl Repository {
         }
         report.chunks_referenced = referenced.len() as u64;
 
-        let packs = self.store.prune_packs(&referenced, dry_run)?;
-        report.chunks_total = packs.chunks_total;
-        report.chunks_removed = packs.chunks_removed;
-        report.bytes_freed = packs.bytes_freed;
-        report.bytes_kept = packs.bytes_kept;
-        report.packs_deleted = packs.packs_deleted;
-        report.packs_rewritten = packs.packs_rewritten;
-        report.temp_files_removed = packs.temp_files_removed;
-        let mut present = packs.present;
+        let mut present = self.store.prune_packs(&referenced, dry_run, &mut report)?;
 
         // Loose chunk files of format 1: kept or deleted one by one.
         let mut touched = HashSet::new();
