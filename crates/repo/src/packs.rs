@@ -16,7 +16,7 @@
 //! gives is authenticated on its own and can be copied to another pack unchanged (prune does).
 //! The index is bound to the pack's name, so an index moved to another pack fails to open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -81,51 +81,34 @@ impl PackIndex {
     /// listing per fan-out directory).
     pub(crate) fn refresh(&mut self, dir: &Path, keys: &Keys) -> Result<()> {
         let on_disk = list_packs(dir)?;
-        let known: HashMap<&str, usize> = self
-            .packs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
-        let unchanged = on_disk.len() == self.packs.len()
-            && on_disk.iter().all(|(n, _)| known.contains_key(n.as_str()));
-        if unchanged && self.unreadable.is_empty() {
+        let unchanged = self.unreadable.is_empty() && on_disk.len() == self.packs.len() && {
+            let known: HashSet<&str> = self.packs.iter().map(|p| p.name.as_str()).collect();
+            on_disk
+                .iter()
+                .all(|(name, _)| known.contains(name.as_str()))
+        };
+        if unchanged {
             return Ok(());
         }
-        let mut old: Vec<Option<PackInfo>> = std::mem::take(&mut self.packs)
+        let mut seen: HashMap<String, PackInfo> = std::mem::take(&mut self.packs)
             .into_iter()
-            .map(Some)
-            .collect();
-        let known: HashMap<String, usize> = old
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.as_ref().expect("all present").name.clone(), i))
+            .map(|p| (p.name.clone(), p))
             .collect();
         self.unreadable.clear();
-        for (name, path) in on_disk {
-            if let Some(&i) = known.get(&name) {
-                self.packs.push(old[i].take().expect("each name once"));
-                continue;
-            }
-            match read_index(&path, &name, keys) {
-                Ok(info) => self.packs.push(info),
-                Err(reason) => self.unreadable.push((path, reason)),
-            }
-        }
         self.chunks.clear();
-        for (p, info) in self.packs.iter().enumerate() {
-            for &(id, offset, len) in &info.entries {
-                self.chunks.entry(id).or_insert(Loc {
-                    pack: p as u32,
-                    offset,
-                    len,
-                });
+        for (name, path) in on_disk {
+            match seen
+                .remove(&name)
+                .map_or_else(|| read_index(&path, &name, keys), Ok)
+            {
+                Ok(info) => self.add(info),
+                Err(reason) => self.unreadable.push((path, reason)),
             }
         }
         Ok(())
     }
 
-    /// Adds a pack this process has just written.
+    /// Adds a pack (one this process has just written, or one just read).
     pub(crate) fn add(&mut self, info: PackInfo) {
         let p = self.packs.len() as u32;
         for &(id, offset, len) in &info.entries {
