@@ -57,6 +57,7 @@ pub(crate) struct Loc {
 pub(crate) type Record = (ChunkId, u64, u32);
 
 /// One pack file as its index describes it.
+#[derive(Debug)]
 pub(crate) struct PackInfo {
     /// File name: 64 hex characters.
     pub(crate) name: String,
@@ -226,7 +227,10 @@ fn read_index(path: &Path, name: &str, keys: &Keys) -> std::result::Result<PackI
         let id = ChunkId(e[..32].try_into().expect("32 bytes"));
         let offset = u64::from_le_bytes(e[32..40].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(e[40..44].try_into().expect("4 bytes"));
-        if offset + u64::from(len) > index_start {
+        if offset
+            .checked_add(u64::from(len))
+            .is_none_or(|end| end > index_start)
+        {
             return Err("its index points past its records".into());
         }
         entries.push((id, offset, len));
@@ -364,5 +368,55 @@ impl PackWriter {
     /// Gives up the pack: its temporary file is removed.
     pub(crate) fn abandon(self) {
         let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_reads_back_and_every_kind_of_damage_to_its_index_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::from_master(&[7u8; 32]);
+        let records: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| vec![i; 3000 + 1000 * i as usize])
+            .collect();
+        let mut w = PackWriter::create(dir.path()).unwrap();
+        for (i, r) in records.iter().enumerate() {
+            w.add(ChunkId([i as u8; 32]), r).unwrap();
+        }
+        let info = w.finish(&keys).unwrap();
+        let read = read_index(&info.path, &info.name, &keys).unwrap();
+        assert_eq!(read.entries, info.entries);
+        let file = File::open(&info.path).unwrap();
+        let mut out = Vec::new();
+        for ((_, offset, len), r) in read.entries.iter().zip(&records) {
+            read_record(&file, *offset, *len, &mut out).unwrap();
+            assert_eq!(&out, r);
+        }
+
+        let bytes = fs::read(&info.path).unwrap();
+        let damaged = |edit: &dyn Fn(&mut Vec<u8>), name: &str| {
+            let path = dir.path().join("damaged");
+            let mut b = bytes.clone();
+            edit(&mut b);
+            fs::write(&path, b).unwrap();
+            read_index(&path, name, &keys).unwrap_err()
+        };
+        let last = bytes.len() - 1;
+        assert!(damaged(&|b| b.truncate(3), &info.name).contains("too short"));
+        assert!(damaged(&|b| b.truncate(last), &info.name).contains("bad trailer"));
+        assert!(damaged(&|b| b[last - 10] ^= 1, &info.name).contains("authentication"));
+        assert!(damaged(&|b| b[last - 4] = 0xff, &info.name).contains("impossible"));
+        let other = "0".repeat(64);
+        assert!(
+            damaged(&|_| {}, &other).contains("authentication"),
+            "renamed"
+        );
+        let mut refresh = PackIndex::default();
+        refresh.refresh(dir.path(), &keys).unwrap();
+        assert_eq!(refresh.chunks.len(), 5);
+        assert_eq!(refresh.chunks[&ChunkId([3; 32])].len, 6000);
     }
 }
