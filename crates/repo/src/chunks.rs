@@ -109,6 +109,8 @@ thread_local! {
 
 /// Threads flushing pack directories at the end of a snapshot.
 const DIR_SYNC_THREADS: usize = 16;
+/// Packs holding less than this are combined by prune (a quarter of a full pack).
+const SMALL_PACK: u64 = PACK_TARGET / 4;
 /// Open pack files kept for reading; past this many the cache starts over.
 const OPEN_PACKS: usize = 256;
 
@@ -537,7 +539,8 @@ impl ChunkStore {
 
     /// Removes from packs every record that is not in `keep` (or is a second copy of a chunk):
     /// packs left without a kept record are deleted, packs with some are rewritten with only
-    /// those (records are copied as they are: each is sealed on its own). New packs are made
+    /// those (records are copied as they are: each is sealed on its own), and small packs are
+    /// combined. New packs are made
     /// durable before any old one is deleted, so a crash leaves at worst a chunk twice.
     /// Leftover temporary files of interrupted writes are removed too. Adds what it found and
     /// did to `report`; returns the kept chunks it found.
@@ -552,6 +555,7 @@ impl ChunkStore {
         let mut present = HashSet::new();
         let mut doomed: Vec<PathBuf> = Vec::new();
         let mut rewrite: Vec<(PathBuf, Vec<Record>)> = Vec::new();
+        let mut small: Vec<(PathBuf, Vec<Record>)> = Vec::new();
         for (p, pack) in index.packs.iter().enumerate() {
             let mut kept = Vec::new();
             for &(id, offset, len) in &pack.entries {
@@ -569,11 +573,18 @@ impl ChunkStore {
                     report.bytes_freed += u64::from(len);
                 }
             }
+            let kept_bytes: u64 = kept.iter().map(|r| u64::from(r.2)).sum();
             if kept.is_empty() {
                 doomed.push(pack.path.clone());
             } else if kept.len() < pack.entries.len() {
                 rewrite.push((pack.path.clone(), kept));
+            } else if kept_bytes < SMALL_PACK {
+                small.push((pack.path.clone(), kept));
             }
+        }
+        // Every snapshot leaves a few partly filled packs; two or more are combined.
+        if small.len() >= 2 {
+            rewrite.append(&mut small);
         }
         report.packs_deleted += doomed.len() as u64;
         report.packs_rewritten += rewrite.len() as u64;

@@ -88,7 +88,7 @@ pub struct PruneReport {
     pub temp_files_removed: u64,
     /// Packs deleted because no snapshot needs any chunk in them.
     pub packs_deleted: u64,
-    /// Packs rewritten without the chunks no snapshot needs.
+    /// Packs rewritten without the chunks no snapshot needs, and small packs combined.
     pub packs_rewritten: u64,
 }
 
