@@ -2,9 +2,10 @@
 //! repositories of format 1 also hold loose chunk files, `chunks/<2 hex>/<64 hex>`, which are
 //! still read (and pruned) but no longer written.
 //!
-//! A chunk record (a whole loose chunk file, or one record in a pack) is `"RCK1" || nonce(24) || seal(codec(1) || body) || tag(16)`, sealed with
-//! XChaCha20-Poly1305 under the data key and the associated data `"RCK1" || id`, so a file moved
-//! to another id's name fails authentication. `codec` 0 stores the body raw (data zstd could not
+//! A chunk record (a whole loose chunk file, or one record in a pack) is
+//! `"RCK1" || nonce(24) || seal(codec(1) || body) || tag(16)`, sealed with XChaCha20-Poly1305
+//! under the data key and the associated data `"RCK1" || id`, so a record moved to another id
+//! fails authentication. `codec` 0 stores the body raw (data zstd could not
 //! shrink), 1 stores a zstd frame; it sits inside the ciphertext so the store does not reveal
 //! which chunks compressed.
 
@@ -406,21 +407,19 @@ impl ChunkStore {
                 }
             }
             None => {
-                let Some(path) = self.loose_path(id) else {
-                    return Err(Error::ChunkMissing {
-                        id: id.to_hex(),
-                        path: self.packs_dir.clone(),
-                    });
-                };
-                match fs::read(&path) {
-                    Ok(b) => (b, path),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // In no pack: a loose chunk file of format 1, or missing.
+                let read = self.loose_path(id).map(|path| (fs::read(&path), path));
+                match read {
+                    Some((Ok(b), path)) => (b, path),
+                    Some((Err(e), path)) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(Error::io("read chunk", &path, e));
+                    }
+                    _ => {
                         return Err(Error::ChunkMissing {
                             id: id.to_hex(),
                             path: self.packs_dir.clone(),
                         });
                     }
-                    Err(e) => return Err(Error::io("read chunk", &path, e)),
                 }
             }
         };

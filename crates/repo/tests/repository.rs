@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use runcap_repo::{
-    ChunkerParams, Error, FORMAT_VERSION, ForgetPolicy, InitOptions, KdfParams, PackedChunk,
-    ProblemKind, Repository, RestoreOptions, SnapshotKind, SnapshotOptions,
+    Error, FORMAT_VERSION, ForgetPolicy, InitOptions, KdfParams, PackedChunk, ProblemKind,
+    Repository, RestoreOptions, SnapshotKind, SnapshotOptions,
 };
 use time::macros::datetime;
 
@@ -997,20 +997,8 @@ fn a_cancelled_snapshot_records_nothing() {
 fn prune_rewrites_mixed_packs_and_a_damaged_pack_index_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
-    let options = InitOptions {
-        kdf: KdfParams {
-            memory_kib: KdfParams::MIN_MEMORY_KIB,
-            iterations: 1,
-            ..KdfParams::default()
-        },
-        chunker: ChunkerParams {
-            min_size: 64 * 1024,
-            avg_size: 256 * 1024,
-            max_size: 1024 * 1024,
-        },
-        ..InitOptions::default()
-    };
-    let repo = Repository::init_with(&repo_dir, SECRET, &options).unwrap();
+    // The default chunks (256 KiB on average) spread each 4 MiB file over every pack.
+    let repo = quick_init(&repo_dir);
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).unwrap();
     for i in 0..3u64 {
