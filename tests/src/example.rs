@@ -173,20 +173,8 @@ impl Drop for Example {
                 .flatten()
         });
         for file in files {
-            if file.path().extension().is_some_and(|e| e == "json")
-                && let Ok(text) = std::fs::read_to_string(file.path())
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                for key in ["pid", "supervisor_pid"] {
-                    if let Some(pid) = v[key].as_i64()
-                        && v["exit_code"].is_null()
-                        && v["signal"].is_null()
-                    {
-                        let _ = std::process::Command::new("kill")
-                            .args(["-9", &pid.to_string()])
-                            .status();
-                    }
-                }
+            if file.path().extension().is_some_and(|e| e == "json") {
+                crate::kill_recorded(&file.path());
             }
         }
     }

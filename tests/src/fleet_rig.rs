@@ -55,18 +55,12 @@ impl Drop for Rig {
         }
         // The services the agents supervise.
         for host in HOSTS {
-            let pidfile = self
-                .sb
-                .path()
-                .join(format!("agents/{host}/.runcap/services/api.json"));
-            if let Ok(text) = std::fs::read_to_string(pidfile)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(pid) = v["pid"].as_i64()
-            {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
+            crate::kill_recorded(
+                &self
+                    .sb
+                    .path()
+                    .join(format!("agents/{host}/.runcap/services/api.json")),
+            );
         }
     }
 }

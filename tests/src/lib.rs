@@ -343,3 +343,50 @@ pub fn served_by(mut cmd: Command) -> Served {
         .to_string();
     Served { child, addr }
 }
+
+/// Kills (SIGKILL) the service and supervisor a runcap state file records, if they still run
+/// as recorded. Tests call it on the way out, failed or not. A recorded process that has ended
+/// is left alone: by then the system may have given its pid to another process (another
+/// test's `runcap`, which would die of a signal for no reason of its own). The service must
+/// carry its recorded start time; the supervisor must still lead its own session.
+pub fn kill_recorded(state_file: &Path) {
+    let Ok(text) = std::fs::read_to_string(state_file) else {
+        return;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
+    if !v["exited_at_ms"].is_null() || !v["exit_code"].is_null() || !v["signal"].is_null() {
+        return;
+    }
+    let live = |pid: i64| {
+        // Fields after the parenthesised command name: state ppid pgrp session … starttime.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<String> = stat[stat.rfind(')')? + 2..]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        (fields.first()? != "Z").then_some(fields)
+    };
+    let kill = |pid: i64| {
+        let _ = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    };
+    // The supervisor first, so it cannot start the service again.
+    if let Some(pid) = v["supervisor_pid"].as_i64()
+        && let Some(fields) = live(pid)
+        && fields
+            .get(3)
+            .is_some_and(|session| *session == pid.to_string())
+    {
+        kill(pid);
+    }
+    if let Some(pid) = v["pid"].as_i64()
+        && let Some(fields) = live(pid)
+        && v["pid_start"].as_u64().map(|s| s.to_string()).as_ref() == fields.get(19)
+    {
+        kill(pid);
+    }
+}

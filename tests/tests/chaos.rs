@@ -51,14 +51,7 @@ impl Drop for Drill {
     fn drop(&mut self) {
         // Leave no process behind, whatever the test did.
         for f in ["services/api.json", "proxies/api.json"] {
-            if let Ok(text) = std::fs::read_to_string(self.sb.path().join(".runcap").join(f))
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(pid) = v["pid"].as_i64()
-            {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
+            runcap_e2e::kill_recorded(&self.sb.path().join(".runcap").join(f));
         }
     }
 }

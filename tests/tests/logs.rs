@@ -203,15 +203,7 @@ struct Cleanup(std::path::PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Ok(text) = std::fs::read_to_string(&self.0)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            && let Some(pid) = v["pid"].as_i64()
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
+        runcap_e2e::kill_recorded(&self.0);
     }
 }
 

@@ -20,14 +20,7 @@ struct Cleanup(Vec<std::path::PathBuf>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for f in &self.0 {
-            if let Ok(text) = std::fs::read_to_string(f)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(pid) = v["pid"].as_i64()
-            {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
+            runcap_e2e::kill_recorded(f);
         }
     }
 }
@@ -333,7 +326,7 @@ fn the_command_driver_runs_the_operators_script() {
     let port = free_port();
     let sb = Sandbox::new();
     let pidfile = sb.path().join("web.pid");
-    let _cleanup_pid = PidFileCleanup(pidfile.clone());
+    let _cleanup = ListenerCleanup(port);
     sb.write(
         "web.sh",
         &format!(
@@ -405,13 +398,15 @@ steps = [
     );
 }
 
-struct PidFileCleanup(std::path::PathBuf);
+/// Kills the demo servers listening on a test's port (the script's own pid file may name a
+/// process long gone, whose pid another process has since been given).
+struct ListenerCleanup(u16);
 
-impl Drop for PidFileCleanup {
+impl Drop for ListenerCleanup {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+        for pid in listeners(self.0) {
             let _ = std::process::Command::new("kill")
-                .args(["-9", pid.trim()])
+                .args(["-9", &pid.to_string()])
                 .status();
         }
     }
