@@ -3,8 +3,9 @@
 //! Restore reads the file list twice. The first pass checks the list's digest and every path
 //! (relative, no `.`/`..`, nothing beneath a symlink of the snapshot) and, in a dry run, is all
 //! there is. The second pass decrypts chunks on the worker pool (each chunk once, even when it
-//! holds many small files) while the caller's thread writes files in order: each to a temporary
-//! name beside its target, then renamed, so a reader never sees half a file. Every chunk is
+//! holds many small files) while the caller's thread writes files in order: each as a new file
+//! that takes its name only once complete (see [`NewFile`]), so a reader never sees half a
+//! file. Every chunk is
 //! authenticated and its id checked on the way; a damaged chunk fails only the files that use it.
 //!
 //! Durability: a file that replaces an existing one is flushed before the rename (the old
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::temp_path_for;
+use crate::atomic::NewFile;
 use crate::chunks::ChunkId;
 use crate::direct::{self, AlignedBuf};
 use crate::error::{Error, IoContext, Result};
@@ -274,8 +275,7 @@ impl Planner<'_> {
 
 enum FileState {
     Writing {
-        tmp: PathBuf,
-        out: File,
+        out: NewFile,
         replaces: bool,
         /// Large files: bytes written so far, when they are staged in [`Writer::stage`] and
         /// written directly (see [`crate::direct`]).
@@ -300,6 +300,9 @@ struct Writer<'r> {
     overwrite: bool,
     as_root: bool,
     verified: HashSet<Vec<u8>>,
+    /// Directories this restore created (relative paths; the empty path is the target):
+    /// nothing can be in the way of what is restored into them.
+    created: HashSet<Vec<u8>>,
     dirs: Vec<(PathBuf, Entry)>,
     current: Option<OpenFile>,
     /// The last chunks received, oldest first (the planner's `recent`, at least one).
@@ -309,19 +312,6 @@ struct Writer<'r> {
     /// Threads writing small files.
     files: FilePool,
     report: &'r mut RestoreReport,
-}
-
-impl Drop for Writer<'_> {
-    /// An error stopped the restore mid-file: leave no temporary file behind.
-    fn drop(&mut self) {
-        if let Some(OpenFile {
-            state: FileState::Writing { tmp, .. },
-            ..
-        }) = self.current.take()
-        {
-            let _ = fs::remove_file(tmp);
-        }
-    }
 }
 
 impl Writer<'_> {
@@ -389,12 +379,19 @@ impl Writer<'_> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&p).map_err(|e| format!("cannot create directory: {e}"))?;
+                    self.created.insert(prefix.to_vec());
                 }
                 Err(e) => return Err(format!("cannot inspect parent directory: {e}")),
             }
             self.verified.insert(prefix.to_vec());
         }
         Ok(())
+    }
+
+    /// Whether `rel`'s directory was created by this restore.
+    fn created_parent(&self, rel: &RawPath) -> bool {
+        self.created
+            .contains(ancestors(rel).last().unwrap_or_default())
     }
 
     fn begin(&mut self, entry: Entry) -> Result<()> {
@@ -406,15 +403,18 @@ impl Writer<'_> {
                 self.collect_files(false)?;
                 FileState::Buffered(Vec::with_capacity(entry.size as usize))
             }
+            Ok(()) if self.created_parent(&entry.path) => {
+                self.open_new(&dest, false, entry.size)?
+            }
             Ok(()) => match fs::symlink_metadata(&dest) {
                 Ok(m) if m.is_dir() => FileState::Failed("a directory is in the way".to_string()),
                 Ok(_) if !self.overwrite => {
                     self.report.skipped_existing.push(entry.path.display());
                     FileState::Skip
                 }
-                Ok(_) => self.open_temp(&dest, true, entry.size)?,
+                Ok(_) => self.open_new(&dest, true, entry.size)?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.open_temp(&dest, false, entry.size)?
+                    self.open_new(&dest, false, entry.size)?
                 }
                 Err(e) => FileState::Failed(format!("cannot inspect target: {e}")),
             },
@@ -428,19 +428,17 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn open_temp(&mut self, dest: &Path, replaces: bool, size: u64) -> Result<FileState> {
-        let tmp = temp_path_for(dest)?;
-        Ok(match crate::atomic::create_new(&tmp) {
-            Ok(out) => {
+    fn open_new(&mut self, dest: &Path, replaces: bool, size: u64) -> Result<FileState> {
+        Ok(match NewFile::create(dest) {
+            Ok(mut out) => {
                 let direct = (size >= DIRECT_MIN).then(|| {
                     // Preallocate: one extent for the whole file rather than one per write.
                     // SAFETY: fallocate on a descriptor we own; a refusal is harmless.
-                    unsafe { libc::fallocate(out.as_raw_fd(), 0, 0, size as libc::off_t) };
+                    unsafe { libc::fallocate(out.file().as_raw_fd(), 0, 0, size as libc::off_t) };
                     self.stage.clear();
                     0
                 });
                 FileState::Writing {
-                    tmp,
                     out,
                     replaces,
                     direct,
@@ -479,14 +477,10 @@ impl Writer<'_> {
         match &mut file.state {
             FileState::Buffered(buf) => buf.extend_from_slice(bytes),
             FileState::Writing {
-                out,
-                tmp,
-                direct: None,
-                ..
-            } => out.write_all(bytes).ctx("write", &*tmp)?,
+                out, direct: None, ..
+            } => out.file().write_all(bytes).ctx("write", &file.dest)?,
             FileState::Writing {
                 out,
-                tmp,
                 direct: Some(offset),
                 ..
             } => {
@@ -494,9 +488,11 @@ impl Writer<'_> {
                 if self.stage.len() >= STAGE_LEN {
                     let whole = self.stage.len() / direct::ALIGN * direct::ALIGN;
                     let block = &self.stage.as_slice()[..whole];
-                    let n = direct::write_blocks_at(out, block, *offset).ctx("write", &*tmp)?;
+                    let out = out.file();
+                    let n =
+                        direct::write_blocks_at(out, block, *offset).ctx("write", &file.dest)?;
                     out.write_all_at(&block[n..], *offset + n as u64)
-                        .ctx("write", &*tmp)?;
+                        .ctx("write", &file.dest)?;
                     *offset += whole as u64;
                     self.stage.consume(whole);
                 }
@@ -526,6 +522,7 @@ impl Writer<'_> {
                     return Ok(());
                 }
                 let job = SmallFile {
+                    fresh_parent: self.created_parent(&entry.path),
                     entry,
                     dest,
                     data,
@@ -535,30 +532,27 @@ impl Writer<'_> {
                 self.files.submit(job)?;
             }
             FileState::Writing {
-                tmp,
-                out,
+                mut out,
                 replaces,
                 direct,
             } => {
                 if let Some(offset) = direct {
-                    let rest = direct::write_all_at(&out, self.stage.as_slice(), offset);
+                    let rest = direct::write_all_at(out.file(), self.stage.as_slice(), offset);
                     self.stage.clear();
-                    if let Err(e) = rest {
-                        let _ = fs::remove_file(&tmp);
-                        return Err(Error::io("write", &tmp, e));
-                    }
+                    rest.ctx("write", &dest)?;
                 }
                 if written != entry.size {
-                    let _ = fs::remove_file(&tmp);
                     self.fail(&entry.path, size_mismatch(entry.size, written));
                     return Ok(());
                 }
-                if let Err(e) = finish_file(out, &tmp, &dest, &entry, replaces, self.as_root) {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e);
+                match finish_file(out, &dest, &entry, replaces, self.as_root)? {
+                    Outcome::Restored(_) => {
+                        self.report.files += 1;
+                        self.report.bytes += written;
+                    }
+                    Outcome::Failed(path, reason) => self.fail(&path, reason),
+                    Outcome::Skipped(_) => {}
                 }
-                self.report.files += 1;
-                self.report.bytes += written;
             }
         }
         Ok(())
@@ -590,7 +584,10 @@ impl Writer<'_> {
                         fs::remove_file(&dest).ctx("remove", &dest)?;
                         fs::create_dir(&dest).ctx("create directory", &dest)?;
                     }
-                    None => fs::create_dir(&dest).ctx("create directory", &dest)?,
+                    None => {
+                        fs::create_dir(&dest).ctx("create directory", &dest)?;
+                        self.created.insert(entry.path.0.clone());
+                    }
                 }
                 self.verified.insert(entry.path.0.clone());
                 self.report.dirs += 1;
@@ -643,29 +640,36 @@ impl Writer<'_> {
     }
 }
 
-/// Sets owner, mode and times of a written temporary file, flushes it when it replaces an
-/// existing file, and renames it into place.
+/// Sets owner, mode and times of a written file, flushes it when it replaces an existing file,
+/// and publishes it at `dest`. A file that appeared at `dest` since it was looked at (when
+/// nothing was to be replaced) is left alone and the entry fails.
 fn finish_file(
-    out: File,
-    tmp: &Path,
+    mut out: NewFile,
     dest: &Path,
     entry: &Entry,
     replaces: bool,
     as_root: bool,
-) -> Result<()> {
+) -> Result<Outcome> {
+    let file = out.file();
     if as_root {
-        std::os::unix::fs::fchown(&out, Some(entry.uid), Some(entry.gid))
-            .ctx("set owner of", tmp)?;
+        std::os::unix::fs::fchown(&*file, Some(entry.uid), Some(entry.gid))
+            .ctx("set owner of", dest)?;
     }
-    out.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))
-        .ctx("set permissions of", tmp)?;
-    out.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)))
-        .ctx("set times of", tmp)?;
+    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))
+        .ctx("set permissions of", dest)?;
+    file.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)))
+        .ctx("set times of", dest)?;
     if replaces {
-        out.sync_all().ctx("flush to disk", tmp)?;
+        file.sync_all().ctx("flush to disk", dest)?;
     }
-    drop(out);
-    fs::rename(tmp, dest).ctx("rename into place", dest)
+    match out.publish(dest, replaces) {
+        Ok(()) => Ok(Outcome::Restored(entry.size)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Outcome::Failed(
+            entry.path.clone(),
+            "something appeared at this path during the restore; left alone".to_string(),
+        )),
+        Err(e) => Err(Error::io("move into place", dest, e)),
+    }
 }
 
 /// A small file to write whole.
@@ -675,6 +679,8 @@ struct SmallFile {
     data: Vec<u8>,
     overwrite: bool,
     as_root: bool,
+    /// The file's directory was created by this restore, so nothing can be in the way.
+    fresh_parent: bool,
 }
 
 /// What writing a small file did.
@@ -685,8 +691,9 @@ enum Outcome {
 }
 
 impl SmallFile {
-    /// The same steps as a large file on the caller's thread: look at what is in the way,
-    /// write a temporary file, stamp it and rename it.
+    /// The same steps as a large file on the caller's thread: look at what is in the way
+    /// (nothing is, in a directory this restore created), write a new file, stamp it and
+    /// publish it.
     fn write(self) -> Result<Outcome> {
         let SmallFile {
             entry,
@@ -694,38 +701,35 @@ impl SmallFile {
             data,
             overwrite,
             as_root,
+            fresh_parent,
         } = self;
-        let replaces = match fs::symlink_metadata(&dest) {
-            Ok(m) if m.is_dir() => {
-                return Ok(Outcome::Failed(
-                    entry.path,
-                    "a directory is in the way".to_string(),
-                ));
-            }
-            Ok(_) if !overwrite => return Ok(Outcome::Skipped(entry.path.display())),
-            Ok(_) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => {
-                return Ok(Outcome::Failed(
-                    entry.path,
-                    format!("cannot inspect target: {e}"),
-                ));
+        let replaces = if fresh_parent {
+            false
+        } else {
+            match fs::symlink_metadata(&dest) {
+                Ok(m) if m.is_dir() => {
+                    return Ok(Outcome::Failed(
+                        entry.path,
+                        "a directory is in the way".to_string(),
+                    ));
+                }
+                Ok(_) if !overwrite => return Ok(Outcome::Skipped(entry.path.display())),
+                Ok(_) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    return Ok(Outcome::Failed(
+                        entry.path,
+                        format!("cannot inspect target: {e}"),
+                    ));
+                }
             }
         };
-        let tmp = temp_path_for(&dest)?;
-        let mut out = match crate::atomic::create_new(&tmp) {
+        let mut out = match NewFile::create(&dest) {
             Ok(f) => f,
             Err(e) => return Ok(Outcome::Failed(entry.path, e.to_string())),
         };
-        let result = out
-            .write_all(&data)
-            .ctx("write", &tmp)
-            .and_then(|()| finish_file(out, &tmp, &dest, &entry, replaces, as_root));
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(Outcome::Restored(data.len() as u64))
+        out.file().write_all(&data).ctx("write", &dest)?;
+        finish_file(out, &dest, &entry, replaces, as_root)
     }
 }
 
@@ -919,6 +923,7 @@ impl Repository {
         }
 
         // Pass 2: write.
+        let target_created = target_dir.is_none();
         let target_dir = match target_dir {
             Some(t) => t,
             None => {
@@ -934,6 +939,11 @@ impl Repository {
             overwrite: options.overwrite,
             as_root,
             verified: HashSet::new(),
+            created: if target_created {
+                HashSet::from([Vec::new()])
+            } else {
+                HashSet::new()
+            },
             dirs: Vec::new(),
             current: None,
             recent: VecDeque::new(),
@@ -979,9 +989,10 @@ impl Repository {
             })
         };
         std::thread::scope(|scope| -> Result<()> {
-            // As many fetched chunks queued as there are workers (memory: each is a
-            // decrypted chunk of up to 4 MiB).
-            let mut pipe = Pipeline::new(scope, workers, workers, work);
+            // Four fetched chunks per worker in flight, so the workers keep decrypting while
+            // the writer waits on a large file's direct write (memory: each is a decrypted
+            // chunk, of at most 1 MiB with the default chunk sizes).
+            let mut pipe = Pipeline::new(scope, workers, 4 * workers, work);
             let mut planner = Planner {
                 pipe: &mut pipe,
                 job: Job {
