@@ -67,6 +67,11 @@ pub(crate) struct NewFile {
 impl NewFile {
     /// Creates a file to be published as `dest`, in `dest`'s directory.
     pub(crate) fn create(dest: &Path) -> Result<NewFile> {
+        // Without `/proc` an unnamed file could not be linked by an unprivileged process.
+        static LINKABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*LINKABLE.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
+            return NewFile::named(dest);
+        }
         let dir = dest.parent().unwrap_or(Path::new("."));
         let c_dir = c_path(dir)?;
         // SAFETY: open with a NUL-terminated path we own; the descriptor is taken over below.

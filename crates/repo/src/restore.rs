@@ -20,15 +20,16 @@ use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, FileTimes};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::NewFile;
 use crate::chunks::ChunkId;
-use crate::direct::{self, AlignedBuf};
+use crate::direct::{self, AlignedBuf, BackgroundWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::lock::{Mode, RepoLock};
 use crate::pipeline::{Pipeline, default_workers};
@@ -277,14 +278,22 @@ enum FileState {
     Writing {
         out: NewFile,
         replaces: bool,
-        /// Large files: bytes written so far, when they are staged in [`Writer::stage`] and
-        /// written directly (see [`crate::direct`]).
-        direct: Option<u64>,
+        /// Large files, staged in [`Writer::stage`] and written directly (see
+        /// [`crate::direct`]) by [`Writer::blocks`].
+        direct: Option<Direct>,
     },
     /// A small file collected in memory, written whole by a [`FilePool`] thread.
     Buffered(Vec<u8>),
     Skip,
     Failed(String),
+}
+
+/// Where a large file's direct writes stand.
+struct Direct {
+    /// The file, shared with the block writer's thread.
+    file: Arc<File>,
+    /// Bytes handed to the block writer so far.
+    offset: u64,
 }
 
 struct OpenFile {
@@ -309,6 +318,8 @@ struct Writer<'r> {
     recent: VecDeque<(ChunkId, std::result::Result<Vec<u8>, String>)>,
     /// Staging buffer of the large file being written.
     stage: AlignedBuf,
+    /// Writes the large file's staged blocks while the next ones are staged.
+    blocks: BackgroundWriter,
     /// Threads writing small files.
     files: FilePool,
     report: &'r mut RestoreReport,
@@ -431,13 +442,19 @@ impl Writer<'_> {
     fn open_new(&mut self, dest: &Path, replaces: bool, size: u64) -> Result<FileState> {
         Ok(match NewFile::create(dest) {
             Ok(mut out) => {
-                let direct = (size >= DIRECT_MIN).then(|| {
+                let direct = if size >= DIRECT_MIN {
                     // Preallocate: one extent for the whole file rather than one per write.
                     // SAFETY: fallocate on a descriptor we own; a refusal is harmless.
                     unsafe { libc::fallocate(out.file().as_raw_fd(), 0, 0, size as libc::off_t) };
                     self.stage.clear();
-                    0
-                });
+                    let file = out.file().try_clone().ctx("open", dest)?;
+                    Some(Direct {
+                        file: Arc::new(file),
+                        offset: 0,
+                    })
+                } else {
+                    None
+                };
                 FileState::Writing {
                     out,
                     replaces,
@@ -480,21 +497,15 @@ impl Writer<'_> {
                 out, direct: None, ..
             } => out.file().write_all(bytes).ctx("write", &file.dest)?,
             FileState::Writing {
-                out,
-                direct: Some(offset),
-                ..
+                direct: Some(d), ..
             } => {
                 self.stage.extend_from_slice(bytes);
                 if self.stage.len() >= STAGE_LEN {
-                    let whole = self.stage.len() / direct::ALIGN * direct::ALIGN;
-                    let block = &self.stage.as_slice()[..whole];
-                    let out = out.file();
-                    let n =
-                        direct::write_blocks_at(out, block, *offset).ctx("write", &file.dest)?;
-                    out.write_all_at(&block[n..], *offset + n as u64)
+                    let n = self
+                        .blocks
+                        .write(&d.file, &mut self.stage, d.offset)
                         .ctx("write", &file.dest)?;
-                    *offset += whole as u64;
-                    self.stage.consume(whole);
+                    d.offset += n as u64;
                 }
             }
             FileState::Skip | FileState::Failed(_) => {}
@@ -532,12 +543,13 @@ impl Writer<'_> {
                 self.files.submit(job)?;
             }
             FileState::Writing {
-                mut out,
+                out,
                 replaces,
                 direct,
             } => {
-                if let Some(offset) = direct {
-                    let rest = direct::write_all_at(out.file(), self.stage.as_slice(), offset);
+                if let Some(d) = direct {
+                    self.blocks.wait().ctx("write", &dest)?;
+                    let rest = direct::write_all_at(&d.file, self.stage.as_slice(), d.offset);
                     self.stage.clear();
                     rest.ctx("write", &dest)?;
                 }
@@ -948,6 +960,7 @@ impl Repository {
             current: None,
             recent: VecDeque::new(),
             stage: AlignedBuf::new(),
+            blocks: BackgroundWriter::new(),
             files: FilePool::new(FILE_THREADS),
             report: &mut report,
         };
