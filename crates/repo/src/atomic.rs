@@ -164,7 +164,7 @@ fn c_path_io(p: &Path) -> io::Result<CString> {
 fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
     let c_dest = c_path_io(dest)?;
     // SAFETY: linkat with a descriptor we own and NUL-terminated paths.
-    let rc = unsafe {
+    match os_result(unsafe {
         libc::linkat(
             file.as_raw_fd(),
             c"".as_ptr(),
@@ -172,30 +172,14 @@ fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
             c_dest.as_ptr(),
             libc::AT_EMPTY_PATH,
         )
-    };
-    if rc == 0 {
-        return Ok(());
+    }) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => link_through_proc(file, &c_dest),
+        other => other,
     }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::ENOENT) {
-        return Err(e);
-    }
-    link_through_proc(file, &c_dest)
 }
 
-fn link_through_proc(file: &File, c_dest: &CStr) -> io::Result<()> {
-    let proc = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: linkat with NUL-terminated paths we own.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            proc.as_ptr(),
-            libc::AT_FDCWD,
-            c_dest.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
+/// A system call's return code as a result.
+fn os_result(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
@@ -203,12 +187,27 @@ fn link_through_proc(file: &File, c_dest: &CStr) -> io::Result<()> {
     }
 }
 
+fn link_through_proc(file: &File, c_dest: &CStr) -> io::Result<()> {
+    let proc = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: linkat with NUL-terminated paths we own.
+    os_result(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            libc::AT_FDCWD,
+            c_dest.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+}
+
 /// Renames `from` to `to` unless `to` exists (then [`io::ErrorKind::AlreadyExists`]). A file
 /// system without that kind of rename gets a hard link and an unlink, which fail the same way.
 fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     let (c_from, c_to) = (c_path_io(from)?, c_path_io(to)?);
     // SAFETY: renameat2 with NUL-terminated paths we own.
-    let rc = unsafe {
+    match os_result(unsafe {
         libc::renameat2(
             libc::AT_FDCWD,
             c_from.as_ptr(),
@@ -216,17 +215,12 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
             c_to.as_ptr(),
             libc::RENAME_NOREPLACE,
         )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINVAL | libc::ENOSYS) => {
+    }) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
             fs::hard_link(from, to)?;
             fs::remove_file(from)
         }
-        _ => Err(e),
+        other => other,
     }
 }
 
