@@ -1149,4 +1149,47 @@ mod tests {
         assert!(!selected(&p("a/bc"), &inc));
         assert!(!selected(&p("a"), &inc));
     }
+
+    /// A file that appears at a path after it was found free (or in a directory the restore
+    /// created, where it is not looked up) is left alone, and the entry fails saying why; with
+    /// `replaces`, the restored file takes its place.
+    #[test]
+    fn a_file_that_appears_meanwhile_is_left_alone_unless_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("app.conf");
+        let entry: Entry = serde_json::from_value(serde_json::json!({
+            "path": "app.conf", "type": "file", "mode": 0o640, "mtime_ns": 1_700_000_000_000_000_000i64, "size": 8
+        }))
+        .unwrap();
+        let restored = || {
+            let mut out = NewFile::create(&dest).unwrap();
+            out.file().write_all(b"restored").unwrap();
+            out
+        };
+        let out = restored();
+        fs::write(&dest, "someone else's").unwrap();
+        match finish_file(out, &dest, &entry, false, false).unwrap() {
+            Outcome::Failed(path, reason) => {
+                assert_eq!(path.display(), "app.conf");
+                assert!(reason.contains("appeared"), "{reason}");
+            }
+            _ => panic!("the file that appeared was not reported"),
+        }
+        assert_eq!(fs::read(&dest).unwrap(), b"someone else's");
+
+        let out = restored();
+        assert!(matches!(
+            finish_file(out, &dest, &entry, true, false).unwrap(),
+            Outcome::Restored(8)
+        ));
+        assert_eq!(fs::read(&dest).unwrap(), b"restored");
+        let meta = fs::metadata(&dest).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            meta.modified().unwrap(),
+            system_time(1_700_000_000_000_000_000)
+        );
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary name is left");
+    }
 }
