@@ -359,15 +359,8 @@ pub fn kill_recorded(state_file: &Path) {
     if !v["exited_at_ms"].is_null() || !v["exit_code"].is_null() || !v["signal"].is_null() {
         return;
     }
-    let live = |pid: i64| {
-        // Fields after the parenthesised command name: state ppid pgrp session … starttime.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let fields: Vec<String> = stat[stat.rfind(')')? + 2..]
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        (fields.first()? != "Z").then_some(fields)
-    };
+    // After the state: ppid pgrp session … (index 2), starttime (index 18); none when gone.
+    let stat = |pid: i64| procstat::stat_fields(&format!("/proc/{pid}/stat"));
     let kill = |pid: i64| {
         let _ = Command::new("kill")
             .args(["-9", &pid.to_string()])
@@ -376,16 +369,16 @@ pub fn kill_recorded(state_file: &Path) {
     };
     // The supervisor first, so it cannot start the service again.
     if let Some(pid) = v["supervisor_pid"].as_i64()
-        && let Some(fields) = live(pid)
-        && fields
-            .get(3)
-            .is_some_and(|session| *session == pid.to_string())
+        && stat(pid)
+            .get(2)
+            .is_some_and(|&session| session as i64 == pid)
     {
         kill(pid);
     }
     if let Some(pid) = v["pid"].as_i64()
-        && let Some(fields) = live(pid)
-        && v["pid_start"].as_u64().map(|s| s.to_string()).as_ref() == fields.get(19)
+        && v["pid_start"]
+            .as_u64()
+            .is_some_and(|start| stat(pid).get(18) == Some(&start))
     {
         kill(pid);
     }

@@ -73,7 +73,7 @@ impl NewFile {
             return NewFile::named(dest);
         }
         let dir = dest.parent().unwrap_or(Path::new("."));
-        let c_dir = c_path(dir)?;
+        let c_dir = c_path(dir).ctx("create", dest)?;
         // SAFETY: open with a NUL-terminated path we own; the descriptor is taken over below.
         let fd = unsafe {
             libc::open(
@@ -148,12 +148,7 @@ impl Drop for NewFile {
     }
 }
 
-fn c_path(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Error::InvalidArgument(format!("path {} contains a NUL byte", p.display())))
-}
-
-fn c_path_io(p: &Path) -> io::Result<CString> {
+fn c_path(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
@@ -162,7 +157,7 @@ fn c_path_io(p: &Path) -> io::Result<CString> {
 /// (`CAP_DAC_READ_SEARCH`); without it the kernel answers `ENOENT` and the file is linked
 /// through its `/proc/self/fd` entry instead.
 fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
-    let c_dest = c_path_io(dest)?;
+    let c_dest = c_path(dest)?;
     // SAFETY: linkat with a descriptor we own and NUL-terminated paths.
     match os_result(unsafe {
         libc::linkat(
@@ -205,7 +200,7 @@ fn link_through_proc(file: &File, c_dest: &CStr) -> io::Result<()> {
 /// Renames `from` to `to` unless `to` exists (then [`io::ErrorKind::AlreadyExists`]). A file
 /// system without that kind of rename gets a hard link and an unlink, which fail the same way.
 fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    let (c_from, c_to) = (c_path_io(from)?, c_path_io(to)?);
+    let (c_from, c_to) = (c_path(from)?, c_path(to)?);
     // SAFETY: renameat2 with NUL-terminated paths we own.
     match os_result(unsafe {
         libc::renameat2(
@@ -328,9 +323,9 @@ mod tests {
         let dest = dir.path().join("f");
         let mut f = NewFile::create(&dest).unwrap();
         f.file().write_all(b"data").unwrap();
-        link_through_proc(&f.file, &c_path_io(&dest).unwrap()).unwrap();
+        link_through_proc(&f.file, &c_path(&dest).unwrap()).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"data");
-        let e = link_through_proc(&f.file, &c_path_io(&dest).unwrap()).unwrap_err();
+        let e = link_through_proc(&f.file, &c_path(&dest).unwrap()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
     }
 }

@@ -539,8 +539,8 @@ impl ChunkStore {
     /// Removes from packs every record that is not in `keep` (or is a second copy of a chunk):
     /// packs left without a kept record are deleted, packs with some are rewritten with only
     /// those (records are copied as they are: each is sealed on its own), and small packs are
-    /// combined. New packs are made
-    /// durable before any old one is deleted, so a crash leaves at worst a chunk twice.
+    /// combined. New packs are made durable before any old one is deleted, so a crash leaves
+    /// at worst a chunk twice.
     /// Leftover temporary files of interrupted writes are removed too. Adds what it found and
     /// did to `report`; returns the kept chunks it found.
     pub(crate) fn prune_packs(

@@ -414,20 +414,14 @@ impl Writer<'_> {
                 self.collect_files(false)?;
                 FileState::Buffered(Vec::with_capacity(entry.size as usize))
             }
-            Ok(()) if self.created_parent(&entry.path) => {
-                self.open_new(&dest, false, entry.size)?
-            }
-            Ok(()) => match fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => FileState::Failed("a directory is in the way".to_string()),
-                Ok(_) if !self.overwrite => {
+            Ok(()) => match destination(&dest, self.overwrite, self.created_parent(&entry.path)) {
+                Destination::Free => self.open_new(&dest, false, entry.size)?,
+                Destination::Replace => self.open_new(&dest, true, entry.size)?,
+                Destination::Skip => {
                     self.report.skipped_existing.push(entry.path.display());
                     FileState::Skip
                 }
-                Ok(_) => self.open_new(&dest, true, entry.size)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.open_new(&dest, false, entry.size)?
-                }
-                Err(e) => FileState::Failed(format!("cannot inspect target: {e}")),
+                Destination::Blocked(reason) => FileState::Failed(reason),
             },
         };
         self.current = Some(OpenFile {
@@ -684,6 +678,33 @@ fn finish_file(
     }
 }
 
+/// What is at a file's destination, and so what restoring the file does there.
+enum Destination {
+    /// Nothing: the file is created.
+    Free,
+    /// A file or symlink, to be replaced (`overwrite`).
+    Replace,
+    /// A file or symlink, left alone (no `overwrite`).
+    Skip,
+    /// A directory, or something that cannot be inspected; the entry fails.
+    Blocked(String),
+}
+
+/// Looks at a file's destination, unless its directory was created by this restore
+/// (`fresh_parent`), where nothing can be in the way.
+fn destination(dest: &Path, overwrite: bool, fresh_parent: bool) -> Destination {
+    if fresh_parent {
+        return Destination::Free;
+    }
+    match fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => Destination::Blocked("a directory is in the way".to_string()),
+        Ok(_) if overwrite => Destination::Replace,
+        Ok(_) => Destination::Skip,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Destination::Free,
+        Err(e) => Destination::Blocked(format!("cannot inspect target: {e}")),
+    }
+}
+
 /// A small file to write whole.
 struct SmallFile {
     entry: Entry,
@@ -715,26 +736,11 @@ impl SmallFile {
             as_root,
             fresh_parent,
         } = self;
-        let replaces = if fresh_parent {
-            false
-        } else {
-            match fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => {
-                    return Ok(Outcome::Failed(
-                        entry.path,
-                        "a directory is in the way".to_string(),
-                    ));
-                }
-                Ok(_) if !overwrite => return Ok(Outcome::Skipped(entry.path.display())),
-                Ok(_) => true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => {
-                    return Ok(Outcome::Failed(
-                        entry.path,
-                        format!("cannot inspect target: {e}"),
-                    ));
-                }
-            }
+        let replaces = match destination(&dest, overwrite, fresh_parent) {
+            Destination::Free => false,
+            Destination::Replace => true,
+            Destination::Skip => return Ok(Outcome::Skipped(entry.path.display())),
+            Destination::Blocked(reason) => return Ok(Outcome::Failed(entry.path, reason)),
         };
         let mut out = match NewFile::create(&dest) {
             Ok(f) => f,
