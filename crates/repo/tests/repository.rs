@@ -204,8 +204,15 @@ fn directory_backup_round_trip_dedup_history_and_damage() {
     assert!(first.previous.is_none());
     assert_eq!(t.bytes_read, t.size);
     assert!(t.bytes_stored < t.size, "compression should help");
-    // Small files are packed: far fewer chunks than files.
-    assert!(t.chunks_total < 200, "{} chunks", t.chunks_total);
+    // Small files are packed: far fewer chunks than files. (How many chunks the three
+    // 12 MiB files make depends on the repository's random key: 225 in one run, so the
+    // bound is a quarter of the files, not a count near the average.)
+    assert!(
+        t.chunks_total < t.files / 4,
+        "{} chunks for {} files",
+        t.chunks_total,
+        t.files
+    );
 
     // Restore and compare byte for byte (modes, mtimes, symlinks, empty dirs).
     let out1 = tmp.path().join("out1");
