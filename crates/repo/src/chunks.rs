@@ -542,14 +542,14 @@ impl ChunkStore {
     /// combined. New packs are made durable before any old one is deleted, so a crash leaves
     /// at worst a chunk twice.
     /// Leftover temporary files of interrupted writes are removed too. Adds what it found and
-    /// did to `report`; returns the kept chunks it found.
+    /// did to `report`; returns the kept chunks it found. The caller holds the exclusive lock
+    /// and refreshed the index under it, so the packs listed then are all there are.
     pub(crate) fn prune_packs(
         &self,
         keep: &HashSet<ChunkId>,
         dry_run: bool,
         report: &mut PruneReport,
     ) -> Result<HashSet<ChunkId>> {
-        self.refresh()?;
         let index = self.index.read().expect("lock");
         let mut present = HashSet::new();
         let mut doomed: Vec<PathBuf> = Vec::new();

@@ -67,7 +67,7 @@ pub struct VerifyReport {
     pub chunks_referenced: u64,
     /// Chunks whose content was checked (read_data only).
     pub chunks_read: u64,
-    /// Bytes of chunk files read (read_data only).
+    /// Bytes of chunk records read (read_data only).
     pub bytes_read: u64,
     /// Referenced chunks that are missing.
     pub chunks_missing: u64,
@@ -286,7 +286,7 @@ impl Repository {
             })?;
         }
 
-        // Unreferenced chunk files are harmless (an interrupted backup, forgotten snapshots);
+        // Unreferenced chunks are harmless (an interrupted backup, forgotten snapshots);
         // they are counted only when every snapshot was readable, else the count means nothing.
         if report.snapshots_unreadable == 0 {
             report.chunks_unreferenced = self
