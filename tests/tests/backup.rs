@@ -176,6 +176,7 @@ fn a_directory_tree_is_backed_up_restored_exactly_and_drilled() {
             "wipe",
             r#"action = "restore", source = "files", repository = "main", target = "restore", clean = true"#,
         ),
+        ("offsite", r#"action = "list", repository = "offsite""#),
     ];
     sb.write("runcap.toml", &manifest(TREE_GRANTS, &runbooks));
     sb.run(&["check"]).expect_code(0);
@@ -220,6 +221,16 @@ fn a_directory_tree_is_backed_up_restored_exactly_and_drilled() {
     assert!(
         msg.contains("source `etc` is not granted")
             && msg.contains("[plugins.backup.grants.backup.sources.etc]"),
+        "{msg}"
+    );
+    assert_eq!(step(&r, "s")["calls"][0]["decision"], "denied");
+    // Nor read a repository it is not granted.
+    let r = run(&sb, "offsite", 1);
+    assert_eq!(step(&r, "s")["failure"]["kind"], "denied");
+    let msg = step(&r, "s")["failure"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("repository `offsite` is not granted")
+            && msg.contains("[plugins.backup.grants.backup.repositories.offsite]"),
         "{msg}"
     );
     assert_eq!(step(&r, "s")["calls"][0]["decision"], "denied");

@@ -611,6 +611,40 @@ impl CapCtx<'_, Backup> {
         }
     }
 
+    /// The grant for an operation on one repository, or its denial (recorded): no backup
+    /// grant, or one that does not list `repository`.
+    fn repository_access(
+        &mut self,
+        op: &str,
+        repository: &str,
+    ) -> Result<Arc<BackupAccess>, wit::Error> {
+        let access = self.backup_access(op, repository, "repository")?;
+        self.granted_repository(op, repository, &access, repository)?;
+        Ok(access)
+    }
+
+    /// Denies (and records) an operation on `target` when `access` does not list
+    /// `repository`.
+    fn granted_repository(
+        &mut self,
+        op: &str,
+        target: &str,
+        access: &BackupAccess,
+        repository: &str,
+    ) -> Result<(), wit::Error> {
+        if access.grant.repositories.contains_key(repository) {
+            return Ok(());
+        }
+        Err(self.backup_deny(
+            op,
+            target,
+            &access.grant.key,
+            "repository",
+            repository,
+            "dir = \"…\" and secret = \"…\"",
+        ))
+    }
+
     /// Denies (and records) a name the grant does not list.
     fn backup_deny(
         &mut self,
@@ -765,15 +799,7 @@ impl CapCtx<'_, Backup> {
             );
             return Ok(Err(e));
         };
-        if !access.grant.repositories.contains_key(&repository) {
-            let e = self.backup_deny(
-                op,
-                &target,
-                &key,
-                "repository",
-                &repository,
-                "dir = \"…\" and secret = \"…\"",
-            );
+        if let Err(e) = self.granted_repository(op, &target, &access, &repository) {
             return Ok(Err(e));
         }
         let dry_run = self.dry_run();
@@ -819,22 +845,10 @@ impl CapCtx<'_, Backup> {
         read_data: bool,
     ) -> wasmtime::Result<Result<wit::VerifyReport, wit::Error>> {
         let op = if read_data { "verify-data" } else { "verify" };
-        let access = match self.backup_access(op, &repository, "repository") {
+        let access = match self.repository_access(op, &repository) {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        if !access.grant.repositories.contains_key(&repository) {
-            let key = access.grant.key.clone();
-            let e = self.backup_deny(
-                op,
-                &repository,
-                &key,
-                "repository",
-                &repository,
-                "dir = \"…\" and secret = \"…\"",
-            );
-            return Ok(Err(e));
-        }
         let a = access.clone();
         let name = repository.clone();
         let result = blocking(move |_| ops::verify(&a, &name, read_data)).await;
@@ -883,15 +897,7 @@ impl CapCtx<'_, Backup> {
             Err(e) => return Ok(Err(e)),
         };
         let key = access.grant.key.clone();
-        if !access.grant.repositories.contains_key(&request.repository) {
-            let e = self.backup_deny(
-                op,
-                &target_text,
-                &key,
-                "repository",
-                &request.repository,
-                "dir = \"…\" and secret = \"…\"",
-            );
+        if let Err(e) = self.granted_repository(op, &target_text, &access, &request.repository) {
             return Ok(Err(e));
         }
         let Some(target) = access.grant.targets.get(&request.target).cloned() else {
@@ -976,15 +982,7 @@ impl CapCtx<'_, Backup> {
             Err(e) => return Ok(Err(e)),
         };
         let key = access.grant.key.clone();
-        if !access.grant.repositories.contains_key(&repository) {
-            let e = self.backup_deny(
-                op,
-                &target_text,
-                &key,
-                "repository",
-                &repository,
-                "dir = \"…\" and secret = \"…\"",
-            );
+        if let Err(e) = self.granted_repository(op, &target_text, &access, &repository) {
             return Ok(Err(e));
         }
         let dir = match access.grant.targets.get(&target) {
@@ -1027,22 +1025,10 @@ impl CapCtx<'_, Backup> {
         prune: bool,
     ) -> wasmtime::Result<Result<wit::ForgetReport, wit::Error>> {
         let op = if prune { "forget-prune" } else { "forget" };
-        let access = match self.backup_access(op, &repository, "repository") {
+        let access = match self.repository_access(op, &repository) {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        if !access.grant.repositories.contains_key(&repository) {
-            let key = access.grant.key.clone();
-            let e = self.backup_deny(
-                op,
-                &repository,
-                &key,
-                "repository",
-                &repository,
-                "dir = \"…\" and secret = \"…\"",
-            );
-            return Ok(Err(e));
-        }
         let dry_run = self.dry_run();
         let a = access.clone();
         let name = repository.clone();
@@ -1074,22 +1060,10 @@ impl CapCtx<'_, Backup> {
         source: Option<String>,
     ) -> wasmtime::Result<Result<Vec<wit::SnapshotInfo>, wit::Error>> {
         let op = "list";
-        let access = match self.backup_access(op, &repository, "repository") {
+        let access = match self.repository_access(op, &repository) {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        if !access.grant.repositories.contains_key(&repository) {
-            let key = access.grant.key.clone();
-            let e = self.backup_deny(
-                op,
-                &repository,
-                &key,
-                "repository",
-                &repository,
-                "dir = \"…\" and secret = \"…\"",
-            );
-            return Ok(Err(e));
-        }
         let a = access.clone();
         let name = repository.clone();
         let result = blocking(move |_| ops::list(&a, &name, source.as_deref())).await;
