@@ -1060,10 +1060,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_running_process_is_found_by_name_with_its_memory() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
         let g = grant("[plugins.p.grants.system]\nprocesses = [\"sleep\"]\n").unwrap();
         let mut action = recording(g, false);
         let mut ctx = action.state.view::<SystemFacts>();
@@ -1071,11 +1073,9 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
         let ours = found
             .iter()
-            .find(|p| p.pid == child.id())
+            .find(|p| p.pid == child.0.id())
             .expect("our sleep is listed");
         assert_eq!(ours.name, "sleep");
         assert!(ours.rss > 0, "{ours:?}");
@@ -1425,12 +1425,14 @@ mod tests {
     #[tokio::test]
     async fn a_pid_file_names_a_live_process_until_it_is_killed() {
         let (_d, dir) = testing::dir();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
         let pid_file = dir.join("api.pid");
-        std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
+        std::fs::write(&pid_file, format!("{}\n", child.0.id())).unwrap();
         let [live, empty, junk, missing] = ["api.pid", "empty.pid", "junk.pid", "missing.pid"]
             .map(|f| dir.join(f).display().to_string());
         std::fs::write(&empty, "\n").unwrap();
@@ -1446,13 +1448,13 @@ mod tests {
             .unwrap()
             .unwrap()
             .expect("the sleep runs");
-        assert_eq!(found.pid, child.id());
+        assert_eq!(found.pid, child.0.id());
         assert_eq!(found.name, "sleep");
         assert!(found.rss > 0, "{found:?}");
         assert!(found.open_files.is_some_and(|n| n >= 1), "{found:?}");
         assert!(found.open_files_limit.is_some_and(|n| n > 0), "{found:?}");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         let gone = wit::Host::pid_file(&mut ctx, live.clone()).await.unwrap();
         assert!(matches!(gone, Ok(None)), "{gone:?}");
         for (path, says) in [
@@ -1555,10 +1557,12 @@ mod tests {
 
     #[tokio::test]
     async fn process_details_need_the_process_name_and_files_their_own_grant() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
         let g = grant("[plugins.p.grants.system]\nprocesses = [\"sleep\"]\n").unwrap();
         let mut action = recording(g, true);
         let mut ctx = action.state.view::<SystemFacts>();
@@ -1566,11 +1570,9 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
         let ours = found
             .iter()
-            .find(|p| p.pid == child.id())
+            .find(|p| p.pid == child.0.id())
             .expect("our sleep is listed");
         assert!(
             ours.open_files.is_some() && ours.open_files_limit.is_some(),
