@@ -214,26 +214,21 @@ fn a_directory_tree_is_backed_up_restored_exactly_and_drilled() {
         "{calls}"
     );
 
-    // A plugin cannot back up what it is not granted.
-    let r = run(&sb, "sneaky", 1);
-    assert_eq!(step(&r, "s")["failure"]["kind"], "denied");
-    let msg = step(&r, "s")["failure"]["message"].as_str().unwrap();
-    assert!(
-        msg.contains("source `etc` is not granted")
-            && msg.contains("[plugins.backup.grants.backup.sources.etc]"),
-        "{msg}"
-    );
-    assert_eq!(step(&r, "s")["calls"][0]["decision"], "denied");
-    // Nor read a repository it is not granted.
-    let r = run(&sb, "offsite", 1);
-    assert_eq!(step(&r, "s")["failure"]["kind"], "denied");
-    let msg = step(&r, "s")["failure"]["message"].as_str().unwrap();
-    assert!(
-        msg.contains("repository `offsite` is not granted")
-            && msg.contains("[plugins.backup.grants.backup.repositories.offsite]"),
-        "{msg}"
-    );
-    assert_eq!(step(&r, "s")["calls"][0]["decision"], "denied");
+    // A plugin cannot back up what it is not granted, nor read a repository it is not granted.
+    for (runbook, name, grant) in [
+        ("sneaky", "source `etc`", "sources.etc"),
+        ("offsite", "repository `offsite`", "repositories.offsite"),
+    ] {
+        let r = run(&sb, runbook, 1);
+        assert_eq!(step(&r, "s")["failure"]["kind"], "denied", "{r:#}");
+        let msg = step(&r, "s")["failure"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!("{name} is not granted"))
+                && msg.contains(&format!("[plugins.backup.grants.backup.{grant}]")),
+            "{msg}"
+        );
+        assert_eq!(step(&r, "s")["calls"][0]["decision"], "denied");
+    }
     // Nor empty a target that is not a scratch directory.
     let r = run(&sb, "wipe", 1);
     assert_eq!(step(&r, "s")["failure"]["kind"], "denied");
