@@ -202,10 +202,6 @@ pub async fn run_action(
         }
     };
     let ctx = wit::Context {
-        run_id: inv.run_id.clone(),
-        environment: inv.environment.clone(),
-        runbook: inv.runbook.clone(),
-        step: inv.step.clone(),
         dry_run: inv.dry_run,
         deadline_ms: now_ms() + limit.as_millis() as u64,
     };
@@ -213,7 +209,7 @@ pub async fn run_action(
     let started = Instant::now();
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
-        instance.call_run(&mut store, &ctx, &params).await
+        instance.call_run(&mut store, ctx, &params).await
     };
     // The epoch callback stops guest code at the deadline; this also stops an action
     // that is waiting in a host call. The grace lets the epoch trap win when both apply.
@@ -522,10 +518,6 @@ impl WarmInstance {
             .await
             .map_err(CallError::Trapped)?;
         let context = wit::Context {
-            run_id: "bench".into(),
-            environment: "bench".into(),
-            runbook: "bench".into(),
-            step: "bench".into(),
             dry_run: false,
             deadline_ms: now_ms() + 3_600_000,
         };
@@ -549,7 +541,7 @@ impl WarmInstance {
     pub async fn run(&mut self, params: &str) -> Result<Status, CallError> {
         match self
             .action
-            .call_run(&mut self.store, &self.context, params)
+            .call_run(&mut self.store, self.context, params)
             .await
         {
             Ok(Ok(o)) => Ok(match o.status {

@@ -1,10 +1,10 @@
 // The one place the SDK reaches the host. Everything else in the SDK calls `current()`.
 //
-// In a component, `wit.js` installs an adapter over the `runcap:plugin/log` and
-// `runcap:plugin/http` imports when it is evaluated. In native unit tests, `MockHost`
+// In a component, `wit.js` installs an adapter over the `runcap:plugin/log`,
+// `runcap:plugin/http` and `runcap:plugin/invocation` imports when it is evaluated. In native unit tests, `MockHost`
 // from `runcap-plugin/testing` installs itself for the duration of each call.
 //
-// A host has two functions, both on WIT-shaped values (what componentize-js passes):
+// A host has three functions, all on WIT-shaped values (what componentize-js passes):
 //
 //   log(level, message, fields)  level: 'debug' | 'info' | 'warn' | 'error',
 //                                fields: [[key, value], ...] of strings
@@ -12,6 +12,7 @@
 //                                           url, headers: [[name, value], ...], body: Uint8Array,
 //                                           timeoutMs: number | undefined, maxRedirects: number }
 //                                returns { ok: response } or { err: { tag, val } } (the http `error` variant)
+//   names()                      { runId, environment, runbook, step } of the running action
 
 const missing = {
   log() {
@@ -21,6 +22,10 @@ const missing = {
   },
   send() {
     return missing.log();
+  },
+  // Outside runcap and a mock, nothing names the action.
+  names() {
+    return { runId: '', environment: '', runbook: '', step: '' };
   },
 };
 

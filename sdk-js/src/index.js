@@ -413,7 +413,10 @@ export function plugin(def) {
         return { tag: 'err', val: actionError(e, 'invalid-params') };
       }
       try {
-        return { tag: 'ok', val: wireOutcome(asOutcome(run(new Context(ctx), params))) };
+        // The host names the action on request (`runcap:plugin/invocation`); the call's
+        // context carries the dry-run flag and the deadline.
+        const context = new Context({ ...current().names(), ...ctx });
+        return { tag: 'ok', val: wireOutcome(asOutcome(run(context, params))) };
       } catch (e) {
         return { tag: 'err', val: actionError(e) };
       }

@@ -75,6 +75,10 @@ export class MockHost {
     this.logs.push({ level, message, fields: Object.fromEntries(fields) });
   }
 
+  names() {
+    return this.invocation ?? { runId: 'test-run', environment: 'test', runbook: 'test', step: 'test' };
+  }
+
   send(req) {
     const body = req.body instanceof Uint8Array ? req.body : new Uint8Array(req.body);
     this.requests.push({
@@ -137,7 +141,9 @@ export class MockHost {
       ...ctx,
     };
     if (typeof context.deadlineMs === 'number') context.deadlineMs = BigInt(context.deadlineMs);
-    const result = this.with(() => plugin.run(context, text));
+    const { runId, environment, runbook, step, ...wire } = context;
+    this.invocation = { runId, environment, runbook, step };
+    const result = this.with(() => plugin.run(wire, text));
     if (result.tag === 'ok') {
       const o = result.val;
       return {

@@ -1,14 +1,18 @@
 // The component's host: the WIT imports of world `check`. Only the component build
 // evaluates this module (its entry imports it first); unit tests never load it.
 
-import { write } from 'runcap:plugin/log@0.1.0';
-import { send } from 'runcap:plugin/http@0.1.0';
+import { write } from 'runcap:plugin/log@0.2.0';
+import { send } from 'runcap:plugin/http@0.2.0';
+import { current } from 'runcap:plugin/invocation@0.2.0';
 
 import { install } from './host.js';
 
 install({
   log(level, message, fields) {
     write(level, message, fields);
+  },
+  names() {
+    return current();
   },
   send(request) {
     try {

@@ -8,8 +8,9 @@ import { register } from 'node:module';
 
 // Resolves `runcap:plugin/*` to modules that hand every call to globalThis.witImports.
 const fakes = {
-  'runcap:plugin/log@0.1.0': 'export const write = (...a) => globalThis.witImports.write(...a);',
-  'runcap:plugin/http@0.1.0': 'export const send = (...a) => globalThis.witImports.send(...a);',
+  'runcap:plugin/log@0.2.0': 'export const write = (...a) => globalThis.witImports.write(...a);',
+  'runcap:plugin/http@0.2.0': 'export const send = (...a) => globalThis.witImports.send(...a);',
+  'runcap:plugin/invocation@0.2.0': 'export const current = (...a) => globalThis.witImports.current(...a);',
 };
 const hooks = `
 const fakes = ${JSON.stringify(fakes)};
@@ -34,6 +35,10 @@ before(async () => {
   register(`data:text/javascript,${encodeURIComponent(hooks)}`);
   globalThis.witImports = {
     write: (...args) => calls.push(['write', ...args]),
+    current() {
+      calls.push(['current']);
+      return { runId: 'r-7', environment: 'prod', runbook: 'nightly', step: 'probe' };
+    },
     send(req) {
       calls.push(['send', req]);
       if (req.url.includes('denied')) throw new ComponentError({ tag: 'denied', val: `${req.url} is not granted` });
@@ -101,6 +106,24 @@ describe('wit.js', () => {
     calls.length = 0;
     sdk.log.warn('disk low', { free_gb: 3 });
     assert.deepEqual(calls, [['write', 'warn', 'disk low', [['free_gb', '3']]]]);
+  });
+
+  it('asks runcap:plugin/invocation for the names of the running action', () => {
+    calls.length = 0;
+    let seen;
+    const p = sdk.plugin({
+      name: 'x',
+      run(ctx) {
+        seen = ctx;
+        return sdk.Outcome.ok('');
+      },
+    });
+    assert.equal(p.run({ dryRun: true, deadlineMs: 5n }, '').tag, 'ok');
+    assert.deepEqual(calls, [['current']]);
+    assert.deepEqual(
+      [seen.runId, seen.environment, seen.runbook, seen.step, seen.dryRun, seen.deadlineMs],
+      ['r-7', 'prod', 'nightly', 'probe', true, 5],
+    );
   });
 
   it('maps a denial in run to the denied action error', () => {

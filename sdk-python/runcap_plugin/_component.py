@@ -21,6 +21,7 @@ except ImportError:
     pass
 
 from componentize_py_types import Err
+from wit_world.imports import invocation as _invocation
 from wit_world.imports import types as _types
 
 try:
@@ -184,11 +185,12 @@ class WitWorld:
 
     def run(self, ctx, params):
         try:
+            names = _invocation.current()
             context = Context(
-                run_id=ctx.run_id,
-                environment=ctx.environment,
-                runbook=ctx.runbook,
-                step=ctx.step,
+                run_id=names.run_id,
+                environment=names.environment,
+                runbook=names.runbook,
+                step=names.step,
                 dry_run=ctx.dry_run,
                 deadline_ms=ctx.deadline_ms,
             )

@@ -4,7 +4,8 @@ runcap_plugin._component can be imported and driven natively.
 
 `install(app)` puts them, and `app` as the plugin module, into sys.modules; `remove()`
 takes them out again. Calls to the imports are recorded in `calls`; `http_answers`
-holds what `send` returns (an Err to raise, or a Response).
+holds what `send` returns (an Err to raise, or a Response); `names`, what
+`invocation.current` answers.
 """
 
 import dataclasses
@@ -23,6 +24,8 @@ class Err(Generic[E], Exception):
 
 calls = []
 http_answers = []
+# What `invocation.current()` answers: run id, environment, runbook, step.
+names = ["r1", "prod", "health", "api"]
 
 
 def _module(name, **attrs):
@@ -34,10 +37,6 @@ def _module(name, **attrs):
 def _types():
     @dataclasses.dataclass
     class Context:
-        run_id: str
-        environment: str
-        runbook: str
-        step: str
         dry_run: bool
         deadline_ms: int
 
@@ -78,6 +77,20 @@ def _types():
         params_schema: str
 
     return _module("wit_world.imports.types", **{k: v for k, v in locals().items()})
+
+
+def _invocation():
+    @dataclasses.dataclass
+    class Names:
+        run_id: str
+        environment: str
+        runbook: str
+        step: str
+
+    def current():
+        return Names(*names)
+
+    return _module("wit_world.imports.invocation", Names=Names, current=current)
 
 
 def _log():
@@ -157,6 +170,7 @@ NAMES = [
     "wit_world",
     "wit_world.imports",
     "wit_world.imports.types",
+    "wit_world.imports.invocation",
     "wit_world.imports.log",
     "wit_world.imports.http",
     "app",
@@ -168,8 +182,8 @@ def install(app):
     remove()
     calls.clear()
     http_answers.clear()
-    tys, log, http = _types(), _log(), _http()
-    imports = _module("wit_world.imports", types=tys, log=log, http=http)
+    tys, invocation, log, http = _types(), _invocation(), _log(), _http()
+    imports = _module("wit_world.imports", types=tys, invocation=invocation, log=log, http=http)
     imports.__path__ = []
     world = _module("wit_world", imports=imports)
     world.__path__ = []
@@ -179,6 +193,7 @@ def install(app):
             "wit_world": world,
             "wit_world.imports": imports,
             "wit_world.imports.types": tys,
+            "wit_world.imports.invocation": invocation,
             "wit_world.imports.log": log,
             "wit_world.imports.http": http,
             "app": app,

@@ -43,7 +43,7 @@ class ComponentTest(unittest.TestCase):
         self.addCleanup(fake_bindings.remove)
 
     def ctx(self):
-        return self.types.Context("r1", "prod", "health", "api", False, 1)
+        return self.types.Context(False, 1)
 
     def test_describe(self):
         d = self.world.describe()

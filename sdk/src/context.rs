@@ -1,5 +1,6 @@
 //! What an action sees of the world: its run context and the host's capabilities.
 
+use std::cell::OnceCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backup::{
@@ -153,8 +154,9 @@ fn backup_denied(what: &str) -> BackupError {
     BackupError::Denied(format!("{what} is not available here"))
 }
 
-/// Where an action runs, and the door to the host's capabilities.
-pub struct Context<'h> {
+/// Which run, environment, runbook and step an action belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
     /// Unique id of the run.
     pub run_id: String,
     /// Environment name from the manifest.
@@ -162,10 +164,16 @@ pub struct Context<'h> {
     /// Runbook and step that invoked this action.
     pub runbook: String,
     pub step: String,
+}
+
+/// Where an action runs, and the door to the host's capabilities.
+pub struct Context<'h> {
     /// True when nothing may be changed: report what would be done instead.
     pub dry_run: bool,
     /// Wall-clock deadline in milliseconds since the Unix epoch.
     pub deadline_ms: u64,
+    /// Asked of the host the first time the action reads them (see [`Context::names`]).
+    names: OnceCell<Names>,
     /// `None` inside a component: calls go straight to the host's imports, so a
     /// component imports only the capabilities its code actually calls.
     host: Option<&'h dyn Host>,
@@ -175,12 +183,14 @@ impl<'h> Context<'h> {
     /// A context for driving an action from native code, usually a unit test.
     pub fn new(host: &'h dyn Host) -> Self {
         Context {
-            run_id: "test-run".into(),
-            environment: "test".into(),
-            runbook: "test".into(),
-            step: "test".into(),
             dry_run: false,
             deadline_ms: now_ms() + 60_000,
+            names: OnceCell::from(Names {
+                run_id: "test-run".into(),
+                environment: "test".into(),
+                runbook: "test".into(),
+                step: "test".into(),
+            }),
             host: Some(host),
         }
     }
@@ -188,14 +198,43 @@ impl<'h> Context<'h> {
     /// The context of a component's action, whose capabilities are the host's imports.
     pub(crate) fn component() -> Self {
         Context {
-            run_id: String::new(),
-            environment: String::new(),
-            runbook: String::new(),
-            step: String::new(),
             dry_run: false,
             deadline_ms: 0,
+            names: OnceCell::new(),
             host: None,
         }
+    }
+
+    /// This context with other names, for a test of a plugin that reads them.
+    pub fn with_names(mut self, names: Names) -> Self {
+        self.names = OnceCell::from(names);
+        self
+    }
+
+    /// Which run, environment, runbook and step this action belongs to. A component
+    /// asks the host the first time; an action that never reads them never pays for them.
+    pub fn names(&self) -> &Names {
+        self.names.get_or_init(crate::wasm::names)
+    }
+
+    /// Unique id of the run.
+    pub fn run_id(&self) -> &str {
+        &self.names().run_id
+    }
+
+    /// Environment name from the manifest.
+    pub fn environment(&self) -> &str {
+        &self.names().environment
+    }
+
+    /// The runbook that invoked this action.
+    pub fn runbook(&self) -> &str {
+        &self.names().runbook
+    }
+
+    /// The step of the runbook that invoked this action.
+    pub fn step(&self) -> &str {
+        &self.names().step
     }
 
     /// The host a native test drives this context with; `None` in a component.

@@ -39,7 +39,7 @@ pub use backup::{
     BackupError, CompareReport, ForgetItem, ForgetPolicy, ForgetReport, PlannedItem, QueryResult,
     RestoreReport, RestoreRequest, SnapshotInfo, SnapshotReport, VerifyReport,
 };
-pub use context::{Context, Host, Level};
+pub use context::{Context, Host, Level, Names};
 pub use duration::HumanDuration;
 pub use exec::{CommandResult, ExecError};
 pub use faults::{Fault, FaultError, FaultKind, FaultSpec};

@@ -5,10 +5,23 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::bindings::runcap::plugin::{http as wit_http, log as wit_log, types as wit};
-use crate::context::{Context, Level};
+use crate::bindings::runcap::plugin::{
+    http as wit_http, invocation as wit_invocation, log as wit_log, types as wit,
+};
+use crate::context::{Context, Level, Names};
 use crate::http::{HttpError, HttpRequest, HttpResponse, Method};
 use crate::outcome::{ActionError, Outcome, Status};
+
+/// The running action's names, from the `invocation` import.
+pub(crate) fn names() -> Names {
+    let n = wit_invocation::current();
+    Names {
+        run_id: n.run_id,
+        environment: n.environment,
+        runbook: n.runbook,
+        step: n.step,
+    }
+}
 
 /// Writes a log line through the `log` import.
 pub(crate) fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
@@ -443,6 +456,11 @@ pub(crate) fn parse_params<P: DeserializeOwned>(params: &str) -> Result<P, Strin
     } else {
         params
     };
+    // Params the host checked parse at the first try; the path-tracking parse, which
+    // costs more, runs only to word an error.
+    if let Ok(p) = serde_json::from_str(text) {
+        return Ok(p);
+    }
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -492,10 +510,6 @@ pub fn __run<P: DeserializeOwned>(
 ) -> Result<wit::Outcome, wit::ActionError> {
     let params = parse_params::<P>(params).map_err(wit::ActionError::InvalidParams)?;
     let mut context = Context::component();
-    context.run_id = ctx.run_id;
-    context.environment = ctx.environment;
-    context.runbook = ctx.runbook;
-    context.step = ctx.step;
     context.dry_run = ctx.dry_run;
     context.deadline_ms = ctx.deadline_ms;
     match run(&context, params) {

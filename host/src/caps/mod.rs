@@ -18,6 +18,7 @@ pub mod exec;
 pub mod faults;
 pub mod fs;
 pub mod http;
+pub mod invocation;
 pub mod log;
 pub mod logs;
 pub mod notify;
@@ -47,6 +48,7 @@ pub use core::{
 /// capability adds one line here.
 pub static REGISTRY: &[&dyn Entry] = &[
     &core::Registered::<log::Log>::ENTRY,
+    &core::Registered::<invocation::Invocation>::ENTRY,
     &core::Registered::<http::Http>::ENTRY,
     &core::Registered::<notify::Notify>::ENTRY,
     &core::Registered::<services::Services>::ENTRY,

@@ -30,9 +30,6 @@ pub fn package() -> Vec<(String, &'static str)> {
     files
 }
 
-/// The package's name and version, which a written world must repeat.
-const PACKAGE_LINE: &str = "package runcap:plugin@0.1.0;";
-
 /// Why a world cannot be written.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WitError {
@@ -96,6 +93,8 @@ pub fn importable() -> Vec<&'static str> {
         .iter()
         .flat_map(|c| std::iter::once(c.interface()).chain(c.more_interfaces().iter().copied()))
         .filter_map(|i| i.strip_prefix("runcap:plugin/"))
+        // Every world imports it already, through `plugin`.
+        .filter(|i| *i != "invocation")
         .collect()
 }
 
@@ -127,7 +126,11 @@ pub fn custom_world(name: &str, imports: &[String]) -> Result<String, WitError> 
         }
     }
     let mut w = String::new();
-    let _ = writeln!(w, "{PACKAGE_LINE}\n");
+    let _ = writeln!(
+        w,
+        "package runcap:plugin@{};\n",
+        crate::engine::inspect::WIT_VERSION
+    );
     let _ = writeln!(
         w,
         "/// Written by `runcap wit`: the plugin exports, and imports {}.",
@@ -181,7 +184,10 @@ pub fn run(out: Option<&Path>, world: Option<&str>, imports: &[String]) -> u8 {
             print!("{text}");
             return 0;
         }
-        println!("runcap:plugin@0.1.0 worlds (write them with `runcap wit --out DIR`):");
+        println!(
+            "runcap:plugin@{} worlds (write them with `runcap wit --out DIR`):",
+            crate::engine::inspect::WIT_VERSION
+        );
         for w in worlds() {
             println!("  {:<16} {}", w.name, w.about);
             println!(
@@ -234,7 +240,8 @@ mod tests {
     fn worlds_are_read_with_their_imports() {
         let all = worlds();
         let find = |n: &str| all.iter().find(|w| w.name == n).unwrap();
-        assert!(find("plugin").imports.is_empty());
+        // `plugin`'s one import, which every world includes.
+        assert_eq!(find("plugin").imports, ["invocation"]);
         assert_eq!(find("check").imports, ["log", "http"]);
         let mut action = find("action").imports.clone();
         action.sort();
@@ -288,11 +295,12 @@ mod tests {
         assert_eq!(
             imported,
             [
-                "runcap:plugin/fs@0.1.0",
-                "runcap:plugin/http@0.1.0",
-                "runcap:plugin/log@0.1.0",
-                "runcap:plugin/notify@0.1.0",
-                "runcap:plugin/types@0.1.0"
+                "runcap:plugin/fs@0.2.0",
+                "runcap:plugin/http@0.2.0",
+                "runcap:plugin/invocation@0.2.0",
+                "runcap:plugin/log@0.2.0",
+                "runcap:plugin/notify@0.2.0",
+                "runcap:plugin/types@0.2.0"
             ]
         );
     }

@@ -11,6 +11,10 @@ use wasmparser::{ComponentExternalKind, ComponentTypeRef, Encoding, Parser, Payl
 /// The functions every plugin component exports (the WIT world `action`).
 pub const REQUIRED_EXPORTS: [&str; 3] = ["describe", "validate", "run"];
 
+/// The version of the `runcap:plugin` WIT package (`wit/`) this host speaks. A component
+/// built against another version is refused by name rather than by a type mismatch.
+pub const WIT_VERSION: &str = "0.2.0";
+
 /// Why bytes are not a component runcap can take, found without compiling them.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InspectError {
@@ -27,6 +31,10 @@ pub enum InspectError {
         .0.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
     )]
     MissingExports(Vec<&'static str>),
+    #[error(
+        "it was built against runcap:plugin@{found} and this runcap speaks runcap:plugin@{WIT_VERSION}: rebuild it with the current SDK (or against `runcap wit --out DIR`)"
+    )]
+    WitVersion { found: String },
 }
 
 /// A component's top-level imports and exports.
@@ -65,6 +73,15 @@ pub fn declared(wasm: &[u8]) -> Result<Declared, InspectError> {
                         continue;
                     }
                     let name = import.name.0;
+                    if let Some((_, version)) = name
+                        .strip_prefix("runcap:plugin/")
+                        .and_then(|n| n.split_once('@'))
+                        .filter(|(_, v)| *v != WIT_VERSION)
+                    {
+                        return Err(InspectError::WitVersion {
+                            found: version.to_string(),
+                        });
+                    }
                     out.imports
                         .push(name.split('@').next().unwrap_or(name).to_string());
                 }
@@ -112,6 +129,52 @@ mod tests {
         // A component header with a truncated section after it.
         let broken = b"\0asm\x0d\0\x01\0\x0a\xff";
         assert!(matches!(declared(broken), Err(InspectError::Malformed(_))));
+    }
+
+    /// A component header and one instance import named `name`.
+    fn importing(name: &str) -> Vec<u8> {
+        let mut import = vec![1, 0x00, name.len() as u8];
+        import.extend_from_slice(name.as_bytes());
+        import.extend_from_slice(&[0x05, 0x00]);
+        let mut wasm = b"\0asm\x0d\0\x01\0\x0a".to_vec();
+        wasm.push(import.len() as u8);
+        wasm.extend(import);
+        wasm
+    }
+
+    #[test]
+    fn a_component_built_against_another_wit_version_is_named_for_it() {
+        let current = declared(&importing(&format!("runcap:plugin/log@{WIT_VERSION}"))).unwrap();
+        assert_eq!(current.imports, ["runcap:plugin/log"]);
+        let old = declared(&importing("runcap:plugin/log@0.1.0")).unwrap_err();
+        assert_eq!(
+            old,
+            InspectError::WitVersion {
+                found: "0.1.0".into()
+            }
+        );
+        assert!(
+            old.to_string().contains(
+                "built against runcap:plugin@0.1.0 and this runcap speaks runcap:plugin@"
+            ),
+            "{old}"
+        );
+        // Other packages' versions are theirs to keep.
+        assert!(declared(&importing("wasi:cli/environment@0.2.6")).is_ok());
+    }
+
+    #[test]
+    fn the_wit_files_are_the_version_the_host_speaks() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.starts_with(&format!("package runcap:plugin@{WIT_VERSION};")),
+                "{}",
+                path.display()
+            );
+        }
     }
 
     #[test]
