@@ -75,6 +75,11 @@ retries = 3
 backoff = "20ms"
 
 [[runbooks.recover.steps]]
+id = "named"
+uses = "hostile"
+with = { mode = "names" }
+
+[[runbooks.recover.steps]]
 id = "same_status"
 uses = "probe"
 with = { url = "{{ vars.base }}/health", expect = { status = "{{ steps.wait_healthy.details.status }}" } }
@@ -98,6 +103,20 @@ with = { url = "{{ vars.base }}/health", expect = { status = "{{ steps.wait_heal
         "failed twice, passed on the third attempt"
     );
     assert_eq!(svc.state.attempts.load(Ordering::Relaxed), 3);
+    // A plugin asks for the names it runs under (runcap:plugin/invocation).
+    assert_eq!(
+        step(&r, "named")["details"],
+        serde_json::json!({
+            "run_id": r["run_id"],
+            "environment": "test",
+            "runbook": "recover",
+            "step": "named",
+        })
+    );
+    assert!(
+        r["run_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{r:#}"
+    );
     let same = step(&r, "same_status");
     assert_eq!(same["status"], "ok", "{same:#}");
     assert_eq!(

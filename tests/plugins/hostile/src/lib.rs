@@ -10,7 +10,8 @@ struct Params {
     /// `log-flood`, `panic`, `stack-overflow`, `exit`, `bad-details`, `fs-read`,
     /// `fs-write`, `files-read`, `files-write` (the same through `runcap:plugin/fs`),
     /// `leak-pii`, `leave` (copies `secret` all over its stack, heap and statics), `find`
-    /// (searches its whole memory for what `leave` left).
+    /// (searches its whole memory for what `leave` left), and `names`, which reports the
+    /// run id, environment, runbook and step the host names it with.
     mode: String,
     /// What `leave` leaves; `find` searches for it with every byte XOR 0xA5, given in hex
     /// (so the plain bytes are nowhere in its own memory unless left there).
@@ -124,6 +125,11 @@ fn run(ctx: &Context, p: Params) -> Result<Outcome, ActionError> {
                     .detail("found_at", at.map(|a| a as u64)),
             )
         }
+        "names" => Ok(Outcome::ok("named")
+            .detail("run_id", ctx.run_id())
+            .detail("environment", ctx.environment())
+            .detail("runbook", ctx.runbook())
+            .detail("step", ctx.step())),
         "panic" => panic!("hostile plugin panics on purpose"),
         "stack-overflow" => Ok(Outcome::ok(format!("{}", recurse(0)))),
         "exit" => std::process::exit(3),
