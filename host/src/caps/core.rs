@@ -115,6 +115,57 @@ pub trait Capability: Sized + Send + Sync + 'static {
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
 }
 
+/// A capability every plugin has, with nothing to grant, compare or prepare (`log`,
+/// `invocation`): its module implements this, and [`Capability`] comes with it.
+pub trait Ungranted: Sized + Send + Sync + 'static {
+    /// See [`Capability::NAME`].
+    const NAME: &'static str;
+    /// See [`Capability::INTERFACE`].
+    const INTERFACE: &'static str;
+    /// See [`Capability::WIT`].
+    const WIT: &'static str;
+    /// See [`Capability::State`].
+    type State: Default + Send + 'static;
+
+    /// See [`Capability::add_to_linker`].
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
+}
+
+impl<C: Ungranted> Capability for C {
+    const NAME: &'static str = <C as Ungranted>::NAME;
+    const INTERFACE: &'static str = <C as Ungranted>::INTERFACE;
+    const WIT: Option<&'static str> = Some(<C as Ungranted>::WIT);
+    const GRANTED: Granted = Granted::Always;
+    type Config = ();
+    type Grant = ();
+    type Access = ();
+    type State = <C as Ungranted>::State;
+
+    fn hint(_plugin: &str) -> String {
+        String::new()
+    }
+
+    fn validate(_: &mut Validator, _: &KeyPath, _: (), _: &Declared) -> Option<()> {
+        Some(())
+    }
+
+    fn diff(_: &(), _: &()) -> Vec<Change> {
+        Vec::new()
+    }
+
+    fn describe(_: &()) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn prepare(_: Arc<()>, _: &Resources) -> Result<(), PrepareError> {
+        Ok(())
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        <C as Ungranted>::add_to_linker(linker)
+    }
+}
+
 /// How a plugin comes to have a capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granted {

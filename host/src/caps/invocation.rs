@@ -11,49 +11,19 @@
 //! the guest on each call was the largest part of a call's cost, and most actions never
 //! read them.
 
-use std::sync::Arc;
-
 use wasmtime::component::Linker;
 
 use crate::bindings::runcap::plugin::invocation as wit;
-use crate::caps::compare::Change;
-use crate::caps::core::{
-    CapCtx, CapData, Capability, Declared, Granted, HostState, PrepareError, Resources,
-};
-use crate::manifest::{KeyPath, Validator};
+use crate::caps::core::{CapCtx, CapData, HostState, Ungranted};
 
 /// The `invocation` capability.
 pub struct Invocation;
 
-impl Capability for Invocation {
+impl Ungranted for Invocation {
     const NAME: &'static str = "invocation";
     const INTERFACE: &'static str = "runcap:plugin/invocation";
-    const WIT: Option<&'static str> = Some(include_str!("../../../wit/invocation.wit"));
-    const GRANTED: Granted = Granted::Always;
-    type Config = ();
-    type Grant = ();
-    type Access = ();
+    const WIT: &'static str = include_str!("../../../wit/invocation.wit");
     type State = ();
-
-    fn hint(_plugin: &str) -> String {
-        String::new()
-    }
-
-    fn validate(_: &mut Validator, _: &KeyPath, _: (), _: &Declared) -> Option<()> {
-        Some(())
-    }
-
-    fn diff(_: &(), _: &()) -> Vec<Change> {
-        Vec::new()
-    }
-
-    fn describe(_: &()) -> Vec<String> {
-        Vec::new()
-    }
-
-    fn prepare(_: Arc<()>, _: &Resources) -> Result<(), PrepareError> {
-        Ok(())
-    }
 
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)

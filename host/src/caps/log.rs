@@ -7,16 +7,10 @@
 //! | enforced | lines count against the plugin's `limits.output`; the excess is dropped and counted |
 //! | audit | lines are kept with the step, not as capability calls |
 
-use std::sync::Arc;
-
 use wasmtime::component::Linker;
 
 use crate::bindings::runcap::plugin::log as wit;
-use crate::caps::compare::Change;
-use crate::caps::core::{
-    CapCtx, CapData, Capability, Declared, Granted, HostState, PrepareError, Resources, now_ms,
-};
-use crate::manifest::{KeyPath, Validator};
+use crate::caps::core::{CapCtx, CapData, HostState, Ungranted, now_ms};
 pub use crate::store::records::{Level, LogLine};
 
 /// The `log` capability.
@@ -30,35 +24,11 @@ pub struct LogState {
     pub dropped: u64,
 }
 
-impl Capability for Log {
+impl Ungranted for Log {
     const NAME: &'static str = "log";
     const INTERFACE: &'static str = "runcap:plugin/log";
-    const WIT: Option<&'static str> = Some(include_str!("../../../wit/log.wit"));
-    const GRANTED: Granted = Granted::Always;
-    type Config = ();
-    type Grant = ();
-    type Access = ();
+    const WIT: &'static str = include_str!("../../../wit/log.wit");
     type State = LogState;
-
-    fn hint(_plugin: &str) -> String {
-        String::new()
-    }
-
-    fn validate(_: &mut Validator, _: &KeyPath, _: (), _: &Declared) -> Option<()> {
-        Some(())
-    }
-
-    fn diff(_: &(), _: &()) -> Vec<Change> {
-        Vec::new()
-    }
-
-    fn describe(_: &()) -> Vec<String> {
-        Vec::new()
-    }
-
-    fn prepare(_: Arc<()>, _: &Resources) -> Result<(), PrepareError> {
-        Ok(())
-    }
 
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<_, CapData<Self>>(linker, HostState::view::<Self>)

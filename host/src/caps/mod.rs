@@ -41,7 +41,7 @@ use compare::{Change, ChangeKind};
 pub use core::{
     ActionCore, ActionInfo, ActionSetup, CallLog, CallRecord, CallSink, Capability, Decision,
     Declared, Entry, Granted, HostState, MemoryLimiter, PrepareError, Prepared, Resources,
-    UnreadableGrant, ValidGrants, now_ms,
+    Ungranted, UnreadableGrant, ValidGrants, now_ms,
 };
 
 /// Every capability the host provides, in the order reports list them. Adding a
