@@ -407,3 +407,27 @@ pub(crate) fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MockHost;
+
+    #[test]
+    fn a_test_context_has_names_and_a_test_can_set_them() {
+        let host = MockHost::new();
+        let ctx = host.context();
+        assert_eq!(
+            (ctx.run_id(), ctx.environment(), ctx.runbook(), ctx.step()),
+            ("test-run", "test", "test", "test")
+        );
+        let ctx = host.context().with_names(Names {
+            run_id: "r-7".into(),
+            environment: "prod".into(),
+            runbook: "nightly".into(),
+            step: "probe".into(),
+        });
+        assert_eq!(ctx.step(), "probe");
+        assert_eq!(ctx.names().run_id, "r-7");
+    }
+}
