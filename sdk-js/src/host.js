@@ -1,8 +1,9 @@
 // The one place the SDK reaches the host. Everything else in the SDK calls `current()`.
 //
 // In a component, `wit.js` installs an adapter over the `runcap:plugin/log`,
-// `runcap:plugin/http` and `runcap:plugin/invocation` imports when it is evaluated. In native unit tests, `MockHost`
-// from `runcap-plugin/testing` installs itself for the duration of each call.
+// `runcap:plugin/http` and `runcap:plugin/invocation` imports when it is evaluated. In
+// native unit tests, `MockHost` from `runcap-plugin/testing` installs itself for the
+// duration of each call.
 //
 // A host has three functions, all on WIT-shaped values (what componentize-js passes):
 //

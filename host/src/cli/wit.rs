@@ -118,7 +118,13 @@ pub fn custom_world(name: &str, imports: &[String]) -> Result<String, WitError> 
     }
     let known = importable();
     let mut chosen = vec!["log"];
-    for i in imports.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
+    // Every world imports `invocation` through `plugin`: asking for it is accepted and
+    // adds nothing.
+    for i in imports
+        .iter()
+        .map(|i| i.trim())
+        .filter(|i| !i.is_empty() && *i != "invocation")
+    {
         match known.iter().find(|k| **k == i) {
             Some(k) if !chosen.contains(k) => chosen.push(k),
             Some(_) => {}
@@ -266,7 +272,12 @@ mod tests {
 
         let text = custom_world(
             "probe-and-page",
-            &["http".into(), "notify".into(), "fs".into()],
+            &[
+                "http".into(),
+                "notify".into(),
+                "fs".into(),
+                "invocation".into(),
+            ],
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
