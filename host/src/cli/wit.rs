@@ -86,15 +86,25 @@ pub fn worlds() -> Vec<World> {
     out
 }
 
+/// The interfaces the base world `plugin` imports (`invocation`), which every world has
+/// through it.
+fn in_every_world() -> Vec<String> {
+    worlds()
+        .into_iter()
+        .find(|w| w.name == "plugin")
+        .map(|w| w.imports)
+        .unwrap_or_default()
+}
+
 /// The WIT interface names (`http`, `secrets`, …) a world may import: every
-/// capability whose interface is in this package.
+/// capability whose interface is in this package, but those every world has already.
 pub fn importable() -> Vec<&'static str> {
+    let base = in_every_world();
     crate::caps::REGISTRY
         .iter()
         .flat_map(|c| std::iter::once(c.interface()).chain(c.more_interfaces().iter().copied()))
         .filter_map(|i| i.strip_prefix("runcap:plugin/"))
-        // Every world imports it already, through `plugin`.
-        .filter(|i| *i != "invocation")
+        .filter(|i| !base.iter().any(|b| b == i))
         .collect()
 }
 
@@ -118,12 +128,12 @@ pub fn custom_world(name: &str, imports: &[String]) -> Result<String, WitError> 
     }
     let known = importable();
     let mut chosen = vec!["log"];
-    // Every world imports `invocation` through `plugin`: asking for it is accepted and
-    // adds nothing.
+    // Asking for an interface every world has is accepted and adds nothing.
+    let base = in_every_world();
     for i in imports
         .iter()
         .map(|i| i.trim())
-        .filter(|i| !i.is_empty() && *i != "invocation")
+        .filter(|i| !i.is_empty() && !base.iter().any(|b| b == i))
     {
         match known.iter().find(|k| **k == i) {
             Some(k) if !chosen.contains(k) => chosen.push(k),
