@@ -84,7 +84,13 @@ impl Numeric {
         let next = at(line, e);
         match e - s {
             13..=19 => true,
-            4 => matches!(next, b' ' | b'-'),
+            // A grouped card's second group has four digits or more (see `grouped_card`):
+            // the year that starts most log lines (`2024-05-01T…`) is dismissed here,
+            // without a call.
+            4 => {
+                matches!(next, b' ' | b'-')
+                    && (1..5).all(|k| at(line, e + k).is_ascii_digit())
+            }
             3 => prev == b'(' || matches!(next, b'-' | b'.'),
             1 if line[s] == b'1' && matches!(next, b'-' | b'.') => true,
             1 | 2 => self.ipv4.is_some() && next == b'.',
