@@ -52,6 +52,9 @@ impl Numeric {
                     let single_one = specials & digits & !(digits >> 1);
                     starts & (three | after_opening | single_one)
                 };
+                if candidates != 0 && base + 64 <= len {
+                    candidates &= !glued_block(line, base, digits);
+                }
                 while candidates != 0 {
                     let s = base + candidates.trailing_zeros() as usize;
                     candidates &= candidates - 1;
@@ -87,10 +90,7 @@ impl Numeric {
             // A grouped card's second group has four digits or more (see `grouped_card`):
             // the year that starts most log lines (`2024-05-01T…`) is dismissed here,
             // without a call.
-            4 => {
-                matches!(next, b' ' | b'-')
-                    && (1..5).all(|k| at(line, e + k).is_ascii_digit())
-            }
+            4 => matches!(next, b' ' | b'-') && (1..5).all(|k| at(line, e + k).is_ascii_digit()),
             3 => prev == b'(' || matches!(next, b'-' | b'.'),
             1 if line[s] == b'1' && matches!(next, b'-' | b'.') => true,
             1 | 2 => self.ipv4.is_some() && next == b'.',
@@ -205,6 +205,45 @@ fn digit_block(line: &[u8], base: usize) -> u64 {
     )))]
     {
         crate::blocks::scalar_block(base, line.len(), |at| line[at].is_ascii_digit())
+    }
+}
+
+/// Positions of the block at `base` (wholly inside `line`) where a digit run cannot start a
+/// format, known from the bytes before it, as [`Numeric::may_start`] would find: right after
+/// a letter or `_` (inside a word, like the digits of a hex id), or after a `.` or `-` that
+/// follows a digit (the rest of a date, a version, a decimal). A letter after a backslash
+/// is left out (an escape such as `\n` reads as a blank), and so are the block's first two
+/// positions, whose bytes before lie in the block before: `may_start` decides those.
+#[inline(always)]
+fn glued_block(line: &[u8], base: usize, digits: u64) -> u64 {
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
+    {
+        let window = |k: usize| {
+            let (w, d, b) = crate::simd::glue_masks(&line[base + 16 * k..]);
+            (
+                u64::from(w) << (16 * k),
+                u64::from(d) << (16 * k),
+                u64::from(b) << (16 * k),
+            )
+        };
+        let (w0, d0, b0) = window(0);
+        let (w1, d1, b1) = window(1);
+        let (w2, d2, b2) = window(2);
+        let (w3, d3, b3) = window(3);
+        let word = (w0 | w1 | w2 | w3) & !(((b0 | b1 | b2 | b3) << 1) | 1);
+        let dot_after_digit = (d0 | d1 | d2 | d3) & (digits << 1);
+        (word | dot_after_digit) << 1
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        let _ = (line, base, digits);
+        0
     }
 }
 

@@ -24,8 +24,8 @@ macro_rules! unrolled {
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::{
-    __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-    _mm_set1_epi8, _mm_setzero_si128, _mm_sub_epi8, _mm_subs_epu8,
+    __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
+    _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128, _mm_sub_epi8, _mm_subs_epu8,
 };
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -77,6 +77,50 @@ pub(crate) fn any_of3(chunk: &[u8], set: [u8; 3]) -> u32 {
             eq(set[2]),
         )) as u32
     }
+}
+
+/// For the first 16 bytes of `chunk`: the ASCII letters and `_`, the bytes `.` and `-`, and
+/// the backslashes, one bit per byte in each.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn glue_masks(chunk: &[u8]) -> (u32, u32, u32) {
+    assert!(chunk.len() >= 16);
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load reads 16 bytes the
+    // slice holds.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let eq = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+        // Lower-cased, a letter is `a..=z`: `x - 'a'` at most 25.
+        let x = _mm_sub_epi8(
+            _mm_or_si128(v, _mm_set1_epi8(0x20)),
+            _mm_set1_epi8(b'a' as i8),
+        );
+        let letter = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(25)), x);
+        (
+            _mm_movemask_epi8(_mm_or_si128(letter, eq(b'_'))) as u32,
+            _mm_movemask_epi8(_mm_or_si128(eq(b'.'), eq(b'-'))) as u32,
+            _mm_movemask_epi8(eq(b'\\')) as u32,
+        )
+    }
+}
+
+/// For the first 16 bytes of `chunk`: the ASCII letters and `_`, the bytes `.` and `-`, and
+/// the backslashes, one bit per byte in each.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn glue_masks(chunk: &[u8]) -> (u32, u32, u32) {
+    assert!(chunk.len() >= 16);
+    // SAFETY: the load reads 16 bytes the slice holds; `v128_load` needs no alignment.
+    let v = unsafe { v128_load(chunk.as_ptr().cast()) };
+    let eq = |b: u8| u8x16_eq(v, u8x16_splat(b));
+    // Lower-cased, a letter is `a..=z`: `x - 'a'` at most 25.
+    let x = u8x16_sub(v128_or(v, u8x16_splat(0x20)), u8x16_splat(b'a'));
+    let letter = u8x16_eq(u8x16_min(x, u8x16_splat(25)), x);
+    (
+        u32::from(u8x16_bitmask(v128_or(letter, eq(b'_')))),
+        u32::from(u8x16_bitmask(v128_or(eq(b'.'), eq(b'-')))),
+        u32::from(u8x16_bitmask(eq(b'\\'))),
+    )
 }
 
 /// Bit `i` set when `chunk[i]` is one of the three bytes `set`, for the first 16 bytes.
