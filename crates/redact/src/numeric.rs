@@ -50,7 +50,9 @@ impl Numeric {
                     // non-digits for "a single 1", so that no run is dismissed wrongly.
                     let three = ((digits >> 1) | 1 << 63) & ((digits >> 2) | 3 << 62);
                     let single_one = specials & digits & !(digits >> 1);
-                    starts & (three | after_opening | single_one)
+                    starts
+                        & (three | after_opening | single_one)
+                        & !(no_format_by_length(digits) & !after_opening)
                 };
                 if candidates != 0 && base + 64 <= len {
                     candidates &= !glued_block(line, base, digits);
@@ -206,6 +208,31 @@ fn digit_block(line: &[u8], base: usize) -> u64 {
     {
         crate::blocks::scalar_block(base, line.len(), |at| line[at].is_ascii_digit())
     }
+}
+
+/// Positions of a block (given its digit mask) where a run of digits starts whose length
+/// rules out every format unless a `+` comes before it ([`Numeric::may_start`]): 5 to 12
+/// digits, or exactly 4 (a year, a count) without four more digits one byte after them (a
+/// grouped card's second group). Bits past the block are unknown: a run that may go on
+/// there is never counted as ruled out.
+#[inline(always)]
+fn no_format_by_length(digits: u64) -> u64 {
+    // `sure(x, j)`: `x` moved down by `j`, taking what is past the block as not set;
+    // `maybe`: as set. Bit `i` of `at_least_k` says that positions `i..i + k` are digits.
+    let sure = |x: u64, j: u32| x >> j;
+    let maybe = |x: u64, j: u32| (x >> j) | !(!0u64 >> j);
+    let sure4 = {
+        let two = digits & sure(digits, 1);
+        two & sure(two, 2)
+    };
+    let sure5 = sure4 & sure(digits, 4);
+    let maybe2 = digits & maybe(digits, 1);
+    let maybe4 = maybe2 & maybe(maybe2, 2);
+    let maybe5 = maybe4 & maybe(digits, 4);
+    let maybe8 = maybe4 & maybe(maybe4, 4);
+    let maybe13 = maybe8 & maybe(maybe4, 8) & maybe(digits, 12);
+    let exactly4_alone = sure4 & !maybe5 & !maybe(maybe4, 5);
+    exactly4_alone | (sure5 & !maybe13)
 }
 
 /// Positions of the block at `base` (wholly inside `line`) where a digit run cannot start a
@@ -566,6 +593,9 @@ mod tests {
             "x",
             "1111111111111111",
             "4111111111111111",
+            "4222222222222",
+            "30569309025904",
+            "378282246310005",
             "192.168.0.1",
             "+1 ",
             "1-800-555-0199",
