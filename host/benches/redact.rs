@@ -7,8 +7,9 @@
 //! log (the same run on a log a tenth the size is the reference).
 //!
 //! `./dev bench` runs it after building the plugins. Environment: `REDACT_BENCH_MB` (default
-//! 100) sets the log size, `REDACT_BENCH_RUNS` (default 3) the runs per contender (the median
-//! is reported), `REDACT_BENCH_NO_PYTHON=1` skips Python, `REDACT_BENCH_KEEP=1` keeps the files,
+//! 100) sets the log size, `REDACT_BENCH_RUNS` (default 9) the runs per contender (the median
+//! is reported; single runs' ratios swing from about 0.5 to 1.2 on a shared two-core machine,
+//! so three runs' median moved by a tenth from one invocation to the next), `REDACT_BENCH_NO_PYTHON=1` skips Python, `REDACT_BENCH_KEEP=1` keeps the files,
 //! `REDACT_BENCH_WASM=FILE` measures another build of the plugin.
 
 use std::fs::{self, File};
@@ -94,7 +95,7 @@ struct PluginRun {
 
 fn main() {
     let mb: u64 = env_num("REDACT_BENCH_MB", 100);
-    let runs: usize = env_num("REDACT_BENCH_RUNS", 3).max(1) as usize;
+    let runs: usize = env_num("REDACT_BENCH_RUNS", 9).max(1) as usize;
     let wasm = std::env::var_os("REDACT_BENCH_WASM")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
