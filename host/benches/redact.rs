@@ -8,8 +8,9 @@
 //!
 //! `./dev bench` runs it after building the plugins. Environment: `REDACT_BENCH_MB` (default
 //! 100) sets the log size, `REDACT_BENCH_RUNS` (default 9) the runs per contender (the median
-//! is reported; single runs' ratios swing from about 0.5 to 1.2 on a shared two-core machine,
-//! so three runs' median moved by a tenth from one invocation to the next), `REDACT_BENCH_NO_PYTHON=1` skips Python, `REDACT_BENCH_KEEP=1` keeps the files,
+//! is reported; single runs' ratios swing from about 0.5 to 1.2 on a shared two-core
+//! machine, so three runs' median moved by a tenth from one invocation to the next),
+//! `REDACT_BENCH_NO_PYTHON=1` skips Python, `REDACT_BENCH_KEEP=1` keeps the files,
 //! `REDACT_BENCH_WASM=FILE` measures another build of the plugin.
 
 use std::fs::{self, File};

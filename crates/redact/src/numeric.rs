@@ -25,11 +25,11 @@ impl Numeric {
 
     /// Pushes spans for every enabled digit-based rule.
     ///
-    /// Digit runs are found 64 bytes at a time from bit masks, and most are dismissed there
-    /// in bulk: unless IPv4 addresses are wanted, a run of one or two digits can only start a
-    /// format after `+` or `(`, or as the `1` of `1-800-…`. The few runs left are checked by
-    /// length, and the rest of the work is a call made for those that pass; the loop stays
-    /// small, so in a `wasm32` guest its values stay in registers.
+    /// Digit runs are found 64 bytes at a time from bit masks, and most are dismissed there in
+    /// bulk: unless IPv4 addresses are wanted, by length (1-2 digits only after `+`/`(` or as
+    /// the `1` of `1-800-…`; 5-12 only after `+`; see [`no_format_by_length`]) and by the bytes
+    /// before them ([`glued_block`]). The few runs left are checked ([`Numeric::may_start`])
+    /// and the rest of the work is a call made for those that pass.
     pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) {
         let len = line.len();
         let every_run = self.ipv4.is_some();
@@ -218,7 +218,7 @@ fn digit_block(line: &[u8], base: usize) -> u64 {
 #[inline(always)]
 fn no_format_by_length(digits: u64) -> u64 {
     // `sure(x, j)`: `x` moved down by `j`, taking what is past the block as not set;
-    // `maybe`: as set. Bit `i` of `at_least_k` says that positions `i..i + k` are digits.
+    // `maybe`: as set. Bit `i` of `sureK` (`maybeK`): positions `i..i + K` are (may be) digits.
     let sure = |x: u64, j: u32| x >> j;
     let maybe = |x: u64, j: u32| (x >> j) | !(!0u64 >> j);
     let sure4 = {
