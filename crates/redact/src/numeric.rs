@@ -210,11 +210,11 @@ fn digit_block(line: &[u8], base: usize) -> u64 {
     }
 }
 
-/// Positions of a block (given its digit mask) where a run of digits starts whose length
-/// rules out every format unless a `+` comes before it ([`Numeric::may_start`]): 5 to 12
-/// digits, or exactly 4 (a year, a count) without four more digits one byte after them (a
-/// grouped card's second group). Bits past the block are unknown: a run that may go on
-/// there is never counted as ruled out.
+/// Positions of a block (given its digit mask) where a run of digits starts whose length rules
+/// out every format unless a `+` comes before it ([`Numeric::may_start`]; the caller spares the
+/// runs after `+` or `(`, its mask having both): 5 to 12 digits, or exactly 4 (a year, a count)
+/// without four more digits one byte after them (a grouped card's second group). Bits past the
+/// block are unknown: a run that may go on there is never counted as ruled out.
 #[inline(always)]
 fn no_format_by_length(digits: u64) -> u64 {
     // `sure(x, j)`: `x` moved down by `j`, taking what is past the block as not set;
