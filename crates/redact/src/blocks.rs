@@ -6,57 +6,6 @@
 //! scan per run. That matters most in a `wasm32` guest, which pays a deadline check for every
 //! loop iteration.
 
-/// The mask of the block last computed, and where it starts. Blocks start at multiples of 64
-/// from the start of the line; a block function leaves positions past the line's end clear.
-pub(crate) struct BitScan {
-    base: usize,
-    mask: u64,
-}
-
-impl BitScan {
-    pub(crate) fn new() -> BitScan {
-        BitScan {
-            base: usize::MAX,
-            mask: 0,
-        }
-    }
-
-    #[inline(always)]
-    fn load(&mut self, base: usize, block: &impl Fn(usize) -> u64) {
-        if base != self.base {
-            self.base = base;
-            self.mask = block(base);
-        }
-    }
-
-    /// The first set position at or after `from`, in a line of `len` bytes.
-    #[inline(always)]
-    pub(crate) fn next_set(
-        &mut self,
-        from: usize,
-        len: usize,
-        block: impl Fn(usize) -> u64,
-    ) -> Option<usize> {
-        if from >= len {
-            return None;
-        }
-        let mut base = from & !63;
-        self.load(base, &block);
-        let mut m = self.mask & (!0u64 << (from - base));
-        loop {
-            if m != 0 {
-                return Some(base + m.trailing_zeros() as usize);
-            }
-            base += 64;
-            if base >= len {
-                return None;
-            }
-            self.load(base, &block);
-            m = self.mask;
-        }
-    }
-}
-
 /// Builds the mask of the block of `line` at `base` from a 16-position window function:
 /// `window(bytes, at)` gives the bits of positions `at..at + 16` of `bytes` and reads
 /// `bytes[at..at + span]`. The last block of a line is copied into a zero-padded buffer first,
@@ -84,13 +33,16 @@ pub(crate) fn block_of(
 
 /// [`block_of`] for the last block of a line. Each window that runs past the end reads the
 /// line's last `span` bytes instead and is shifted into place (a line shorter than one window
-/// goes through a zero-padded copy). Kept out of line: the scan loops inline the full-block
-/// case only, and stay small.
+/// goes through a zero-padded copy). Inlined although every line needs it only once per
+/// scan: as a call it cost a `wasm32` guest about 100 instructions of entry and exit (saved
+/// registers, stack and deadline checks) on top of its windows, counted per call with
+/// `valgrind --tool=callgrind`; inlined, the guest ran 6.5 % fewer instructions over a
+/// 20 MB log and native code 3.9 % fewer.
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
-#[inline(never)]
+#[inline(always)]
 fn last_block(line: &[u8], base: usize, span: usize, window: impl Fn(&[u8], usize) -> u32) -> u64 {
     let len = line.len();
     // Positions that can pass: those whose `span` bytes fit in the line.
@@ -138,26 +90,4 @@ pub(crate) fn scalar_block(base: usize, end: usize, one: impl Fn(usize) -> bool)
         at += 1;
     }
     m
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn set_positions_across_blocks() {
-        let bits: Vec<bool> = (0..300)
-            .map(|i| i % 7 == 0 || (130..200).contains(&i))
-            .collect();
-        let block = |base: usize| scalar_block(base, bits.len(), |i| bits[i]);
-        for from in 0..=bits.len() + 2 {
-            let mut scan = BitScan::new();
-            let want = (from..bits.len()).find(|&i| bits[i]);
-            assert_eq!(
-                scan.next_set(from, bits.len(), block),
-                want,
-                "set from {from}"
-            );
-        }
-    }
 }

@@ -25,7 +25,7 @@ use crate::{Counts, Redactor, Stats};
 
 /// Key names whose values are phone numbers (matched like credential keys: whole, or after a
 /// separator or a camelCase hump).
-const PHONE_KEYS: &[&[u8]] = &[
+pub(crate) const PHONE_KEYS: &[&[u8]] = &[
     b"phone",
     b"phone_number",
     b"phonenumber",

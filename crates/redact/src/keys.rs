@@ -8,7 +8,6 @@
 //! `wasm32` without SIMD). A small hand-written check at each trigger then decides whether a
 //! credential really follows.
 
-use crate::blocks::BitScan;
 use crate::chars::{ALNUM, DIGIT, IDENT, TOKEN, at, before, is, is_word, run_end};
 use crate::engine::Span;
 
@@ -318,11 +317,24 @@ impl Keys {
     /// last block is still open at the end of the line.
     pub(crate) fn find(&self, line: &[u8], out: &mut Vec<Span>) -> bool {
         let mut open = false;
+        // Where the scan goes on: a hit's check may move it past the hit (over a value).
         let mut i = 0;
-        let block = |base| self.pair_block(line, base);
-        let mut scan = BitScan::new();
-        while let Some(p) = scan.next_set(i, line.len(), block) {
-            i = self.at_hit(line, p, out, &mut open);
+        let mut base = 0;
+        // One mask per block, its hits taken in order; a loop of its own rather than
+        // `BitScan` with a closure, which LLVM leaves out of line once it holds the last
+        // block's steps (a call per block, costly in a `wasm32` guest).
+        while base < line.len() {
+            let mut hits = self.pair_block(line, base);
+            loop {
+                if i > base {
+                    hits &= (!0u64).checked_shl((i - base) as u32).unwrap_or(0);
+                }
+                if hits == 0 {
+                    break;
+                }
+                i = self.at_hit(line, base + hits.trailing_zeros() as usize, out, &mut open);
+            }
+            base = (base + 64).max(i & !63);
         }
         open
     }
@@ -378,9 +390,16 @@ pub(crate) fn sensitive_key(key: &[u8]) -> bool {
 }
 
 /// True when `key` is one of `names` or ends with one after `_`, `-`, `.` or a camelCase
-/// hump, ignoring ASCII case (`access_token`, `X-Api-Key`, `clientSecret`).
+/// hump, ignoring ASCII case (`access_token`, `X-Api-Key`, `clientSecret`). `names` are
+/// lower-case: most differ from the key in their last byte, which is compared first.
 pub(crate) fn suffix_key(key: &[u8], names: &[&[u8]]) -> bool {
+    let Some(last) = key.last().map(u8::to_ascii_lowercase) else {
+        return false;
+    };
     names.iter().any(|suffix| {
+        if suffix.last() != Some(&last) {
+            return false;
+        }
         let Some(cut) = key.len().checked_sub(suffix.len()) else {
             return false;
         };
@@ -763,13 +782,21 @@ mod tests {
                         alphabet[(state % alphabet.len() as u64) as usize]
                     })
                     .collect();
-                let block = |base| k.pair_block(&line, base);
-                for from in 0..=len {
-                    let naive = (from..len.saturating_sub(1))
-                        .find(|&i| k.hit(fold_pair(line[i], line[i + 1])));
-                    let got = BitScan::new().next_set(from, len, block);
-                    assert_eq!(got, naive, "{:?} from {from}", line);
+                for base in (0..len.max(1)).step_by(64) {
+                    let naive = crate::blocks::scalar_block(base, len.saturating_sub(1), |i| {
+                        k.hit(fold_pair(line[i], line[i + 1]))
+                    });
+                    assert_eq!(k.pair_block(&line, base), naive, "{line:?} at {base}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn key_names_are_lower_case() {
+        for names in [SENSITIVE_SUFFIXES, crate::json::PHONE_KEYS] {
+            for name in names {
+                assert_eq!(name.to_ascii_lowercase(), *name, "{:?}", name);
             }
         }
     }

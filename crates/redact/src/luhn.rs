@@ -8,19 +8,21 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
     if digits.is_empty() {
         return false;
     }
+    // Every second digit from the right counts doubled, its two digits summed.
+    const DOUBLED: [u32; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
     let mut sum = 0u32;
-    for (i, &b) in digits.iter().rev().enumerate() {
-        if !b.is_ascii_digit() {
+    let mut doubled = false;
+    for &b in digits.iter().rev() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
             return false;
         }
-        let mut d = u32::from(b - b'0');
-        if i % 2 == 1 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
+        sum += if doubled {
+            DOUBLED[usize::from(d)]
+        } else {
+            u32::from(d)
+        };
+        doubled = !doubled;
     }
     sum.is_multiple_of(10)
 }
@@ -32,12 +34,10 @@ pub fn plausible_card(digits: &[u8]) -> bool {
     if !(13..=19).contains(&len) || !digits.iter().all(u8::is_ascii_digit) {
         return false;
     }
-    let prefix = |n: usize| {
-        digits[..n]
-            .iter()
-            .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'))
-    };
-    let (p2, p3, p4) = (prefix(2), prefix(3), prefix(4));
+    let p4 = digits[..4]
+        .iter()
+        .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'));
+    let (p2, p3) = (p4 / 100, p4 / 10);
     match digits[0] {
         b'4' => matches!(len, 13 | 16 | 19),
         b'5' => ((51..=55).contains(&p2) && len == 16) || p2 == 50 || (56..=59).contains(&p2),

@@ -319,6 +319,7 @@ impl<W: Write, F: LineFn> Driver<'_, W, F> {
     }
 }
 
+#[inline]
 fn strip_cr(line: &[u8]) -> &[u8] {
     match line.last() {
         Some(b'\r') => &line[..line.len() - 1],
