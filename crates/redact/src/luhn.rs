@@ -31,14 +31,16 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 /// Diners, JCB, Discover, UnionPay, Maestro). Rejects, for example, 13-digit epoch millis.
 pub fn plausible_card(digits: &[u8]) -> bool {
     let len = digits.len();
-    if !(13..=19).contains(&len) || !digits.iter().all(u8::is_ascii_digit) {
+    if !(13..=19).contains(&len) || !digits[..4].iter().all(u8::is_ascii_digit) {
         return false;
     }
     let p4 = digits[..4]
         .iter()
         .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'));
     let (p2, p3) = (p4 / 100, p4 / 10);
-    match digits[0] {
+    // The scheme first: most long digit runs (timestamps, ids) fail it, and then the rest
+    // of the run need not be looked at.
+    let scheme = match digits[0] {
         b'4' => matches!(len, 13 | 16 | 19),
         b'5' => ((51..=55).contains(&p2) && len == 16) || p2 == 50 || (56..=59).contains(&p2),
         b'2' => (2221..=2720).contains(&p4) && len == 16,
@@ -49,7 +51,8 @@ pub fn plausible_card(digits: &[u8]) -> bool {
         }
         b'6' => true,
         _ => false,
-    }
+    };
+    scheme && digits[4..].iter().all(u8::is_ascii_digit)
 }
 
 #[cfg(test)]
@@ -81,5 +84,7 @@ mod tests {
         assert!(!plausible_card(b"9780306406157"), "ISBN-13");
         assert!(!plausible_card(b"411111111111111"), "15-digit visa");
         assert!(!plausible_card(b"371449635398431x"));
+        assert!(!plausible_card(b"4111x11111111111"));
+        assert!(!plausible_card(b"41x1111111111111"));
     }
 }
