@@ -320,9 +320,9 @@ impl Keys {
         // Where the scan goes on: a hit's check may move it past the hit (over a value).
         let mut i = 0;
         let mut base = 0;
-        // One mask per block, its hits taken in order; a loop of its own rather than
-        // `BitScan` with a closure, which LLVM leaves out of line once it holds the last
-        // block's steps (a call per block, costly in a `wasm32` guest).
+        // One mask per block, its hits taken in order. A loop of its own: a block function
+        // passed as a closure was left out of line by LLVM once it held the last block's
+        // steps (a call per block, costly in a `wasm32` guest).
         while base < line.len() {
             let mut hits = self.pair_block(line, base);
             loop {
