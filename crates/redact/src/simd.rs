@@ -30,8 +30,8 @@ use core::arch::x86_64::{
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 use core::arch::wasm32::{
-    i8x16_lt, i8x16_splat, u8x16_add, u8x16_bitmask, u8x16_eq, u8x16_shr, u8x16_splat,
-    u8x16_swizzle, v128_and, v128_load, v128_or,
+    i8x16_lt, i8x16_splat, u8x16_add, u8x16_bitmask, u8x16_eq, u8x16_shr, u8x16_splat, v128,
+    v128_and, v128_load, v128_or,
 };
 
 /// Bit `i` set when `chunk[i]` is an ASCII digit, for the first 16 bytes of `chunk`.
@@ -162,6 +162,23 @@ pub(crate) fn pair_mask<const N: usize>(chunk: &[u8], pairs: &[(u8, u8); N]) -> 
     }
 }
 
+/// `table[index[i]]` for each of the 16 lanes, every index below 16. The relaxed swizzle,
+/// where the build has it (`./dev plugins` does), is one x86 `pshufb`; the plain one also
+/// zeroes lanes whose index is 16 or more, which costs x86 hosts a second instruction.
+/// Both agree on indices below 16.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn lookup(table: v128, index: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    {
+        core::arch::wasm32::i8x16_relaxed_swizzle(table, index)
+    }
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    {
+        core::arch::wasm32::u8x16_swizzle(table, index)
+    }
+}
+
 /// Bit `i` set when bytes `i`, `i + 1` and `i + 2` of `chunk`, with `0x20` or-ed in, may start
 /// one of the words described by `tables` (low and high nibble of the first byte, then of the
 /// second and third: each maps a nibble to the buckets of the words having it; a position is
@@ -186,10 +203,7 @@ pub(crate) fn nibble_triple_mask(chunk: &[u8], tables: &[[u8; 16]; 6]) -> u32 {
         };
         hits = v128_and(
             hits,
-            v128_and(
-                u8x16_swizzle(lo, v128_and(v, low)),
-                u8x16_swizzle(hi, u8x16_shr(v, 4)),
-            ),
+            v128_and(lookup(lo, v128_and(v, low)), lookup(hi, u8x16_shr(v, 4))),
         );
     }
     !u32::from(u8x16_bitmask(u8x16_eq(hits, u8x16_splat(0)))) & 0xFFFF
