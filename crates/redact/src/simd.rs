@@ -49,6 +49,16 @@ pub(crate) fn digit_mask(chunk: &[u8]) -> u32 {
     }
 }
 
+/// All ones in the lanes of `v` holding one of the `n` bytes from `first`. Shifted so that
+/// those land on the `n` smallest signed bytes: one signed compare, which x86 hosts do in
+/// one instruction where an unsigned range test needs three.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn in_range(v: v128, first: u8, n: u8) -> v128 {
+    let shifted = u8x16_add(v, u8x16_splat(0x80u8.wrapping_sub(first)));
+    i8x16_lt(shifted, i8x16_splat(i8::MIN.wrapping_add(n as i8)))
+}
+
 /// Bit `i` set when `chunk[i]` is an ASCII digit, for the first 16 bytes of `chunk`.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
@@ -56,10 +66,7 @@ pub(crate) fn digit_mask(chunk: &[u8]) -> u32 {
     assert!(chunk.len() >= 16);
     // SAFETY: the load reads 16 bytes the slice holds; `v128_load` needs no alignment.
     let v = unsafe { v128_load(chunk.as_ptr().cast()) };
-    // Shifted so that `0`..`9` land on the ten smallest signed bytes: one signed compare,
-    // which x86 hosts do in one instruction where an unsigned one needs three.
-    let x = u8x16_add(v, u8x16_splat(0x80 - b'0'));
-    u32::from(u8x16_bitmask(i8x16_lt(x, i8x16_splat(-128 + 10))))
+    u32::from(u8x16_bitmask(in_range(v, b'0', 10)))
 }
 
 /// Bit `i` set when `chunk[i]` is one of the three bytes `set`, for the first 16 bytes.
@@ -113,9 +120,8 @@ pub(crate) fn glue_masks(chunk: &[u8]) -> (u32, u32, u32) {
     // SAFETY: the load reads 16 bytes the slice holds; `v128_load` needs no alignment.
     let v = unsafe { v128_load(chunk.as_ptr().cast()) };
     let eq = |b: u8| u8x16_eq(v, u8x16_splat(b));
-    // Lower-cased, a letter is `a..=z`: `x - 'a'` at most 25.
-    let x = u8x16_add(v128_or(v, u8x16_splat(0x20)), u8x16_splat(0x80 - b'a'));
-    let letter = i8x16_lt(x, i8x16_splat(-128 + 26));
+    // Lower-cased, a letter is `a..=z`.
+    let letter = in_range(v128_or(v, u8x16_splat(0x20)), b'a', 26);
     (
         u32::from(u8x16_bitmask(v128_or(letter, eq(b'_')))),
         u32::from(u8x16_bitmask(v128_or(eq(b'.'), eq(b'-')))),
