@@ -15,9 +15,9 @@
 //! plugin still writes a temporary copy and renames it into place.
 //!
 //! `./dev bench` runs it after building the plugins. Environment: `REDACT_BENCH_MB` (default
-//! 100) sets the log size, `REDACT_BENCH_RUNS` (default 9) the runs per contender (the median
-//! is reported; single runs' ratios swing from about 0.5 to 1.2 on a shared two-core
-//! machine, so three runs' median moved by a tenth from one invocation to the next),
+//! 100) sets the log size, `REDACT_BENCH_RUNS` (default 15) the runs per contender (the
+//! median is reported; single runs' ratios swing from about 0.6 to 1.3 on a shared two-core
+//! machine, and nine runs' median still moved by a tenth from one invocation to the next),
 //! `REDACT_BENCH_NO_PYTHON=1` skips Python, `REDACT_BENCH_KEEP=1` keeps the files,
 //! `REDACT_BENCH_WASM=FILE` measures another build of the plugin.
 
@@ -104,7 +104,7 @@ struct PluginRun {
 
 fn main() {
     let mb: u64 = env_num("REDACT_BENCH_MB", 100);
-    let runs: usize = env_num("REDACT_BENCH_RUNS", 9).max(1) as usize;
+    let runs: usize = env_num("REDACT_BENCH_RUNS", 15).max(1) as usize;
     let wasm = std::env::var_os("REDACT_BENCH_WASM")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
