@@ -2,9 +2,15 @@
 //! `redact` plugin running in runcap (wasm, granted the log's directory and an output
 //! directory), the same rules as native Rust (`runcap-redact` streaming file to file), and the
 //! equivalent Python `re` script. Targets, each printed on its own line with the measure it
-//! judges and "met" or "not met": plugin throughput ≥ 0.9× native (wall time, median of the
-//! runs), ≥ 20× Python, outputs byte-identical to native, and memory flat in the size of the
-//! log (the same run on a log a tenth the size is the reference).
+//! judges and "met" or "not met": plugin throughput ≥ 0.9× native (wall time: the median,
+//! over the rounds, of native's time over the plugin's in the same round), ≥ 20× Python,
+//! outputs byte-identical to native, and memory flat in the size of the log (the same run on
+//! a log a tenth the size is the reference).
+//!
+//! The ratio is taken within each round because the two runs of a round are adjacent in
+//! time, while this machine's speed moves by up to twice over minutes: the ratio of the two
+//! sides' medians (printed beside it) compares runs from different minutes, and in one run
+//! of 15 rounds it said 0.74 where the rounds' own ratios had a median of 0.93.
 //!
 //! Each timed run writes a new file: the contender's output of the run before is removed
 //! first, untimed. Overwriting a 100 MB file on ext4 costs the writer its old copy's pages
@@ -65,6 +71,11 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Sample, T) {
 
 fn median(mut v: Vec<Sample>) -> Sample {
     v.sort_by_key(|s| s.wall);
+    v[v.len() / 2]
+}
+
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
@@ -247,11 +258,13 @@ fn main() {
         }
     }
     let native_out = root.join("native-big.log");
-    let per_run: Vec<String> = native_samples
+    let round_ratios: Vec<f64> = native_samples
         .iter()
         .zip(&plugin_samples)
-        .map(|(n, p)| format!("{:.2}", n.wall.as_secs_f64() / p.wall.as_secs_f64()))
+        .map(|(n, p)| n.wall.as_secs_f64() / p.wall.as_secs_f64())
         .collect();
+    let per_run: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+    let round_ratio = median_of(round_ratios);
     let native_s = median(native_samples);
     let native_rate = mb_s(bytes[0], native_s.wall);
     let plugin_s = median(plugin_samples);
@@ -332,14 +345,14 @@ fn main() {
         println!("  python re: not run");
     }
     println!();
-    let ratio = plugin_rate / native_rate;
     println!(
-        "target: plugin / native throughput (wall time, median of {runs} runs) = {ratio:.2}, target ≥ 0.9: {}",
-        verdict(ratio >= 0.9)
+        "target: plugin / native throughput (wall time, median over {runs} rounds of the ratio within each round) = {round_ratio:.2}, target ≥ 0.9: {}",
+        verdict(round_ratio >= 0.9)
     );
     let cpu_ratio = mb_s(bytes[0], plugin_s.cpu) / mb_s(bytes[0], native_s.cpu);
     println!(
-        "        (plugin / native per CPU second, all threads, same runs = {cpu_ratio:.2}; informative)"
+        "        (ratio of the two sides' median throughputs = {:.2}; per CPU second, all threads, same runs = {cpu_ratio:.2}; informative)",
+        plugin_rate / native_rate
     );
     if let Some(rate) = python_rate {
         println!(
