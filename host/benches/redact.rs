@@ -22,7 +22,7 @@
 //!
 //! `./dev bench` runs it after building the plugins. Environment: `REDACT_BENCH_MB` (default
 //! 100) sets the log size, `REDACT_BENCH_RUNS` (default 15) the runs per contender (the
-//! median is reported; single runs' ratios swing from about 0.6 to 1.3 on a shared two-core
+//! median is reported; single runs' ratios swing from about 0.5 to 1.4 on a shared two-core
 //! machine, and nine runs' median still moved by a tenth from one invocation to the next),
 //! `REDACT_BENCH_NO_PYTHON=1` skips Python, `REDACT_BENCH_KEEP=1` keeps the files,
 //! `REDACT_BENCH_WASM=FILE` measures another build of the plugin.
@@ -69,13 +69,9 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Sample, T) {
     )
 }
 
-fn median(mut v: Vec<Sample>) -> Sample {
-    v.sort_by_key(|s| s.wall);
-    v[v.len() / 2]
-}
-
-fn median_of(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
+/// The middle element of `v` in the order `cmp` gives.
+fn median<T: Copy>(mut v: Vec<T>, cmp: impl FnMut(&T, &T) -> std::cmp::Ordering) -> T {
+    v.sort_by(cmp);
     v[v.len() / 2]
 }
 
@@ -234,7 +230,8 @@ fn main() {
     let mut plugin_runs: Vec<PluginRun> = Vec::new();
     let mut guest_small = 0.0;
     for run in 0..runs {
-        for native_turn in [run % 2 == 0, run % 2 == 1] {
+        let native_first = run % 2 == 0;
+        for native_turn in [native_first, !native_first] {
             let added = rss_probe();
             if native_turn {
                 let (s, c) = run_native(0);
@@ -264,10 +261,10 @@ fn main() {
         .map(|(n, p)| n.wall.as_secs_f64() / p.wall.as_secs_f64())
         .collect();
     let per_run: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
-    let round_ratio = median_of(round_ratios);
-    let native_s = median(native_samples);
+    let round_ratio = median(round_ratios, f64::total_cmp);
+    let native_s = median(native_samples, |a, b| a.wall.cmp(&b.wall));
     let native_rate = mb_s(bytes[0], native_s.wall);
-    let plugin_s = median(plugin_samples);
+    let plugin_s = median(plugin_samples, |a, b| a.wall.cmp(&b.wall));
     let plugin_rate = mb_s(bytes[0], plugin_s.wall);
     let guest_big = plugin_runs
         .iter()
